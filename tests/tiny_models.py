@@ -1,0 +1,83 @@
+"""Tiny sentence-transformers models built locally, so fast tests need no network and no download.
+
+Each builder writes a real model folder (config, safetensors weights, tokenizer, modules) the same way
+``SentenceTransformer.save`` does for Hub models, so the project's real loading code runs on it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_WORDS = (
+    "the a an of to and in is was for on that with as by it at from this be are or not have has one "
+    "model export onnx graph cosine vector search query passage text token sentence embed quick brown "
+    "fox jumps over lazy dog hello world cat sat mat run fast slow small large data code number url "
+    "what why how when where who which rain sun cloud river city train book read write open close"
+).split()
+
+
+def _tokenizer_files(out: Path, max_len: int) -> None:
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = [chr(c) for c in range(ord("a"), ord("z") + 1)] + [str(d) for d in range(10)]
+    vocab_list = list(dict.fromkeys(specials + chars + [f"##{c}" for c in chars] + sorted(set(_WORDS))))
+    vocab = {tok: i for i, tok in enumerate(vocab_list)}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_len,
+    )
+    fast.save_pretrained(out)
+
+
+def build_tiny_sentence_transformer(
+    out: Path,
+    *,
+    pooling: str = "mean",
+    normalize: bool = True,
+    max_seq_length: int = 32,
+    hidden: int = 32,
+    seed: int = 0,
+) -> Path:
+    """Write a 2-layer BERT sentence-transformer (pooling + optional Normalize) to ``out``."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    work = out.parent / f".{out.name}.hf"
+    _tokenizer_files(work, max_seq_length)
+    from transformers import AutoTokenizer
+
+    vocab_size = len(AutoTokenizer.from_pretrained(work))
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(work, safe_serialization=True)
+    transformer = models.Transformer(str(work), max_seq_length=max_seq_length)
+    pool = models.Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)
+    modules = [transformer, pool] + ([models.Normalize()] if normalize else [])
+    SentenceTransformer(modules=modules, device="cpu").save(str(out), safe_serialization=True)
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    return out
