@@ -1,0 +1,148 @@
+"""The artifact manifest: schema (versioned JSON Schema in exporter/schema/), read, write, check.
+
+``manifest.json`` sits at the artifact root. Paths inside it are relative to that root, POSIX style.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from exporter.errors import IntegrityError, UsageError
+from exporter.fsutil import sha256_file, write_json_atomic
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+# Files that describe an artifact rather than belong to a model; never listed as model files.
+META_FILES = frozenset({MANIFEST_NAME, "REPORT.md", "report.png"})
+
+
+@cache
+def schema() -> dict:
+    text = resources.files("exporter").joinpath("schema/manifest.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def validate(manifest: dict, where: str = "manifest") -> None:
+    """Raise UsageError naming the first schema violation."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
+    errors = sorted(validator.iter_errors(manifest), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        loc = "/".join(str(p) for p in err.absolute_path) or "(root)"
+        raise UsageError(
+            f"{where} is not a valid exporter manifest: at {loc}: {err.message}.",
+            "Re-create the artifact with `exporter export`.",
+        )
+
+
+def load(artifact: Path) -> dict:
+    """Read and validate ``artifact/manifest.json``."""
+    path = artifact / MANIFEST_NAME if artifact.is_dir() else artifact
+    if not path.is_file():
+        raise UsageError(
+            f"no {MANIFEST_NAME} in {artifact}.",
+            "Pass the artifact folder that `exporter export` printed.",
+        )
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(
+            f"{path} is not valid JSON: {exc}.", "Re-create the artifact with `exporter export`."
+        ) from exc
+    validate(data, str(path))
+    return data
+
+
+def save(artifact: Path, manifest: dict) -> Path:
+    validate(manifest)
+    path = artifact / MANIFEST_NAME
+    write_json_atomic(path, manifest)
+    return path
+
+
+def variant_ids(manifest: dict) -> list[str]:
+    return [v["id"] for v in manifest["variants"]]
+
+
+def get_variant(manifest: dict, variant_id: str) -> dict:
+    for v in manifest["variants"]:
+        if v["id"] == variant_id:
+            return v
+    raise UsageError(
+        f"variant {variant_id!r} is not in this artifact.",
+        f"Choose one of: {', '.join(variant_ids(manifest)) or '(none)'}.",
+    )
+
+
+def narrow(manifest: dict, variant_id: str) -> dict:
+    """A copy of the manifest that describes only one variant (for packaging and publishing)."""
+    out = copy.deepcopy(manifest)
+    out["variants"] = [copy.deepcopy(get_variant(manifest, variant_id))]
+    out["publishable"] = out["variants"][0]["status"] == "passed"
+    if out.get("recommended") and out["recommended"].get("variant") != variant_id:
+        out["recommended"] = None
+    return out
+
+
+@dataclass
+class FileCheck:
+    """What re-hashing an artifact against its manifest found."""
+
+    mismatched: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.mismatched or self.missing or self.extra)
+
+    def describe(self) -> str:
+        parts = []
+        for label, names in (("changed", self.mismatched), ("missing", self.missing), ("unlisted", self.extra)):
+            if names:
+                parts.append(f"{label}: {', '.join(names)}")
+        return "; ".join(parts)
+
+
+def listed_files(manifest: dict, variant_ids_: list[str] | None = None) -> dict[str, dict]:
+    """path -> record for the shared files and the chosen variants' files."""
+    out = {f["path"]: f for f in manifest["shared_files"]}
+    for v in manifest["variants"]:
+        if variant_ids_ is None or v["id"] in variant_ids_:
+            out.update({f["path"]: f for f in v["files"]})
+    return out
+
+
+def check_files(artifact: Path, manifest: dict, variant_ids_: list[str] | None = None) -> FileCheck:
+    """Re-hash every listed file; with ``variant_ids_`` None, also flag files on disk nobody lists."""
+    result = FileCheck()
+    listed = listed_files(manifest, variant_ids_)
+    for rel, rec in sorted(listed.items()):
+        p = artifact / rel
+        if not p.is_file() or p.is_symlink():
+            result.missing.append(rel)
+        elif p.stat().st_size != rec["size"] or sha256_file(p) != rec["sha256"]:
+            result.mismatched.append(rel)
+    if variant_ids_ is None:
+        every = listed_files(manifest)
+        for p in sorted(artifact.rglob("*")):
+            rel = p.relative_to(artifact).as_posix()
+            if p.is_file() and rel not in every and rel not in META_FILES and not rel.startswith("."):
+                result.extra.append(rel)
+    return result
+
+
+def require_intact(artifact: Path, manifest: dict, variant_ids_: list[str] | None = None) -> None:
+    check = check_files(artifact, manifest, variant_ids_)
+    if not check.ok:
+        raise IntegrityError(
+            f"{artifact} does not match its manifest ({check.describe()}).",
+            "Re-export or re-pull the artifact; do not edit files inside it.",
+        )
