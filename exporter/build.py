@@ -1,0 +1,51 @@
+"""What every variant builder receives and returns.
+
+A builder is ``build(ctx: BuildContext, spec: VariantSpec) -> BuildResult``. It writes only inside
+``ctx.stage_dir`` (the artifact being assembled; the source's config/tokenizer/module files are
+already there), may read the outputs of the variant it derives from, and returns the files it wrote
+plus the full build configuration that goes into the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class BuildContext:
+    source_dir: Path  # the resolved snapshot: torch weights, config, tokenizer
+    stage_dir: Path  # the artifact being assembled
+    calibration_texts: Callable[[], list[str]] = lambda: []  # lazily loaded calibration set
+    probe_texts: Callable[[], list[str]] = lambda: []  # the probe set (for sensitivity searches)
+    options: dict[str, Any] = field(default_factory=dict)  # user options (e.g. trust_remote_code)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """Compute something once per export (the torch model, a loaded graph) and share it."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def reference_model(self):
+        """The torch sentence-transformers model at the pinned source, loaded once."""
+
+        def load():
+            from sentence_transformers import SentenceTransformer
+
+            return SentenceTransformer(
+                str(self.source_dir),
+                device="cpu",
+                trust_remote_code=bool(self.options.get("trust_remote_code")),
+                local_files_only=True,
+            )
+
+        return self.memo("reference_model", load)
+
+
+@dataclass
+class BuildResult:
+    files: list[Path]  # absolute paths inside the stage dir
+    build: dict[str, Any]  # the full build configuration, recorded in the manifest

@@ -1,0 +1,93 @@
+"""The catalogue of variants the tool can build, as data.
+
+Each entry says which backend serves it, its precision class (which picks its default fidelity
+threshold), the files it writes (sentence-transformers' own naming, so
+``SentenceTransformer(path, backend=..., model_kwargs={"file_name": ...})`` loads it), what it is
+derived from, and the builder function that makes it. Importing this module is cheap: builders are
+named by dotted path and imported only when a variant is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from importlib import import_module
+
+from exporter.errors import UsageError
+
+
+class Backend(StrEnum):
+    ONNX = "onnx"
+    OPENVINO = "openvino"
+    TORCH = "torch"
+
+
+class Precision(StrEnum):
+    """Precision class: decides the default fidelity thresholds."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    id: str
+    backend: Backend
+    precision: Precision
+    file_name: str  # the main file, relative to the artifact root, as passed to model_kwargs["file_name"]
+    summary: str  # one line: when to use it
+    builder: str  # "module:function", called as function(ctx, spec, stage_dir) -> BuildResult
+    derives_from: str | None = None  # id of the variant whose output it transforms (None: from torch)
+    options: dict = field(default_factory=dict)  # fixed build options (level, scheme, ...)
+    on_request_only: bool = False  # excluded from --variants all
+
+    def load_kwargs(self) -> dict:
+        return {"backend": self.backend.value, "file_name": self.file_name}
+
+    def build_fn(self):
+        module, _, func = self.builder.partition(":")
+        return getattr(import_module(module), func)
+
+
+CATALOGUE: tuple[VariantSpec, ...] = (
+    VariantSpec(
+        id="onnx",
+        backend=Backend.ONNX,
+        precision=Precision.FP32,
+        file_name="onnx/model.onnx",
+        summary="fp32 ONNX of the whole model (pooling and normalisation inside); the exact baseline.",
+        builder="exporter.export_onnx:build_base",
+    ),
+)
+
+BY_ID: dict[str, VariantSpec] = {spec.id: spec for spec in CATALOGUE}
+DEFAULT_VARIANTS = ("onnx",)
+
+
+def select(ids: str | list[str] | None) -> list[VariantSpec]:
+    """Turn ``--variants`` text ("onnx,onnx-O3" or "all") into specs, bases first, in catalogue order."""
+    if ids is None:
+        wanted = list(DEFAULT_VARIANTS)
+    elif isinstance(ids, str):
+        wanted = [p.strip() for p in ids.split(",") if p.strip()]
+    else:
+        wanted = list(ids)
+    if not wanted:
+        raise UsageError("no variants given.", f"Pass --variants with ids from: {', '.join(BY_ID)} (or all).")
+    if "all" in wanted:
+        wanted = [s.id for s in CATALOGUE if not s.on_request_only] + [w for w in wanted if w != "all"]
+    unknown = [w for w in wanted if w not in BY_ID]
+    if unknown:
+        raise UsageError(
+            f"unknown variant id(s): {', '.join(unknown)}.",
+            f"Valid ids: {', '.join(BY_ID)} (or all); `exporter list-variants` describes them.",
+        )
+    chosen = set(wanted)
+    # A derived variant needs its base built first in the same artifact.
+    for w in list(chosen):
+        base = BY_ID[w].derives_from
+        while base:
+            chosen.add(base)
+            base = BY_ID[base].derives_from
+    return [s for s in CATALOGUE if s.id in chosen]
