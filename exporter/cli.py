@@ -1,0 +1,268 @@
+"""The command line. The only place that prints, catches errors and chooses exit codes.
+
+Heavy packages (torch, onnxruntime, openvino) are imported inside the commands that use them, so
+``exporter --help`` and ``exporter list-variants`` start fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from exporter import __version__
+from exporter.errors import ExitCode, ExporterError
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 any other failure (one line saying what to do); 2 bad input or usage; "
+    "3 a variant failed its fidelity gate; 4 an integrity check failed (a hash did not match); "
+    "130 interrupted."
+)
+
+app = typer.Typer(
+    name="exporter",
+    help="Export sentence-transformers models pinned to a Hub commit into verified CPU variants "
+    "(ONNX, OpenVINO, int8, quanto), each with a manifest of its provenance, hashes and fidelity.",
+    epilog=EXIT_CODES_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_state = {"verbose": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"exporter {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    _state["verbose"] = verbose
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+class RichProgress:
+    """Shows a spinner per long step on stderr and leaves a tick line with its duration."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.console = stderr_console()
+        self.quiet = quiet
+
+    @contextlib.contextmanager
+    def step(self, label: str) -> Iterator[None]:
+        start = time.perf_counter()
+        if self.quiet:
+            yield
+            return
+        with self.console.status(f"{label}..."):
+            yield
+        self.console.print(f"[green]✓[/] {label} [dim]({time.perf_counter() - start:.1f}s)[/]")
+
+
+def fail(exc: ExporterError) -> None:
+    """Print one error line (and its hint) to stderr and exit with the error's code."""
+    msg = f"Error: {exc.message}"
+    if exc.hint:
+        msg += f" {exc.hint}"
+    typer.echo(msg, err=True)
+    raise SystemExit(int(exc.exit_code))
+
+
+def print_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+# --------------------------------------------------------------------------------------------- export
+@app.command()
+def export(
+    model: Annotated[
+        str, typer.Argument(help="org/name@<40-hex commit sha>, org/name with --revision, or a local folder.")
+    ] = "sentence-transformers/all-MiniLM-L6-v2@1110a243fdf4706b3f48f1d95db1a4f5529b4d41",
+    revision: Annotated[str | None, typer.Option(help="The 40-hex commit sha to pin (if MODEL has no @sha).")] = None,
+    variants: Annotated[
+        str | None, typer.Option(help="Comma-separated variant ids, or 'all' (see list-variants). Default: onnx.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Artifact folder. Default: artifacts/<org>--<name>/<sha12>/.")
+    ] = None,
+    probe: Annotated[Path | None, typer.Option(help="Probe texts (.txt one per line, or .jsonl).")] = None,
+    calibration: Annotated[Path | None, typer.Option(help="Calibration texts for static int8 (.txt/.jsonl).")] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Override a fidelity threshold: [CLASS_OR_VARIANT:]metric=value, e.g. int8:cosine_min=0.985. "
+            "Repeatable."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if a complete artifact is already there.")] = False,
+    allow_unpinned: Annotated[
+        bool, typer.Option(help="Accept a branch/tag; it is resolved to its commit and both are recorded.")
+    ] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow models that ship their own Python code.")] = False,
+    allow_pickle: Annotated[bool, typer.Option(help="Allow pickle weights (*.bin/*.pt) when no safetensors.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the summary.")] = False,
+) -> None:
+    """Resolve MODEL at a pinned commit, build variants, check parity against torch, write the manifest."""
+    from exporter.parity import parse_threshold_overrides
+    from exporter.pipeline import ExportPlan, raise_for_failures, run_export
+
+    plan = ExportPlan(
+        model=model,
+        revision=revision,
+        variants=variants.split(",") if variants else None,
+        out=out,
+        probe=probe,
+        calibration=calibration,
+        thresholds=parse_threshold_overrides(threshold or []),
+        force=force,
+        allow_unpinned=allow_unpinned,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
+    )
+    outcome = run_export(plan, RichProgress())
+    if as_json:
+        print_json(export_summary(outcome))
+    else:
+        print_export_summary(outcome)
+    raise_for_failures(outcome)
+
+
+def export_summary(outcome) -> dict:
+    m = outcome.manifest
+    return {
+        "artifact": str(outcome.artifact),
+        "manifest": str(outcome.artifact / "manifest.json"),
+        "skipped": outcome.skipped,
+        "source": {"repo": m["source"]["repo"], "revision": m["source"]["revision"], "pinned": m["source"]["pinned"]},
+        "publishable": m["publishable"],
+        "variants": [
+            {
+                "id": v["id"],
+                "status": v["status"],
+                "file_name": v["load"].get("file_name"),
+                "cosine_min": (v["parity"] or {}).get("cosine_min"),
+                "cosine_mean": (v["parity"] or {}).get("cosine_mean"),
+                "failures": (v["parity"] or {}).get("failures", []),
+                "error": v.get("error"),
+            }
+            for v in m["variants"]
+        ],
+    }
+
+
+def print_export_summary(outcome) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    m = outcome.manifest
+    if outcome.skipped:
+        console.print(f"Already complete, nothing rebuilt (pass --force to rebuild): {outcome.artifact}")
+    table = Table(title=f"{m['source']['repo'] or m['source']['local_path']} @ {m['source']['revision'] or 'unpinned'}")
+    for col in ("variant", "file", "cosine min", "cosine mean", "nn@10", "verdict"):
+        table.add_column(col)
+    for v in m["variants"]:
+        p = v["parity"] or {}
+        verdict = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[red]ERROR[/]"}[v["status"]]
+        table.add_row(
+            v["id"],
+            v["load"].get("file_name") or "",
+            _fmt(p.get("cosine_min")),
+            _fmt(p.get("cosine_mean")),
+            _fmt(p.get("neighbour_agreement_at_10"), 3),
+            verdict,
+        )
+    console.print(table)
+    for v in m["variants"]:
+        for line in (v["parity"] or {}).get("failures", []) + ([v["error"]] if v.get("error") else []):
+            console.print(f"  {v['id']}: {line}")
+    console.print(f"Artifact: {outcome.artifact}")
+
+
+def _fmt(x: float | None, digits: int = 6) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+# ------------------------------------------------------------------------------------- list-variants
+@app.command("list-variants")
+def list_variants(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the catalogue as JSON.")] = False,
+) -> None:
+    """Print every variant the tool can build (no heavy imports)."""
+    from exporter.parity import DEFAULT_THRESHOLDS
+    from exporter.variants import CATALOGUE
+
+    rows = [
+        {
+            "id": s.id,
+            "backend": s.backend.value,
+            "precision": s.precision.value,
+            "file_name": s.file_name,
+            "derives_from": s.derives_from,
+            "default_threshold": DEFAULT_THRESHOLDS[s.precision].to_dict(),
+            "in_all": not s.on_request_only,
+            "summary": s.summary,
+        }
+        for s in CATALOGUE
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        extra = "" if r["in_all"] else " [on request only]"
+        typer.echo(
+            f"{r['id']:<24} {r['backend']:<9} {r['precision']:<5} {r['file_name']:<46} "
+            f"cos>={r['default_threshold']['cosine_min']}{extra}\n    {r['summary']}"
+        )
+
+
+# ------------------------------------------------------------------------------------- seed-default
+@app.command("seed-default")
+def seed_default() -> None:
+    """Put the embedded default model (all-MiniLM-L6-v2 @ 1110a243) into the local Hub cache, hash-checked."""
+    from exporter.default_model import REPO_ID, REVISION
+    from exporter.default_model import seed_default as seed
+
+    path = seed()
+    typer.echo(f"Seeded {REPO_ID}@{REVISION} into {path}")
+
+
+def main() -> None:
+    """Console entry point: runs the app and turns every failure into one line and an exit code.
+
+    Usage errors (exit 2), --help and Ctrl-C (exit 130) are handled by typer itself.
+    """
+    try:
+        app()
+    except ExporterError as exc:
+        if _state["verbose"]:
+            traceback.print_exc()
+        fail(exc)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into a line
+        if _state["verbose"]:
+            traceback.print_exc()
+        typer.echo(
+            f"Error: unexpected {type(exc).__name__}: {exc}. Re-run with --verbose for the traceback and report it.",
+            err=True,
+        )
+        raise SystemExit(ExitCode.FAILURE) from None

@@ -1,0 +1,262 @@
+"""The export pipeline: resolve the pin, build each variant, check its parity, write the manifest.
+
+One plan object drives it, whether it came from CLI flags or a recipe file. The pipeline raises typed
+errors and reports progress through a ``Progress`` object; it never prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from exporter import __version__
+from exporter.errors import ExporterError, ExportFailed, FidelityError, UsageError
+from exporter.fsutil import FileRecord, record_files, sha256_bytes, staged_dir
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".ckpt")
+
+
+class Progress(Protocol):
+    def step(self, label: str) -> contextlib.AbstractContextManager: ...
+
+
+class NoProgress:
+    @contextlib.contextmanager
+    def step(self, label: str) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class ExportPlan:
+    """Everything one export needs; the CLI and recipe files both build this."""
+
+    model: str
+    revision: str | None = None
+    variants: list[str] | None = None  # None: the default set
+    out: Path | None = None
+    probe: Path | None = None
+    calibration: Path | None = None
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)  # precision class or variant id
+    force: bool = False
+    allow_unpinned: bool = False
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    artifacts_root: Path = Path("artifacts")
+
+
+@dataclass
+class ExportOutcome:
+    artifact: Path
+    manifest: dict
+    skipped: bool  # the artifact was already complete and nothing was rebuilt
+
+    @property
+    def failed(self) -> list[str]:
+        return [v["id"] for v in self.manifest["variants"] if v["status"] != "passed"]
+
+
+def default_out(artifacts_root: Path, src) -> Path:
+    """``artifacts/<org>--<name>/<sha12>/``; a local folder gets ``local--<name>/<hash12 of its files>``."""
+    if src.repo_id and src.revision:
+        return artifacts_root / src.repo_id.replace("/", "--") / src.revision[:12]
+    listing = "".join(f"{r.path} {r.size} {r.sha256}\n" for r in src.files)
+    return artifacts_root / f"local--{src.local_path.name}" / sha256_bytes(listing.encode())[:12]
+
+
+def _copy_shared(source_dir: Path, stage: Path) -> list[FileRecord]:
+    """Copy config, tokenizer and module files (not the torch weights) into the artifact root."""
+    copied = []
+    for src in sorted(source_dir.rglob("*")):
+        if not src.is_file() or src.suffix in WEIGHT_SUFFIXES:
+            continue
+        rel = src.relative_to(source_dir)
+        if rel.parts[0].startswith("."):
+            continue
+        dest = stage / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src.resolve(), dest)
+        copied.append(dest)
+    return record_files(stage, copied)
+
+
+def model_facts(model) -> dict:
+    """Kind, dimension, max_seq_length, pooling and normalisation of a loaded SentenceTransformer."""
+    pooling = None
+    normalize = False
+    for module in model:
+        name = type(module).__name__
+        if name == "Pooling":
+            pooling = getattr(module, "pooling_mode", None) or module.get_pooling_mode_str()
+        elif name == "Normalize":
+            normalize = True
+    dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return {
+        "kind": "sentence-transformer",
+        "embedding_dim": dim(),
+        "max_seq_length": model.max_seq_length,
+        "pooling": pooling,
+        "normalize": normalize,
+        "similarity": getattr(model, "similarity_fn_name", None),
+    }
+
+
+def _variant_encoder(artifact: Path, spec, ctx):
+    """Load a built variant the way a user does and return its encode function."""
+    from exporter.variants import Backend
+
+    if spec.backend is Backend.TORCH:
+        return spec.loader_fn()(artifact).encode
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(artifact), device="cpu", local_files_only=True, **_st_kwargs(spec))
+    return model.encode
+
+
+def _st_kwargs(spec) -> dict:
+    return {"backend": spec.backend.value, "model_kwargs": {"file_name": spec.file_name}}
+
+
+def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutcome:
+    """Run one export plan end to end; failed variants are recorded, see ``raise_for_failures``."""
+    from exporter import manifest as mf
+    from exporter import parity, probes, source, variants
+    from exporter.build import BuildContext
+    from exporter.environment import environment
+
+    progress = progress or NoProgress()
+    specs = variants.select(plan.variants)  # bad ids fail before anything heavy runs
+    ref = source.parse_model_ref(plan.model, plan.revision)
+    probe_set = probes.load_text_set(plan.probe, "probe")
+    calib_set = probes.load_text_set(plan.calibration, "calibration") if plan.calibration else None
+    thresholds = parity.thresholds_for(specs, plan.thresholds)
+
+    with progress.step("Resolving source"):
+        src = source.resolve(
+            ref,
+            allow_unpinned=plan.allow_unpinned,
+            trust_remote_code=plan.trust_remote_code,
+            allow_pickle=plan.allow_pickle,
+        )
+    out = plan.out or default_out(plan.artifacts_root, src)
+    if (out / mf.MANIFEST_NAME).is_file() and not plan.force:
+        existing = mf.load(out)
+        if {s.id for s in specs} <= set(mf.variant_ids(existing)):
+            return ExportOutcome(artifact=out, manifest=existing, skipped=True)
+        raise UsageError(
+            f"{out} already holds an artifact without variant(s) "
+            f"{', '.join(sorted({s.id for s in specs} - set(mf.variant_ids(existing))))}.",
+            "Pass --force to rebuild it, or --out for a new folder.",
+        )
+    if out.exists() and not plan.force:
+        raise UsageError(f"{out} exists and is not an artifact.", "Pass --out with another folder, or --force.")
+
+    with staged_dir(out, replace=plan.force) as stage:
+        shared = _copy_shared(src.path, stage)
+        ctx = BuildContext(
+            source_dir=src.path,
+            stage_dir=stage,
+            calibration_texts=lambda: (calib_set or probes.load_text_set(None, "calibration")).texts,
+            probe_texts=lambda: probe_set.texts,
+            options={"trust_remote_code": plan.trust_remote_code},
+        )
+        with progress.step("Loading the torch reference"):
+            reference = ctx.reference_model()
+        with progress.step(f"Encoding {len(probe_set.texts)} probe texts with the reference"):
+            ref_emb = encode_with(reference.encode, probe_set.texts)
+        entries = []
+        for spec in specs:
+            entries.append(_build_and_check(spec, ctx, stage, probe_set, ref_emb, thresholds[spec.id], progress))
+        used_calibration = calib_set or (
+            probes.load_text_set(None, "calibration") if any(e["build"].get("calibration") for e in entries) else None
+        )
+        manifest = {
+            "schema_version": mf.SCHEMA_VERSION,
+            "tool_version": __version__,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source": {
+                "repo": src.repo_id,
+                "revision": src.revision,
+                "requested_ref": src.requested_ref,
+                "pinned": src.pinned,
+                "local_path": str(src.local_path) if src.local_path else None,
+                "weights_format": src.weights_format,
+                "files": [r.to_dict() for r in src.files],
+            },
+            "model": model_facts(reference),
+            "environment": environment(),
+            "probe": _textset_entry(probe_set),
+            "calibration": _textset_entry(used_calibration) if used_calibration else None,
+            "shared_files": [r.to_dict() for r in shared],
+            "variants": entries,
+            "publishable": all(e["status"] == "passed" for e in entries) and src.pinned,
+            "recommended": None,
+            "bench": None,
+        }
+        mf.save(stage, manifest)
+    return ExportOutcome(artifact=out, manifest=manifest, skipped=False)
+
+
+def raise_for_failures(outcome: ExportOutcome) -> None:
+    """FidelityError if a variant missed its thresholds; ExportFailed if one could not be built."""
+    by_status = {s: [v["id"] for v in outcome.manifest["variants"] if v["status"] == s] for s in ("failed", "error")}
+    if by_status["failed"]:
+        raise FidelityError(
+            f"variant(s) failed the fidelity gate: {', '.join(by_status['failed'])} (artifact kept at "
+            f"{outcome.artifact}).",
+            "See manifest.json variants[].parity; nothing was marked publishable.",
+        )
+    if by_status["error"]:
+        raise ExportFailed(
+            f"variant(s) could not be built: {', '.join(by_status['error'])} (artifact kept at {outcome.artifact}).",
+            "See manifest.json variants[].error; re-run with --verbose for details.",
+        )
+
+
+def _textset_entry(ts) -> dict:
+    return {"name": ts.name, "sha256": ts.sha256, "n": len(ts.texts), "source": ts.source}
+
+
+def _build_and_check(spec, ctx, stage: Path, probe_set, ref_emb, threshold, progress) -> dict:
+    from exporter import parity
+
+    entry = {
+        "id": spec.id,
+        "backend": spec.backend.value,
+        "precision": spec.precision.value,
+        "status": "error",
+        "error": None,
+        "files": [],
+        "load": spec.load_kwargs(),
+        "build": {},
+        "parity": None,
+        "bench": None,
+    }
+    try:
+        with progress.step(f"Building {spec.id}"):
+            result = spec.build_fn()(ctx, spec)
+        entry["files"] = [r.to_dict() for r in record_files(stage, result.files)]
+        entry["build"] = result.build
+        with progress.step(f"Checking parity of {spec.id}"):
+            emb = encode_with(_variant_encoder(stage, spec, ctx), probe_set.texts)
+            metrics = parity.compare(ref_emb, emb)
+            verdict = parity.judge(metrics, threshold)
+        entry["parity"] = parity.to_manifest(metrics, threshold, verdict, probe_set.sha256)
+        entry["status"] = "passed" if verdict.passed else "failed"
+    except UsageError:
+        raise
+    except ExporterError as exc:
+        entry["error"] = str(exc)
+    except Exception as exc:  # a backend crash fails this variant, not the others
+        entry["error"] = f"{type(exc).__name__}: {exc}"
+    return entry
+
+
+def encode_with(encode_fn, texts: list[str]):
+    import numpy as np
+
+    return np.asarray(encode_fn(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False))
