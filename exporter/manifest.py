@@ -53,9 +53,7 @@ def load(artifact: Path) -> dict:
     try:
         data = json.loads(path.read_text("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(
-            f"{path} is not valid JSON: {exc}.", "Re-create the artifact with `exporter export`."
-        ) from exc
+        raise UsageError(f"{path} is not valid JSON: {exc}.", "Re-create the artifact with `exporter export`.") from exc
     validate(data, str(path))
     return data
 

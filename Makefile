@@ -1,0 +1,32 @@
+# The two set-up commands (see README): `make demo` and `make test`. Both create .venv and install
+# what they need; both are safe to re-run (the install is skipped while pyproject.toml is unchanged).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+
+.PHONY: demo test lint bench install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip
+	# torch first, pinned: this takes the CPU wheel; a looser range would pull a multi-GB CUDA build.
+	$(VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e ".[demo,test]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+# Export the embedded default (all-MiniLM-L6-v2 @ 1110a243) from a hash-checked local Hub cache.
+demo: $(STAMP)
+	$(VENV)/bin/exporter seed-default
+	$(VENV)/bin/exporter export
+
+test: $(STAMP)
+	bash .ci/install-system-deps
+	$(VENV)/bin/ruff check exporter tests
+	$(VENV)/bin/python -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check exporter tests
+	$(VENV)/bin/ruff format --check exporter tests
