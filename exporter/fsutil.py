@@ -96,19 +96,23 @@ def ensure_writable_parent(dest: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_dir(dest: Path, *, replace: bool = False) -> Iterator[Path]:
-    """Yield a fresh temp folder beside ``dest``; on success rename it to ``dest``.
+def staged_dir(dest: Path, *, replace: bool = False, clone: bool = False) -> Iterator[Path]:
+    """Yield a temp folder beside ``dest``; when the block completes, rename it to ``dest``.
 
     On any exception (Ctrl-C included) the temp folder is removed and ``dest`` is untouched.
-    With ``replace`` an existing ``dest`` is swapped out only after the new one is complete.
+    ``clone`` starts the temp folder as a hard-linked copy of an existing ``dest`` (cheap, no bytes
+    copied) so a step can add files and swap the result in; builders must therefore write new files,
+    never modify existing ones in place. ``replace`` allows swapping out an existing ``dest``.
     """
     ensure_writable_parent(dest)
+    if dest.exists() and not (replace or clone):
+        raise OutputError(f"{dest} already exists.", "Pass --force to replace it.")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
+        if clone and dest.is_dir():
+            shutil.copytree(dest, tmp, copy_function=os.link, dirs_exist_ok=True)
         yield tmp
         if dest.exists():
-            if not replace:
-                raise OutputError(f"{dest} already exists.", "Pass --force to replace it.")
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
             os.replace(dest, old)
             os.replace(tmp, dest)

@@ -122,7 +122,14 @@ def _st_kwargs(spec) -> dict:
 
 
 def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutcome:
-    """Run one export plan end to end; failed variants are recorded, see ``raise_for_failures``."""
+    """Run one export plan end to end; failed variants are recorded, see ``raise_for_failures``.
+
+    The artifact is committed after each variant (built in a hard-linked clone beside it, then swapped
+    in), so it is always complete for what its manifest lists: an interrupted run loses only the
+    variant in flight, and re-running resumes by building only what is missing. A variant already in
+    the manifest is kept when its files still match and the source, toolchain and probe set are the
+    same; ``force`` rebuilds everything.
+    """
     from exporter import manifest as mf
     from exporter import parity, probes, source, variants
     from exporter.build import BuildContext
@@ -143,61 +150,65 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
             allow_pickle=plan.allow_pickle,
         )
     out = plan.out or default_out(plan.artifacts_root, src)
-    if (out / mf.MANIFEST_NAME).is_file() and not plan.force:
-        existing = mf.load(out)
-        if {s.id for s in specs} <= set(mf.variant_ids(existing)):
-            return ExportOutcome(artifact=out, manifest=existing, skipped=True)
-        raise UsageError(
-            f"{out} already holds an artifact without variant(s) "
-            f"{', '.join(sorted({s.id for s in specs} - set(mf.variant_ids(existing))))}.",
-            "Pass --force to rebuild it, or --out for a new folder.",
-        )
-    if out.exists() and not plan.force:
-        raise UsageError(f"{out} exists and is not an artifact.", "Pass --out with another folder, or --force.")
+    env = environment()
+    source_entry = {
+        "repo": src.repo_id,
+        "revision": src.revision,
+        "requested_ref": src.requested_ref,
+        "pinned": src.pinned,
+        "local_path": str(src.local_path) if src.local_path else None,
+        "weights_format": src.weights_format,
+        "files": [r.to_dict() for r in src.files],
+    }
+    kept = {} if plan.force else _reusable_variants(out, source_entry, env, probe_set)
+    todo = [s for s in specs if s.id not in kept]
+    if not todo:
+        return ExportOutcome(artifact=out, manifest=mf.load(out), skipped=True)
 
-    with staged_dir(out, replace=plan.force) as stage:
-        shared = _copy_shared(src.path, stage)
-        ctx = BuildContext(
-            source_dir=src.path,
-            stage_dir=stage,
-            calibration_texts=lambda: (calib_set or probes.load_text_set(None, "calibration")).texts,
-            probe_texts=lambda: probe_set.texts,
-            options={"trust_remote_code": plan.trust_remote_code},
-        )
-        with progress.step("Loading the torch reference"):
-            reference = ctx.reference_model()
-        with progress.step(f"Encoding {len(probe_set.texts)} probe texts with the reference"):
-            ref_emb = encode_with(reference.encode, probe_set.texts)
-        entries = []
-        for spec in specs:
-            entries.append(_build_and_check(spec, ctx, stage, probe_set, ref_emb, thresholds[spec.id], progress))
-        used_calibration = calib_set or (
-            probes.load_text_set(None, "calibration") if any(e["build"].get("calibration") for e in entries) else None
-        )
-        manifest = {
-            "schema_version": mf.SCHEMA_VERSION,
-            "tool_version": __version__,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "source": {
-                "repo": src.repo_id,
-                "revision": src.revision,
-                "requested_ref": src.requested_ref,
-                "pinned": src.pinned,
-                "local_path": str(src.local_path) if src.local_path else None,
-                "weights_format": src.weights_format,
-                "files": [r.to_dict() for r in src.files],
-            },
-            "model": model_facts(reference),
-            "environment": environment(),
-            "probe": _textset_entry(probe_set),
-            "calibration": _textset_entry(used_calibration) if used_calibration else None,
-            "shared_files": [r.to_dict() for r in shared],
-            "variants": entries,
-            "publishable": all(e["status"] == "passed" for e in entries) and src.pinned,
-            "recommended": None,
-            "bench": None,
-        }
-        mf.save(stage, manifest)
+    ctx = BuildContext(
+        source_dir=src.path,
+        stage_dir=out,
+        calibration_texts=lambda: (calib_set or probes.load_text_set(None, "calibration")).texts,
+        probe_texts=lambda: probe_set.texts,
+        options={"trust_remote_code": plan.trust_remote_code},
+    )
+    with progress.step("Loading the torch reference"):
+        reference = ctx.reference_model()
+    with progress.step(f"Encoding {len(probe_set.texts)} probe texts with the reference"):
+        ref_emb = encode_with(reference.encode, probe_set.texts)
+
+    fresh = not kept
+    entries = dict(kept)
+    manifest: dict = {}
+    for spec in todo:
+        with staged_dir(out, replace=True, clone=not fresh) as stage:
+            ctx.stage_dir = stage
+            if fresh:
+                shared = _copy_shared(src.path, stage)
+                fresh = False
+            else:
+                shared = [FileRecord(**f) for f in mf.load(stage)["shared_files"]]
+            entries[spec.id] = _build_and_check(spec, ctx, stage, probe_set, ref_emb, thresholds[spec.id], progress)
+            _remove_stale_files(stage, entries)
+            ordered = [entries[s.id] for s in variants.CATALOGUE if s.id in entries]
+            uses_calibration = any(e["build"].get("calibration") for e in ordered)
+            calibration = calib_set or (probes.load_text_set(None, "calibration") if uses_calibration else None)
+            manifest = {
+                "schema_version": mf.SCHEMA_VERSION,
+                "tool_version": __version__,
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "source": source_entry,
+                "model": model_facts(reference),
+                "environment": env,
+                "probe": _textset_entry(probe_set),
+                "calibration": _textset_entry(calibration) if calibration else None,
+                "shared_files": [r.to_dict() for r in shared],
+                "variants": ordered,
+                "publishable": all(e["status"] == "passed" for e in ordered) and src.pinned,
+                "recommended": None,
+                "bench": None,
+            }
+            mf.save(stage, manifest)
     return ExportOutcome(artifact=out, manifest=manifest, skipped=False)
 
 
@@ -215,6 +226,44 @@ def raise_for_failures(outcome: ExportOutcome) -> None:
             f"variant(s) could not be built: {', '.join(by_status['error'])} (artifact kept at {outcome.artifact}).",
             "See manifest.json variants[].error; re-run with --verbose for details.",
         )
+
+
+def _reusable_variants(out: Path, source_entry: dict, env: dict, probe_set) -> dict[str, dict]:
+    """Variants of an existing artifact at ``out`` that a re-run may keep (files intact, same inputs)."""
+    from exporter import manifest as mf
+
+    if not out.exists():
+        return {}
+    if not (out / mf.MANIFEST_NAME).is_file():
+        raise UsageError(f"{out} exists and is not an artifact.", "Pass --out with another folder, or --force.")
+    existing = mf.load(out)
+    old_src = existing["source"]
+    if (old_src["repo"], old_src["revision"]) != (source_entry["repo"], source_entry["revision"]) or (
+        {f["sha256"] for f in old_src["files"]} != {f["sha256"] for f in source_entry["files"]}
+    ):
+        raise UsageError(
+            f"{out} holds an artifact of {old_src['repo'] or old_src['local_path']}@{old_src['revision']}, "
+            "not of this source.",
+            "Pass --out with another folder, or --force to replace it.",
+        )
+    if existing["environment"]["packages"] != env["packages"] or existing["probe"]["sha256"] != probe_set.sha256:
+        return {}  # a new toolchain or probe set: every variant is rebuilt and re-checked
+    if not mf.check_files(out, existing, []).ok:  # shared files changed: start again
+        return {}
+    return {
+        v["id"]: v
+        for v in existing["variants"]
+        if v["status"] != "error" and mf.check_files(out, existing, [v["id"]]).ok
+    }
+
+
+def _remove_stale_files(stage: Path, entries: dict[str, dict]) -> None:
+    """Drop files of superseded builds: anything in a backend folder that no variant lists."""
+    listed = {f["path"] for e in entries.values() for f in e["files"]}
+    for folder in ("onnx", "openvino", "quanto"):
+        for p in (stage / folder).rglob("*") if (stage / folder).is_dir() else ():
+            if p.is_file() and p.relative_to(stage).as_posix() not in listed:
+                p.unlink()
 
 
 def _textset_entry(ts) -> dict:
