@@ -29,10 +29,10 @@ _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _TRUE = {"1", "on", "yes", "true"}
 
 # Extensions the Hub's default .gitattributes stores in LFS (so their blob is named by sha256).
-_LFS_SUFFIXES = {
-    ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack", ".ot", ".model",
-    ".pb", ".tflite", ".npy", ".npz", ".pkl", ".joblib", ".zip", ".gz", ".tar", ".xz", ".7z", ".arrow",
-}
+_LFS_SUFFIXES = set(
+    ".safetensors .bin .pt .pth .ckpt .onnx .h5 .msgpack .ot .model .pb .tflite .npy .npz .pkl .joblib "
+    ".zip .gz .tar .xz .7z .arrow".split()
+)
 _LFS_MIN_SIZE = 10 * 1024 * 1024  # the Hub refuses plain git files above 10 MB
 _SKIP_DIRS = {".git", "__pycache__", ".cache", ".huggingface"}
 
