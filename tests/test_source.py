@@ -404,3 +404,11 @@ def test_safetensors_problem_short_and_huge_header(tmp_path):
     assert "shorter than" in source.safetensors_problem(tmp_path / "a.safetensors")
     (tmp_path / "b.safetensors").write_bytes((10**9).to_bytes(8, "little") + b"{}")
     assert "exceeds the file size" in source.safetensors_problem(tmp_path / "b.safetensors")
+
+
+def test_uncached_default_model_hint_says_seed_default():
+    from exporter.default_model import DEFAULT_MODEL
+
+    with pytest.raises(SourceError) as info:
+        _resolve(DEFAULT_MODEL)
+    assert "exporter seed-default" in info.value.hint
