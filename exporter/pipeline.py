@@ -68,18 +68,15 @@ def default_out(artifacts_root: Path, src) -> Path:
     return artifacts_root / f"local--{src.local_path.name}" / sha256_bytes(listing.encode())[:12]
 
 
-def _copy_shared(source_dir: Path, stage: Path) -> list[FileRecord]:
-    """Copy config, tokenizer and module files (not the torch weights) into the artifact root."""
+def _copy_shared(src, stage: Path) -> list[FileRecord]:
+    """Copy the source files the model uses, except torch weights, into the artifact root."""
     copied = []
-    for src in sorted(source_dir.rglob("*")):
-        if not src.is_file() or src.suffix in WEIGHT_SUFFIXES:
+    for rec in src.files:
+        if Path(rec.path).suffix in WEIGHT_SUFFIXES:
             continue
-        rel = src.relative_to(source_dir)
-        if rel.parts[0].startswith("."):
-            continue
-        dest = stage / rel
+        dest = stage / rec.path
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src.resolve(), dest)
+        shutil.copyfile((src.path / rec.path).resolve(), dest)
         copied.append(dest)
     return record_files(stage, copied)
 
@@ -158,6 +155,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
         "pinned": src.pinned,
         "local_path": str(src.local_path) if src.local_path else None,
         "weights_format": src.weights_format,
+        "trust_remote_code": plan.trust_remote_code,
         "files": [r.to_dict() for r in src.files],
     }
     kept = {} if plan.force else _reusable_variants(out, source_entry, env, probe_set)
@@ -184,7 +182,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
         with staged_dir(out, replace=True, clone=not fresh) as stage:
             ctx.stage_dir = stage
             if fresh:
-                shared = _copy_shared(src.path, stage)
+                shared = _copy_shared(src, stage)
                 fresh = False
             else:
                 shared = [FileRecord(**f) for f in mf.load(stage)["shared_files"]]
