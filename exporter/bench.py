@@ -1,0 +1,311 @@
+"""Speed of each variant against the torch reference, measured in one run on this CPU.
+
+Method (``METHOD`` is recorded in the manifest):
+
+- Every runner (the torch reference and each variant) is loaded the way a user loads it
+  (``SentenceTransformer(..., backend=..., model_kwargs={"file_name": ...})``) with a fixed thread count:
+  ``torch.set_num_threads``, ONNX Runtime ``intra_op_num_threads`` (inter-op 1, CPUExecutionProvider),
+  OpenVINO ``INFERENCE_NUM_THREADS`` (one stream, latency hint). After loading, the provider / device that
+  actually runs the session is read back and must be the CPU one asked for (no silent fallback).
+- One warm-up pass per runner and batch size, then ``rounds`` rounds. In each round every batch size is
+  measured for every runner back to back, the runner order rotated each round, so slow drifts of a noisy
+  machine hit all runners alike.
+- Throughput: texts/s encoding the same texts (tokenisation, model, pooling, normalisation: what
+  ``encode`` does) at each batch size; the median over rounds. Latency: each text encoded alone (batch 1),
+  per-call p50 / p95 over all rounds. Ratio to torch: the median over rounds of (variant / torch)
+  throughput measured in the same round.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from exporter.errors import ExporterError, UsageError
+
+REFERENCE = "torch"
+DEFAULT_BATCH_SIZES = (1, 8, 32)
+METHOD = (
+    "texts/s of SentenceTransformer.encode on the same texts per batch size, median of interleaved rounds "
+    "(runner order rotated per round) after one warm-up pass; latency = per-call time of single-text encodes "
+    "(p50/p95 over all rounds); ratio = median over rounds of variant/torch throughput in the same round."
+)
+
+
+class BenchError(ExporterError):
+    """A runner could not be benchmarked as asked (e.g. a session did not run on the requested provider)."""
+
+
+@dataclass
+class Runner:
+    """Something that encodes texts: the torch reference or one variant."""
+
+    name: str
+    backend: str
+    encode: Callable[[list[str], int], object]
+    runtime: Callable[[], dict]  # what actually runs it (provider / device / threads), read after warm-up
+
+
+@dataclass
+class Samples:
+    throughput: dict[int, list[float]] = field(default_factory=dict)  # batch size -> texts/s per round
+    latencies: list[float] = field(default_factory=list)  # seconds per single-text call
+
+
+@dataclass
+class BenchResult:
+    config: dict  # threads, batch sizes, rounds, texts, cpu, method, created_at
+    runners: dict[str, dict]  # name -> summary (throughput, latency_ms, ratio_to_torch, runtime)
+
+    @property
+    def reference(self) -> dict:
+        return self.runners[REFERENCE]
+
+    @property
+    def variants(self) -> dict[str, dict]:
+        return {k: v for k, v in self.runners.items() if k != REFERENCE}
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """ "1,8,32" -> [1, 8, 32]; UsageError on anything that is not a positive integer list."""
+    try:
+        sizes = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(s < 1 for s in sizes):
+        raise UsageError(f"bad --batch-sizes {text!r}.", "Give positive integers separated by commas, e.g. 1,8,32.")
+    return sorted(set(sizes))
+
+
+def bench(
+    artifact: Path,
+    variant_ids: list[str] | None = None,
+    *,
+    batch_sizes: list[int] | tuple[int, ...] = DEFAULT_BATCH_SIZES,
+    threads: int | None = None,
+    texts: Path | None = None,
+    max_texts: int = 256,
+    rounds: int = 3,
+) -> BenchResult:
+    """Benchmark the chosen variants (default: every built one) and the torch reference in one run.
+
+    Raises UsageError (bad arguments / manifest), IntegrityError (files do not match the manifest),
+    SourceError (the pinned reference is not in the Hub cache), BenchError (wrong provider/device).
+    """
+    from exporter import manifest as mf
+    from exporter import probes
+    from exporter.environment import cpu_info
+    from exporter.verify import resolve_reference
+
+    if rounds < 1 or max_texts < 1:
+        raise UsageError("rounds and max_texts must be at least 1.", "Pass positive numbers.")
+    threads = threads or os.cpu_count() or 1
+    if threads < 1:
+        raise UsageError(f"--threads {threads} is not a positive number.", "Pass e.g. --threads 2.")
+    manifest = mf.load(artifact)
+    chosen = [mf.get_variant(manifest, v) for v in variant_ids] if variant_ids else manifest["variants"]
+    chosen = [v for v in chosen if v["status"] != "error" and v["files"]]
+    if not chosen:
+        raise UsageError(f"{artifact} has no built variant to benchmark.", "Export one with `exporter export`.")
+    mf.require_intact(artifact, manifest, [v["id"] for v in chosen])
+    text_set = probes.load_text_set(texts, "probe")
+    sample = list(text_set.texts[:max_texts])
+    src = resolve_reference(manifest)
+    os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # the tokenizers' pool, before first use
+
+    runners = [load_reference(src.path, threads)] + [load_variant(artifact, v, threads) for v in chosen]
+    samples = measure(runners, sample, batch_sizes, rounds)
+    summaries = {r.name: summarize(samples[r.name], samples[REFERENCE], r.runtime()) for r in runners}
+    for r in runners:
+        check_runtime(r.name, r.backend, summaries[r.name]["runtime"])
+    config = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "threads": threads,
+        "batch_sizes": list(batch_sizes),
+        "rounds": rounds,
+        "warmup_rounds": 1,
+        "texts": {"name": text_set.name, "sha256": text_set.sha256, "n": len(sample), "source": text_set.source},
+        "cpu": cpu_info(),
+        "method": METHOD,
+    }
+    return BenchResult(config, summaries)
+
+
+# ---------------------------------------------------------------------------------------- loading
+def load_reference(source_dir: Path, threads: int) -> Runner:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(threads)
+    model = SentenceTransformer(str(source_dir), device="cpu", local_files_only=True)
+    return Runner(REFERENCE, "torch", _encoder(model), lambda: {"engine": "torch", "threads": torch.get_num_threads()})
+
+
+def load_variant(artifact: Path, variant: dict, threads: int) -> Runner:
+    """Load one variant with a fixed thread count, as ``SentenceTransformer`` users load it."""
+    backend, file_name = variant["load"]["backend"], variant["load"].get("file_name")
+    loader = _LOADERS.get(backend)
+    if loader is None:
+        raise UsageError(f"variant {variant['id']} has backend {backend!r}, which bench cannot load.", "")
+    return loader(artifact, variant["id"], file_name, threads)
+
+
+def _load_onnx(artifact: Path, vid: str, file_name: str, threads: int) -> Runner:
+    import onnxruntime as ort
+    from sentence_transformers import SentenceTransformer
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    kwargs = {"file_name": file_name, "provider": "CPUExecutionProvider", "session_options": opts}
+    model = SentenceTransformer(str(artifact), device="cpu", backend="onnx", model_kwargs=kwargs, local_files_only=True)
+
+    def runtime() -> dict:
+        session = model[0].auto_model.session
+        return {
+            "engine": "onnxruntime",
+            "provider": session.get_providers()[0],
+            "providers": session.get_providers(),
+            "threads": session.get_session_options().intra_op_num_threads,
+        }
+
+    return Runner(vid, "onnx", _encoder(model), runtime)
+
+
+def _load_openvino(artifact: Path, vid: str, file_name: str, threads: int) -> Runner:
+    from sentence_transformers import SentenceTransformer
+
+    ov_config = {"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
+    kwargs = {"file_name": file_name, "device": "CPU", "ov_config": ov_config}
+    model = SentenceTransformer(
+        str(artifact), device="cpu", backend="openvino", model_kwargs=kwargs, local_files_only=True
+    )
+
+    def runtime() -> dict:
+        compiled = model[0].auto_model.request
+        return {
+            "engine": "openvino",
+            "device": ",".join(compiled.get_property("EXECUTION_DEVICES")),
+            "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+        }
+
+    return Runner(vid, "openvino", _encoder(model), runtime)
+
+
+def _load_torch_variant(artifact: Path, vid: str, file_name: str, threads: int) -> Runner:
+    import torch
+
+    from exporter import variants
+    from exporter.build import BuildContext
+    from exporter.pipeline import _variant_encoder
+
+    torch.set_num_threads(threads)
+    spec = variants.BY_ID[vid]
+    encode = _variant_encoder(artifact, spec, BuildContext(source_dir=artifact, stage_dir=artifact))
+    return Runner(
+        vid,
+        "torch",
+        lambda texts, bs: _call(encode, texts, bs),
+        lambda: {"engine": "torch", "threads": torch.get_num_threads()},
+    )
+
+
+_LOADERS = {"onnx": _load_onnx, "openvino": _load_openvino, "torch": _load_torch_variant}
+
+
+def _encoder(model) -> Callable[[list[str], int], object]:
+    return lambda texts, bs: _call(model.encode, texts, bs)
+
+
+def _call(encode, texts: list[str], bs: int):
+    return encode(texts, batch_size=bs, convert_to_numpy=True, show_progress_bar=False)
+
+
+def check_runtime(name: str, backend: str, runtime: dict) -> None:
+    """BenchError unless the session runs where it was asked to (CPU), with a recorded thread count."""
+    if backend == "onnx" and runtime.get("provider") != "CPUExecutionProvider":
+        raise BenchError(f"{name} ran on {runtime.get('provider')}, not CPUExecutionProvider.", "Check onnxruntime.")
+    if backend == "openvino" and not str(runtime.get("device", "")).startswith("CPU"):
+        raise BenchError(f"{name} ran on OpenVINO device {runtime.get('device')}, not CPU.", "Check openvino.")
+
+
+# -------------------------------------------------------------------------------------- measuring
+def measure(runners: list[Runner], texts: list[str], batch_sizes, rounds: int) -> dict[str, Samples]:
+    """Warm up every runner at every batch size, then time interleaved rounds (order rotated per round)."""
+    samples = {r.name: Samples({b: [] for b in batch_sizes}) for r in runners}
+    warm = texts[: max(max(batch_sizes), 8)]
+    for r in runners:
+        for b in batch_sizes:
+            r.encode(warm, b)
+    for i in range(rounds):
+        order = runners[i % len(runners) :] + runners[: i % len(runners)]
+        for b in batch_sizes:
+            for r in order:
+                samples[r.name].throughput[b].append(_time_one(r, texts, b, samples[r.name].latencies))
+    return samples
+
+
+def _time_one(runner: Runner, texts: list[str], batch_size: int, latencies: list[float]) -> float:
+    """texts/s for one pass; at batch 1 every text is its own call and each call's time is kept."""
+    if batch_size == 1:
+        total = 0.0
+        for t in texts:
+            start = time.perf_counter()
+            runner.encode([t], 1)
+            took = time.perf_counter() - start
+            latencies.append(took)
+            total += took
+        return len(texts) / total
+    start = time.perf_counter()
+    runner.encode(texts, batch_size)
+    return len(texts) / (time.perf_counter() - start)
+
+
+def summarize(mine: Samples, ref: Samples, runtime: dict) -> dict:
+    """Medians, latency percentiles and per-round ratios to the reference: the manifest's ``bench`` entry."""
+    out: dict = {
+        "throughput": {str(b): statistics.median(v) for b, v in mine.throughput.items()},
+        "throughput_rounds": {str(b): v for b, v in mine.throughput.items()},
+        "ratio_to_torch": {
+            str(b): statistics.median(m / r for m, r in zip(v, ref.throughput[b], strict=True))
+            for b, v in mine.throughput.items()
+        },
+        "latency_ms": None,
+        "runtime": runtime,
+    }
+    if mine.latencies:
+        out["latency_ms"] = {
+            "p50": 1000 * _percentile(mine.latencies, 50),
+            "p95": 1000 * _percentile(mine.latencies, 95),
+            "n": len(mine.latencies),
+        }
+    return out
+
+
+def _percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values), q))
+
+
+# ----------------------------------------------------------------------------------------- record
+def record(artifact: Path, result: BenchResult) -> dict:
+    """Write ``variants[].bench`` and top-level ``bench`` (and ``recommended``) into the manifest, atomically.
+
+    Ratios compare only within one run, so variants not in this run lose an older ``bench`` entry.
+    """
+    from exporter import manifest as mf
+    from exporter.recommend import recommend
+
+    manifest = mf.load(artifact)
+    for v in manifest["variants"]:
+        v["bench"] = result.variants.get(v["id"])
+    manifest["bench"] = {**result.config, "reference": result.reference, "variants": list(result.variants)}
+    manifest["recommended"] = recommend(manifest)
+    mf.save(artifact, manifest)
+    return manifest

@@ -1,0 +1,131 @@
+"""CLI commands of the CI gate and the speed report: ``verify``, ``bench``, ``report``.
+
+Plain functions with typer annotations; ``cli.py`` registers them with ``app.command()(fn)``. They print;
+the library modules they call raise typed errors, which ``cli.main`` turns into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ArtifactArg = Annotated[Path, typer.Argument(help="The artifact folder (with manifest.json).")]
+VariantsOpt = Annotated[
+    str | None, typer.Option("--variants", help="Comma-separated variant ids (default: every variant in the artifact).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the summary.")]
+
+
+def _ids(variants: str | None) -> list[str] | None:
+    if not variants:
+        return None
+    return [v.strip() for v in variants.split(",") if v.strip()] or None
+
+
+def _echo_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def verify(
+    artifact: ArtifactArg,
+    variants: VariantsOpt = None,
+    probe: Annotated[
+        Path | None, typer.Option(help="Probe texts (.txt / .jsonl) to re-run parity on (default: built-in set).")
+    ] = None,
+    junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here (one case per variant + integrity).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-hash every file (exit 4 on a mismatch) and re-run each variant's parity against the pinned torch
+    reference in a fresh process (exit 3 if a variant misses its recorded thresholds)."""
+    from exporter import junit as junit_xml
+    from exporter.verify import raise_for
+    from exporter.verify import verify as run_verify
+
+    report = run_verify(artifact, _ids(variants), probe)
+    if junit:
+        junit_xml.write(junit, report)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        for case in report.cases:
+            mark = {"passed": "ok  ", "failed": "FAIL", "error": "ERR ", "skipped": "skip"}[case.status]
+            typer.echo(f"{mark} {case.name:<28} {case.message}")
+            for line in case.failures if case.status != "passed" else []:
+                typer.echo(f"       {line}")
+        if junit:
+            typer.echo(f"JUnit: {junit}")
+    raise_for(report)
+
+
+def bench(
+    artifact: ArtifactArg,
+    variants: VariantsOpt = None,
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes.")] = "1,8,32",
+    threads: Annotated[
+        int | None, typer.Option(help="Threads for torch, ONNX Runtime and OpenVINO (default: all cores).")
+    ] = None,
+    texts: Annotated[
+        Path | None, typer.Option(help="Texts to encode (.txt / .jsonl; default: the built-in probe set).")
+    ] = None,
+    rounds: Annotated[int, typer.Option(help="Interleaved timed rounds after the warm-up.")] = 3,
+    max_texts: Annotated[int, typer.Option(help="Use at most this many texts per timed pass.")] = 256,
+    report: Annotated[bool, typer.Option(help="Also refresh REPORT.md and report.png.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Throughput at each batch size and batch-1 latency of each variant and the torch reference, in one run;
+    records ratios to torch in the manifest and the recommended variant."""
+    from exporter import bench as bench_mod
+    from exporter.report import write_report
+
+    result = bench_mod.bench(
+        artifact,
+        _ids(variants),
+        batch_sizes=bench_mod.parse_batch_sizes(batch_sizes),
+        threads=threads,
+        texts=texts,
+        max_texts=max_texts,
+        rounds=rounds,
+    )
+    manifest = bench_mod.record(artifact, result)
+    if report:
+        write_report(artifact, manifest)
+    if as_json:
+        _echo_json({"bench": manifest["bench"], "variants": result.variants, "recommended": manifest["recommended"]})
+        return
+    print_bench(result, manifest)
+
+
+def print_bench(result, manifest: dict) -> None:
+    """The figures of every variant next to torch, and the recommendation."""
+    sizes = result.config["batch_sizes"]
+    cfg = result.config
+    typer.echo(
+        f"{cfg['cpu']['model']} [{' '.join(cfg['cpu']['flags'])}], {cfg['threads']} thread(s), "
+        f"{cfg['rounds']} rounds on {cfg['texts']['n']} texts"
+    )
+    head = f"{'runner':<26}" + "".join(f"{f'texts/s @{b}':>14}{'x torch':>9}" for b in sizes)
+    typer.echo(head + f"{'p50 ms':>9}{'p95 ms':>9}  runs on")
+    for name, s in result.runners.items():
+        row = f"{name:<26}" + "".join(
+            f"{s['throughput'][str(b)]:>14.1f}{s['ratio_to_torch'][str(b)]:>8.2f}x" for b in sizes
+        )
+        lat = s.get("latency_ms") or {}
+        rt = s["runtime"]
+        where = f"{rt.get('provider') or rt.get('device') or rt.get('engine')} x{rt.get('threads')}"
+        typer.echo(row + f"{lat.get('p50', float('nan')):>9.2f}{lat.get('p95', float('nan')):>9.2f}  {where}")
+    rec = manifest.get("recommended") or {}
+    if rec.get("variant"):
+        typer.echo(f"Recommended: {rec['variant']} ({rec['throughput_ratio']:.2f}x torch). Rule: {rec['rule']}.")
+    elif rec:
+        typer.echo(f"No variant recommended: {rec.get('reason')}. Rule: {rec['rule']}.")
+
+
+def report(artifact: ArtifactArg) -> None:
+    """Write REPORT.md and report.png beside the manifest (source, variants table, speed vs fidelity plot)."""
+    from exporter.report import write_report
+
+    md, png = write_report(artifact)
+    typer.echo(f"Wrote {md} and {png}")
