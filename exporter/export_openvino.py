@@ -1,0 +1,382 @@
+"""OpenVINO IR variants: fp32 from torch, then fp16, int8 weight-only and int8 static derived from it.
+
+The fp32 IR is exported once from the torch transformer (optimum-intel, the same path
+sentence-transformers' ``backend="openvino"`` uses), never from an ORT-optimised ONNX graph. The other
+three read that IR from the stage dir and transform it:
+
+- ``openvino-fp16``: weights stored as fp16 (``compress_to_fp16``); the CPU plugin still computes in
+  fp32 (or bf16 where the CPU has it), so this halves the files, not the time.
+- ``openvino-int8-weights``: NNCF weight compression (int8 weights, per output channel, float
+  activations); no calibration data.
+- ``openvino-qint8``: NNCF post-training static quantisation (int8 weights and activations),
+  ``model_type=transformer``, calibrated on the calibration texts tokenised one text per sample by the
+  model's own tokenizer (so no padding tokens skew the activation ranges).
+
+Like sentence-transformers' own OpenVINO export, the IR holds the transformer only (inputs
+``input_ids``/``attention_mask``/``token_type_ids``, output ``last_hidden_state``); pooling and
+normalisation run in the sentence-transformers modules. Every file name starts with ``openvino`` and
+sits under ``openvino/``, so ``SentenceTransformer(artifact, backend="openvino",
+model_kwargs={"file_name": "openvino/<name>.xml"})`` loads it; the ``.bin`` sits beside the ``.xml``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from exporter.build import BuildContext, BuildResult
+from exporter.errors import ExportFailed
+from exporter.variants import Backend, Precision, VariantSpec
+
+OV_DIR = "openvino"
+BASE_FILE = f"{OV_DIR}/openvino_model.xml"
+FP16_FILE = f"{OV_DIR}/openvino_model_fp16.xml"
+INT8_WEIGHTS_FILE = f"{OV_DIR}/openvino_model_int8_weights.xml"
+QINT8_FILE = f"{OV_DIR}/openvino_model_qint8_quantized.xml"
+
+# Static int8 defaults, measured on all-MiniLM-L6-v2 (see the module's tests and the benchmark).
+QINT8_DEFAULTS: dict[str, Any] = {
+    "preset": "mixed",  # symmetric weights, asymmetric activations (NNCF's default for transformers)
+    "model_type": "transformer",
+    "subset_size": 300,  # calibration samples (one text each); fewer texts: all of them
+    "fast_bias_correction": True,
+    "smooth_quant_alpha": 0.95,  # NNCF's MatMul SmoothQuant alpha; -1 disables SmoothQuant
+    "ignored_scope": None,  # {"names": [...], "patterns": [...], "types": [...]}: ops kept in float
+}
+INT8_WEIGHTS_DEFAULTS: dict[str, Any] = {"mode": "int8_asym"}
+
+
+def _versions(*names: str) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def transformer_path(source_dir: Path) -> Path:
+    """The folder of the model's Transformer module (``modules.json``; the root for most models)."""
+    modules_file = source_dir / "modules.json"
+    if not modules_file.is_file():
+        return source_dir
+    for entry in json.loads(modules_file.read_text(encoding="utf-8")):
+        if entry.get("type", "").rsplit(".", 1)[-1] == "Transformer":
+            return source_dir / entry.get("path", "")
+    raise ExportFailed(
+        "the model has no Transformer module; OpenVINO export needs one.",
+        "Only transformer-based sentence-transformers models can be exported to OpenVINO.",
+    )
+
+
+@contextmanager
+def _written_into(stage_dir: Path, xml_rel: str) -> Iterator[Path]:
+    """Yield a temp ``.xml`` path; on success move it and its ``.bin`` to ``xml_rel`` in the stage.
+
+    Files are renamed into place (new inodes), so an artifact cloned by hard links is never written
+    through: the previous artifact's copy of the same file stays intact.
+    """
+    dest = stage_dir / xml_rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".ov-", dir=dest.parent))
+    try:
+        tmp_xml = tmp / dest.name
+        yield tmp_xml
+        for src in (tmp_xml, tmp_xml.with_suffix(".bin")):
+            if not src.is_file():
+                raise ExportFailed(f"OpenVINO did not write {src.name}.")
+            os.replace(src, dest.parent / src.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _files(stage_dir: Path, xml_rel: str) -> list[Path]:
+    xml = stage_dir / xml_rel
+    return [xml, xml.with_suffix(".bin")]
+
+
+def _read_base(ctx: BuildContext):
+    import openvino as ov
+
+    xml = ctx.stage_dir / BASE_FILE
+    if not xml.is_file():
+        raise ExportFailed(f"{BASE_FILE} is missing from the artifact.", "Build the `openvino` variant first.")
+    return ov.Core().read_model(xml, xml.with_suffix(".bin"))
+
+
+def _save(model, stage_dir: Path, xml_rel: str, *, compress_to_fp16: bool = False) -> list[Path]:
+    import openvino as ov
+
+    with _written_into(stage_dir, xml_rel) as tmp_xml:
+        ov.save_model(model, tmp_xml, compress_to_fp16=compress_to_fp16)
+    return _files(stage_dir, xml_rel)
+
+
+def _io(model) -> dict[str, list[str]]:
+    return {
+        "inputs": sorted(p.get_any_name() for p in model.inputs),
+        "outputs": sorted(p.get_any_name() for p in model.outputs),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# fp32: from torch
+
+
+def build_fp32(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
+    """Export the torch transformer to an fp32 OpenVINO IR at ``openvino/openvino_model.xml``."""
+    model_dir = transformer_path(ctx.source_dir)
+    start = time.perf_counter()
+    try:
+        from optimum.intel import OVModelForFeatureExtraction
+
+        ov_wrapper = OVModelForFeatureExtraction.from_pretrained(
+            str(model_dir.resolve()),
+            export=True,
+            compile=False,
+            load_in_8bit=False,
+            local_files_only=True,
+            trust_remote_code=bool(ctx.options.get("trust_remote_code")),
+        )
+        model = ov_wrapper.model
+        files = _save(model, ctx.stage_dir, spec.file_name, compress_to_fp16=False)
+    except ExportFailed:
+        raise
+    except Exception as exc:  # optimum / openvino raise anything
+        raise ExportFailed(f"OpenVINO export from torch failed: {type(exc).__name__}: {_one_line(exc)}") from exc
+    return BuildResult(
+        files=files,
+        build={
+            "export_source": "torch",
+            "exporter": "optimum-intel OVModelForFeatureExtraction.from_pretrained(export=True)",
+            "transformer_dir": model_dir.relative_to(ctx.source_dir).as_posix() or ".",
+            "task": "feature-extraction",
+            "precision": "fp32",
+            "weights_dtype": "f32",
+            "compress_to_fp16": False,
+            "graph": "transformer only; pooling and normalisation run in sentence-transformers",
+            **_io(model),
+            "build_seconds": round(time.perf_counter() - start, 2),
+            "versions": _versions("openvino", "optimum-intel", "torch", "transformers"),
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# fp16: weights stored in half precision
+
+
+def build_fp16(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
+    """Re-save the fp32 IR with fp16 weights (``compress_to_fp16=True``)."""
+    start = time.perf_counter()
+    model = _read_base(ctx)
+    try:
+        files = _save(model, ctx.stage_dir, spec.file_name, compress_to_fp16=True)
+    except ExportFailed:
+        raise
+    except Exception as exc:
+        raise ExportFailed(f"OpenVINO fp16 compression failed: {type(exc).__name__}: {_one_line(exc)}") from exc
+    return BuildResult(
+        files=files,
+        build={
+            "export_source": BASE_FILE,
+            "precision": "fp16",
+            "weights_dtype": "f16 (decompressed to f32 at load)",
+            "compress_to_fp16": True,
+            "note": "CPU inference still runs in fp32 (bf16 only on CPUs that have it): smaller files, same speed.",
+            **_io(model),
+            "build_seconds": round(time.perf_counter() - start, 2),
+            "versions": _versions("openvino"),
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# int8 weight-only: NNCF weight compression
+
+
+def build_int8_weights(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
+    """NNCF weight compression of the fp32 IR: int8 weights, per output channel, float activations."""
+    opts = {**INT8_WEIGHTS_DEFAULTS, **spec.options}
+    start = time.perf_counter()
+    model = _read_base(ctx)
+    try:
+        import nncf
+
+        mode = nncf.CompressWeightsMode(opts["mode"])
+        compressed = nncf.compress_weights(model, mode=mode)
+        files = _save(compressed, ctx.stage_dir, spec.file_name)
+    except ExportFailed:
+        raise
+    except Exception as exc:
+        raise ExportFailed(f"NNCF weight compression failed: {type(exc).__name__}: {_one_line(exc)}") from exc
+    return BuildResult(
+        files=files,
+        build={
+            "export_source": BASE_FILE,
+            "precision": "int8",
+            "method": "nncf.compress_weights (weight-only)",
+            "mode": mode.value,
+            "per_channel": True,
+            "group_size": None,
+            "activations": "float (fp32)",
+            "calibration": None,
+            **_io(compressed),
+            "build_seconds": round(time.perf_counter() - start, 2),
+            "versions": _versions("openvino", "nncf"),
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# int8 static: NNCF post-training quantisation
+
+
+def calibration_samples(ctx: BuildContext, input_names: list[str], limit: int) -> list[dict]:
+    """Calibration texts tokenised by the model's own tokenizer, one text per sample (no padding)."""
+    import numpy as np
+
+    texts = [t for t in ctx.calibration_texts() if t and t.strip()]
+    if not texts:
+        raise ExportFailed("no calibration texts for OpenVINO static int8.", "Pass --calibration FILE.")
+    texts = texts[:limit]
+    model = ctx.reference_model()
+    samples = []
+    for text in texts:
+        features = model.tokenize([text])
+        sample = {}
+        for name in input_names:
+            if name in features:
+                sample[name] = np.asarray(features[name].cpu().numpy(), dtype=np.int64)
+            elif name == "token_type_ids":
+                sample[name] = np.zeros_like(np.asarray(features["input_ids"].cpu().numpy(), dtype=np.int64))
+            else:
+                raise ExportFailed(f"the tokenizer does not produce the IR input {name!r}.")
+        samples.append(sample)
+    return samples
+
+
+def _ignored_scope(spec_scope: dict | None):
+    import nncf
+
+    if not spec_scope:
+        return None
+    return nncf.IgnoredScope(
+        names=list(spec_scope.get("names", [])),
+        patterns=list(spec_scope.get("patterns", [])),
+        types=list(spec_scope.get("types", [])),
+        validate=False,
+    )
+
+
+def build_qint8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
+    """NNCF static int8 quantisation of the fp32 IR, calibrated on the calibration texts."""
+    opts = {**QINT8_DEFAULTS, **spec.options}
+    start = time.perf_counter()
+    model = _read_base(ctx)
+    input_names = [p.get_any_name() for p in model.inputs]
+    samples = calibration_samples(ctx, input_names, int(opts["subset_size"]))
+    try:
+        import nncf
+        from nncf.quantization.advanced_parameters import (
+            AdvancedQuantizationParameters,
+            AdvancedSmoothQuantParameters,
+        )
+
+        advanced = AdvancedQuantizationParameters(
+            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=float(opts["smooth_quant_alpha"]))
+        )
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(samples),
+            preset=nncf.QuantizationPreset(opts["preset"]),
+            model_type=nncf.ModelType(opts["model_type"]),
+            subset_size=len(samples),
+            fast_bias_correction=bool(opts["fast_bias_correction"]),
+            ignored_scope=_ignored_scope(opts["ignored_scope"]),
+            advanced_parameters=advanced,
+        )
+        files = _save(quantized, ctx.stage_dir, spec.file_name)
+    except ExportFailed:
+        raise
+    except Exception as exc:
+        raise ExportFailed(f"NNCF static quantisation failed: {type(exc).__name__}: {_one_line(exc)}") from exc
+    return BuildResult(
+        files=files,
+        build={
+            "export_source": BASE_FILE,
+            "precision": "int8",
+            "method": "nncf.quantize (post-training static: int8 weights and activations)",
+            "preset": opts["preset"],
+            "weights": "int8 symmetric, per channel",
+            "activations": "int8 asymmetric, per tensor" if opts["preset"] == "mixed" else "int8 symmetric, per tensor",
+            "model_type": opts["model_type"],
+            "fast_bias_correction": bool(opts["fast_bias_correction"]),
+            "smooth_quant_alpha_matmul": float(opts["smooth_quant_alpha"]),
+            "ignored_scope": opts["ignored_scope"] or None,  # ops kept in float
+            "calibration": {
+                "method": "min-max / NNCF default range estimators over calibration texts",
+                "tokenisation": "model tokenizer, one text per sample, no padding, truncated at max_seq_length",
+                "subset_size": len(samples),
+                "texts_available": len(ctx.calibration_texts()),
+            },
+            **_io(quantized),
+            "build_seconds": round(time.perf_counter() - start, 2),
+            "versions": _versions("openvino", "nncf"),
+        },
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else ""
+
+
+OPENVINO_VARIANTS: tuple[VariantSpec, ...] = (
+    VariantSpec(
+        id="openvino",
+        backend=Backend.OPENVINO,
+        precision=Precision.FP32,
+        file_name=BASE_FILE,
+        summary="fp32 OpenVINO IR exported from torch; the OpenVINO baseline, fast on Intel CPUs.",
+        builder="exporter.export_openvino:build_fp32",
+    ),
+    VariantSpec(
+        id="openvino-fp16",
+        backend=Backend.OPENVINO,
+        precision=Precision.FP16,
+        file_name=FP16_FILE,
+        summary="OpenVINO IR with fp16 weights: half the size; CPUs still compute in fp32, so no speed-up.",
+        builder="exporter.export_openvino:build_fp16",
+        derives_from="openvino",
+    ),
+    VariantSpec(
+        id="openvino-int8-weights",
+        backend=Backend.OPENVINO,
+        precision=Precision.INT8,
+        file_name=INT8_WEIGHTS_FILE,
+        summary="OpenVINO IR with NNCF int8 weights (weight-only, no calibration): ~4x smaller, near-fp32 fidelity.",
+        builder="exporter.export_openvino:build_int8_weights",
+        derives_from="openvino",
+        options=dict(INT8_WEIGHTS_DEFAULTS),
+    ),
+    VariantSpec(
+        id="openvino-qint8",
+        backend=Backend.OPENVINO,
+        precision=Precision.INT8,
+        file_name=QINT8_FILE,
+        summary="OpenVINO IR with NNCF static int8 (calibrated): fastest on CPUs with VNNI/AMX; some fidelity loss.",
+        builder="exporter.export_openvino:build_qint8",
+        derives_from="openvino",
+        options=dict(QINT8_DEFAULTS),
+    ),
+)
