@@ -1,0 +1,179 @@
+"""Probe texts (what parity is measured on) and calibration texts (what static int8 is tuned on).
+
+Built-in sets ship as ``exporter/data/probes.jsonl`` and ``exporter/data/calibration.jsonl``: one JSON
+object per line, ``{"text": ..., "category": ...}`` (JSON keeps newlines, tabs and odd unicode inside a
+text intact). The two sets share no text. Users may pass their own file:
+
+- ``.txt``: one text per line (UTF-8, a BOM is ignored); lines that are empty or only whitespace are
+  skipped; other lines are kept exactly, leading and trailing spaces included (only the line break
+  goes).
+- ``.jsonl``: one JSON value per line, either an object with a string ``"text"`` or a plain JSON
+  string; blank lines are skipped; a text that is empty or only whitespace is refused.
+
+``texts_sha256`` identifies a set: the sha256 of the texts, in order, each encoded as a netstring
+(``<UTF-8 byte length in decimal>:<UTF-8 bytes>,``) and concatenated. Netstrings make the digest
+unambiguous whatever a text contains (newlines, separators) and easy to recompute in any language.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from exporter.errors import ProbeError
+from exporter.fsutil import sha256_bytes
+
+Kind = Literal["probe", "calibration"]
+
+BUILTIN_FILES: dict[str, str] = {"probe": "probes.jsonl", "calibration": "calibration.jsonl"}
+BUILTIN_VERSION = 1  # bump when a built-in file changes (the sha256 changes with it anyway)
+SUFFIXES = (".txt", ".jsonl")
+
+
+@dataclass(frozen=True)
+class TextSet:
+    """A named, hashed list of texts. ``source`` is ``builtin:<file>`` or the path a user gave."""
+
+    name: str
+    texts: list[str]
+    sha256: str
+    source: str
+
+
+def texts_sha256(texts: list[str] | tuple[str, ...]) -> str:
+    """sha256 of the texts in order, each as a netstring ``<len>:<utf-8 bytes>,`` (see module doc)."""
+    parts = []
+    for text in texts:
+        data = text.encode("utf-8")
+        parts.append(b"%d:%s," % (len(data), data))
+    return sha256_bytes(b"".join(parts))
+
+
+# ------------------------------------------------------------------------------------------ built-in
+@cache
+def _builtin_records(kind: str) -> tuple[tuple[str, str], ...]:
+    name = BUILTIN_FILES[kind]
+    data = resources.files("exporter").joinpath("data", name).read_bytes()
+    records = _parse_jsonl(_decode(data, f"built-in {name}"), f"built-in {name}")
+    return tuple((text, category or "") for text, category in records)
+
+
+def builtin_records(kind: Kind) -> list[tuple[str, str]]:
+    """``(text, category)`` pairs of a built-in set, in file order."""
+    _check_kind(kind)
+    return list(_builtin_records(kind))
+
+
+def builtin_probes() -> list[str]:
+    """The built-in probe set (at least 300 diverse texts)."""
+    return [t for t, _ in _builtin_records("probe")]
+
+
+def builtin_calibration() -> list[str]:
+    """The built-in calibration set (at least 300 texts, none of them in the probe set)."""
+    return [t for t, _ in _builtin_records("calibration")]
+
+
+# -------------------------------------------------------------------------------------------- files
+def read_texts(path: Path) -> list[str]:
+    """Texts of a user's ``.txt`` or ``.jsonl`` file (formats in the module doc).
+
+    Raises:
+        ProbeError: missing or unreadable file, unsupported extension, binary content (NUL bytes or
+            not UTF-8), a malformed JSONL line (with its number), or no texts at all.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise ProbeError(
+            f"text file {path} does not exist.", "Check the path, or omit the option to use the built-in set."
+        )
+    if path.is_dir():
+        raise ProbeError(f"text file {path} is a folder, not a file.", "Pass the path of a .txt or .jsonl file.")
+    if suffix not in SUFFIXES:
+        raise ProbeError(
+            f"text file {path} has an unsupported extension {path.suffix or '(none)'!r}.",
+            'Use .txt (one text per line) or .jsonl (one {"text": ...} object per line).',
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ProbeError(
+            f"cannot read text file {path}: {exc.strerror or exc}.", "Check the file's permissions."
+        ) from exc
+    text = _decode(data, f"text file {path}")
+    if suffix == ".txt":
+        texts = [line.removesuffix("\r") for line in text.split("\n")]
+        texts = [t for t in texts if t.strip()]
+    else:
+        texts = [t for t, _ in _parse_jsonl(text, f"text file {path}")]
+    if not texts:
+        raise ProbeError(f"text file {path} has no texts (it is empty or only blank lines).", _FORMAT_HINT)
+    return texts
+
+
+def load_text_set(path: Path | None, kind: Kind) -> TextSet:
+    """The built-in set of ``kind`` when ``path`` is None, else the user's file, named and hashed."""
+    _check_kind(kind)
+    if path is None:
+        texts = builtin_probes() if kind == "probe" else builtin_calibration()
+        return TextSet(
+            name=f"builtin-{kind}-v{BUILTIN_VERSION}",
+            texts=texts,
+            sha256=texts_sha256(texts),
+            source=f"builtin:{BUILTIN_FILES[kind]}",
+        )
+    path = Path(path)
+    texts = read_texts(path)
+    return TextSet(name=path.name, texts=texts, sha256=texts_sha256(texts), source=str(path))
+
+
+# ------------------------------------------------------------------------------------------ helpers
+_NUL = b"\x00"
+_FORMAT_HINT = 'Give a UTF-8 .txt file with one text per line, or a .jsonl file with one {"text": ...} per line.'
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in BUILTIN_FILES:
+        raise ValueError(f"kind must be 'probe' or 'calibration', got {kind!r}")
+
+
+def _decode(data: bytes, what: str) -> str:
+    if _NUL in data:
+        raise ProbeError(f"{what} looks binary (NUL byte at offset {data.index(_NUL)}).", _FORMAT_HINT)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ProbeError(f"{what} is not valid UTF-8 (bad byte at offset {exc.start}).", _FORMAT_HINT) from None
+
+
+def _parse_jsonl(text: str, what: str) -> list[tuple[str, str | None]]:
+    """``(text, category)`` per non-blank line; ProbeError naming the first bad line."""
+    out: list[tuple[str, str | None]] = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ProbeError(
+                f"{what}, line {lineno}: not valid JSON ({exc.msg}).",
+                'Write one JSON object per line, e.g. {"text": "..."}, with newlines escaped as \\n.',
+            ) from None
+        category = None
+        if isinstance(value, dict):
+            category = value.get("category") if isinstance(value.get("category"), str) else None
+            value = value.get("text")
+        if not isinstance(value, str):
+            raise ProbeError(
+                f'{what}, line {lineno}: expected an object with a string "text" or a JSON string.',
+                'Write one {"text": "..."} object (or one JSON string) per line.',
+            )
+        if not value.strip():
+            raise ProbeError(f"{what}, line {lineno}: the text is empty.", "Remove the line or give it a text.")
+        out.append((value, category))
+    return out
