@@ -135,6 +135,7 @@ class PackageResult:
 
 
 def default_package_path(artifact: Path, variant_id: str) -> Path:
+    artifact = artifact.resolve()
     return artifact.parent / f"{artifact.name}-{variant_id}.tar"
 
 

@@ -237,6 +237,12 @@ class RegistryClient:
         if is_loopback(hostname):
             self.session.trust_env = False  # no proxy (and no .netrc) for a registry on this machine
 
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.session.close()
+
     # -- plumbing
 
     def url(self, path: str) -> str:
@@ -570,13 +576,17 @@ def publish(
         config = manifest_bytes(narrowed)
         data = oci_manifest(narrowed, config, allow_failed=forced)
         plans.append((vid, ref.tag or default_tag(manifest, vid), config, data, forced))
-    client = RegistryClient(ref.host, insecure=insecure, credentials=lambda: find_credentials(ref.host), retry=retry)
     results = []
-    for vid, tag, config, data, forced in plans:
-        status, digest, uploaded = _publish_one(client, artifact, ref.repository, tag, config, data, force)
-        where = str(Reference(ref.host, ref.repository, tag))
-        results.append(PublishResult(vid, where, digest, status, uploaded, forced))
+    with _client(ref, insecure, retry) as client:
+        for vid, tag, config, data, forced in plans:
+            status, digest, uploaded = _publish_one(client, artifact, ref.repository, tag, config, data, force)
+            where = str(Reference(ref.host, ref.repository, tag))
+            results.append(PublishResult(vid, where, digest, status, uploaded, forced))
     return results
+
+
+def _client(ref: Reference, insecure: bool, retry: RetryPolicy | None) -> RegistryClient:
+    return RegistryClient(ref.host, insecure=insecure, credentials=lambda: find_credentials(ref.host), retry=retry)
 
 
 def _publish_one(client: RegistryClient, artifact: Path, repo: str, tag: str, config: bytes, data: bytes, force: bool):
@@ -634,7 +644,22 @@ def pull(
         raise UsageError("pull needs a tag or digest.", "Write oci://HOST/REPO:TAG or …/REPO@sha256:….")
     if dest.exists() and not force:
         raise OutputError(f"{dest} already exists.", "Pass --force to replace it, or choose another folder.")
-    client = RegistryClient(ref.host, insecure=insecure, credentials=lambda: find_credentials(ref.host), retry=retry)
+    where = str(ref)
+    with _client(ref, insecure, retry) as client:
+        digest, config, narrowed, layers = _fetch_checked(client, ref)
+        with staged_dir(dest, replace=force) as tmp:
+            for path, blob_digest, size in layers:
+                target = tmp / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.get_blob(ref.repository, blob_digest, size, target)
+            (tmp / mf.MANIFEST_NAME).write_bytes(config)
+            mf.require_intact(tmp, narrowed)
+    total = sum(size for _, _, size in layers)
+    return PullResult(dest, where, digest, narrowed["variants"][0]["id"], len(layers), total)
+
+
+def _fetch_checked(client: RegistryClient, ref: Reference) -> tuple[str, bytes, dict, list[tuple[str, str, int]]]:
+    """Manifest digest, config bytes, narrowed manifest and checked layers of ``ref`` (nothing written)."""
     where = str(ref)
     data, digest = client.get_manifest(ref.repository, ref.digest or ref.tag)
     try:
@@ -645,17 +670,9 @@ def pull(
     config_desc = doc["config"]
     if doc.get("mediaType") != MANIFEST_MEDIA_TYPE or config_desc.get("mediaType") != CONFIG_MEDIA_TYPE:
         raise UsageError(f"{where} is not an exporter artifact.", "Pull a reference made by `exporter publish`.")
-    if not _DIGEST.match(str(config_desc.get("digest"))) or not 0 <= int(config_desc.get("size", -1)) <= _MAX_JSON:
+    size = config_desc.get("size")
+    if not _DIGEST.match(str(config_desc.get("digest"))) or type(size) is not int or not 0 <= size <= _MAX_JSON:
         raise IntegrityError(f"{where} has a malformed config descriptor.", "Refusing it.")
-    config = client.get_blob(ref.repository, config_desc["digest"], int(config_desc["size"]))
+    config = client.get_blob(ref.repository, config_desc["digest"], size)
     narrowed = parse_narrowed_manifest(config, where)
-    layers = _checked_layers(doc, narrowed, where)
-    with staged_dir(dest, replace=force) as tmp:
-        for path, blob_digest, size in layers:
-            target = tmp / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.get_blob(ref.repository, blob_digest, size, target)
-        (tmp / mf.MANIFEST_NAME).write_bytes(config)
-        mf.require_intact(tmp, narrowed)
-    total = sum(size for _, _, size in layers)
-    return PullResult(dest, where, digest, narrowed["variants"][0]["id"], len(layers), total)
+    return digest, config, narrowed, _checked_layers(doc, narrowed, where)
