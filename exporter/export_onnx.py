@@ -1,0 +1,262 @@
+"""The base fp32 ONNX export: one graph that serves both sentence-transformers and a torch-free runtime.
+
+The graph is exported with optimum-onnx's own sentence-transformers exporter (``onnx_export_from_model``
+on the loaded ``SentenceTransformer``, task ``feature-extraction``), which traces the *whole* module
+chain (Transformer -> Pooling -> Normalize/Dense ...). Two adjustments to optimum's stock config:
+
+- the token-level output is named ``last_hidden_state`` instead of optimum's ``token_embeddings``:
+  sentence-transformers' ``backend="onnx"`` runs the graph through ``ORTModelForFeatureExtraction``,
+  which reads exactly ``last_hidden_state`` and ignores any other output;
+- ``sentence_embedding`` gets a static width (the embedding dimension) when tracing left it symbolic.
+
+Graph: inputs ``input_ids``, ``attention_mask`` (int64, [batch, sequence]); outputs
+``last_hidden_state`` ([batch, sequence, hidden]) and ``sentence_embedding`` ([batch, dim], pooled and,
+if the model has a Normalize module, L2-normalised). BERT's ``token_type_ids`` are not an input: the
+graph uses the model's all-zero default, which is what single-text encoding feeds anyway.
+
+After export the graph is checked against the torch model (cosine on a few padded and over-long texts)
+and the artifact's tokenizer.json, as the runtime configures it, against the torch model's tokenizer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from exporter import st_modules
+from exporter.errors import ExporterError, ExportFailed
+
+ONNX_FILE = "onnx/model.onnx"
+INPUT_NAMES = ("input_ids", "attention_mask")
+TOKEN_OUTPUT = "last_hidden_state"
+SENTENCE_OUTPUT = "sentence_embedding"
+# Files the staging folder must hold before export (relative to the Transformer module's folder).
+REQUIRED_STAGED = ("config.json", "tokenizer.json")
+CHECK_MIN_COSINE = 0.9999
+
+# Texts for the post-export sanity check: mixed lengths (padding), case, accents, CJK, one over-long.
+CHECK_TEXTS = (
+    "Hello world",
+    "A",
+    "The quick brown fox jumps over the lazy dog.",
+    "Ünïcödé ÀCCENTS and MiXeD CaSe",
+    "東京は日本の首都です",
+    "what is the capital city of the country where the river runs fast? " * 60,
+)
+
+
+def _export_config_class():
+    """optimum's sentence-transformers ONNX config, with the token output renamed for ORTModel."""
+    from optimum.exporters.onnx.model_configs import SentenceTransformersTransformerOnnxConfig
+    from optimum.exporters.onnx.model_patcher import SentenceTransformersTransformerPatcher
+
+    class _Patcher(SentenceTransformersTransformerPatcher):
+        def __init__(self, config, model, model_kwargs):
+            super().__init__(config, model, model_kwargs)
+            st_forward = self.patched_forward
+
+            def patched_forward(input_ids, attention_mask):
+                result = st_forward(input_ids, attention_mask)
+                return {TOKEN_OUTPUT: result["token_embeddings"], SENTENCE_OUTPUT: result[SENTENCE_OUTPUT]}
+
+            self.patched_forward = patched_forward
+
+    class _Config(SentenceTransformersTransformerOnnxConfig):
+        _MODEL_PATCHER = _Patcher
+
+        @property
+        def outputs(self) -> dict[str, dict[int, str]]:
+            return {
+                TOKEN_OUTPUT: {0: "batch_size", 1: "sequence_length"},
+                SENTENCE_OUTPUT: {0: "batch_size"},
+            }
+
+    return _Config
+
+
+def check_supported(facts: st_modules.ModelFacts) -> None:
+    """Refuse model shapes the graph cannot reproduce, before spending time on tracing."""
+    first = facts.modules[0]
+    if first.kind is not st_modules.ModuleKind.TRANSFORMER:
+        raise ExportFailed(
+            f"the first module is {first.type}; the ONNX export needs a Transformer first module.",
+            "Static-embedding and other non-transformer models are not exportable to ONNX by this tool.",
+        )
+    if facts.pooling and not facts.pooling.include_prompt and any(facts.prompts.values()):
+        raise ExportFailed(
+            "the Pooling module excludes prompt tokens (include_prompt=false) and the model has prompts; "
+            "the graph has no prompt-length input to exclude them.",
+            "Export without prompts, or use the torch variant for this model.",
+        )
+
+
+def _check_staged(facts: st_modules.ModelFacts) -> None:
+    missing = [name for name in REQUIRED_STAGED if not (facts.transformer_dir / name).is_file()]
+    if missing:
+        raise ExportFailed(
+            f"the artifact folder {facts.transformer_dir} lacks {', '.join(missing)}.",
+            "Copy the source's config, tokenizer and module files into the artifact before the ONNX export "
+            "(the torch-free runtime needs tokenizer.json).",
+        )
+
+
+def _fix_output_shapes(path: Path, dim: int) -> None:
+    """Give ``sentence_embedding`` a static width if tracing left it symbolic (external data untouched)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for output in model.graph.output:
+        if output.name == SENTENCE_OUTPUT:
+            dims = output.type.tensor_type.shape.dim
+            if len(dims) == 2 and not dims[1].dim_value:
+                dims[1].ClearField("dim_param")
+                dims[1].dim_value = dim
+    onnx.save(model, str(path))
+
+
+def _cosines(a, b):
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+def _real_tokens(feeds) -> list[list[int]]:
+    """Token ids without padding, row by row."""
+    pairs = zip(feeds["input_ids"], feeds["attention_mask"], strict=True)
+    return [row[mask.astype(bool)].tolist() for row, mask in pairs]
+
+
+def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
+    """Check the exported graph, and the runtime's tokenisation, against the loaded torch model."""
+    import numpy as np
+
+    from exporter import runtime
+
+    texts = list(CHECK_TEXTS)
+    encoder = runtime.load(artifact_dir, file_name=file_name)
+    names = set(encoder.session.output_names)
+    if not {TOKEN_OUTPUT, SENTENCE_OUTPUT} <= names:
+        raise ExportFailed(f"the exported graph has outputs {sorted(names)}.", "This is a bug in the exporter.")
+    features = model.preprocess(texts)  # no prompt here, nor below (prompt=""): the graph is checked bare
+    feeds = {name: features[name].numpy().astype(np.int64) for name in INPUT_NAMES}
+    (graph_emb,) = encoder.session.run([SENTENCE_OUTPUT], feeds)
+    reference = model.encode(texts, prompt="", convert_to_numpy=True, batch_size=len(texts))
+    graph_min = float(_cosines(reference, graph_emb).min())
+    if not graph_min >= CHECK_MIN_COSINE:
+        raise ExportFailed(
+            f"the exported ONNX graph disagrees with torch (min cosine {graph_min:.6f} < {CHECK_MIN_COSINE}).",
+            "Try another --opset; report the model if it persists.",
+        )
+    runtime_feeds, _ = encoder.tokenize(texts)
+    if _real_tokens(runtime_feeds) != _real_tokens(feeds):
+        raise ExportFailed(
+            "the artifact's tokenizer.json tokenises differently from the model's tokenizer "
+            "(transformers applies settings from tokenizer_config.json that the fast tokenizer file lacks).",
+            "Re-save the tokenizer with transformers (save_pretrained) so tokenizer.json carries them.",
+        )
+    runtime_min = float(_cosines(reference, encoder.encode(texts, prompt="")).min())
+    if not runtime_min >= CHECK_MIN_COSINE:
+        raise ExportFailed(
+            f"the torch-free runtime disagrees with torch (min cosine {runtime_min:.6f}).",
+            "This is a bug in the exporter's runtime.",
+        )
+    return {"graph_min_cosine": graph_min, "runtime_min_cosine": runtime_min}
+
+
+def export_base(
+    model_dir: Path,
+    out_dir: Path,
+    *,
+    opset: int | None = None,
+    trust_remote_code: bool = False,
+    info: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Export ``model_dir`` (a sentence-transformers folder) to ``out_dir/onnx/model.onnx`` (fp32).
+
+    ``out_dir`` must already hold the source's config, tokenizer and module files. The graph lands in the
+    Transformer module's folder (the artifact root for every usual layout; ``0_Transformer/`` for the
+    oldest ST layout) because that is where ``model_kwargs={"file_name": ...}`` is resolved.
+    Returns the files written. ``info``, if given, is filled with build facts for the manifest.
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    try:
+        facts = st_modules.read(model_dir)
+        staged_facts = st_modules.read(out_dir)
+    except ExporterError as exc:
+        raise ExportFailed(f"cannot read the model modules: {exc.message}", exc.hint) from exc
+    check_supported(facts)
+    _check_staged(staged_facts)
+    dest = staged_facts.transformer_dir / ONNX_FILE
+    file_name = dest.relative_to(staged_facts.transformer_dir).as_posix()
+
+    try:
+        from optimum.exporters.onnx import onnx_export_from_model
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(
+            str(model_dir), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code
+        )
+        model.eval()
+        config = _export_config_class()(model[0].auto_model.config, task="feature-extraction")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=dest.parent) as tmp:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                onnx_export_from_model(
+                    model,
+                    output=tmp,
+                    opset=opset,
+                    task="feature-extraction",
+                    custom_onnx_configs={"model": config},
+                    device="cpu",
+                    do_validation=False,  # verify() below checks more (padding, truncation, tokenizer)
+                )
+            tmp_graph = Path(tmp) / "model.onnx"
+            _fix_output_shapes(tmp_graph, model.get_embedding_dimension())
+            written = []
+            for part in sorted(Path(tmp).glob("model.onnx*")):  # the graph and any external-data file
+                target = dest.parent / part.name.replace("model.onnx", dest.name, 1)
+                shutil.move(str(part), target)
+                written.append(target)
+    except ExporterError:
+        raise
+    except Exception as exc:
+        raise ExportFailed(
+            f"ONNX export of {model_dir.name} failed: {type(exc).__name__}: {exc}",
+            "Run with --verbose for the traceback; try another --opset.",
+        ) from exc
+
+    checks = verify(model, out_dir, file_name)
+    if info is not None:
+        import onnx
+
+        graph = onnx.load(str(dest), load_external_data=False)
+        info.update(
+            exporter="optimum-onnx onnx_export_from_model (library sentence_transformers, task feature-extraction)",
+            opset=next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None),
+            inputs=[i.name for i in graph.graph.input],
+            outputs=[o.name for o in graph.graph.output],
+            model=facts.to_dict(),
+            embedding_dim=model.get_embedding_dimension(),
+            **checks,
+        )
+    return written
+
+
+def build_base(ctx, spec):
+    """Variant builder for the catalogue (``exporter.variants``): the fp32 base graph."""
+    from exporter.build import BuildResult
+
+    info: dict[str, Any] = {}
+    files = export_base(
+        ctx.source_dir,
+        ctx.stage_dir,
+        opset=ctx.options.get("opset"),
+        trust_remote_code=bool(ctx.options.get("trust_remote_code")),
+        info=info,
+    )
+    return BuildResult(files=files, build=info)

@@ -1,0 +1,295 @@
+"""Torch-free serving of an exported artifact: a backend session + tokenizers + numpy. Never imports torch.
+
+    enc = runtime.load(Path("artifacts/org--name/1110a243fdf4"))      # onnx/model.onnx, onnxruntime
+    vectors = enc.encode(["a query", "a passage"])                   # float32 [n, dim]
+    enc.provider                                                     # the execution provider in use
+
+Tokenisation reproduces sentence-transformers: the artifact's ``tokenizer.json``, truncated at the
+model's ``max_seq_length`` (``exporter.st_modules`` resolves it as ST does), padded to the longest text
+of the batch on the tokenizer's padding side, lower-cased first if ``sentence_bert_config.json`` says so,
+and the default prompt prepended if the model has one.
+
+The graph's ``sentence_embedding`` output (pooling and Normalize inside, see ``exporter.export_onnx``)
+is used when present. A graph with only token embeddings (e.g. one exported by another tool) is pooled
+in numpy exactly as the model's Pooling/Normalize modules say, if those are the only modules after the
+Transformer.
+
+Backends are a table (``BACKENDS``): each opens a model file and returns an object with ``input_names``,
+``output_names``, ``providers`` and ``run(output_names, feeds)``. Only ONNX Runtime is implemented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from exporter import st_modules
+from exporter.errors import UsageError
+
+SENTENCE_OUTPUT = "sentence_embedding"
+TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
+DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+# Providers that a session lists but that run no local graph nodes (onnxruntime lists Azure first).
+_NON_COMPUTE_PROVIDERS = frozenset({"AzureExecutionProvider"})
+
+
+class Session(Protocol):
+    input_names: list[str]
+    output_names: list[str]
+    providers: list[str]
+
+    def run(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclass
+class _OnnxSession:
+    session: Any
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    @property
+    def providers(self) -> list[str]:
+        # What the session really runs on, in priority order (not what was asked for).
+        return list(self.session.get_providers())
+
+    def run(self, output_names, feeds):
+        return self.session.run(output_names, feeds)
+
+
+def _open_onnx(path: Path, providers: tuple[str, ...] | None = None, threads: int | None = None) -> Session:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    wanted = list(providers or DEFAULT_PROVIDERS)
+    available = set(ort.get_available_providers())
+    unknown = [p for p in wanted if p not in available]
+    if unknown:
+        raise UsageError(
+            f"execution provider(s) {', '.join(unknown)} not available in this onnxruntime.",
+            f"Available: {', '.join(sorted(available))}.",
+        )
+    return _OnnxSession(ort.InferenceSession(str(path), sess_options=options, providers=wanted))
+
+
+# backend name -> opener(path, providers, threads). "openvino" goes here (openvino.Core().compile_model).
+BACKENDS: dict[str, Callable[..., Session]] = {
+    "onnx": _open_onnx,
+}
+
+
+# --- pooling in numpy, for graphs without a sentence_embedding output (mirrors ST's Pooling) ----------
+
+
+def _expanded(mask: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    return np.broadcast_to(mask[:, :, None], emb.shape).astype(emb.dtype)
+
+
+def _pool_cls(emb, mask):
+    first = mask.argmax(axis=1)  # first real token: 0 for right padding
+    return emb[np.arange(len(emb)), first]
+
+
+def _pool_max(emb, mask):
+    return np.where(_expanded(mask, emb) == 0, -np.inf, emb).max(axis=1)
+
+
+def _masked_sum_count(emb, mask):
+    m = _expanded(mask, emb)
+    return (emb * m).sum(axis=1), np.maximum(m.sum(axis=1), 1e-9)
+
+
+def _pool_mean(emb, mask):
+    total, count = _masked_sum_count(emb, mask)
+    return total / count
+
+
+def _pool_mean_sqrt_len(emb, mask):
+    total, count = _masked_sum_count(emb, mask)
+    return total / np.sqrt(count)
+
+
+def _pool_weightedmean(emb, mask):
+    weights = np.arange(1, emb.shape[1] + 1, dtype=emb.dtype)[None, :, None] * _expanded(mask, emb)
+    return (emb * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+
+
+def _pool_lasttoken(emb, mask):
+    seq_len = mask.shape[1]
+    flipped = mask[:, ::-1]
+    idx = np.where(flipped.max(axis=1) == 0, seq_len - 1, flipped.argmax(axis=1))
+    return (emb * _expanded(mask, emb))[np.arange(len(emb)), seq_len - idx - 1]
+
+
+POOLERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "cls": _pool_cls,
+    "max": _pool_max,
+    "mean": _pool_mean,
+    "mean_sqrt_len_tokens": _pool_mean_sqrt_len,
+    "weightedmean": _pool_weightedmean,
+    "lasttoken": _pool_lasttoken,
+}
+
+
+def pool(token_embeddings: np.ndarray, attention_mask: np.ndarray, facts: st_modules.ModelFacts) -> np.ndarray:
+    """Sentence embeddings from token embeddings as the model's Pooling [+ Normalize] modules compute them."""
+    vectors = np.concatenate([POOLERS[m](token_embeddings, attention_mask) for m in facts.pooling.modes], axis=-1)
+    if facts.normalize:
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors.astype(np.float32, copy=False)
+
+
+# --- tokenizer ---------------------------------------------------------------------------------------
+
+
+def load_tokenizer(facts: st_modules.ModelFacts):
+    """The artifact's tokenizer.json configured the way sentence-transformers tokenises."""
+    from tokenizers import Tokenizer, normalizers
+
+    path = facts.transformer_dir / "tokenizer.json"
+    if not path.is_file():
+        raise UsageError(
+            f"{path} is missing; the torch-free runtime needs the fast tokenizer file.",
+            "Re-export the artifact from a source whose tokenizer has a tokenizer.json.",
+        )
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    tf = facts.tokenizer
+    if tf.do_lower_case:
+        current = tokenizer.normalizer
+        tokenizer.normalizer = normalizers.Sequence(
+            [normalizers.Lowercase()] + ([current] if current is not None else [])
+        )
+    if tf.max_seq_length:
+        tokenizer.enable_truncation(tf.max_seq_length, strategy="longest_first", direction=tf.truncation_side)
+    pad_id = tokenizer.token_to_id(tf.pad_token) if tf.pad_token else None
+    tokenizer.enable_padding(
+        direction=tf.padding_side,
+        pad_id=pad_id if pad_id is not None else 0,
+        pad_token=tf.pad_token or "[PAD]",
+    )
+    return tokenizer
+
+
+# --- the encoder ---------------------------------------------------------------------------------------
+
+
+class Encoder:
+    """Texts in, sentence embeddings out (float32 numpy), through one backend session."""
+
+    def __init__(self, session: Session, tokenizer, facts: st_modules.ModelFacts, backend: str, path: Path):
+        self.session = session
+        self.tokenizer = tokenizer
+        self.facts = facts
+        self.backend = backend
+        self.path = path
+        outputs = session.output_names
+        self.pooling_in_graph = SENTENCE_OUTPUT in outputs
+        if self.pooling_in_graph:
+            self._output = SENTENCE_OUTPUT
+        else:
+            token_output = next((name for name in TOKEN_OUTPUTS if name in outputs), None)
+            if token_output is None or facts.pooling is None or not facts.plain_pooling_chain:
+                raise UsageError(
+                    f"{path.name} has no {SENTENCE_OUTPUT} output and the model's modules "
+                    f"({', '.join(m.kind.value for m in facts.modules)}) cannot be applied outside the graph.",
+                    "Export the graph with exporter (pooling inside) to serve it without torch.",
+                )
+            self._output = token_output
+        self._inputs = session.input_names
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.providers
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that runs the graph: the session's highest-priority compute provider."""
+        return next((p for p in self.providers if p not in _NON_COMPUTE_PROVIDERS), self.providers[0])
+
+    @property
+    def max_seq_length(self) -> int | None:
+        return self.facts.max_seq_length
+
+    def _apply_prompt(self, texts: list[str], prompt_name: str | None, prompt: str | None) -> list[str]:
+        if prompt is None:
+            name = prompt_name if prompt_name is not None else self.facts.default_prompt_name
+            if name is not None:
+                if name not in self.facts.prompts:
+                    raise UsageError(f"unknown prompt name {name!r}.", f"Known: {', '.join(self.facts.prompts)}.")
+                prompt = self.facts.prompts[name]
+        return [prompt + t for t in texts] if prompt else list(texts)
+
+    def tokenize(self, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Feeds for the graph (only the inputs it declares) and the attention mask."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+        available = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "token_type_ids": np.asarray([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        missing = [name for name in self._inputs if name not in available]
+        if missing:
+            raise UsageError(f"the graph wants inputs this runtime cannot make: {missing}.", "Re-export the model.")
+        return {name: available[name] for name in self._inputs}, mask
+
+    def encode(
+        self,
+        texts: list[str],
+        batch_size: int = 32,
+        *,
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+    ) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a list of texts, not one string.")
+        texts = self._apply_prompt(list(texts), prompt_name, prompt)
+        if not texts:
+            dim = self.facts.pooling.dimension if self.facts.pooling else None
+            return np.zeros((0, dim or 0), dtype=np.float32)
+        # Longest first, as sentence-transformers batches (less padding); results go back in input order.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        chunks = []
+        for start in range(0, len(texts), max(1, batch_size)):
+            batch = [texts[i] for i in order[start : start + batch_size]]
+            feeds, mask = self.tokenize(batch)
+            (out,) = self.session.run([self._output], feeds)
+            chunks.append(out if self.pooling_in_graph else pool(out, mask, self.facts))
+        stacked = np.concatenate(chunks, axis=0).astype(np.float32, copy=False)
+        result = np.empty_like(stacked)
+        result[order] = stacked
+        return result
+
+
+def load(
+    artifact_dir: Path,
+    file_name: str = "onnx/model.onnx",
+    backend: str = "onnx",
+    *,
+    providers: tuple[str, ...] | None = None,
+    threads: int | None = None,
+) -> Encoder:
+    """Open ``file_name`` (relative to the Transformer module's folder, as ST resolves it) for serving."""
+    artifact_dir = Path(artifact_dir)
+    opener = BACKENDS.get(backend)
+    if opener is None:
+        raise UsageError(f"unknown runtime backend {backend!r}.", f"Available: {', '.join(BACKENDS)}.")
+    facts = st_modules.read(artifact_dir)
+    path = facts.transformer_dir / file_name
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist.", "Check the artifact folder and the variant's file name.")
+    return Encoder(opener(path, providers, threads), load_tokenizer(facts), facts, backend, path)
