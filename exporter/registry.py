@@ -332,7 +332,7 @@ class RegistryClient:
             )
         if resp.status_code == 429 or resp.status_code >= 500:
             resp.close()
-            raise _Transient(f"answered HTTP {resp.status_code}")
+            raise _Transient(f"HTTP {resp.status_code}")
         return resp
 
     def _retrying(self, what: str, fn: Callable[[], object]):
@@ -343,7 +343,7 @@ class RegistryClient:
             except _Transient as exc:
                 if attempt == self.retry.attempts:
                     raise RegistryError(
-                        f"{what} failed: registry {self.host} {exc.reason} (gave up after {attempt} attempts).",
+                        f"{what} failed: registry {self.host}: {exc.reason} (gave up after {attempt} attempts).",
                         "Check that the registry is up and reachable, then retry; a failed publish leaves no tag.",
                     ) from exc
                 time.sleep(delay)
