@@ -1,6 +1,6 @@
 """Fidelity of a variant's embeddings against the torch reference's, over the same texts.
 
-Pure numpy (scipy only for ranking). ``compare`` measures, ``judge`` applies thresholds, and
+Pure numpy. ``compare`` measures, ``judge`` applies thresholds, and
 ``to_manifest`` turns both into the manifest's ``variants[].parity`` entry.
 
 Metrics (row ``i`` of both matrices is the embedding of text ``i``):
@@ -120,12 +120,22 @@ def _neighbour_agreement(ref_sim: np.ndarray, cand_sim: np.ndarray, k: int) -> f
     return float(in_ref_top.sum(axis=1).mean() / k)
 
 
-def _spearman_upper(ref_sim: np.ndarray, cand_sim: np.ndarray) -> float:
-    from scipy.stats import rankdata
+def _rank(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (scipy.stats.rankdata's default)."""
+    order = np.argsort(x, kind="stable")
+    sx = x[order]
+    bounds = np.flatnonzero(np.diff(sx)) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [len(x)]))
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
 
+
+def _spearman_upper(ref_sim: np.ndarray, cand_sim: np.ndarray) -> float:
     iu = np.triu_indices(ref_sim.shape[0], k=1)
-    a = rankdata(ref_sim[iu])
-    b = rankdata(cand_sim[iu])
+    a = _rank(ref_sim[iu])
+    b = _rank(cand_sim[iu])
     a -= a.mean()
     b -= b.mean()
     denom = math.sqrt(float(a @ a) * float(b @ b))
@@ -176,9 +186,7 @@ ALL_SCOPE = "*"  # overrides that apply to every variant
 
 def _check_threshold(name: str, value: float | None) -> None:
     if name not in METRIC_NAMES:
-        raise UsageError(
-            f"unknown fidelity threshold {name!r}.", f"Use one of: {', '.join(METRIC_NAMES)}."
-        )
+        raise UsageError(f"unknown fidelity threshold {name!r}.", f"Use one of: {', '.join(METRIC_NAMES)}.")
     if value is None:
         if name == "cosine_min":
             raise UsageError("the cosine_min threshold cannot be switched off.", "Give a number, e.g. cosine_min=0.99.")

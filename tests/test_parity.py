@@ -1,0 +1,356 @@
+"""Parity metrics, thresholds and verdicts (pure numpy; fast)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+
+from exporter import parity
+from exporter.errors import ExitCode, FidelityError, UsageError
+from exporter.parity import DEFAULT_THRESHOLDS, ParityMetrics, PrecisionClass, Thresholds
+from exporter.variants import Precision, VariantSpec
+
+
+def _clustered(n: int = 120, dim: int = 32, clusters: int = 12, seed: int = 0) -> np.ndarray:
+    """Unit embeddings with cluster structure (so nearest neighbours mean something)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    x = centres[rng.integers(0, clusters, n)] + 0.4 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ compare
+
+
+def test_identical_embeddings_are_perfect():
+    ref = _clustered()
+    m = parity.compare(ref, ref.copy())
+    assert m.n == len(ref)
+    assert m.cosine_min == pytest.approx(1.0, abs=1e-12)
+    assert m.cosine_mean == pytest.approx(1.0, abs=1e-12)
+    assert m.cosine_p01 == pytest.approx(1.0, abs=1e-12)
+    assert m.max_abs_diff == 0.0
+    assert m.neighbour_agreement_at_10 == 1.0
+    assert m.spearman_pairwise == pytest.approx(1.0)
+    assert parity.judge(m, DEFAULT_THRESHOLDS[PrecisionClass.FP32]).passed
+
+
+def test_hand_computed_example():
+    # rows 0 and 1 only change scale (cosine 1); row 2 turns from (3,4) to (4,3): cosine 24/25.
+    ref = np.array([[1.0, 0.0], [0.0, 1.0], [3.0, 4.0]])
+    cand = np.array([[1.0, 0.0], [0.0, 2.0], [4.0, 3.0]])
+    m = parity.compare(ref, cand, k=1)
+    assert m.cosine_min == pytest.approx(0.96)
+    assert m.cosine_mean == pytest.approx((1 + 1 + 0.96) / 3)
+    assert m.cosine_p01 == pytest.approx(0.96 + 0.02 * 0.04)  # linear: position 0.01 * (3 - 1) = 0.02
+    assert m.max_abs_diff == pytest.approx(1.0)
+    # pairwise cosines (01, 02, 12): reference (0, .6, .8), candidate (0, .8, .6): ranks (1,2,3) vs (1,3,2)
+    assert m.spearman_pairwise == pytest.approx(1 - 6 * 2 / (3 * (3**2 - 1)))  # 0.5
+    # nearest other text: ref 0->2, 1->2, 2->1; cand 0->2, 1->2, 2->0: two of three agree
+    assert m.neighbour_agreement_at_10 == pytest.approx(2 / 3)
+    # k is clipped to n - 1 = 2: every text's neighbours are all the others, so they always agree
+    assert parity.compare(ref, cand).neighbour_agreement_at_10 == 1.0
+
+
+def test_permuted_rows_reduce_agreement():
+    ref = _clustered(n=200, clusters=20)
+    perm = np.random.default_rng(1).permutation(len(ref))
+    m = parity.compare(ref, ref[perm])
+    assert m.neighbour_agreement_at_10 < 0.3
+    assert m.spearman_pairwise < 0.5
+    assert m.cosine_min < 0.5
+    verdict = parity.judge(m, DEFAULT_THRESHOLDS[PrecisionClass.INT8])
+    assert not verdict.passed and len(verdict.failures) == 3
+
+
+def test_swapping_two_rows_is_caught():
+    ref = _clustered()
+    cand = ref.copy()
+    cand[[0, 1]] = cand[[1, 0]]
+    m = parity.compare(ref, cand)
+    assert m.neighbour_agreement_at_10 < 1.0
+    assert m.cosine_min < 0.99
+
+
+def test_small_noise_passes_fp32_defaults():
+    # fp32-level differences (~1e-6) must pass the fp32 gate, duplicates (exact ties) included
+    ref = _clustered(n=320, dim=64, clusters=30)
+    ref[1] = ref[0]  # the same text twice (e.g. whitespace variants that tokenise identically)
+    ref[5] = ref[4]
+    rng = np.random.default_rng(2)
+    cand = ref + rng.normal(scale=1e-6, size=ref.shape).astype(np.float32)
+    m = parity.compare(ref, cand)
+    assert m.neighbour_agreement_at_10 >= 0.999
+    verdict = parity.judge(m, DEFAULT_THRESHOLDS[PrecisionClass.FP32])
+    assert verdict.passed, verdict.failures
+
+
+def test_larger_noise_degrades_metrics_monotonically():
+    ref = _clustered(n=150)
+    rng = np.random.default_rng(3)
+    noise = rng.normal(size=ref.shape)
+    ms = [parity.compare(ref, ref + s * noise) for s in (0.001, 0.03, 0.3)]
+    for a, b in zip(ms, ms[1:], strict=False):
+        assert a.cosine_mean > b.cosine_mean
+        assert a.spearman_pairwise > b.spearman_pairwise
+        assert a.neighbour_agreement_at_10 >= b.neighbour_agreement_at_10
+        assert a.max_abs_diff < b.max_abs_diff
+
+
+def test_zero_vectors_do_not_poison_metrics():
+    ref = _clustered(n=30)
+    cand = ref.copy()
+    cand[3] = 0.0
+    m = parity.compare(ref, cand)
+    values = [v for v in m.to_dict().values() if isinstance(v, float)]
+    assert all(math.isfinite(v) for v in values)
+    assert m.cosine_min == pytest.approx(0.0)  # zero vs non-zero: cosine 0
+    assert m.cosine_mean == pytest.approx(29 / 30, abs=1e-6)
+
+
+def test_zero_vector_in_both_counts_as_reproduced():
+    ref = _clustered(n=30)
+    ref[7] = 0.0
+    m = parity.compare(ref, ref.copy())
+    assert m.cosine_min == pytest.approx(1.0)
+    assert m.neighbour_agreement_at_10 == 1.0
+    assert m.spearman_pairwise == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "ref_shape, cand_shape",
+    [((10, 8), (10, 4)), ((10, 8), (9, 8)), ((10, 8), (80,)), ((10, 8), (10, 8, 1))],
+)
+def test_shape_mismatch_is_a_fidelity_error(ref_shape, cand_shape):
+    with pytest.raises(FidelityError) as info:
+        parity.compare(np.ones(ref_shape), np.ones(cand_shape))
+    assert info.value.exit_code == ExitCode.FIDELITY
+    assert str(ref_shape) in info.value.message and str(cand_shape) in info.value.message
+    assert info.value.hint
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_candidate_is_a_fidelity_error(bad):
+    ref = _clustered(n=10)
+    cand = ref.copy()
+    cand[2, 0] = bad
+    with pytest.raises(FidelityError, match="candidate embeddings contain NaN or inf in 1 of 10 rows"):
+        parity.compare(ref, cand)
+
+
+def test_empty_input_is_refused():
+    with pytest.raises(FidelityError, match="0 texts"):
+        parity.compare(np.zeros((0, 4)), np.zeros((0, 4)))
+
+
+def test_too_few_texts_for_rank_metrics():
+    one = parity.compare(np.ones((1, 4)), np.ones((1, 4)))
+    assert one.neighbour_agreement_at_10 is None and one.spearman_pairwise is None
+    two = parity.compare(np.eye(2), np.eye(2))
+    assert two.neighbour_agreement_at_10 == 1.0 and two.spearman_pairwise is None
+
+
+def test_compare_accepts_float16_and_lists():
+    ref = _clustered(n=20)
+    m = parity.compare(ref.tolist(), ref.astype(np.float16))
+    assert 0.999 < m.cosine_min <= 1.0
+
+
+# --------------------------------------------------------------------------------------- thresholds
+
+
+def test_default_thresholds_by_precision_class():
+    assert DEFAULT_THRESHOLDS[PrecisionClass.FP32].cosine_min == 0.9999
+    assert DEFAULT_THRESHOLDS[PrecisionClass.FP16].cosine_min == 0.999
+    assert DEFAULT_THRESHOLDS[PrecisionClass.INT8].cosine_min == 0.99
+    assert set(DEFAULT_THRESHOLDS) == set(PrecisionClass)
+    order = [DEFAULT_THRESHOLDS[p] for p in (PrecisionClass.FP32, PrecisionClass.FP16, PrecisionClass.INT8)]
+    for stricter, looser in zip(order, order[1:], strict=False):  # fp32 is the strictest on every metric
+        for name in parity.METRIC_NAMES:
+            assert getattr(stricter, name) >= getattr(looser, name)
+    # the catalogue's precision enum and plain strings index the table too
+    assert DEFAULT_THRESHOLDS[Precision.INT8] is DEFAULT_THRESHOLDS["int8"]
+
+
+def test_threshold_override():
+    base = DEFAULT_THRESHOLDS[PrecisionClass.INT8]
+    t = base.override(cosine_min=0.985, spearman_pairwise=None)
+    assert t == Thresholds(cosine_min=0.985, neighbour_agreement_at_10=0.95, spearman_pairwise=None)
+    assert base.cosine_min == 0.99  # the default is untouched
+
+
+@pytest.mark.parametrize(
+    "kw, fragment",
+    [
+        ({"cosine_max": 0.9}, "unknown fidelity threshold 'cosine_max'"),
+        ({"cosine_min": 1.5}, "out of range"),
+        ({"neighbour_agreement_at_10": -0.1}, "out of range"),
+        ({"cosine_min": None}, "cannot be switched off"),
+        ({"spearman_pairwise": "high"}, "out of range"),
+    ],
+)
+def test_bad_threshold_override(kw, fragment):
+    with pytest.raises(UsageError, match=fragment) as info:
+        DEFAULT_THRESHOLDS[PrecisionClass.FP32].override(**kw)
+    assert info.value.exit_code == ExitCode.USAGE and info.value.hint
+
+
+def test_parse_threshold_overrides():
+    got = parity.parse_threshold_overrides(
+        [
+            "cosine_min=0.995",
+            "int8:cosine_min = 0.985",
+            "int8:spearman_pairwise=none",
+            "onnx-qint8-avx2:neighbour_agreement_at_10=0.9",
+            "cosine_min=0.996",  # later wins
+        ]
+    )
+    assert got == {
+        "*": {"cosine_min": 0.996},
+        "int8": {"cosine_min": 0.985, "spearman_pairwise": None},
+        "onnx-qint8-avx2": {"neighbour_agreement_at_10": 0.9},
+    }
+    assert parity.parse_threshold_overrides([]) == {}
+
+
+@pytest.mark.parametrize(
+    "item, fragment",
+    [
+        ("cosine_min", "malformed"),
+        ("=0.9", "malformed"),
+        (":cosine_min=0.9", "malformed"),
+        ("cosine_min=abc", "not a number"),
+        ("cosine_min=nan", "not finite"),
+        ("cosine_min=2", "out of range"),
+        ("cosine_min=off", "cannot be switched off"),
+        ("recall=0.9", "unknown fidelity threshold"),
+    ],
+)
+def test_parse_threshold_overrides_refuses(item, fragment):
+    with pytest.raises(UsageError, match=fragment) as info:
+        parity.parse_threshold_overrides([item])
+    assert info.value.hint
+
+
+def _spec(id_: str, precision: Precision) -> VariantSpec:
+    return VariantSpec(id=id_, backend="onnx", precision=precision, file_name="x", summary="", builder="m:f")
+
+
+def test_thresholds_for_applies_most_specific_override_last():
+    specs = [_spec("onnx", Precision.FP32), _spec("int8-a", Precision.INT8), _spec("int8-b", Precision.INT8)]
+    overrides = {
+        "int8-a": {"cosine_min": 0.97},
+        "int8": {"cosine_min": 0.985, "spearman_pairwise": None},
+        "*": {"cosine_min": 0.5, "neighbour_agreement_at_10": 0.9},
+    }
+    got = parity.thresholds_for(specs, overrides)
+    assert got["onnx"] == Thresholds(0.5, 0.9, DEFAULT_THRESHOLDS[Precision.FP32].spearman_pairwise)
+    assert got["int8-b"] == Thresholds(0.985, 0.9, None)
+    assert got["int8-a"] == Thresholds(0.97, 0.9, None)
+    assert parity.thresholds_for(specs) == {
+        "onnx": DEFAULT_THRESHOLDS[Precision.FP32],
+        "int8-a": DEFAULT_THRESHOLDS[Precision.INT8],
+        "int8-b": DEFAULT_THRESHOLDS[Precision.INT8],
+    }
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        ({"int4": {"cosine_min": 0.9}}, "scope 'int4'"),
+        ({"int8": {"cosine_min": 7}}, "out of range"),  # e.g. from a recipe file, not the parser
+        ({"*": {"cosin_min": 0.9}}, "unknown fidelity threshold"),
+    ],
+)
+def test_thresholds_for_refuses(overrides, fragment):
+    with pytest.raises(UsageError, match=fragment):
+        parity.thresholds_for([_spec("onnx", Precision.FP32)], overrides)
+
+
+# -------------------------------------------------------------------------------------------- judge
+
+
+def _metrics(**kw) -> ParityMetrics:
+    base = dict(
+        cosine_min=0.9995,
+        cosine_mean=0.9999,
+        cosine_p01=0.9996,
+        max_abs_diff=0.001,
+        n=320,
+        neighbour_agreement_at_10=0.97,
+        spearman_pairwise=0.996,
+    )
+    return ParityMetrics(**{**base, **kw})
+
+
+def test_judge_lists_every_failure_with_value_and_threshold():
+    verdict = parity.judge(_metrics(), DEFAULT_THRESHOLDS[PrecisionClass.FP32])
+    assert not verdict.passed
+    assert verdict.failures == [
+        "cosine_min 0.999500 is below the threshold 0.9999.",
+        "neighbour_agreement_at_10 0.970000 is below the threshold 0.99.",
+        "spearman_pairwise 0.996000 is below the threshold 0.999.",
+    ]
+
+
+def test_judge_passes_and_skips_switched_off_gates():
+    assert parity.judge(_metrics(), DEFAULT_THRESHOLDS[PrecisionClass.INT8]).passed
+    t = Thresholds(cosine_min=0.99, neighbour_agreement_at_10=None, spearman_pairwise=None)
+    verdict = parity.judge(_metrics(neighbour_agreement_at_10=0.1, spearman_pairwise=0.1), t)
+    assert verdict.passed and verdict.failures == []
+
+
+def test_judge_boundary_is_inclusive_and_nan_fails():
+    t = Thresholds(cosine_min=0.99)
+    assert parity.judge(_metrics(cosine_min=0.99), t).passed
+    assert not parity.judge(_metrics(cosine_min=float("nan")), t).passed
+
+
+def test_judge_fails_a_gate_it_cannot_compute():
+    m = parity.compare(np.ones((1, 4)), np.ones((1, 4)))
+    verdict = parity.judge(m, DEFAULT_THRESHOLDS[PrecisionClass.FP32])
+    assert not verdict.passed
+    assert any("neighbour_agreement_at_10 could not be computed on 1 text" in f for f in verdict.failures)
+    assert parity.judge(m, Thresholds(cosine_min=0.9999)).passed
+
+
+# ------------------------------------------------------------------------------------------ to_dict
+
+MANIFEST_KEYS = {
+    "cosine_min",
+    "cosine_mean",
+    "cosine_p01",
+    "max_abs_diff",
+    "n",
+    "neighbour_agreement_at_10",
+    "spearman_pairwise",
+    "threshold",
+    "passed",
+    "failures",
+}
+
+
+def test_to_dict_has_the_manifest_keys_and_is_json():
+    m = parity.compare(_clustered(n=40), _clustered(n=40) * 1.0001)
+    t = DEFAULT_THRESHOLDS[PrecisionClass.INT8]
+    v = parity.judge(m, t)
+    d = parity.to_dict(m, t, v)
+    assert set(d) == MANIFEST_KEYS
+    assert d["threshold"] == {"cosine_min": 0.99, "neighbour_agreement_at_10": 0.95, "spearman_pairwise": 0.98}
+    assert d["passed"] is True and d["failures"] == []
+    assert isinstance(d["n"], int) and all(type(d[k]) is float for k in ("cosine_min", "max_abs_diff"))
+    assert json.loads(json.dumps(d, allow_nan=False)) == d
+
+
+def test_to_manifest_validates_against_the_schema():
+    m = parity.compare(_clustered(n=40), _clustered(n=40))
+    t = DEFAULT_THRESHOLDS[PrecisionClass.FP32]
+    entry = parity.to_manifest(m, t, parity.judge(m, t), "ab" * 32)
+    assert set(entry) == MANIFEST_KEYS | {"probe_sha256"}
+    schema = json.loads((Path(parity.__file__).parent / "schema" / "manifest.schema.json").read_text())
+    jsonschema.validate(entry, {**schema["$defs"]["parity"], "$defs": schema["$defs"]})
