@@ -247,6 +247,17 @@ def seed_default() -> None:
     typer.echo(f"Seeded {REPO_ID}@{REVISION} into {path}")
 
 
+def _register_command_modules() -> None:
+    """Commands that live in their own modules (each imports its heavy parts lazily)."""
+    from exporter import cli_registry
+
+    for fn in (cli_registry.package, cli_registry.publish, cli_registry.pull):
+        app.command()(fn)
+
+
+_register_command_modules()
+
+
 def main() -> None:
     """Console entry point: runs the app and turns every failure into one line and an exit code.
 
