@@ -1,0 +1,183 @@
+"""OpenVINO builders on the tiny model: files, build records, and loading through the user's path.
+
+Each variant is loaded in a fresh process the way a user loads it
+(``SentenceTransformer(dir, backend="openvino", model_kwargs={"file_name": ...})``) and compared with
+the torch model on a few texts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exporter.build import BuildContext
+from exporter.errors import ExportFailed
+from exporter.export_openvino import BASE_FILE, OPENVINO_VARIANTS
+from exporter.variants import Backend, Precision
+
+TEXTS = [
+    "the quick brown fox jumps over the lazy dog",
+    "hello world",
+    "what is the cosine of a vector",
+    "a cat sat on the mat in the rain",
+    "export the model to onnx and read the graph",
+    "why does the river run fast near the city",
+    "x",
+]
+CALIBRATION = [
+    "the train from the city is slow",
+    "read a book when it rains",
+    "query and passage embed a sentence",
+    "one small model has a large vocab",
+    "where is the brown dog",
+    "open the data file and write code",
+    "who was at the river",
+    "a token is not a number",
+]
+MIN_COSINE = {Precision.FP32: 0.9999, Precision.FP16: 0.999, Precision.INT8: 0.9}
+SPECS = {spec.id: spec for spec in OPENVINO_VARIANTS}
+
+
+def make_stage(model_dir: Path, dest: Path) -> Path:
+    """An artifact stage as the pipeline prepares it: the model's files without the torch weights."""
+    shutil.copytree(model_dir, dest, ignore=shutil.ignore_patterns("*.safetensors"))
+    return dest
+
+
+@pytest.fixture(scope="module")
+def built(tiny_model_dir, tmp_path_factory):
+    """Build all four OpenVINO variants once into one stage dir."""
+    stage = make_stage(tiny_model_dir, tmp_path_factory.mktemp("ov") / "artifact")
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=stage, calibration_texts=lambda: list(CALIBRATION))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        results = {spec.id: spec.build_fn()(ctx, spec) for spec in OPENVINO_VARIANTS}
+    return stage, results
+
+
+def test_catalogue_entries_follow_sentence_transformers_naming():
+    assert list(SPECS) == ["openvino", "openvino-fp16", "openvino-int8-weights", "openvino-qint8"]
+    for spec in OPENVINO_VARIANTS:
+        assert spec.backend is Backend.OPENVINO
+        path = Path(spec.file_name)
+        assert path.parent.as_posix() == "openvino" and path.suffix == ".xml"
+        assert path.name.startswith("openvino")  # sentence-transformers globs openvino*.xml
+        assert callable(spec.build_fn())
+        assert spec.id == "openvino" or spec.derives_from == "openvino"
+        json.dumps(spec.options)  # recorded in the manifest
+
+
+def test_each_builder_writes_its_xml_and_bin(built):
+    stage, results = built
+    for variant_id, result in results.items():
+        spec = SPECS[variant_id]
+        xml = stage / spec.file_name
+        assert sorted(result.files) == sorted([xml, xml.with_suffix(".bin")])
+        for path in result.files:
+            assert path.is_file() and path.stat().st_size > 0
+        assert result.build["precision"] == spec.precision.value
+        assert result.build["inputs"] == ["attention_mask", "input_ids", "token_type_ids"]
+        assert result.build["outputs"] == ["last_hidden_state"]
+        json.dumps(result.build)
+    # no temp folders left behind
+    assert sorted(p.name for p in (stage / "openvino").iterdir() if p.is_dir()) == []
+
+
+def test_build_records(built):
+    _, results = built
+    assert results["openvino"].build["export_source"] == "torch"
+    for derived in ("openvino-fp16", "openvino-int8-weights", "openvino-qint8"):
+        assert results[derived].build["export_source"] == BASE_FILE
+    q = results["openvino-qint8"].build
+    assert q["model_type"] == "transformer" and q["preset"] == "mixed"
+    assert q["calibration"]["subset_size"] == len(CALIBRATION)
+    assert results["openvino-int8-weights"].build["calibration"] is None
+
+
+def test_weights_are_smaller_than_fp32(built):
+    stage, _ = built
+    size = {i: (stage / s.file_name).with_suffix(".bin").stat().st_size for i, s in SPECS.items()}
+    assert size["openvino-fp16"] < 0.6 * size["openvino"]
+    assert size["openvino-int8-weights"] < 0.6 * size["openvino"]
+
+
+_LOAD_SCRIPT = """
+import json, sys
+from sentence_transformers import SentenceTransformer
+stage, names, texts = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+out = {}
+for name in names:
+    model = SentenceTransformer(stage, backend="openvino", device="cpu", local_files_only=True,
+                                model_kwargs={"file_name": name})
+    assert type(model[0].auto_model).__name__ == "OVModelForFeatureExtraction"
+    assert model[0].auto_model.model_save_dir.name == "openvino"
+    out[name] = model.encode(texts, normalize_embeddings=True).tolist()
+print(json.dumps(out))
+"""
+
+
+def test_each_variant_loads_in_a_fresh_process_and_matches_torch(built, tiny_model_dir):
+    from sentence_transformers import SentenceTransformer
+
+    stage, _ = built
+    names = [spec.file_name for spec in OPENVINO_VARIANTS]
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOAD_SCRIPT, str(stage), json.dumps(names), json.dumps(TEXTS)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    embeddings = json.loads(proc.stdout.strip().splitlines()[-1])
+    reference = SentenceTransformer(str(tiny_model_dir), device="cpu").encode(TEXTS, normalize_embeddings=True)
+    for spec in OPENVINO_VARIANTS:
+        got = np.asarray(embeddings[spec.file_name])
+        assert got.shape == reference.shape
+        cosine = (got * reference).sum(axis=1)
+        assert cosine.min() >= MIN_COSINE[spec.precision], (spec.id, cosine.min())
+
+
+def test_derived_variant_without_its_base_fails_clearly(tiny_model_dir, tmp_path):
+    stage = make_stage(tiny_model_dir, tmp_path / "artifact")
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=stage)
+    spec = SPECS["openvino-fp16"]
+    with pytest.raises(ExportFailed, match="openvino_model.xml is missing"):
+        spec.build_fn()(ctx, spec)
+
+
+def test_static_int8_without_calibration_texts_fails_clearly(built, tiny_model_dir, tmp_path):
+    stage, _ = built
+    copy = tmp_path / "artifact"
+    shutil.copytree(stage, copy)
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=copy, calibration_texts=lambda: [])
+    spec = SPECS["openvino-qint8"]
+    with pytest.raises(ExportFailed, match="no calibration texts"):
+        spec.build_fn()(ctx, spec)
+
+
+def test_rebuild_into_a_hard_linked_clone_leaves_the_original_intact(built, tiny_model_dir, tmp_path):
+    """The pipeline clones the artifact by hard links; a rebuild must replace files, not write through."""
+    stage, _ = built
+    clone = tmp_path / "clone"
+    shutil.copytree(stage, clone, copy_function=os.link)
+    original_bin = (stage / SPECS["openvino-fp16"].file_name).with_suffix(".bin")
+    before = original_bin.read_bytes()
+    assert (
+        os.stat(clone / SPECS["openvino-fp16"].file_name).st_ino
+        == os.stat(stage / SPECS["openvino-fp16"].file_name).st_ino
+    )
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=clone)
+    spec = SPECS["openvino-fp16"]
+    result = spec.build_fn()(ctx, spec)
+    rebuilt_bin = (clone / spec.file_name).with_suffix(".bin")
+    assert rebuilt_bin in result.files
+    assert os.stat(rebuilt_bin).st_ino != os.stat(original_bin).st_ino
+    assert original_bin.read_bytes() == before
