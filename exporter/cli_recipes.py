@@ -148,7 +148,7 @@ def print_summary_table(rows: list[dict]) -> None:
 # ----------------------------------------------------------------------------------------------- plan
 def plan(
     folder: Annotated[list[Path], typer.Argument(help="Recipe folders or files.")],
-    fmt: Annotated[MatrixFormat, typer.Option("--format", help="github-matrix ({\"include\": [...]}) or json.")] = (
+    fmt: Annotated[MatrixFormat, typer.Option("--format", help='github-matrix ({"include": [...]}) or json.')] = (
         MatrixFormat.GITHUB
     ),
     per_variant: Annotated[

@@ -115,9 +115,7 @@ class Recipe(_Strict):
                 raise ValueError(f"unknown scope {scope!r}; allowed: {', '.join(scopes)}")
             for name, limit in metrics.items():
                 if name not in parity.METRIC_NAMES:
-                    raise ValueError(
-                        f"{scope}: unknown metric {name!r}; allowed: {', '.join(parity.METRIC_NAMES)}"
-                    )
+                    raise ValueError(f"{scope}: unknown metric {name!r}; allowed: {', '.join(parity.METRIC_NAMES)}")
                 try:
                     parity.Thresholds(cosine_min=1.0).override(**{name: limit})
                 except UsageError as exc:
