@@ -85,6 +85,8 @@ def verify(artifact: Path, variant_ids: list[str] | None = None, probe: Path | N
         from exporter import probes
 
         probes.load_text_set(probe, "probe")
+    else:
+        probe = export_probe(manifest)
     chosen = [mf.get_variant(manifest, v) for v in variant_ids] if variant_ids else list(manifest["variants"])
     start = time.perf_counter()
     check = _check_files(artifact, manifest, [v["id"] for v in chosen] if variant_ids else None)
@@ -119,6 +121,26 @@ def verify(artifact: Path, variant_ids: list[str] | None = None, probe: Path | N
             cases.update(fresh)
     source = {"repo": src.repo_id, "revision": src.revision, "path": str(src.path)}
     return VerifyReport(artifact, integrity, [cases[v["id"]] for v in chosen], probe_info, source)
+
+
+def export_probe(manifest: dict) -> Path | None:
+    """The user probe file the export measured on, if it is still there unchanged (None: the built-in set).
+
+    Without ``--probe``, verify re-runs parity on the texts the export used, so its figures compare with
+    the recorded ones; a user file that moved or changed falls back to the built-in set (noted in the
+    verdicts).
+    """
+    from exporter import probes
+    from exporter.errors import ProbeError
+
+    src = manifest["probe"].get("source") or ""
+    if not src or src.startswith("builtin:") or not Path(src).is_file():
+        return None
+    try:
+        same = probes.load_text_set(Path(src), "probe").sha256 == manifest["probe"]["sha256"]
+    except ProbeError:
+        return None
+    return Path(src) if same else None
 
 
 def raise_for(report: VerifyReport) -> None:

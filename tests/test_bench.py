@@ -1,0 +1,138 @@
+"""bench and recommend on a real tiny artifact: figures present and positive, the rule holds.
+
+Timings are never asserted (the machine is noisy); speed claims live in benchmarks/bench_targets.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from exporter import manifest as mf
+from exporter.errors import ExitCode, ExporterError, IntegrityError
+from tests.test_verify import VARIANTS, _artifact_template, artifact  # noqa: F401 - fixtures
+
+SIZES = [1, 4]
+
+
+@pytest.fixture
+def benched(artifact):  # noqa: F811 - the fixture imported above
+    from exporter import bench
+
+    result = bench.bench(artifact, batch_sizes=SIZES, threads=1, max_texts=12, rounds=2)
+    return artifact, result, bench.record(artifact, result)
+
+
+def test_figures_present_and_positive(benched):
+    art, result, manifest = benched
+    assert set(result.runners) == {"torch", *VARIANTS}
+    for name, s in result.runners.items():
+        for b in SIZES:
+            assert s["throughput"][str(b)] > 0, name
+            assert len(s["throughput_rounds"][str(b)]) == 2
+            assert s["ratio_to_torch"][str(b)] > 0
+        assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p95"]
+        assert s["latency_ms"]["n"] == 2 * 12
+        assert s["runtime"]["threads"] == 1
+    assert result.reference["ratio_to_torch"] == {"1": 1.0, "4": 1.0}
+    for vid in VARIANTS:
+        assert result.runners[vid]["runtime"]["provider"] == "CPUExecutionProvider"
+
+
+def test_recorded_in_manifest(benched):
+    art, result, manifest = benched
+    on_disk = mf.load(art)  # schema-valid after the atomic write
+    assert on_disk == manifest
+    top = on_disk["bench"]
+    assert top["threads"] == 1 and top["batch_sizes"] == SIZES and top["rounds"] == 2
+    assert top["cpu"]["model"] and isinstance(top["cpu"]["flags"], list)
+    assert top["reference"]["throughput"]["4"] > 0
+    assert top["variants"] == list(VARIANTS)
+    for v in on_disk["variants"]:
+        assert v["bench"]["ratio_to_torch"]["4"] > 0
+    assert not list(art.glob(".manifest.json.*"))  # no temp file left behind
+    mf.require_intact(art, on_disk)  # bench wrote nothing a manifest check would flag
+
+
+def test_recommended_satisfies_its_rule(benched):
+    from exporter.recommend import eligible, rule_batch
+
+    _, _, manifest = benched
+    rec = manifest["recommended"]
+    assert rule_batch(manifest) == 4  # 32 was not measured: the largest measured batch size
+    assert "batch 4" in rec["rule"]
+    chosen = mf.get_variant(manifest, rec["variant"])
+    assert eligible(chosen)
+    passing = [v for v in manifest["variants"] if eligible(v) and v["bench"]]
+    assert rec["throughput_ratio"] == max(v["bench"]["ratio_to_torch"]["4"] for v in passing)
+    assert rec["throughput_ratio"] == chosen["bench"]["ratio_to_torch"]["4"]
+
+
+def test_recommend_skips_failed_variants():
+    """The rule on hand-set figures: a faster variant that fails a threshold is never chosen."""
+    from exporter.recommend import recommend
+
+    def variant(vid, ratio, passed, size):
+        return {
+            "id": vid,
+            "backend": "onnx",
+            "status": "passed" if passed else "failed",
+            "files": [{"path": f"onnx/{vid}.onnx", "size": size, "sha256": "0" * 64}],
+            "load": {"backend": "onnx", "file_name": f"onnx/{vid}.onnx"},
+            "parity": {"passed": passed, "failures": [] if passed else ["cosine_min 0.97 is below 0.99"]},
+            "bench": {"ratio_to_torch": {"32": ratio}, "throughput": {"32": 100 * ratio}},
+        }
+
+    manifest = {
+        "bench": {"batch_sizes": [1, 32], "reference": {"throughput": {"32": 100.0}}},
+        "variants": [variant("a", 1.4, True, 90), variant("b", 2.2, False, 20), variant("c", 1.4, True, 80)],
+    }
+    rec = recommend(manifest)
+    assert rec["variant"] == "c"  # a and c tie on speed; c is smaller; b is faster but fails
+    assert rec["batch_size"] == 32 and rec["throughput_ratio"] == 1.4
+    manifest["variants"] = [variant("b", 2.2, False, 20)]
+    rec = recommend(manifest)
+    assert rec["variant"] is None and "b" in rec["reason"]
+    assert recommend({"bench": None, "variants": []}) is None
+
+
+def test_bench_refuses_tampered_files(artifact):  # noqa: F811
+    from exporter import bench
+
+    (artifact / "onnx" / "model.onnx").write_bytes(b"swapped")
+    with pytest.raises(IntegrityError) as err:
+        bench.bench(artifact, ["onnx"], batch_sizes=[1], threads=1, max_texts=2, rounds=1)
+    assert err.value.exit_code == ExitCode.INTEGRITY
+    assert "onnx/model.onnx" in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["", "0", "a,b", "8,-1"])
+def test_bad_batch_sizes(text):
+    from exporter.bench import parse_batch_sizes
+
+    with pytest.raises(ExporterError) as err:
+        parse_batch_sizes(text)
+    assert err.value.exit_code == ExitCode.USAGE
+
+
+def test_cli_bench_json(artifact, tmp_path):  # noqa: F811
+    import typer
+    from typer.testing import CliRunner
+
+    from exporter.cli_quality import bench as bench_cmd
+
+    app = typer.Typer()
+    app.command()(bench_cmd)
+    app.command("noop")(lambda: None)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("hello world\nthe quick brown fox\nwhat is a vector search\n", encoding="utf-8")
+    args = ["bench", str(artifact), "--variants", "onnx", "--batch-sizes", "1,2", "--threads", "1"]
+    result = CliRunner().invoke(app, [*args, "--texts", str(texts), "--rounds", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["bench"]["texts"]["n"] == 3 and data["bench"]["texts"]["source"] == str(texts)
+    assert data["recommended"]["variant"] == "onnx"
+    assert (artifact / "REPORT.md").is_file() and (artifact / "report.png").is_file()
+    manifest = mf.load(artifact)
+    assert mf.get_variant(manifest, "onnx-o1")["bench"] is None  # not in this run: no stale ratio kept

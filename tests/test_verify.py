@@ -1,0 +1,292 @@
+"""verify: integrity (exit 4 naming files), parity re-run in a fresh process (exit 3), JUnit output.
+
+The artifact is real: the tiny model seeded into the test's Hub cache at a pinned sha, two fp32 ONNX
+variants (the plain graph and an ORT-optimised one) written with sentence-transformers' own export
+functions, parity measured with ``exporter.parity`` and a schema-valid manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from exporter import manifest as mf
+from exporter.errors import ExitCode, ExporterError, FidelityError, IntegrityError
+from tests.hub_fixtures import TINY_REPO, TINY_SHA, seed_tiny
+
+# id -> (file name, how to make it from the exported model)
+VARIANTS = {"onnx": "onnx/model.onnx", "onnx-o1": "onnx/model_O1.onnx"}
+
+
+WORDS = (
+    "the quick brown fox jumps over lazy dog hello world cat sat mat what why how when where rain sun cloud "
+    "river city train book read write open close model export onnx graph cosine vector search query passage"
+).split()
+
+
+def write_probe(path: Path, n: int = 48) -> Path:
+    """A small deterministic probe file (the built-in set is larger than a fast test needs)."""
+    import random
+
+    rng = random.Random(0)
+    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 24))) for _ in range(n)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _build_artifact(snapshot: Path, out: Path, probe_file: Path) -> Path:
+    """Export two fp32 ONNX variants of the seeded tiny model and write a manifest like the pipeline's."""
+    from sentence_transformers import SentenceTransformer, export_optimized_onnx_model
+
+    from exporter import __version__, parity, probes, source
+    from exporter.environment import environment
+    from exporter.fsutil import record_files
+    from exporter.pipeline import model_facts
+    from exporter.variants import Precision
+
+    src = source.resolve(source.parse_model_ref(f"{TINY_REPO}@{TINY_SHA}"))
+    out.mkdir(parents=True)
+    copied = []
+    for rec in src.files:
+        if not rec.path.endswith(".safetensors"):
+            (out / rec.path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile((src.path / rec.path).resolve(), out / rec.path)
+            copied.append(out / rec.path)
+    shared = record_files(out, copied)
+    onnx_model = SentenceTransformer(str(src.path), backend="onnx", device="cpu", local_files_only=True)
+    onnx_model.save(str(out / ".st-export"))
+    (out / "onnx").mkdir()
+    shutil.copyfile(out / ".st-export" / "onnx" / "model.onnx", out / "onnx" / "model.onnx")
+    shutil.rmtree(out / ".st-export")
+    export_optimized_onnx_model(onnx_model, "O1", str(out))
+
+    probe = probes.load_text_set(probe_file, "probe")
+    reference = SentenceTransformer(str(src.path), device="cpu", local_files_only=True)
+    ref_emb = reference.encode(probe.texts, batch_size=32, convert_to_numpy=True)
+    threshold = parity.DEFAULT_THRESHOLDS[Precision.FP32]
+    entries = []
+    for vid, file_name in VARIANTS.items():
+        model = SentenceTransformer(
+            str(out), backend="onnx", device="cpu", model_kwargs={"file_name": file_name}, local_files_only=True
+        )
+        metrics = parity.compare(ref_emb, model.encode(probe.texts, batch_size=32, convert_to_numpy=True))
+        verdict = parity.judge(metrics, threshold)
+        entries.append(
+            {
+                "id": vid,
+                "backend": "onnx",
+                "precision": "fp32",
+                "status": "passed" if verdict.passed else "failed",
+                "error": None,
+                "files": [r.to_dict() for r in record_files(out, [out / file_name])],
+                "load": {"backend": "onnx", "file_name": file_name},
+                "build": {"made_by": "tests/test_verify.py"},
+                "parity": parity.to_manifest(metrics, threshold, verdict, probe.sha256),
+                "bench": None,
+            }
+        )
+    manifest = {
+        "schema_version": mf.SCHEMA_VERSION,
+        "tool_version": __version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": {
+            "repo": src.repo_id,
+            "revision": src.revision,
+            "requested_ref": src.requested_ref,
+            "pinned": src.pinned,
+            "local_path": None,
+            "weights_format": src.weights_format,
+            "files": [r.to_dict() for r in src.files],
+        },
+        "model": model_facts(reference),
+        "environment": environment(),
+        "probe": {"name": probe.name, "sha256": probe.sha256, "n": len(probe.texts), "source": probe.source},
+        "calibration": None,
+        "shared_files": [r.to_dict() for r in shared],
+        "variants": entries,
+        "publishable": all(e["status"] == "passed" for e in entries),
+        "recommended": None,
+        "bench": None,
+    }
+    mf.save(out, manifest)
+    return out
+
+
+@pytest.fixture(scope="session")
+def _artifact_template(tiny_model_dir, tmp_path_factory) -> Path:
+    """One artifact per test session (built under its own Hub cache); tests get copies."""
+    home = tmp_path_factory.mktemp("hf-build")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HOME", str(home))
+        mp.setenv("HF_HUB_CACHE", str(home / "hub"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        snapshot = seed_tiny(tiny_model_dir)
+        probe = write_probe(tmp_path_factory.mktemp("probe") / "probe.txt")
+        return _build_artifact(snapshot, tmp_path_factory.mktemp("artifact") / "tiny", probe)
+
+
+@pytest.fixture
+def artifact(_artifact_template, tiny_model_dir, tmp_path) -> Path:
+    """A private copy of the good artifact, with the tiny model seeded into this test's Hub cache."""
+    seed_tiny(tiny_model_dir)
+    dest = tmp_path / "artifact"
+    shutil.copytree(_artifact_template, dest)
+    return dest
+
+
+def _exit_code(exc: ExporterError) -> int:
+    return int(exc.exit_code)
+
+
+# -------------------------------------------------------------------------------------------- tests
+def test_good_artifact_passes(artifact):
+    from exporter.verify import raise_for, verify
+
+    report = verify(artifact)
+    assert report.ok, report.to_dict()
+    assert [c.name for c in report.variants] == list(VARIANTS)
+    for case in report.variants:
+        assert case.parity["cosine_min"] >= 0.9999
+        assert case.parity["neighbour_agreement_at_10"] is not None
+        assert case.parity["spearman_pairwise"] is not None
+        assert case.recorded["probe_sha256"] == case.parity["probe_sha256"]
+    assert report.source == {"repo": TINY_REPO, "revision": TINY_SHA, "path": report.source["path"]}
+    raise_for(report)  # does not raise
+    json.dumps(report.to_dict())  # --json output is serialisable
+
+
+def test_flipped_byte_exits_4_naming_the_file(artifact):
+    from exporter.verify import raise_for, verify
+
+    target = artifact / "onnx" / "model_O1.onnx"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    report = verify(artifact)
+    assert report.integrity.status == "failed"
+    assert "onnx/model_O1.onnx" in report.integrity.message
+    statuses = {c.name: c.status for c in report.variants}
+    assert statuses == {"onnx": "passed", "onnx-o1": "skipped"}
+    with pytest.raises(IntegrityError) as err:
+        raise_for(report)
+    assert _exit_code(err.value) == ExitCode.INTEGRITY == 4
+    assert "onnx/model_O1.onnx" in str(err.value)
+
+
+def test_swapped_variant_file_fails(artifact):
+    """A variant's model file replaced by another variant's (valid ONNX, wrong bytes) fails integrity."""
+    from exporter.verify import raise_for, verify
+
+    shutil.copyfile(artifact / "onnx" / "model_O1.onnx", artifact / "onnx" / "model.onnx")
+    report = verify(artifact)
+    assert not report.ok
+    assert "onnx/model.onnx" in report.integrity.message
+    with pytest.raises(IntegrityError) as err:
+        raise_for(report)
+    assert err.value.exit_code == ExitCode.INTEGRITY
+
+
+def test_extra_and_missing_files_are_named(artifact):
+    from exporter.verify import verify
+
+    (artifact / "onnx" / "model_qint8_avx2.onnx").write_bytes(b"not listed")
+    (artifact / "config.json").unlink()
+    report = verify(artifact, ["onnx"])
+    assert "onnx/model_qint8_avx2.onnx" in report.integrity.message
+    assert "config.json" in report.integrity.message
+    assert report.variants[0].status == "skipped"
+
+
+def _perturb_weights(artifact: Path, file_name: str) -> None:
+    """Add noise to the largest weight of an ONNX file and re-record its hash: intact files, wrong model."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from exporter.fsutil import record_files
+
+    path = artifact / file_name
+    model = onnx.load(path)
+    init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    arr = numpy_helper.to_array(init).copy()
+    arr += np.random.default_rng(0).normal(0.0, float(arr.std()), arr.shape).astype(arr.dtype)
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save(model, path)
+    manifest = mf.load(artifact)
+    variant = next(v for v in manifest["variants"] if v["load"]["file_name"] == file_name)
+    variant["files"] = [r.to_dict() for r in record_files(artifact, [path])]
+    mf.save(artifact, manifest)
+
+
+def test_fidelity_failure_exits_3(artifact):
+    """Files match a (re-written) manifest, but the model drifted from torch: the re-run parity fails, exit 3."""
+    from exporter.verify import raise_for, verify
+
+    _perturb_weights(artifact, "onnx/model_O1.onnx")
+    report = verify(artifact)
+    assert report.integrity.ok
+    by_name = {c.name: c for c in report.variants}
+    assert by_name["onnx"].status == "passed"
+    assert by_name["onnx-o1"].status == "failed"
+    assert any("cosine_min" in line for line in by_name["onnx-o1"].failures)
+    with pytest.raises(FidelityError) as err:
+        raise_for(report)
+    assert _exit_code(err.value) == ExitCode.FIDELITY == 3
+    assert "onnx-o1" in str(err.value)
+
+
+def test_unknown_variant_is_usage_error(artifact):
+    from exporter.verify import verify
+
+    with pytest.raises(ExporterError) as err:
+        verify(artifact, ["nope"])
+    assert err.value.exit_code == ExitCode.USAGE
+
+
+def test_junit_has_one_case_per_variant_and_integrity(artifact, tmp_path):
+    from exporter import junit
+    from exporter.verify import verify
+
+    target = artifact / "onnx" / "model.onnx"
+    data = bytearray(target.read_bytes())
+    data[100] ^= 0xFF
+    target.write_bytes(bytes(data))
+    path = tmp_path / "out" / "verify.xml"
+    junit.write(path, verify(artifact))
+    root = ET.parse(path).getroot()
+    suite = root.find("testsuite")
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert list(cases) == ["integrity", "onnx", "onnx-o1"]
+    assert suite.get("tests") == "3" and suite.get("failures") == "1" and suite.get("skipped") == "1"
+    failure = cases["integrity"].find("failure")
+    assert failure is not None and "onnx/model.onnx" in failure.get("message")
+    assert cases["onnx"].find("skipped") is not None
+    assert list(cases["onnx-o1"]) == [cases["onnx-o1"].find("system-out")]  # passed: no failure element
+
+
+def test_cli_verify_json_and_junit(artifact, tmp_path):
+    """The command function: --json prints the verdicts, --junit writes the file, failures raise typed errors."""
+    import typer
+    from typer.testing import CliRunner
+
+    from exporter.cli_quality import verify as verify_cmd
+
+    app = typer.Typer()
+    app.command()(verify_cmd)
+    app.command("noop")(lambda: None)  # two commands: typer keeps the command name
+    junit_path = tmp_path / "v.xml"
+    result = CliRunner().invoke(app, ["verify", str(artifact), "--json", "--junit", str(junit_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["ok"] is True and [v["status"] for v in data["variants"]] == ["passed", "passed"]
+    assert ET.parse(junit_path).getroot().find("testsuite").get("failures") == "0"
+
+    (artifact / "onnx" / "model.onnx").write_bytes(b"swapped")
+    result = CliRunner().invoke(app, ["verify", str(artifact), "--variants", "onnx"])
+    assert isinstance(result.exception, IntegrityError)
+    assert "onnx/model.onnx" in str(result.exception)
