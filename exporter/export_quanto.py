@@ -187,7 +187,7 @@ def _requantizing_loader(artifact: Path, config: dict, qmap: dict, state: dict) 
 
         dtype = getattr(torch, config.get("float_dtype", "torch.float32").removeprefix("torch."))
         with no_init_weights():
-            model = model_cls._from_config(hf_config, torch_dtype=dtype)
+            model = model_cls._from_config(hf_config, dtype=dtype)
         requantize(model, state_dict=state, quantization_map=qmap, device=torch.device("cpu"))
         expected = set(model.state_dict())
         missing, unexpected = expected - set(state), set(state) - expected
