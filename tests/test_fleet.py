@@ -222,3 +222,33 @@ def _no_stray_env(monkeypatch):
     # Workers inherit the environment: keep tokenizers quiet and single-threaded on the 2-core runner.
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+
+
+def test_run_prints_a_summary_table_and_exits_with_the_failure(tmp_path, monkeypatch):
+    art = make_artifact(tmp_path / "art")
+    recipes = tmp_path / "r"
+    for name in ("crash", "good"):
+        _recipe(recipes, name, f"acme/{name}", "c" * 40)
+    monkeypatch.setattr(
+        fleet, "worker_command", lambda recipe, **_: [sys.executable, "-c", _WORKER, recipe.stem, str(art)]
+    )
+    result = invoke("run", str(recipes), "--artifacts", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    for text in ("crash", "crashed", "good", "onnx-qint8", "passed", "0.999900"):
+        assert text in result.stdout
+    assert "signal 9" in result.stderr
+
+
+# ------------------------------------------------------------------------------ the default, offline
+@pytest.mark.slow
+def test_the_default_recipe_runs_end_to_end_offline(tmp_path):
+    from exporter.default_model import seed_default
+
+    seed_default()
+    recipe = Path(__file__).resolve().parent.parent / "recipes" / "all-MiniLM-L6-v2.yaml"
+    result = invoke("run", str(recipe), "--json", "--artifacts", str(tmp_path / "artifacts"))
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)["rows"]
+    assert (row["variant"], row["verdict"]) == ("onnx", "passed")
+    assert row["cosine_min"] >= 0.9999
+    assert Path(row["artifact"]).name == "1110a243fdf4"
