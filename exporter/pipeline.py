@@ -296,6 +296,9 @@ def _build_and_check(spec, ctx, stage: Path, probe_set, ref_emb, threshold, prog
         entry["status"] = "passed" if verdict.passed else "failed"
     except UsageError:
         raise
+    except FidelityError as exc:  # broken output (NaN, wrong shape) fails the gate, it is not a crash
+        entry["status"] = "failed"
+        entry["error"] = str(exc)
     except ExporterError as exc:
         entry["error"] = str(exc)
     except Exception as exc:  # a backend crash fails this variant, not the others
