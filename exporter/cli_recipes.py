@@ -196,7 +196,7 @@ def resolve_pin(plan) -> Pin:
         SourceError: MODEL is malformed, or not pinned and ``allow_unpinned`` is off (as ``export`` would).
     """
     from exporter import source
-    from exporter.hubcache import COMMIT_RE, repo_folder
+    from exporter.hubcache import COMMIT_RE, hub_offline, repo_folder
 
     ref = source.parse_model_ref(plan.model, plan.revision)
     if ref.local_path is not None:
@@ -204,8 +204,12 @@ def resolve_pin(plan) -> Pin:
     storage = repo_folder(ref.repo_id)
     wanted = ref.revision or "main"
     if COMMIT_RE.match(wanted):
-        cached = (storage / "snapshots" / wanted).is_dir()
-        where = "in the local Hub cache" if cached else "not in the local Hub cache: the export downloads it"
+        if (storage / "snapshots" / wanted).is_dir():
+            where = "in the local Hub cache"
+        elif hub_offline():
+            where = "not in the local Hub cache, and HF_HUB_OFFLINE is set: the export will fail"
+        else:
+            where = "not in the local Hub cache: the export downloads it"
         return Pin(ref.repo_id, wanted, f"pinned, {where}")
     if not plan.allow_unpinned:
         raise SourceError(
