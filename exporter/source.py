@@ -296,15 +296,26 @@ def _hub_errors(repo_id: str, revision: str, offline: bool) -> Iterator[None]:
 
 def _download(repo_id: str, sha: str, cache: Path, offline: bool, label: str, allow_pickle: bool) -> Path:
     """``snapshot_download`` at ``sha``: offline it returns the cached snapshot; online it fetches only
-    the files a sentence-transformers load needs (chosen from the repo's file list at that commit)."""
+    the files a sentence-transformers load needs (chosen from the repo's file list at that commit).
+
+    A commit's snapshot never changes, so when the Hub cannot be reached and the snapshot of that exact
+    sha is already cached, the cached one is used (as huggingface_hub itself does for commit hashes).
+    """
     from huggingface_hub import HfApi, snapshot_download
 
-    with _hub_errors(repo_id, sha, offline):
-        patterns = None
-        if not offline:
-            listed = HfApi().list_repo_files(repo_id, revision=sha)
+    patterns = None
+    if not offline:
+        try:
+            with _hub_errors(repo_id, sha, offline):
+                listed = HfApi().list_repo_files(repo_id, revision=sha)
+        except HubError:
+            if not (repo_folder(repo_id, cache) / "snapshots" / sha).is_dir():
+                raise
+            offline = True
+        else:
             patterns = _prefer_safetensors(select_candidates(listed))
             _weights_policy(patterns, label, allow_pickle)  # refuse pickle-only before downloading it
+    with _hub_errors(repo_id, sha, offline):
         folder = snapshot_download(
             repo_id, revision=sha, cache_dir=str(cache), local_files_only=offline, allow_patterns=patterns
         )
