@@ -121,8 +121,15 @@ def export(
     trust_remote_code: Annotated[bool, typer.Option(help="Allow models that ship their own Python code.")] = False,
     allow_pickle: Annotated[bool, typer.Option(help="Allow pickle weights (*.bin/*.pt) when no safetensors.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the summary.")] = False,
+    save_recipe: Annotated[
+        Path | None, typer.Option("--save-recipe", help="Write this command as a recipe file (YAML).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan (pin, variants, outputs, thresholds); build nothing.")
+    ] = False,
 ) -> None:
     """Resolve MODEL at a pinned commit, build variants, check parity against torch, write the manifest."""
+    from exporter.cli_recipes import handle_save_and_dry_run
     from exporter.parity import parse_threshold_overrides
     from exporter.pipeline import ExportPlan, raise_for_failures, run_export
 
@@ -139,6 +146,8 @@ def export(
         trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle,
     )
+    if handle_save_and_dry_run(plan, save_recipe=save_recipe, dry_run=dry_run):
+        return
     outcome = run_export(plan, RichProgress())
     if as_json:
         print_json(export_summary(outcome))
@@ -249,9 +258,9 @@ def seed_default() -> None:
 
 def _register_command_modules() -> None:
     """Commands that live in their own modules (each imports its heavy parts lazily)."""
-    from exporter import cli_registry
+    from exporter import cli_recipes, cli_registry
 
-    for fn in (cli_registry.package, cli_registry.publish, cli_registry.pull):
+    for fn in (cli_registry.package, cli_registry.publish, cli_registry.pull, cli_recipes.run, cli_recipes.plan):
         app.command()(fn)
 
 

@@ -7,6 +7,7 @@ errors and reports progress through a ``Progress`` object; it never prints.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ class ExportPlan:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     artifacts_root: Path = Path("artifacts")
+    prompts: dict[str, str] | None = None  # e.g. {"query": "query: ", "passage": "passage: "}
+    max_seq_length: int | None = None  # override the model's own
+    kind: str | None = None  # expected model kind; None: whatever the source is
+    publish: str | None = None  # oci:// target a fleet run publishes to after export
 
 
 @dataclass
@@ -68,8 +73,12 @@ def default_out(artifacts_root: Path, src) -> Path:
     return artifacts_root / f"local--{src.local_path.name}" / sha256_bytes(listing.encode())[:12]
 
 
-def _copy_shared(src, stage: Path) -> list[FileRecord]:
-    """Copy the source files the model uses, except torch weights, into the artifact root."""
+def _copy_shared(src, stage: Path, max_seq_length: int | None = None) -> list[FileRecord]:
+    """Copy the source files the model uses, except torch weights, into the artifact root.
+
+    A ``max_seq_length`` override is written into the copy of sentence_bert_config.json, so every
+    loader of the artifact (sentence-transformers, the torch-free runtime) truncates the same way.
+    """
     copied = []
     for rec in src.files:
         if Path(rec.path).suffix in WEIGHT_SUFFIXES:
@@ -78,7 +87,27 @@ def _copy_shared(src, stage: Path) -> list[FileRecord]:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile((src.path / rec.path).resolve(), dest)
         copied.append(dest)
+    if max_seq_length:
+        cfg_path = stage / "sentence_bert_config.json"
+        cfg = json.loads(cfg_path.read_text("utf-8")) if cfg_path.is_file() else {}
+        cfg["max_seq_length"] = max_seq_length
+        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n", "utf-8")
+        if cfg_path not in copied:
+            copied.append(cfg_path)
     return record_files(stage, copied)
+
+
+def _check_kind(src, expected: str | None) -> None:
+    """Refuse a source whose kind differs from the one asked for, or that the pipeline cannot export yet."""
+    if expected and src.kind != expected:
+        raise UsageError(
+            f"{src} is a {src.kind} model, not a {expected}.", "Fix `kind` in the recipe, or remove it to detect it."
+        )
+    if src.kind != "sentence-transformer":
+        raise UsageError(
+            f"{src} is a {src.kind} model; this version exports sentence-transformer (embedding) models only.",
+            "Use an embedding model, or a later version of exporter.",
+        )
 
 
 def model_facts(model) -> dict:
@@ -135,7 +164,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     progress = progress or NoProgress()
     specs = variants.select(plan.variants)  # bad ids fail before anything heavy runs
     ref = source.parse_model_ref(plan.model, plan.revision)
-    probe_set = probes.load_text_set(plan.probe, "probe")
+    probe_set = probes.with_prompts(probes.load_text_set(plan.probe, "probe"), plan.prompts)
     calib_set = probes.load_text_set(plan.calibration, "calibration") if plan.calibration else None
     thresholds = parity.thresholds_for(specs, plan.thresholds)
 
@@ -146,6 +175,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
             trust_remote_code=plan.trust_remote_code,
             allow_pickle=plan.allow_pickle,
         )
+    _check_kind(src, plan.kind)
     out = plan.out or default_out(plan.artifacts_root, src)
     env = environment()
     source_entry = {
@@ -158,7 +188,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
         "trust_remote_code": plan.trust_remote_code,
         "files": [r.to_dict() for r in src.files],
     }
-    kept = {} if plan.force else _reusable_variants(out, source_entry, env, probe_set)
+    kept = {} if plan.force else _reusable_variants(out, source_entry, env, probe_set, plan.max_seq_length)
     todo = [s for s in specs if s.id not in kept]
     if not todo:
         return ExportOutcome(artifact=out, manifest=mf.load(out), skipped=True)
@@ -172,6 +202,8 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     )
     with progress.step("Loading the torch reference"):
         reference = ctx.reference_model()
+        if plan.max_seq_length:
+            reference.max_seq_length = plan.max_seq_length
     with progress.step(f"Encoding {len(probe_set.texts)} probe texts with the reference"):
         ref_emb = encode_with(reference.encode, probe_set.texts)
 
@@ -182,7 +214,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
         with staged_dir(out, replace=True, clone=not fresh) as stage:
             ctx.stage_dir = stage
             if fresh:
-                shared = _copy_shared(src, stage)
+                shared = _copy_shared(src, stage, plan.max_seq_length)
                 fresh = False
             else:
                 shared = [FileRecord(**f) for f in mf.load(stage)["shared_files"]]
@@ -196,7 +228,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
                 "tool_version": __version__,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "source": source_entry,
-                "model": model_facts(reference),
+                "model": {**model_facts(reference), "prompts": plan.prompts},
                 "environment": env,
                 "probe": _textset_entry(probe_set),
                 "calibration": _textset_entry(calibration) if calibration else None,
@@ -226,7 +258,9 @@ def raise_for_failures(outcome: ExportOutcome) -> None:
         )
 
 
-def _reusable_variants(out: Path, source_entry: dict, env: dict, probe_set) -> dict[str, dict]:
+def _reusable_variants(
+    out: Path, source_entry: dict, env: dict, probe_set, max_seq_length: int | None
+) -> dict[str, dict]:
     """Variants of an existing artifact at ``out`` that a re-run may keep (files intact, same inputs)."""
     from exporter import manifest as mf
 
@@ -244,8 +278,12 @@ def _reusable_variants(out: Path, source_entry: dict, env: dict, probe_set) -> d
             "not of this source.",
             "Pass --out with another folder, or --force to replace it.",
         )
-    if existing["environment"]["packages"] != env["packages"] or existing["probe"]["sha256"] != probe_set.sha256:
-        return {}  # a new toolchain or probe set: every variant is rebuilt and re-checked
+    if (
+        existing["environment"]["packages"] != env["packages"]
+        or existing["probe"]["sha256"] != probe_set.sha256
+        or (max_seq_length and existing["model"]["max_seq_length"] != max_seq_length)
+    ):
+        return {}  # a new toolchain, probe set or length: every variant is rebuilt and re-checked
     if not mf.check_files(out, existing, []).ok:  # shared files changed: start again
         return {}
     return {

@@ -177,3 +177,16 @@ def _parse_jsonl(text: str, what: str) -> list[tuple[str, str | None]]:
             raise ProbeError(f"{what}, line {lineno}: the text is empty.", "Remove the line or give it a text.")
         out.append((value, category))
     return out
+
+
+def with_prompts(text_set: TextSet, prompts: dict[str, str] | None) -> TextSet:
+    """The set once per prompt, each text prefixed (e5's "query: " / "passage: "), for reference and variant.
+
+    Models trained with prefixes are served with them, so fidelity is measured on prefixed texts; the
+    hash covers the prefixed texts, so a change of prompts is a change of probe set.
+    """
+    if not prompts:
+        return text_set
+    texts = [prefix + text for prefix in prompts.values() for text in text_set.texts]
+    names = "+".join(prompts)
+    return TextSet(name=f"{text_set.name}[{names}]", texts=texts, sha256=texts_sha256(texts), source=text_set.source)
