@@ -4,7 +4,8 @@ Method (``METHOD`` is recorded in the manifest):
 
 - Every runner (the torch reference and each variant) is loaded the way a user loads it
   (``SentenceTransformer(..., backend=..., model_kwargs={"file_name": ...})``) with a fixed thread count:
-  ``torch.set_num_threads``, ONNX Runtime ``intra_op_num_threads`` (inter-op 1, CPUExecutionProvider),
+  ``torch.set_num_threads``, ONNX Runtime ``intra_op_num_threads`` (inter-op 1, CPUExecutionProvider, idle
+  threads not spinning, so one runner's spin-wait does not eat the next runner's time),
   OpenVINO ``INFERENCE_NUM_THREADS`` (one stream, latency hint). After loading, the provider / device that
   actually runs the session is read back and must be the CPU one asked for (no silent fallback).
 - One warm-up pass per runner and batch size, then ``rounds`` rounds. In each round every batch size is
@@ -13,7 +14,8 @@ Method (``METHOD`` is recorded in the manifest):
 - Throughput: texts/s encoding the same texts (tokenisation, model, pooling, normalisation: what
   ``encode`` does) at each batch size; the median over rounds. Latency: each text encoded alone (batch 1),
   per-call p50 / p95 over all rounds. Ratio to torch: the median over rounds of (variant / torch)
-  throughput measured in the same round.
+  throughput measured in the same round (``ratio_range``: min and max of those). The 1-minute load average
+  before and after is recorded: other work on the machine shows there, not in the ratios alone.
 """
 
 from __future__ import annotations
@@ -119,7 +121,9 @@ def bench(
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # the tokenizers' pool, before first use
 
     runners = [load_reference(src.path, threads)] + [load_variant(artifact, v, threads) for v in chosen]
+    load_before = os.getloadavg()[0]
     samples = measure(runners, sample, batch_sizes, rounds)
+    load_after = os.getloadavg()[0]
     summaries = {r.name: summarize(samples[r.name], samples[REFERENCE], r.runtime()) for r in runners}
     for r in runners:
         check_runtime(r.name, r.backend, summaries[r.name]["runtime"])
@@ -131,6 +135,7 @@ def bench(
         "warmup_rounds": 1,
         "texts": {"name": text_set.name, "sha256": text_set.sha256, "n": len(sample), "source": text_set.source},
         "cpu": cpu_info(),
+        "loadavg_1min": {"before": load_before, "after": load_after},  # other work on the machine
         "method": METHOD,
     }
     return BenchResult(config, summaries)
@@ -162,6 +167,8 @@ def _load_onnx(artifact: Path, vid: str, file_name: str, threads: int) -> Runner
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # Interleaved runners share the cores: ORT's idle threads must not spin into the next runner's time.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     kwargs = {"file_name": file_name, "provider": "CPUExecutionProvider", "session_options": opts}
     model = SentenceTransformer(str(artifact), device="cpu", backend="onnx", model_kwargs=kwargs, local_files_only=True)
 
@@ -172,6 +179,7 @@ def _load_onnx(artifact: Path, vid: str, file_name: str, threads: int) -> Runner
             "provider": session.get_providers()[0],
             "providers": session.get_providers(),
             "threads": session.get_session_options().intra_op_num_threads,
+            "spinning": session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning"),
         }
 
     return Runner(vid, "onnx", _encoder(model), runtime)
@@ -274,6 +282,11 @@ def summarize(mine: Samples, ref: Samples, runtime: dict) -> dict:
         "ratio_to_torch": {
             str(b): statistics.median(m / r for m, r in zip(v, ref.throughput[b], strict=True))
             for b, v in mine.throughput.items()
+        },
+        "ratio_range": {
+            str(b): [min(rs), max(rs)]
+            for b, v in mine.throughput.items()
+            for rs in [[m / r for m, r in zip(v, ref.throughput[b], strict=True)]]
         },
         "latency_ms": None,
         "runtime": runtime,
