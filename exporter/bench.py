@@ -120,7 +120,9 @@ def bench(
     src = resolve_reference(manifest)
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # the tokenizers' pool, before first use
 
-    runners = [load_reference(src.path, threads)] + [load_variant(artifact, v, threads) for v in chosen]
+    runners = [load_reference(src.path, threads, manifest["model"].get("max_seq_length"))] + [
+        load_variant(artifact, v, threads) for v in chosen
+    ]
     load_before = os.getloadavg()[0]
     samples = measure(runners, sample, batch_sizes, rounds)
     load_after = os.getloadavg()[0]
@@ -142,12 +144,15 @@ def bench(
 
 
 # ---------------------------------------------------------------------------------------- loading
-def load_reference(source_dir: Path, threads: int) -> Runner:
+def load_reference(source_dir: Path, threads: int, max_seq_length: int | None = None) -> Runner:
+    """The torch model at the pinned source, with the artifact's max_seq_length (the export may override it)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
     torch.set_num_threads(threads)
     model = SentenceTransformer(str(source_dir), device="cpu", local_files_only=True)
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
     return Runner(REFERENCE, "torch", _encoder(model), lambda: {"engine": "torch", "threads": torch.get_num_threads()})
 
 

@@ -137,7 +137,8 @@ def export_probe(manifest: dict) -> Path | None:
     if not src or src.startswith("builtin:") or not Path(src).is_file():
         return None
     try:
-        same = probes.load_text_set(Path(src), "probe").sha256 == manifest["probe"]["sha256"]
+        texts = probes.with_prompts(probes.load_text_set(Path(src), "probe"), manifest["model"].get("prompts"))
+        same = texts.sha256 == manifest["probe"]["sha256"]
     except ProbeError:
         return None
     return Path(src) if same else None
@@ -208,6 +209,8 @@ def run_parity_subprocess(
         "artifact": str(artifact.resolve()),
         "source_dir": str(source_dir),
         "probe": str(probe.resolve()) if probe else None,
+        "prompts": manifest["model"].get("prompts"),
+        "max_seq_length": manifest["model"].get("max_seq_length"),
         "variants": [
             {"id": v["id"], "precision": v["precision"], "load": v["load"], "threshold": _threshold_of(v)}
             for v in variants
@@ -275,9 +278,11 @@ def _worker(request: dict) -> dict:
     from exporter.bench import load_reference, load_variant
 
     probe_set = probes.load_text_set(Path(request["probe"]) if request["probe"] else None, "probe")
+    probe_set = probes.with_prompts(probe_set, request.get("prompts"))  # served with its prefixes, as exported
     artifact = Path(request["artifact"])
     threads = os.cpu_count() or 1
-    ref_emb = load_reference(Path(request["source_dir"]), threads).encode(probe_set.texts, PARITY_BATCH)
+    reference = load_reference(Path(request["source_dir"]), threads, request.get("max_seq_length"))
+    ref_emb = reference.encode(probe_set.texts, PARITY_BATCH)
     results: dict[str, dict] = {}
     for item in request["variants"]:
         start = time.perf_counter()
