@@ -107,19 +107,23 @@ def verify(artifact: Path, variant_ids: list[str] | None = None, probe: Path | N
             cases[v["id"]] = CaseResult(v["id"], ERROR, f"not built at export: {v.get('error') or 'no files'}")
         else:
             to_run.append(v)
-    src = resolve_reference(manifest)
-    probe_info = None
-    if to_run:
-        shared_bad = sorted(f["path"] for f in manifest["shared_files"] if f["path"] in damaged)
-        if shared_bad:  # config/tokenizer damaged: no variant can be trusted
-            for v in to_run:
-                cases[v["id"]] = CaseResult(
-                    v["id"], SKIPPED, f"not re-run: shared files fail ({', '.join(shared_bad)})"
-                )
+    probe_info, source = None, {"repo": manifest["source"]["repo"], "revision": manifest["source"]["revision"]}
+    shared_bad = sorted(f["path"] for f in manifest["shared_files"] if f["path"] in damaged)
+    if to_run and shared_bad:  # config/tokenizer damaged: no variant can be trusted
+        for v in to_run:
+            cases[v["id"]] = CaseResult(v["id"], SKIPPED, f"not re-run: shared files fail ({', '.join(shared_bad)})")
+    elif to_run:
+        try:
+            src = resolve_reference(manifest)
+        except ExporterError as exc:
+            if integrity.ok:
+                raise  # e.g. the pinned source is not in the Hub cache: its own exit code
+            for v in to_run:  # the integrity failure (exit 4) is the verdict; say why parity did not run
+                cases[v["id"]] = CaseResult(v["id"], ERROR, f"reference unavailable: {exc}")
         else:
+            source["path"] = str(src.path)
             probe_info, fresh = run_parity_subprocess(artifact, src.path, to_run, probe, manifest)
             cases.update(fresh)
-    source = {"repo": src.repo_id, "revision": src.revision, "path": str(src.path)}
     return VerifyReport(artifact, integrity, [cases[v["id"]] for v in chosen], probe_info, source)
 
 

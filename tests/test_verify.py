@@ -290,3 +290,21 @@ def test_cli_verify_json_and_junit(artifact, tmp_path):
     result = CliRunner().invoke(app, ["verify", str(artifact), "--variants", "onnx"])
     assert isinstance(result.exception, IntegrityError)
     assert "onnx/model.onnx" in str(result.exception)
+
+
+def test_missing_reference_source(artifact):
+    """Source not in the Hub cache: exit 2 when files are intact; a file failure still reports exit 4."""
+    from exporter.hubcache import hub_cache_dir
+    from exporter.verify import raise_for, verify
+
+    shutil.rmtree(hub_cache_dir())
+    with pytest.raises(ExporterError) as err:
+        verify(artifact)
+    assert err.value.exit_code == ExitCode.USAGE and TINY_REPO in str(err.value)
+
+    (artifact / "onnx" / "model.onnx").write_bytes(b"swapped")
+    report = verify(artifact)
+    assert {c.name: c.status for c in report.variants} == {"onnx": "skipped", "onnx-o1": "error"}
+    assert "reference unavailable" in report.variants[1].message
+    with pytest.raises(IntegrityError):
+        raise_for(report)
