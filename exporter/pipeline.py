@@ -136,7 +136,7 @@ def _variant_encoder(artifact: Path, spec, ctx):
     from exporter.variants import Backend
 
     if spec.backend is Backend.TORCH:
-        return spec.loader_fn()(artifact).encode
+        return spec.loader_fn()(artifact, device="cpu").encode
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(artifact), device="cpu", local_files_only=True, **_st_kwargs(spec))

@@ -41,13 +41,21 @@ class VariantSpec:
     derives_from: str | None = None  # id of the variant whose output it transforms (None: from torch)
     options: dict = field(default_factory=dict)  # fixed build options (level, scheme, ...)
     on_request_only: bool = False  # excluded from --variants all
+    loader: str | None = None  # "module:function" taking the artifact folder, for variants ST cannot load alone
 
     def load_kwargs(self) -> dict:
         return {"backend": self.backend.value, "file_name": self.file_name}
 
     def build_fn(self):
-        module, _, func = self.builder.partition(":")
-        return getattr(import_module(module), func)
+        return _resolve(self.builder)
+
+    def loader_fn(self):
+        return _resolve(self.loader) if self.loader else None
+
+
+def _resolve(dotted: str):
+    module, _, func = dotted.partition(":")
+    return getattr(import_module(module), func)
 
 
 CATALOGUE: tuple[VariantSpec, ...] = (
@@ -58,6 +66,61 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="onnx/model.onnx",
         summary="fp32 ONNX of the whole model (pooling and normalisation inside); the exact baseline.",
         builder="exporter.export_onnx:build_base",
+    ),
+    VariantSpec(
+        id="openvino",
+        backend=Backend.OPENVINO,
+        precision=Precision.FP32,
+        file_name="openvino/openvino_model.xml",
+        summary="fp32 OpenVINO IR exported from torch; the OpenVINO baseline, fast on Intel CPUs.",
+        builder="exporter.export_openvino:build_fp32",
+    ),
+    VariantSpec(
+        id="openvino-fp16",
+        backend=Backend.OPENVINO,
+        precision=Precision.FP16,
+        file_name="openvino/openvino_model_fp16.xml",
+        summary="OpenVINO IR with fp16 weights: half the size; CPUs still compute in fp32, so no speed-up.",
+        builder="exporter.export_openvino:build_fp16",
+        derives_from="openvino",
+    ),
+    VariantSpec(
+        id="openvino-int8-weights",
+        backend=Backend.OPENVINO,
+        precision=Precision.INT8,
+        file_name="openvino/openvino_model_int8_weights.xml",
+        summary="OpenVINO IR with NNCF int8 weights (weight-only, no calibration): ~4x smaller, near-fp32 fidelity.",
+        builder="exporter.export_openvino:build_int8_weights",
+        derives_from="openvino",
+        options={"mode": "int8_asym"},
+    ),
+    VariantSpec(
+        id="openvino-qint8",
+        backend=Backend.OPENVINO,
+        precision=Precision.INT8,
+        file_name="openvino/openvino_model_qint8_quantized.xml",
+        summary="OpenVINO IR with NNCF static int8 (calibrated, SmoothQuant): fastest with VNNI/AMX; loses fidelity.",
+        builder="exporter.export_openvino:build_qint8",
+        derives_from="openvino",
+        options={
+            "preset": "mixed",
+            "model_type": "transformer",
+            "subset_size": 300,
+            "fast_bias_correction": True,
+            "smooth_quant_alpha": 0.85,
+            "ignored_scope": None,
+        },
+    ),
+    VariantSpec(
+        id="quanto-int8",
+        backend=Backend.TORCH,
+        precision=Precision.INT8,
+        file_name="quanto/model.safetensors",
+        summary="torch model with optimum-quanto int8 weights (exporter.export_quanto.load_quanto); "
+        "smaller Linear weights, near-fp32 fidelity, no CPU speed-up.",
+        builder="exporter.export_quanto:build_int8",
+        loader="exporter.export_quanto:load_quanto",
+        options={"weights": "qint8", "activations": None, "exclude": []},
     ),
 )
 
