@@ -139,26 +139,37 @@ def verdict(result, manifest: dict, artifact: Path, args, resolve_reference, pro
     rec = manifest["recommended"] or {}
     by_id = {v["id"]: v for v in manifest["variants"]}
     print(f"\nRule: {rec.get('rule')}")
+    busy = max(result.config["loadavg_1min"].values()) > result.config["threads"]
     if rec.get("variant"):
         v = by_id[rec["variant"]]
         p = v["parity"]
-        ok = (
-            rec["throughput_ratio"] >= TARGET_RATIO
-            and p["cosine_min"] >= TARGET_COS
-            and (p.get("neighbour_agreement_at_10") or 0) >= TARGET_NN
-        )
+        lo, hi = v["bench"]["ratio_range"][str(BATCH)]
+        fidelity_ok = p["cosine_min"] >= TARGET_COS and (p.get("neighbour_agreement_at_10") or 0) >= TARGET_NN
+        ok = rec["throughput_ratio"] >= TARGET_RATIO and fidelity_ok
         print(
-            f"Recommended: {rec['variant']} at {rec['throughput_ratio']:.2f}x torch (batch {BATCH}), cosine_min "
-            f"{p['cosine_min']:.5f}, nn@10 {p.get('neighbour_agreement_at_10')}"
+            f"Recommended: {rec['variant']} at {rec['throughput_ratio']:.2f}x torch (batch {BATCH}; rounds "
+            f"{lo:.2f}-{hi:.2f}), cosine_min {p['cosine_min']:.5f}, nn@10 {p.get('neighbour_agreement_at_10')}"
         )
+        every_round = lo >= TARGET_RATIO and fidelity_ok
     else:
-        ok = False
+        ok = every_round = False
         print(f"No variant recommended: {rec.get('reason')}")
-    print(
-        f"TARGET (>= {TARGET_RATIO}x torch at batch {BATCH}, cosine_min >= {TARGET_COS}, nn@10 >= {TARGET_NN}): "
-        + ("REACHED" if ok else "NOT REACHED")
-    )
+    status = "REACHED" if ok else "NOT REACHED"
     if ok:
+        status += " in every round" if every_round else " on the median, NOT in every round"
+    print(
+        f"TARGET (>= {TARGET_RATIO}x torch at batch {BATCH}, cosine_min >= {TARGET_COS}, "
+        f"nn@10 >= {TARGET_NN}): {status}"
+    )
+    if busy:
+        load = result.config["loadavg_1min"]
+        print(
+            f"CAUTION: the machine was busy (1-min load {load['before']:.1f} -> {load['after']:.1f} on "
+            f"{result.config['cpu'].get('logical_cores')} cores). Torch's {result.config['threads']} OpenMP threads "
+            "suffer most from sharing the cores, which inflates every ratio; re-run on a quiet machine to confirm."
+        )
+    print(f"REPORT: {artifact / 'REPORT.md'}")
+    if ok and every_round:
         return
     print("\nWhat bounds it (measured in this run):")
     faster = [
@@ -178,18 +189,11 @@ def verdict(result, manifest: dict, artifact: Path, args, resolve_reference, pro
         f"  tokenisation alone takes {share['tokenize_s']:.2f}s of torch's {share['torch_encode_s']:.2f}s at batch "
         f"{BATCH} ({100 * share['share']:.1f}%): no graph speed-up can exceed {share['ceiling']:.1f}x end to end"
     )
-    load = result.config["loadavg_1min"]
-    if max(load.values()) > result.config["threads"]:
-        print(
-            f"  the machine was busy (1-min load {load['before']:.1f} -> {load['after']:.1f} on "
-            f"{result.config['cpu'].get('logical_cores')} cores): other processes shared the CPU during timing"
-        )
     passing = sorted((v for v in manifest["variants"] if eligible(v) and v.get("bench")), key=lambda v: v["id"])
     print(
         "  eligible variants: "
         + ", ".join(f"{v['id']} {v['bench']['ratio_to_torch'][str(BATCH)]:.2f}x" for v in passing)
     )
-    print(f"\nREPORT: {artifact / 'REPORT.md'}")
 
 
 if __name__ == "__main__":
