@@ -410,18 +410,36 @@ def test_cli_never_shows_or_stores_credentials(auth_registry, artifact, tmp_path
 
 
 @pytest.mark.slow
-def test_exported_artifact_round_trip_loads(open_registry, tmp_path):
-    """Publish + pull a real exported artifact and load it; set EXPORTER_TEST_ARTIFACT to its folder."""
-    folder = os.environ.get("EXPORTER_TEST_ARTIFACT")
-    if not folder:
-        pytest.skip("set EXPORTER_TEST_ARTIFACT to an exported tiny artifact folder")
+def test_exported_artifact_round_trip_loads(open_registry, tiny_model_dir, tmp_path):
+    """Export the tiny model through the real pipeline, publish, pull, and serve what was pulled."""
+    import subprocess
+    import sys
+
+    from tests import hub_fixtures as hf
+
+    hf.seed_tiny(tiny_model_dir)
+    folder = tmp_path / "exported"
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", "export", f"{hf.TINY_REPO}@{hf.TINY_SHA}", "--out", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
     from sentence_transformers import SentenceTransformer
 
-    manifest = mf.load(Path(folder))
+    from exporter import runtime
+
+    manifest = mf.load(folder)
     variant = next(v for v in manifest["variants"] if v["status"] == "passed")
-    (result,) = reg.publish(Path(folder), f"oci://{open_registry.host}/e2e/model", variant=variant["id"])
+    (result,) = reg.publish(folder, f"oci://{open_registry.host}/e2e/model", variant=variant["id"])
     dest = tmp_path / "pulled"
     reg.pull(result.reference, dest)
-    kwargs = {"file_name": variant["load"]["file_name"]} if variant["load"].get("file_name") else {}
+    for rel in (f["path"] for f in manifest["shared_files"] + variant["files"]):
+        assert (dest / rel).read_bytes() == (folder / rel).read_bytes()
+    kwargs = {"file_name": variant["load"]["file_name"]}
     model = SentenceTransformer(str(dest), backend=variant["load"]["backend"], model_kwargs=kwargs, device="cpu")
-    assert model.encode(["hello world"]).shape[0] == 1
+    texts = ["hello world", "the quick brown fox"]
+    served = runtime.load(dest, variant["load"]["file_name"]).encode(texts)
+    import numpy as np
+
+    assert np.allclose(model.encode(texts), served, atol=1e-5)
