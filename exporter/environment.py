@@ -44,9 +44,10 @@ RELEVANT_FLAGS = (
 )
 
 
-def package_versions() -> dict[str, str | None]:
+def package_versions(names: tuple[str, ...] = TOOLCHAIN) -> dict[str, str | None]:
+    """Installed versions of the named distributions (None where one is missing)."""
     out: dict[str, str | None] = {}
-    for name in TOOLCHAIN:
+    for name in names:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

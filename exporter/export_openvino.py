@@ -28,13 +28,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from exporter.build import BuildContext, BuildResult
+from exporter.environment import package_versions
 from exporter.errors import ExportFailed
-from exporter.variants import Backend, Precision, VariantSpec
+from exporter.variants import VariantSpec
 
 OV_DIR = "openvino"
 BASE_FILE = f"{OV_DIR}/openvino_model.xml"
@@ -54,16 +54,6 @@ QINT8_DEFAULTS: dict[str, Any] = {
     "ignored_scope": None,  # {"names": [...], "patterns": [...], "types": [...]}: ops kept in float
 }
 INT8_WEIGHTS_DEFAULTS: dict[str, Any] = {"mode": "int8_asym"}
-
-
-def _versions(*names: str) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def transformer_path(source_dir: Path) -> Path:
@@ -168,7 +158,7 @@ def build_fp32(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "graph": "transformer only; pooling and normalisation run in sentence-transformers",
             **_io(model),
             "build_seconds": round(time.perf_counter() - start, 2),
-            "versions": _versions("openvino", "optimum-intel", "torch", "transformers"),
+            "versions": package_versions(("openvino", "optimum-intel", "torch", "transformers")),
         },
     )
 
@@ -197,7 +187,7 @@ def build_fp16(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "note": "CPU inference still runs in fp32 (bf16 only on CPUs that have it): smaller files, same speed.",
             **_io(model),
             "build_seconds": round(time.perf_counter() - start, 2),
-            "versions": _versions("openvino"),
+            "versions": package_versions(("openvino",)),
         },
     )
 
@@ -234,7 +224,7 @@ def build_int8_weights(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "calibration": None,
             **_io(compressed),
             "build_seconds": round(time.perf_counter() - start, 2),
-            "versions": _versions("openvino", "nncf"),
+            "versions": package_versions(("openvino", "nncf")),
         },
     )
 
@@ -333,7 +323,7 @@ def build_qint8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             },
             **_io(quantized),
             "build_seconds": round(time.perf_counter() - start, 2),
-            "versions": _versions("openvino", "nncf"),
+            "versions": package_versions(("openvino", "nncf")),
         },
     )
 
@@ -341,44 +331,3 @@ def build_qint8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else ""
-
-
-OPENVINO_VARIANTS: tuple[VariantSpec, ...] = (
-    VariantSpec(
-        id="openvino",
-        backend=Backend.OPENVINO,
-        precision=Precision.FP32,
-        file_name=BASE_FILE,
-        summary="fp32 OpenVINO IR exported from torch; the OpenVINO baseline, fast on Intel CPUs.",
-        builder="exporter.export_openvino:build_fp32",
-    ),
-    VariantSpec(
-        id="openvino-fp16",
-        backend=Backend.OPENVINO,
-        precision=Precision.FP16,
-        file_name=FP16_FILE,
-        summary="OpenVINO IR with fp16 weights: half the size; CPUs still compute in fp32, so no speed-up.",
-        builder="exporter.export_openvino:build_fp16",
-        derives_from="openvino",
-    ),
-    VariantSpec(
-        id="openvino-int8-weights",
-        backend=Backend.OPENVINO,
-        precision=Precision.INT8,
-        file_name=INT8_WEIGHTS_FILE,
-        summary="OpenVINO IR with NNCF int8 weights (weight-only, no calibration): ~4x smaller, near-fp32 fidelity.",
-        builder="exporter.export_openvino:build_int8_weights",
-        derives_from="openvino",
-        options=dict(INT8_WEIGHTS_DEFAULTS),
-    ),
-    VariantSpec(
-        id="openvino-qint8",
-        backend=Backend.OPENVINO,
-        precision=Precision.INT8,
-        file_name=QINT8_FILE,
-        summary="OpenVINO IR with NNCF static int8 (calibrated): fastest on CPUs with VNNI/AMX; some fidelity loss.",
-        builder="exporter.export_openvino:build_qint8",
-        derives_from="openvino",
-        options=dict(QINT8_DEFAULTS),
-    ),
-)

@@ -28,13 +28,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from exporter.build import BuildContext, BuildResult
+from exporter.environment import package_versions
 from exporter.errors import ExportFailed
-from exporter.variants import Backend, Precision, VariantSpec
+from exporter.variants import VariantSpec
 
 QUANTO_DIR = "quanto"
 WEIGHTS_FILE = f"{QUANTO_DIR}/model.safetensors"
@@ -49,16 +49,6 @@ QUANTO_DEFAULTS: dict[str, Any] = {
 }
 
 _LOAD_LOCK = threading.Lock()
-
-
-def _versions(*names: str) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def _one_line(exc: BaseException) -> str:
@@ -151,7 +141,7 @@ def build_int8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "serialisation": "safetensors state dict + quanto_qmap.json (quanto requantize)",
             "loader": "exporter.export_quanto:load_quanto",
             "build_seconds": round(time.perf_counter() - start, 2),
-            "versions": _versions("optimum-quanto", "torch", "transformers", "safetensors"),
+            "versions": package_versions(("optimum-quanto", "torch", "transformers", "safetensors")),
         },
     )
 
@@ -232,17 +222,3 @@ def load_quanto(artifact_dir: str | os.PathLike, device: str = "cpu", **st_kwarg
     if len(loaded) != 1:
         raise ExportFailed(f"expected one Transformer module to requantize, loaded {len(loaded)}.")
     return model.to(device) if device != "cpu" else model
-
-
-QUANTO_VARIANTS: tuple[VariantSpec, ...] = (
-    VariantSpec(
-        id="quanto-int8",
-        backend=Backend.TORCH,
-        precision=Precision.INT8,
-        file_name=WEIGHTS_FILE,
-        summary="torch model with optimum-quanto int8 weights (load with exporter.export_quanto.load_quanto); "
-        "~4x smaller Linear weights, near-fp32 fidelity, no CPU speed-up.",
-        builder="exporter.export_quanto:build_int8",
-        options=dict(QUANTO_DEFAULTS),
-    ),
-)

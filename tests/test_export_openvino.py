@@ -19,8 +19,10 @@ import pytest
 
 from exporter.build import BuildContext
 from exporter.errors import ExportFailed
-from exporter.export_openvino import BASE_FILE, OPENVINO_VARIANTS
-from exporter.variants import Backend, Precision
+from exporter.export_openvino import BASE_FILE
+from exporter.variants import CATALOGUE, Backend, Precision
+
+OPENVINO_VARIANTS = tuple(s for s in CATALOGUE if s.builder.startswith("exporter.export_openvino:"))
 
 TEXTS = [
     "the quick brown fox jumps over the lazy dog",

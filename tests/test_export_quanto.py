@@ -14,8 +14,8 @@ import pytest
 
 from exporter.build import BuildContext
 from exporter.errors import ExportFailed
-from exporter.export_quanto import CONFIG_FILE, QMAP_FILE, QUANTO_VARIANTS, WEIGHTS_FILE, load_quanto
-from exporter.variants import Backend, Precision
+from exporter.export_quanto import CONFIG_FILE, QMAP_FILE, WEIGHTS_FILE, load_quanto
+from exporter.variants import BY_ID, Backend, Precision
 
 TEXTS = [
     "the quick brown fox jumps over the lazy dog",
@@ -25,7 +25,7 @@ TEXTS = [
     "why does the river run fast near the city",
     "x",
 ]
-SPEC = QUANTO_VARIANTS[0]
+SPEC = BY_ID["quanto-int8"]
 
 
 @pytest.fixture(scope="module")
