@@ -67,6 +67,75 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         summary="fp32 ONNX of the whole model (pooling and normalisation inside); the exact baseline.",
         builder="exporter.export_onnx:build_base",
     ),
+    # ONNX Runtime graph optimisation of the base graph (exporter.export_onnx_optimize).
+    *(
+        VariantSpec(
+            id=f"onnx-{level}",
+            backend=Backend.ONNX,
+            precision=Precision.FP32,
+            file_name=f"onnx/model_{level}.onnx",
+            summary=summary,
+            builder="exporter.export_onnx_optimize:build_optimized",
+            derives_from="onnx",
+            options={"level": level},
+        )
+        for level, summary in (
+            ("O1", "ORT basic graph optimisations (constant folding, node elimination); exact fp32."),
+            ("O2", "O1 + transformer fusions (Attention, SkipLayerNorm, BiasGelu); fp32, faster on CPU."),
+            ("O3", "O2 + FastGelu approximation; fp32 graph with a tiny GELU change; usually fastest fp32 on CPU."),
+        )
+    ),
+    VariantSpec(
+        id="onnx-O4",
+        backend=Backend.ONNX,
+        precision=Precision.FP16,
+        file_name="onnx/model_O4.onnx",
+        summary="O3 + fp16, for GPU: ONNX Runtime gains nothing from fp16 on CPU (no faster, often slower); "
+        "built only on request.",
+        builder="exporter.export_onnx_optimize:build_optimized",
+        derives_from="onnx",
+        options={"level": "O4"},
+        on_request_only=True,
+    ),
+    # Int8 ONNX (exporter.export_onnx_quantize): dynamic ISA presets as sentence-transformers names them.
+    *(
+        VariantSpec(
+            id=f"onnx-{dtype}-{isa.replace('_', '-')}",
+            backend=Backend.ONNX,
+            precision=Precision.INT8,
+            file_name=f"onnx/model_{dtype}_{isa}.onnx",
+            summary=f"Dynamic int8 preset for {label} (optimum/ST defaults); fast, but ~0.97 min cosine on "
+            "all-MiniLM-L6-v2: may fail the 0.99 gate.",
+            builder="exporter.export_onnx_quantize:build_dynamic",
+            derives_from="onnx",
+            options={"preset": isa},
+        )
+        for dtype, isa, label in (
+            ("qint8", "avx512_vnni", "x86 CPUs with AVX-512 VNNI"),
+            ("qint8", "avx512", "x86 CPUs with AVX-512 (no VNNI)"),
+            ("quint8", "avx2", "x86 CPUs with AVX2 (u8 weights)"),
+            ("qint8", "arm64", "ARM64 CPUs"),
+        )
+    ),
+    VariantSpec(
+        id="onnx-qint8-static",
+        backend=Backend.ONNX,
+        precision=Precision.INT8,
+        file_name="onnx/model_qint8_static.onnx",
+        summary="Static int8 (QDQ, weight MatMuls) with activation ranges calibrated on the calibration texts.",
+        builder="exporter.export_onnx_quantize:build_static",
+        derives_from="onnx",
+    ),
+    VariantSpec(
+        id="onnx-qint8-fidelity",
+        backend=Backend.ONNX,
+        precision=Precision.INT8,
+        file_name="onnx/model_qint8_fidelity.onnx",
+        summary="Dynamic int8 with the most sensitive MatMuls kept in float (measured search on calibration "
+        "texts); the int8 to use when fidelity matters.",
+        builder="exporter.export_onnx_quantize:build_fidelity",
+        derives_from="onnx",
+    ),
     VariantSpec(
         id="openvino",
         backend=Backend.OPENVINO,
