@@ -17,13 +17,25 @@ Metrics (row ``i`` of both matrices is the embedding of text ``i``):
   ``n < 2``.
 - ``spearman_pairwise``: Spearman rank correlation between the reference's and the candidate's cosine
   similarities of all pairs ``i < j``. ``None`` when ``n < 3`` (fewer than two pairs).
+
+Other model kinds (``exporter.kinds`` picks the function and the thresholds):
+
+- sparse encoders (SPLADE), ``compare_sparse``: everything above on the dense vocabulary-sized vectors,
+  plus ``top_terms_overlap_at_10``: for each text, the fraction of the candidate's 10 highest-weighted
+  vocabulary terms that are among the reference's 10 (fewer when the reference has fewer active terms;
+  a term tying the reference's last one within ``NEIGHBOUR_TIE_TOL`` counts), averaged over texts.
+- cross-encoders (rerankers), ``compare_scores`` over (query, passage) pairs: ``score_max_abs_diff``,
+  ``score_spearman`` (Spearman of all pair scores), and over reranking lists (the indices of one query's
+  candidate pairs) ``top1_agreement`` (the candidate's best passage is the reference's best, ties within
+  ``NEIGHBOUR_TIE_TOL`` count) and ``top3_agreement`` (overlap of the top three), averaged over lists and,
+  for a multi-label model, over labels.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -134,8 +146,12 @@ def _rank(x: np.ndarray) -> np.ndarray:
 
 def _spearman_upper(ref_sim: np.ndarray, cand_sim: np.ndarray) -> float:
     iu = np.triu_indices(ref_sim.shape[0], k=1)
-    a = _rank(ref_sim[iu])
-    b = _rank(cand_sim[iu])
+    return _spearman(ref_sim[iu], cand_sim[iu])
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    a = _rank(x)
+    b = _rank(y)
     a -= a.mean()
     b -= b.mean()
     denom = math.sqrt(float(a @ a) * float(b @ b))
@@ -144,27 +160,190 @@ def _spearman_upper(ref_sim: np.ndarray, cand_sim: np.ndarray) -> float:
     return float(np.clip((a @ b) / denom, -1.0, 1.0))
 
 
-# ---------------------------------------------------------------------------------------- thresholds
+def _check_outputs(ref: np.ndarray, cand: np.ndarray, what: str) -> None:
+    """FidelityError for mismatched shapes, no rows, or non-finite values (a broken variant)."""
+    if ref.shape != cand.shape or ref.ndim != 2:
+        raise FidelityError(
+            f"candidate {what} have shape {tuple(cand.shape)}, the reference's have {tuple(ref.shape)}.",
+            "The variant is broken (wrong output); rebuild it and check which output it serves.",
+        )
+    if ref.shape[0] == 0:
+        raise FidelityError(f"no {what} to compare (0 inputs).", "Use a probe set with at least one text.")
+    for name, mat in (("reference", ref), ("candidate", cand)):
+        bad = int((~np.isfinite(mat)).any(axis=1).sum())
+        if bad:
+            raise FidelityError(
+                f"{name} {what} contain NaN or inf in {bad} of {mat.shape[0]} rows.",
+                "The model produced non-finite output; rebuild the variant or check the reference model.",
+            )
+
+
+def _top_k_agreement(ref: np.ndarray, cand: np.ndarray, k: int, active: np.ndarray | None = None) -> np.ndarray:
+    """Per row: the fraction of the candidate's top-``k`` columns that are in the reference's top-``k``.
+
+    ``active`` (bool, same shape) limits the reference's top to its active entries (``k`` shrinks to their
+    count per row); a row with no active entry agrees only if the candidate has none either. A column
+    tying the reference's k-th value within ``NEIGHBOUR_TIE_TOL`` counts as agreeing.
+    """
+    n, width = ref.shape
+    ks = np.full(n, min(k, width)) if active is None else np.minimum(k, active.sum(axis=1))
+    out = np.empty(n)
+    for i in range(n):
+        ki = int(ks[i])
+        if ki == 0:
+            out[i] = 1.0 if not (cand[i] > 0).any() else 0.0
+            continue
+        ref_kth = np.partition(ref[i], width - ki)[width - ki]
+        cand_top = np.argpartition(cand[i], width - ki)[width - ki :]
+        hit = ref[i, cand_top] >= ref_kth - NEIGHBOUR_TIE_TOL
+        if active is not None:
+            hit &= active[i, cand_top]
+        out[i] = hit.sum() / ki
+    return out
+
+
 @dataclass(frozen=True)
-class Thresholds:
-    """Minimum values a variant must reach. ``None`` switches a rank-based gate off (cosine_min cannot be)."""
+class SparseMetrics(ParityMetrics):
+    """``ParityMetrics`` of the vocabulary-sized vectors, plus the overlap of their top terms."""
 
-    cosine_min: float
-    neighbour_agreement_at_10: float | None = None
-    spearman_pairwise: float | None = None
+    top_terms_overlap_at_10: float | None = None
+    active_terms_reference: float | None = None  # mean number of non-zero terms per text
+    active_terms_candidate: float | None = None
 
-    def override(self, **kw: float | None) -> Thresholds:
-        """A copy with some thresholds replaced; unknown names or out-of-range values raise UsageError."""
+
+def compare_sparse(reference: np.ndarray, candidate: np.ndarray, *, k: int = 10) -> SparseMetrics:
+    """``compare`` on dense ``(n, vocab)`` sparse-encoder outputs, plus ``top_terms_overlap_at_10``.
+
+    Raises:
+        FidelityError: as ``compare``.
+    """
+    base = compare(reference, candidate)
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    active = ref > 0
+    return SparseMetrics(
+        **asdict(base),
+        top_terms_overlap_at_10=float(_top_k_agreement(ref, cand, k, active).mean()),
+        active_terms_reference=float(active.sum(axis=1).mean()),
+        active_terms_candidate=float((cand > 0).sum(axis=1).mean()),
+    )
+
+
+@dataclass(frozen=True)
+class ScoreMetrics:
+    """Fidelity of a cross-encoder's scores over (query, passage) pairs and reranking lists."""
+
+    score_max_abs_diff: float
+    score_spearman: float | None
+    top1_agreement: float | None
+    top3_agreement: float | None
+    n: int  # pairs
+    n_lists: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare_scores(reference: np.ndarray, candidate: np.ndarray, lists: list[list[int]]) -> ScoreMetrics:
+    """Score fidelity: ``reference``/``candidate`` are ``(n_pairs,)`` or ``(n_pairs, labels)``; ``lists``
+    holds, per query, the indices of its candidate pairs (the reranking lists).
+
+    Raises:
+        FidelityError: shapes differ, no pairs, or NaN/inf scores.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    ref = ref.reshape(ref.shape[0], -1) if ref.ndim else ref.reshape(1, 1)
+    cand = cand.reshape(cand.shape[0], -1) if cand.ndim else cand.reshape(1, 1)
+    _check_outputs(ref, cand, "scores")
+    flat_r, flat_c = ref.ravel(), cand.ravel()
+    tops: dict[int, float | None] = {}
+    for k in (1, 3):
+        per_list = [
+            _top_k_agreement(ref[idx].T, cand[idx].T, k).mean() for idx in (np.asarray(x) for x in lists) if len(idx)
+        ]
+        tops[k] = float(np.mean(per_list)) if per_list else None
+    return ScoreMetrics(
+        score_max_abs_diff=float(np.abs(ref - cand).max()),
+        score_spearman=_spearman(flat_r, flat_c) if flat_r.size >= 3 else None,
+        top1_agreement=tops[1],
+        top3_agreement=tops[3],
+        n=int(ref.shape[0]),
+        n_lists=len(lists),
+    )
+
+
+# ---------------------------------------------------------------------------------------- thresholds
+class _Gates:
+    """Shared behaviour of the threshold sets (one dataclass per model kind)."""
+
+    KIND: ClassVar[str]
+
+    def override(self, **kw: float | None):
+        """A copy with some thresholds replaced; unknown names, metrics of another kind or out-of-range
+        values raise UsageError."""
+        names = [f.name for f in fields(self)]
         for name, value in kw.items():
-            _check_threshold(name, value)
+            check_threshold(name, value)
+            if name not in names:
+                raise UsageError(
+                    f"fidelity threshold {name!r} does not apply to {self.KIND} models.",
+                    f"Use one of: {', '.join(names)}.",
+                )
         return replace(self, **kw)
 
     def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Thresholds(_Gates):
+    """Minimum values a variant must reach. ``None`` switches a rank-based gate off (cosine_min cannot be)."""
+
+    KIND: ClassVar[str] = "sentence-transformer"
+
+    cosine_min: float
+    neighbour_agreement_at_10: float | None = None
+    spearman_pairwise: float | None = None
+
+
+@dataclass(frozen=True)
+class SparseThresholds(Thresholds):
+    """Sparse encoders: the embedding gates on the vocabulary-sized vectors, plus the top-term overlap."""
+
+    KIND: ClassVar[str] = "sparse-encoder"
+
+    top_terms_overlap_at_10: float | None = None
+
+
+@dataclass(frozen=True)
+class ScoreThresholds(_Gates):
+    """Cross-encoders. ``score_max_abs_diff`` is a maximum, the rest minimums; score_spearman cannot be off."""
+
+    KIND: ClassVar[str] = "cross-encoder"
+
+    score_spearman: float
+    score_max_abs_diff: float | None = None
+    top1_agreement: float | None = None
+    top3_agreement: float | None = None
+
+
 METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Thresholds))
-_RANGES = {"cosine_min": (-1.0, 1.0), "neighbour_agreement_at_10": (0.0, 1.0), "spearman_pairwise": (-1.0, 1.0)}
+ALL_METRIC_NAMES: tuple[str, ...] = tuple(
+    dict.fromkeys(f.name for cls in (Thresholds, SparseThresholds, ScoreThresholds) for f in fields(cls))
+)
+_RANGES = {
+    "cosine_min": (-1.0, 1.0),
+    "neighbour_agreement_at_10": (0.0, 1.0),
+    "spearman_pairwise": (-1.0, 1.0),
+    "top_terms_overlap_at_10": (0.0, 1.0),
+    "score_spearman": (-1.0, 1.0),
+    "score_max_abs_diff": (0.0, math.inf),
+    "top1_agreement": (0.0, 1.0),
+    "top3_agreement": (0.0, 1.0),
+}
+MANDATORY = frozenset({"cosine_min", "score_spearman"})  # the gate of each kind that cannot be switched off
+UPPER_BOUNDS = frozenset({"score_max_abs_diff"})  # metrics that must stay at or below their threshold
 
 # Defaults by precision class. cosine_min per issue #3. The rank gates are looser than the cosine gate
 # because they are discrete or relative: with ~320 probe texts, near-duplicate neighbours whose
@@ -180,16 +359,57 @@ DEFAULT_THRESHOLDS: dict[PrecisionClass, Thresholds] = {
     PrecisionClass.INT8: Thresholds(cosine_min=0.99, neighbour_agreement_at_10=0.95, spearman_pairwise=0.98),
 }
 
+# Sparse encoders: the embedding gates (same reasoning, on the vocabulary-sized vectors) plus the overlap of
+# each text's ten heaviest terms, the terms an inverted index matches on first. fp32 keeps them (0.99: one
+# swap per ten texts for near-equal weights); fp16 and int8 reorder near-equal weights (0.95 / 0.9).
+SPARSE_THRESHOLDS: dict[PrecisionClass, SparseThresholds] = {
+    p: SparseThresholds(**t.to_dict(), top_terms_overlap_at_10=overlap)
+    for (p, t), overlap in zip(DEFAULT_THRESHOLDS.items(), (0.99, 0.95, 0.9), strict=True)
+}
+
+# Cross-encoders, over ~320 (query, passage) pairs in 32 reranking lists of 10. The ranking is what a
+# reranker is for, so score_spearman is the gate that is always on and top-1 / top-3 agreement check the
+# lists; score_max_abs_diff is on the score scale the model serves (sigmoid in [0, 1] or raw logits of
+# either sign), so it gates only fp32 (exact graphs: ~1e-6) and fp16 (~1e-3 relative) and is recorded, not
+# gated, for int8, whose absolute error grows with the logit scale. These were set from the tiny test
+# models and the fp32/int8 error budgets of the embedding gates, not measured on a real reranker (no Hub
+# access here): check them on the first real model.
+SCORE_THRESHOLDS: dict[PrecisionClass, ScoreThresholds] = {
+    PrecisionClass.FP32: ScoreThresholds(
+        score_spearman=0.999, score_max_abs_diff=1e-3, top1_agreement=0.99, top3_agreement=0.99
+    ),
+    PrecisionClass.FP16: ScoreThresholds(
+        score_spearman=0.99, score_max_abs_diff=0.05, top1_agreement=0.9, top3_agreement=0.95
+    ),
+    PrecisionClass.INT8: ScoreThresholds(
+        score_spearman=0.95, score_max_abs_diff=None, top1_agreement=0.8, top3_agreement=0.85
+    ),
+}
+
+DEFAULTS_BY_KIND: dict[str, dict[PrecisionClass, Any]] = {
+    "sentence-transformer": DEFAULT_THRESHOLDS,
+    "sparse-encoder": SPARSE_THRESHOLDS,
+    "cross-encoder": SCORE_THRESHOLDS,
+}
+
+
+def thresholds_from_dict(kind: str, values: dict[str, float | None]):
+    """Rebuild a recorded ``threshold`` dict as the threshold set of ``kind`` (verify re-judges with it)."""
+    cls = type(DEFAULTS_BY_KIND[kind][PrecisionClass.FP32])
+    return cls(**values)
+
+
 _OFF = {"none", "off", "null", ""}
 ALL_SCOPE = "*"  # overrides that apply to every variant
 
 
-def _check_threshold(name: str, value: float | None) -> None:
-    if name not in METRIC_NAMES:
-        raise UsageError(f"unknown fidelity threshold {name!r}.", f"Use one of: {', '.join(METRIC_NAMES)}.")
+def check_threshold(name: str, value: float | None) -> None:
+    """UsageError unless ``name`` is a known metric (of any kind) and ``value`` is in its range (or None)."""
+    if name not in ALL_METRIC_NAMES:
+        raise UsageError(f"unknown fidelity threshold {name!r}.", f"Use one of: {', '.join(ALL_METRIC_NAMES)}.")
     if value is None:
-        if name == "cosine_min":
-            raise UsageError("the cosine_min threshold cannot be switched off.", "Give a number, e.g. cosine_min=0.99.")
+        if name in MANDATORY:
+            raise UsageError(f"the {name} threshold cannot be switched off.", f"Give a number, e.g. {name}=0.99.")
         return
     lo, hi = _RANGES[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or not (lo <= float(value) <= hi):
@@ -231,18 +451,21 @@ def parse_threshold_overrides(items: list[str]) -> dict[str, dict[str, float | N
                 ) from None
             if not math.isfinite(value):
                 raise UsageError(f"threshold override {item!r} is not finite.", "Write a finite number.")
-        _check_threshold(metric, value)
+        check_threshold(metric, value)
         out.setdefault(scope or ALL_SCOPE, {})[metric] = value
     return out
 
 
-def thresholds_for(specs, overrides: dict[str, dict[str, float | None]] | None = None) -> dict[str, Thresholds]:
-    """The thresholds each variant is judged by: its class default, then overrides for every variant
-    (``"*"``), then for its precision class, then for its id (most specific wins).
+def thresholds_for(
+    specs, overrides: dict[str, dict[str, float | None]] | None = None, kind: str = "sentence-transformer"
+) -> dict[str, Thresholds]:
+    """The thresholds each variant is judged by: its class default for the model ``kind``, then overrides
+    for every variant (``"*"``), then for its precision class, then for its id (most specific wins).
 
     Raises:
         UsageError: an override scope that is neither a precision class, a catalogued variant id nor ``*``,
-            or a bad metric/value (overrides may come from a recipe file, not only from the parser).
+            a bad metric/value (overrides may come from a recipe file, not only from the parser), or a
+            metric that does not apply to ``kind`` (cosine_min for a cross-encoder).
     """
     from exporter.variants import CATALOGUE
 
@@ -255,10 +478,10 @@ def thresholds_for(specs, overrides: dict[str, dict[str, float | None]] | None =
                 "Use fp32, fp16, int8 or an id from `exporter list-variants`.",
             )
         for name, value in values.items():
-            _check_threshold(name, value)
+            check_threshold(name, value)
     result = {}
     for spec in specs:
-        t = DEFAULT_THRESHOLDS[PrecisionClass(spec.precision)]
+        t = DEFAULTS_BY_KIND[kind][PrecisionClass(spec.precision)]
         for scope in (ALL_SCOPE, PrecisionClass(spec.precision).value, spec.id):
             if overrides.get(scope):
                 t = t.override(**overrides[scope])
@@ -276,33 +499,37 @@ class Verdict:
         return {"passed": self.passed, "failures": list(self.failures)}
 
 
-def judge(metrics: ParityMetrics, thresholds: Thresholds) -> Verdict:
-    """Pass when every set threshold is met. Each failure names the metric, its value and the threshold.
+def judge(metrics, thresholds) -> Verdict:
+    """Pass when every set threshold is met (minimums, and maximums for ``UPPER_BOUNDS``). Each failure
+    names the metric, its value and the threshold.
 
     A threshold whose metric could not be computed (too few texts) fails: a gate that was asked for is
     never skipped silently.
     """
     failures = []
-    for name in METRIC_NAMES:
+    for name in (f.name for f in fields(thresholds)):
         limit = getattr(thresholds, name)
         if limit is None:
             continue
-        value = getattr(metrics, name)
+        value = getattr(metrics, name, None)
         if value is None:
             failures.append(
                 f"{name} could not be computed on {metrics.n} text(s) (threshold {limit}); "
                 f"use more probe texts or switch the gate off with {name}=none."
             )
+        elif name in UPPER_BOUNDS:
+            if not value <= limit:  # also catches NaN
+                failures.append(f"{name} {value:.6g} is above the threshold {limit}.")
         elif not value >= limit:  # also catches NaN
             failures.append(f"{name} {value:.6f} is below the threshold {limit}.")
     return Verdict(passed=not failures, failures=failures)
 
 
-def to_dict(metrics: ParityMetrics, thresholds: Thresholds, verdict: Verdict) -> dict[str, Any]:
+def to_dict(metrics, thresholds, verdict: Verdict) -> dict[str, Any]:
     """JSON-ready: the metrics, ``threshold`` (dict), ``passed`` and ``failures``."""
     return {**metrics.to_dict(), "threshold": thresholds.to_dict(), **verdict.to_dict()}
 
 
-def to_manifest(metrics: ParityMetrics, thresholds: Thresholds, verdict: Verdict, probe_sha256: str) -> dict:
+def to_manifest(metrics, thresholds, verdict: Verdict, probe_sha256: str) -> dict:
     """The manifest's ``variants[].parity`` entry: ``to_dict`` plus the probe set's sha256."""
     return {**to_dict(metrics, thresholds, verdict), "probe_sha256": probe_sha256}

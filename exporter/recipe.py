@@ -114,10 +114,11 @@ class Recipe(_Strict):
             if scope not in scopes:
                 raise ValueError(f"unknown scope {scope!r}; allowed: {', '.join(scopes)}")
             for name, limit in metrics.items():
-                if name not in parity.METRIC_NAMES:
-                    raise ValueError(f"{scope}: unknown metric {name!r}; allowed: {', '.join(parity.METRIC_NAMES)}")
+                if name not in parity.ALL_METRIC_NAMES:
+                    allowed = ", ".join(parity.ALL_METRIC_NAMES)
+                    raise ValueError(f"{scope}: unknown metric {name!r}; allowed: {allowed}")
                 try:
-                    parity.Thresholds(cosine_min=1.0).override(**{name: limit})
+                    parity.check_threshold(name, limit)  # whether it applies to the kind: at export
                 except UsageError as exc:
                     raise ValueError(f"{scope}: {exc.message.rstrip('.')}; {_lower_first(exc.hint or '')}") from None
         return value

@@ -3,8 +3,9 @@
 Each entry says which backend serves it, its precision class (which picks its default fidelity
 threshold), the files it writes (sentence-transformers' own naming, so
 ``SentenceTransformer(path, backend=..., model_kwargs={"file_name": ...})`` loads it), what it is
-derived from, and the builder function that makes it. Importing this module is cheap: builders are
-named by dotted path and imported only when a variant is built.
+derived from, the builder function that makes it, and the model kinds it applies to (``kinds``:
+embedders only unless an entry says otherwise; ``exporter.kinds`` refuses the rest). Importing this
+module is cheap: builders are named by dotted path and imported only when a variant is built.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from enum import StrEnum
 from importlib import import_module
 
 from exporter.errors import UsageError
+from exporter.kinds import ALL_KINDS, ModelKind
 
 
 class Backend(StrEnum):
@@ -42,6 +44,7 @@ class VariantSpec:
     options: dict = field(default_factory=dict)  # fixed build options (level, scheme, ...)
     on_request_only: bool = False  # excluded from --variants all
     loader: str | None = None  # "module:function" taking the artifact folder, for variants ST cannot load alone
+    kinds: tuple[ModelKind, ...] = (ModelKind.SENTENCE_TRANSFORMER,)  # model kinds it applies to
 
     def load_kwargs(self) -> dict:
         return {"backend": self.backend.value, "file_name": self.file_name}
@@ -66,6 +69,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="onnx/model.onnx",
         summary="fp32 ONNX of the whole model (pooling and normalisation inside); the exact baseline.",
         builder="exporter.export_onnx:build_base",
+        kinds=ALL_KINDS,
     ),
     # ONNX Runtime graph optimisation of the base graph (exporter.export_onnx_optimize).
     *(
@@ -143,6 +147,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="openvino/openvino_model.xml",
         summary="fp32 OpenVINO IR exported from torch; the OpenVINO baseline, fast on Intel CPUs.",
         builder="exporter.export_openvino:build_fp32",
+        kinds=ALL_KINDS,
     ),
     VariantSpec(
         id="openvino-fp16",
@@ -152,6 +157,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         summary="OpenVINO IR with fp16 weights: half the size; CPUs still compute in fp32, so no speed-up.",
         builder="exporter.export_openvino:build_fp16",
         derives_from="openvino",
+        kinds=ALL_KINDS,
     ),
     VariantSpec(
         id="openvino-int8-weights",
@@ -162,6 +168,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         builder="exporter.export_openvino:build_int8_weights",
         derives_from="openvino",
         options={"mode": "int8_asym"},
+        kinds=ALL_KINDS,
     ),
     VariantSpec(
         id="openvino-qint8",
