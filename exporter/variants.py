@@ -74,7 +74,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
     # ONNX Runtime graph optimisation of the base graph (exporter.export_onnx_optimize).
     *(
         VariantSpec(
-            id=f"onnx-{level}",
+            id=f"onnx-{level.lower()}",  # the manifest schema wants lower-case ids
             backend=Backend.ONNX,
             precision=Precision.FP32,
             file_name=f"onnx/model_{level}.onnx",
@@ -90,7 +90,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         )
     ),
     VariantSpec(
-        id="onnx-O4",
+        id="onnx-o4",
         backend=Backend.ONNX,
         precision=Precision.FP16,
         file_name="onnx/model_O4.onnx",
