@@ -157,7 +157,7 @@ def raise_for(report: VerifyReport) -> None:
         )
     bad = [c for c in report.variants if not c.ok]
     if bad:
-        detail = "; ".join(f"{c.name}: {'; '.join(c.failures) or c.message}" for c in bad)
+        detail = "; ".join(f"{c.name}: {', '.join(f.rstrip('.') for f in c.failures) or c.message}" for c in bad)
         raise FidelityError(
             f"variant(s) failed verification: {detail}.",
             "See the verdicts (--json / --junit); re-export the variant or pick a passing one.",
