@@ -258,9 +258,18 @@ def seed_default() -> None:
 
 def _register_command_modules() -> None:
     """Commands that live in their own modules (each imports its heavy parts lazily)."""
-    from exporter import cli_recipes, cli_registry
+    from exporter import cli_quality, cli_recipes, cli_registry
 
-    for fn in (cli_registry.package, cli_registry.publish, cli_registry.pull, cli_recipes.run, cli_recipes.plan):
+    for fn in (
+        cli_quality.verify,
+        cli_quality.bench,
+        cli_quality.report,
+        cli_registry.package,
+        cli_registry.publish,
+        cli_registry.pull,
+        cli_recipes.run,
+        cli_recipes.plan,
+    ):
         app.command()(fn)
 
 
