@@ -159,26 +159,57 @@ def test_fidelity_int8_records_its_search(built):
     assert build["calibration"]["sha256"] == manifest["calibration"]["sha256"]
 
 
-def test_fidelity_search_stops_at_its_budget(tiny_model_dir, tmp_path):
-    """A zero budget screens nothing and keeps nothing in float, and says why."""
+@pytest.fixture(scope="module")
+def base_stage(tiny_model_dir, tmp_path_factory):
+    """A stage holding the tiny model's base graph, and a context over a few calibration texts."""
     import shutil
 
     from exporter.build import BuildContext
-    from exporter.export_onnx_quantize import build_fidelity
-    from exporter.variants import VariantSpec
-
-    stage = tmp_path / "stage"
-    shutil.copytree(tiny_model_dir, stage, ignore=shutil.ignore_patterns("*.safetensors"))
-    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=stage, calibration_texts=lambda: ["a cat", "the dog"] * 8)
     from exporter.export_onnx import build_base
 
+    stage = tmp_path_factory.mktemp("fidelity") / "stage"
+    shutil.copytree(tiny_model_dir, stage, ignore=shutil.ignore_patterns("*.safetensors"))
+    words = "cat dog fox river city train book rain sun".split()
+    texts = [f"{w} the {v} was {u}" for w, v, u in zip(words, words[1:], words[2:], strict=False)]
+    texts += ["a", "what is the query", "the quick brown fox jumps over the lazy dog " * 3]
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=stage, calibration_texts=lambda: list(texts))
     build_base(ctx, variants.BY_ID["onnx"])
-    base = variants.BY_ID["onnx-qint8-fidelity"]
-    spec = VariantSpec(**{**base.__dict__, "options": {"budget_seconds": 0.0, "target_cosine_min": 1.0}})
-    result = build_fidelity(ctx, spec)
-    search = result.build["search"]
+    return ctx
+
+
+def _fidelity_spec(**options):
+    from dataclasses import replace
+
+    return replace(variants.BY_ID["onnx-qint8-fidelity"], options=options)
+
+
+def test_fidelity_search_screens_every_candidate_and_keeps_the_worst_in_float(base_stage):
+    """An unreachable goal (cosine 1.001) makes the search screen all 12 MatMuls and run its greedy steps."""
+    from exporter.export_onnx_quantize import build_fidelity
+
+    spec = _fidelity_spec(
+        target_cosine_min=1.0, margin=0.001, target_nn10=0.0, nn10_margin=0.0, max_float_fraction=0.25
+    )
+    build = build_fidelity(base_stage, spec).build
+    search = build["search"]
+    assert len(search["sensitivity"]) == search["candidates"] == 12
+    ranked = list(search["sensitivity"])  # most sensitive first
+    kept = [n["node"] for n in build["nodes_in_float"]]
+    assert kept == ranked[:3]
+    assert not search["reached"] and search["stopped_by"].startswith("max_float_fraction")
+    assert [s["kept_float"] for s in search["steps"]] == list(range(len(kept) + 1))
+    assert (base_stage.stage_dir / spec.file_name).is_file()
+
+
+def test_fidelity_search_stops_at_its_budget(base_stage):
+    """A zero budget screens nothing and keeps nothing in float, and says why."""
+    from exporter.export_onnx_quantize import build_fidelity
+
+    spec = _fidelity_spec(budget_seconds=0.0, target_cosine_min=1.0, margin=0.001)
+    build = build_fidelity(base_stage, spec).build
+    search = build["search"]
     assert not search["reached"] and "budget" in search["stopped_by"]
-    assert result.build["nodes_in_float"] == [] and (stage / spec.file_name).is_file()
+    assert build["nodes_in_float"] == [] and search["sensitivity"] == {}
 
 
 @pytest.mark.slow
