@@ -1,0 +1,50 @@
+"""Meta-test: every catalogue entry is built and parity-checked by some test.
+
+A test module declares the catalogue ids it builds *and* parity-checks in a module-level tuple
+``EXERCISED_VARIANTS`` (next to the parametrised test that uses them). This test imports every
+``tests/test_*.py`` module, unions those tuples and compares with ``exporter.variants.CATALOGUE``: a new
+catalogue entry without a test fails here, and so does a declared id that is not in the catalogue.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import tests
+from exporter import variants
+
+
+def exercised() -> dict[str, list[str]]:
+    """variant id -> test modules that declare they build and parity-check it."""
+    found: dict[str, list[str]] = {}
+    for info in pkgutil.iter_modules(tests.__path__):
+        if not info.name.startswith("test_") or info.name == "test_catalogue":
+            continue
+        module = importlib.import_module(f"tests.{info.name}")
+        for variant_id in getattr(module, "EXERCISED_VARIANTS", ()):
+            found.setdefault(variant_id, []).append(info.name)
+    return found
+
+
+def test_every_catalogue_entry_is_built_and_parity_checked_by_a_test():
+    covered = exercised()
+    missing = [s.id for s in variants.CATALOGUE if s.id not in covered]
+    assert not missing, (
+        f"catalogue entries without a test: {', '.join(missing)}. Build and parity-check them in a test module "
+        "and declare EXERCISED_VARIANTS = (...ids...) in it."
+    )
+
+
+def test_declared_ids_are_in_the_catalogue():
+    unknown = {i: mods for i, mods in exercised().items() if i not in variants.BY_ID}
+    assert not unknown, f"tests declare ids that are not in the catalogue: {unknown}"
+
+
+def test_catalogue_ids_and_files_are_unique():
+    ids = [s.id for s in variants.CATALOGUE]
+    files = [s.file_name for s in variants.CATALOGUE]
+    assert len(ids) == len(set(ids)) and len(files) == len(set(files))
+    for spec in variants.CATALOGUE:
+        assert spec.id == spec.id.lower(), "the manifest schema wants lower-case ids"
+        assert spec.derives_from is None or spec.derives_from in variants.BY_ID
