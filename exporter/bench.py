@@ -3,7 +3,8 @@
 Method (``METHOD`` is recorded in the manifest):
 
 - Every runner (the torch reference and each variant) is loaded the way a user loads it
-  (``SentenceTransformer(..., backend=..., model_kwargs={"file_name": ...})``) with a fixed thread count:
+  (``SentenceTransformer(..., backend=..., model_kwargs={"file_name": ...})``, or ``CrossEncoder`` /
+  ``SparseEncoder`` for those kinds: ``exporter.kinds``) with a fixed thread count:
   ``torch.set_num_threads``, ONNX Runtime ``intra_op_num_threads`` (inter-op 1, CPUExecutionProvider, idle
   threads not spinning, so one runner's spin-wait does not eat the next runner's time),
   OpenVINO ``INFERENCE_NUM_THREADS`` (one stream, latency hint). After loading, the provider / device that
@@ -12,10 +13,13 @@ Method (``METHOD`` is recorded in the manifest):
   measured for every runner back to back, the runner order rotated each round, so slow drifts of a noisy
   machine hit all runners alike.
 - Throughput: texts/s encoding the same texts (tokenisation, model, pooling, normalisation: what
-  ``encode`` does) at each batch size; the median over rounds. Latency: each text encoded alone (batch 1),
-  per-call p50 / p95 over all rounds. Ratio to torch: the median over rounds of (variant / torch)
-  throughput measured in the same round (``ratio_range``: min and max of those). The 1-minute load average
-  before and after is recorded: other work on the machine shows there, not in the ratios alone.
+  ``encode`` does) at each batch size; the median over rounds. Rerankers are timed on (query, passage)
+  pairs built from the texts as the fidelity check builds them, through ``predict``: pairs/s (the
+  ``unit`` recorded in the bench config); sparse encoders on texts through ``encode``. Latency: each
+  text (pair) encoded alone (batch 1), per-call p50 / p95 over all rounds. Ratio to torch: the median
+  over rounds of (variant / torch) throughput measured in the same round (``ratio_range``: min and max
+  of those). The 1-minute load average before and after is recorded: other work on the machine shows
+  there, not in the ratios alone.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from exporter.errors import ExporterError, UsageError
 REFERENCE = "torch"
 DEFAULT_BATCH_SIZES = (1, 8, 32)
 METHOD = (
-    "texts/s of SentenceTransformer.encode on the same texts per batch size, median of interleaved rounds "
+    "texts/s of SentenceTransformer.encode (pairs/s of CrossEncoder.predict, texts/s of SparseEncoder.encode) "
+    "on the same inputs per batch size, median of interleaved rounds "
     "(runner order rotated per round) after one warm-up pass; latency = per-call time of single-text encodes "
     "(p50/p95 over all rounds); ratio = median over rounds of variant/torch throughput in the same round."
 )
@@ -99,8 +104,8 @@ def bench(
     Raises UsageError (bad arguments / manifest), IntegrityError (files do not match the manifest),
     SourceError (the pinned reference is not in the Hub cache), BenchError (wrong provider/device).
     """
+    from exporter import kinds, probes
     from exporter import manifest as mf
-    from exporter import probes
     from exporter.environment import cpu_info
     from exporter.verify import resolve_reference
 
@@ -117,14 +122,17 @@ def bench(
     mf.require_intact(artifact, manifest, [v["id"] for v in chosen])
     text_set = probes.load_text_set(texts, "probe")
     sample = list(text_set.texts[:max_texts])
+    kind = manifest["model"]["kind"]
+    kspec = kinds.get(kind)
+    inputs = kspec.probe(sample).inputs[:max_texts]  # texts, or (query, passage) pairs for a reranker
     src = resolve_reference(manifest)
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # the tokenizers' pool, before first use
 
-    runners = [load_reference(src.path, threads, manifest["model"].get("max_seq_length"))] + [
-        load_variant(artifact, v, threads) for v in chosen
+    runners = [load_reference(src.path, threads, manifest["model"].get("max_seq_length"), kind)] + [
+        load_variant(artifact, v, threads, kind) for v in chosen
     ]
     load_before = os.getloadavg()[0]
-    samples = measure(runners, sample, batch_sizes, rounds)
+    samples = measure(runners, inputs, batch_sizes, rounds)
     load_after = os.getloadavg()[0]
     summaries = {r.name: summarize(samples[r.name], samples[REFERENCE], r.runtime()) for r in runners}
     for r in runners:
@@ -136,6 +144,9 @@ def bench(
         "rounds": rounds,
         "warmup_rounds": 1,
         "texts": {"name": text_set.name, "sha256": text_set.sha256, "n": len(sample), "source": text_set.source},
+        "kind": kind,
+        "unit": kspec.unit,  # throughput is in these per second
+        "n_inputs": len(inputs),
         "cpu": cpu_info(),
         "loadavg_1min": {"before": load_before, "after": load_after},  # other work on the machine
         "method": METHOD,
@@ -144,38 +155,41 @@ def bench(
 
 
 # ---------------------------------------------------------------------------------------- loading
-def load_reference(source_dir: Path, threads: int, max_seq_length: int | None = None) -> Runner:
+def load_reference(
+    source_dir: Path, threads: int, max_seq_length: int | None = None, kind: str | None = None
+) -> Runner:
     """The torch model at the pinned source, with the artifact's max_seq_length (the export may override it)."""
     import torch
-    from sentence_transformers import SentenceTransformer
+
+    from exporter import kinds
 
     torch.set_num_threads(threads)
-    model = SentenceTransformer(str(source_dir), device="cpu", local_files_only=True)
-    if max_seq_length:
-        model.max_seq_length = max_seq_length
-    return Runner(REFERENCE, "torch", _encoder(model), lambda: {"engine": "torch", "threads": torch.get_num_threads()})
+    model = kinds.load_reference(kind, source_dir, max_seq_length=max_seq_length)
+    return Runner(
+        REFERENCE, "torch", _encoder(model, kind), lambda: {"engine": "torch", "threads": torch.get_num_threads()}
+    )
 
 
-def load_variant(artifact: Path, variant: dict, threads: int) -> Runner:
-    """Load one variant with a fixed thread count, as ``SentenceTransformer`` users load it."""
+def load_variant(artifact: Path, variant: dict, threads: int, kind: str | None = None) -> Runner:
+    """Load one variant with a fixed thread count, as users of its model class load it."""
     backend, file_name = variant["load"]["backend"], variant["load"].get("file_name")
     loader = _LOADERS.get(backend)
     if loader is None:
         raise UsageError(f"variant {variant['id']} has backend {backend!r}, which bench cannot load.", "")
-    return loader(artifact, variant["id"], file_name, threads)
+    return loader(artifact, variant["id"], file_name, threads, kind)
 
 
-def _load_onnx(artifact: Path, vid: str, file_name: str, threads: int) -> Runner:
+def _load_onnx(artifact: Path, vid: str, file_name: str, threads: int, kind: str | None = None) -> Runner:
     import onnxruntime as ort
-    from sentence_transformers import SentenceTransformer
+
+    from exporter import kinds
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     # Interleaved runners share the cores: ORT's idle threads must not spin into the next runner's time.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    kwargs = {"file_name": file_name, "provider": "CPUExecutionProvider", "session_options": opts}
-    model = SentenceTransformer(str(artifact), device="cpu", backend="onnx", model_kwargs=kwargs, local_files_only=True)
+    model = kinds.load_variant(kind, artifact, "onnx", file_name, provider="CPUExecutionProvider", session_options=opts)
 
     def runtime() -> dict:
         session = model[0].auto_model.session
@@ -187,17 +201,14 @@ def _load_onnx(artifact: Path, vid: str, file_name: str, threads: int) -> Runner
             "spinning": session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning"),
         }
 
-    return Runner(vid, "onnx", _encoder(model), runtime)
+    return Runner(vid, "onnx", _encoder(model, kind), runtime)
 
 
-def _load_openvino(artifact: Path, vid: str, file_name: str, threads: int) -> Runner:
-    from sentence_transformers import SentenceTransformer
+def _load_openvino(artifact: Path, vid: str, file_name: str, threads: int, kind: str | None = None) -> Runner:
+    from exporter import kinds
 
     ov_config = {"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
-    kwargs = {"file_name": file_name, "device": "CPU", "ov_config": ov_config}
-    model = SentenceTransformer(
-        str(artifact), device="cpu", backend="openvino", model_kwargs=kwargs, local_files_only=True
-    )
+    model = kinds.load_variant(kind, artifact, "openvino", file_name, device="CPU", ov_config=ov_config)
 
     def runtime() -> dict:
         compiled = model[0].auto_model.request
@@ -207,36 +218,29 @@ def _load_openvino(artifact: Path, vid: str, file_name: str, threads: int) -> Ru
             "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
         }
 
-    return Runner(vid, "openvino", _encoder(model), runtime)
+    return Runner(vid, "openvino", _encoder(model, kind), runtime)
 
 
-def _load_torch_variant(artifact: Path, vid: str, file_name: str, threads: int) -> Runner:
+def _load_torch_variant(artifact: Path, vid: str, file_name: str, threads: int, kind: str | None = None) -> Runner:
     import torch
 
     from exporter import variants
-    from exporter.build import BuildContext
-    from exporter.pipeline import _variant_encoder
+    from exporter.pipeline import load_variant_model
 
     torch.set_num_threads(threads)
-    spec = variants.BY_ID[vid]
-    encode = _variant_encoder(artifact, spec, BuildContext(source_dir=artifact, stage_dir=artifact))
-    return Runner(
-        vid,
-        "torch",
-        lambda texts, bs: _call(encode, texts, bs),
-        lambda: {"engine": "torch", "threads": torch.get_num_threads()},
-    )
+    model = load_variant_model(artifact, variants.BY_ID[vid], kind)
+    return Runner(vid, "torch", _encoder(model, kind), lambda: {"engine": "torch", "threads": torch.get_num_threads()})
 
 
 _LOADERS = {"onnx": _load_onnx, "openvino": _load_openvino, "torch": _load_torch_variant}
 
 
-def _encoder(model) -> Callable[[list[str], int], object]:
-    return lambda texts, bs: _call(model.encode, texts, bs)
+def _encoder(model, kind: str | None = None) -> Callable[[list, int], object]:
+    """``encode(inputs, batch_size)``: the kind's output function (encode / predict / sparse encode)."""
+    from exporter import kinds
 
-
-def _call(encode, texts: list[str], bs: int):
-    return encode(texts, batch_size=bs, convert_to_numpy=True, show_progress_bar=False)
+    outputs = kinds.get(kind).outputs
+    return lambda inputs, bs: outputs(model, inputs, bs)
 
 
 def check_runtime(name: str, backend: str, runtime: dict) -> None:

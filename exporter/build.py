@@ -21,6 +21,7 @@ class BuildContext:
     calibration_texts: Callable[[], list[str]] = lambda: []  # lazily loaded calibration set
     probe_texts: Callable[[], list[str]] = lambda: []  # the probe set (for sensitivity searches)
     options: dict[str, Any] = field(default_factory=dict)  # user options (e.g. trust_remote_code)
+    kind: str = "sentence-transformer"  # the model kind (exporter.kinds): which class loads it, which graph
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def memo(self, key: str, make: Callable[[], Any]) -> Any:
@@ -30,16 +31,14 @@ class BuildContext:
         return self._cache[key]
 
     def reference_model(self):
-        """The torch sentence-transformers model at the pinned source, loaded once."""
+        """The torch model at the pinned source (SentenceTransformer / CrossEncoder / SparseEncoder, by
+        ``kind``), loaded once."""
 
         def load():
-            from sentence_transformers import SentenceTransformer
+            from exporter import kinds
 
-            return SentenceTransformer(
-                str(self.source_dir),
-                device="cpu",
-                trust_remote_code=bool(self.options.get("trust_remote_code")),
-                local_files_only=True,
+            return kinds.load_reference(
+                self.kind, self.source_dir, trust_remote_code=bool(self.options.get("trust_remote_code"))
             )
 
         return self.memo("reference_model", load)

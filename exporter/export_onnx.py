@@ -16,6 +16,13 @@ graph uses the model's all-zero default, which is what single-text encoding feed
 
 After export the graph is checked against the torch model (cosine on a few padded and over-long texts)
 and the artifact's tokenizer.json, as the runtime configures it, against the torch model's tokenizer.
+
+Cross-encoders and sparse encoders (``exporter.kinds``) get the transformer alone, exported with
+optimum's task for the head sentence-transformers' backend loads it with (``build_task_graph``):
+``text-classification`` for ``ORTModelForSequenceClassification`` and ``fill-mask`` for
+``ORTModelForMaskedLM``; both graphs output ``logits`` and take ``token_type_ids`` (a pair's segment B
+matters to a reranker). The activation (CrossEncoder) and ``SpladePooling`` (SparseEncoder) run in
+sentence-transformers on top, as they do for the torch model.
 """
 
 from __future__ import annotations
@@ -248,7 +255,14 @@ def export_base(
 
 
 def build_base(ctx, spec):
-    """Variant builder for the catalogue (``exporter.variants``): the fp32 base graph."""
+    """Variant builder for the catalogue (``exporter.variants``): the fp32 base graph of the model's kind."""
+    from exporter import kinds
+
+    return kinds.get(ctx.kind).onnx_build_fn()(ctx, spec)
+
+
+def build_embedder_graph(ctx, spec):
+    """The fp32 base graph of a sentence-transformer: the whole module chain (see the module docstring)."""
     from exporter.build import BuildResult
 
     info: dict[str, Any] = {}
@@ -260,3 +274,58 @@ def build_base(ctx, spec):
         info=info,
     )
     return BuildResult(files=files, build=info)
+
+
+def build_task_graph(ctx, spec):
+    """The fp32 base graph of a cross-encoder or sparse encoder: the transformer with its head, exported by
+    optimum with the kind's task; written where ``model_kwargs={"file_name": "onnx/model.onnx"}`` finds it."""
+    from exporter import kinds
+    from exporter.build import BuildResult
+    from exporter.export_openvino import transformer_path
+
+    kspec = kinds.get(ctx.kind)
+    dest = transformer_path(ctx.stage_dir) / ONNX_FILE
+    opset = ctx.options.get("opset")
+    try:
+        import onnx
+        from optimum.exporters.onnx import onnx_export_from_model
+
+        hf_model = ctx.reference_model()[0].auto_model
+        hf_model.eval()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=dest.parent) as tmp:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                onnx_export_from_model(
+                    hf_model, output=tmp, opset=opset, task=kspec.onnx_task, device="cpu", do_validation=False
+                )
+            written = []
+            for part in sorted(Path(tmp).glob("model.onnx*")):  # the graph and any external-data file
+                target = dest.parent / part.name.replace("model.onnx", dest.name, 1)
+                shutil.move(str(part), target)
+                written.append(target)
+        graph = onnx.load(str(dest), load_external_data=False)
+    except ExporterError:
+        raise
+    except Exception as exc:
+        raise ExportFailed(
+            f"ONNX export ({kspec.onnx_task}) of the {ctx.kind} failed: {type(exc).__name__}: {exc}",
+            "Run with --verbose for the traceback; try another --opset.",
+        ) from exc
+    outputs = [o.name for o in graph.graph.output]
+    if not set(kspec.onnx_outputs) <= set(outputs):
+        raise ExportFailed(
+            f"the exported graph has outputs {outputs}; sentence-transformers' ONNX backend reads "
+            f"{', '.join(kspec.onnx_outputs)}.",
+            "This is a bug in the exporter.",
+        )
+    info = {
+        "exporter": f"optimum-onnx onnx_export_from_model (library transformers, task {kspec.onnx_task})",
+        "kind": ctx.kind,
+        "task": kspec.onnx_task,
+        "graph": "transformer with its head; the activation / SpladePooling run in sentence-transformers",
+        "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None),
+        "inputs": [i.name for i in graph.graph.input],
+        "outputs": outputs,
+    }
+    return BuildResult(files=written, build=info)

@@ -13,10 +13,12 @@ three read that IR from the stage dir and transform it:
   model's own tokenizer (so no padding tokens skew the activation ranges).
 
 Like sentence-transformers' own OpenVINO export, the IR holds the transformer only (inputs
-``input_ids``/``attention_mask``/``token_type_ids``, output ``last_hidden_state``); pooling and
-normalisation run in the sentence-transformers modules. Every file name starts with ``openvino`` and
-sits under ``openvino/``, so ``SentenceTransformer(artifact, backend="openvino",
-model_kwargs={"file_name": "openvino/<name>.xml"})`` loads it; the ``.bin`` sits beside the ``.xml``.
+``input_ids``/``attention_mask``/``token_type_ids``, output ``last_hidden_state``; for cross-encoders and
+sparse encoders the transformer with its head, output ``logits``, exported with the optimum-intel class
+of the kind, ``exporter.kinds``); pooling and normalisation run in the sentence-transformers modules.
+Every file name starts with ``openvino`` and sits under ``openvino/``, so ``SentenceTransformer(artifact,
+backend="openvino", model_kwargs={"file_name": "openvino/<name>.xml"})`` (or ``CrossEncoder`` /
+``SparseEncoder``) loads it; the ``.bin`` sits beside the ``.xml``.
 """
 
 from __future__ import annotations
@@ -126,12 +128,13 @@ def _io(model) -> dict[str, list[str]]:
 
 def build_fp32(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     """Export the torch transformer to an fp32 OpenVINO IR at ``openvino/openvino_model.xml``."""
+    from exporter import kinds
+
+    kspec = kinds.get(ctx.kind)
     model_dir = transformer_path(ctx.source_dir)
     start = time.perf_counter()
     try:
-        from optimum.intel import OVModelForFeatureExtraction
-
-        ov_wrapper = OVModelForFeatureExtraction.from_pretrained(
+        ov_wrapper = kspec.openvino_cls().from_pretrained(
             str(model_dir.resolve()),
             export=True,
             compile=False,
@@ -149,13 +152,14 @@ def build_fp32(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
         files=files,
         build={
             "export_source": "torch",
-            "exporter": "optimum-intel OVModelForFeatureExtraction.from_pretrained(export=True)",
+            "exporter": f"optimum-intel {kspec.openvino_class.rpartition(':')[2]}.from_pretrained(export=True)",
             "transformer_dir": model_dir.relative_to(ctx.source_dir).as_posix() or ".",
-            "task": "feature-extraction",
+            "task": kspec.onnx_task,
             "precision": "fp32",
             "weights_dtype": "f32",
             "compress_to_fp16": False,
-            "graph": "transformer only; pooling and normalisation run in sentence-transformers",
+            "graph": "transformer only (with its head for cross-/sparse encoders); pooling, normalisation, "
+            "activation and SpladePooling run in sentence-transformers",
             **_io(model),
             "build_seconds": round(time.perf_counter() - start, 2),
             "versions": package_versions(("openvino", "optimum-intel", "torch", "transformers")),

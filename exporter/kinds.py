@@ -215,6 +215,12 @@ class KindSpec:
     def model_cls(self):
         return _resolve(self.model_class)
 
+    def onnx_build_fn(self):
+        return _resolve(self.onnx_builder)
+
+    def openvino_cls(self):
+        return _resolve(self.openvino_class)
+
     def thresholds(self) -> dict:
         """Default thresholds by precision class."""
         from exporter import parity

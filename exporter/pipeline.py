@@ -1,7 +1,9 @@
 """The export pipeline: resolve the pin, build each variant, check its parity, write the manifest.
 
 One plan object drives it, whether it came from CLI flags or a recipe file. The pipeline raises typed
-errors and reports progress through a ``Progress`` object; it never prints.
+errors and reports progress through a ``Progress`` object; it never prints. What differs between model
+kinds (embedders, cross-encoders, sparse encoders: loading, probe inputs, outputs, metrics, facts) is
+looked up in ``exporter.kinds``.
 """
 
 from __future__ import annotations
@@ -97,54 +99,22 @@ def _copy_shared(src, stage: Path, max_seq_length: int | None = None) -> list[Fi
     return record_files(stage, copied)
 
 
-def _check_kind(src, expected: str | None) -> None:
-    """Refuse a source whose kind differs from the one asked for, or that the pipeline cannot export yet."""
-    if expected and src.kind != expected:
-        raise UsageError(
-            f"{src} is a {src.kind} model, not a {expected}.", "Fix `kind` in the recipe, or remove it to detect it."
-        )
-    if src.kind != "sentence-transformer":
-        raise UsageError(
-            f"{src} is a {src.kind} model; this version exports sentence-transformer (embedding) models only.",
-            "Use an embedding model, or a later version of exporter.",
-        )
+def model_facts(model, kind: str | None = None) -> dict:
+    """The manifest's ``model`` facts of a loaded model of ``kind`` (default: a SentenceTransformer)."""
+    from exporter import kinds
+
+    return kinds.get(kind).facts(model)
 
 
-def model_facts(model) -> dict:
-    """Kind, dimension, max_seq_length, pooling and normalisation of a loaded SentenceTransformer."""
-    pooling = None
-    normalize = False
-    for module in model:
-        name = type(module).__name__
-        if name == "Pooling":
-            pooling = getattr(module, "pooling_mode", None) or module.get_pooling_mode_str()
-        elif name == "Normalize":
-            normalize = True
-    dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    return {
-        "kind": "sentence-transformer",
-        "embedding_dim": dim(),
-        "max_seq_length": model.max_seq_length,
-        "pooling": pooling,
-        "normalize": normalize,
-        "similarity": getattr(model, "similarity_fn_name", None),
-    }
-
-
-def _variant_encoder(artifact: Path, spec, ctx):
-    """Load a built variant the way a user does and return its encode function."""
+def load_variant_model(artifact: Path, spec, kind: str | None = None):
+    """Load a built variant the way a user does (``<Class>(artifact, backend=..., model_kwargs={"file_name": ...})``,
+    or the variant's own loader for the ones sentence-transformers cannot load alone)."""
+    from exporter import kinds
     from exporter.variants import Backend
 
     if spec.backend is Backend.TORCH:
-        return spec.loader_fn()(artifact, device="cpu").encode
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(artifact), device="cpu", local_files_only=True, **_st_kwargs(spec))
-    return model.encode
-
-
-def _st_kwargs(spec) -> dict:
-    return {"backend": spec.backend.value, "model_kwargs": {"file_name": spec.file_name}}
+        return spec.loader_fn()(artifact, device="cpu")
+    return kinds.load_variant(kind, artifact, spec.backend.value, spec.file_name)
 
 
 def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutcome:
@@ -156,17 +126,19 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     the manifest is kept when its files still match and the source, toolchain and probe set are the
     same; ``force`` rebuilds everything.
     """
+    from exporter import kinds, parity, probes, source, variants
     from exporter import manifest as mf
-    from exporter import parity, probes, source, variants
     from exporter.build import BuildContext
     from exporter.environment import environment
 
     progress = progress or NoProgress()
-    specs = variants.select(plan.variants)  # bad ids fail before anything heavy runs
+    variants.select(plan.variants)  # bad ids fail before anything heavy runs
+    if plan.kind:
+        kinds.select_variants(plan.variants, plan.kind)
+        parity.thresholds_for([], plan.thresholds, kinds.get(plan.kind).kind.value)
     ref = source.parse_model_ref(plan.model, plan.revision)
     probe_set = probes.with_prompts(probes.load_text_set(plan.probe, "probe"), plan.prompts)
     calib_set = probes.load_text_set(plan.calibration, "calibration") if plan.calibration else None
-    thresholds = parity.thresholds_for(specs, plan.thresholds)
 
     with progress.step("Resolving source"):
         src = source.resolve(
@@ -175,7 +147,12 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
             trust_remote_code=plan.trust_remote_code,
             allow_pickle=plan.allow_pickle,
         )
-    _check_kind(src, plan.kind)
+    kind = kinds.resolve_kind(src, plan.kind).value
+    kspec = kinds.get(kind)
+    if plan.prompts and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
+        raise UsageError(f"{src} is a {kind} model; prompts apply to sentence-transformer models only.", "")
+    specs = kinds.select_variants(plan.variants, kind)  # a variant that does not apply to the kind: refused
+    thresholds = parity.thresholds_for(specs, plan.thresholds, kind)
     out = plan.out or default_out(plan.artifacts_root, src)
     env = environment()
     source_entry = {
@@ -188,7 +165,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
         "trust_remote_code": plan.trust_remote_code,
         "files": [r.to_dict() for r in src.files],
     }
-    kept = {} if plan.force else _reusable_variants(out, source_entry, env, probe_set, plan.max_seq_length)
+    kept = {} if plan.force else _reusable_variants(out, source_entry, env, probe_set, plan.max_seq_length, kind)
     todo = [s for s in specs if s.id not in kept]
     if not todo:
         return ExportOutcome(artifact=out, manifest=mf.load(out), skipped=True)
@@ -199,13 +176,15 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
         calibration_texts=lambda: (calib_set or probes.load_text_set(None, "calibration")).texts,
         probe_texts=lambda: probe_set.texts,
         options={"trust_remote_code": plan.trust_remote_code},
+        kind=kind,
     )
-    with progress.step("Loading the torch reference"):
+    with progress.step(f"Loading the torch reference ({kspec.label})"):
         reference = ctx.reference_model()
         if plan.max_seq_length:
-            reference.max_seq_length = plan.max_seq_length
-    with progress.step(f"Encoding {len(probe_set.texts)} probe texts with the reference"):
-        ref_emb = encode_with(reference.encode, probe_set.texts)
+            kspec.set_max_length(reference, plan.max_seq_length)
+    probe = kspec.probe(probe_set.texts)
+    with progress.step(f"Running the reference on {len(probe.inputs)} probe {kspec.unit}"):
+        ref_out = kspec.run(reference, probe)
 
     fresh = not kept
     entries = dict(kept)
@@ -218,7 +197,9 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
                 fresh = False
             else:
                 shared = [FileRecord(**f) for f in mf.load(stage)["shared_files"]]
-            entries[spec.id] = _build_and_check(spec, ctx, stage, probe_set, ref_emb, thresholds[spec.id], progress)
+            entries[spec.id] = _build_and_check(
+                spec, ctx, stage, probe_set.sha256, probe, ref_out, thresholds[spec.id], progress
+            )
             _remove_stale_files(stage, entries)
             ordered = [entries[s.id] for s in variants.CATALOGUE if s.id in entries]
             uses_calibration = any(e["build"].get("calibration") for e in ordered)
@@ -228,7 +209,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
                 "tool_version": __version__,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "source": source_entry,
-                "model": {**model_facts(reference), "prompts": plan.prompts},
+                "model": {**kspec.facts(reference), "prompts": plan.prompts},
                 "environment": env,
                 "probe": _textset_entry(probe_set),
                 "calibration": _textset_entry(calibration) if calibration else None,
@@ -259,7 +240,7 @@ def raise_for_failures(outcome: ExportOutcome) -> None:
 
 
 def _reusable_variants(
-    out: Path, source_entry: dict, env: dict, probe_set, max_seq_length: int | None
+    out: Path, source_entry: dict, env: dict, probe_set, max_seq_length: int | None, kind: str = "sentence-transformer"
 ) -> dict[str, dict]:
     """Variants of an existing artifact at ``out`` that a re-run may keep (files intact, same inputs)."""
     from exporter import manifest as mf
@@ -282,8 +263,9 @@ def _reusable_variants(
         existing["environment"]["packages"] != env["packages"]
         or existing["probe"]["sha256"] != probe_set.sha256
         or (max_seq_length and existing["model"]["max_seq_length"] != max_seq_length)
+        or existing["model"]["kind"] != kind
     ):
-        return {}  # a new toolchain, probe set or length: every variant is rebuilt and re-checked
+        return {}  # a new toolchain, probe set, length or kind: every variant is rebuilt and re-checked
     if not mf.check_files(out, existing, []).ok:  # shared files changed: start again
         return {}
     return {
@@ -306,9 +288,10 @@ def _textset_entry(ts) -> dict:
     return {"name": ts.name, "sha256": ts.sha256, "n": len(ts.texts), "source": ts.source}
 
 
-def _build_and_check(spec, ctx, stage: Path, probe_set, ref_emb, threshold, progress) -> dict:
-    from exporter import parity
+def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, threshold, progress) -> dict:
+    from exporter import kinds, parity
 
+    kspec = kinds.get(ctx.kind)
     entry = {
         "id": spec.id,
         "backend": spec.backend.value,
@@ -327,10 +310,10 @@ def _build_and_check(spec, ctx, stage: Path, probe_set, ref_emb, threshold, prog
         entry["files"] = [r.to_dict() for r in record_files(stage, result.files)]
         entry["build"] = result.build
         with progress.step(f"Checking parity of {spec.id}"):
-            emb = encode_with(_variant_encoder(stage, spec, ctx), probe_set.texts)
-            metrics = parity.compare(ref_emb, emb)
+            out = kspec.run(load_variant_model(stage, spec, ctx.kind), probe)
+            metrics = kspec.compare(ref_out, out, probe)
             verdict = parity.judge(metrics, threshold)
-        entry["parity"] = parity.to_manifest(metrics, threshold, verdict, probe_set.sha256)
+        entry["parity"] = parity.to_manifest(metrics, threshold, verdict, probe_sha256)
         entry["status"] = "passed" if verdict.passed else "failed"
     except UsageError:
         raise
@@ -342,9 +325,3 @@ def _build_and_check(spec, ctx, stage: Path, probe_set, ref_emb, threshold, prog
     except Exception as exc:  # a backend crash fails this variant, not the others
         entry["error"] = f"{type(exc).__name__}: {exc}"
     return entry
-
-
-def encode_with(encode_fn, texts: list[str]):
-    import numpy as np
-
-    return np.asarray(encode_fn(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False))

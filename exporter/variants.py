@@ -82,6 +82,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
             builder="exporter.export_onnx_optimize:build_optimized",
             derives_from="onnx",
             options={"level": level},
+            kinds=ALL_KINDS,
         )
         for level, summary in (
             ("O1", "ORT basic graph optimisations (constant folding, node elimination); exact fp32."),
@@ -100,6 +101,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         derives_from="onnx",
         options={"level": "O4"},
         on_request_only=True,
+        kinds=ALL_KINDS,
     ),
     # Int8 ONNX (exporter.export_onnx_quantize): dynamic ISA presets as sentence-transformers names them.
     *(
@@ -113,6 +115,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
             builder="exporter.export_onnx_quantize:build_dynamic",
             derives_from="onnx",
             options={"preset": isa},
+            kinds=ALL_KINDS,
         )
         for dtype, isa, label in (
             ("qint8", "avx512_vnni", "x86 CPUs with AVX-512 VNNI"),

@@ -81,3 +81,69 @@ def build_tiny_sentence_transformer(
 
     shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _tiny_bert(work: Path, head, max_seq_length: int, hidden: int, seed: int, **config_kw):
+    """Tokenizer files and a 2-layer BERT with ``head`` (a transformers class) saved in ``work``."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig
+
+    torch.manual_seed(seed)
+    _tokenizer_files(work, max_seq_length)
+    config = BertConfig(
+        vocab_size=len(AutoTokenizer.from_pretrained(work)),
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=64,
+        **config_kw,
+    )
+    head(config).save_pretrained(work, safe_serialization=True)
+
+
+def build_tiny_cross_encoder(
+    out: Path, *, num_labels: int = 1, max_seq_length: int = 32, seed: int = 0, initializer_range: float = 0.2
+) -> Path:
+    """Write a 2-layer BERT reranker (BertForSequenceClassification) with ``CrossEncoder.save``.
+
+    BERT's default init (0.02) gives a random reranker near-constant scores (sigmoid spread ~1e-5, below
+    fp32 rounding differences between runtimes), so rankings would be noise; 0.2 spreads them (std ~0.06,
+    ~0.02 between a list's best two), like a reranker that actually ranks.
+    """
+    import shutil
+
+    from sentence_transformers import CrossEncoder
+    from transformers import BertForSequenceClassification
+
+    work = out.parent / f".{out.name}.hf"
+    _tiny_bert(
+        work,
+        BertForSequenceClassification,
+        max_seq_length,
+        32,
+        seed,
+        num_labels=num_labels,
+        initializer_range=initializer_range,
+    )
+    CrossEncoder(str(work), device="cpu", max_length=max_seq_length).save(str(out), safe_serialization=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def build_tiny_sparse_encoder(out: Path, *, max_seq_length: int = 32, seed: int = 0) -> Path:
+    """Write a 2-layer BERT SPLADE model (BertForMaskedLM + SpladePooling) with ``SparseEncoder.save``."""
+    import shutil
+
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+    from transformers import BertForMaskedLM
+
+    work = out.parent / f".{out.name}.hf"
+    _tiny_bert(work, BertForMaskedLM, max_seq_length, 32, seed)
+    transformer = Transformer(str(work), transformer_task="fill-mask", max_seq_length=max_seq_length)
+    modules = [transformer, SpladePooling("max")]
+    SparseEncoder(modules=modules, device="cpu").save(str(out), safe_serialization=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return out
