@@ -120,6 +120,13 @@ def export(
     ] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow models that ship their own Python code.")] = False,
     allow_pickle: Annotated[bool, typer.Option(help="Allow pickle weights (*.bin/*.pt) when no safetensors.")] = False,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            help="Model kind: sentence-transformer, cross-encoder or sparse-encoder. Default: detected from "
+            "the model's files; a kind the files state cannot be changed."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the summary.")] = False,
     save_recipe: Annotated[
         Path | None, typer.Option("--save-recipe", help="Write this command as a recipe file (YAML).")
@@ -145,6 +152,7 @@ def export(
         allow_unpinned=allow_unpinned,
         trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle,
+        kind=kind,
     )
     if handle_save_and_dry_run(plan, save_recipe=save_recipe, dry_run=dry_run):
         return

@@ -104,9 +104,10 @@ def print_bench(result, manifest: dict) -> None:
     cfg = result.config
     typer.echo(
         f"{cfg['cpu']['model']} [{' '.join(cfg['cpu']['flags'])}], {cfg['threads']} thread(s), "
-        f"{cfg['rounds']} rounds on {cfg['texts']['n']} texts"
+        f"{cfg['rounds']} rounds on {cfg.get('n_inputs', cfg['texts']['n'])} {cfg.get('unit', 'texts')}"
     )
-    head = f"{'runner':<26}" + "".join(f"{f'texts/s @{b}':>14}{'x torch':>9}" for b in sizes)
+    unit = cfg.get("unit", "texts")  # pairs for rerankers
+    head = f"{'runner':<26}" + "".join(f"{f'{unit}/s @{b}':>14}{'x torch':>9}" for b in sizes)
     typer.echo(head + f"{'p50 ms':>9}{'p95 ms':>9}  runs on")
     for name, s in result.runners.items():
         row = f"{name:<26}" + "".join(

@@ -8,6 +8,8 @@ Two checks, results as data (``VerifyReport``); ``raise_for`` turns them into th
   (resolved from the Hub cache, its files checked against the manifest's hashes), in a fresh Python process
   (``python -m exporter.verify``, which reads a JSON request on stdin and prints one JSON object), and
   judged against the thresholds recorded in the manifest. A failure is a ``FidelityError`` (exit 3).
+  The model kind recorded in the manifest (``exporter.kinds``) picks the class that loads the reference
+  and the variants, the probe inputs (texts, or reranking pairs) and the metrics.
 """
 
 from __future__ import annotations
@@ -215,6 +217,7 @@ def run_parity_subprocess(
         "probe": str(probe.resolve()) if probe else None,
         "prompts": manifest["model"].get("prompts"),
         "max_seq_length": manifest["model"].get("max_seq_length"),
+        "kind": manifest["model"]["kind"],
         "variants": [
             {"id": v["id"], "precision": v["precision"], "load": v["load"], "threshold": _threshold_of(v)}
             for v in variants
@@ -266,11 +269,19 @@ def _threshold_of(variant: dict) -> dict | None:
     return (variant.get("parity") or {}).get("threshold")
 
 
+_SUMMARY_KEYS = (
+    ("cosine_min", "cosine_min", 6),
+    ("neighbour_agreement_at_10", "nn@10", 4),
+    ("spearman_pairwise", "spearman", 4),
+    ("top_terms_overlap_at_10", "top terms@10", 4),
+    ("score_spearman", "score spearman", 6),
+    ("top1_agreement", "top-1", 4),
+    ("top3_agreement", "top-3", 4),
+)
+
+
 def _summary(parity: dict, manifest: dict, probe: dict | None) -> str:
-    parts = [f"cosine_min {parity['cosine_min']:.6f}"]
-    for key, label in (("neighbour_agreement_at_10", "nn@10"), ("spearman_pairwise", "spearman")):
-        if parity.get(key) is not None:
-            parts.append(f"{label} {parity[key]:.4f}")
+    parts = [f"{label} {parity[key]:.{digits}f}" for key, label, digits in _SUMMARY_KEYS if parity.get(key) is not None]
     if probe and probe.get("sha256") != manifest["probe"]["sha256"]:
         parts.append("(probe set differs from the one used at export)")
     return ", ".join(parts)
@@ -278,26 +289,29 @@ def _summary(parity: dict, manifest: dict, probe: dict | None) -> str:
 
 def _worker(request: dict) -> dict:
     """Body of the fresh process: load the reference and each variant, compare, judge."""
-    from exporter import parity, probes
+    from exporter import kinds, parity, probes
     from exporter.bench import load_reference, load_variant
 
+    kind = request.get("kind") or kinds.ModelKind.SENTENCE_TRANSFORMER.value
+    kspec = kinds.get(kind)
     probe_set = probes.load_text_set(Path(request["probe"]) if request["probe"] else None, "probe")
     probe_set = probes.with_prompts(probe_set, request.get("prompts"))  # served with its prefixes, as exported
+    probe = kspec.probe(probe_set.texts)
     artifact = Path(request["artifact"])
     threads = os.cpu_count() or 1
-    reference = load_reference(Path(request["source_dir"]), threads, request.get("max_seq_length"))
-    ref_emb = reference.encode(probe_set.texts, PARITY_BATCH)
+    reference = load_reference(Path(request["source_dir"]), threads, request.get("max_seq_length"), kind)
+    ref_out = reference.encode(probe.inputs, PARITY_BATCH)
     results: dict[str, dict] = {}
     for item in request["variants"]:
         start = time.perf_counter()
         try:
             threshold = (
-                parity.Thresholds(**item["threshold"])
+                parity.thresholds_from_dict(kind, item["threshold"])
                 if item["threshold"]
-                else parity.DEFAULT_THRESHOLDS[parity.PrecisionClass(item["precision"])]
+                else parity.DEFAULTS_BY_KIND[kind][parity.PrecisionClass(item["precision"])]
             )
-            emb = load_variant(artifact, item, threads).encode(probe_set.texts, PARITY_BATCH)
-            metrics = parity.compare(ref_emb, emb)
+            out = load_variant(artifact, item, threads, kind).encode(probe.inputs, PARITY_BATCH)
+            metrics = kspec.compare(ref_out, out, probe)
             verdict = parity.judge(metrics, threshold)
             results[item["id"]] = {"parity": parity.to_manifest(metrics, threshold, verdict, probe_set.sha256)}
         except FidelityError as exc:  # broken output (shape, NaN): a failed gate, not a crash
