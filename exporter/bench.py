@@ -176,10 +176,12 @@ def load_variant(artifact: Path, variant: dict, threads: int, kind: str | None =
     loader = _LOADERS.get(backend)
     if loader is None:
         raise UsageError(f"variant {variant['id']} has backend {backend!r}, which bench cannot load.", "")
-    return loader(artifact, variant["id"], file_name, threads, kind)
+    return loader(artifact, variant["id"], file_name, threads, kind, variant["load"].get("model_kwargs") or {})
 
 
-def _load_onnx(artifact: Path, vid: str, file_name: str, threads: int, kind: str | None = None) -> Runner:
+def _load_onnx(
+    artifact: Path, vid: str, file_name: str, threads: int, kind: str | None = None, load_kwargs: dict | None = None
+) -> Runner:
     import onnxruntime as ort
 
     from exporter import kinds
@@ -204,10 +206,13 @@ def _load_onnx(artifact: Path, vid: str, file_name: str, threads: int, kind: str
     return Runner(vid, "onnx", _encoder(model, kind), runtime)
 
 
-def _load_openvino(artifact: Path, vid: str, file_name: str, threads: int, kind: str | None = None) -> Runner:
+def _load_openvino(
+    artifact: Path, vid: str, file_name: str, threads: int, kind: str | None = None, load_kwargs: dict | None = None
+) -> Runner:
     from exporter import kinds
 
     ov_config = {"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
+    ov_config.update((load_kwargs or {}).get("ov_config", {}))  # e.g. the f32 pin the manifest records
     model = kinds.load_variant(kind, artifact, "openvino", file_name, device="CPU", ov_config=ov_config)
 
     def runtime() -> dict:
@@ -216,12 +221,15 @@ def _load_openvino(artifact: Path, vid: str, file_name: str, threads: int, kind:
             "engine": "openvino",
             "device": ",".join(compiled.get_property("EXECUTION_DEVICES")),
             "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+            "precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
         }
 
     return Runner(vid, "openvino", _encoder(model, kind), runtime)
 
 
-def _load_torch_variant(artifact: Path, vid: str, file_name: str, threads: int, kind: str | None = None) -> Runner:
+def _load_torch_variant(
+    artifact: Path, vid: str, file_name: str, threads: int, kind: str | None = None, load_kwargs: dict | None = None
+) -> Runner:
     import torch
 
     from exporter import variants

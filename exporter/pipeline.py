@@ -114,7 +114,7 @@ def load_variant_model(artifact: Path, spec, kind: str | None = None):
 
     if spec.backend is Backend.TORCH:
         return spec.loader_fn()(artifact, device="cpu")
-    return kinds.load_variant(kind, artifact, spec.backend.value, spec.file_name)
+    return kinds.load_variant(kind, artifact, spec.backend.value, spec.file_name, **spec.model_kwargs)
 
 
 def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutcome:

@@ -32,6 +32,11 @@ class Precision(StrEnum):
     INT8 = "int8"
 
 
+# OpenVINO picks bf16 inference by itself on CPUs with AVX512_BF16/AMX, so the same IR would give other
+# numbers on other hosts. Pinning f32 makes the verified fidelity hold wherever the variant is served.
+OV_F32 = {"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}
+
+
 @dataclass(frozen=True)
 class VariantSpec:
     id: str
@@ -43,11 +48,16 @@ class VariantSpec:
     derives_from: str | None = None  # id of the variant whose output it transforms (None: from torch)
     options: dict = field(default_factory=dict)  # fixed build options (level, scheme, ...)
     on_request_only: bool = False  # excluded from --variants all
+    model_kwargs: dict = field(default_factory=dict)  # extra load options recorded in the manifest
     loader: str | None = None  # "module:function" taking the artifact folder, for variants ST cannot load alone
     kinds: tuple[ModelKind, ...] = (ModelKind.SENTENCE_TRANSFORMER,)  # model kinds it applies to
 
     def load_kwargs(self) -> dict:
-        return {"backend": self.backend.value, "file_name": self.file_name}
+        """How a user loads it: ``<Class>(path, backend=..., model_kwargs={"file_name": ..., **model_kwargs})``."""
+        out = {"backend": self.backend.value, "file_name": self.file_name}
+        if self.model_kwargs:
+            out["model_kwargs"] = dict(self.model_kwargs)
+        return out
 
     def build_fn(self):
         return _resolve(self.builder)
@@ -150,6 +160,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="openvino/openvino_model.xml",
         summary="fp32 OpenVINO IR exported from torch; the OpenVINO baseline, fast on Intel CPUs.",
         builder="exporter.export_openvino:build_fp32",
+        model_kwargs=OV_F32,
         kinds=ALL_KINDS,
     ),
     VariantSpec(
@@ -159,6 +170,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="openvino/openvino_model_fp16.xml",
         summary="OpenVINO IR with fp16 weights: half the size; CPUs still compute in fp32, so no speed-up.",
         builder="exporter.export_openvino:build_fp16",
+        model_kwargs=OV_F32,
         derives_from="openvino",
         kinds=ALL_KINDS,
     ),
@@ -169,6 +181,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="openvino/openvino_model_int8_weights.xml",
         summary="OpenVINO IR with NNCF int8 weights (weight-only, no calibration): ~4x smaller, near-fp32 fidelity.",
         builder="exporter.export_openvino:build_int8_weights",
+        model_kwargs=OV_F32,
         derives_from="openvino",
         options={"mode": "int8_asym"},
         kinds=ALL_KINDS,
@@ -180,6 +193,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="openvino/openvino_model_qint8_quantized.xml",
         summary="OpenVINO IR with NNCF static int8 (calibrated, SmoothQuant): fastest with VNNI/AMX; loses fidelity.",
         builder="exporter.export_openvino:build_qint8",
+        model_kwargs=OV_F32,
         derives_from="openvino",
         options={
             "preset": "mixed",
