@@ -118,7 +118,7 @@ def make_artifact(
         "shared_files": [r.to_dict() for r in shared],
         "variants": entries,
         "publishable": not failed,
-        "recommended": {"variant": recommended} if recommended else None,
+        "recommended": {"variant": recommended, "rule": "chosen by the test"} if recommended else None,
         "bench": None,
     }
     mf.save(root, manifest)

@@ -23,6 +23,7 @@ from exporter.export_openvino import BASE_FILE
 from exporter.variants import CATALOGUE, Backend, Precision
 
 OPENVINO_VARIANTS = tuple(s for s in CATALOGUE if s.builder.startswith("exporter.export_openvino:"))
+EXERCISED_VARIANTS = tuple(s.id for s in OPENVINO_VARIANTS)  # each built and loaded below (test_catalogue)
 
 TEXTS = [
     "the quick brown fox jumps over the lazy dog",

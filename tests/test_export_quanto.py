@@ -26,6 +26,7 @@ TEXTS = [
     "x",
 ]
 SPEC = BY_ID["quanto-int8"]
+EXERCISED_VARIANTS = (SPEC.id,)  # built, reloaded and parity-checked below (test_catalogue)
 
 
 @pytest.fixture(scope="module")
