@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 import traceback
 from collections.abc import Iterator
@@ -77,6 +78,20 @@ class RichProgress:
         with self.console.status(f"{label}..."):
             yield
         self.console.print(f"[green]✓[/] {label} [dim]({time.perf_counter() - start:.1f}s)[/]")
+
+
+@contextlib.contextmanager
+def library_stdout_to_stderr() -> Iterator[None]:
+    """Keep stdout for results (the summary, --json): what backends print while building goes to stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def wide_console():
+    """A console for result tables: full width when piped, so ids and file names are not cut."""
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def fail(exc: ExporterError) -> None:
@@ -156,7 +171,8 @@ def export(
     )
     if handle_save_and_dry_run(plan, save_recipe=save_recipe, dry_run=dry_run):
         return
-    outcome = run_export(plan, RichProgress())
+    with library_stdout_to_stderr():
+        outcome = run_export(plan, RichProgress())
     if as_json:
         print_json(export_summary(outcome))
     else:
@@ -188,10 +204,9 @@ def export_summary(outcome) -> dict:
 
 
 def print_export_summary(outcome) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    console = wide_console()
     m = outcome.manifest
     if outcome.skipped:
         console.print(f"Already complete, nothing rebuilt (pass --force to rebuild): {outcome.artifact}")

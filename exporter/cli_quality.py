@@ -78,17 +78,19 @@ def bench(
     """Throughput at each batch size and batch-1 latency of each variant and the torch reference, in one run;
     records ratios to torch in the manifest and the recommended variant."""
     from exporter import bench as bench_mod
+    from exporter.cli import library_stdout_to_stderr
     from exporter.report import write_report
 
-    result = bench_mod.bench(
-        artifact,
-        _ids(variants),
-        batch_sizes=bench_mod.parse_batch_sizes(batch_sizes),
-        threads=threads,
-        texts=texts,
-        max_texts=max_texts,
-        rounds=rounds,
-    )
+    with library_stdout_to_stderr():
+        result = bench_mod.bench(
+            artifact,
+            _ids(variants),
+            batch_sizes=bench_mod.parse_batch_sizes(batch_sizes),
+            threads=threads,
+            texts=texts,
+            max_texts=max_texts,
+            rounds=rounds,
+        )
     manifest = bench_mod.record(artifact, result)
     if report:
         write_report(artifact, manifest)

@@ -126,7 +126,6 @@ def worker_main() -> None:
 
 
 def print_summary_table(rows: list[dict]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="exporter run")
@@ -142,7 +141,9 @@ def print_summary_table(rows: list[dict]) -> None:
             "-" if r["speed_ratio"] is None else f"{r['speed_ratio']:.2f}",
             r["artifact"] or (r["error"] or "")[:120],
         )
-    Console(highlight=False).print(table)
+    from exporter.cli import wide_console
+
+    wide_console().print(table)
 
 
 # ----------------------------------------------------------------------------------------------- plan

@@ -222,13 +222,16 @@ DEFAULT_VARIANTS = ("onnx",)
 
 
 def select(ids: str | list[str] | None) -> list[VariantSpec]:
-    """Turn ``--variants`` text ("onnx,onnx-O3" or "all") into specs, bases first, in catalogue order."""
+    """Turn ``--variants`` text ("onnx,onnx-O3" or "all") into specs, bases first, in catalogue order.
+
+    Ids are matched case-insensitively (``onnx-O3`` as sentence-transformers writes the level is ``onnx-o3``).
+    """
     if ids is None:
         wanted = list(DEFAULT_VARIANTS)
     elif isinstance(ids, str):
-        wanted = [p.strip() for p in ids.split(",") if p.strip()]
+        wanted = [p.strip().lower() for p in ids.split(",") if p.strip()]
     else:
-        wanted = list(ids)
+        wanted = [w.strip().lower() for w in ids]
     if not wanted:
         raise UsageError("no variants given.", f"Pass --variants with ids from: {', '.join(BY_ID)} (or all).")
     if "all" in wanted:
