@@ -291,7 +291,28 @@ def _hub_errors(repo_id: str, revision: str, offline: bool) -> Iterator[None]:
             f"the Hub failed for {label}: {str(exc).splitlines()[0]}.", "Retry later, or check HF_TOKEN."
         ) from exc
     except OSError as exc:  # requests' ConnectionError / Timeout are OSErrors
-        raise HubError(f"could not reach the Hub for {label}: {exc}.", "Check the network, or work offline.") from exc
+        raise HubError(
+            f"could not reach the Hub for {label} ({_network_reason(exc)}).",
+            "Check the network (HF_ENDPOINT, proxy), or set HF_HUB_OFFLINE=1 to use the local cache.",
+        ) from exc
+
+
+_NETWORK_REASONS = (
+    (re.compile(r"Failed to resolve '([^']+)'|Name or service not known|getaddrinfo failed"), "DNS lookup failed"),
+    (re.compile(r"Connection refused"), "connection refused"),
+    (re.compile(r"timed out|Timeout", re.IGNORECASE), "timed out"),
+    (re.compile(r"Network is unreachable"), "network unreachable"),
+    (re.compile(r"CERTIFICATE_VERIFY_FAILED|SSLError"), "TLS certificate check failed"),
+)
+
+
+def _network_reason(exc: BaseException) -> str:
+    """A few words on why a request failed, instead of urllib3's nested repr."""
+    text = str(exc)
+    for pattern, reason in _NETWORK_REASONS:
+        if pattern.search(text):
+            return reason
+    return type(exc).__name__
 
 
 def _download(repo_id: str, sha: str, cache: Path, offline: bool, label: str, allow_pickle: bool) -> Path:
