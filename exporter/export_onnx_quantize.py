@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from exporter.build import BuildContext, BuildResult
+from exporter.environment import package_versions
 from exporter.errors import ExportFailed
 from exporter.export_onnx_optimize import (
     BASE_FILE,
@@ -69,10 +70,8 @@ STATIC_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("onnxruntime", "onnx", "optimum-onnx")}
+def _versions() -> dict[str, str | None]:
+    return package_versions(("onnxruntime", "onnx", "optimum-onnx"))
 
 
 def _derived(base: Path) -> dict[str, str]:

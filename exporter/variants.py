@@ -227,16 +227,17 @@ def select(ids: str | list[str] | None) -> list[VariantSpec]:
     Ids are matched case-insensitively (``onnx-O3`` as sentence-transformers writes the level is ``onnx-o3``).
     """
     if ids is None:
-        wanted = list(DEFAULT_VARIANTS)
+        given = list(DEFAULT_VARIANTS)
     elif isinstance(ids, str):
-        wanted = [p.strip().lower() for p in ids.split(",") if p.strip()]
+        given = [p.strip() for p in ids.split(",") if p.strip()]
     else:
-        wanted = [w.strip().lower() for w in ids]
-    if not wanted:
+        given = [w.strip() for w in ids]
+    if not given:
         raise UsageError("no variants given.", f"Pass --variants with ids from: {', '.join(BY_ID)} (or all).")
+    unknown = [g for g in given if g.lower() not in BY_ID and g.lower() != "all"]  # named as the user wrote them
+    wanted = [g.lower() for g in given]
     if "all" in wanted:
         wanted = [s.id for s in CATALOGUE if not s.on_request_only] + [w for w in wanted if w != "all"]
-    unknown = [w for w in wanted if w not in BY_ID]
     if unknown:
         raise UsageError(
             f"unknown variant id(s): {', '.join(unknown)}.",

@@ -13,8 +13,6 @@ int8 variants pass their default int8 gates on these tiny models as they are.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
@@ -29,7 +27,7 @@ from exporter import manifest as mf
 from exporter.errors import UsageError
 from exporter.kinds import ModelKind
 from exporter.variants import CATALOGUE, Precision
-from tests.cli_runner import run_cli
+from tests.cli_runner import invoke, run_cli
 from tests.tiny_models import build_tiny_cross_encoder, build_tiny_sparse_encoder
 
 OTHER_KINDS = (ModelKind.CROSS_ENCODER, ModelKind.SPARSE_ENCODER)
@@ -44,19 +42,8 @@ REFUSED_PAIRS = [(k, s.id) for k in OTHER_KINDS for s in CATALOGUE if k not in s
 
 def _cli(*args: str) -> tuple[int, str, str]:
     """The real entry point in-process, for module-scoped fixtures (no capsys there)."""
-    from exporter.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["exporter", *args]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
+    res = invoke(*args)
+    return res.code, res.out, res.err
 
 
 @pytest.fixture(scope="module")
