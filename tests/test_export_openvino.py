@@ -66,7 +66,13 @@ def built(tiny_model_dir, tmp_path_factory):
 
 
 def test_catalogue_entries_follow_sentence_transformers_naming():
-    assert list(SPECS) == ["openvino", "openvino-fp16", "openvino-int8-weights", "openvino-qint8"]
+    assert list(SPECS) == [
+        "openvino",
+        "openvino-fp16",
+        "openvino-int8-weights",
+        "openvino-qint8",
+        "openvino-qint8-fidelity",
+    ]
     for spec in OPENVINO_VARIANTS:
         assert spec.backend is Backend.OPENVINO
         path = Path(spec.file_name)
@@ -102,6 +108,19 @@ def test_build_records(built):
     assert q["model_type"] == "transformer" and q["preset"] == "mixed"
     assert q["calibration"]["subset_size"] == len(CALIBRATION)
     assert results["openvino-int8-weights"].build["calibration"] is None
+
+
+def test_fidelity_int8_records_its_search(built):
+    _, results = built
+    f = results["openvino-qint8-fidelity"].build
+    assert f["export_source"] == BASE_FILE
+    search = f["search"]
+    assert search["steps"][0]["action"] == "all int8" and search["steps"][0]["kept_float"] == 0
+    assert search["budget_seconds"] > 0 and search["goal"]["measured_on"].startswith("calibration")
+    assert set(f["ops_in_float"]) <= set(search["candidates"])
+    assert f["ignored_scope"] == ({"names": f["ops_in_float"]} if f["ops_in_float"] else None)
+    assert search["steps"][-1]["seconds"] < 120  # bounded, and quick on the tiny model
+    assert set(search["calibration_result"]) == {"cosine_min", "cosine_mean", "neighbour_agreement_at_10"}
 
 
 def test_weights_are_smaller_than_fp32(built):
