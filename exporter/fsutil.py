@@ -53,32 +53,35 @@ def record_files(root: Path, paths: Iterable[Path] | None = None) -> list[FileRe
     return sorted((FileRecord.of(root, Path(p)) for p in chosen), key=lambda r: r.path)
 
 
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write JSON to ``path`` through a temp file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+@contextlib.contextmanager
+def atomic_path(dest: Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a free temp path beside ``dest``; when the block completes, rename it onto ``dest``.
+
+    Whatever the block writes there (a file, a symlink) replaces ``dest`` in one step; on any exception
+    (Ctrl-C included) the temp path is removed and ``dest`` is untouched.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
+    tmp.unlink()
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, ensure_ascii=False)
-            fh.write("\n")
-        os.replace(tmp, path)
+        yield tmp
+        os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            tmp.unlink()
         raise
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write JSON to ``path`` through a temp file in the same folder and an atomic rename."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def ensure_writable_parent(dest: Path) -> None:

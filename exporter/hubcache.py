@@ -13,16 +13,14 @@ sha256, ordinary git files by their git blob sha1. ``blob_hash_matches`` checks 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from exporter.errors import SourceError
-from exporter.fsutil import sha256_file
+from exporter.fsutil import atomic_path, sha256_file
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -93,43 +91,23 @@ def _blob_name(path: Path) -> str:
     return git_blob_sha1(path)
 
 
-def _tmp_sibling(dest: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    os.unlink(tmp)
-    return Path(tmp)
-
-
 def _write_blob(src: Path, dest: Path) -> None:
     if dest.is_file() and dest.stat().st_size == src.stat().st_size:
         return
-    tmp = _tmp_sibling(dest)
-    try:
+    with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _link(target: str, dest: Path) -> None:
     if dest.is_symlink() and os.readlink(dest) == target:
         return
-    tmp = _tmp_sibling(dest)
-    os.symlink(target, tmp)
-    try:
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_path(dest) as tmp:
+        os.symlink(target, tmp)
 
 
 def _write_ref(path: Path, sha: str) -> None:
-    tmp = _tmp_sibling(path)
-    tmp.write_text(sha, encoding="utf-8")  # the Hub writes the bare sha, no newline
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(sha, encoding="utf-8")  # the Hub writes the bare sha, no newline
 
 
 def _source_files(files_dir: Path) -> list[Path]:

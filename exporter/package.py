@@ -11,20 +11,18 @@ This module also holds the rules every reader of a published variant shares (``s
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
 import json
 import os
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from exporter import manifest as mf
 from exporter.errors import FidelityError, IntegrityError, UsageError
-from exporter.fsutil import ensure_writable_parent, sha256_file, staged_dir
+from exporter.fsutil import atomic_path, ensure_writable_parent, sha256_file, staged_dir
 
 # 2000-01-01T00:00:00Z: a fixed, plausible timestamp (GNU tar warns about 0).
 FIXED_MTIME = 946_684_800
@@ -179,20 +177,14 @@ def build_package(
     out = Path(out) if out is not None else default_package_path(artifact, variant_id)
     ensure_writable_parent(out)
     gz = out.name.endswith((".tar.gz", ".tgz"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as raw:
             if gz:
                 with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as z:
                     count = _write_tar(z, artifact, manifest, variant_id)
             else:
                 count = _write_tar(raw, artifact, manifest, variant_id)
         os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return PackageResult(out, variant_id, sha256_file(out), out.stat().st_size, count)
 
 

@@ -155,16 +155,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     thresholds = parity.thresholds_for(specs, plan.thresholds, kind)
     out = plan.out or default_out(plan.artifacts_root, src)
     env = environment()
-    source_entry = {
-        "repo": src.repo_id,
-        "revision": src.revision,
-        "requested_ref": src.requested_ref,
-        "pinned": src.pinned,
-        "local_path": str(src.local_path) if src.local_path else None,
-        "weights_format": src.weights_format,
-        "trust_remote_code": plan.trust_remote_code,
-        "files": [r.to_dict() for r in src.files],
-    }
+    source_entry = {**src.to_dict(), "trust_remote_code": plan.trust_remote_code}
     kept = {} if plan.force else _reusable_variants(out, source_entry, env, probe_set, plan.max_seq_length, kind)
     todo = [s for s in specs if s.id not in kept]
     if not todo:

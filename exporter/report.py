@@ -8,11 +8,9 @@ Pareto front (no other variant is both faster and closer to torch) and the recom
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-from exporter.fsutil import write_text_atomic
+from exporter.fsutil import atomic_path, write_text_atomic
 from exporter.recommend import eligible, rule_batch, size_bytes
 
 REPORT_MD = "REPORT.md"
@@ -111,14 +109,8 @@ def plot(manifest: dict, path: Path) -> None:
         src = manifest["source"]
         ax.set_title(f"{src['repo'] or src['local_path']} @ {(src['revision'] or 'unpinned')[:12]}", fontsize=10)
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".png") as tmp:
             fig.savefig(tmp, format="png")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     finally:
         plt.close(fig)
 
