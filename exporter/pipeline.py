@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from typing import Protocol
 from exporter import __version__
 from exporter.errors import ExporterError, ExportFailed, FidelityError, UsageError
 from exporter.fsutil import FileRecord, record_files, sha256_bytes, staged_dir
+
+log = logging.getLogger(__name__)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".ckpt")
 
@@ -313,6 +316,8 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
         entry["error"] = str(exc)
     except ExporterError as exc:
         entry["error"] = str(exc)
+        log.debug("variant %s could not be built", spec.id, exc_info=True)  # shown by --verbose
     except Exception as exc:  # a backend crash fails this variant, not the others
         entry["error"] = f"{type(exc).__name__}: {exc}"
+        log.debug("variant %s could not be built", spec.id, exc_info=True)
     return entry

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from exporter.default_model import REPO_ID as DEFAULT_REPO_ID
-from exporter.errors import ExporterError, IntegrityError, SourceError
+from exporter.errors import HubError, IntegrityError, SourceError
 from exporter.fsutil import FileRecord, record_files
 from exporter.hubcache import COMMIT_RE, blob_hash_matches, hub_cache_dir, hub_offline, repo_folder
 
@@ -44,10 +44,6 @@ _KINDS = {
     "CrossEncoder": "cross-encoder",
     "SparseEncoder": "sparse-encoder",
 }
-
-
-class HubError(ExporterError):
-    """The Hub could not be reached or failed (network, server error); exit 1."""
 
 
 @dataclass(frozen=True)

@@ -240,7 +240,7 @@ def run_parity_subprocess(
         return None, {v["id"]: CaseResult(v["id"], ERROR, msg, seconds=elapsed) for v in variants}
     if answer.get("fatal"):
         fatal = answer["fatal"]
-        raise getattr(errors, fatal["type"], ExporterError)(fatal["message"], fatal["hint"])
+        raise errors.error_class(fatal["type"])(fatal["message"], fatal["hint"])
     out = {}
     for v in variants:
         res = answer["results"].get(v["id"], {"error": "no result"})
