@@ -17,6 +17,7 @@ import typer
 from typer.testing import CliRunner
 
 from exporter import manifest as mf
+from exporter import modelpack
 from exporter import registry as reg
 from exporter.cli_registry import package as package_cmd
 from exporter.cli_registry import publish as publish_cmd
@@ -143,9 +144,18 @@ def test_round_trip_is_byte_identical_and_annotated(open_registry, artifact, tmp
     assert not (tmp_path / "pulled" / "onnx" / "model_qint8_avx2.onnx").exists()
 
     remote = _remote_manifest(open_registry, "team/tiny", f"{SHA12}-onnx")
-    assert remote["artifactType"] == reg.ARTIFACT_TYPE and remote["config"]["mediaType"] == reg.CONFIG_MEDIA_TYPE
-    titles = {layer["annotations"][reg.TITLE]: layer["digest"] for layer in remote["layers"]}
-    assert titles == {rel: f"sha256:{rec['sha256']}" for rel, rec in mf.listed_files(narrowed).items()}
+    assert (
+        remote["artifactType"] == modelpack.ARTIFACT_TYPE
+        and remote["config"]["mediaType"] == modelpack.CONFIG_MEDIA_TYPE
+    )
+    titles = {layer["annotations"][modelpack.FILEPATH]: layer["digest"] for layer in remote["layers"]}
+    own = "sha256:" + hashlib.sha256(manifest_bytes(narrowed)).hexdigest()
+    assert titles == {rel: f"sha256:{rec['sha256']}" for rel, rec in mf.listed_files(narrowed).items()} | {
+        "manifest.json": own
+    }
+    kinds = {layer["annotations"][modelpack.FILEPATH]: layer["mediaType"] for layer in remote["layers"]}
+    assert kinds["onnx/model.onnx"] == modelpack.WEIGHT and kinds["tokenizer.json"] == modelpack.WEIGHT_CONFIG
+    assert kinds["manifest.json"] == modelpack.DOC
     ann = remote["annotations"]
     assert ann["dev.exporter.source.repo"] == "acme/tiny-embedder"
     assert ann["dev.exporter.source.revision"].startswith(SHA12)
@@ -157,6 +167,17 @@ def test_round_trip_is_byte_identical_and_annotated(open_registry, artifact, tmp
     assert "dev.exporter.allow-failed" not in ann
     by_digest = reg.pull(f"oci://{open_registry.host}/team/tiny@{result.digest}", tmp_path / "by-digest")
     assert by_digest.files == pulled.files
+
+
+def test_v1_exporter_format_still_publishes_and_pulls(open_registry, artifact, tmp_path):
+    target = f"oci://{open_registry.host}/team/legacy"
+    (result,) = reg.publish(artifact, target, artifact_format="exporter", retry=FAST)
+    remote = _remote_manifest(open_registry, "team/legacy", f"{SHA12}-onnx")
+    assert remote["artifactType"] == reg.ARTIFACT_TYPE and remote["config"]["mediaType"] == reg.CONFIG_MEDIA_TYPE
+    pulled = reg.pull(result.reference, tmp_path / "pulled", retry=FAST)
+    assert (pulled.variant, pulled.files) == ("onnx", 5)
+    narrowed = mf.narrow(mf.load(artifact), "onnx")
+    assert (tmp_path / "pulled" / "manifest.json").read_bytes() == manifest_bytes(narrowed)
 
 
 def test_pulled_variant_loads_with_sentence_transformers(open_registry, tiny_model_dir, tmp_path):
@@ -249,7 +270,8 @@ def test_registry_dying_mid_publish_leaves_no_tag(open_registry, artifact, monke
     assert open_registry.tags("team/tiny") == []
     monkeypatch.setattr(reg.RegistryClient, "upload_blob", real_upload)
     (result,) = reg.publish(artifact, f"oci://{open_registry.host}/team/tiny", retry=FAST)
-    assert result.status == "pushed" and 0 < result.uploaded < len(mf.listed_files(mf.load(artifact)))
+    blobs = len(mf.listed_files(mf.load(artifact))) + 2  # + the ModelPack config and manifest.json
+    assert result.status == "pushed" and 0 < result.uploaded < blobs
 
 
 def test_5xx_is_retried_with_backoff_then_reported(tmp_path):
