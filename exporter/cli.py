@@ -307,6 +307,9 @@ def _register_command_modules() -> None:
         cli_registry.package,
         cli_registry.publish,
         cli_registry.pull,
+        cli_registry.sign,
+        cli_registry.inspect,
+        cli_registry.promote,
         cli_recipes.run,
         cli_recipes.plan,
     ):

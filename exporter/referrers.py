@@ -118,6 +118,7 @@ class Trust:
     signature_key: TrustedKey | None = None
     predicate: dict | None = None
     attestation_key: TrustedKey | None = None
+    attestation_bundle: bytes | None = None
     refused: list[str] = field(default_factory=list)  # one phrase per referrer that did not verify
 
     def describe(self) -> list[str]:
@@ -152,7 +153,7 @@ def check(client: RegistryClient, repo: str, digest: str, files: dict[str, str],
             elif statement.get("predicateType") == attestation.PREDICATE_TYPE:
                 predicate = attestation.check(statement, files, f"attestation {desc['digest'][:19]}…")
                 if trust.predicate is None or not predicate.get("passed"):
-                    trust.predicate, trust.attestation_key = predicate, key
+                    trust.predicate, trust.attestation_key, trust.attestation_bundle = predicate, key, bundle
         except IntegrityError as exc:
             trust.refused.append(exc.message)
     _require(trust, policy, where)
