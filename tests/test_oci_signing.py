@@ -22,6 +22,7 @@ from exporter.signing import BUNDLE_MEDIA_TYPE
 from tests.artifact_factory import REVISION, SHA12, make_artifact
 from tests.cli_runner import invoke
 from tests.registry_server import AUTH_PASSWORD, AUTH_USER, running_registry
+from tests.signing_keys import make_keypair
 
 CREDS = (AUTH_USER, AUTH_PASSWORD)
 
@@ -40,27 +41,10 @@ def _credentials(monkeypatch, tmp_path):
     monkeypatch.delenv("EXPORTER_SIGN_KEY_PASSWORD", raising=False)
 
 
-def _keypair(folder: Path, name: str) -> tuple[Path, Path]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    private = folder / f"{name}.pem"
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    private.chmod(0o600)
-    public = folder / f"{name}.pub"
-    public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return private, public
-
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     folder = tmp_path_factory.mktemp("keys")
-    return {name: _keypair(folder, name) for name in ("release", "other")}
+    return {name: make_keypair(folder, name) for name in ("release", "other")}
 
 
 @pytest.fixture
@@ -104,6 +88,11 @@ def test_sign_publish_inspect_promote_pull(registry, artifact, keys, tmp_path):
     # the referrers sit under the sha256-<hex> fallback tag (docker-registry 2.8 has no referrers API)
     assert sorted(registry.tags("team/e2e", auth=CREDS)) == ["candidate", referrers.fallback_tag(digest)]
 
+    again = _cli("publish", artifact, candidate, "--sign-key", private)  # same key: nothing new attached
+    assert again.code == 0 and again.out.startswith("unchanged onnx: ")
+    client = RegistryClient(host, credentials=reg.Credentials(*CREDS))
+    assert len(referrers.listed(client, "team/e2e", digest)) == 2
+
     unverified = _cli("inspect", candidate)
     verified = _cli("inspect", candidate, "--verify-key", public)
     as_json = _cli("inspect", candidate, "--verify-key", public, "--json")
@@ -120,7 +109,6 @@ def test_sign_publish_inspect_promote_pull(registry, artifact, keys, tmp_path):
     other_repo = _cli("promote", candidate, serving, "--verify-key", public)
     assert [same_repo.code, other_repo.code] == [0, 0], other_repo.err
     assert "no blob copied" in same_repo.out and "7 blobs mounted" in other_repo.out
-    client = RegistryClient(host, credentials=reg.Credentials(*CREDS))
     assert client.manifest_digest("team/e2e", "prod") == digest == client.manifest_digest("serving/e2e", "prod")
 
     dest = tmp_path / "pulled"
@@ -137,7 +125,9 @@ def test_sign_publish_inspect_promote_pull(registry, artifact, keys, tmp_path):
     sig.write_bytes((artifact / "signatures" / "onnx.model.sigstore.json").read_bytes())
     verifying.Config().use_elliptic_key_verifier(public_key=public).verify(dest, sig)
 
-    outputs += [r.out + r.err for r in (signed, pub, unverified, verified, as_json, same_repo, other_repo, pulled)]
+    outputs += [
+        r.out + r.err for r in (signed, pub, again, unverified, verified, as_json, same_repo, other_repo, pulled)
+    ]
     for text in outputs:
         assert not any(secret in text for secret in _key_secrets(private))
 

@@ -24,8 +24,10 @@ from exporter.cli_registry import publish as publish_cmd
 from exporter.cli_registry import pull as pull_cmd
 from exporter.errors import FidelityError, IntegrityError, OutputError, RegistryError, UsageError
 from exporter.package import manifest_bytes
+from exporter.signing import key_policy
 from tests.artifact_factory import SHA12, make_artifact
 from tests.registry_server import AUTH_PASSWORD, AUTH_USER, running_registry
+from tests.signing_keys import make_keypair
 
 FAST = reg.RetryPolicy(attempts=3, first_delay=0.05, factor=2.0, max_delay=0.2)
 
@@ -453,9 +455,11 @@ def test_exported_artifact_round_trip_loads(open_registry, tiny_model_dir, tmp_p
 
     manifest = mf.load(folder)
     variant = next(v for v in manifest["variants"] if v["status"] == "passed")
-    (result,) = reg.publish(folder, f"oci://{open_registry.host}/e2e/model", variant=variant["id"])
+    private, public = make_keypair(tmp_path, "release")
+    (result,) = reg.publish(folder, f"oci://{open_registry.host}/e2e/model", variant=variant["id"], sign_key=private)
     dest = tmp_path / "pulled"
-    reg.pull(result.reference, dest)
+    pulled = reg.pull(result.reference, dest, policy=key_policy([public]))
+    assert [line.split(",")[0] for line in pulled.trust] == ["signature: verified", "attestation: verified"]
     for rel in (f["path"] for f in manifest["shared_files"] + variant["files"]):
         assert (dest / rel).read_bytes() == (folder / rel).read_bytes()
     kwargs = {"file_name": variant["load"]["file_name"]}
