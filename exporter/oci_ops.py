@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from exporter import attestation, referrers
-from exporter.errors import RegistryError, UsageError
+from exporter.errors import IntegrityError, RegistryError, UsageError
 from exporter.oci_client import MANIFEST_MEDIA_TYPE, RegistryClient, RetryPolicy
 from exporter.oci_ref import Reference, find_credentials
 from exporter.registry import Fetched, fetch_checked
@@ -57,7 +57,10 @@ def inspect(
             bundle = referrers.fetch_bundle(client, ref.repository, desc, got.digest)
             if bundle is None:
                 continue
-            stmt = unverified_statement(bundle, f"referrer {desc['digest'][:19]}…")
+            try:
+                stmt = unverified_statement(bundle, f"referrer {desc['digest'][:19]}…")
+            except IntegrityError:
+                stmt = {"predicateType": "(unreadable bundle)"}
             entry = {
                 "digest": desc["digest"],
                 "predicateType": stmt.get("predicateType"),

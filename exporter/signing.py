@@ -17,6 +17,10 @@ A policy file (JSON) names the keys a fleet trusts::
      "require_signature": true, "require_attestation": true, "require_parity_passed": true}
 
 Paths are relative to the policy file. ``--verify-key PUB`` is the same policy with one key.
+
+Pinned internals of model-signing 1.1.1 used here (no public API does these): ``manifest._FileSerialization``
+(to build the signed manifest from known digests) and ``Verifier._verify_signed_content`` (the DSSE check
+alone, for statements that are not model_signing's own, i.e. the fidelity attestation).
 """
 
 from __future__ import annotations
@@ -100,21 +104,22 @@ _KEY_HINT = "Make one with `openssl ecparam -name prime256v1 -genkey -noout -out
 
 def load_signer(path: Path):
     """model_signing's EC signer for ``path`` after checking its permissions; (signer, fingerprint)."""
+    from cryptography.hazmat.primitives import serialization
     from model_signing._signing import sign_ec_key
 
     path = Path(path)
-    _read_key_file(path, private=True)
+    data = _read_key_file(path, private=True)
     password = os.environ.get(PASSWORD_ENV)
+    secret = password.encode() if password else None
     try:
-        signer = sign_ec_key.Signer(path, password.encode() if password else None)
+        key = serialization.load_pem_private_key(data, secret)
     except TypeError as exc:
         raise UsageError(f"private key {path} is encrypted.", f"Set {PASSWORD_ENV}.") from exc
-    except (ValueError, AttributeError) as exc:
-        raise UsageError(
-            f"{path} is not a usable P-256/384/521 PEM private key (or wrong password).", _KEY_HINT
-        ) from exc
-    key = signer._private_key
-    return signer, hashlib.sha256(_public_pem(key.public_key())).hexdigest()
+    except ValueError as exc:
+        raise UsageError(f"{path} is not a usable PEM private key (or the password is wrong).", _KEY_HINT) from exc
+    if getattr(getattr(key, "curve", None), "name", None) not in _CURVES:
+        raise UsageError(f"private key {path} is not a P-256/384/521 elliptic-curve key.", _KEY_HINT)
+    return sign_ec_key.Signer(path, secret), hashlib.sha256(_public_pem(key.public_key())).hexdigest()
 
 
 def load_policy(path: Path) -> Policy:

@@ -171,13 +171,14 @@ def test_round_trip_is_byte_identical_and_annotated(open_registry, artifact, tmp
     assert by_digest.files == pulled.files
 
 
-def test_v1_exporter_format_still_publishes_and_pulls(open_registry, artifact, tmp_path):
+def test_v1_exporter_format_still_publishes_and_pulls_signed(open_registry, artifact, tmp_path):
     target = f"oci://{open_registry.host}/team/legacy"
-    (result,) = reg.publish(artifact, target, artifact_format="exporter", retry=FAST)
+    private, public = make_keypair(tmp_path, "k")
+    (result,) = reg.publish(artifact, target, artifact_format="exporter", sign_key=private, retry=FAST)
     remote = _remote_manifest(open_registry, "team/legacy", f"{SHA12}-onnx")
     assert remote["artifactType"] == reg.ARTIFACT_TYPE and remote["config"]["mediaType"] == reg.CONFIG_MEDIA_TYPE
-    pulled = reg.pull(result.reference, tmp_path / "pulled", retry=FAST)
-    assert (pulled.variant, pulled.files) == ("onnx", 5)
+    pulled = reg.pull(result.reference, tmp_path / "pulled", policy=key_policy([public]), retry=FAST)
+    assert (pulled.variant, pulled.files, len(pulled.trust)) == ("onnx", 5, 2)
     narrowed = mf.narrow(mf.load(artifact), "onnx")
     assert (tmp_path / "pulled" / "manifest.json").read_bytes() == manifest_bytes(narrowed)
 
