@@ -161,7 +161,7 @@ def check(client: RegistryClient, repo: str, digest: str, files: dict[str, str],
 
 
 def _require(trust: Trust, policy: Policy, where: str) -> None:
-    why = "; ".join(trust.refused[:3]) or "none attached"
+    why = "; ".join(dict.fromkeys(r.rstrip(".") for r in trust.refused[:3])) or "none attached"
     hint = f"Trusted keys: {policy.describe()}. Nothing was written."
     if policy.require_signature and trust.signature is None:
         raise IntegrityError(f"{where} has no signature by a trusted key ({why}).", hint)

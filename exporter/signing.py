@@ -223,7 +223,7 @@ def verify_statement(bundle: bytes, policy: Policy, where: str) -> tuple[dict, T
             except ValueError as exc:
                 raise IntegrityError(f"{where} signs a payload that is not JSON.", "Refusing it.") from exc
     raise IntegrityError(
-        f"{where} is not signed by a trusted key (signed by key {str(hint)[:16]}…).",
+        f"{where} is signed by key {str(hint)[:16]}, which is not trusted",
         f"Trusted: {policy.describe()}. Refusing it.",
     )
 

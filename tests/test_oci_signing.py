@@ -256,6 +256,8 @@ def test_failed_parity_attestation_is_refused_with_exit_3(registry, tmp_path, ke
     )
     pulled = _cli("pull", result.reference, tmp_path / "pulled", "--verify-key", keys["release"][1])
     assert pulled.code == 3 and "parity did not pass" in pulled.err
+    gate = _cli("inspect", result.reference, "--verify-key", keys["release"][1])  # a CI gate's question
+    assert gate.code == 3
     _nothing_at(tmp_path / "pulled")
 
 
