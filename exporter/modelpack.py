@@ -24,6 +24,7 @@ import jsonschema
 
 from exporter import manifest as mf
 from exporter.errors import IntegrityError
+from exporter.oci_ref import DIGEST_RE
 from exporter.package import FIXED_MTIME, check_layout, variant_files
 
 ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
@@ -166,10 +167,14 @@ def read_layers(doc: dict, config: bytes, where: str) -> list[tuple[str, str, in
                 f"{where}: layer {i} is not a raw ModelPack file with a file path (tar layers are not read).",
                 "Push each file as its own raw layer.",
             )
-        layers.append((path, layer.get("digest"), layer.get("size")))
-    check_layout([p for p, _, _ in layers if p != mf.MANIFEST_NAME], where)
-    if [p for p, _, _ in layers].count(mf.MANIFEST_NAME) > 1:
-        raise IntegrityError(f"{where} lists {mf.MANIFEST_NAME!r} twice.", "Refusing it.")
+        size = layer.get("size")
+        if not DIGEST_RE.match(str(layer.get("digest"))) or type(size) is not int or size < 0:
+            raise IntegrityError(f"{where}: layer {i} has a malformed digest or size.", "Refusing it.")
+        layers.append((path, layer["digest"], size))
+    paths = [p for p, _, _ in layers]
+    check_layout([p for p in paths if p != mf.MANIFEST_NAME], where)
+    if paths.count(mf.MANIFEST_NAME) > 1 or any(p.startswith(mf.MANIFEST_NAME + "/") for p in paths):
+        raise IntegrityError(f"{where} lists {mf.MANIFEST_NAME!r} twice or as a folder.", "Refusing it.")
     if cfg["modelfs"]["diffIds"] != [d for _, d, _ in layers]:
         raise IntegrityError(f"{where}: config.modelfs.diffIds do not match its layers.", "Refusing it.")
     return layers

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from exporter import attestation, referrers
+from exporter import attestation, modelpack, referrers
 from exporter.errors import IntegrityError, RegistryError, UsageError
 from exporter.oci_client import MANIFEST_MEDIA_TYPE, RegistryClient, RetryPolicy
 from exporter.oci_ref import Reference, find_credentials
@@ -87,7 +87,7 @@ def _files(got: Fetched) -> list[tuple[str, str, int]]:
     types = {
         (layer.get("annotations") or {}).get(k): layer.get("mediaType")
         for layer in got.doc.get("layers") or []
-        for k in ("org.cncf.model.filepath", "org.opencontainers.image.title")
+        for k in (modelpack.FILEPATH, modelpack.TITLE)
     }
     out = [(p, types.get(p) or "", size) for p, _, size in got.layers]
     out += [(p, types.get(p) or got.doc["config"]["mediaType"], len(b)) for p, b in got.inline.items()]

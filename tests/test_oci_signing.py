@@ -353,3 +353,55 @@ def test_we_pull_what_modelpack_client_pushed(registry, tiny_model_dir, keys, tm
     assert unsigned.code == 4 and "no signature" in unsigned.err
     info = _cli("inspect", ref)
     assert info.code == 0 and "(modelpack, variant -)" in info.out and BUNDLE_MEDIA_TYPE not in info.out
+
+
+# ----------------------------------------------------------------------------------------- hostile ModelPack
+
+
+def _path_of(index: int, path: str):
+    def edit(doc):
+        doc["layers"][index]["annotations"][modelpack.FILEPATH] = path
+
+    return edit
+
+
+def _swap_first_two(doc):
+    doc["layers"][0], doc["layers"][1] = doc["layers"][1], doc["layers"][0]
+
+
+def _as_tar(doc):
+    doc["layers"][0]["mediaType"] = "application/vnd.cncf.model.weight.v1.tar"
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (_path_of(0, "../evil"), "unsafe"),
+        (_path_of(0, "/etc/evil"), "unsafe"),
+        (_path_of(0, "manifest.json/x"), "as a folder"),
+        (_swap_first_two, "diffIds do not match"),
+        (_as_tar, "tar layers are not read"),
+    ],
+    ids=["dotdot", "absolute", "manifest-folder", "diffids", "tar"],
+)
+def test_hostile_modelpack_manifests_are_refused_writing_nothing(registry, artifact, tmp_path, edit, match):
+    import requests
+
+    (result,) = reg.publish(artifact, f"oci://{registry.host}/hostile/model:honest")
+    url = f"{registry.url}/v2/hostile/model/manifests"
+    headers = {"Accept": reg.MANIFEST_MEDIA_TYPE}
+    doc = requests.get(f"{url}/honest", headers=headers, auth=CREDS, timeout=5).json()
+    edit(doc)
+    put = requests.put(
+        f"{url}/evil",
+        data=json.dumps(doc).encode(),
+        headers={"Content-Type": reg.MANIFEST_MEDIA_TYPE},
+        auth=CREDS,
+        timeout=5,
+    )
+    put.raise_for_status()
+    dest = tmp_path / "pulled"
+    pulled = _cli("pull", f"oci://{registry.host}/hostile/model:evil", dest)
+    assert pulled.code == 4 and match in pulled.err, pulled.err
+    _nothing_at(dest)
+    assert not (tmp_path / "evil").exists()
