@@ -23,6 +23,7 @@ from exporter.cli_registry import package as package_cmd
 from exporter.cli_registry import publish as publish_cmd
 from exporter.cli_registry import pull as pull_cmd
 from exporter.errors import FidelityError, IntegrityError, OutputError, RegistryError, UsageError
+from exporter.oci_ops import inspect
 from exporter.package import manifest_bytes
 from exporter.signing import key_policy
 from tests.artifact_factory import SHA12, make_artifact
@@ -179,6 +180,8 @@ def test_v1_exporter_format_still_publishes_and_pulls_signed(open_registry, arti
     assert remote["artifactType"] == reg.ARTIFACT_TYPE and remote["config"]["mediaType"] == reg.CONFIG_MEDIA_TYPE
     pulled = reg.pull(result.reference, tmp_path / "pulled", policy=key_policy([public]), retry=FAST)
     assert (pulled.variant, pulled.files, len(pulled.trust)) == ("onnx", 5, 2)
+    info = inspect(result.reference, retry=FAST)
+    assert (info.encoding, info.variant, len(info.files), len(info.referrers)) == ("exporter", "onnx", 6, 2)
     narrowed = mf.narrow(mf.load(artifact), "onnx")
     assert (tmp_path / "pulled" / "manifest.json").read_bytes() == manifest_bytes(narrowed)
 
