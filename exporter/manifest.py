@@ -19,6 +19,12 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 # Files that describe an artifact rather than belong to a model; never listed as model files.
 META_FILES = frozenset({MANIFEST_NAME, "REPORT.md", "report.png"})
+META_DIRS = ("signatures/",)  # `exporter sign` writes its bundles there
+
+
+def is_meta(rel: str) -> bool:
+    """True for a path (relative, POSIX) that describes the artifact rather than belongs to the model."""
+    return rel in META_FILES or rel.startswith(META_DIRS) or rel.startswith(".")
 
 
 @cache
@@ -132,7 +138,7 @@ def check_files(artifact: Path, manifest: dict, variant_ids_: list[str] | None =
         every = listed_files(manifest)
         for p in sorted(artifact.rglob("*")):
             rel = p.relative_to(artifact).as_posix()
-            if p.is_file() and rel not in every and rel not in META_FILES and not rel.startswith("."):
+            if p.is_file() and rel not in every and not is_meta(rel):
                 result.extra.append(rel)
     return result
 

@@ -179,7 +179,7 @@ def _check_files(artifact: Path, manifest: dict, ids: list[str] | None):
         listed = mf.listed_files(manifest)
         for p in sorted(artifact.rglob("*")):
             rel = p.relative_to(artifact).as_posix()
-            if p.is_file() and rel not in listed and rel not in mf.META_FILES and not rel.startswith("."):
+            if p.is_file() and rel not in listed and not mf.is_meta(rel):
                 check.extra.append(rel)
     return check
 

@@ -81,6 +81,7 @@ def test_sign_publish_inspect_promote_pull(registry, artifact, keys, tmp_path):
     signed = _cli("sign", artifact, "--key", private)
     assert signed.code == 0, signed.err
     assert signed.out.startswith("signed onnx: 6 files, key ")
+    assert mf.check_files(artifact, mf.load(artifact)).ok  # the bundles are not "unlisted model files"
     pub = _cli("publish", artifact, candidate)  # attaches the bundles `sign` left in the artifact
     assert pub.code == 0, pub.err
     assert "signed by key" in pub.out
