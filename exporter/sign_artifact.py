@@ -85,7 +85,7 @@ def stored_bundles(artifact: Path, p: VariantPayload) -> Bundles | None:
     paths = {kind: bundle_path(artifact, vid, kind) for kind in KINDS}
     if not any(path.exists() for path in paths.values()):
         return None
-    hint = f"Re-run `exporter sign {artifact} --variant {vid} --key KEY`."
+    hint = f"Re-run `exporter sign {artifact} --variant {vid} --key KEY`, or delete them to publish unsigned."
     by_kind = {}
     for kind, path in paths.items():
         if not path.is_file():

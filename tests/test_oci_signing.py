@@ -288,6 +288,29 @@ def test_loose_or_wrong_keys_are_refused_in_one_line_without_printing_them(regis
     assert not any(s in as_public.err for s in _key_secrets(private))
 
 
+def test_encrypted_key_takes_its_password_from_the_environment(artifact, tmp_path, monkeypatch):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = tmp_path / "enc.pem"
+    key.write_bytes(
+        ec.generate_private_key(ec.SECP384R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pass-phrase-not-printed"),
+        )
+    )
+    key.chmod(0o600)
+    locked = _cli("sign", artifact, "--key", key)
+    assert locked.code == 2 and "EXPORTER_SIGN_KEY_PASSWORD" in locked.err
+    monkeypatch.setenv("EXPORTER_SIGN_KEY_PASSWORD", "wrong")
+    assert _cli("sign", artifact, "--key", key).code == 2
+    monkeypatch.setenv("EXPORTER_SIGN_KEY_PASSWORD", "pass-phrase-not-printed")
+    unlocked = _cli("sign", artifact, "--key", key, "--variant", "all")
+    assert unlocked.code == 0 and unlocked.out.count("signed ") == 2
+    assert "pass-phrase" not in locked.err + unlocked.out
+
+
 def test_stale_signature_is_not_attached(registry, artifact, keys):
     assert _cli("sign", artifact, "--key", keys["release"][0]).code == 0
     manifest = mf.load(artifact)
