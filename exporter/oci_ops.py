@@ -13,13 +13,9 @@ from dataclasses import dataclass, field
 from exporter import attestation, modelpack, referrers
 from exporter.errors import IntegrityError, RegistryError, UsageError
 from exporter.oci_client import MANIFEST_MEDIA_TYPE, RegistryClient, RetryPolicy
-from exporter.oci_ref import Reference, find_credentials
-from exporter.registry import Fetched, fetch_checked
+from exporter.oci_ref import Reference
+from exporter.registry import Fetched, client_for, fetch_checked
 from exporter.signing import Policy, bundle_key_hint, unverified_statement
-
-
-def _client(ref: Reference, insecure: bool, retry: RetryPolicy | None) -> RegistryClient:
-    return RegistryClient(ref.host, insecure=insecure, credentials=lambda: find_credentials(ref.host), retry=retry)
 
 
 def _need_ref(url: str) -> Reference:
@@ -50,7 +46,7 @@ def inspect(
 ) -> Inspection:
     """Describe a published artifact and what is attached to it, without downloading its weights."""
     ref = _need_ref(source)
-    with _client(ref, insecure, retry) as client:
+    with client_for(ref, insecure, retry) as client:
         got = fetch_checked(client, ref)
         found = []
         for desc in referrers.listed(client, ref.repository, got.digest):
@@ -113,7 +109,7 @@ def promote(
         raise UsageError("promote needs a target tag.", "Write the target as oci://HOST/REPO:TAG.")
     if dst.host != src.host:
         raise UsageError("promote re-tags within one registry.", "Pull, verify and publish to copy across registries.")
-    with _client(src, insecure, retry) as client:
+    with client_for(src, insecure, retry) as client:
         got = fetch_checked(client, src)
         trust = referrers.check(client, src.repository, got.digest, got.files, policy, str(src))
         data, _ = client.get_manifest(src.repository, got.digest)

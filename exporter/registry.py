@@ -170,7 +170,7 @@ def publish(
         data, blobs = _encode(artifact, p, forced, artifact_format)
         plans.append((vid, ref.tag or default_tag(manifest, vid), data, blobs, bundles, forced))
     results = []
-    with _client(ref, insecure, retry) as client:
+    with client_for(ref, insecure, retry) as client:
         for vid, tag, data, blobs, bundles, forced in plans:
             status, digest, uploaded = _publish_one(client, ref.repository, tag, data, blobs, bundles, force)
             where = str(Reference(ref.host, ref.repository, tag))
@@ -202,7 +202,7 @@ def _encode(artifact: Path, p: VariantPayload, forced: bool, artifact_format: st
     return data, blobs
 
 
-def _client(ref: Reference, insecure: bool, retry: RetryPolicy | None) -> RegistryClient:
+def client_for(ref: Reference, insecure: bool, retry: RetryPolicy | None) -> RegistryClient:
     return RegistryClient(ref.host, insecure=insecure, credentials=lambda: find_credentials(ref.host), retry=retry)
 
 
@@ -312,7 +312,7 @@ def pull(
     if dest.exists() and not force:
         raise OutputError(f"{dest} already exists.", "Pass --force to replace it, or choose another folder.")
     where = str(ref)
-    with _client(ref, insecure, retry) as client:
+    with client_for(ref, insecure, retry) as client:
         got = fetch_checked(client, ref)
         trust = referrers.check(client, ref.repository, got.digest, got.files, policy, where) if policy else None
         with staged_dir(dest, replace=force) as tmp:
