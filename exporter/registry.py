@@ -37,6 +37,7 @@ import oras.schemas
 import requests
 
 from exporter import manifest as mf
+from exporter import outdir
 from exporter.errors import IntegrityError, OutputError, RegistryError, UsageError
 from exporter.fsutil import staged_dir
 from exporter.package import (
@@ -644,6 +645,7 @@ def pull(
         raise UsageError("pull needs a tag or digest.", "Write oci://HOST/REPO:TAG or …/REPO@sha256:….")
     if dest.exists() and not force:
         raise OutputError(f"{dest} already exists.", "Pass --force to replace it, or choose another folder.")
+    outdir.check_out(dest)  # writable; --force replaces only an empty folder or an artifact of ours
     where = str(ref)
     with _client(ref, insecure, retry) as client:
         digest, config, narrowed, layers = _fetch_checked(client, ref)
