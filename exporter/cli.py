@@ -100,7 +100,7 @@ class RichProgress:
         """A line about something done on the user's behalf (e.g. a killed run's leftovers removed)."""
         from rich.markup import escape
 
-        self.console.print(f"[yellow]![/] {escape(message)}")
+        self.console.print(f"[yellow]![/] {escape(message)}", soft_wrap=True)  # one line, never wrapped
 
 
 @contextlib.contextmanager
