@@ -381,3 +381,21 @@ def test_kill_9_mid_export_then_the_next_run_cleans_up_and_replaces_our_artifact
     assert f"Removed {partial}" in res.err and f"pid {proc.pid} is gone" in res.err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"], "no partial folder, lock or old copy left"
     assert mf.load(out)["source"]["repo"] == hf.TINY_REPO
+
+
+def test_pull_force_replaces_an_earlier_pull_and_cleans_a_killed_pulls_leftovers(tmp_path_factory, tmp_path):
+    from exporter import registry as reg
+    from tests.registry_server import running_registry
+
+    art = make_artifact(tmp_path / "art", recommended="onnx")
+    with running_registry(tmp_path_factory.mktemp("registry")) as server:
+        (pushed,) = reg.publish(art, f"oci://{server.host}/team/tiny")
+        dest = tmp_path / "pulled"
+        assert invoke("pull", pushed.reference, str(dest)).code == 0
+        dead = _dead_pid()
+        (tmp_path / f".pulled.partial-{dead}-zz").mkdir()
+        res = invoke("pull", pushed.reference, str(dest), "--force")
+    assert res.code == 0, res.err
+    assert f"! Removed {tmp_path / f'.pulled.partial-{dead}-zz'} (0.0 MB)" in res.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art", "pulled"]
+    assert mf.check_files(dest, mf.load(dest)).ok
