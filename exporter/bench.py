@@ -116,7 +116,7 @@ def bench(
     if not chosen:
         raise UsageError(f"{artifact} has no built variant to benchmark.", "Export one with `exporter export`.")
     mf.require_intact(artifact, manifest, [v["id"] for v in chosen])
-    text_set = probes.load_text_set(texts, "probe")
+    text_set = probes.load_text_set(texts, "probe", min_texts=1)  # timing needs no minimum
     sample = list(text_set.texts[:max_texts])
     kind = manifest["model"]["kind"]
     kspec = kinds.get(kind)

@@ -96,6 +96,12 @@ class RichProgress:
             yield
         self.console.print(f"[green]✓[/] {label} [dim]({time.perf_counter() - start:.1f}s)[/]")
 
+    def note(self, message: str) -> None:
+        """A line about something done on the user's behalf (e.g. a killed run's leftovers removed)."""
+        from rich.markup import escape
+
+        self.console.print(f"[yellow]![/] {escape(message)}", soft_wrap=True)  # one line, never wrapped
+
 
 @contextlib.contextmanager
 def library_stdout_to_stderr() -> Iterator[None]:

@@ -112,6 +112,8 @@ def pull(
 
     trusted = _policy(verify_key, policy)
     r = do_pull(source, dest, force=force, insecure=insecure, policy=trusted)
+    for line in r.cleaned:
+        typer.echo(f"! {line}", err=True)
     what = r.variant or "modelpack artifact"
     typer.echo(f"pulled {what}: {r.files} files ({r.size} bytes) into {r.dest} from {r.reference}@{r.digest}")
     for line in r.trust:

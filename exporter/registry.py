@@ -30,7 +30,7 @@ import oras.defaults
 import oras.schemas
 
 from exporter import manifest as mf
-from exporter import modelpack, referrers
+from exporter import modelpack, outdir, referrers
 from exporter.errors import IntegrityError, OutputError, RegistryError, UsageError
 from exporter.fsutil import staged_dir
 from exporter.oci_client import _MAX_JSON, MANIFEST_MEDIA_TYPE, RegistryClient, RetryPolicy
@@ -132,6 +132,7 @@ class PullResult:
     files: int
     size: int
     trust: list[str] = field(default_factory=list)  # what was verified, one line each
+    cleaned: tuple[str, ...] = ()  # what killed earlier pulls had left beside dest, now removed
 
 
 def publish(
@@ -311,8 +312,9 @@ def pull(
         raise UsageError("pull needs a tag or digest.", "Write oci://HOST/REPO:TAG or …/REPO@sha256:….")
     if dest.exists() and not force:
         raise OutputError(f"{dest} already exists.", "Pass --force to replace it, or choose another folder.")
+    outdir.check_out(dest)  # writable; --force replaces only an empty folder or an artifact of ours
     where = str(ref)
-    with client_for(ref, insecure, retry) as client:
+    with client_for(ref, insecure, retry) as client, outdir.claim(dest) as cleaned:
         got = fetch_checked(client, ref)
         trust = referrers.check(client, ref.repository, got.digest, got.files, policy, where) if policy else None
         with staged_dir(dest, replace=force) as tmp:
@@ -329,7 +331,7 @@ def pull(
     total = sum(size for _, _, size in got.layers)  # the model's files; manifest.json is not counted
     variant = got.narrowed["variants"][0]["id"] if got.narrowed else None
     lines = trust.describe() if trust else []
-    return PullResult(dest, where, got.digest, variant, len(got.layers), total, lines)
+    return PullResult(dest, where, got.digest, variant, len(got.layers), total, lines, tuple(cleaned))
 
 
 def fetch_checked(client: RegistryClient, ref: Reference) -> Fetched:
