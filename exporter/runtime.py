@@ -31,6 +31,7 @@ from exporter import st_modules
 from exporter.errors import UsageError
 
 SENTENCE_OUTPUT = "sentence_embedding"
+SPARSE_OUTPUT = "sparse_embedding"  # SPLADE vectors [batch, vocab] (exporter.export_onnx_sparse)
 TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 # Providers that a session lists but that run no local graph nodes (onnxruntime lists Azure first).
@@ -196,9 +197,10 @@ class Encoder:
         self.backend = backend
         self.path = path
         outputs = session.output_names
-        self.pooling_in_graph = SENTENCE_OUTPUT in outputs
+        self.sparse = SPARSE_OUTPUT in outputs
+        self.pooling_in_graph = SENTENCE_OUTPUT in outputs or self.sparse
         if self.pooling_in_graph:
-            self._output = SENTENCE_OUTPUT
+            self._output = SPARSE_OUTPUT if self.sparse else SENTENCE_OUTPUT
         else:
             token_output = next((name for name in TOKEN_OUTPUTS if name in outputs), None)
             if token_output is None or facts.pooling is None or not facts.plain_pooling_chain:
@@ -254,7 +256,14 @@ class Encoder:
         *,
         prompt_name: str | None = None,
         prompt: str | None = None,
+        top_k: int | None = None,
+        threshold: float | None = None,
     ) -> np.ndarray:
+        """Embeddings [n, dim]; for a sparse encoder, dense [n, vocab] SPLADE vectors, pruned if asked:
+        ``top_k`` keeps each row's k largest weights (ST's ``max_active_dims``), ``threshold`` zeroes
+        weights at or below it."""
+        if (top_k is not None or threshold is not None) and not self.sparse:
+            raise UsageError("top_k / threshold prune sparse vectors; this model is not a sparse encoder.", "")
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not one string.")
         texts = self._apply_prompt(list(texts), prompt_name, prompt)
@@ -272,7 +281,21 @@ class Encoder:
         stacked = np.concatenate(chunks, axis=0).astype(np.float32, copy=False)
         result = np.empty_like(stacked)
         result[order] = stacked
-        return result
+        return prune(result, top_k, threshold) if self.sparse else result
+
+
+def prune(vectors: np.ndarray, top_k: int | None = None, threshold: float | None = None) -> np.ndarray:
+    """Sparse vectors with each row's ``top_k`` largest weights kept and weights ``<= threshold`` zeroed."""
+    if top_k is not None:
+        if top_k < 1:
+            raise UsageError(f"top_k must be a positive integer, not {top_k}.", "")
+        if top_k < vectors.shape[1]:
+            drop = np.argpartition(-vectors, top_k - 1, axis=1)[:, top_k:]
+            vectors = vectors.copy()
+            np.put_along_axis(vectors, drop, 0.0, axis=1)
+    if threshold is not None:
+        vectors = np.where(vectors > threshold, vectors, 0.0).astype(vectors.dtype)
+    return vectors
 
 
 def load(
