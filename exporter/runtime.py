@@ -84,9 +84,41 @@ def _open_onnx(path: Path, providers: tuple[str, ...] | None = None, threads: in
     return _OnnxSession(ort.InferenceSession(str(path), sess_options=options, providers=wanted))
 
 
-# backend name -> opener(path, providers, threads). "openvino" goes here (openvino.Core().compile_model).
+@dataclass
+class _OpenVinoSession:
+    compiled: Any  # openvino.CompiledModel
+
+    @property
+    def input_names(self) -> list[str]:
+        return [p.get_any_name() for p in self.compiled.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [p.get_any_name() for p in self.compiled.outputs]
+
+    @property
+    def providers(self) -> list[str]:
+        return [f"OpenVINO:{d}" for d in self.compiled.get_property("EXECUTION_DEVICES")]
+
+    def run(self, output_names, feeds):
+        result = self.compiled.create_infer_request().infer(feeds)
+        return [result[self.compiled.output(name)] for name in output_names]
+
+
+def _open_openvino(path: Path, providers: tuple[str, ...] | None = None, threads: int | None = None) -> Session:
+    """An OpenVINO IR (``.xml``) or ONNX file on the CPU, f32 inference pinned (as the manifest's variants)."""
+    import openvino as ov
+
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = str(threads)
+    return _OpenVinoSession(ov.Core().compile_model(str(path), "CPU", config))
+
+
+# backend name -> opener(path, providers, threads).
 BACKENDS: dict[str, Callable[..., Session]] = {
     "onnx": _open_onnx,
+    "openvino": _open_openvino,
 }
 
 
@@ -158,13 +190,17 @@ def load_tokenizer(facts: st_modules.ModelFacts):
     """The artifact's tokenizer.json configured the way sentence-transformers tokenises."""
     from tokenizers import Tokenizer, normalizers
 
-    path = facts.transformer_dir / "tokenizer.json"
+    path = facts.tokenizer_dir / "tokenizer.json"
     if not path.is_file():
         raise UsageError(
             f"{path} is missing; the torch-free runtime needs the fast tokenizer file.",
             "Re-export the artifact from a source whose tokenizer has a tokenizer.json.",
         )
     tokenizer = Tokenizer.from_file(str(path))
+    if facts.static_embedding:  # StaticEmbedding tokenises with the file's own settings, unpadded
+        tokenizer.no_padding()
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        return tokenizer
     tokenizer.no_truncation()
     tokenizer.no_padding()
     tf = facts.tokenizer
@@ -236,7 +272,8 @@ class Encoder:
 
     def tokenize(self, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Feeds for the graph (only the inputs it declares) and the attention mask."""
-        encodings = self.tokenizer.encode_batch(list(texts))
+        # StaticEmbedding adds no special tokens (ST's StaticEmbedding.preprocess).
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=not self.facts.static_embedding)
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         available = {

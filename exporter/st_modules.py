@@ -108,6 +108,18 @@ class ModelFacts:
         return self.root / entry.path if entry and entry.path else self.root
 
     @property
+    def static_embedding(self) -> ModuleEntry | None:
+        """The StaticEmbedding input module of a model2vec-style model (``exporter.export_onnx_static``)."""
+        first = self.modules[0] if self.modules else None
+        return first if first is not None and first.kind is ModuleKind.STATIC_EMBEDDING else None
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        """Folder of the input module's tokenizer.json: the StaticEmbedding's, else the Transformer's."""
+        entry = self.static_embedding
+        return (self.root / entry.path if entry.path else self.root) if entry else self.transformer_dir
+
+    @property
     def max_seq_length(self) -> int | None:
         return self.tokenizer.max_seq_length
 
