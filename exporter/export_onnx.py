@@ -256,8 +256,10 @@ def export_base(
 
 def build_base(ctx, spec):
     """Variant builder for the catalogue (``exporter.variants``): the fp32 base graph of the model's kind."""
-    from exporter import kinds
+    from exporter import export_onnx_static, kinds
 
+    if export_onnx_static.is_static(ctx.source_dir):  # StaticEmbedding: its own small graph
+        return export_onnx_static.build_static(ctx, spec)
     return kinds.get(ctx.kind).onnx_build_fn()(ctx, spec)
 
 

@@ -139,8 +139,10 @@ def _io(model) -> dict[str, list[str]]:
 
 def build_fp32(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     """Export the torch transformer to an fp32 OpenVINO IR at ``openvino/openvino_model.xml``."""
-    from exporter import kinds
+    from exporter import export_onnx_static, kinds
 
+    if export_onnx_static.is_static(ctx.source_dir):  # StaticEmbedding: IR of its own ONNX graph
+        return export_onnx_static.build_static_openvino(ctx, spec)
     kspec = kinds.get(ctx.kind)
     model_dir = transformer_path(ctx.source_dir)
     start = time.perf_counter()

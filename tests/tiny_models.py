@@ -180,3 +180,38 @@ def build_tiny_sparse_encoder(
         st_cfg = {"max_seq_length": max_seq_length, "do_lower_case": False}
         (out / "sentence_bert_config.json").write_text(json.dumps(st_cfg, indent=2))
     return out
+
+
+def build_tiny_static_embedding(
+    out: Path, *, dim: int = 16, normalize: bool = False, layout: str = "5.7", seed: int = 0
+) -> Path:
+    """Write a model2vec-style StaticEmbedding model (tokenizer.json + one vector per token, no config.json).
+
+    ``layout="5.7"`` is how sentence-transformers 5.7 saves it (the module at the root);
+    ``layout="folder"`` is the older Hub layout of sentence-transformers/static-retrieval-mrl-en-v1
+    (``0_StaticEmbedding/`` with ``sentence_transformers.models.StaticEmbedding`` in modules.json).
+    """
+    import json
+    import shutil
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, StaticEmbedding
+    from tokenizers import Tokenizer
+
+    torch.manual_seed(seed)
+    work = out.parent / f".{out.name}.hf"
+    _tokenizer_files(work, 32)
+    static = StaticEmbedding(Tokenizer.from_file(str(work / "tokenizer.json")), embedding_dim=dim)
+    modules = [static] + ([Normalize()] if normalize else [])
+    SentenceTransformer(modules=modules, device="cpu").save(str(out), safe_serialization=True)
+    shutil.rmtree(work, ignore_errors=True)
+    if layout == "folder":
+        entries = json.loads((out / "modules.json").read_text())
+        folder = out / "0_StaticEmbedding"
+        folder.mkdir()
+        for name in ("model.safetensors", "tokenizer.json"):
+            (out / name).rename(folder / name)
+        entries[0].update(path="0_StaticEmbedding", type="sentence_transformers.models.StaticEmbedding")
+        (out / "modules.json").write_text(json.dumps(entries, indent=2))
+    return out
