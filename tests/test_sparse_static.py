@@ -329,6 +329,9 @@ def test_settle_moves_tensors_out_and_back_by_the_limit(tmp_path):
     onnx.save(helper.make_model(graph), str(path))
     assert external_data.settle(path, max_bytes=1024) == [path, path.parent / "model_X.onnx_data"]
     assert path.stat().st_size < 1024
+    inode = (path.parent / "model_X.onnx_data").stat().st_ino
+    assert external_data.settle(path, max_bytes=1024) == [path, path.parent / "model_X.onnx_data"]
+    assert (path.parent / "model_X.onnx_data").stat().st_ino == inode  # already right: not rewritten
     assert external_data.settle(path, max_bytes=10**6) == [path]  # back inline, the data file removed
     assert not (path.parent / "model_X.onnx_data").exists()
     reloaded = onnx.load(str(path))
