@@ -96,6 +96,9 @@ def classify(root: Path, kind: str) -> ChainShape | None:
                 "SpladePooling; only SPLADE sparse encoders export.",
                 "Use sentence-transformers for this sparse model (e.g. SparseAutoEncoder / CSR).",
             )
+        from exporter.export_onnx_sparse import read_splade
+
+        read_splade(Path(root))  # an unknown pooling_strategy / activation_function: refused here, by name
         legacy = modules[0].type.rsplit(".", 1)[-1] == "MLMTransformer"
         return ChainShape("splade-mlmtransformer" if legacy else "splade-transformer")
     return None

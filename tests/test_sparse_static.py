@@ -255,6 +255,17 @@ def test_refused_chains_name_their_modules(tmp_path, types, kind, expected):
     assert expected in info.value.message and info.value.hint
 
 
+def test_unknown_splade_activation_is_refused_by_name(tmp_path):
+    root = _modules_dir(tmp_path, ["x.Transformer", "sentence_transformers.sparse_encoder.models.SpladePooling"])
+    entries = json.loads((root / "modules.json").read_text())
+    entries[1]["path"] = "1_SpladePooling"
+    (root / "modules.json").write_text(json.dumps(entries))
+    (root / "1_SpladePooling").mkdir()
+    (root / "1_SpladePooling" / "config.json").write_text(json.dumps({"activation_function": "gelu"}))
+    with pytest.raises(UsageError, match="SpladePooling with pooling_strategy='max', activation_function='gelu'"):
+        shape_check.classify(root, "sparse-encoder")
+
+
 @pytest.mark.parametrize(
     ("types", "kind", "row"),
     [
