@@ -119,3 +119,79 @@ def restrict(root: Path, kind: str, specs: list, requested: list[str] | str | No
             f"Variants for {shape.id}: {', '.join(shape.variants)}.",
         )
     return [s for s in specs if s.id in shape.variants]
+
+
+# ------------------------------------------------------------------------------ support-table rows
+_KIND_REFUSAL = (
+    "not for sparse encoders: it calibrates or searches on single-text sentence embeddings, or reloads as a "
+    "SentenceTransformer only"
+)
+_ROUTER_REFUSAL = "a Router has no single graph (query and document routes differ); per-route export is not supported"
+# Tested on BERT; other masked LMs (DistilBERT, RoBERTa) take the same optimum fill-mask export, untested here.
+_SPLADE_ARCHS = ("BertForMaskedLM",)
+_ROWS: tuple[dict, ...] = (
+    {
+        "id": "splade-mlmtransformer",
+        "family": "SPLADE sparse encoder as sentence-transformers 5.0-5.6 saved it",
+        "architectures": list(_SPLADE_ARCHS),
+        "chain": [
+            "sentence_transformers.sparse_encoder.models.MLMTransformer",
+            "sentence_transformers.sparse_encoder.models.SpladePooling",
+        ],
+        "kind": "sparse-encoder",
+        "examples": ["naver/splade-v3", "prithivida/Splade_PP_en_v1", "naver/splade_v2_max"],
+    },
+    {
+        "id": "splade-transformer",
+        "family": "SPLADE sparse encoder as sentence-transformers 5.7 saves it",
+        "architectures": list(_SPLADE_ARCHS),
+        "chain": [
+            "sentence_transformers.base.modules.transformer.Transformer (transformer_task: fill-mask)",
+            "sentence_transformers.sparse_encoder.modules.splade_pooling.SpladePooling",
+        ],
+        "kind": "sparse-encoder",
+        "examples": ["any SPLADE model re-saved with sentence-transformers >= 5.4 (e.g. naver/splade-v3 re-saved)"],
+    },
+    {
+        "id": "splade-router",
+        "family": "inference-free asymmetric SPLADE (static query weights, MLM document encoder)",
+        "architectures": ["DistilBertForMaskedLM"],
+        "chain": [
+            "sentence_transformers.models.Router (query: SparseStaticEmbedding; "
+            "document: MLMTransformer/Transformer fill-mask, SpladePooling)"
+        ],
+        "kind": "sparse-encoder",
+        "examples": [
+            "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-distill",
+            "opensearch-project/opensearch-neural-sparse-encoding-doc-v2-distill",
+        ],
+    },
+    {
+        "id": "static-embedding",
+        "family": "static token embeddings (model2vec style), no transformer",
+        "architectures": [],
+        "chain": ["sentence_transformers.models.StaticEmbedding", "[sentence_transformers.models.Normalize]"],
+        "kind": "sentence-transformer",
+        "examples": ["sentence-transformers/static-retrieval-mrl-en-v1"],
+    },
+)
+
+
+def support_rows() -> list[dict]:
+    """The support-table rows of the chains this module handles: allowed variants, and refused ones with
+    the reason, from the catalogue (``VariantSpec.kinds``) and the chain's own restriction."""
+    from exporter.variants import CATALOGUE
+
+    static = ChainShape("static-embedding", STATIC_VARIANTS, STATIC_REFUSAL)
+    rows = []
+    for row in _ROWS:
+        for_kind = [s.id for s in CATALOGUE if row["kind"] in {k.value for k in s.kinds}]
+        if row["id"] == "splade-router":
+            allowed, reason = [], _ROUTER_REFUSAL
+        elif row["id"] == static.id:
+            allowed, reason = [v for v in for_kind if v in static.variants], static.refusal
+        else:
+            allowed, reason = for_kind, ""
+        refused = {s.id: (reason if s.id in for_kind else _KIND_REFUSAL) for s in CATALOGUE if s.id not in allowed}
+        rows.append({**row, "allowed_variants": allowed, "refused_variants": refused})
+    return rows

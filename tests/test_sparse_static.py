@@ -357,3 +357,17 @@ def test_external_data_limit_env_is_validated(monkeypatch):
     assert external_data.limit() == 5
     monkeypatch.delenv(external_data.ENV_LIMIT)
     assert external_data.limit() == external_data.DEFAULT_LIMIT
+
+
+def test_support_rows_agree_with_what_export_allows():
+    from exporter import kinds
+
+    rows = {r["id"]: r for r in shape_check.support_rows()}
+    assert set(rows) == {"splade-mlmtransformer", "splade-transformer", "splade-router", "static-embedding"}
+    for rid in ("splade-mlmtransformer", "splade-transformer"):
+        assert rows[rid]["allowed_variants"] == kinds.allowed_variants("sparse-encoder")
+    assert rows["static-embedding"]["allowed_variants"] == list(shape_check.STATIC_VARIANTS)
+    assert rows["splade-router"]["allowed_variants"] == []
+    for row in rows.values():
+        assert set(row["allowed_variants"]).isdisjoint(row["refused_variants"])
+        assert all(reason and "\n" not in reason for reason in row["refused_variants"].values())
