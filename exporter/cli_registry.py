@@ -67,4 +67,6 @@ def pull(
     from exporter.registry import pull as do_pull
 
     r = do_pull(source, dest, force=force, insecure=insecure)
+    for line in r.cleaned:
+        typer.echo(f"! {line}", err=True)
     typer.echo(f"pulled {r.variant}: {r.files} files ({r.size} bytes) into {r.dest} from {r.reference}@{r.digest}")

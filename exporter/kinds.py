@@ -328,17 +328,35 @@ def load_variant(kind: str | None, artifact: Path, backend: str, file_name: str 
 
 
 # ------------------------------------------------------------------------------------ kind of a source
-_EXPLICIT_TYPES = {"SentenceTransformer", "CrossEncoder", "SparseEncoder"}
+_EXPLICIT_TYPES = {
+    "SentenceTransformer": ModelKind.SENTENCE_TRANSFORMER,
+    "CrossEncoder": ModelKind.CROSS_ENCODER,
+    "SparseEncoder": ModelKind.SPARSE_ENCODER,
+}
 
 
-def stated_kind(source_dir: Path) -> bool:
-    """Whether the model's files state its kind (``config_sentence_transformers.json`` model_type)."""
+def _stated(source_dir: Path) -> ModelKind | None:
+    """The kind the model's files state (``config_sentence_transformers.json`` model_type), if any."""
     path = Path(source_dir) / "config_sentence_transformers.json"
     try:
         meta = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("model_type") in _EXPLICIT_TYPES
+        return None
+    model_type = meta.get("model_type") if isinstance(meta, dict) else None
+    return _EXPLICIT_TYPES.get(model_type) if isinstance(model_type, str) else None
+
+
+def stated_kind(source_dir: Path) -> bool:
+    """Whether the model's files state its kind (``config_sentence_transformers.json`` model_type)."""
+    return _stated(source_dir) is not None
+
+
+def kind_of_folder(source_dir: Path, requested: str | None = None) -> ModelKind:
+    """The kind of a model folder from its files alone, as ``resolve_kind`` decides it (for plans and dry
+    runs, which resolve nothing): the stated kind, else ``requested``, else a legacy cross-encoder layout,
+    else sentence-transformer."""
+    want = get(requested).kind if requested else None
+    return _stated(source_dir) or want or _legacy_kind(source_dir) or ModelKind.SENTENCE_TRANSFORMER
 
 
 def _legacy_kind(source_dir: Path) -> ModelKind | None:
@@ -389,9 +407,9 @@ def select_variants(ids: str | list[str] | None, kind: str | ModelKind):
     wanted = ids.split(",") if isinstance(ids, str) else ids
     if wanted is not None:
         wanted = [w.strip() for w in wanted if w.strip()]
-        if "all" in wanted:
+        if any(w.lower() == "all" for w in wanted):
             in_all = [s.id for s in variants.CATALOGUE if not s.on_request_only and s.id in allowed]
-            wanted = in_all + [w for w in wanted if w != "all"]
+            wanted = in_all + [w for w in wanted if w.lower() != "all"]
     specs = variants.select(wanted)
     refused = [s.id for s in specs if kind not in s.kinds]
     if refused:

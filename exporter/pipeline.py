@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,17 +22,24 @@ from exporter import __version__
 from exporter.errors import ExporterError, ExportFailed, FidelityError, UsageError
 from exporter.fsutil import FileRecord, record_files, sha256_bytes, staged_dir
 
+log = logging.getLogger(__name__)
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".ckpt")
 
 
 class Progress(Protocol):
     def step(self, label: str) -> contextlib.AbstractContextManager: ...
 
+    def note(self, message: str) -> None: ...  # something done on the user's behalf, worth a line
+
 
 class NoProgress:
     @contextlib.contextmanager
     def step(self, label: str) -> Iterator[None]:
         yield
+
+    def note(self, message: str) -> None:
+        pass
 
 
 @dataclass
@@ -126,10 +134,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     the manifest is kept when its files still match and the source, toolchain and probe set are the
     same; ``force`` rebuilds everything.
     """
-    from exporter import kinds, parity, probes, shape_check, source, variants
-    from exporter import manifest as mf
-    from exporter.build import BuildContext
-    from exporter.environment import environment
+    from exporter import kinds, outdir, parity, probes, shape_check, source, variants
 
     progress = progress or NoProgress()
     variants.select(plan.variants)  # bad ids fail before anything heavy runs
@@ -148,13 +153,27 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
             allow_pickle=plan.allow_pickle,
         )
     kind = kinds.resolve_kind(src, plan.kind).value
-    kspec = kinds.get(kind)
     if plan.prompts and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
         raise UsageError(f"{src} is a {kind} model; prompts apply to sentence-transformer models only.", "")
     specs = kinds.select_variants(plan.variants, kind)  # a variant that does not apply to the kind: refused
     specs = shape_check.restrict(src.path, kind, specs, plan.variants)  # sparse/static chains: refused or narrowed
     thresholds = parity.thresholds_for(specs, plan.thresholds, kind)
     out = plan.out or default_out(plan.artifacts_root, src)
+    outdir.check_out(out)  # before anything heavy: writable, and nothing there the tool did not write
+    with outdir.claim(out) as cleaned:
+        for line in cleaned:
+            progress.note(line)
+        return _export_into(out, plan, src, kind, specs, thresholds, probe_set, calib_set, progress)
+
+
+def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds, probe_set, calib_set, progress):
+    """The part of ``run_export`` that runs holding the lock of ``out``: reuse, build, check, commit."""
+    from exporter import kinds, probes, variants
+    from exporter import manifest as mf
+    from exporter.build import BuildContext
+    from exporter.environment import environment
+
+    kspec = kinds.get(kind)
     env = environment()
     source_entry = {**src.to_dict(), "trust_remote_code": plan.trust_remote_code}
     kept = {} if plan.force else _reusable_variants(out, source_entry, env, probe_set, plan.max_seq_length, kind)
@@ -239,8 +258,8 @@ def _reusable_variants(
 
     if not out.exists():
         return {}
-    if not (out / mf.MANIFEST_NAME).is_file():
-        raise UsageError(f"{out} exists and is not an artifact.", "Pass --out with another folder, or --force.")
+    if not (out / mf.MANIFEST_NAME).is_file():  # an empty folder (outdir.check_out refused any other)
+        return {}
     existing = mf.load(out)
     old_src = existing["source"]
     if (old_src["repo"], old_src["revision"]) != (source_entry["repo"], source_entry["revision"]) or (
@@ -318,6 +337,8 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
         entry["error"] = str(exc)
     except ExporterError as exc:
         entry["error"] = str(exc)
+        log.debug("variant %s could not be built", spec.id, exc_info=True)  # shown by --verbose
     except Exception as exc:  # a backend crash fails this variant, not the others
         entry["error"] = f"{type(exc).__name__}: {exc}"
+        log.debug("variant %s could not be built", spec.id, exc_info=True)
     return entry

@@ -37,6 +37,7 @@ import oras.schemas
 import requests
 
 from exporter import manifest as mf
+from exporter import outdir
 from exporter.errors import IntegrityError, OutputError, RegistryError, UsageError
 from exporter.fsutil import staged_dir
 from exporter.package import (
@@ -548,6 +549,7 @@ class PullResult:
     variant: str
     files: int
     size: int
+    cleaned: tuple[str, ...] = ()  # what killed earlier pulls had left beside dest, now removed
 
 
 def publish(
@@ -644,8 +646,9 @@ def pull(
         raise UsageError("pull needs a tag or digest.", "Write oci://HOST/REPO:TAG or …/REPO@sha256:….")
     if dest.exists() and not force:
         raise OutputError(f"{dest} already exists.", "Pass --force to replace it, or choose another folder.")
+    outdir.check_out(dest)  # writable; --force replaces only an empty folder or an artifact of ours
     where = str(ref)
-    with _client(ref, insecure, retry) as client:
+    with _client(ref, insecure, retry) as client, outdir.claim(dest) as cleaned:
         digest, config, narrowed, layers = _fetch_checked(client, ref)
         with staged_dir(dest, replace=force) as tmp:
             for path, blob_digest, size in layers:
@@ -655,7 +658,7 @@ def pull(
             (tmp / mf.MANIFEST_NAME).write_bytes(config)
             mf.require_intact(tmp, narrowed)
     total = sum(size for _, _, size in layers)
-    return PullResult(dest, where, digest, narrowed["variants"][0]["id"], len(layers), total)
+    return PullResult(dest, where, digest, narrowed["variants"][0]["id"], len(layers), total, tuple(cleaned))
 
 
 def _fetch_checked(client: RegistryClient, ref: Reference) -> tuple[str, bytes, dict, list[tuple[str, str, int]]]:

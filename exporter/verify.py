@@ -167,7 +167,7 @@ def raise_for(report: VerifyReport) -> None:
 
 
 def _labelled(check) -> list[tuple[str, list[str]]]:
-    return [("changed", check.mismatched), ("missing", check.missing), ("unlisted", check.extra)]
+    return [("link", check.links), ("changed", check.mismatched), ("missing", check.missing), ("unlisted", check.extra)]
 
 
 def _check_files(artifact: Path, manifest: dict, ids: list[str] | None):
@@ -179,7 +179,13 @@ def _check_files(artifact: Path, manifest: dict, ids: list[str] | None):
         listed = mf.listed_files(manifest)
         for p in sorted(artifact.rglob("*")):
             rel = p.relative_to(artifact).as_posix()
-            if p.is_file() and rel not in listed and rel not in mf.META_FILES and not rel.startswith("."):
+            if (
+                p.is_file()
+                and not p.is_symlink()
+                and rel not in listed
+                and rel not in mf.META_FILES
+                and not rel.startswith(".")
+            ):
                 check.extra.append(rel)
     return check
 
@@ -189,13 +195,12 @@ def resolve_reference(manifest: dict):
     from exporter import source
 
     rec = manifest["source"]
+    allow_pickle = rec.get("weights_format") == "pickle"
     if rec["repo"] and rec["revision"]:
         ref = source.parse_model_ref(f"{rec['repo']}@{rec['revision']}")
-    else:
-        ref = source.parse_model_ref(rec["local_path"] or "")
-    resolved = source.resolve(
-        ref, allow_unpinned=False, allow_pickle=rec.get("weights_format") == "pickle", trust_remote_code=False
-    )
+        resolved = source.resolve(ref, allow_unpinned=False, allow_pickle=allow_pickle, trust_remote_code=False)
+    else:  # a local folder: only the files the manifest lists are read, whatever local_path names
+        resolved = source.resolve_recorded(Path(rec["local_path"] or ""), rec["files"], allow_pickle=allow_pickle)
     have = {f.path: f.sha256 for f in resolved.files}
     differ = sorted(f["path"] for f in rec["files"] if have.get(f["path"]) != f["sha256"])
     if differ:
@@ -240,7 +245,7 @@ def run_parity_subprocess(
         return None, {v["id"]: CaseResult(v["id"], ERROR, msg, seconds=elapsed) for v in variants}
     if answer.get("fatal"):
         fatal = answer["fatal"]
-        raise getattr(errors, fatal["type"], ExporterError)(fatal["message"], fatal["hint"])
+        raise errors.error_class(fatal["type"])(fatal["message"], fatal["hint"])
     out = {}
     for v in variants:
         res = answer["results"].get(v["id"], {"error": "no result"})
