@@ -90,7 +90,7 @@ def check_supported(facts: st_modules.ModelFacts) -> None:
     if first.kind is not st_modules.ModuleKind.TRANSFORMER:
         raise ExportFailed(
             f"the first module is {first.type}; the ONNX export needs a Transformer first module.",
-            "Static-embedding and other non-transformer models are not exportable to ONNX by this tool.",
+            "Only Transformer- and StaticEmbedding-based models export to ONNX with this tool.",
         )
     if facts.pooling and not facts.pooling.include_prompt and any(facts.prompts.values()):
         raise ExportFailed(
