@@ -142,7 +142,7 @@ def _embedder_facts(model) -> dict:
     return {
         "kind": ModelKind.SENTENCE_TRANSFORMER.value,
         "embedding_dim": dim(),
-        "max_seq_length": model.max_seq_length,
+        "max_seq_length": model.max_seq_length if model.max_seq_length != float("inf") else None,  # static: inf
         "pooling": pooling,
         "normalize": normalize,
         "similarity": getattr(model, "similarity_fn_name", None),
@@ -274,7 +274,7 @@ KINDS: dict[ModelKind, KindSpec] = {
         compare=_compare_sparse,
         facts=_sparse_facts,
         set_max_length=_set_max_seq_length,
-        onnx_builder="exporter.export_onnx:build_task_graph",
+        onnx_builder="exporter.export_onnx_sparse:build_sparse_graph",  # + SpladePooling as an output
         onnx_task="fill-mask",
         onnx_outputs=("logits",),
         openvino_class="optimum.intel:OVModelForMaskedLM",
@@ -318,6 +318,10 @@ def load_reference(
 
 def load_variant(kind: str | None, artifact: Path, backend: str, file_name: str | None, **model_kwargs):
     """Load a built variant the way a user does: ``<Class>(artifact, backend=..., model_kwargs={"file_name": ...})``."""
+    from exporter import export_onnx_static
+
+    if export_onnx_static.is_static(artifact):  # ST has no ONNX backend for StaticEmbedding: the runtime serves it
+        return export_onnx_static.load_variant(artifact, backend, file_name, **model_kwargs)
     spec = get(kind)
     kwargs = {"file_name": file_name, **model_kwargs} if file_name else dict(model_kwargs)
     return spec.model_cls()(str(artifact), device="cpu", backend=backend, model_kwargs=kwargs, local_files_only=True)

@@ -134,7 +134,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     the manifest is kept when its files still match and the source, toolchain and probe set are the
     same; ``force`` rebuilds everything.
     """
-    from exporter import kinds, outdir, parity, probes, source, variants
+    from exporter import kinds, outdir, parity, probes, shape_check, source, variants
 
     progress = progress or NoProgress()
     variants.select(plan.variants)  # bad ids fail before anything heavy runs
@@ -156,6 +156,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     if plan.prompts and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
         raise UsageError(f"{src} is a {kind} model; prompts apply to sentence-transformer models only.", "")
     specs = kinds.select_variants(plan.variants, kind)  # a variant that does not apply to the kind: refused
+    specs = shape_check.restrict(src.path, kind, specs, plan.variants)  # sparse/static chains: refused or narrowed
     thresholds = parity.thresholds_for(specs, plan.thresholds, kind)
     out = plan.out or default_out(plan.artifacts_root, src)
     outdir.check_out(out)  # before anything heavy: writable, and nothing there the tool did not write
@@ -299,7 +300,7 @@ def _textset_entry(ts) -> dict:
 
 
 def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, threshold, progress) -> dict:
-    from exporter import kinds, parity
+    from exporter import external_data, kinds, parity
 
     kspec = kinds.get(ctx.kind)
     entry = {
@@ -316,7 +317,11 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
     }
     try:
         with progress.step(f"Building {spec.id}"):
+            if spec.backend.value == "onnx":  # onnx.load refuses hard-linked external data (the stage is a clone)
+                external_data.unshare(stage)
             result = spec.build_fn()(ctx, spec)
+            if spec.backend.value == "onnx":  # graphs over the limit keep their tensors in <graph>_data
+                result.files = external_data.settle_all(result.files)
         entry["files"] = [r.to_dict() for r in record_files(stage, result.files)]
         entry["build"] = result.build
         with progress.step(f"Checking parity of {spec.id}"):
