@@ -9,10 +9,13 @@ chain (Transformer -> Pooling -> Normalize/Dense ...). Two adjustments to optimu
   which reads exactly ``last_hidden_state`` and ignores any other output;
 - ``sentence_embedding`` gets a static width (the embedding dimension) when tracing left it symbolic.
 
-Graph: inputs ``input_ids``, ``attention_mask`` (int64, [batch, sequence]); outputs
-``last_hidden_state`` ([batch, sequence, hidden]) and ``sentence_embedding`` ([batch, dim], pooled and,
-if the model has a Normalize module, L2-normalised). BERT's ``token_type_ids`` are not an input: the
-graph uses the model's all-zero default, which is what single-text encoding feeds anyway.
+Graph (the contract every consumer in ``exporter.consumers`` loads): inputs ``input_ids``,
+``attention_mask`` and, when the model's tokenizer emits them (BERT-like models), ``token_type_ids``
+(int64, [batch, sequence]): fastembed, transformers.js, TEI and OVMS feed what the tokenizer produces
+and some refuse a graph that lacks an input their tokenizer made. Outputs, in this order:
+``last_hidden_state`` ([batch, sequence, hidden]) FIRST, because fastembed takes ``outputs[0]`` and
+OVMS pools the first rank-3 output, then ``sentence_embedding`` ([batch, dim], pooled and, if the model
+has a Normalize module, L2-normalised), which TEI and the torch-free runtime use as is.
 
 After export the graph is checked against the torch model (cosine on a few padded and over-long texts)
 and the artifact's tokenizer.json, as the runtime configures it, against the torch model's tokenizer.
@@ -38,6 +41,7 @@ from exporter.errors import ExporterError, ExportFailed
 
 ONNX_FILE = "onnx/model.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask")
+TOKEN_TYPE_INPUT = "token_type_ids"
 TOKEN_OUTPUT = "last_hidden_state"
 SENTENCE_OUTPUT = "sentence_embedding"
 # Files the staging folder must hold before export (relative to the Transformer module's folder).
@@ -55,24 +59,43 @@ CHECK_TEXTS = (
 )
 
 
-def _export_config_class():
-    """optimum's sentence-transformers ONNX config, with the token output renamed for ORTModel."""
+def input_names_for(model) -> tuple[str, ...]:
+    """The graph inputs for a loaded SentenceTransformer: ``token_type_ids`` too when its tokenizer emits
+    them and its transformer takes them (consumers feed what the tokenizer produces)."""
+    import inspect
+
+    module = model[0]
+    emitted = getattr(getattr(module, "tokenizer", None), "model_input_names", None) or ()
+    auto_model = getattr(module, "auto_model", None)
+    takes = auto_model is not None and TOKEN_TYPE_INPUT in inspect.signature(auto_model.forward).parameters
+    return INPUT_NAMES + ((TOKEN_TYPE_INPUT,) if TOKEN_TYPE_INPUT in emitted and takes else ())
+
+
+def _export_config_class(input_names: tuple[str, ...] = INPUT_NAMES):
+    """optimum's sentence-transformers ONNX config: the token output renamed for ORTModel and put first,
+    ``token_type_ids`` an input when ``input_names`` has it."""
     from optimum.exporters.onnx.model_configs import SentenceTransformersTransformerOnnxConfig
     from optimum.exporters.onnx.model_patcher import SentenceTransformersTransformerPatcher
 
     class _Patcher(SentenceTransformersTransformerPatcher):
         def __init__(self, config, model, model_kwargs):
             super().__init__(config, model, model_kwargs)
-            st_forward = self.patched_forward
 
-            def patched_forward(input_ids, attention_mask):
-                result = st_forward(input_ids, attention_mask)
+            def patched_forward(input_ids, attention_mask, token_type_ids=None):
+                features = {"input_ids": input_ids, "attention_mask": attention_mask}
+                if token_type_ids is not None:
+                    features[TOKEN_TYPE_INPUT] = token_type_ids
+                result = self.orig_forward(features)
                 return {TOKEN_OUTPUT: result["token_embeddings"], SENTENCE_OUTPUT: result[SENTENCE_OUTPUT]}
 
             self.patched_forward = patched_forward
 
     class _Config(SentenceTransformersTransformerOnnxConfig):
         _MODEL_PATCHER = _Patcher
+
+        @property
+        def inputs(self) -> dict[str, dict[int, str]]:
+            return {name: {0: "batch_size", 1: "sequence_length"} for name in input_names}
 
         @property
         def outputs(self) -> dict[str, dict[int, str]]:
@@ -145,11 +168,11 @@ def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
 
     texts = list(CHECK_TEXTS)
     encoder = runtime.load(artifact_dir, file_name=file_name)
-    names = set(encoder.session.output_names)
-    if not {TOKEN_OUTPUT, SENTENCE_OUTPUT} <= names:
-        raise ExportFailed(f"the exported graph has outputs {sorted(names)}.", "This is a bug in the exporter.")
+    names = list(encoder.session.output_names)
+    if names[:2] != [TOKEN_OUTPUT, SENTENCE_OUTPUT]:
+        raise ExportFailed(f"the exported graph has outputs {names}.", "This is a bug in the exporter.")
     features = model.preprocess(texts)  # no prompt here, nor below (prompt=""): the graph is checked bare
-    feeds = {name: features[name].numpy().astype(np.int64) for name in INPUT_NAMES}
+    feeds = {name: features[name].numpy().astype(np.int64) for name in encoder.session.input_names}
     (graph_emb,) = encoder.session.run([SENTENCE_OUTPUT], feeds)
     reference = model.encode(texts, prompt="", convert_to_numpy=True, batch_size=len(texts))
     graph_min = float(_cosines(reference, graph_emb).min())
@@ -208,7 +231,7 @@ def export_base(
             str(model_dir), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code
         )
         model.eval()
-        config = _export_config_class()(model[0].auto_model.config, task="feature-extraction")
+        config = _export_config_class(input_names_for(model))(model[0].auto_model.config, task="feature-extraction")
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=dest.parent) as tmp:
             with warnings.catch_warnings():

@@ -91,15 +91,18 @@ def test_graph_has_dynamic_inputs_and_both_outputs(tmp_path_factory):
     def dims(value):
         return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
+    # The BERT tokenizer emits token_type_ids, so the graph takes them (fastembed/TEI/OVMS feed them).
     assert {i.name: dims(i) for i in graph.input} == {
         "input_ids": ["batch_size", "sequence_length"],
         "attention_mask": ["batch_size", "sequence_length"],
+        "token_type_ids": ["batch_size", "sequence_length"],
     }
-    assert {o.name: dims(o) for o in graph.output} == {
-        "last_hidden_state": ["batch_size", "sequence_length", 32],
-        "sentence_embedding": ["batch_size", 32],
-    }
-    assert info["inputs"] == ["input_ids", "attention_mask"]
+    # Order matters: the rank-3 token output first (fastembed's outputs[0], OVMS's first rank-3 output).
+    assert [(o.name, dims(o)) for o in graph.output] == [
+        ("last_hidden_state", ["batch_size", "sequence_length", 32]),
+        ("sentence_embedding", ["batch_size", 32]),
+    ]
+    assert info["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert info["outputs"] == ["last_hidden_state", "sentence_embedding"]
     assert info["model"]["pooling"] == "mean" and info["model"]["normalize"] is True
     assert info["model"]["max_seq_length"] == 32
