@@ -36,15 +36,24 @@ def verify(
         Path | None, typer.Option(help="Probe texts (.txt / .jsonl) to re-run parity on (default: built-in set).")
     ] = None,
     junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here (one case per variant + integrity).")] = None,
+    consumers: Annotated[
+        str | None,
+        typer.Option(
+            help="Also load each variant through these consumers (all, or a comma list of: sentence-transformers, "
+            "optimum, fastembed, transformers.js, runtime) and judge each with the variant's gate."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-hash every file (exit 4 on a mismatch) and re-run each variant's parity against the pinned torch
-    reference in a fresh process (exit 3 if a variant misses its recorded thresholds)."""
+    reference in a fresh process (exit 3 if a variant, or with --consumers any consumer, misses its recorded
+    thresholds)."""
     from exporter import junit as junit_xml
+    from exporter.consumers import parse_names
     from exporter.verify import raise_for
     from exporter.verify import verify as run_verify
 
-    report = run_verify(artifact, _ids(variants), probe)
+    report = run_verify(artifact, _ids(variants), probe, parse_names(consumers))
     if junit:
         junit_xml.write(junit, report)
     if as_json:
@@ -55,6 +64,10 @@ def verify(
             typer.echo(f"{mark} {case.name:<28} {case.message}")
             for line in case.failures if case.status != "passed" else []:
                 typer.echo(f"       {line}")
+            for row in (case.parity or {}).get("consumers", []):
+                mark = {"passed": "ok  ", "failed": "FAIL", "error": "ERR ", "skipped": "skip"}[row["status"]]
+                metric = f"cosine_min {row['cosine_min']:.6f}" if row.get("cosine_min") is not None else ""
+                typer.echo(f"  {mark} {case.name + ' x ' + row['consumer']:<36} {metric} {row['message']}".rstrip())
         if junit:
             typer.echo(f"JUnit: {junit}")
     raise_for(report)

@@ -73,8 +73,13 @@ class VerifyReport:
         }
 
 
-def verify(artifact: Path, variant_ids: list[str] | None = None, probe: Path | None = None) -> VerifyReport:
+def verify(
+    artifact: Path, variant_ids: list[str] | None = None, probe: Path | None = None, consumers: list[str] | None = None
+) -> VerifyReport:
     """Check ``artifact``'s files and re-run every chosen variant's parity in a fresh process.
+
+    ``consumers`` (names from ``exporter.consumers``) also loads each variant through those libraries; each
+    is a row in the variant's fresh ``parity["consumers"]``, and one that disagrees fails the variant.
 
     Raises UsageError for a bad manifest / unknown variant id, SourceError when the pinned source cannot be
     resolved, IntegrityError when the resolved source files differ from the manifest's. Variant outcomes
@@ -124,7 +129,7 @@ def verify(artifact: Path, variant_ids: list[str] | None = None, probe: Path | N
                 cases[v["id"]] = CaseResult(v["id"], ERROR, f"reference unavailable: {exc}")
         else:
             source["path"] = str(src.path)
-            probe_info, fresh = run_parity_subprocess(artifact, src.path, to_run, probe, manifest)
+            probe_info, fresh = run_parity_subprocess(artifact, src.path, to_run, probe, manifest, consumers)
             cases.update(fresh)
     return VerifyReport(artifact, integrity, [cases[v["id"]] for v in chosen], probe_info, source)
 
@@ -207,7 +212,12 @@ def resolve_reference(manifest: dict):
 
 # ------------------------------------------------------------------------------- the fresh process
 def run_parity_subprocess(
-    artifact: Path, source_dir: Path, variants: list[dict], probe: Path | None, manifest: dict
+    artifact: Path,
+    source_dir: Path,
+    variants: list[dict],
+    probe: Path | None,
+    manifest: dict,
+    consumers: list[str] | None = None,
 ) -> tuple[dict | None, dict[str, CaseResult]]:
     """Re-run parity for ``variants`` in a fresh ``python -m exporter.verify``; judge with recorded thresholds."""
     request = {
@@ -217,6 +227,7 @@ def run_parity_subprocess(
         "prompts": manifest["model"].get("prompts"),
         "max_seq_length": manifest["model"].get("max_seq_length"),
         "kind": manifest["model"]["kind"],
+        "consumers": list(consumers or []),
         "variants": [
             {"id": v["id"], "precision": v["precision"], "load": v["load"], "threshold": _threshold_of(v)}
             for v in variants
@@ -249,8 +260,9 @@ def run_parity_subprocess(
             out[v["id"]] = CaseResult(v["id"], status, msg, failures=[msg], recorded=v.get("parity"), seconds=secs)
             continue
         parity = res["parity"]
-        status = PASSED if parity["passed"] else FAILED
-        failures = list(parity.get("failures", []))
+        bad_consumers = consumer_failures(parity)
+        status = PASSED if parity["passed"] and not bad_consumers else FAILED
+        failures = list(parity.get("failures", [])) + bad_consumers
         out[v["id"]] = CaseResult(
             v["id"],
             status,
@@ -261,6 +273,13 @@ def run_parity_subprocess(
             seconds=secs,
         )
     return answer.get("probe"), out
+
+
+def consumer_failures(parity: dict) -> list[str]:
+    """One line per consumer row of ``parity`` that disagrees or could not run."""
+    from exporter.consumers import failed_rows
+
+    return [f"consumer {r['consumer']}: {r['message']}" for r in failed_rows(parity.get("consumers"))]
 
 
 def _threshold_of(variant: dict) -> dict | None:
@@ -312,7 +331,10 @@ def _worker(request: dict) -> dict:
             out = load_variant(artifact, item, threads, kind).encode(probe.inputs, PARITY_BATCH)
             metrics = kspec.compare(ref_out, out, probe)
             verdict = parity.judge(metrics, threshold)
-            results[item["id"]] = {"parity": parity.to_manifest(metrics, threshold, verdict, probe_set.sha256)}
+            row = parity.to_manifest(metrics, threshold, verdict, probe_set.sha256)
+            if request.get("consumers"):
+                row["consumers"] = _consumer_rows(request, artifact, item, kind, probe, ref_out, threshold, row)
+            results[item["id"]] = {"parity": row}
         except FidelityError as exc:  # broken output (shape, NaN): a failed gate, not a crash
             results[item["id"]] = {"failed": str(exc)}
         except Exception as exc:  # noqa: BLE001 - one variant's crash is its own verdict
@@ -320,6 +342,29 @@ def _worker(request: dict) -> dict:
         results[item["id"]]["seconds"] = time.perf_counter() - start
     probe_info = {"name": probe_set.name, "sha256": probe_set.sha256, "n": len(probe_set.texts)}
     return {"probe": probe_info, "results": results}
+
+
+def _consumer_rows(request, artifact, item, kind, probe, ref_out, threshold, st_row) -> list[dict]:
+    """The consumer rows of one variant; sentence-transformers' is the variant's own parity just measured."""
+    from exporter import consumers
+
+    rows = consumers.check_variant(
+        artifact,
+        item,
+        kind,
+        [n for n in request["consumers"] if n != "sentence-transformers"],
+        probe.inputs,
+        ref_out,
+        probe,
+        threshold,
+    )
+    if "sentence-transformers" in request["consumers"]:
+        st = consumers.BY_NAME["sentence-transformers"]
+        fields = {k: v for k, v in st_row.items() if k not in ("probe_sha256", "consumers")}
+        message = "; ".join(st_row["failures"])
+        status = consumers.PASSED if st_row["passed"] else consumers.FAILED
+        rows.insert(0, {"consumer": st.name, "runs": st.runs, "status": status, "message": message, **fields})
+    return rows
 
 
 def _main() -> None:
