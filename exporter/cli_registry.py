@@ -46,10 +46,27 @@ def package(
     allow_failed: Annotated[
         bool, typer.Option("--allow-failed", help="Package a variant whose parity check did not pass.")
     ] = False,
+    layout: Annotated[
+        str | None,
+        typer.Option(
+            help="Write the folder a server loads instead of a tar: st, tei, fastembed, transformers.js, triton."
+        ),
+    ] = None,
 ) -> None:
-    """Write a deterministic package of one variant: its files, the shared files, the narrowed manifest."""
+    """Write a deterministic package of one variant: its files, the shared files, the narrowed manifest
+    (with --layout: the folder --out that the named server or library loads)."""
     from exporter.package import build_package
 
+    if layout is not None:
+        from exporter.errors import UsageError
+        from exporter.layouts import write_layout
+
+        if out is None:
+            raise UsageError("--layout writes a folder: give it with --out DIR.", "")
+        written = write_layout(artifact, variant, layout, out, allow_failed=allow_failed)
+        typer.echo(f"{written['layout']} layout of {written['variant']}: {out} ({len(written['files'])} files)")
+        typer.echo(f"start: {written['start'].replace('DIR', str(out))}")
+        return
     result = build_package(artifact, variant, out, allow_failed=allow_failed)
     typer.echo(f"packaged {result.variant}: {result.path} ({result.files} files, {result.size} bytes)")
     typer.echo(f"sha256:{result.sha256}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.consumer_fixtures import consumer_artifact, node_env, node_modules  # noqa: F401 - shared fixtures
 from tests.tiny_models import build_tiny_sentence_transformer
 
 

@@ -5,70 +5,18 @@ variant's gate; pooling a consumer cannot reproduce fails with a line that says 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from exporter import consumers, kinds, parity, st_modules
+from exporter import consumers, kinds, st_modules
 from exporter.errors import UsageError
 from tests import hub_fixtures as hf
 from tests.cli_runner import invoke
+from tests.consumer_fixtures import FP32, ONNX, WORDS, short_texts
 
-REPO = Path(__file__).resolve().parent.parent
-NODE_CACHE = REPO / ".cache" / "transformers-js"  # git-ignored
-PINNED = f"{hf.TINY_REPO}@{hf.TINY_SHA}"
-WORDS = "the quick brown fox jumps over lazy dog hello world cat sat mat rain sun cloud river city train".split()
-FP32 = parity.DEFAULTS_BY_KIND["sentence-transformer"][parity.PrecisionClass("fp32")]
-ONNX = {"id": "onnx", "precision": "fp32", "load": {"backend": "onnx", "file_name": "onnx/model.onnx"}}
-
-
-def short_texts(n: int = 40) -> list[str]:
-    """Texts well under the tiny model's 32-token limit (over-long ones are tested on their own)."""
-    import random
-
-    rng = random.Random(1)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 12))) for _ in range(n)]
-
-
-@pytest.fixture(scope="session")
-def node_modules() -> Path:
-    """transformers.js installed from the npm registry into the repo's git-ignored cache (once)."""
-    if shutil.which("npm") is None:
-        pytest.fail("npm is missing: run .ci/install-system-deps (it installs Node and npm).")
-    if not (NODE_CACHE / "node_modules" / "@huggingface" / "transformers").is_dir():
-        cmd = consumers.install_transformers_js_hint(NODE_CACHE).split(" (")[0].split()
-        proc = subprocess.run([*cmd, "--no-audit", "--no-fund"], capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    return NODE_CACHE
-
-
-@pytest.fixture(autouse=True)
-def _node_env(node_modules, monkeypatch):
-    monkeypatch.setenv(consumers.NODE_MODULES_ENV, str(node_modules))
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_model_dir, tmp_path_factory, node_modules) -> Path:
-    """One real export (onnx + openvino) of the tiny model through the Hub cache, on short probe texts."""
-    home = tmp_path_factory.mktemp("hf-consumers")
-    probe = tmp_path_factory.mktemp("probe") / "probe.txt"
-    probe.write_text("\n".join(short_texts(48)) + "\n", encoding="utf-8")
-    out = tmp_path_factory.mktemp("art") / "tiny"
-    env = {**os.environ, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "1"}
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HOME", str(home))
-    mp.setenv("HF_HUB_CACHE", str(home / "hub"))
-    hf.seed_tiny(tiny_model_dir)
-    mp.undo()
-    cmd = [sys.executable, "-m", "exporter", "export", PINNED, "--out", str(out), "--variants", "onnx,openvino"]
-    proc = subprocess.run([*cmd, "--probe", str(probe)], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+pytestmark = pytest.mark.usefixtures("node_env")
 
 
 def _reference(model_dir: Path, texts: list[str]):
@@ -85,9 +33,9 @@ def _rows(art: Path, model_dir: Path, texts: list[str], names: list[str], varian
     return {r["consumer"]: r for r in rows}
 
 
-def test_verify_consumers_all_gives_one_passing_row_per_consumer_and_variant(exported, tiny_model_dir):
+def test_verify_consumers_all_gives_one_passing_row_per_consumer_and_variant(consumer_artifact, tiny_model_dir):
     hf.seed_tiny(tiny_model_dir)
-    res = invoke("verify", str(exported), "--consumers", "all", "--json")
+    res = invoke("verify", str(consumer_artifact), "--consumers", "all", "--json")
     assert res.code == 0, res.out + res.err
     report = json.loads(res.out)
     got = {v["name"]: [(r["consumer"], r["status"]) for r in v["parity"]["consumers"]] for v in report["variants"]}
@@ -102,16 +50,16 @@ def test_verify_consumers_all_gives_one_passing_row_per_consumer_and_variant(exp
             assert row["cosine_min"] >= 0.9999 and row["threshold"] == variant["parity"]["threshold"], row
 
 
-def test_verify_prints_a_row_per_consumer_and_variant(exported, tiny_model_dir):
+def test_verify_prints_a_row_per_consumer_and_variant(consumer_artifact, tiny_model_dir):
     hf.seed_tiny(tiny_model_dir)
-    res = invoke("verify", str(exported), "--variants", "onnx", "--consumers", "fastembed,transformers.js")
+    res = invoke("verify", str(consumer_artifact), "--variants", "onnx", "--consumers", "fastembed,transformers.js")
     assert res.code == 0, res.out + res.err
     lines = [line.split() for line in res.out.splitlines() if " x " in line]
     assert [(w[0], w[1], w[3]) for w in lines] == [("ok", "onnx", "fastembed"), ("ok", "onnx", "transformers.js")]
 
 
-def test_unknown_consumer_is_bad_input(exported):
-    res = invoke("verify", str(exported), "--consumers", "tei")
+def test_unknown_consumer_is_bad_input(consumer_artifact):
+    res = invoke("verify", str(consumer_artifact), "--consumers", "tei")
     assert res.code == 2 and "unknown consumer(s) tei" in res.err
     with pytest.raises(UsageError):
         consumers.parse_names("fastembed,nope")
