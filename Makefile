@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip
 	# torch first, pinned: this takes the CPU wheel; a looser range would pull a multi-GB CUDA build.
 	$(VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e ".[demo,test]"
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e ".[export,demo,test]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Export the embedded default (all-MiniLM-L6-v2 @ 1110a243) from a hash-checked local Hub cache.

@@ -43,6 +43,9 @@ def verify(
             "optimum, fastembed, transformers.js, runtime) and judge each with the variant's gate."
         ),
     ] = None,
+    integrity: Annotated[
+        bool, typer.Option("--integrity", help="Only re-hash the files (exit 4 on a mismatch); needs no torch.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-hash every file (exit 4 on a mismatch) and re-run each variant's parity against the pinned torch
@@ -53,7 +56,7 @@ def verify(
     from exporter.verify import raise_for
     from exporter.verify import verify as run_verify
 
-    report = run_verify(artifact, _ids(variants), probe, parse_names(consumers))
+    report = run_verify(artifact, _ids(variants), probe, parse_names(consumers), integrity_only=integrity)
     if junit:
         junit_xml.write(junit, report)
     if as_json:

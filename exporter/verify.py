@@ -74,12 +74,18 @@ class VerifyReport:
 
 
 def verify(
-    artifact: Path, variant_ids: list[str] | None = None, probe: Path | None = None, consumers: list[str] | None = None
+    artifact: Path,
+    variant_ids: list[str] | None = None,
+    probe: Path | None = None,
+    consumers: list[str] | None = None,
+    *,
+    integrity_only: bool = False,
 ) -> VerifyReport:
     """Check ``artifact``'s files and re-run every chosen variant's parity in a fresh process.
 
     ``consumers`` (names from ``exporter.consumers``) also loads each variant through those libraries; each
     is a row in the variant's fresh ``parity["consumers"]``, and one that disagrees fails the variant.
+    ``integrity_only`` checks the files alone (no torch needed: what a serving host runs after a copy).
 
     Raises UsageError for a bad manifest / unknown variant id, SourceError when the pinned source cannot be
     resolved, IntegrityError when the resolved source files differ from the manifest's. Variant outcomes
@@ -92,7 +98,7 @@ def verify(
         from exporter import probes
 
         probes.load_text_set(probe, "probe")
-    else:
+    elif not integrity_only:
         probe = export_probe(manifest)
     chosen = [mf.get_variant(manifest, v) for v in variant_ids] if variant_ids else list(manifest["variants"])
     start = time.perf_counter()
@@ -104,6 +110,8 @@ def verify(
         failures=[f"{label}: {p}" for label, ps in _labelled(check) for p in ps],
         seconds=time.perf_counter() - start,
     )
+    if integrity_only:
+        return VerifyReport(artifact, integrity, [])
     damaged = set(check.mismatched) | set(check.missing)
     to_run, cases = [], {}
     for v in chosen:
