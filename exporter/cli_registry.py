@@ -49,7 +49,7 @@ def package(
     layout: Annotated[
         str | None,
         typer.Option(
-            help="Write the folder a server loads instead of a tar: st, tei, fastembed, transformers.js, triton."
+            help="Write the folder a server loads instead of a tar: st, tei, fastembed, transformers.js, ovms, triton."
         ),
     ] = None,
 ) -> None:

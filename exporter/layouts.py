@@ -11,6 +11,10 @@ function that maps the artifact's files to the layout's paths (plus generated fi
   (text-embeddings-inference's ONNX Runtime backend; it uses the ``sentence_embedding`` output);
 - ``fastembed`` / ``transformers.js``: the graph as ``onnx/model.onnx`` and a tokenizer_config.json whose
   ``model_max_length`` is the model's ``max_seq_length`` (both truncate at that key);
+- ``ovms``: OpenVINO Model Server's embeddings folder: ``openvino_model.xml/.bin`` (the variant's IR; OVMS
+  pools its first rank-3 output), ``openvino_tokenizer.xml/.bin`` (converted by openvino_tokenizers,
+  truncating at ``max_seq_length``) and ``graph.pbtxt`` (EmbeddingsCalculatorOV with the model's pooling and
+  normalisation); a model OVMS cannot pool like (max pooling, a Dense layer) is refused;
 - ``triton``: ``<name>/config.pbtxt`` (written through Triton's own ``model_config`` protobuf schema,
   from the graph's real inputs and outputs) and ``<name>/1/model.onnx`` (onnxruntime backend) or
   ``<name>/1/model.xml/.bin`` (openvino backend).
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +39,7 @@ TRITON_VERSION_DIR = "1"
 class Layout:
     name: str
     backends: frozenset[str]
-    build: Callable[[Path, dict, dict], FileMap]  # (artifact, manifest, variant) -> files
+    build: Callable[[Path, dict, dict, Path], FileMap]  # (artifact, manifest, variant, scratch dir) -> files
     start: str  # the one command that serves DIR
 
 
@@ -46,11 +51,11 @@ def _main_file(variant: dict) -> str:
     return variant["load"]["file_name"]
 
 
-def _st(artifact: Path, manifest: dict, variant: dict) -> FileMap:
+def _st(artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None) -> FileMap:
     return {**_shared(artifact, manifest), **{f["path"]: artifact / f["path"] for f in variant["files"]}}
 
 
-def _graph_as_model_onnx(artifact: Path, manifest: dict, variant: dict) -> FileMap:
+def _graph_as_model_onnx(artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None) -> FileMap:
     """Shared files plus the variant's graph (and any external-data file) renamed to onnx/model.onnx."""
     main = _main_file(variant)
     files = _shared(artifact, manifest)
@@ -60,7 +65,9 @@ def _graph_as_model_onnx(artifact: Path, manifest: dict, variant: dict) -> FileM
     return files
 
 
-def _truncating_at_max_seq_length(artifact: Path, manifest: dict, variant: dict) -> FileMap:
+def _truncating_at_max_seq_length(
+    artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None
+) -> FileMap:
     files = _graph_as_model_onnx(artifact, manifest, variant)
     max_len = manifest["model"].get("max_seq_length")
     config_path = artifact / "tokenizer_config.json"
@@ -121,7 +128,7 @@ def _graph_io(path: Path, backend: str) -> tuple[list, list]:
     return rows(model.inputs), rows(model.outputs)
 
 
-def _triton(artifact: Path, manifest: dict, variant: dict) -> FileMap:
+def _triton(artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None) -> FileMap:
     from google.protobuf import text_format
 
     pb2 = triton_model_config_pb2()
@@ -139,6 +146,66 @@ def _triton(artifact: Path, manifest: dict, variant: dict) -> FileMap:
         path = rec["path"]
         target = suffixes.get(Path(path).suffix) if path.startswith(main.rsplit(".", 1)[0]) else None
         files[f"{name}/{TRITON_VERSION_DIR}/{target or Path(path).name}"] = artifact / path
+    return files
+
+
+OVMS_POOLING = {"cls": "CLS", "mean": "MEAN", "lasttoken": "LAST"}  # EmbeddingsCalculatorOVOptions.Pooling
+OVMS_GRAPH = """input_stream: "REQUEST_PAYLOAD:input"
+output_stream: "RESPONSE_PAYLOAD:output"
+node {{
+  name: "EmbeddingsExecutor"
+  input_side_packet: "EMBEDDINGS_NODE_RESOURCES:embeddings_servable"
+  calculator: "EmbeddingsCalculatorOV"
+  input_stream: "REQUEST_PAYLOAD:input"
+  output_stream: "RESPONSE_PAYLOAD:output"
+  node_options: {{
+    [type.googleapis.com / mediapipe.EmbeddingsCalculatorOVOptions]: {{
+      models_path: "./"
+      normalize_embeddings: {normalize}
+      pooling: {pooling}
+      target_device: "CPU"
+    }}
+  }}
+}}
+"""
+
+
+def _ovms(artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None) -> FileMap:
+    from exporter import st_modules
+
+    facts = st_modules.read(artifact)
+    modes = facts.pooling.modes if facts.pooling else ()
+    if not facts.plain_pooling_chain or len(modes) != 1 or modes[0] not in OVMS_POOLING:
+        chain = " -> ".join(m.kind.value for m in facts.modules)
+        raise UsageError(
+            f"OVMS pools the first rank-3 output with {'/'.join(OVMS_POOLING.values())} only; this model "
+            f"({chain}, pooling {'+'.join(modes) or 'none'}) would serve different vectors there.",
+            "Serve it with the st or triton layout (the runtime pools it as the model says).",
+        )
+    try:
+        import openvino as ov
+        from openvino_tokenizers import convert_tokenizer
+        from transformers import AutoTokenizer
+    except ImportError as exc:
+        raise UsageError(
+            "the ovms layout converts the tokenizer with openvino_tokenizers.", "Install .[export]."
+        ) from exc
+    tokenizer = convert_tokenizer(
+        AutoTokenizer.from_pretrained(facts.transformer_dir), truncation=True, max_length=facts.max_seq_length
+    )
+    ov.save_model(tokenizer, str(scratch / "openvino_tokenizer.xml"))
+    main = _main_file(variant)
+    files = _shared(artifact, manifest)
+    for rec in variant["files"]:
+        files["openvino_model" + Path(rec["path"]).suffix] = artifact / rec["path"]
+    if not main.endswith(".xml") or len(variant["files"]) != 2:
+        raise UsageError(
+            f"the ovms layout takes one IR (.xml + .bin), not {[f['path'] for f in variant['files']]}.", ""
+        )
+    files["openvino_tokenizer.xml"] = scratch / "openvino_tokenizer.xml"
+    files["openvino_tokenizer.bin"] = scratch / "openvino_tokenizer.bin"
+    graph = OVMS_GRAPH.format(normalize=str(facts.normalize).lower(), pooling=OVMS_POOLING[modes[0]])
+    files["graph.pbtxt"] = graph.encode()
     return files
 
 
@@ -172,6 +239,13 @@ LAYOUTS: dict[str, Layout] = {
             "env.localModelPath = PARENT_OF_DIR; pipeline('feature-extraction', BASENAME_OF_DIR, {dtype: 'fp32'})",
         ),
         Layout(
+            "ovms",
+            frozenset({"openvino"}),
+            _ovms,
+            "docker run -p 8000:8000 -v $PWD/DIR:/model openvino/model_server:2025.4 --rest_port 8000 "
+            "--model_path /model --model_name embedder",
+        ),
+        Layout(
             "triton",
             frozenset({"onnx", "openvino"}),
             _triton,
@@ -201,9 +275,9 @@ def write_layout(artifact: Path, variant: str | None, layout: str, out: Path, *,
             "Pick another variant with --variant.",
         )
     package.require_publishable(artifact, manifest, vid, allow_failed=allow_failed)
-    files = spec.build(artifact, manifest, entry)
-    files[mf.MANIFEST_NAME] = package.manifest_bytes(mf.narrow(manifest, vid))
-    with staged_dir(out) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".layout-") as scratch, staged_dir(out) as tmp:
+        files = spec.build(artifact, manifest, entry, Path(scratch))
+        files[mf.MANIFEST_NAME] = package.manifest_bytes(mf.narrow(manifest, vid))
         for rel, src in sorted(files.items()):
             dest = tmp / package.safe_relpath(rel, "layout")
             dest.parent.mkdir(parents=True, exist_ok=True)

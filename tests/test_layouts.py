@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from exporter import consumers, kinds, layouts, st_modules
@@ -110,3 +111,47 @@ def test_bad_layout_requests_exit_2(consumer_artifact, tmp_path, args, message):
     assert not (tmp_path / "x").exists()
     res = invoke("package", str(consumer_artifact), "--layout", "tei")
     assert res.code == 2 and "--out DIR" in res.err
+
+
+def _ovms_pipeline(folder: Path, texts: list[str]):
+    """OVMS's embeddings data path on the layout's own files: the tokenizer IR, the model IR, the first
+    rank-3 output pooled as graph.pbtxt says, L2-normalised if it says so."""
+    import re
+
+    import openvino as ov
+    import openvino_tokenizers  # noqa: F401 - registers the tokenizer ops
+
+    graph = (folder / "graph.pbtxt").read_text()
+    pooling = re.search(r"pooling: (\w+)", graph).group(1)
+    normalize = re.search(r"normalize_embeddings: (\w+)", graph).group(1) == "true"
+    core = ov.Core()
+    tokenizer = core.compile_model(str(folder / "openvino_tokenizer.xml"), "CPU")
+    model = core.compile_model(str(folder / "openvino_model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    tokens = {k.get_any_name(): v for k, v in tokenizer(texts).items()}
+    feeds = {p.get_any_name(): tokens[p.get_any_name()] for p in model.inputs}
+    first3 = next(p for p in model.outputs if p.get_partial_shape().rank.get_length() == 3)
+    hidden, mask = model(feeds)[first3], tokens["attention_mask"][..., None]
+    vectors = hidden[:, 0] if pooling == "CLS" else (hidden * mask).sum(1) / mask.sum(1)
+    assert pooling in ("CLS", "MEAN")
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True) if normalize else vectors
+
+
+def test_ovms_layout_runs_through_the_ovms_data_path(consumer_artifact, tmp_path):
+    out = _layout(consumer_artifact, tmp_path, "ovms", "openvino")
+    names = {p.name for p in out.iterdir()}
+    assert {"openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_tokenizer.bin"} <= names
+    assert {"graph.pbtxt", "config.json", "tokenizer.json"} <= names
+    assert "pooling: MEAN" in (out / "graph.pbtxt").read_text()
+    texts = short_texts() + [" ".join(short_texts(30))]  # one over max_seq_length: the tokenizer IR truncates
+    got, want = _ovms_pipeline(out, texts), _reference(consumer_artifact, texts)
+    cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert cos.min() >= 0.9999, cos.min()
+
+
+def test_ovms_layout_refuses_a_model_it_cannot_pool_like(tmp_path_factory, tmp_path):
+    from exporter.errors import UsageError
+    from tests.test_export_onnx import exported_tiny
+
+    _, art, _ = exported_tiny(tmp_path_factory, "max", True)
+    with pytest.raises(UsageError, match="OVMS pools the first rank-3 output with CLS/MEAN/LAST only"):
+        layouts._ovms(art, {"shared_files": []}, {"load": {"file_name": "x.xml"}, "files": []}, tmp_path)
