@@ -22,8 +22,8 @@ Embedders (row ``i`` of both matrices is the embedding of text ``i``), ``compare
   within ``TIE_TOL`` agrees. Queries: every text, or a seeded sample of ``NN_MAX_QUERIES``
   (``neighbour_queries`` records how many were used).
 - ``spearman_pairwise``: Spearman rank correlation (tie-tolerant) between the reference's and the
-  candidate's cosine similarities over all pairs ``i < j``, or a seeded sample of ``SPEARMAN_MAX_PAIRS``
-  (``spearman_pairs``). ``None`` when ``n < 3``.
+  candidate's cosine similarities over all pairs ``i < j`` of the texts, or of a seeded sample of
+  ``SPEARMAN_MAX_TEXTS`` texts (``spearman_pairs`` records the number of pairs). ``None`` when ``n < 3``.
 - ``skipped``: metric -> reason, for a metric that was not computed because the *reference* gives it
   nothing to measure (all probe texts embed alike: no neighbour order, no pair ordering). A skipped
   metric does not fail its gate; one that could not be computed for too few texts does.
@@ -75,7 +75,7 @@ from exporter.parity_gates import (  # noqa: F401 - re-exported: the gate's publ
     to_dict,
     to_manifest,
 )
-from exporter.parity_rank import NN_MAX_QUERIES, SPEARMAN_MAX_PAIRS, TIE_TOL  # noqa: F401
+from exporter.parity_rank import NN_MAX_QUERIES, SPEARMAN_MAX_TEXTS, TIE_TOL  # noqa: F401
 
 NEIGHBOUR_TIE_TOL = TIE_TOL  # the name earlier code used
 _ZERO_NORM = 1e-12
@@ -153,12 +153,12 @@ def compare(reference: np.ndarray, candidate: np.ndarray, *, k: int = 10) -> Par
     cos[ref_zero & cand_zero] = 1.0  # both zero: the variant reproduced the reference exactly
     norm_err = _relative(np.abs(cand_n - ref_n), ref_n)
 
-    nn = rank.neighbour_agreement(ref_u, cand_u, k, rank.query_sample(n))
-    i, j = rank.sample_pairs(n)
-    ref_sim, cand_sim = rank.pair_dots(ref_u, i, j), rank.pair_dots(cand_u, i, j)
-    sp = rank.spearman(ref_sim, cand_sim, "pair similarities") if n >= 3 else rank.RankResult(None, None, len(i))
-    scale = ref_n[i] * ref_n[j]
-    dot_err = _relative(np.abs(cand_sim * cand_n[i] * cand_n[j] - ref_sim * scale), scale)
+    nn = rank.neighbour_agreement(ref_u, cand_u, k, rank.text_sample(n, rank.NN_MAX_QUERIES))
+    rows = rank.text_sample(n, rank.SPEARMAN_MAX_TEXTS)
+    ref_sim, cand_sim = rank.pair_values(ref_u[rows]), rank.pair_values(cand_u[rows])
+    sp = rank.spearman(ref_sim, cand_sim, "pair similarities") if n >= 3 else rank.RankResult(None, None, 0)
+    scale = rank.pair_values(ref_n[rows, None])  # |r_i| |r_j|
+    dot_err = _relative(np.abs(rank.pair_values(cand[rows]) - rank.pair_values(ref[rows])), scale)
     skipped = {name: r.reason for name, r in (("neighbour_agreement_at_10", nn), ("spearman_pairwise", sp)) if r.reason}
     return ParityMetrics(
         cosine_min=float(cos.min()),
@@ -170,9 +170,9 @@ def compare(reference: np.ndarray, candidate: np.ndarray, *, k: int = 10) -> Par
         spearman_pairwise=sp.value,
         norm_rel_err_max=float(norm_err.max()),
         norm_rel_err_mean=float(norm_err.mean()),
-        dot_rel_err_max=float(dot_err.max()) if len(i) else None,
+        dot_rel_err_max=float(dot_err.max()) if len(dot_err) else None,
         neighbour_queries=nn.used,
-        spearman_pairs=int(len(i)),
+        spearman_pairs=int(len(ref_sim)),
         skipped=skipped,
     )
 

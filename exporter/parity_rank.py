@@ -5,8 +5,8 @@ Used by ``exporter.parity``; pure numpy. Two ideas:
 - **Bounded cost.** Nothing here builds an ``n x n`` matrix. Nearest neighbours are searched blockwise
   (``_block_rows`` query rows against all ``n`` texts at a time, at most ``BLOCK_ELEMENTS`` similarities per
   block) for at most ``NN_MAX_QUERIES`` query texts (a seeded sample when ``n`` is larger; their neighbours
-  are still searched among all ``n``). Spearman runs on all ``n(n-1)/2`` pairs while that is at most
-  ``SPEARMAN_MAX_PAIRS``, else on that many pairs drawn uniformly (with replacement) with seed ``SEED``.
+  are still searched among all ``n``). Spearman runs on all pairs of the texts while there are at most
+  ``SPEARMAN_MAX_TEXTS``, else on all pairs of a seeded sample of that many texts (499,500 pairs).
   Cost: ``O(min(n, NN_MAX_QUERIES) * n * dim)`` time and ``O(n * dim + BLOCK_ELEMENTS)`` memory.
 - **No false verdicts on degenerate input.** Values within ``TIE_TOL`` of each other are ties (chained:
   sorted values whose gaps are all within the tolerance form one tie group, ranked at their average).
@@ -25,7 +25,7 @@ import numpy as np
 
 TIE_TOL = 1e-6  # similarities closer than this are ties (fp32 rounding of a cosine is ~1e-7)
 NN_MAX_QUERIES = 2000  # texts whose 10 nearest neighbours are compared (all n when n is smaller)
-SPEARMAN_MAX_PAIRS = 200_000  # pairs whose similarity ranks are correlated (all pairs when fewer)
+SPEARMAN_MAX_TEXTS = 1000  # Spearman over all pairs of at most this many texts (a seeded sample when more)
 BLOCK_ELEMENTS = 4_000_000  # similarities held per block (32 MB in float64)
 SEED = 0  # the sample of queries and pairs is the same on every run
 
@@ -72,32 +72,16 @@ def spearman(ref: np.ndarray, cand: np.ndarray, what: str = "values", tol: float
     return RankResult(float(np.clip((a @ b) / math.sqrt(va * vb), -1.0, 1.0)), None, n)
 
 
-def sample_pairs(n: int, max_pairs: int = SPEARMAN_MAX_PAIRS, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs ``i < j``: all of them when there are at most ``max_pairs``, else a seeded uniform sample."""
-    total = n * (n - 1) // 2
-    if total <= max_pairs:
-        i, j = np.triu_indices(n, k=1)
-        return i, j
-    rng = np.random.default_rng(seed)
-    i = rng.integers(0, n, size=max_pairs)
-    j = (i + rng.integers(1, n, size=max_pairs)) % n  # never i itself
-    return np.minimum(i, j), np.maximum(i, j)
-
-
-def pair_dots(mat: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """``mat[i[p]] . mat[j[p]]`` for every pair ``p``, in blocks (memory bounded by ``BLOCK_ELEMENTS``)."""
-    out = np.empty(len(i), dtype=np.float64)
-    step = _block_rows(1, mat.shape[1])
-    for s in range(0, len(i), step):
-        out[s : s + step] = np.einsum("ij,ij->i", mat[i[s : s + step]], mat[j[s : s + step]])
-    return out
-
-
-def query_sample(n: int, max_queries: int = NN_MAX_QUERIES, seed: int = SEED) -> np.ndarray:
-    """The texts whose neighbours are compared: all when ``n <= max_queries``, else a seeded sample."""
-    if n <= max_queries:
+def text_sample(n: int, cap: int, seed: int = SEED) -> np.ndarray:
+    """Row indices: all ``n`` when ``n <= cap``, else a seeded sample of ``cap`` (sorted)."""
+    if n <= cap:
         return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_queries, replace=False))
+    return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
+
+
+def pair_values(mat: np.ndarray) -> np.ndarray:
+    """``mat[i] . mat[j]`` for all pairs ``i < j`` of rows (row-major order)."""
+    return (mat @ mat.T)[np.triu_indices(mat.shape[0], k=1)]
 
 
 def neighbour_agreement(
@@ -112,7 +96,7 @@ def neighbour_agreement(
         return RankResult(None, None, 0)
     k = min(k, n - 1)
     hits, used = 0, 0
-    step = _block_rows(n, 1)
+    step = _block_rows(n, 1)  # query rows per block: at most BLOCK_ELEMENTS similarities per matrix
     for s in range(0, len(queries), step):
         q = queries[s : s + step]
         rows = np.arange(len(q))
