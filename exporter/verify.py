@@ -299,6 +299,7 @@ def _worker(request: dict) -> dict:
     """Body of the fresh process: load the reference and each variant, compare, judge."""
     from exporter import kinds, parity, parity_run, probes
     from exporter.bench import load_reference, load_variant
+    from exporter.pipeline import NoProgress
 
     kind = request.get("kind") or kinds.ModelKind.SENTENCE_TRANSFORMER.value
     kspec = kinds.get(kind)
@@ -308,7 +309,8 @@ def _worker(request: dict) -> dict:
     artifact = Path(request["artifact"])
     threads = os.cpu_count() or 1
     reference = load_reference(Path(request["source_dir"]), threads, request.get("max_seq_length"), kind)
-    ref_out = reference.encode(probe.inputs, PARITY_BATCH)
+    quiet = NoProgress()
+    ref_out = parity_run.run_chunked(quiet, "", lambda c: reference.encode(c, PARITY_BATCH), probe.inputs)
     results: dict[str, dict] = {}
     for item in request["variants"]:
         start = time.perf_counter()
@@ -318,7 +320,8 @@ def _worker(request: dict) -> dict:
                 if item["threshold"]
                 else parity.DEFAULTS_BY_KIND[kind][parity.PrecisionClass(item["precision"])]
             )
-            out = load_variant(artifact, item, threads, kind).encode(probe.inputs, PARITY_BATCH)
+            runner = load_variant(artifact, item, threads, kind)
+            out = parity_run.run_chunked(quiet, "", lambda c, r=runner: r.encode(c, PARITY_BATCH), probe.inputs)
             metrics = kspec.compare(ref_out, out, probe)
             verdict = parity.judge(metrics, threshold)
             entry = parity.to_manifest(metrics, threshold, verdict, probe_set.sha256)

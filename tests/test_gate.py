@@ -141,3 +141,34 @@ def test_norm_only_fault_fails_verify_naming_the_norm_metric(case, good_artifact
     # a norm-only change: every direction is intact, so the cosine gate alone would have passed it
     parity = case_["parity"]
     assert parity["cosine_min"] >= 0.9999 and parity["serving_paths"]["runtime"]["cosine_min"] >= 0.9999
+
+
+# ------------------------------------------------------------------------------------- progress
+class _Recorder:
+    def __init__(self):
+        self.labels: list[str] = []
+
+    def step(self, label: str):
+        import contextlib
+
+        self.labels.append(label)
+        return contextlib.nullcontext()
+
+
+def test_long_runs_report_progress_per_chunk_and_keep_row_order():
+    import numpy as np
+
+    from exporter.parity_run import PROGRESS_CHUNK, run_chunked
+
+    n = 2 * PROGRESS_CHUNK + 5
+    progress = _Recorder()
+    out = run_chunked(progress, "Running the reference", lambda part: np.array(part)[:, None] * 2, list(range(n)))
+    assert progress.labels == [
+        f"Running the reference ({PROGRESS_CHUNK}/{n})",
+        f"Running the reference ({2 * PROGRESS_CHUNK}/{n})",
+        f"Running the reference ({n}/{n})",
+    ]
+    np.testing.assert_array_equal(out[:, 0], 2 * np.arange(n))
+    small = _Recorder()
+    run_chunked(small, "Running the reference", lambda part: np.array(part), list(range(10)))
+    assert small.labels == ["Running the reference"]
