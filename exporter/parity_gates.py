@@ -108,18 +108,20 @@ UPPER_BOUNDS = frozenset({"score_max_abs_diff", "norm_rel_err_max", "weights_rel
 # still must keep 95% of each text's ten neighbours, the level retrieval users notice (issue #4), and
 # the global ordering of similarities (0.98).
 # norm_rel_err_max gates what cosine cannot see: the length of each vector, which every dot-product score
-# multiplies in. fp32 graphs keep it to ~1e-7 (1e-3 leaves 1000x headroom and still catches any scale
-# bug); fp16 rounding moves it ~1e-3 (1e-2); int8 (0.05) may move it as far as its cosine floor moves the
-# direction (a chord of sqrt(2 * (1 - 0.99)) = 0.14 at cosine 0.99), a third of that.
+# multiplies in. Rule: the norm may move about 0.7x as far as the cosine floor lets the direction move (a
+# chord of sqrt(2 * (1 - cosine_min)): 0.014 / 0.045 / 0.14), so 0.01 / 0.03 / 0.1. Measured on
+# all-MiniLM-L6-v2's un-normalised mean-pooled outputs (benchmarks/norm_fidelity.py, what a model without
+# Normalize serves): exact fp32 graphs 4e-7 to 6e-7, onnx-o3 (FastGelu) 1.2e-3, onnx-o4 fp16 1.4e-3,
+# openvino-int8-weights 0.018, quanto-int8 0.021; a wrong pooling mode (mean_sqrt_len) 15, a x1.5 output 0.5.
 DEFAULT_THRESHOLDS: dict[PrecisionClass, Thresholds] = {
     PrecisionClass.FP32: Thresholds(
-        cosine_min=0.9999, neighbour_agreement_at_10=0.99, spearman_pairwise=0.999, norm_rel_err_max=1e-3
+        cosine_min=0.9999, neighbour_agreement_at_10=0.99, spearman_pairwise=0.999, norm_rel_err_max=0.01
     ),
     PrecisionClass.FP16: Thresholds(
-        cosine_min=0.999, neighbour_agreement_at_10=0.98, spearman_pairwise=0.995, norm_rel_err_max=1e-2
+        cosine_min=0.999, neighbour_agreement_at_10=0.98, spearman_pairwise=0.995, norm_rel_err_max=0.03
     ),
     PrecisionClass.INT8: Thresholds(
-        cosine_min=0.99, neighbour_agreement_at_10=0.95, spearman_pairwise=0.98, norm_rel_err_max=0.05
+        cosine_min=0.99, neighbour_agreement_at_10=0.95, spearman_pairwise=0.98, norm_rel_err_max=0.1
     ),
 }
 

@@ -58,7 +58,7 @@ def test_degenerate_probe_sets_never_fail_a_perfect_export(case, tiny_model_dir,
     assert all(parity[name] is None for name in skipped)
     assert all(parity[name] is not None for name in RANK_METRICS - skipped)
     assert all("tie" in reason for reason in parity["skipped"].values())
-    assert parity["cosine_min"] >= 0.9999 and parity["norm_rel_err_max"] <= 1e-3
+    assert parity["cosine_min"] >= 0.9999 and parity["norm_rel_err_max"] <= 0.01
     assert parity["serving_paths"]["runtime"]["passed"] and parity["serving_paths"]["agreement"]["passed"]
     if run_verify:
         res = invoke("verify", str(out))
@@ -106,12 +106,12 @@ NORM_FAULTS = {
     "normalised model, sentence_embedding (the runtime path)": (
         "cos",
         ("sentence_embedding",),
-        ["runtime path: norm_rel_err_max 0.5 is above the threshold 0.001", "serving paths disagree: norm_rel_err_max"],
+        ["runtime path: norm_rel_err_max 0.5", "serving paths disagree: norm_rel_err_max"],
     ),
     "dot model, both outputs (every path)": (
         "dot",
         ("last_hidden_state", "sentence_embedding"),
-        ["norm_rel_err_max 0.5 is above the threshold 0.001", "runtime path: norm_rel_err_max 0.5"],
+        ["norm_rel_err_max 0.5", "runtime path: norm_rel_err_max 0.5"],
     ),
 }
 
@@ -138,6 +138,7 @@ def test_norm_only_fault_fails_verify_naming_the_norm_metric(case, good_artifact
     assert case_["status"] == "failed"
     for line in expected:
         assert any(f.startswith(line) for f in case_["failures"]), (line, case_["failures"])
+    assert all("norm_rel_err_max" in f and "above the threshold 0.01" in f for f in case_["failures"])
     # a norm-only change: every direction is intact, so the cosine gate alone would have passed it
     parity = case_["parity"]
     assert parity["cosine_min"] >= 0.9999 and parity["serving_paths"]["runtime"]["cosine_min"] >= 0.9999
