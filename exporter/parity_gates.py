@@ -177,10 +177,14 @@ DEFAULTS_BY_KIND: dict[str, dict[PrecisionClass, Any]] = {
 }
 
 
-def thresholds_from_dict(kind: str, values: dict[str, float | None]):
-    """Rebuild a recorded ``threshold`` dict as the threshold set of ``kind`` (verify re-judges with it)."""
-    cls = type(DEFAULTS_BY_KIND[kind][PrecisionClass.FP32])
-    return cls(**values)
+def thresholds_from_dict(kind: str, values: dict[str, float | None], precision: str | None = None):
+    """Rebuild a recorded ``threshold`` dict as the threshold set of ``kind`` (verify re-judges with it).
+
+    With ``precision``, a metric the record does not name (it predates the metric, e.g. ``norm_rel_err_max``)
+    gets its class default, so older artifacts are held to every gate; a metric recorded as None stays off."""
+    defaults = DEFAULTS_BY_KIND[kind][PrecisionClass(precision or PrecisionClass.FP32)]
+    merged = {**defaults.to_dict(), **values} if precision else values
+    return type(defaults)(**merged)
 
 
 _OFF = {"none", "off", "null", ""}

@@ -316,7 +316,7 @@ def _worker(request: dict) -> dict:
         start = time.perf_counter()
         try:
             threshold = (
-                parity.thresholds_from_dict(kind, item["threshold"])
+                parity.thresholds_from_dict(kind, item["threshold"], item["precision"])
                 if item["threshold"]
                 else parity.DEFAULTS_BY_KIND[kind][parity.PrecisionClass(item["precision"])]
             )

@@ -513,3 +513,10 @@ def test_tied_reference_scores_skip_the_rank_gates():
     assert set(m.skipped) == {"score_spearman", "top1_agreement", "top3_agreement", "score_rel_err_max"}
     verdict = parity.judge(m, parity.SCORE_THRESHOLDS[PrecisionClass.FP32])
     assert verdict.passed, verdict.failures
+
+
+def test_recorded_thresholds_get_defaults_for_metrics_they_predate():
+    old = {"cosine_min": 0.99, "neighbour_agreement_at_10": None, "spearman_pairwise": 0.98}  # before the norm gate
+    t = parity.thresholds_from_dict("sentence-transformer", old, "int8")
+    assert t == Thresholds(0.99, None, 0.98, DEFAULT_THRESHOLDS[PrecisionClass.INT8].norm_rel_err_max)
+    assert parity.thresholds_from_dict("sentence-transformer", old) == Thresholds(0.99, None, 0.98, None)
