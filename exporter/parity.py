@@ -156,10 +156,11 @@ def compare(reference: np.ndarray, candidate: np.ndarray, *, k: int = 10) -> Par
 
     nn = rank.neighbour_agreement(ref_u, cand_u, k, rank.text_sample(n, rank.NN_MAX_QUERIES))
     rows = rank.text_sample(n, rank.SPEARMAN_MAX_TEXTS)
-    ref_sim, cand_sim = rank.pair_values(ref_u[rows]), rank.pair_values(cand_u[rows])
+    pairs = rank.pair_values if len(rows) == n else (lambda m: rank.pair_values(m[rows]))  # no copy when all
+    ref_sim, cand_sim = pairs(ref_u), pairs(cand_u)
     sp = rank.spearman(ref_sim, cand_sim, "pair similarities") if n >= 3 else rank.RankResult(None, None, 0)
-    scale = rank.pair_values(ref_n[rows, None])  # |r_i| |r_j|
-    dot_err = _relative(np.abs(rank.pair_values(cand[rows]) - rank.pair_values(ref[rows])), scale)
+    scale = pairs(ref_n[:, None])  # |r_i| |r_j|
+    dot_err = _relative(np.abs(pairs(cand) - pairs(ref)), scale)
     skipped = {name: r.reason for name, r in (("neighbour_agreement_at_10", nn), ("spearman_pairwise", sp)) if r.reason}
     return ParityMetrics(
         cosine_min=float(cos.min()),
