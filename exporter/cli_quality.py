@@ -66,11 +66,12 @@ def verify(
             mark = {"passed": "ok  ", "failed": "FAIL", "error": "ERR ", "skipped": "skip"}[case.status]
             typer.echo(f"{mark} {case.name:<28} {case.message}")
             for line in case.failures if case.status != "passed" else []:
-                typer.echo(f"       {line}")
+                if not line.startswith("consumer "):  # said on the consumer's own row below
+                    typer.echo(f"       {line}")
             for row in (case.parity or {}).get("consumers", []):
                 mark = {"passed": "ok  ", "failed": "FAIL", "error": "ERR ", "skipped": "skip"}[row["status"]]
                 metric = f"cosine_min {row['cosine_min']:.6f}" if row.get("cosine_min") is not None else ""
-                typer.echo(f"  {mark} {case.name + ' x ' + row['consumer']:<36} {metric} {row['message']}".rstrip())
+                typer.echo(f"  {mark} {case.name + ' x ' + row['consumer']:<36} {row['message'] or metric}".rstrip())
         if junit:
             typer.echo(f"JUnit: {junit}")
     raise_for(report)

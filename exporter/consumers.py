@@ -72,6 +72,7 @@ class Consumer:
     runs: str  # "in-process" or "node subprocess"
     how: str  # one line: how a user loads the variant with it
     encode: Callable[[Target, list[str]], np.ndarray]
+    truncates_at_tokenizer_config: bool = False  # at tokenizer_config.json's model_max_length, not ST's limit
 
     def applies(self, variant: dict, kind: str) -> bool:
         return variant["load"]["backend"] in self.backends and kind in self.kinds
@@ -95,6 +96,20 @@ class Consumer:
         if not facts.pooling.include_prompt and any(facts.prompts.values()):
             return f"{self.name} pools prompt tokens too; this model's Pooling excludes them (include_prompt=false)"
         return None
+
+    def truncation_note(self, folder: Path, max_seq_length: int | None) -> str:
+        """Why over-long texts differ, when this consumer truncates elsewhere than sentence-transformers."""
+        path = folder / "tokenizer_config.json"
+        if not self.truncates_at_tokenizer_config or not max_seq_length or not path.is_file():
+            return ""
+        limit = json.loads(path.read_text(encoding="utf-8")).get("model_max_length")
+        if limit == max_seq_length:
+            return ""
+        return (
+            f" {self.name} truncates at tokenizer_config.json's model_max_length ({limit}), the model at "
+            f"max_seq_length {max_seq_length}: texts longer than that differ; `exporter package --layout "
+            f"{self.name}` writes a folder that truncates where the model does."
+        )
 
 
 # --------------------------------------------------------------------------------------- the loaders
@@ -251,6 +266,7 @@ CONSUMERS: tuple[Consumer, ...] = (
         "TextEmbedding.add_custom_model(model=NAME, pooling=..., normalization=..., model_file=FILE, ...); "
         "TextEmbedding(NAME, specific_model_path=DIR)",
         _fastembed,
+        truncates_at_tokenizer_config=True,
     ),
     Consumer(
         "transformers.js",
@@ -260,6 +276,7 @@ CONSUMERS: tuple[Consumer, ...] = (
         "node subprocess",
         "env.localModelPath=PARENT; pipeline('feature-extraction', NAME, {dtype: 'fp32', model_file_name: STEM})",
         _transformers_js,
+        truncates_at_tokenizer_config=True,
     ),
     Consumer(
         "runtime",
@@ -304,7 +321,10 @@ def check(consumer: Consumer, target: Target, texts: list[str], reference, probe
         return {**row, "status": ERROR, "message": f"{consumer.name} could not run it: {type(exc).__name__}: {exc}"}
     verdict = parity.judge(metrics, threshold)
     status = PASSED if verdict.passed else FAILED
-    message = "; ".join(verdict.failures) if not verdict.passed else ""
+    message = ""
+    if not verdict.passed:
+        message = "; ".join(f.rstrip(".") for f in verdict.failures) + "."
+        message += consumer.truncation_note(target.folder, target.facts.max_seq_length)
     return {**row, "status": status, "message": message, **parity.to_dict(metrics, threshold, verdict)}
 
 

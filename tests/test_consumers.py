@@ -5,6 +5,7 @@ variant's gate; pooling a consumer cannot reproduce fails with a line that says 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,51 @@ def test_consumers_table_is_complete():
     assert np.isfinite(FP32.cosine_min)
     assert st_modules.POOLING_MODES  # the optimum row covers every pooling mode the models may name
     assert set(consumers.BY_NAME["optimum"].pools) == set(st_modules.POOLING_MODES)
+
+
+def test_a_consumer_truncating_elsewhere_fails_with_the_reason_and_the_layout_fixes_it(tmp_path_factory, tmp_path):
+    """The real default's case in small: tokenizer_config.json says 48 tokens, the model 32 (as MiniLM says
+    512 and 256). fastembed truncates at 48, so long texts differ; its layout truncates at 32."""
+    from exporter import layouts
+    from tests.test_export_onnx import exported_tiny
+
+    _, art0, _ = exported_tiny(tmp_path_factory, "mean", True)
+    art = tmp_path / "art"
+    shutil.copytree(art0, art)
+    for name, key, value in (
+        ("sentence_bert_config.json", "max_seq_length", 32),
+        ("tokenizer_config.json", "model_max_length", 48),
+    ):
+        config = json.loads((art / name).read_text())
+        (art / name).write_text(json.dumps({**config, key: value}))
+    texts = [" ".join(WORDS[i:] + WORDS[:i]) * 2 for i in range(12)]  # ~40 tokens each
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(art), backend="onnx", model_kwargs={"file_name": "onnx/model.onnx"}).encode(
+        texts
+    )
+    row = _rows_with(art, texts, reference, "fastembed")
+    assert row["status"] == "failed"
+    assert (
+        "fastembed truncates at tokenizer_config.json's model_max_length (48), the model at max_seq_length 32"
+        in row["message"]
+    )
+
+    manifest = {
+        "shared_files": [
+            {"path": p.relative_to(art).as_posix()} for p in art.rglob("*") if p.is_file() and "onnx" not in p.parts
+        ],
+        "model": {"max_seq_length": 32},
+    }
+    files = layouts._truncating_at_max_seq_length(art, manifest, {**ONNX, "files": [{"path": "onnx/model.onnx"}]})
+    out = tmp_path / "fastembed"
+    for rel, src in files.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(src if isinstance(src, bytes) else src.read_bytes())
+    assert _rows_with(out, texts, reference, "fastembed")["status"] == "passed"
+
+
+def _rows_with(art: Path, texts: list[str], reference, name: str) -> dict:
+    probe = kinds.get("sentence-transformer").probe(texts)
+    (row,) = consumers.check_variant(art, ONNX, "sentence-transformer", [name], texts, reference, probe, FP32)
+    return row
