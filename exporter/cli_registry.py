@@ -65,7 +65,7 @@ def package(
             raise UsageError("--layout writes a folder: give it with --out DIR.", "")
         written = write_layout(artifact, variant, layout, out, allow_failed=allow_failed)
         typer.echo(f"{written['layout']} layout of {written['variant']}: {out} ({len(written['files'])} files)")
-        typer.echo(f"start: {written['start'].replace('DIR', str(out))}")
+        typer.echo(f"start: {written['start']}")
         return
     result = build_package(artifact, variant, out, allow_failed=allow_failed)
     typer.echo(f"packaged {result.variant}: {result.path} ({result.files} files, {result.size} bytes)")

@@ -40,7 +40,7 @@ class Layout:
     name: str
     backends: frozenset[str]
     build: Callable[[Path, dict, dict, Path], FileMap]  # (artifact, manifest, variant, scratch dir) -> files
-    start: str  # the one command that serves DIR
+    start: str  # the one command that serves the folder ({dir}, {abs}, {parent}, {name} filled in)
 
 
 def _shared(artifact: Path, manifest: dict) -> FileMap:
@@ -216,13 +216,13 @@ LAYOUTS: dict[str, Layout] = {
             "st",
             frozenset({"onnx", "openvino", "torch"}),
             _st,
-            'python -c \'from exporter import runtime; print(runtime.load("DIR").encode(["hi"]).shape)\'',
+            'python -c \'from exporter import runtime; print(runtime.load("{dir}").encode(["hi"]).shape)\'',
         ),
         Layout(
             "tei",
             frozenset({"onnx"}),
             _graph_as_model_onnx,
-            "docker run -p 8080:80 -v $PWD/DIR:/data ghcr.io/huggingface/text-embeddings-inference:cpu-1.8 "
+            "docker run -p 8080:80 -v {abs}:/data ghcr.io/huggingface/text-embeddings-inference:cpu-1.8 "
             "--model-id /data",
         ),
         Layout(
@@ -230,26 +230,26 @@ LAYOUTS: dict[str, Layout] = {
             frozenset({"onnx"}),
             _truncating_at_max_seq_length,
             "TextEmbedding.add_custom_model(...model_file='onnx/model.onnx'); "
-            "TextEmbedding(NAME, specific_model_path='DIR')",
+            "TextEmbedding(NAME, specific_model_path='{dir}')",
         ),
         Layout(
             "transformers.js",
             frozenset({"onnx"}),
             _truncating_at_max_seq_length,
-            "env.localModelPath = PARENT_OF_DIR; pipeline('feature-extraction', BASENAME_OF_DIR, {dtype: 'fp32'})",
+            "env.localModelPath = '{parent}'; pipeline('feature-extraction', '{name}', {{dtype: 'fp32'}})",
         ),
         Layout(
             "ovms",
             frozenset({"openvino"}),
             _ovms,
-            "docker run -p 8000:8000 -v $PWD/DIR:/model openvino/model_server:2025.4 --rest_port 8000 "
+            "docker run -p 8000:8000 -v {abs}:/model openvino/model_server:2025.4 --rest_port 8000 "
             "--model_path /model --model_name embedder",
         ),
         Layout(
             "triton",
             frozenset({"onnx", "openvino"}),
             _triton,
-            "docker run -p 8000:8000 -v $PWD/DIR:/models nvcr.io/nvidia/tritonserver:25.01-py3 "
+            "docker run -p 8000:8000 -v {abs}:/models nvcr.io/nvidia/tritonserver:25.01-py3 "
             "tritonserver --model-repository=/models",
         ),
     )
@@ -285,4 +285,11 @@ def write_layout(artifact: Path, variant: str | None, layout: str, out: Path, *,
                 dest.write_bytes(src)
             else:
                 shutil.copyfile(src, dest)
-    return {"layout": layout, "variant": vid, "out": str(out), "files": sorted(files), "start": spec.start}
+    where = {"dir": out, "abs": out.resolve(), "parent": out.resolve().parent, "name": out.name}
+    return {
+        "layout": layout,
+        "variant": vid,
+        "out": str(out),
+        "files": sorted(files),
+        "start": spec.start.format(**where),
+    }
