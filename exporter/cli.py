@@ -172,9 +172,17 @@ def export(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan (pin, variants, outputs, thresholds); build nothing.")
     ] = False,
+    consumers: Annotated[
+        str | None,
+        typer.Option(
+            help="Also load each variant through these consumers (all, or a comma list; see `verify --consumers`) "
+            "and record each as a row in variants[].parity.consumers; one that disagrees fails the variant."
+        ),
+    ] = None,
 ) -> None:
     """Resolve MODEL at a pinned commit, build variants, check parity against torch, write the manifest."""
     from exporter.cli_recipes import handle_save_and_dry_run
+    from exporter.consumers import parse_names
     from exporter.parity import parse_threshold_overrides
     from exporter.pipeline import ExportPlan, raise_for_failures, run_export
 
@@ -191,6 +199,7 @@ def export(
         trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle,
         kind=kind,
+        consumers=parse_names(consumers),
     )
     if handle_save_and_dry_run(plan, save_recipe=save_recipe, dry_run=dry_run):
         return

@@ -219,8 +219,7 @@ def _transformers_js(target: Target, texts: list[str]) -> np.ndarray:
         raise UsageError(f"transformers.js loads onnx/<name>.onnx files only, not {target.file_name}.", "")
     request = {
         "modules": str(modules),
-        "local_model_path": str(target.folder.resolve().parent),
-        "name": target.folder.resolve().name,
+        "name": "model",  # a link to the folder: transformers.js refuses some names (e.g. ".x.partial-1")
         "model_file_name": file_path.stem,
         "pooling": _TRANSFORMERS_JS_POOLING[target.facts.pooling.modes[0]],
         "normalize": bool(target.facts.normalize),
@@ -228,12 +227,14 @@ def _transformers_js(target: Target, texts: list[str]) -> np.ndarray:
         "texts": texts,
     }
     with tempfile.TemporaryDirectory(prefix="exporter-tjs-") as tmp:
+        (Path(tmp) / "model").symlink_to(target.folder.resolve(), target_is_directory=True)
         req = Path(tmp) / "request.json"
-        req.write_text(json.dumps(request), encoding="utf-8")
+        req.write_text(json.dumps({**request, "local_model_path": tmp}), encoding="utf-8")
         proc = subprocess.run([node, str(NODE_SCRIPT), str(req)], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or f"exit code {proc.returncode}"
-        raise RuntimeError(f"transformers.js failed: {tail}")
+        lines = proc.stderr.strip().splitlines()
+        errors = [line.strip() for line in lines if "Error" in line] or lines[-3:]
+        raise RuntimeError(f"transformers.js failed: {' | '.join(errors[:2]) or f'exit code {proc.returncode}'}")
     return np.asarray(json.loads(proc.stdout.strip().splitlines()[-1]), dtype=np.float32)
 
 
@@ -328,6 +329,20 @@ def check(consumer: Consumer, target: Target, texts: list[str], reference, probe
     return {**row, "status": status, "message": message, **parity.to_dict(metrics, threshold, verdict)}
 
 
+def rows_for(artifact: Path, variant: dict, kind: str, names: list[str], probe, reference, threshold, own: dict):
+    """The consumer rows of one variant; sentence-transformers' is ``own`` (the variant's parity just
+    measured through it), the others are run here."""
+    others = [n for n in names if n != "sentence-transformers"]
+    rows = check_variant(artifact, variant, kind, others, probe.inputs, reference, probe, threshold)
+    if "sentence-transformers" in names:
+        st = BY_NAME["sentence-transformers"]
+        fields = {k: v for k, v in own.items() if k not in ("probe_sha256", "consumers", "serving_paths")}
+        status = PASSED if own["passed"] else FAILED
+        message = "; ".join(f.rstrip(".") for f in own["failures"]) + "." if own["failures"] else ""
+        rows.insert(0, {"consumer": st.name, "runs": st.runs, "status": status, "message": message, **fields})
+    return rows
+
+
 def check_variant(artifact: Path, variant: dict, kind: str, names: list[str], texts, reference, probe, threshold):
     """Rows for every named consumer that applies to ``variant`` (in table order)."""
     from exporter import st_modules
@@ -338,6 +353,18 @@ def check_variant(artifact: Path, variant: dict, kind: str, names: list[str], te
         for c in CONSUMERS
         if c.name in names and c.applies(variant, kind)
     ]
+
+
+def with_rows(parity: dict, rows: list[dict]) -> dict:
+    """``parity`` (a variant's manifest entry) with its consumer rows; a row that disagrees or cannot run
+    fails the variant, with one ``consumer NAME: ...`` line per such row."""
+    lines = [f"consumer {r['consumer']}: {r['message']}" for r in failed_rows(rows)]
+    return {
+        **parity,
+        "consumers": rows,
+        "passed": bool(parity["passed"]) and not lines,
+        "failures": list(parity.get("failures", [])) + lines,
+    }
 
 
 def failed_rows(rows: list[dict] | None) -> list[dict]:

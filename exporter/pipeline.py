@@ -62,6 +62,7 @@ class ExportPlan:
     max_seq_length: int | None = None  # override the model's own
     kind: str | None = None  # expected model kind; None: whatever the source is
     publish: str | None = None  # oci:// target a fleet run publishes to after export
+    consumers: list[str] = field(default_factory=list)  # exporter.consumers names each variant is loaded by
 
 
 @dataclass
@@ -187,7 +188,7 @@ def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds,
         stage_dir=out,
         calibration_texts=lambda: (calib_set or probes.load_text_set(None, "calibration")).texts,
         probe_texts=lambda: probe_set.texts,
-        options={"trust_remote_code": plan.trust_remote_code},
+        options={"trust_remote_code": plan.trust_remote_code, "consumers": plan.consumers},
         kind=kind,
     )
     with progress.step(f"Loading the torch reference ({kspec.label})"):
@@ -342,6 +343,13 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
                 probe.texts,
                 threshold,
             )
+        if ctx.options.get("consumers"):
+            from exporter import consumers
+
+            with progress.step(f"Loading {spec.id} through {', '.join(ctx.options['consumers'])}"):
+                names = ctx.options["consumers"]
+                rows = consumers.rows_for(stage, entry, ctx.kind, names, probe, ref_out, threshold, entry["parity"])
+            entry["parity"] = consumers.with_rows(entry["parity"], rows)
         entry["status"] = "passed" if entry["parity"]["passed"] else "failed"
     except UsageError:
         raise

@@ -268,9 +268,8 @@ def run_parity_subprocess(
             out[v["id"]] = CaseResult(v["id"], status, msg, failures=[msg], recorded=v.get("parity"), seconds=secs)
             continue
         parity = res["parity"]
-        bad_consumers = consumer_failures(parity)
-        status = PASSED if parity["passed"] and not bad_consumers else FAILED
-        failures = list(parity.get("failures", [])) + bad_consumers
+        status = PASSED if parity["passed"] else FAILED
+        failures = list(parity.get("failures", []))
         out[v["id"]] = CaseResult(
             v["id"],
             status,
@@ -281,13 +280,6 @@ def run_parity_subprocess(
             seconds=secs,
         )
     return answer.get("probe"), out
-
-
-def consumer_failures(parity: dict) -> list[str]:
-    """One line per consumer row of ``parity`` that disagrees or could not run."""
-    from exporter.consumers import failed_rows
-
-    return [f"consumer {r['consumer']}: {r['message']}" for r in failed_rows(parity.get("consumers"))]
 
 
 def _threshold_of(variant: dict) -> dict | None:
@@ -323,7 +315,7 @@ def _summary(parity: dict, manifest: dict, probe: dict | None) -> str:
 
 def _worker(request: dict) -> dict:
     """Body of the fresh process: load the reference and each variant, compare, judge."""
-    from exporter import kinds, parity, parity_run, probes
+    from exporter import consumers, kinds, parity, parity_run, probes
     from exporter.bench import load_reference, load_variant
     from exporter.pipeline import NoProgress
 
@@ -355,7 +347,9 @@ def _worker(request: dict) -> dict:
                 entry, ref_out, out, artifact, item["load"], kind, probe.texts, threshold, threads
             )
             if request.get("consumers"):
-                entry["consumers"] = _consumer_rows(request, artifact, item, kind, probe, ref_out, threshold, entry)
+                names = request["consumers"]
+                rows = consumers.rows_for(artifact, item, kind, names, probe, ref_out, threshold, entry)
+                entry = consumers.with_rows(entry, rows)
             results[item["id"]] = {"parity": entry}
         except FidelityError as exc:  # broken output (shape, NaN): a failed gate, not a crash
             results[item["id"]] = {"failed": str(exc)}
@@ -364,29 +358,6 @@ def _worker(request: dict) -> dict:
         results[item["id"]]["seconds"] = time.perf_counter() - start
     probe_info = {"name": probe_set.name, "sha256": probe_set.sha256, "n": len(probe_set.texts)}
     return {"probe": probe_info, "results": results}
-
-
-def _consumer_rows(request, artifact, item, kind, probe, ref_out, threshold, st_row) -> list[dict]:
-    """The consumer rows of one variant; sentence-transformers' is the variant's own parity just measured."""
-    from exporter import consumers
-
-    rows = consumers.check_variant(
-        artifact,
-        item,
-        kind,
-        [n for n in request["consumers"] if n != "sentence-transformers"],
-        probe.inputs,
-        ref_out,
-        probe,
-        threshold,
-    )
-    if "sentence-transformers" in request["consumers"]:
-        st = consumers.BY_NAME["sentence-transformers"]
-        fields = {k: v for k, v in st_row.items() if k not in ("probe_sha256", "consumers", "serving_paths")}
-        message = "; ".join(st_row["failures"])
-        status = consumers.PASSED if st_row["passed"] else consumers.FAILED
-        rows.insert(0, {"consumer": st.name, "runs": st.runs, "status": status, "message": message, **fields})
-    return rows
 
 
 def _main() -> None:

@@ -44,18 +44,21 @@ def node_modules() -> Path:
 
 @pytest.fixture(scope="session")
 def consumer_artifact(tiny_model_dir, tmp_path_factory, node_modules) -> Path:
-    """One real export (onnx + openvino) of the tiny model through the Hub cache, on short probe texts."""
+    """One real export (onnx + openvino, every consumer recorded) of the tiny model through the Hub cache, on
+    short probe texts."""
     home = tmp_path_factory.mktemp("hf-consumers")
     probe = tmp_path_factory.mktemp("probe") / "probe.txt"
     probe.write_text("\n".join(short_texts(48)) + "\n", encoding="utf-8")
     out = tmp_path_factory.mktemp("art") / "tiny"
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "1"}
+    env[consumers.NODE_MODULES_ENV] = str(node_modules)
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HOME", str(home))
     mp.setenv("HF_HUB_CACHE", str(home / "hub"))
     hf.seed_tiny(tiny_model_dir)
     mp.undo()
     cmd = [sys.executable, "-m", "exporter", "export", PINNED, "--out", str(out), "--variants", "onnx,openvino"]
+    cmd += ["--consumers", "all"]
     proc = subprocess.run([*cmd, "--probe", str(probe)], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out

@@ -51,6 +51,20 @@ def test_verify_consumers_all_gives_one_passing_row_per_consumer_and_variant(con
             assert row["cosine_min"] >= 0.9999 and row["threshold"] == variant["parity"]["threshold"], row
 
 
+def test_export_records_a_row_per_consumer_in_the_manifest(consumer_artifact):
+    from exporter import manifest as mf
+
+    manifest = mf.load(consumer_artifact)  # validated against the JSON Schema
+    rows = {v["id"]: {r["consumer"]: r for r in v["parity"]["consumers"]} for v in manifest["variants"]}
+    assert list(rows["onnx"]) == ["sentence-transformers", "optimum", "fastembed", "transformers.js", "runtime"]
+    assert list(rows["openvino"]) == ["sentence-transformers", "optimum", "runtime"]
+    for variant in manifest["variants"]:
+        assert variant["status"] == "passed" and variant["parity"]["passed"] is True
+        for row in variant["parity"]["consumers"]:
+            assert row["status"] == "passed" and row["cosine_min"] >= 0.9999, row
+            assert row["threshold"] == variant["parity"]["threshold"]
+
+
 def test_verify_prints_a_row_per_consumer_and_variant(consumer_artifact, tiny_model_dir):
     hf.seed_tiny(tiny_model_dir)
     res = invoke("verify", str(consumer_artifact), "--variants", "onnx", "--consumers", "fastembed,transformers.js")
