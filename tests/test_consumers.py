@@ -122,6 +122,8 @@ def test_consumers_table_is_complete():
         "transformers.js",
         "runtime",
     ]
+    reranker = {"load": {"backend": "onnx"}}
+    assert [c.name for c in consumers.CONSUMERS if c.applies(reranker, "cross-encoder")] == ["sentence-transformers"]
     facts_free = [c for c in consumers.CONSUMERS if c.pools is None]
     assert {c.name for c in facts_free} == {"sentence-transformers", "runtime"}
     assert consumers.NODE_SCRIPT.is_file()
