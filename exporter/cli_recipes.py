@@ -251,7 +251,7 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     ]
     if calib:
         lines.append(f"  calibration  {_textset(calib)}")
-    for name in ("kind", "max_seq_length", "prompts", "publish"):
+    for name in ("kind", "max_seq_length", "truncate_dim", "prompts", "publish"):
         if getattr(plan, name, None) is not None:
             lines.append(f"  {name:<12} {getattr(plan, name)}")
     flags = [f for f in ("force", "allow_unpinned", "trust_remote_code", "allow_pickle") if getattr(plan, f)]

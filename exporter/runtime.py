@@ -62,6 +62,11 @@ class _OnnxSession:
         # What the session really runs on, in priority order (not what was asked for).
         return list(self.session.get_providers())
 
+    @property
+    def optional_input_names(self) -> list[str]:
+        """Inputs with a default (initializers a caller may override), e.g. ``prompt_length``."""
+        return [i.name for i in self.session.get_overridable_initializers()]
+
     def run(self, output_names, feeds):
         return self.session.run(output_names, feeds)
 
@@ -140,6 +145,14 @@ POOLERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "weightedmean": _pool_weightedmean,
     "lasttoken": _pool_lasttoken,
 }
+
+
+def exclude_prompt(mask: np.ndarray, prompt_length: int) -> np.ndarray:
+    """The pooling mask without the first ``prompt_length`` real tokens of each row (after left padding), as
+    sentence-transformers' Pooling computes it for ``include_prompt: false``."""
+    pad = mask.argmax(axis=1)
+    positions = np.arange(mask.shape[1])[None, :]
+    return np.where(positions < (pad + prompt_length)[:, None], 0, mask)
 
 
 def pool(token_embeddings: np.ndarray, attention_mask: np.ndarray, facts: st_modules.ModelFacts) -> np.ndarray:
@@ -223,14 +236,29 @@ class Encoder:
     def max_seq_length(self) -> int | None:
         return self.facts.max_seq_length
 
-    def _apply_prompt(self, texts: list[str], prompt_name: str | None, prompt: str | None) -> list[str]:
+    def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str:
         if prompt is None:
             name = prompt_name if prompt_name is not None else self.facts.default_prompt_name
             if name is not None:
                 if name not in self.facts.prompts:
                     raise UsageError(f"unknown prompt name {name!r}.", f"Known: {', '.join(self.facts.prompts)}.")
                 prompt = self.facts.prompts[name]
-        return [prompt + t for t in texts] if prompt else list(texts)
+        return prompt or ""
+
+    def _prompt_length(self, prompt: str) -> int | None:
+        """Tokens to leave out of pooling when the model's Pooling excludes the prompt (``include_prompt``
+        false), counted as sentence-transformers counts them; None when nothing is excluded."""
+        from exporter import prompt_graph
+
+        if not prompt or self.facts.pooling is None or self.facts.pooling.include_prompt:
+            return None
+        takes_it = prompt_graph.PROMPT_LENGTH in (*self._inputs, *getattr(self.session, "optional_input_names", []))
+        if self.pooling_in_graph and not takes_it:
+            raise UsageError(
+                f"{self.path.name} pools every token, and the model excludes prompt tokens from pooling.",
+                "Re-export the model with this exporter (its graph has a prompt_length input).",
+            )
+        return prompt_graph.prompt_token_count(self.tokenizer, prompt)
 
     def tokenize(self, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Feeds for the graph (only the inputs it declares) and the attention mask."""
@@ -242,10 +270,10 @@ class Encoder:
             "attention_mask": mask,
             "token_type_ids": np.asarray([e.type_ids for e in encodings], dtype=np.int64),
         }
-        missing = [name for name in self._inputs if name not in available]
+        missing = [name for name in self._inputs if name not in available and name != "prompt_length"]
         if missing:
             raise UsageError(f"the graph wants inputs this runtime cannot make: {missing}.", "Re-export the model.")
-        return {name: available[name] for name in self._inputs}, mask
+        return {name: available[name] for name in self._inputs if name in available}, mask
 
     def encode(
         self,
@@ -257,7 +285,10 @@ class Encoder:
     ) -> np.ndarray:
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not one string.")
-        texts = self._apply_prompt(list(texts), prompt_name, prompt)
+        prompt = self._resolve_prompt(prompt_name, prompt)
+        texts = [prompt + t for t in texts] if prompt else list(texts)
+        prompt_length = self._prompt_length(prompt)
+        extra = {} if prompt_length is None else {"prompt_length": np.asarray(prompt_length, dtype=np.int64)}
         if not texts:
             dim = self.facts.pooling.dimension if self.facts.pooling else None
             return np.zeros((0, dim or 0), dtype=np.float32)
@@ -267,8 +298,12 @@ class Encoder:
         for start in range(0, len(texts), max(1, batch_size)):
             batch = [texts[i] for i in order[start : start + batch_size]]
             feeds, mask = self.tokenize(batch)
-            (out,) = self.session.run([self._output], feeds)
-            chunks.append(out if self.pooling_in_graph else pool(out, mask, self.facts))
+            if self.pooling_in_graph:
+                (out,) = self.session.run([self._output], {**feeds, **extra})
+            else:
+                (tokens,) = self.session.run([self._output], feeds)
+                out = pool(tokens, mask if prompt_length is None else exclude_prompt(mask, prompt_length), self.facts)
+            chunks.append(out)
         stacked = np.concatenate(chunks, axis=0).astype(np.float32, copy=False)
         result = np.empty_like(stacked)
         result[order] = stacked
