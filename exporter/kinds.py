@@ -136,6 +136,8 @@ def _embedder_facts(model) -> dict:
         name = type(module).__name__
         if name == "Pooling":
             pooling = getattr(module, "pooling_mode", None) or module.get_pooling_mode_str()
+            if not isinstance(pooling, str):  # several modes, concatenated: "cls+mean" as st_modules names them
+                pooling = "+".join(pooling)
         elif name == "Normalize":
             normalize = True
     dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension

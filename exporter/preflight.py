@@ -38,6 +38,7 @@ class ShapeFacts:
     architectures: tuple[str, ...]
     chain: tuple[str, ...]  # module class names, in order
     rows: tuple[str, ...]  # ids of the support-table rows the model matches
+    remote_code: bool = False  # config.json maps to custom code (auto_map)
 
     def to_dict(self) -> dict:
         return {
@@ -45,6 +46,7 @@ class ShapeFacts:
             "architectures": list(self.architectures),
             "chain": list(self.chain),
             "support_rows": list(self.rows),
+            "remote_code": self.remote_code,
         }
 
 
@@ -67,9 +69,9 @@ def check_chain(facts: st_modules.ModelFacts) -> None:
     for entry in facts.modules:
         allowed = _MAY_FOLLOW.get(entry.kind)
         if allowed is None or previous not in allowed:
-            where = "first module" if previous is None else f"module after {previous.value}"
+            where = "first" if previous is None else f"after {previous.value}"
             raise UsageError(
-                f"modules.json {where} '{entry.name}' is {entry.type}, which the exporter does not support there.",
+                f"modules.json module {entry.idx} ({where}) is {entry.type}, which is not supported there.",
                 f"Supported sentence-transformer chain: {SUPPORTED_CHAIN} (see `exporter list-architectures`).",
             )
         previous = entry.kind
@@ -95,7 +97,9 @@ def inspect(source_dir: Path, kind: str) -> ShapeFacts:
     model_type = config.get("model_type")
     archs = tuple(str(a) for a in config.get("architectures") or ())
     rows = tuple(r.id for r in shapes.rows_for(kind, model_type))
-    return ShapeFacts(model_type=model_type, architectures=archs, chain=chain, rows=rows)
+    return ShapeFacts(
+        model_type=model_type, architectures=archs, chain=chain, rows=rows, remote_code=bool(config.get("auto_map"))
+    )
 
 
 def select(specs: list, requested: list[str] | None, kind: str, facts: ShapeFacts) -> list:
@@ -109,6 +113,12 @@ def select(specs: list, requested: list[str] | None, kind: str, facts: ShapeFact
     label = _arch_label(facts.model_type, facts.architectures)
     if "*" in refused:
         raise UsageError(f"{label} is not exportable: {refused['*']}.", "See `exporter list-architectures`.")
+    if facts.remote_code and not any(not shapes.BY_ID[r].remote_code for r in facts.rows):
+        known = sorted({mt for s in shapes.SHAPES if s.kind == kind and not s.remote_code for mt in s.model_types})
+        raise UsageError(
+            f"{label} is not exportable: {shapes.REMOTE_CODE}.",
+            f"Exportable model types: {', '.join(known)} (see `exporter list-architectures`).",
+        )
     named = {w.strip() for w in (requested or []) if w.strip() and w.strip() != "all"}
     asked = [s.id for s in specs if s.id in refused and s.id in named]
     if asked:

@@ -21,8 +21,8 @@ ORT_OPTIMIZER_LEVELS = ("onnx-o1", "onnx-o2", "onnx-o3", "onnx-o4")
 NO_ORT_FUSION = "ONNX Runtime's optimizer (optimum-onnx ORTOptimizer) has no fusion support for this model type"
 FP16_OVERFLOW = "fp16 compute overflows this family's residual stream (NaN on CPU); kept in fp32"
 REMOTE_CODE = (
-    "remote-code architecture: refused without --trust-remote-code; with it, only a model whose config "
-    "model_type is one optimum can export (a row of this table) is exported, this one is not"
+    "remote-code architecture: refused without --trust-remote-code; with it, only remote code whose config "
+    "model_type is a family of this table is exported (traced like that family), and this one's is not"
 )
 
 

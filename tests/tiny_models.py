@@ -224,12 +224,14 @@ def build_tiny_embedder(
     hidden: int = 32,
     seed: int = 0,
     weight_scale: float | None = None,
+    residual_gain: float | None = None,
 ) -> Path:
     """Write a 2-layer ``family`` sentence-transformer: Transformer -> Pooling -> Dense* -> [Normalize].
 
     ``dense`` lists (out_features, bias, activation) per Dense module, activation "tanh" or "identity".
-    ``weight_scale`` multiplies every weight after init: large values make activations overflow fp16 (as
-    Gemma-family residual streams do on real checkpoints).
+    ``weight_scale`` multiplies every weight after init. ``residual_gain`` (Gemma3) sets the gain of every
+    post-feed-forward RMSNorm, which writes into the residual stream: large gains make the residual stream
+    exceed the fp16 range (65504) while the final norm keeps the outputs finite, as on real Gemma checkpoints.
     """
     import shutil
 
@@ -249,6 +251,11 @@ def build_tiny_embedder(
         with torch.no_grad():
             for p in model.parameters():
                 p.mul_(weight_scale)
+    if residual_gain is not None:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "post_feedforward_layernorm" in name:
+                    p.fill_(residual_gain - 1.0)  # Gemma's RMSNorm scales by (1 + weight)
     model.save_pretrained(work, safe_serialization=True)
     transformer = models.Transformer(str(work), max_seq_length=max_seq_length)
     dim = transformer.get_embedding_dimension()
