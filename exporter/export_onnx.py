@@ -11,11 +11,15 @@ chain (Transformer -> Pooling -> Normalize/Dense ...). Two adjustments to optimu
 
 Graph: inputs ``input_ids``, ``attention_mask`` (int64, [batch, sequence]); outputs
 ``last_hidden_state`` ([batch, sequence, hidden]) and ``sentence_embedding`` ([batch, dim], pooled and,
-if the model has a Normalize module, L2-normalised). BERT's ``token_type_ids`` are not an input: the
-graph uses the model's all-zero default, which is what single-text encoding feeds anyway.
+if the model has a Normalize module, L2-normalised; with ``truncate_dim`` its first N dimensions, as
+``SentenceTransformer(truncate_dim=N).encode`` returns). BERT's ``token_type_ids`` are not an input: the
+graph uses the model's all-zero default, which is what single-text encoding feeds anyway. A model whose
+Pooling excludes prompt tokens (``include_prompt: false``) gets an optional third input, ``prompt_length``
+(``exporter.prompt_graph``).
 
-After export the graph is checked against the torch model (cosine on a few padded and over-long texts)
-and the artifact's tokenizer.json, as the runtime configures it, against the torch model's tokenizer.
+After export the graph is checked against the torch model (cosine on a few padded and over-long texts,
+bare and with the model's first prompts) and the artifact's tokenizer.json, as the runtime configures it,
+against the torch model's tokenizer.
 
 Cross-encoders and sparse encoders (``exporter.kinds``) get the transformer alone, exported with
 optimum's task for the head sentence-transformers' backend loads it with (``build_task_graph``):

@@ -317,8 +317,13 @@ def test_refused_variant_is_named_and_left_out_of_all(tmp_path):
     result = invoke("export", str(src), "--variants", "onnx,onnx-o2", "--out", str(tmp_path / "a"))
     assert result.code == 2
     assert "onnx-o2 refused for Qwen3Model (model_type qwen3)" in result.err and "ORTOptimizer" in result.err
-    plan = invoke("export", str(src), "--variants", "all", "--dry-run")
-    assert plan.code == 0 and "onnx-o2" not in plan.out
+    from exporter import kinds, preflight
+
+    facts = preflight.inspect(src, "sentence-transformer")
+    all_specs = kinds.select_variants("all", "sentence-transformer")
+    kept = [s.id for s in preflight.select(all_specs, ["all"], "sentence-transformer", facts)]
+    assert "onnx" in kept and "openvino" in kept and not set(kept) & set(shapes.ORT_OPTIMIZER_LEVELS)
+    assert facts.rows == ("qwen3-lasttoken-left-normalize",) and facts.chain == ("Transformer", "Pooling", "Normalize")
 
 
 # --- fp16 overflow: refused up front for Gemma's ONNX fp16, caught by the gate where it is not refused --------
@@ -381,3 +386,31 @@ def test_fp16_overflow_is_caught_by_the_gate_and_never_shipped(tmp_path):
     m = mf.load(out)
     o4 = {v["id"]: v for v in m["variants"]}["onnx-o4"]
     assert o4["status"] == "failed" and "NaN" in o4["error"] and m["publishable"] is False
+
+
+def test_truncate_dim_round_trips_through_a_recipe(tmp_path):
+    from exporter.pipeline import ExportPlan
+    from exporter.recipe import parse_recipe, plan_to_recipe, recipe_to_plan
+
+    sha = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41"
+    recipe = parse_recipe({"source": {"repo": "org/name", "revision": sha}, "truncate_dim": 256})
+    plan = recipe_to_plan(recipe, tmp_path)
+    assert plan.truncate_dim == 256
+    assert plan_to_recipe(ExportPlan(model=f"org/name@{sha}", truncate_dim=256))["truncate_dim"] == 256
+
+
+def test_both_module_spellings_pass_the_preflight(built, tmp_path):
+    """ST >= 5.4 writes sentence_transformers.base.modules.dense.Dense ...; older models say
+    sentence_transformers.models.Dense: both are the same chain."""
+    from exporter import preflight, st_modules
+
+    src = shutil.copytree(built["bert-cls-dense-normalize"]["src"], tmp_path / "legacy")
+    modules = json.loads((src / "modules.json").read_text())
+    assert modules[2]["type"] == "sentence_transformers.base.modules.dense.Dense"
+    new = preflight.inspect(src, "sentence-transformer")
+    for m in modules:
+        m["type"] = "sentence_transformers.models." + m["type"].rsplit(".", 1)[-1]
+    (src / "modules.json").write_text(json.dumps(modules))
+    old = preflight.inspect(src, "sentence-transformer")
+    assert old.chain == new.chain == ("Transformer", "Pooling", "Dense", "Normalize")
+    assert [m.kind for m in st_modules.read(src).modules][2] is st_modules.ModuleKind.DENSE
