@@ -84,7 +84,7 @@ def _transformer_folder(root: Path) -> str:
     if not (root / "modules.json").is_file():
         return "."
     entry = next((m for m in st_modules.read_modules(root) if m.kind is st_modules.ModuleKind.TRANSFORMER), None)
-    return entry.path.strip("/") or "." if entry else "."
+    return (entry.path.strip("/") or ".") if entry else "."
 
 
 def _copy_shared(src, stage: Path, max_seq_length: int | None = None) -> list[FileRecord]:

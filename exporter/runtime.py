@@ -7,7 +7,9 @@
 Tokenisation reproduces sentence-transformers: the artifact's ``tokenizer.json``, truncated at the
 model's ``max_seq_length`` (``exporter.st_modules`` resolves it as ST does), padded to the longest text
 of the batch on the tokenizer's padding side, lower-cased first if ``sentence_bert_config.json`` says so,
-and the default prompt prepended if the model has one.
+and the default prompt prepended if the model has one. When the model's Pooling leaves prompt tokens out
+(``include_prompt: false``), the prompt's token count is fed to the graph's ``prompt_length`` input
+(``exporter.prompt_graph``), or taken out of the mask when pooling here in numpy.
 
 The graph's ``sentence_embedding`` output (pooling and Normalize inside, see ``exporter.export_onnx``)
 is used when present. A graph with only token embeddings (e.g. one exported by another tool) is pooled

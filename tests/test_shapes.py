@@ -399,12 +399,12 @@ def test_truncate_dim_round_trips_through_a_recipe(tmp_path):
     assert plan_to_recipe(ExportPlan(model=f"org/name@{sha}", truncate_dim=256))["truncate_dim"] == 256
 
 
-def test_both_module_spellings_pass_the_preflight(built, tmp_path):
+def test_both_module_spellings_pass_the_preflight(tmp_path):
     """ST >= 5.4 writes sentence_transformers.base.modules.dense.Dense ...; older models say
     sentence_transformers.models.Dense: both are the same chain."""
     from exporter import preflight, st_modules
 
-    src = shutil.copytree(built["bert-cls-dense-normalize"]["src"], tmp_path / "legacy")
+    src = build_tiny_embedder(tmp_path / "legacy", **SHAPE_MODELS["bert-cls-dense-normalize"])
     modules = json.loads((src / "modules.json").read_text())
     assert modules[2]["type"] == "sentence_transformers.base.modules.dense.Dense"
     new = preflight.inspect(src, "sentence-transformer")
