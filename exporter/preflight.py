@@ -96,7 +96,7 @@ def inspect(source_dir: Path, kind: str) -> ShapeFacts:
     config = _config(config_dir)
     model_type = config.get("model_type")
     archs = tuple(str(a) for a in config.get("architectures") or ())
-    rows = tuple(r.id for r in shapes.rows_for(kind, model_type))
+    rows = tuple(r.id for r in shapes.rows_for(kind, model_type, chain[0] if chain else None))
     return ShapeFacts(
         model_type=model_type, architectures=archs, chain=chain, rows=rows, remote_code=bool(config.get("auto_map"))
     )
@@ -109,7 +109,7 @@ def select(specs: list, requested: list[str] | None, kind: str, facts: ShapeFact
         UsageError: a refused variant was asked for by id (``all`` just leaves it out), or every variant is
             refused for the architecture (remote-code families).
     """
-    refused = shapes.refusals_for(kind, facts.model_type)
+    refused = shapes.refusals_for(kind, facts.model_type, facts.chain[0] if facts.chain else None)
     label = _arch_label(facts.model_type, facts.architectures)
     if "*" in refused:
         raise UsageError(f"{label} is not exportable: {refused['*']}.", "See `exporter list-architectures`.")

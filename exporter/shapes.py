@@ -5,10 +5,12 @@ One ``Shape`` row per (family, chain) that a test builds as a tiny model and exp
 (``tests/test_shapes.py`` declares the ids it exercises in ``EXERCISED_SHAPES``; a meta-test fails on a row
 without one). ``exporter list-architectures`` prints it and README.md reproduces it.
 
-A model matches the rows of its kind whose ``model_types`` hold its ``config.json`` ``model_type``; the
-variants refused for it are those its matching rows refuse (``refusals``). The variants a row allows are
-every catalogue variant of its kind that it does not refuse (``allowed``), so a new catalogue entry applies
-to every row until a row refuses it. ``exporter.preflight`` applies the table before anything heavy runs.
+A model matches the rows of its kind whose ``model_types`` hold its ``config.json`` ``model_type`` (a row
+with no ``model_types``, for models without a transformers config such as ``StaticEmbedding``, matches by
+its first module's class instead); the variants refused for it are those its matching rows refuse. The
+variants a row allows are every catalogue variant of its kind that it does not refuse (``allowed``), so a new
+catalogue entry applies to every row until a row refuses it. ``exporter.preflight`` applies the table
+before anything heavy runs.
 
 Importing this module is cheap (no model libraries).
 """
@@ -171,15 +173,25 @@ OPENVINO_VIA_TRACED_GRAPH: dict[str, str] = {
 }
 
 
-def rows_for(kind: str, model_type: str | None) -> list[Shape]:
-    """The rows of ``kind`` whose family has ``model_type``."""
-    return [s for s in SHAPES if s.kind == kind and model_type in s.model_types]
+def _first_module(row: Shape) -> str:
+    return row.chain[0].split("[", 1)[0] if row.chain else ""
 
 
-def refusals_for(kind: str, model_type: str | None) -> dict[str, str]:
-    """Variant id (or "*") -> reason, for a model of ``kind`` and ``model_type``."""
+def rows_for(kind: str, model_type: str | None, first_module: str | None = None) -> list[Shape]:
+    """The rows of ``kind`` whose family has ``model_type`` (rows without model types: whose chain starts
+    with ``first_module``)."""
+    return [
+        s
+        for s in SHAPES
+        if s.kind == kind
+        and (model_type in s.model_types if s.model_types else first_module == _first_module(s))
+    ]
+
+
+def refusals_for(kind: str, model_type: str | None, first_module: str | None = None) -> dict[str, str]:
+    """Variant id (or "*") -> reason, for a model of ``kind``, ``model_type`` and first module class."""
     out: dict[str, str] = {}
-    for row in rows_for(kind, model_type):
+    for row in rows_for(kind, model_type, first_module):
         out.update(row.refusals())
     return out
 

@@ -54,7 +54,7 @@ def test_rows_are_consistent():
         assert set(refused) <= set(variants.BY_ID) | {"*"}, row.id
         assert not set(refused) & set(row.allowed()), row.id
         assert all(why and "\n" not in why for why in refused.values()), row.id
-        assert row.examples and row.model_types and row.chain[0] in ("Transformer",), row.id
+        assert row.examples and row.chain and row.family, row.id
 
 
 def test_list_architectures_prints_the_table_and_json():
