@@ -183,8 +183,7 @@ def rows_for(kind: str, model_type: str | None, first_module: str | None = None)
     return [
         s
         for s in SHAPES
-        if s.kind == kind
-        and (model_type in s.model_types if s.model_types else first_module == _first_module(s))
+        if s.kind == kind and (model_type in s.model_types if s.model_types else first_module == _first_module(s))
     ]
 
 
