@@ -7,7 +7,8 @@ it names a backend only when the refused variants are of that backend.
 - A sentence-transformer's module chain must be ``Transformer -> Pooling -> Dense* -> [Normalize]``:
   anything else names the first module out of place.
 - A variant a table row refuses for the model's architecture is refused when asked for by id, and left
-  out of ``all`` (``select``).
+  out of ``all`` (``select``). For an architecture outside the table, OpenVINO variants are refused the
+  same way when optimum-intel has no exporter for its model_type (the only check that imports optimum).
 """
 
 from __future__ import annotations
@@ -102,6 +103,29 @@ def inspect(source_dir: Path, kind: str) -> ShapeFacts:
     )
 
 
+def _openvino_refusals(specs: list, kind: str, facts: ShapeFacts) -> dict[str, str]:
+    """OpenVINO variants refused because optimum-intel has no exporter for an architecture outside the table
+    (rows are tested; the registry is only consulted, importing optimum, for other model types)."""
+    from exporter import kinds
+
+    ov_ids = [s.id for s in specs if s.backend.value == "openvino"]
+    if not ov_ids or facts.rows or not facts.model_type or facts.model_type in shapes.OPENVINO_VIA_TRACED_GRAPH:
+        return {}
+    task = kinds.get(kind).onnx_task
+    try:
+        import optimum.exporters.openvino.model_configs  # noqa: F401  (fills the registry)
+        from optimum.exporters.tasks import TasksManager
+
+        tasks = TasksManager.get_supported_tasks_for_model_type(
+            facts.model_type, "openvino", library_name="transformers"
+        )
+    except (KeyError, ValueError):
+        tasks = {}
+    if task in tasks:
+        return {}
+    return {v: f"optimum-intel has no OpenVINO exporter for model_type {facts.model_type} ({task})" for v in ov_ids}
+
+
 def select(specs: list, requested: list[str] | None, kind: str, facts: ShapeFacts) -> list:
     """``specs`` without the variants the support table refuses for this architecture.
 
@@ -119,6 +143,7 @@ def select(specs: list, requested: list[str] | None, kind: str, facts: ShapeFact
             f"{label} is not exportable: {shapes.REMOTE_CODE}.",
             f"Exportable model types: {', '.join(known)} (see `exporter list-architectures`).",
         )
+    refused = {**refused, **_openvino_refusals(specs, kind, facts)}
     named = {w.strip() for w in (requested or []) if w.strip() and w.strip() != "all"}
     asked = [s.id for s in specs if s.id in refused and s.id in named]
     if asked:

@@ -415,3 +415,20 @@ def test_both_module_spellings_pass_the_preflight(tmp_path):
     old = preflight.inspect(src, "sentence-transformer")
     assert old.chain == new.chain == ("Transformer", "Pooling", "Dense", "Normalize")
     assert [m.kind for m in st_modules.read(src).modules][2] is st_modules.ModuleKind.DENSE
+
+
+def test_architecture_without_an_openvino_exporter_is_refused_for_openvino_only(tiny_model_copy, tmp_path):
+    """An architecture outside the table that optimum-intel cannot export: openvino variants are refused before
+    loading anything, naming OpenVINO; an ONNX-only export is not refused (and never mentions OpenVINO)."""
+    from exporter import kinds, preflight
+
+    config = json.loads((tiny_model_copy / "config.json").read_text())
+    config.update(model_type="funnel", architectures=["FunnelModel"])
+    (tiny_model_copy / "config.json").write_text(json.dumps(config))
+    result = invoke("export", str(tiny_model_copy), "--variants", "onnx,openvino", "--out", str(tmp_path / "a"))
+    assert result.code == 2 and not (tmp_path / "a").exists()
+    assert "openvino refused for FunnelModel (model_type funnel)" in result.err
+    assert "optimum-intel has no OpenVINO exporter for model_type funnel (feature-extraction)" in result.err
+    facts = preflight.inspect(tiny_model_copy, "sentence-transformer")
+    onnx_only = kinds.select_variants(["onnx", "onnx-o2"], "sentence-transformer")
+    assert preflight.select(onnx_only, ["onnx", "onnx-o2"], "sentence-transformer", facts) == onnx_only
