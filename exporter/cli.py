@@ -54,6 +54,23 @@ def _root(
     ] = False,
 ) -> None:
     _state["verbose"] = verbose
+    _log_to_stderr(verbose)
+
+
+def _log_to_stderr(verbose: bool) -> None:
+    """With --verbose, the library's debug log goes to stderr: the tracebacks of failures it records and
+    goes on from (a variant that could not be built), which the final summary error does not carry."""
+    import logging
+
+    logger = logging.getLogger("exporter")
+    for handler in [h for h in logger.handlers if getattr(h, "exporter_cli", False)]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.exporter_cli = True
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        logger.addHandler(handler)
 
 
 def stderr_console():
@@ -78,6 +95,12 @@ class RichProgress:
         with self.console.status(f"{label}..."):
             yield
         self.console.print(f"[green]✓[/] {label} [dim]({time.perf_counter() - start:.1f}s)[/]")
+
+    def note(self, message: str) -> None:
+        """A line about something done on the user's behalf (e.g. a killed run's leftovers removed)."""
+        from rich.markup import escape
+
+        self.console.print(f"[yellow]![/] {escape(message)}", soft_wrap=True)  # one line, never wrapped
 
 
 @contextlib.contextmanager
@@ -313,6 +336,9 @@ def _register_command_modules() -> None:
         cli_registry.package,
         cli_registry.publish,
         cli_registry.pull,
+        cli_registry.sign,
+        cli_registry.inspect,
+        cli_registry.promote,
         cli_recipes.run,
         cli_recipes.plan,
     ):

@@ -13,6 +13,7 @@ one line and an exit code by ``cli.main``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -47,7 +48,7 @@ def run(
 
 
 def _plan_for(path: Path, recipe, *, variants: str | None, artifacts: Path, force: bool):
-    from exporter import parity
+    from exporter import kinds, parity
     from exporter import variants as catalogue
     from exporter.recipe import recipe_to_plan
 
@@ -55,7 +56,9 @@ def _plan_for(path: Path, recipe, *, variants: str | None, artifacts: Path, forc
     if variants:
         overrides["variants"] = [v.strip() for v in variants.split(",") if v.strip()]
     plan = recipe_to_plan(recipe, path.parent, **overrides)
-    parity.thresholds_for(catalogue.select(plan.variants), plan.thresholds)
+    catalogue.select(plan.variants)  # unknown ids are named before the kind is looked at
+    kind = kinds.get(plan.kind).kind  # the recipe's kind (the export checks it against the model's files)
+    parity.thresholds_for(kinds.select_variants(plan.variants, kind), plan.thresholds, kind.value)
     return plan
 
 
@@ -65,16 +68,22 @@ def worker(
     artifacts: Annotated[Path, typer.Option("--artifacts")] = Path("artifacts"),
     force: Annotated[bool, typer.Option()] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    result: Annotated[Path | None, typer.Option("--result", help="Also write the summary JSON here.")] = None,
 ) -> None:
     """Run one recipe in this process (what each process of ``exporter run`` does)."""
     from exporter.cli import RichProgress, export_summary, print_export_summary, print_json
+    from exporter.fsutil import atomic_path
     from exporter.pipeline import raise_for_failures, run_export
     from exporter.recipe import load_recipe
 
     plan = _plan_for(path, load_recipe(path), variants=variants, artifacts=artifacts, force=force)
     outcome = run_export(plan, RichProgress())
+    summary = {"recipe": str(path), **export_summary(outcome)}
+    if result is not None:
+        with atomic_path(result) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2), "utf-8")
     if as_json:
-        print_json({"recipe": str(path), **export_summary(outcome)})
+        print_json(summary)
     else:
         print_export_summary(outcome)
     raise_for_failures(outcome)
@@ -230,13 +239,15 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     Raises:
         UsageError: anything the export would refuse before building (variants, thresholds, probe files).
     """
-    from exporter import parity, probes
+    from exporter import kinds, parity, probes
     from exporter import variants as catalogue
 
     pin = pin or resolve_pin(plan)
-    specs = catalogue.select(plan.variants)
-    limits = parity.thresholds_for(specs, plan.thresholds)
-    asked = set(plan.variants or catalogue.DEFAULT_VARIANTS)
+    catalogue.select(plan.variants)  # unknown ids are named before the kind is looked at
+    kind = _plan_kind(plan, pin)
+    specs = kinds.select_variants(plan.variants, kind)
+    limits = parity.thresholds_for(specs, plan.thresholds, kind.value)
+    asked = {v.lower() for v in (plan.variants or catalogue.DEFAULT_VARIANTS)}
     if "all" in asked:
         asked |= {s.id for s in specs}
     probe = probes.load_text_set(plan.probe, "probe")
@@ -251,7 +262,8 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     ]
     if calib:
         lines.append(f"  calibration  {_textset(calib)}")
-    for name in ("kind", "max_seq_length", "truncate_dim", "prompts", "publish"):
+    lines.append(f"  kind         {kind.value}{'' if plan.kind else ' (from the model files)'}")
+    for name in ("max_seq_length", "truncate_dim", "prompts", "publish"):
         if getattr(plan, name, None) is not None:
             lines.append(f"  {name:<12} {getattr(plan, name)}")
     flags = [f for f in ("force", "allow_unpinned", "trust_remote_code", "allow_pickle") if getattr(plan, f)]
@@ -260,10 +272,28 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     lines.append(f"  variants     {len(specs)} to build:")
     for s in specs:
         why = "" if s.id in asked else f" (base of {', '.join(_derived_from(s.id, specs, asked))})"
-        gate = ", ".join(f"{k}>={v}" for k, v in limits[s.id].to_dict().items() if v is not None)
+        gate = ", ".join(
+            f"{k}{'<=' if k in parity.UPPER_BOUNDS else '>='}{v}"
+            for k, v in limits[s.id].to_dict().items()
+            if v is not None
+        )
         lines.append(f"    {s.id}{why}")
         lines.append(f"      file {out}{s.file_name}   [{s.backend.value}, {s.precision.value}]  gate: {gate}")
     return "\n".join(lines)
+
+
+def _plan_kind(plan, pin: Pin):
+    """The model kind a dry run plans for: read from the model's files when they are here (a local folder,
+    or the pinned snapshot in the local Hub cache), as the export will detect it; else the plan's ``kind``."""
+    from exporter import kinds
+    from exporter.hubcache import repo_folder
+
+    folder = pin.local
+    if folder is None and pin.repo and pin.sha:
+        folder = repo_folder(pin.repo) / "snapshots" / pin.sha
+    if folder is not None and Path(folder).is_dir():
+        return kinds.kind_of_folder(Path(folder), plan.kind)
+    return kinds.get(plan.kind).kind
 
 
 def _derived_from(base: str, specs, asked: set[str]) -> list[str]:

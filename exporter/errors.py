@@ -69,3 +69,22 @@ class ExportFailed(ExporterError):
 
 class RegistryError(ExporterError):
     """The OCI registry refused, failed or could not be reached."""
+
+
+class HubError(ExporterError):
+    """The Hub could not be reached or failed (network, server error); exit 1."""
+
+
+class BenchError(ExporterError):
+    """A runner could not be benchmarked as asked (e.g. a session did not run on the requested provider)."""
+
+
+def error_class(name: str) -> type[ExporterError]:
+    """The ExporterError subclass called ``name`` (for errors carried across a process boundary as JSON);
+    ExporterError itself when no class has that name."""
+    pending, seen = [ExporterError], {}
+    while pending:
+        cls = pending.pop()
+        seen[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return seen.get(name, ExporterError)

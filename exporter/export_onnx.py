@@ -125,7 +125,7 @@ def check_supported(facts: st_modules.ModelFacts) -> None:
     if first.kind is not st_modules.ModuleKind.TRANSFORMER:
         raise ExportFailed(
             f"the first module is {first.type}; the ONNX export needs a Transformer first module.",
-            "Static-embedding and other non-transformer models are not exportable to ONNX by this tool.",
+            "Only Transformer- and StaticEmbedding-based models export to ONNX with this tool.",
         )
 
 
@@ -320,8 +320,10 @@ def export_token_graph(model, dest: Path, opset: int | None = None) -> Path:
 
 def build_base(ctx, spec):
     """Variant builder for the catalogue (``exporter.variants``): the fp32 base graph of the model's kind."""
-    from exporter import kinds
+    from exporter import export_onnx_static, kinds
 
+    if export_onnx_static.is_static(ctx.source_dir):  # StaticEmbedding: its own small graph
+        return export_onnx_static.build_static(ctx, spec)
     return kinds.get(ctx.kind).onnx_build_fn()(ctx, spec)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import shutil
 import tempfile
 from collections import Counter
@@ -69,9 +68,11 @@ def temp_beside(dest: Path):
 
 
 def place(src: Path, dest: Path) -> Path:
-    """Rename ``src`` to ``dest`` (a new inode: a hard-linked previous artifact is never written through)."""
-    os.replace(src, dest)
-    return dest
+    """Rename ``src`` to ``dest`` (a new inode: a hard-linked previous artifact is never written through),
+    with its external-data files if it has any (``exporter.external_data``)."""
+    from exporter import external_data
+
+    return external_data.move(src, dest)
 
 
 def op_counts(path: Path) -> dict[str, int]:
@@ -102,7 +103,9 @@ def optimize_graph(base: Path, out: Path, level: str, model_config_dir: Path) ->
     from transformers import AutoConfig
 
     config = optimization_config(level)
-    optimizer = ORTOptimizer([base], config=AutoConfig.from_pretrained(model_config_dir))
+    # from_ortmodel=True: optimum otherwise deletes the base graph's external data (<base>_data) when it
+    # is done, as if the base were a scratch copy.
+    optimizer = ORTOptimizer([base], config=AutoConfig.from_pretrained(model_config_dir), from_ortmodel=True)
     with temp_beside(out) as tmp:
         # ORT's symbolic shape inference prints "failed in shape inference" for the pooling tail; the
         # fusions still apply (checked by the fused-op counts below and by parity).
@@ -112,8 +115,6 @@ def optimize_graph(base: Path, out: Path, level: str, model_config_dir: Path) ->
         produced = tmp / f"{base.stem}_{level}{base.suffix}"
         if not produced.is_file():
             raise ExportFailed(f"ORTOptimizer did not write {produced.name}.", "This is a bug in the exporter.")
-        if any(tmp.glob("*.onnx_data")) or any(tmp.glob("*.data")):
-            raise ExportFailed("the optimised graph uses external data.", "Models over 2 GB are not supported yet.")
         place(produced, out)
     return {
         "optimization_level": level,

@@ -70,12 +70,16 @@ def transformer_path(source_dir: Path) -> Path:
     modules_file = source_dir / "modules.json"
     if not modules_file.is_file():
         return source_dir
-    for entry in json.loads(modules_file.read_text(encoding="utf-8")):
-        if entry.get("type", "").rsplit(".", 1)[-1] == "Transformer":
+    from exporter.st_modules import ModuleKind, kind_of
+
+    entries = json.loads(modules_file.read_text(encoding="utf-8"))
+    for entry in entries:
+        if kind_of(entry.get("type", "")) is ModuleKind.TRANSFORMER:  # also SPLADE's MLMTransformer
             return source_dir / entry.get("path", "")
+    names = ", ".join(str(e.get("type", "?")).rsplit(".", 1)[-1] for e in entries)
     raise ExportFailed(
-        "the model has no Transformer module; OpenVINO export needs one.",
-        "Only transformer-based sentence-transformers models can be exported to OpenVINO.",
+        f"the model's modules ({names}) have no Transformer module to export.",
+        "Only transformer-based sentence-transformers models export this way.",
     )
 
 
@@ -182,8 +186,10 @@ def build_fp32_via_traced_graph(ctx: BuildContext, spec: VariantSpec, reason: st
 
 def build_fp32(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     """Export the torch transformer to an fp32 OpenVINO IR at ``openvino/openvino_model.xml``."""
-    from exporter import kinds, shapes
+    from exporter import export_onnx_static, kinds, shapes
 
+    if export_onnx_static.is_static(ctx.source_dir):  # StaticEmbedding: IR of its own ONNX graph
+        return export_onnx_static.build_static_openvino(ctx, spec)
     kspec = kinds.get(ctx.kind)
     model_dir = transformer_path(ctx.source_dir)
     reason = shapes.OPENVINO_VIA_TRACED_GRAPH.get(_model_type(model_dir) or "")

@@ -41,10 +41,11 @@ class ModelRun:
 
 
 def worker_command(
-    recipe: Path, *, artifacts_root: Path, force: bool = False, variants: str | None = None
+    recipe: Path, *, artifacts_root: Path, result: Path, force: bool = False, variants: str | None = None
 ) -> list[str]:
-    """The command line that runs one recipe in a fresh interpreter (the same Python as this one)."""
-    cmd = [sys.executable, "-m", "exporter.cli_recipes", "--json", "--artifacts", str(artifacts_root)]
+    """The command line that runs one recipe in a fresh interpreter (the same Python as this one); the
+    worker writes its summary to ``result`` (a file, not stdout, which backends may print into)."""
+    cmd = [sys.executable, "-m", "exporter.cli_recipes", "--artifacts", str(artifacts_root), "--result", str(result)]
     if force:
         cmd.append("--force")
     if variants:
@@ -79,19 +80,23 @@ def run_fleet(
         if on_start:
             on_start(path)
         log = log_dir / f"{path.stem}.log"
-        cmd = worker_command(path.resolve(), artifacts_root=artifacts_root, force=force, variants=variants)
+        result = log_dir / f"{path.stem}.result.json"
+        result.unlink(missing_ok=True)
+        cmd = worker_command(
+            path.resolve(), artifacts_root=artifacts_root, result=result, force=force, variants=variants
+        )
         start = time.perf_counter()
-        with open(log, "w", encoding="utf-8") as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        with open(log, "w", encoding="utf-8") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
             with lock:
                 live.add(proc)
             try:
-                out, _ = proc.communicate()
+                proc.wait()
             finally:
                 with lock:
                     live.discard(proc)
         run = ModelRun(path, path.stem, recipe.model, proc.returncode, time.perf_counter() - start, log)
-        _read_result(run, out)
+        _read_result(run, result)
         if on_done:
             on_done(run)
         return run
@@ -112,14 +117,15 @@ def run_fleet(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _read_result(run: ModelRun, stdout: str) -> None:
-    """Fill artifact/manifest from the worker's JSON, or the error from the last line of its log."""
+def _read_result(run: ModelRun, result: Path) -> None:
+    """Fill artifact/manifest from the worker's result file (written when its export completed, passed or
+    not, so a model with some failed variants still shows every variant), or the error from its log."""
     from exporter import manifest as mf
     from exporter.errors import ExporterError
 
     try:
-        summary = json.loads(stdout) if stdout.strip() else None
-    except json.JSONDecodeError:
+        summary = json.loads(result.read_text("utf-8"))
+    except (OSError, ValueError):
         summary = None
     if isinstance(summary, dict) and summary.get("artifact"):
         run.artifact = Path(summary["artifact"])

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -85,24 +86,32 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def ensure_writable_parent(dest: Path) -> None:
-    """Create ``dest``'s parent or raise OutputError saying why it cannot be written."""
+    """Create ``dest``'s parent and write a probe file in it, or raise OutputError saying why it cannot.
+
+    A real write, not ``os.access``: root passes every permission check yet still cannot write into
+    /proc, a read-only mount or a full disk.
+    """
     parent = dest.parent
+    hint = "Choose a writable location with --out."
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(
-            f"cannot create output folder {parent}: {exc.strerror or exc}.",
-            "Choose a writable location with --out.",
-        ) from exc
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"output folder {parent} is not writable.", "Choose a writable location with --out.")
+        raise OutputError(f"cannot create output folder {parent}: {exc.strerror or exc}.", hint) from exc
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{dest.name}.probe-", dir=parent)
+    except OSError as exc:
+        raise OutputError(f"output folder {parent} is not writable: {exc.strerror or exc}.", hint) from exc
+    os.close(fd)
+    os.unlink(name)
 
 
 @contextlib.contextmanager
 def staged_dir(dest: Path, *, replace: bool = False, clone: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside ``dest``; when the block completes, rename it to ``dest``.
 
-    On any exception (Ctrl-C included) the temp folder is removed and ``dest`` is untouched.
+    On any exception (Ctrl-C included) the temp folder is removed and ``dest`` is untouched. The temp
+    folder is named ``.NAME.partial-PID-XXXX`` (and a replaced ``dest`` is set aside as ``.NAME.old-PID``),
+    so what a killed process left behind can be told from a live one's: see ``clean_stale_staging``.
     ``clone`` starts the temp folder as a hard-linked copy of an existing ``dest`` (cheap, no bytes
     copied) so a step can add files and swap the result in; builders must therefore write new files,
     never modify existing ones in place. ``replace`` allows swapping out an existing ``dest``.
@@ -110,7 +119,7 @@ def staged_dir(dest: Path, *, replace: bool = False, clone: bool = False) -> Ite
     ensure_writable_parent(dest)
     if dest.exists() and not (replace or clone):
         raise OutputError(f"{dest} already exists.", "Pass --force to replace it.")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-{os.getpid()}-", dir=dest.parent))
     try:
         if clone and dest.is_dir():
             shutil.copytree(dest, tmp, copy_function=os.link, dirs_exist_ok=True)
@@ -125,3 +134,64 @@ def staged_dir(dest: Path, *, replace: bool = False, clone: bool = False) -> Ite
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+_PARTIAL = r"\.{name}\.partial-(?P<pid>\d+)-[^/]+"
+_OLD = r"\.{name}\.old-(?P<pid>\d+)"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _tree_size(path: Path) -> int:
+    return sum(p.stat(follow_symlinks=False).st_size for p in path.rglob("*") if not p.is_dir())
+
+
+def clean_stale_staging(dest: Path) -> list[str]:
+    """Remove the staging folders of ``dest`` that a killed ``staged_dir`` left; one line per folder.
+
+    Only folders named for this ``dest`` whose process (the pid in the name, on this machine) is gone
+    are touched; a live writer's are left alone, and so is anything not named by ``staged_dir``. A
+    previous ``dest`` set aside (``.NAME.old-PID``) is put back if the kill came before the new one was
+    renamed in, else removed. Call it while holding the lock of ``dest`` (``exporter.outdir.claim``).
+    """
+    notes: list[str] = []
+    parent, name = dest.parent, re.escape(dest.name)
+    if not parent.is_dir():
+        return notes
+    partial, old = re.compile(_PARTIAL.format(name=name)), re.compile(_OLD.format(name=name))
+    for entry in sorted(parent.iterdir()):
+        m = partial.fullmatch(entry.name) or old.fullmatch(entry.name)
+        if not m or entry.is_symlink() or not entry.is_dir() or _pid_alive(int(m["pid"])):
+            continue
+        if m.re is old and not dest.exists():
+            os.replace(entry, dest)
+            notes.append(f"Restored {dest} from {entry.name}, set aside by a killed run (pid {m['pid']}).")
+            continue
+        size = _tree_size(entry)
+        shutil.rmtree(entry)
+        notes.append(f"Removed {entry} ({size / 1e6:.1f} MB), left by a run that was killed (pid {m['pid']} is gone).")
+    return notes
+
+
+def find_links(root: Path) -> list[str]:
+    """Every symbolic link under ``root`` (files and folders, hidden ones too) as posix relpaths, sorted.
+
+    Links are reported, never followed: a linked folder's content is not walked.
+    """
+    found = []
+    for top, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = Path(top, n)
+            if p.is_symlink():
+                found.append(p.relative_to(root).as_posix())
+    return sorted(found)

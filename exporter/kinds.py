@@ -144,7 +144,7 @@ def _embedder_facts(model) -> dict:
     return {
         "kind": ModelKind.SENTENCE_TRANSFORMER.value,
         "embedding_dim": dim(),
-        "max_seq_length": model.max_seq_length,
+        "max_seq_length": model.max_seq_length if model.max_seq_length != float("inf") else None,  # static: inf
         "pooling": pooling,
         "normalize": normalize,
         "similarity": getattr(model, "similarity_fn_name", None),
@@ -277,7 +277,7 @@ KINDS: dict[ModelKind, KindSpec] = {
         compare=_compare_sparse,
         facts=_sparse_facts,
         set_max_length=_set_max_seq_length,
-        onnx_builder="exporter.export_onnx:build_task_graph",
+        onnx_builder="exporter.export_onnx_sparse:build_sparse_graph",  # + SpladePooling as an output
         onnx_task="fill-mask",
         onnx_outputs=("logits",),
         openvino_class="optimum.intel:OVModelForMaskedLM",
@@ -333,6 +333,10 @@ def load_variant(
 ):
     """Load a built variant the way a user does: ``<Class>(artifact, backend=..., model_kwargs={"file_name": ...})``
     (with ``truncate_dim=N`` when the manifest records one)."""
+    from exporter import export_onnx_static
+
+    if export_onnx_static.is_static(artifact):  # ST has no ONNX backend for StaticEmbedding: the runtime serves it
+        return export_onnx_static.load_variant(artifact, backend, file_name, **model_kwargs)
     spec = get(kind)
     kwargs = {"file_name": file_name, **model_kwargs} if file_name else dict(model_kwargs)
     extra = {"truncate_dim": truncate_dim} if truncate_dim else {}
@@ -342,17 +346,35 @@ def load_variant(
 
 
 # ------------------------------------------------------------------------------------ kind of a source
-_EXPLICIT_TYPES = {"SentenceTransformer", "CrossEncoder", "SparseEncoder"}
+_EXPLICIT_TYPES = {
+    "SentenceTransformer": ModelKind.SENTENCE_TRANSFORMER,
+    "CrossEncoder": ModelKind.CROSS_ENCODER,
+    "SparseEncoder": ModelKind.SPARSE_ENCODER,
+}
 
 
-def stated_kind(source_dir: Path) -> bool:
-    """Whether the model's files state its kind (``config_sentence_transformers.json`` model_type)."""
+def _stated(source_dir: Path) -> ModelKind | None:
+    """The kind the model's files state (``config_sentence_transformers.json`` model_type), if any."""
     path = Path(source_dir) / "config_sentence_transformers.json"
     try:
         meta = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("model_type") in _EXPLICIT_TYPES
+        return None
+    model_type = meta.get("model_type") if isinstance(meta, dict) else None
+    return _EXPLICIT_TYPES.get(model_type) if isinstance(model_type, str) else None
+
+
+def stated_kind(source_dir: Path) -> bool:
+    """Whether the model's files state its kind (``config_sentence_transformers.json`` model_type)."""
+    return _stated(source_dir) is not None
+
+
+def kind_of_folder(source_dir: Path, requested: str | None = None) -> ModelKind:
+    """The kind of a model folder from its files alone, as ``resolve_kind`` decides it (for plans and dry
+    runs, which resolve nothing): the stated kind, else ``requested``, else a legacy cross-encoder layout,
+    else sentence-transformer."""
+    want = get(requested).kind if requested else None
+    return _stated(source_dir) or want or _legacy_kind(source_dir) or ModelKind.SENTENCE_TRANSFORMER
 
 
 def _legacy_kind(source_dir: Path) -> ModelKind | None:
@@ -403,9 +425,9 @@ def select_variants(ids: str | list[str] | None, kind: str | ModelKind):
     wanted = ids.split(",") if isinstance(ids, str) else ids
     if wanted is not None:
         wanted = [w.strip() for w in wanted if w.strip()]
-        if "all" in wanted:
+        if any(w.lower() == "all" for w in wanted):
             in_all = [s.id for s in variants.CATALOGUE if not s.on_request_only and s.id in allowed]
-            wanted = in_all + [w for w in wanted if w != "all"]
+            wanted = in_all + [w for w in wanted if w.lower() != "all"]
     specs = variants.select(wanted)
     refused = [s.id for s in specs if kind not in s.kinds]
     if refused:

@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 from exporter.errors import IntegrityError, UsageError
-from exporter.fsutil import sha256_file, write_json_atomic
+from exporter.fsutil import find_links, sha256_file, write_json_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 # Files that describe an artifact rather than belong to a model; never listed as model files.
 META_FILES = frozenset({MANIFEST_NAME, "REPORT.md", "report.png"})
+META_DIRS = ("signatures/",)  # `exporter sign` writes its bundles there
+
+
+def is_meta(rel: str) -> bool:
+    """True for a path (relative, POSIX) that describes the artifact rather than belongs to the model."""
+    return rel in META_FILES or rel.startswith(META_DIRS) or rel.startswith(".")
 
 
 @cache
@@ -94,16 +101,18 @@ class FileCheck:
     """What re-hashing an artifact against its manifest found."""
 
     mismatched: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # absent, or reached through a link
     extra: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)  # "rel -> target": the tool never writes links
 
     @property
     def ok(self) -> bool:
-        return not (self.mismatched or self.missing or self.extra)
+        return not (self.mismatched or self.missing or self.extra or self.links)
 
     def describe(self) -> str:
         parts = []
-        for label, names in (("changed", self.mismatched), ("missing", self.missing), ("unlisted", self.extra)):
+        labelled = (("links", self.links), ("changed", self.mismatched), ("missing", self.missing))
+        for label, names in (*labelled, ("unlisted", self.extra)):
             if names:
                 parts.append(f"{label}: {', '.join(names)}")
         return "; ".join(parts)
@@ -119,12 +128,19 @@ def listed_files(manifest: dict, variant_ids_: list[str] | None = None) -> dict[
 
 
 def check_files(artifact: Path, manifest: dict, variant_ids_: list[str] | None = None) -> FileCheck:
-    """Re-hash every listed file; with ``variant_ids_`` None, also flag files on disk nobody lists."""
+    """Re-hash every listed file; with ``variant_ids_`` None, also flag files on disk nobody lists.
+
+    Any symbolic link inside the artifact fails the check, whatever the variants: a link (``onnx/ ->
+    /elsewhere``) would make a reader hash, load or ship files from outside the artifact. Listed files
+    reached through one count as missing and are not read.
+    """
     result = FileCheck()
+    links = find_links(artifact)
+    result.links = [f"{rel} -> {os.readlink(artifact / rel)}" for rel in links]
     listed = listed_files(manifest, variant_ids_)
     for rel, rec in sorted(listed.items()):
         p = artifact / rel
-        if not p.is_file() or p.is_symlink():
+        if any(rel == link or rel.startswith(link + "/") for link in links) or not p.is_file():
             result.missing.append(rel)
         elif p.stat().st_size != rec["size"] or sha256_file(p) != rec["sha256"]:
             result.mismatched.append(rel)
@@ -132,7 +148,7 @@ def check_files(artifact: Path, manifest: dict, variant_ids_: list[str] | None =
         every = listed_files(manifest)
         for p in sorted(artifact.rglob("*")):
             rel = p.relative_to(artifact).as_posix()
-            if p.is_file() and rel not in every and rel not in META_FILES and not rel.startswith("."):
+            if p.is_file() and not p.is_symlink() and rel not in every and not is_meta(rel):
                 result.extra.append(rel)
     return result
 

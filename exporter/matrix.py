@@ -37,7 +37,7 @@ def matrix_entries(
     writes), ``publish`` (the recipe's OCI target or ""). Per variant, each entry also has ``variant``;
     a derived variant's job builds the base it derives from as well.
     """
-    from exporter import variants as catalogue
+    from exporter import kinds
 
     entries = []
     for path, recipe in recipes:
@@ -51,7 +51,7 @@ def matrix_entries(
             "artifact": (artifacts_root / recipe.source.repo.replace("/", "--") / sha[:12]).as_posix(),
             "publish": recipe.publish or "",
         }
-        chosen = [s.id for s in catalogue.select(recipe.variants)]
+        chosen = [s.id for s in kinds.select_variants(recipe.variants, kinds.get(recipe.kind).kind)]
         if not per_variant:
             entries.append({**base, "variants": ",".join(recipe.variants or chosen)})
             continue

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from exporter import manifest as mf
-from exporter.errors import FidelityError, IntegrityError, UsageError
+from exporter.errors import FidelityError, IntegrityError, OutputError, UsageError
 from exporter.fsutil import atomic_path, ensure_writable_parent, sha256_file, staged_dir
+from exporter.outdir import check_out
 
 # 2000-01-01T00:00:00Z: a fixed, plausible timestamp (GNU tar warns about 0).
 FIXED_MTIME = 946_684_800
@@ -175,6 +176,10 @@ def build_package(
     (variant_id,) = select_variants(manifest, variant)
     require_publishable(artifact, manifest, variant_id, allow_failed=allow_failed)
     out = Path(out) if out is not None else default_package_path(artifact, variant_id)
+    if out.is_dir():
+        raise OutputError(
+            f"{out} is a folder; a package is one file.", f"Pass a file path, e.g. --out {out / 'model.tar'}."
+        )
     ensure_writable_parent(out)
     gz = out.name.endswith((".tar.gz", ".tgz"))
     with atomic_path(out) as tmp:
@@ -203,6 +208,8 @@ def unpack_package(package: Path, dest: Path, *, replace: bool = False) -> dict:
     in a temp folder beside ``dest`` and renamed into place. Returns the (narrowed) manifest.
     """
     package, dest = Path(package), Path(dest)
+    if replace:
+        check_out(dest)  # replaces only an empty folder or an artifact of ours
     where = f"package {package.name}"
     try:
         tar = tarfile.open(package, mode="r:*")

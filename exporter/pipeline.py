@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,17 +22,24 @@ from exporter import __version__
 from exporter.errors import ExporterError, ExportFailed, FidelityError, UsageError
 from exporter.fsutil import FileRecord, record_files, sha256_bytes, staged_dir
 
+log = logging.getLogger(__name__)
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".ckpt")
 
 
 class Progress(Protocol):
     def step(self, label: str) -> contextlib.AbstractContextManager: ...
 
+    def note(self, message: str) -> None: ...  # something done on the user's behalf, worth a line
+
 
 class NoProgress:
     @contextlib.contextmanager
     def step(self, label: str) -> Iterator[None]:
         yield
+
+    def note(self, message: str) -> None:
+        pass
 
 
 @dataclass
@@ -148,10 +156,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     the manifest is kept when its files still match and the source, toolchain and probe set are the
     same; ``force`` rebuilds everything.
     """
-    from exporter import kinds, parity, preflight, probes, source, variants
-    from exporter import manifest as mf
-    from exporter.build import BuildContext
-    from exporter.environment import environment
+    from exporter import kinds, outdir, parity, preflight, probes, shape_check, source, variants
 
     progress = progress or NoProgress()
     variants.select(plan.variants)  # bad ids fail before anything heavy runs
@@ -170,16 +175,32 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
             allow_pickle=plan.allow_pickle,
         )
     kind = kinds.resolve_kind(src, plan.kind).value
-    kspec = kinds.get(kind)
     if plan.prompts and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
         raise UsageError(f"{src} is a {kind} model; prompts apply to sentence-transformer models only.", "")
     if plan.truncate_dim and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
         raise UsageError(f"{src} is a {kind} model; truncate_dim applies to sentence-transformer models only.", "")
     specs = kinds.select_variants(plan.variants, kind)  # a variant that does not apply to the kind: refused
-    shape = preflight.inspect(src.path, kind)  # an unsupported chain or architecture: refused here, cheaply
+    specs = shape_check.restrict(src.path, kind, specs, plan.variants)  # sparse/static chains: refused or narrowed
+    shape = preflight.inspect(src.path, kind)  # a dense chain or an architecture it cannot serve: refused here
     specs = preflight.select(specs, plan.variants, kind, shape)
     thresholds = parity.thresholds_for(specs, plan.thresholds, kind)
     out = plan.out or default_out(plan.artifacts_root, src)
+    outdir.check_out(out)  # before anything heavy: writable, and nothing there the tool did not write
+    with outdir.claim(out) as cleaned:
+        for line in cleaned:
+            progress.note(line)
+        return _export_into(out, plan, src, kind, specs, thresholds, probe_set, calib_set, progress, shape)
+
+
+def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds, probe_set, calib_set, progress, shape):
+    """The part of ``run_export`` that runs holding the lock of ``out``: reuse, build, check, commit."""
+    from exporter import kinds, probes, variants
+    from exporter import manifest as mf
+    from exporter.build import BuildContext
+    from exporter.environment import environment
+    from exporter.parity_run import run_chunked
+
+    kspec = kinds.get(kind)
     env = environment()
     source_entry = {**src.to_dict(), "trust_remote_code": plan.trust_remote_code}
     kept = {} if plan.force else _reusable_variants(out, source_entry, env, probe_set, plan.max_seq_length, kind)
@@ -203,8 +224,8 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
             kspec.set_max_length(reference, plan.max_seq_length)
         _check_truncate_dim(plan.truncate_dim, reference)
     probe = kspec.probe(probe_set.texts)
-    with progress.step(f"Running the reference on {len(probe.inputs)} probe {kspec.unit}"):
-        ref_out = kspec.run(reference, probe)
+    label = f"Running the reference on {len(probe.inputs)} probe {kspec.unit}"
+    ref_out = run_chunked(progress, label, lambda c: kspec.outputs(reference, c, kinds.PARITY_BATCH), probe.inputs)
 
     fresh = not kept
     entries = dict(kept)
@@ -267,8 +288,8 @@ def _reusable_variants(
 
     if not out.exists():
         return {}
-    if not (out / mf.MANIFEST_NAME).is_file():
-        raise UsageError(f"{out} exists and is not an artifact.", "Pass --out with another folder, or --force.")
+    if not (out / mf.MANIFEST_NAME).is_file():  # an empty folder (outdir.check_out refused any other)
+        return {}
     existing = mf.load(out)
     old_src = existing["source"]
     if (old_src["repo"], old_src["revision"]) != (source_entry["repo"], source_entry["revision"]) or (
@@ -323,7 +344,7 @@ def _textset_entry(ts) -> dict:
 
 
 def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, threshold, progress) -> dict:
-    from exporter import kinds, parity
+    from exporter import external_data, kinds, parity, parity_run
 
     kspec = kinds.get(ctx.kind)
     truncate_dim = ctx.options.get("truncate_dim")
@@ -341,15 +362,31 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
     }
     try:
         with progress.step(f"Building {spec.id}"):
+            if spec.backend.value == "onnx":  # onnx.load refuses hard-linked external data (the stage is a clone)
+                external_data.unshare(stage)
             result = spec.build_fn()(ctx, spec)
+            if spec.backend.value == "onnx":  # graphs over the limit keep their tensors in <graph>_data
+                result.files = external_data.settle_all(result.files)
         entry["files"] = [r.to_dict() for r in record_files(stage, result.files)]
         entry["build"] = result.build
+        model = load_variant_model(stage, spec, ctx.kind, truncate_dim)
+        label = f"Running {spec.id} on the probe {kspec.unit}"
+        run = lambda chunk: kspec.outputs(model, chunk, kinds.PARITY_BATCH)  # noqa: E731
+        out = parity_run.run_chunked(progress, label, run, probe.inputs)
         with progress.step(f"Checking parity of {spec.id}"):
-            out = kspec.run(load_variant_model(stage, spec, ctx.kind, truncate_dim), probe)
             metrics = kspec.compare(ref_out, out, probe)
             verdict = parity.judge(metrics, threshold)
-        entry["parity"] = parity.to_manifest(metrics, threshold, verdict, probe_sha256)
-        entry["status"] = "passed" if verdict.passed else "failed"
+            entry["parity"] = parity_run.check_serving_paths(
+                parity.to_manifest(metrics, threshold, verdict, probe_sha256),
+                ref_out,
+                out,
+                stage,
+                entry["load"],
+                ctx.kind,
+                probe.texts,
+                threshold,
+            )
+        entry["status"] = "passed" if entry["parity"]["passed"] else "failed"
     except UsageError:
         raise
     except FidelityError as exc:  # broken output (NaN, wrong shape) fails the gate, it is not a crash
@@ -357,6 +394,8 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
         entry["error"] = str(exc)
     except ExporterError as exc:
         entry["error"] = str(exc)
+        log.debug("variant %s could not be built", spec.id, exc_info=True)  # shown by --verbose
     except Exception as exc:  # a backend crash fails this variant, not the others
         entry["error"] = f"{type(exc).__name__}: {exc}"
+        log.debug("variant %s could not be built", spec.id, exc_info=True)
     return entry

@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter import shapes, st_modules
+from exporter import shape_check, shapes, st_modules
 from exporter.errors import UsageError
 
 K = st_modules.ModuleKind
@@ -92,8 +92,8 @@ def inspect(source_dir: Path, kind: str) -> ShapeFacts:
         facts = st_modules.read(source_dir)
         chain = tuple(m.type.rsplit(".", 1)[-1] for m in facts.modules)
         config_dir = facts.transformer_dir
-        if kind == "sentence-transformer":
-            check_chain(facts)
+        if kind == "sentence-transformer" and shape_check.classify(source_dir, kind) is None:
+            check_chain(facts)  # static chains are exporter.shape_check's
     config = _config(config_dir)
     model_type = config.get("model_type")
     archs = tuple(str(a) for a in config.get("architectures") or ())

@@ -35,6 +35,22 @@ SUFFIXES = (".txt", ".jsonl")
 
 
 @dataclass(frozen=True)
+class TextLimits:
+    """What a user's text file must hold to be used (the built-in sets meet these)."""
+
+    min_texts: int
+    max_chars: int  # per text
+
+
+# Parity's neighbour agreement@10 ranks each text's 10 nearest others, so it needs more than 11 texts,
+# and pairwise Spearman a spread of pairs: 20 is the fewest that measures anything. Static int8 takes
+# activation ranges from the calibration texts: fewer than 10 give ranges of a handful of sentences. A
+# text of more than 20,000 characters is far past any model's window (512 tokens is ~2,500 characters)
+# and nearly always means the file is not one text per line.
+LIMITS: dict[str, TextLimits] = {"probe": TextLimits(20, 20_000), "calibration": TextLimits(10, 20_000)}
+
+
+@dataclass(frozen=True)
 class TextSet:
     """A named, hashed list of texts. ``source`` is ``builtin:<file>`` or the path a user gave."""
 
@@ -116,8 +132,12 @@ def read_texts(path: Path) -> list[str]:
     return texts
 
 
-def load_text_set(path: Path | None, kind: Kind) -> TextSet:
-    """The built-in set of ``kind`` when ``path`` is None, else the user's file, named and hashed."""
+def load_text_set(path: Path | None, kind: Kind, *, min_texts: int | None = None) -> TextSet:
+    """The built-in set of ``kind`` when ``path`` is None, else the user's file, named and hashed.
+
+    A user's file must meet ``LIMITS[kind]`` (``min_texts`` overrides the count, e.g. for benchmarks,
+    which time any number of texts), else ProbeError (exit 2) before anything heavy runs.
+    """
     _check_kind(kind)
     if path is None:
         texts = builtin_probes() if kind == "probe" else builtin_calibration()
@@ -129,7 +149,27 @@ def load_text_set(path: Path | None, kind: Kind) -> TextSet:
         )
     path = Path(path)
     texts = read_texts(path)
+    _check_limits(texts, path, kind, min_texts)
     return TextSet(name=path.name, texts=texts, sha256=texts_sha256(texts), source=str(path))
+
+
+def _check_limits(texts: list[str], path: Path, kind: str, min_texts: int | None) -> None:
+    limits = LIMITS[kind]
+    least = limits.min_texts if min_texts is None else min_texts
+    if len(texts) < least:
+        raise ProbeError(
+            f"{kind} file {path} has {len(texts)} text(s); at least {least} are needed "
+            f"(at most {limits.max_chars:,} characters each).",
+            "Add texts (one per line), or omit the option to use the built-in set.",
+        )
+    for i, text in enumerate(texts, start=1):
+        if len(text) > limits.max_chars:
+            raise ProbeError(
+                f"{kind} file {path}, text {i}: {len(text):,} characters, more than the {limits.max_chars:,} "
+                f"allowed (and at least {least} texts are needed).",
+                "Split it into shorter texts; check the file holds one text per line (.txt) or one JSON "
+                "object per line (.jsonl).",
+            )
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -33,6 +33,7 @@ from exporter import st_modules
 from exporter.errors import UsageError
 
 SENTENCE_OUTPUT = "sentence_embedding"
+SPARSE_OUTPUT = "sparse_embedding"  # SPLADE vectors [batch, vocab] (exporter.export_onnx_sparse)
 TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 # Providers that a session lists but that run no local graph nodes (onnxruntime lists Azure first).
@@ -90,9 +91,41 @@ def _open_onnx(path: Path, providers: tuple[str, ...] | None = None, threads: in
     return _OnnxSession(ort.InferenceSession(str(path), sess_options=options, providers=wanted))
 
 
-# backend name -> opener(path, providers, threads). "openvino" goes here (openvino.Core().compile_model).
+@dataclass
+class _OpenVinoSession:
+    compiled: Any  # openvino.CompiledModel
+
+    @property
+    def input_names(self) -> list[str]:
+        return [p.get_any_name() for p in self.compiled.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [p.get_any_name() for p in self.compiled.outputs]
+
+    @property
+    def providers(self) -> list[str]:
+        return [f"OpenVINO:{d}" for d in self.compiled.get_property("EXECUTION_DEVICES")]
+
+    def run(self, output_names, feeds):
+        result = self.compiled.create_infer_request().infer(feeds)
+        return [result[self.compiled.output(name)] for name in output_names]
+
+
+def _open_openvino(path: Path, providers: tuple[str, ...] | None = None, threads: int | None = None) -> Session:
+    """An OpenVINO IR (``.xml``) or ONNX file on the CPU, f32 inference pinned (as the manifest's variants)."""
+    import openvino as ov
+
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = str(threads)
+    return _OpenVinoSession(ov.Core().compile_model(str(path), "CPU", config))
+
+
+# backend name -> opener(path, providers, threads).
 BACKENDS: dict[str, Callable[..., Session]] = {
     "onnx": _open_onnx,
+    "openvino": _open_openvino,
 }
 
 
@@ -172,13 +205,17 @@ def load_tokenizer(facts: st_modules.ModelFacts):
     """The artifact's tokenizer.json configured the way sentence-transformers tokenises."""
     from tokenizers import Tokenizer, normalizers
 
-    path = facts.transformer_dir / "tokenizer.json"
+    path = facts.tokenizer_dir / "tokenizer.json"
     if not path.is_file():
         raise UsageError(
             f"{path} is missing; the torch-free runtime needs the fast tokenizer file.",
             "Re-export the artifact from a source whose tokenizer has a tokenizer.json.",
         )
     tokenizer = Tokenizer.from_file(str(path))
+    if facts.static_embedding:  # StaticEmbedding tokenises with the file's own settings, unpadded
+        tokenizer.no_padding()
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        return tokenizer
     tokenizer.no_truncation()
     tokenizer.no_padding()
     tf = facts.tokenizer
@@ -211,9 +248,10 @@ class Encoder:
         self.backend = backend
         self.path = path
         outputs = session.output_names
-        self.pooling_in_graph = SENTENCE_OUTPUT in outputs
+        self.sparse = SPARSE_OUTPUT in outputs
+        self.pooling_in_graph = SENTENCE_OUTPUT in outputs or self.sparse
         if self.pooling_in_graph:
-            self._output = SENTENCE_OUTPUT
+            self._output = SPARSE_OUTPUT if self.sparse else SENTENCE_OUTPUT
         else:
             token_output = next((name for name in TOKEN_OUTPUTS if name in outputs), None)
             if token_output is None or facts.pooling is None or not facts.plain_pooling_chain:
@@ -264,7 +302,8 @@ class Encoder:
 
     def tokenize(self, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Feeds for the graph (only the inputs it declares) and the attention mask."""
-        encodings = self.tokenizer.encode_batch(list(texts))
+        # StaticEmbedding adds no special tokens (ST's StaticEmbedding.preprocess).
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=not self.facts.static_embedding)
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
         mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
         available = {
@@ -284,7 +323,14 @@ class Encoder:
         *,
         prompt_name: str | None = None,
         prompt: str | None = None,
+        top_k: int | None = None,
+        threshold: float | None = None,
     ) -> np.ndarray:
+        """Embeddings [n, dim]; for a sparse encoder, dense [n, vocab] SPLADE vectors, pruned if asked:
+        ``top_k`` keeps each row's k largest weights (ST's ``max_active_dims``), ``threshold`` zeroes
+        weights at or below it."""
+        if (top_k is not None or threshold is not None) and not self.sparse:
+            raise UsageError("top_k / threshold prune sparse vectors; this model is not a sparse encoder.", "")
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not one string.")
         prompt = self._resolve_prompt(prompt_name, prompt)
@@ -309,7 +355,21 @@ class Encoder:
         stacked = np.concatenate(chunks, axis=0).astype(np.float32, copy=False)
         result = np.empty_like(stacked)
         result[order] = stacked
-        return result
+        return prune(result, top_k, threshold) if self.sparse else result
+
+
+def prune(vectors: np.ndarray, top_k: int | None = None, threshold: float | None = None) -> np.ndarray:
+    """Sparse vectors with each row's ``top_k`` largest weights kept and weights ``<= threshold`` zeroed."""
+    if top_k is not None:
+        if top_k < 1:
+            raise UsageError(f"top_k must be a positive integer, not {top_k}.", "")
+        if top_k < vectors.shape[1]:
+            drop = np.argpartition(-vectors, top_k - 1, axis=1)[:, top_k:]
+            vectors = vectors.copy()
+            np.put_along_axis(vectors, drop, 0.0, axis=1)
+    if threshold is not None:
+        vectors = np.where(vectors > threshold, vectors, 0.0).astype(vectors.dtype)
+    return vectors
 
 
 def load(

@@ -17,6 +17,7 @@ Importing this module is cheap (no model libraries).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 ORT_OPTIMIZER_LEVELS = ("onnx-o1", "onnx-o2", "onnx-o3", "onnx-o4")
@@ -161,6 +162,33 @@ SHAPES: tuple[Shape, ...] = (
     ),
 )
 
+
+def _short(module_type: str) -> str:
+    """``sentence_transformers.models.Router (query: ...)`` -> ``Router (query: ...)``."""
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", module_type)
+
+
+def _chain_rows() -> tuple[Shape, ...]:
+    """The sparse and static rows ``exporter.shape_check`` keeps (it classifies and restricts those chains),
+    as rows of this table; they match a model by their first module (no transformers model_type)."""
+    from exporter import shape_check
+
+    return tuple(
+        Shape(
+            id=row["id"],
+            family=row["family"],
+            model_types=(),
+            architectures=tuple(row["architectures"]),
+            chain=tuple(_short(c) for c in row["chain"]),
+            kind=row["kind"],
+            refused=tuple(row["refused_variants"].items()),
+            examples=tuple(row["examples"]),
+        )
+        for row in shape_check.support_rows()
+    )
+
+
+SHAPES = (*SHAPES, *_chain_rows())
 BY_ID: dict[str, Shape] = {s.id: s for s in SHAPES}
 
 # model_type -> why its OpenVINO IR is converted from the traced sentence-transformers graph (the transformer's
@@ -174,7 +202,8 @@ OPENVINO_VIA_TRACED_GRAPH: dict[str, str] = {
 
 
 def _first_module(row: Shape) -> str:
-    return row.chain[0].split("[", 1)[0] if row.chain else ""
+    """The class name a row's chain starts with ("Router (query: ...)" -> "Router")."""
+    return re.split(r"[\s\[(]", row.chain[0].lstrip("["), maxsplit=1)[0] if row.chain else ""
 
 
 def rows_for(kind: str, model_type: str | None, first_module: str | None = None) -> list[Shape]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from exporter.default_model import REPO_ID as DEFAULT_REPO_ID
-from exporter.errors import ExporterError, IntegrityError, SourceError
+from exporter.errors import HubError, IntegrityError, SourceError
 from exporter.fsutil import FileRecord, record_files
 from exporter.hubcache import COMMIT_RE, blob_hash_matches, hub_cache_dir, hub_offline, repo_folder
 
@@ -44,10 +44,6 @@ _KINDS = {
     "CrossEncoder": "cross-encoder",
     "SparseEncoder": "sparse-encoder",
 }
-
-
-class HubError(ExporterError):
-    """The Hub could not be reached or failed (network, server error); exit 1."""
 
 
 @dataclass(frozen=True)
@@ -187,6 +183,40 @@ def _resolve_local(folder: Path, *, trust_remote_code: bool, allow_pickle: bool)
     chosen, kind, weights = _vet(folder, rels, label, trust_remote_code, allow_pickle)
     _check_weights(folder, chosen, label, hub=False)
     files = record_files(folder, [folder / r for r in rels])  # a local folder: every file, hashed
+    return ResolvedSource(None, None, None, False, folder, files, kind, weights, local_path=folder)
+
+
+def resolve_recorded(folder: Path, records: list[dict], *, allow_pickle: bool = False) -> ResolvedSource:
+    """A local source as a manifest records it, reading only the files listed (the folder is not walked).
+
+    ``verify`` uses it, so a crafted ``source.local_path`` (``/``, a home folder) cannot make it read or
+    load anything but those files: unsafe paths are an IntegrityError, links out of the folder a
+    SourceError, and listed files that are absent an IntegrityError (exit 4), each in one line.
+    """
+    from exporter.package import safe_relpath
+
+    label = str(folder)
+    if not folder.is_absolute() or not folder.is_dir():
+        raise SourceError(
+            f"the manifest's local source folder {label!r} is not an existing absolute folder.",
+            "Restore the folder the artifact was exported from, or re-export it.",
+        )
+    rels = [safe_relpath(str(r.get("path", "")), "the manifest's source.files") for r in records]
+    if not rels:
+        raise IntegrityError(f"the manifest lists no files of its local source {label}.", "Re-export the artifact.")
+    allowed = _link_roots(folder)
+    for rel in rels:
+        _refuse_link_out(folder, Path(rel), allowed, label)
+    absent = [r for r in rels if not (folder / r).is_file()]
+    if absent:
+        raise IntegrityError(
+            f"the reference source {label} lacks files the manifest lists ({', '.join(absent[:3])}"
+            f"{', ...' if len(absent) > 3 else ''}).",
+            "Restore the source the artifact was exported from.",
+        )
+    chosen, kind, weights = _vet(folder, rels, label, False, allow_pickle)
+    _check_weights(folder, chosen, label, hub=False)
+    files = record_files(folder, [folder / r for r in rels])
     return ResolvedSource(None, None, None, False, folder, files, kind, weights, local_path=folder)
 
 
@@ -373,13 +403,41 @@ def _prefer_safetensors(rels: list[str]) -> list[str]:
     return [r for r in rels if not (_is_pickle_weight(r) and PurePosixPath(r).parent in st_dirs)]
 
 
+def _link_roots(root: Path) -> list[Path]:
+    """Where links inside a model folder may point: the folder itself, and for a Hub cache snapshot
+    (``models--ORG--NAME/snapshots/<sha>/``) that repo's ``blobs/`` folder."""
+    roots = [root]
+    if root.parent.name == "snapshots":
+        roots.append(root.parent.parent / "blobs")
+    return [Path(os.path.realpath(r)) for r in roots]
+
+
+def _refuse_link_out(root: Path, rel: Path, allowed: list[Path], label: str) -> None:
+    """SourceError naming the link when ``rel`` (or a folder on its way) leads out of ``allowed``."""
+    real = Path(os.path.realpath(root / rel))
+    if any(real == r or r in real.parents for r in allowed):
+        return
+    prefixes = [Path(*rel.parts[: i + 1]) for i in range(len(rel.parts))]
+    link = next((q for q in prefixes if (root / q).is_symlink()), rel)
+    target = os.readlink(root / link) if (root / link).is_symlink() else str(real)
+    raise SourceError(
+        f"{label}: {link.as_posix()} is a link to {target}, outside the model folder.",
+        "exporter does not follow links out of a model folder (it would copy and ship what they point to); "
+        "copy the file into the folder, or remove the link.",
+    )
+
+
 def _listing(root: Path, label: str) -> list[str]:
-    """Every file under ``root`` as posix relpaths (skipping dot-folders); dangling cache links fail."""
+    """Every file under ``root`` as posix relpaths (skipping dot-folders); dangling cache links fail, and
+    so does any link (file or folder) that leads out of ``root`` (or, for a cache snapshot, its blobs)."""
     rels = []
+    allowed = _link_roots(root)
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root)
         if any(part.startswith(".") for part in rel.parts[:-1]):
             continue
+        if p.is_symlink():
+            _refuse_link_out(root, rel, allowed, label)
         if p.is_symlink() and not p.exists():
             raise SourceError(
                 f"{label}: {rel.as_posix()} points to a missing file (incomplete cache entry).",

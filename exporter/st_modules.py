@@ -42,11 +42,20 @@ class ModuleKind(StrEnum):
     POOLING = "Pooling"
     NORMALIZE = "Normalize"
     DENSE = "Dense"
+    # Sparse and static shapes (exporter.export_onnx_sparse / export_onnx_static / shape_check).
+    SPLADE_POOLING = "SpladePooling"
+    STATIC_EMBEDDING = "StaticEmbedding"
+    SPARSE_STATIC_EMBEDDING = "SparseStaticEmbedding"
+    ROUTER = "Router"
     OTHER = "other"
 
 
 # Class name (last dotted part of the module type, same in the old and new import paths) -> kind.
 _KIND_BY_CLASS: dict[str, ModuleKind] = {kind.value: kind for kind in ModuleKind if kind is not ModuleKind.OTHER}
+# Other spellings of the same modules: ST 5.0-5.6 saved SPLADE's transformer as ``MLMTransformer``
+# (ST 5.7 writes ``Transformer`` with ``transformer_task: fill-mask`` and still loads the old name);
+# ``Asym`` is the pre-5.x name of ``Router``.
+_KIND_BY_CLASS.update({"MLMTransformer": ModuleKind.TRANSFORMER, "Asym": ModuleKind.ROUTER})
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,18 @@ class ModelFacts:
         """Folder of the Transformer module: config, tokenizer and (for ST) the onnx/ sub-folder."""
         entry = self.transformer
         return self.root / entry.path if entry and entry.path else self.root
+
+    @property
+    def static_embedding(self) -> ModuleEntry | None:
+        """The StaticEmbedding input module of a model2vec-style model (``exporter.export_onnx_static``)."""
+        first = self.modules[0] if self.modules else None
+        return first if first is not None and first.kind is ModuleKind.STATIC_EMBEDDING else None
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        """Folder of the input module's tokenizer.json: the StaticEmbedding's, else the Transformer's."""
+        entry = self.static_embedding
+        return (self.root / entry.path if entry.path else self.root) if entry else self.transformer_dir
 
     @property
     def max_seq_length(self) -> int | None:

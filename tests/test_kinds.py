@@ -30,6 +30,7 @@ from exporter.variants import CATALOGUE, Precision
 from tests.cli_runner import invoke, run_cli
 from tests.tiny_models import build_tiny_cross_encoder, build_tiny_sparse_encoder
 
+EXERCISED_SHAPES = {"splade-transformer"}  # the support-table rows this module exports and verifies
 OTHER_KINDS = (ModelKind.CROSS_ENCODER, ModelKind.SPARSE_ENCODER)
 BUILDERS = {ModelKind.CROSS_ENCODER: build_tiny_cross_encoder, ModelKind.SPARSE_ENCODER: build_tiny_sparse_encoder}
 TINY_OVERRIDES = {
@@ -168,7 +169,26 @@ def test_manifest_records_kind_and_its_facts(artifacts, models):
         else:
             assert m["model"]["vocab_size"] == config.vocab_size == m["model"]["embedding_dim"]
             assert m["model"]["pooling"] == "splade-max-relu"
-        assert m["variants"][0]["build"]["outputs"] == ["logits"]
+        # ST's ONNX backend reads logits; the sparse graph also holds SpladePooling for the torch-free runtime.
+        expected = ["logits"] if kind is ModelKind.CROSS_ENCODER else ["logits", "sparse_embedding"]
+        assert m["variants"][0]["build"]["outputs"] == expected
+
+
+def test_torch_free_runtime_serves_the_sparse_artifact(artifacts, models):
+    """SPLADE as ST 5.7 saves it (Transformer fill-mask): every ONNX variant serves sparse vectors."""
+    from sentence_transformers import SparseEncoder
+
+    from exporter import runtime
+
+    out, _ = artifacts(ModelKind.SPARSE_ENCODER)
+    texts = ["hello world", "the quick brown fox", ""]
+    ref = SparseEncoder(str(models[ModelKind.SPARSE_ENCODER]), device="cpu").encode(
+        texts, convert_to_tensor=True, convert_to_sparse_tensor=False
+    )
+    for v in mf.load(out)["variants"]:
+        if v["backend"] == "onnx" and v["precision"] == "fp32":
+            got = runtime.load(out, file_name=v["load"]["file_name"]).encode(texts)
+            np.testing.assert_allclose(got, ref.numpy(), atol=1e-4, err_msg=v["id"])
 
 
 def test_kind_of_a_legacy_cross_encoder_folder_is_detected(tmp_path):

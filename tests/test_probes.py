@@ -195,10 +195,11 @@ def test_read_jsonl(tmp_path):
 
 
 def test_load_user_text_set(tmp_path):
-    path = _write(tmp_path, "mine.txt", "alpha\nbeta\n")
+    texts = [f"text number {i}" for i in range(probes.LIMITS["probe"].min_texts)]
+    path = _write(tmp_path, "mine.txt", "\n".join(texts) + "\n")
     ts = probes.load_text_set(path, "probe")
-    assert ts == probes.TextSet(name="mine.txt", texts=["alpha", "beta"], sha256=ts.sha256, source=str(path))
-    assert ts.sha256 == probes.texts_sha256(["alpha", "beta"])
+    assert ts == probes.TextSet(name="mine.txt", texts=texts, sha256=ts.sha256, source=str(path))
+    assert ts.sha256 == probes.texts_sha256(texts)
 
 
 BAD_FILES = [

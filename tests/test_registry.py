@@ -17,14 +17,18 @@ import typer
 from typer.testing import CliRunner
 
 from exporter import manifest as mf
+from exporter import modelpack
 from exporter import registry as reg
 from exporter.cli_registry import package as package_cmd
 from exporter.cli_registry import publish as publish_cmd
 from exporter.cli_registry import pull as pull_cmd
 from exporter.errors import FidelityError, IntegrityError, OutputError, RegistryError, UsageError
+from exporter.oci_ops import inspect
 from exporter.package import manifest_bytes
+from exporter.signing import key_policy
 from tests.artifact_factory import SHA12, make_artifact
 from tests.registry_server import AUTH_PASSWORD, AUTH_USER, running_registry
+from tests.signing_keys import make_keypair
 
 FAST = reg.RetryPolicy(attempts=3, first_delay=0.05, factor=2.0, max_delay=0.2)
 
@@ -143,9 +147,18 @@ def test_round_trip_is_byte_identical_and_annotated(open_registry, artifact, tmp
     assert not (tmp_path / "pulled" / "onnx" / "model_qint8_avx2.onnx").exists()
 
     remote = _remote_manifest(open_registry, "team/tiny", f"{SHA12}-onnx")
-    assert remote["artifactType"] == reg.ARTIFACT_TYPE and remote["config"]["mediaType"] == reg.CONFIG_MEDIA_TYPE
-    titles = {layer["annotations"][reg.TITLE]: layer["digest"] for layer in remote["layers"]}
-    assert titles == {rel: f"sha256:{rec['sha256']}" for rel, rec in mf.listed_files(narrowed).items()}
+    assert (
+        remote["artifactType"] == modelpack.ARTIFACT_TYPE
+        and remote["config"]["mediaType"] == modelpack.CONFIG_MEDIA_TYPE
+    )
+    titles = {layer["annotations"][modelpack.FILEPATH]: layer["digest"] for layer in remote["layers"]}
+    own = "sha256:" + hashlib.sha256(manifest_bytes(narrowed)).hexdigest()
+    assert titles == {rel: f"sha256:{rec['sha256']}" for rel, rec in mf.listed_files(narrowed).items()} | {
+        "manifest.json": own
+    }
+    kinds = {layer["annotations"][modelpack.FILEPATH]: layer["mediaType"] for layer in remote["layers"]}
+    assert kinds["onnx/model.onnx"] == modelpack.WEIGHT and kinds["tokenizer.json"] == modelpack.WEIGHT_CONFIG
+    assert kinds["manifest.json"] == modelpack.DOC
     ann = remote["annotations"]
     assert ann["dev.exporter.source.repo"] == "acme/tiny-embedder"
     assert ann["dev.exporter.source.revision"].startswith(SHA12)
@@ -157,6 +170,20 @@ def test_round_trip_is_byte_identical_and_annotated(open_registry, artifact, tmp
     assert "dev.exporter.allow-failed" not in ann
     by_digest = reg.pull(f"oci://{open_registry.host}/team/tiny@{result.digest}", tmp_path / "by-digest")
     assert by_digest.files == pulled.files
+
+
+def test_v1_exporter_format_still_publishes_and_pulls_signed(open_registry, artifact, tmp_path):
+    target = f"oci://{open_registry.host}/team/legacy"
+    private, public = make_keypair(tmp_path, "k")
+    (result,) = reg.publish(artifact, target, artifact_format="exporter", sign_key=private, retry=FAST)
+    remote = _remote_manifest(open_registry, "team/legacy", f"{SHA12}-onnx")
+    assert remote["artifactType"] == reg.ARTIFACT_TYPE and remote["config"]["mediaType"] == reg.CONFIG_MEDIA_TYPE
+    pulled = reg.pull(result.reference, tmp_path / "pulled", policy=key_policy([public]), retry=FAST)
+    assert (pulled.variant, pulled.files, len(pulled.trust)) == ("onnx", 5, 2)
+    info = inspect(result.reference, retry=FAST)
+    assert (info.encoding, info.variant, len(info.files), len(info.referrers)) == ("exporter", "onnx", 6, 2)
+    narrowed = mf.narrow(mf.load(artifact), "onnx")
+    assert (tmp_path / "pulled" / "manifest.json").read_bytes() == manifest_bytes(narrowed)
 
 
 def test_pulled_variant_loads_with_sentence_transformers(open_registry, tiny_model_dir, tmp_path):
@@ -249,7 +276,8 @@ def test_registry_dying_mid_publish_leaves_no_tag(open_registry, artifact, monke
     assert open_registry.tags("team/tiny") == []
     monkeypatch.setattr(reg.RegistryClient, "upload_blob", real_upload)
     (result,) = reg.publish(artifact, f"oci://{open_registry.host}/team/tiny", retry=FAST)
-    assert result.status == "pushed" and 0 < result.uploaded < len(mf.listed_files(mf.load(artifact)))
+    blobs = len(mf.listed_files(mf.load(artifact))) + 2  # + the ModelPack config and manifest.json
+    assert result.status == "pushed" and 0 < result.uploaded < blobs
 
 
 def test_5xx_is_retried_with_backoff_then_reported(tmp_path):
@@ -431,9 +459,11 @@ def test_exported_artifact_round_trip_loads(open_registry, tiny_model_dir, tmp_p
 
     manifest = mf.load(folder)
     variant = next(v for v in manifest["variants"] if v["status"] == "passed")
-    (result,) = reg.publish(folder, f"oci://{open_registry.host}/e2e/model", variant=variant["id"])
+    private, public = make_keypair(tmp_path, "release")
+    (result,) = reg.publish(folder, f"oci://{open_registry.host}/e2e/model", variant=variant["id"], sign_key=private)
     dest = tmp_path / "pulled"
-    reg.pull(result.reference, dest)
+    pulled = reg.pull(result.reference, dest, policy=key_policy([public]))
+    assert [line.split(",")[0] for line in pulled.trust] == ["signature: verified", "attestation: verified"]
     for rel in (f["path"] for f in manifest["shared_files"] + variant["files"]):
         assert (dest / rel).read_bytes() == (folder / rel).read_bytes()
     kwargs = {"file_name": variant["load"]["file_name"]}

@@ -132,8 +132,30 @@ def build_tiny_cross_encoder(
     return out
 
 
-def build_tiny_sparse_encoder(out: Path, *, max_seq_length: int = 32, seed: int = 0) -> Path:
-    """Write a 2-layer BERT SPLADE model (BertForMaskedLM + SpladePooling) with ``SparseEncoder.save``."""
+# modules.json types as sentence-transformers 5.0-5.6 wrote them for SPLADE (ST 5.7 writes
+# ``sentence_transformers.base.modules.transformer.Transformer`` + ``...splade_pooling.SpladePooling``).
+LEGACY_SPLADE_TYPES = (
+    "sentence_transformers.sparse_encoder.models.MLMTransformer",
+    "sentence_transformers.sparse_encoder.models.SpladePooling",
+)
+
+
+def build_tiny_sparse_encoder(
+    out: Path,
+    *,
+    max_seq_length: int = 32,
+    seed: int = 0,
+    pooling: str = "max",
+    activation: str = "relu",
+    spelling: str = "5.7",
+) -> Path:
+    """Write a 2-layer BERT SPLADE model (BertForMaskedLM + SpladePooling) with ``SparseEncoder.save``.
+
+    ``spelling="5.0"`` rewrites the module files the way sentence-transformers 5.0-5.6 saved them
+    (``MLMTransformer`` / ``SpladePooling`` under ``sparse_encoder.models``, ``word_embedding_dimension``,
+    a plain ``sentence_bert_config.json``), as naver/splade-v3 and prithivida/Splade_PP_en_v1 ship.
+    """
+    import json
     import shutil
 
     from sentence_transformers import SparseEncoder
@@ -144,9 +166,55 @@ def build_tiny_sparse_encoder(out: Path, *, max_seq_length: int = 32, seed: int 
     work = out.parent / f".{out.name}.hf"
     _tiny_bert(work, BertForMaskedLM, max_seq_length, 32, seed)
     transformer = Transformer(str(work), transformer_task="fill-mask", max_seq_length=max_seq_length)
-    modules = [transformer, SpladePooling("max")]
+    modules = [transformer, SpladePooling(pooling, activation_function=activation)]
     SparseEncoder(modules=modules, device="cpu").save(str(out), safe_serialization=True)
     shutil.rmtree(work, ignore_errors=True)
+    if spelling == "5.0":
+        entries = json.loads((out / "modules.json").read_text())
+        for entry, legacy in zip(entries, LEGACY_SPLADE_TYPES, strict=True):
+            entry["type"] = legacy
+        (out / "modules.json").write_text(json.dumps(entries, indent=2))
+        pool_cfg = out / entries[1]["path"] / "config.json"
+        cfg = json.loads(pool_cfg.read_text())
+        cfg["word_embedding_dimension"] = cfg.pop("embedding_dimension")
+        pool_cfg.write_text(json.dumps(cfg, indent=4))
+        st_cfg = {"max_seq_length": max_seq_length, "do_lower_case": False}
+        (out / "sentence_bert_config.json").write_text(json.dumps(st_cfg, indent=2))
+    return out
+
+
+def build_tiny_static_embedding(
+    out: Path, *, dim: int = 16, normalize: bool = False, layout: str = "5.7", seed: int = 0
+) -> Path:
+    """Write a model2vec-style StaticEmbedding model (tokenizer.json + one vector per token, no config.json).
+
+    ``layout="5.7"`` is how sentence-transformers 5.7 saves it (the module at the root);
+    ``layout="folder"`` is the older Hub layout of sentence-transformers/static-retrieval-mrl-en-v1
+    (``0_StaticEmbedding/`` with ``sentence_transformers.models.StaticEmbedding`` in modules.json).
+    """
+    import json
+    import shutil
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, StaticEmbedding
+    from tokenizers import Tokenizer
+
+    torch.manual_seed(seed)
+    work = out.parent / f".{out.name}.hf"
+    _tokenizer_files(work, 32)
+    static = StaticEmbedding(Tokenizer.from_file(str(work / "tokenizer.json")), embedding_dim=dim)
+    modules = [static] + ([Normalize()] if normalize else [])
+    SentenceTransformer(modules=modules, device="cpu").save(str(out), safe_serialization=True)
+    shutil.rmtree(work, ignore_errors=True)
+    if layout == "folder":
+        entries = json.loads((out / "modules.json").read_text())
+        folder = out / "0_StaticEmbedding"
+        folder.mkdir()
+        for name in ("model.safetensors", "tokenizer.json"):
+            (out / name).rename(folder / name)
+        entries[0].update(path="0_StaticEmbedding", type="sentence_transformers.models.StaticEmbedding")
+        (out / "modules.json").write_text(json.dumps(entries, indent=2))
     return out
 
 
