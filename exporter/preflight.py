@@ -69,7 +69,8 @@ def check_chain(facts: st_modules.ModelFacts) -> None:
     previous: K | None = None
     for entry in facts.modules:
         allowed = _MAY_FOLLOW.get(entry.kind)
-        if allowed is None or previous not in allowed:
+        own_code = not entry.type.startswith("sentence_transformers.")  # e.g. jina's custom_st.Transformer
+        if allowed is None or previous not in allowed or own_code:
             where = "first" if previous is None else f"after {previous.value}"
             raise UsageError(
                 f"modules.json module {entry.idx} ({where}) is {entry.type}, which is not supported there.",

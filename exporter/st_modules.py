@@ -158,11 +158,6 @@ def _read_json(path: Path, *, required: bool = False) -> dict | list | None:
 
 
 def kind_of(type_name: str) -> ModuleKind:
-    """The kind of a modules.json ``type``, by class name, in any sentence-transformers import path (the
-    ``sentence_transformers.models.X`` of ST < 5.4 and the module paths of ST >= 5.4). A class of the model's
-    own code (e.g. jina's ``custom_st.Transformer``) is OTHER whatever its name."""
-    if not type_name.startswith("sentence_transformers."):
-        return ModuleKind.OTHER
     return _KIND_BY_CLASS.get(type_name.rsplit(".", 1)[-1], ModuleKind.OTHER)
 
 
