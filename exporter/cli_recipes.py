@@ -263,7 +263,7 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     if calib:
         lines.append(f"  calibration  {_textset(calib)}")
     lines.append(f"  kind         {kind.value}{'' if plan.kind else ' (from the model files)'}")
-    for name in ("max_seq_length", "prompts", "publish"):
+    for name in ("max_seq_length", "truncate_dim", "prompts", "publish"):
         if getattr(plan, name, None) is not None:
             lines.append(f"  {name:<12} {getattr(plan, name)}")
     flags = [f for f in ("force", "allow_unpinned", "trust_remote_code", "allow_pickle") if getattr(plan, f)]

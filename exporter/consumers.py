@@ -77,10 +77,15 @@ class Consumer:
     def applies(self, variant: dict, kind: str) -> bool:
         return variant["load"]["backend"] in self.backends and kind in self.kinds
 
-    def pooling_problem(self, facts) -> str | None:
+    def pooling_problem(self, facts, truncate_dim: int | None = None) -> str | None:
         """Why this consumer would serve different vectors from the model's modules (None: it would not)."""
         if self.pools is None:
             return None
+        if truncate_dim:
+            return (
+                f"{self.name} returns the pooled token output whole; this variant serves its first {truncate_dim} "
+                f"dimensions (truncate_dim), so {self.name} would serve other vectors unless the client truncates"
+            )
         modules = [m.kind.value for m in facts.modules]
         if facts.pooling is None or not facts.plain_pooling_chain:
             return (
@@ -310,7 +315,7 @@ def check(consumer: Consumer, target: Target, texts: list[str], reference, probe
     from exporter import kinds, parity
 
     row = {"consumer": consumer.name, "runs": consumer.runs}
-    problem = consumer.pooling_problem(target.facts)
+    problem = consumer.pooling_problem(target.facts, target.variant["load"].get("truncate_dim"))
     if problem:
         return {**row, "status": FAILED, "message": problem + "."}
     try:
