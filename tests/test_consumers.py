@@ -178,3 +178,27 @@ def _rows_with(art: Path, texts: list[str], reference, name: str) -> dict:
     probe = kinds.get("sentence-transformer").probe(texts)
     (row,) = consumers.check_variant(art, ONNX, "sentence-transformer", [name], texts, reference, probe, FP32)
     return row
+
+
+def test_a_dense_chain_fails_the_consumers_that_pool_the_token_output_themselves(tmp_path):
+    """Transformer -> Pooling(cls) -> Dense -> Normalize: fastembed, transformers.js and optimum see only
+    last_hidden_state and would drop the Dense layer; the graph's sentence_embedding (runtime) keeps it."""
+    from exporter.export_onnx import export_base
+    from tests.test_export_onnx import stage_artifact
+    from tests.tiny_models import build_tiny_embedder
+
+    src = build_tiny_embedder(tmp_path / "src", pooling="cls", dense=((24, True, "tanh"),))
+    art = stage_artifact(src, tmp_path / "art")
+    export_base(src, art)
+    texts = short_texts(12)
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(src), device="cpu").encode(texts)
+    probe = kinds.get("sentence-transformer").probe(texts)
+    names = ["optimum", "fastembed", "transformers.js", "runtime"]
+    rows = consumers.check_variant(art, ONNX, "sentence-transformer", names, texts, reference, probe, FP32)
+    rows = {r["consumer"]: r for r in rows}
+    for name in ("optimum", "fastembed", "transformers.js"):
+        assert rows[name]["status"] == "failed", rows[name]
+        assert "(Transformer -> Pooling -> Dense -> Normalize) do more than pooling" in rows[name]["message"]
+    assert rows["runtime"]["status"] == "passed" and rows["runtime"]["cosine_min"] >= 0.9999
