@@ -210,6 +210,50 @@ def build_fp16(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
 
 
 # ---------------------------------------------------------------------------------------------------
+# bf16: the fp32 IR compiled with a bf16 precision hint
+
+
+def build_bf16(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
+    """No new files: the fp32 IR, served with ``INFERENCE_PRECISION_HINT=bf16`` (the spec's load options).
+
+    The catalogue refuses this variant on hosts without bf16 units; here the CPU plugin must also say it
+    computes in bf16 (``OPTIMIZATION_CAPABILITIES`` has ``BF16`` and a compiled model reads the hint back
+    as bf16), else the variant would silently be the fp32 one under another name.
+    """
+    import openvino as ov
+
+    start = time.perf_counter()
+    model = _read_base(ctx)
+    hint = spec.model_kwargs["ov_config"]["INFERENCE_PRECISION_HINT"]
+    core = ov.Core()
+    caps = [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    runs_as = str(
+        core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint}).get_property("INFERENCE_PRECISION_HINT")
+    )
+    if "BF16" not in caps or runs_as != hint:
+        raise ExportFailed(
+            f"the OpenVINO CPU plugin does not compute in bf16 here (capabilities {caps}, hint read back {runs_as}).",
+            "Build openvino-bf16 on a CPU with AVX512_BF16 or AMX.",
+        )
+    return BuildResult(
+        files=_files(ctx.stage_dir, BASE_FILE),
+        build={
+            "export_source": BASE_FILE,
+            "precision": "bf16",
+            "weights_dtype": "f32 (the openvino variant's IR, shared)",
+            "inference_precision_hint": hint,
+            "runs_as": runs_as,
+            "cpu_capabilities": caps,
+            "note": "matrix products and activations in bf16 on AVX512_BF16 / AMX units; the load options "
+            "carry the hint, so every host that serves it computes alike",
+            **_io(model),
+            "build_seconds": round(time.perf_counter() - start, 2),
+            "versions": package_versions(("openvino",)),
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
 # int8 weight-only: NNCF weight compression
 
 
