@@ -227,9 +227,8 @@ def build_bf16(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     hint = spec.model_kwargs["ov_config"]["INFERENCE_PRECISION_HINT"]
     core = ov.Core()
     caps = [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
-    runs_as = str(
-        core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint}).get_property("INFERENCE_PRECISION_HINT")
-    )
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    runs_as = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # ov.Type: "bf16" / "f32"
     if "BF16" not in caps or runs_as != hint:
         raise ExportFailed(
             f"the OpenVINO CPU plugin does not compute in bf16 here (capabilities {caps}, hint read back {runs_as}).",
