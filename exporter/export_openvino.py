@@ -214,37 +214,47 @@ def build_fp16(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
 
 
 def build_bf16(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
-    """No new files: the fp32 IR, served with ``INFERENCE_PRECISION_HINT=bf16`` (the spec's load options).
+    """No new files: the IR of the variant it derives from (the fp32 one, or the fidelity int8 one), served
+    with ``INFERENCE_PRECISION_HINT=bf16`` (the spec's load options): what is not int8 computes in bf16.
 
-    The catalogue refuses this variant on hosts without bf16 units; here the CPU plugin must also say it
+    The catalogue refuses these variants on hosts without bf16 units; here the CPU plugin must also say it
     computes in bf16 (``OPTIMIZATION_CAPABILITIES`` has ``BF16`` and a compiled model reads the hint back
-    as bf16), else the variant would silently be the fp32 one under another name.
+    as bf16), else the variant would silently be its base under another name.
     """
     import openvino as ov
 
+    from exporter.variants import BY_ID
+
     start = time.perf_counter()
-    model = _read_base(ctx)
-    hint = spec.model_kwargs["ov_config"]["INFERENCE_PRECISION_HINT"]
+    base_file = BY_ID[spec.derives_from].file_name
+    xml = ctx.stage_dir / base_file
+    if not xml.is_file():
+        raise ExportFailed(
+            f"{base_file} is missing from the artifact.", f"Build the `{spec.derives_from}` variant first."
+        )
     core = ov.Core()
+    model = core.read_model(xml, xml.with_suffix(".bin"))
+    hint = spec.model_kwargs["ov_config"]["INFERENCE_PRECISION_HINT"]
     caps = [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
     runs_as = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # ov.Type: "bf16" / "f32"
     if "BF16" not in caps or runs_as != hint:
         raise ExportFailed(
             f"the OpenVINO CPU plugin does not compute in bf16 here (capabilities {caps}, hint read back {runs_as}).",
-            "Build openvino-bf16 on a CPU with AVX512_BF16 or AMX.",
+            f"Build {spec.id} on a CPU with AVX512_BF16 or AMX.",
         )
     return BuildResult(
-        files=_files(ctx.stage_dir, BASE_FILE),
+        files=_files(ctx.stage_dir, base_file),
         build={
-            "export_source": BASE_FILE,
-            "precision": "bf16",
-            "weights_dtype": "f32 (the openvino variant's IR, shared)",
+            "export_source": base_file,
+            "shares_files_with": spec.derives_from,
+            "precision": spec.precision.value if spec.precision.value == "int8" else "bf16",
+            "float_compute": "bf16",
             "inference_precision_hint": hint,
             "runs_as": runs_as,
             "cpu_capabilities": caps,
-            "note": "matrix products and activations in bf16 on AVX512_BF16 / AMX units; the load options "
-            "carry the hint, so every host that serves it computes alike",
+            "note": "float matrix products and activations in bf16 on AVX512_BF16 / AMX units (int8 ops stay "
+            "int8); the load options carry the hint, so every host that serves it computes alike",
             **_io(model),
             "build_seconds": round(time.perf_counter() - start, 2),
             "versions": package_versions(("openvino",)),

@@ -270,6 +270,19 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         best=BestIf(),
     ),
     VariantSpec(
+        id="openvino-qint8-fidelity-bf16",
+        backend=Backend.OPENVINO,
+        precision=Precision.INT8,
+        file_name="openvino/openvino_model_qint8_fidelity.xml",
+        summary="openvino-qint8-fidelity's IR run with INFERENCE_PRECISION_HINT=bf16: the MatMuls kept out of "
+        "int8 (and every other float op) compute in bf16, not fp32; CPUs with AVX512_BF16 or AMX only.",
+        builder="exporter.export_openvino:build_bf16",
+        model_kwargs=OV_BF16,
+        derives_from="openvino-qint8-fidelity",
+        requires=BF16_UNITS,
+        best=BestIf(),
+    ),
+    VariantSpec(
         id="quanto-int8",
         backend=Backend.TORCH,
         precision=Precision.INT8,

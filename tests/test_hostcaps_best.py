@@ -13,7 +13,8 @@ from exporter.hostcaps import CpuFlag, Host, parse_flags, this_host
 from tests.cli_runner import run_cli
 
 HAS_BF16 = this_host().has_any((CpuFlag.AVX512_BF16, CpuFlag.AMX_BF16))
-EXERCISED_VARIANTS = ("openvino-bf16",) if HAS_BF16 else ()
+BF16_VARIANTS = ("openvino-bf16", "openvino-qint8-fidelity-bf16")
+EXERCISED_VARIANTS = BF16_VARIANTS if HAS_BF16 else ()
 
 X86_CPUINFO = """processor\t: 0
 model name\t: Some CPU
@@ -31,9 +32,9 @@ def test_parse_flags_keeps_the_known_flags_of_either_spelling():
 BEST_BY_HOST = [
     (
         Host.of("avx2", "avx512f", "avx512_vnni", "avx512_bf16"),
-        {"onnx-qint8-avx512-vnni", "openvino-bf16"},
+        {"onnx-qint8-avx512-vnni", *BF16_VARIANTS},
     ),
-    (Host.of("avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8"), {"onnx-qint8-avx512-vnni", "openvino-bf16"}),
+    (Host.of("avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8"), {"onnx-qint8-avx512-vnni", *BF16_VARIANTS}),
     (Host.of("avx2", "avx512f"), {"onnx-qint8-avx512"}),
     (Host.of("avx2"), {"onnx-quint8-avx2"}),
     (Host.of("asimd", arch="aarch64"), {"onnx-qint8-arm64"}),
@@ -50,7 +51,7 @@ def test_all_leaves_out_static_int8_and_what_the_host_cannot_run():
     avx2 = {s.id for s in variants.select("all", Host.of("avx2"))}
     bf16 = {s.id for s in variants.select("all", Host.of("avx512_bf16"))}
     assert "onnx-qint8-static" not in avx2 | bf16  # 0.73 cosine on the default: on request only
-    assert "openvino-bf16" not in avx2 and "openvino-bf16" in bf16
+    assert not avx2 & set(BF16_VARIANTS) and set(BF16_VARIANTS) <= bf16
     assert {s.id for s in variants.select("onnx-qint8-static", Host.of("avx2"))} == {"onnx", "onnx-qint8-static"}
 
 
@@ -65,7 +66,7 @@ def test_bf16_keeps_the_f32_pin_of_the_fp32_variants():
     for spec in variants.CATALOGUE:
         if spec.backend is variants.Backend.OPENVINO:
             hint = spec.model_kwargs["ov_config"]["INFERENCE_PRECISION_HINT"]
-            assert hint == ("bf16" if spec.id == "openvino-bf16" else "f32"), spec.id
+            assert hint == ("bf16" if spec.id in BF16_VARIANTS else "f32"), spec.id
 
 
 def test_list_variants_says_what_applies_here(capsys):
@@ -92,6 +93,9 @@ def test_export_best_gates_benches_and_recommends_in_one_command(capsys, tiny_mo
     assert bf16["load"]["model_kwargs"] == {"ov_config": {"INFERENCE_PRECISION_HINT": "bf16"}}
     assert bf16["build"]["runs_as"] == "bf16" and "BF16" in bf16["build"]["cpu_capabilities"]
     assert bf16["files"] == fp32["files"]  # the same IR, no copy
+    fid, fid16 = built["openvino-qint8-fidelity"], built["openvino-qint8-fidelity-bf16"]
+    assert fid16["files"] == fid["files"] and fid16["build"]["float_compute"] == "bf16"
+    assert fid16["status"] in ("passed", "failed") and fid16["parity"]["cosine_min"] > 0.9
     assert fp32["load"]["model_kwargs"] == {"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}
     benched = set(manifest["bench"]["variants"])
     assert benched == {i for i, v in built.items() if v["status"] == "passed"} | {"openvino-qint8"}
