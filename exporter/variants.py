@@ -264,7 +264,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="openvino/openvino_model_qint8_fidelity.xml",
         summary="OpenVINO static int8 with the fewest residual-writing MatMuls kept in float (measured search on "
         "calibration texts): on all-MiniLM-L6-v2 ~1.3x openvino-int8-weights and passes the int8 gate.",
-        builder="exporter.export_openvino:build_qint8_fidelity",
+        builder="exporter.export_openvino_fidelity:build_qint8_fidelity",
         model_kwargs=OV_F32,
         derives_from="openvino",
         best=BestIf(),
