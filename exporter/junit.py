@@ -75,5 +75,13 @@ def _case(suite: ET.Element, case: CaseResult) -> None:
     elif case.status == SKIPPED:
         ET.SubElement(el, "skipped", message=case.message)
     if case.parity:
-        keys = ("cosine_min", "cosine_mean", "cosine_p01", "neighbour_agreement_at_10", "spearman_pairwise")
+        keys = (
+            "cosine_min",
+            "cosine_mean",
+            "cosine_p01",
+            "norm_rel_err_max",
+            "neighbour_agreement_at_10",
+            "spearman_pairwise",
+            "skipped",
+        )
         ET.SubElement(el, "system-out").text = "\n".join(f"{k}={case.parity.get(k)}" for k in keys)

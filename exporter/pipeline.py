@@ -172,6 +172,7 @@ def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds,
     from exporter import manifest as mf
     from exporter.build import BuildContext
     from exporter.environment import environment
+    from exporter.parity_run import run_chunked
 
     kspec = kinds.get(kind)
     env = environment()
@@ -194,8 +195,8 @@ def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds,
         if plan.max_seq_length:
             kspec.set_max_length(reference, plan.max_seq_length)
     probe = kspec.probe(probe_set.texts)
-    with progress.step(f"Running the reference on {len(probe.inputs)} probe {kspec.unit}"):
-        ref_out = kspec.run(reference, probe)
+    label = f"Running the reference on {len(probe.inputs)} probe {kspec.unit}"
+    ref_out = run_chunked(progress, label, lambda c: kspec.outputs(reference, c, kinds.PARITY_BATCH), probe.inputs)
 
     fresh = not kept
     entries = dict(kept)
@@ -300,7 +301,7 @@ def _textset_entry(ts) -> dict:
 
 
 def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, threshold, progress) -> dict:
-    from exporter import external_data, kinds, parity
+    from exporter import external_data, kinds, parity, parity_run
 
     kspec = kinds.get(ctx.kind)
     entry = {
@@ -324,12 +325,24 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
                 result.files = external_data.settle_all(result.files)
         entry["files"] = [r.to_dict() for r in record_files(stage, result.files)]
         entry["build"] = result.build
+        model = load_variant_model(stage, spec, ctx.kind)
+        label = f"Running {spec.id} on the probe {kspec.unit}"
+        run = lambda chunk: kspec.outputs(model, chunk, kinds.PARITY_BATCH)  # noqa: E731
+        out = parity_run.run_chunked(progress, label, run, probe.inputs)
         with progress.step(f"Checking parity of {spec.id}"):
-            out = kspec.run(load_variant_model(stage, spec, ctx.kind), probe)
             metrics = kspec.compare(ref_out, out, probe)
             verdict = parity.judge(metrics, threshold)
-        entry["parity"] = parity.to_manifest(metrics, threshold, verdict, probe_sha256)
-        entry["status"] = "passed" if verdict.passed else "failed"
+            entry["parity"] = parity_run.check_serving_paths(
+                parity.to_manifest(metrics, threshold, verdict, probe_sha256),
+                ref_out,
+                out,
+                stage,
+                entry["load"],
+                ctx.kind,
+                probe.texts,
+                threshold,
+            )
+        entry["status"] = "passed" if entry["parity"]["passed"] else "failed"
     except UsageError:
         raise
     except FidelityError as exc:  # broken output (NaN, wrong shape) fails the gate, it is not a crash

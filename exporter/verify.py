@@ -269,18 +269,26 @@ def _threshold_of(variant: dict) -> dict | None:
 
 
 _SUMMARY_KEYS = (
-    ("cosine_min", "cosine_min", 6),
-    ("neighbour_agreement_at_10", "nn@10", 4),
-    ("spearman_pairwise", "spearman", 4),
-    ("top_terms_overlap_at_10", "top terms@10", 4),
-    ("score_spearman", "score spearman", 6),
-    ("top1_agreement", "top-1", 4),
-    ("top3_agreement", "top-3", 4),
+    ("cosine_min", "cosine_min", ".6f"),
+    ("norm_rel_err_max", "norm err", ".2g"),
+    ("neighbour_agreement_at_10", "nn@10", ".4f"),
+    ("spearman_pairwise", "spearman", ".4f"),
+    ("top_terms_overlap_at_10", "top terms@10", ".4f"),
+    ("weights_rel_l2_max", "weights err", ".2g"),
+    ("score_spearman", "score spearman", ".6f"),
+    ("score_rel_err_max", "score err", ".2g"),
+    ("top1_agreement", "top-1", ".4f"),
+    ("top3_agreement", "top-3", ".4f"),
 )
 
 
 def _summary(parity: dict, manifest: dict, probe: dict | None) -> str:
-    parts = [f"{label} {parity[key]:.{digits}f}" for key, label, digits in _SUMMARY_KEYS if parity.get(key) is not None]
+    parts = [f"{label} {parity[key]:{fmt}}" for key, label, fmt in _SUMMARY_KEYS if parity.get(key) is not None]
+    runtime = (parity.get("serving_paths") or {}).get("runtime") or {}
+    if runtime.get("cosine_min") is not None:
+        parts.append(f"runtime path cosine_min {runtime['cosine_min']:.6f}")
+    if parity.get("skipped"):
+        parts.append(f"skipped (no variance in the reference): {', '.join(parity['skipped'])}")
     if probe and probe.get("sha256") != manifest["probe"]["sha256"]:
         parts.append("(probe set differs from the one used at export)")
     return ", ".join(parts)
@@ -288,8 +296,9 @@ def _summary(parity: dict, manifest: dict, probe: dict | None) -> str:
 
 def _worker(request: dict) -> dict:
     """Body of the fresh process: load the reference and each variant, compare, judge."""
-    from exporter import kinds, parity, probes
+    from exporter import kinds, parity, parity_run, probes
     from exporter.bench import load_reference, load_variant
+    from exporter.pipeline import NoProgress
 
     kind = request.get("kind") or kinds.ModelKind.SENTENCE_TRANSFORMER.value
     kspec = kinds.get(kind)
@@ -299,20 +308,26 @@ def _worker(request: dict) -> dict:
     artifact = Path(request["artifact"])
     threads = os.cpu_count() or 1
     reference = load_reference(Path(request["source_dir"]), threads, request.get("max_seq_length"), kind)
-    ref_out = reference.encode(probe.inputs, PARITY_BATCH)
+    quiet = NoProgress()
+    ref_out = parity_run.run_chunked(quiet, "", lambda c: reference.encode(c, PARITY_BATCH), probe.inputs)
     results: dict[str, dict] = {}
     for item in request["variants"]:
         start = time.perf_counter()
         try:
             threshold = (
-                parity.thresholds_from_dict(kind, item["threshold"])
+                parity.thresholds_from_dict(kind, item["threshold"], item["precision"])
                 if item["threshold"]
                 else parity.DEFAULTS_BY_KIND[kind][parity.PrecisionClass(item["precision"])]
             )
-            out = load_variant(artifact, item, threads, kind).encode(probe.inputs, PARITY_BATCH)
+            runner = load_variant(artifact, item, threads, kind)
+            out = parity_run.run_chunked(quiet, "", lambda c, r=runner: r.encode(c, PARITY_BATCH), probe.inputs)
             metrics = kspec.compare(ref_out, out, probe)
             verdict = parity.judge(metrics, threshold)
-            results[item["id"]] = {"parity": parity.to_manifest(metrics, threshold, verdict, probe_set.sha256)}
+            entry = parity.to_manifest(metrics, threshold, verdict, probe_set.sha256)
+            entry = parity_run.check_serving_paths(
+                entry, ref_out, out, artifact, item["load"], kind, probe.texts, threshold, threads
+            )
+            results[item["id"]] = {"parity": entry}
         except FidelityError as exc:  # broken output (shape, NaN): a failed gate, not a crash
             results[item["id"]] = {"failed": str(exc)}
         except Exception as exc:  # noqa: BLE001 - one variant's crash is its own verdict

@@ -152,7 +152,10 @@ def test_too_few_texts_for_rank_metrics():
     one = parity.compare(np.ones((1, 4)), np.ones((1, 4)))
     assert one.neighbour_agreement_at_10 is None and one.spearman_pairwise is None
     two = parity.compare(np.eye(2), np.eye(2))
-    assert two.neighbour_agreement_at_10 == 1.0 and two.spearman_pairwise is None
+    assert two.spearman_pairwise is None and "spearman_pairwise" not in two.skipped  # too few: not skipped
+    # two texts: each one's only neighbour is the other, so there is no order to compare
+    assert two.neighbour_agreement_at_10 is None and "no neighbour order" in two.skipped["neighbour_agreement_at_10"]
+    assert not parity.judge(two, DEFAULT_THRESHOLDS[PrecisionClass.FP32]).passed  # spearman still fails it
 
 
 def test_compare_accepts_float16_and_lists():
@@ -172,7 +175,8 @@ def test_default_thresholds_by_precision_class():
     order = [DEFAULT_THRESHOLDS[p] for p in (PrecisionClass.FP32, PrecisionClass.FP16, PrecisionClass.INT8)]
     for stricter, looser in zip(order, order[1:], strict=False):  # fp32 is the strictest on every metric
         for name in parity.METRIC_NAMES:
-            assert getattr(stricter, name) >= getattr(looser, name)
+            a, b = getattr(stricter, name), getattr(looser, name)
+            assert a <= b if name in parity.UPPER_BOUNDS else a >= b
     # the catalogue's precision enum and plain strings index the table too
     assert DEFAULT_THRESHOLDS[Precision.INT8] is DEFAULT_THRESHOLDS["int8"]
 
@@ -180,7 +184,9 @@ def test_default_thresholds_by_precision_class():
 def test_threshold_override():
     base = DEFAULT_THRESHOLDS[PrecisionClass.INT8]
     t = base.override(cosine_min=0.985, spearman_pairwise=None)
-    assert t == Thresholds(cosine_min=0.985, neighbour_agreement_at_10=0.95, spearman_pairwise=None)
+    assert t == Thresholds(
+        cosine_min=0.985, neighbour_agreement_at_10=0.95, spearman_pairwise=None, norm_rel_err_max=0.1
+    )
     assert base.cosine_min == 0.99  # the default is untouched
 
 
@@ -249,9 +255,9 @@ def test_thresholds_for_applies_most_specific_override_last():
         "*": {"cosine_min": 0.5, "neighbour_agreement_at_10": 0.9},
     }
     got = parity.thresholds_for(specs, overrides)
-    assert got["onnx"] == Thresholds(0.5, 0.9, DEFAULT_THRESHOLDS[Precision.FP32].spearman_pairwise)
-    assert got["int8-b"] == Thresholds(0.985, 0.9, None)
-    assert got["int8-a"] == Thresholds(0.97, 0.9, None)
+    assert got["onnx"] == Thresholds(0.5, 0.9, DEFAULT_THRESHOLDS[Precision.FP32].spearman_pairwise, 0.01)
+    assert got["int8-b"] == Thresholds(0.985, 0.9, None, 0.1)
+    assert got["int8-a"] == Thresholds(0.97, 0.9, None, 0.1)
     assert parity.thresholds_for(specs) == {
         "onnx": DEFAULT_THRESHOLDS[Precision.FP32],
         "int8-a": DEFAULT_THRESHOLDS[Precision.INT8],
@@ -284,6 +290,7 @@ def _metrics(**kw) -> ParityMetrics:
         n=320,
         neighbour_agreement_at_10=0.97,
         spearman_pairwise=0.996,
+        norm_rel_err_max=2e-4,
     )
     return ParityMetrics(**{**base, **kw})
 
@@ -329,6 +336,12 @@ MANIFEST_KEYS = {
     "n",
     "neighbour_agreement_at_10",
     "spearman_pairwise",
+    "norm_rel_err_max",
+    "norm_rel_err_mean",
+    "dot_rel_err_max",
+    "neighbour_queries",
+    "spearman_pairs",
+    "skipped",
     "threshold",
     "passed",
     "failures",
@@ -341,7 +354,12 @@ def test_to_dict_has_the_manifest_keys_and_is_json():
     v = parity.judge(m, t)
     d = parity.to_dict(m, t, v)
     assert set(d) == MANIFEST_KEYS
-    assert d["threshold"] == {"cosine_min": 0.99, "neighbour_agreement_at_10": 0.95, "spearman_pairwise": 0.98}
+    assert d["threshold"] == {
+        "cosine_min": 0.99,
+        "neighbour_agreement_at_10": 0.95,
+        "spearman_pairwise": 0.98,
+        "norm_rel_err_max": 0.1,
+    }
     assert d["passed"] is True and d["failures"] == []
     assert isinstance(d["n"], int) and all(type(d[k]) is float for k in ("cosine_min", "max_abs_diff"))
     assert json.loads(json.dumps(d, allow_nan=False)) == d
@@ -354,3 +372,151 @@ def test_to_manifest_validates_against_the_schema():
     assert set(entry) == MANIFEST_KEYS | {"probe_sha256"}
     schema = json.loads((Path(parity.__file__).parent / "schema" / "manifest.schema.json").read_text())
     jsonschema.validate(entry, {**schema["$defs"]["parity"], "$defs": schema["$defs"]})
+
+
+# ----------------------------------------------------------------------------- degenerate input
+def _fp32_noise(ref: np.ndarray, seed: int = 5) -> np.ndarray:
+    return ref + np.random.default_rng(seed).normal(scale=1e-7, size=ref.shape)
+
+
+DEGENERATE_REFERENCES = {
+    "20 identical texts": np.tile(_clustered(n=1), (20, 1)),
+    "20 identical non-unit vectors (a dot model)": np.tile(3.0 * _clustered(n=1), (20, 1)),
+    "20 zero vectors": np.zeros((20, 8)),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE_REFERENCES))
+def test_degenerate_reference_skips_rank_metrics_and_passes(case):
+    ref = DEGENERATE_REFERENCES[case]
+    m = parity.compare(ref, _fp32_noise(ref) if ref.any() else ref.copy())
+    assert m.neighbour_agreement_at_10 is None and m.spearman_pairwise is None
+    assert set(m.skipped) == {"neighbour_agreement_at_10", "spearman_pairwise"}
+    assert "no neighbour order" in m.skipped["neighbour_agreement_at_10"]
+    assert "190 pair similarities all tie" in m.skipped["spearman_pairwise"]
+    verdict = parity.judge(m, DEFAULT_THRESHOLDS[PrecisionClass.FP32])
+    assert verdict.passed, verdict.failures
+
+
+def test_partly_duplicated_reference_is_measured_not_skipped():
+    ref = np.concatenate([np.tile(_clustered(n=1, seed=1), (19, 1)), _clustered(n=1, seed=2)])
+    m = parity.compare(ref, _fp32_noise(ref))
+    assert m.skipped == {}
+    assert m.neighbour_agreement_at_10 == 1.0 and m.spearman_pairwise == pytest.approx(1.0)
+    assert m.neighbour_queries == 19  # the odd one out is equally far from all others: no order to check
+
+
+@pytest.mark.parametrize(
+    "name, broken",
+    [("constant output", lambda r: np.ones_like(r)), ("zero output", lambda r: np.zeros_like(r))],
+)
+def test_a_collapsed_candidate_never_skips_its_own_gate(name, broken):
+    """Skipping is decided on the reference only: a variant that loses all variance fails."""
+    ref = _clustered(n=60)
+    m = parity.compare(ref, broken(ref))
+    assert m.skipped == {}
+    assert m.spearman_pairwise == 0.0
+    verdict = parity.judge(m, DEFAULT_THRESHOLDS[PrecisionClass.INT8])
+    assert not verdict.passed and any(f.startswith("spearman_pairwise") for f in verdict.failures)
+
+
+def test_tie_ranks_chain_values_within_the_tolerance():
+    from exporter.parity_rank import tie_ranks
+
+    x = np.array([0.5, 0.5 + 4e-7, 0.5 + 8e-7, 0.9, 0.1])
+    np.testing.assert_allclose(tie_ranks(x), [3, 3, 3, 5, 1])
+    np.testing.assert_allclose(tie_ranks(x, tol=0.0), [2, 3, 4, 5, 1])
+
+
+# ------------------------------------------------------------------------------------------ norms
+def test_a_norm_only_change_fails_only_the_norm_gate():
+    ref = 2.0 * _clustered(n=80)
+    m = parity.compare(ref, 1.5 * ref)
+    assert m.cosine_min == pytest.approx(1.0) and m.spearman_pairwise == pytest.approx(1.0)
+    assert m.norm_rel_err_max == pytest.approx(0.5) and m.norm_rel_err_mean == pytest.approx(0.5)
+    unit = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    cos = np.abs((unit @ unit.T)[np.triu_indices(len(ref), k=1)])
+    assert m.dot_rel_err_max == pytest.approx(1.25 * cos.max())  # every dot product scales by 1.5 ** 2
+    for precision in PrecisionClass:
+        verdict = parity.judge(m, DEFAULT_THRESHOLDS[precision])
+        assert verdict.failures == [
+            f"norm_rel_err_max 0.5 is above the threshold {DEFAULT_THRESHOLDS[precision].norm_rel_err_max}."
+        ]
+
+
+def test_norm_error_of_zero_rows():
+    ref = _clustered(n=10)
+    ref[3] = 0.0
+    cand = ref.copy()
+    assert parity.compare(ref, cand).norm_rel_err_max == 0.0  # both zero: reproduced
+    cand[3, 0] = 0.5
+    assert parity.compare(ref, cand).norm_rel_err_max == 1.0  # zero reference, non-zero candidate
+
+
+# -------------------------------------------------------------------------------- bounded cost
+def test_samples_are_capped_seeded_and_close_to_the_full_value(monkeypatch):
+    from exporter import parity_rank
+
+    ref = _clustered(n=300, clusters=15)
+    cand = ref + np.random.default_rng(4).normal(scale=0.02, size=ref.shape)
+    full = parity.compare(ref, cand)
+    assert (full.neighbour_queries, full.spearman_pairs) == (300, 300 * 299 // 2)
+    monkeypatch.setattr(parity_rank, "NN_MAX_QUERIES", 100)
+    monkeypatch.setattr(parity_rank, "SPEARMAN_MAX_TEXTS", 120)
+    monkeypatch.setattr(parity_rank, "BLOCK_ELEMENTS", 3000)  # blocks of 10 query rows
+    sampled = parity.compare(ref, cand)
+    assert (sampled.neighbour_queries, sampled.spearman_pairs) == (100, 120 * 119 // 2)
+    assert sampled == parity.compare(ref, cand)  # the same sample every run
+    assert sampled.neighbour_agreement_at_10 == pytest.approx(full.neighbour_agreement_at_10, abs=0.05)
+    assert sampled.spearman_pairwise == pytest.approx(full.spearman_pairwise, abs=0.02)
+
+
+def test_blockwise_neighbour_search_equals_one_block(monkeypatch):
+    from exporter import parity_rank
+
+    ref = _clustered(n=150)
+    cand = ref + np.random.default_rng(6).normal(scale=0.05, size=ref.shape)
+    one_block = parity.compare(ref, cand).neighbour_agreement_at_10
+    monkeypatch.setattr(parity_rank, "BLOCK_ELEMENTS", 1)  # one query row per block
+    assert parity.compare(ref, cand).neighbour_agreement_at_10 == one_block
+
+
+# ----------------------------------------------------------------------------- sparse and scores
+def test_sparse_weights_are_gated_not_only_top_terms():
+    rng = np.random.default_rng(7)
+    ref = np.where(rng.random((40, 200)) < 0.1, rng.random((40, 200)) * 3, 0.0)
+    m = parity.compare_sparse(ref, 1.1 * ref)  # same terms, same order, heavier weights
+    assert m.top_terms_overlap_at_10 == 1.0 and m.cosine_min == pytest.approx(1.0)
+    assert m.weights_rel_l2_max == pytest.approx(0.1 / 1.1)
+    fp32 = parity.judge(m, parity.SPARSE_THRESHOLDS[PrecisionClass.FP32])
+    assert any(f.startswith("weights_rel_l2_max 0.0909") for f in fp32.failures)
+    same = parity.compare_sparse(ref, ref.copy())
+    assert same.weights_rel_l2_max == 0.0 and parity.judge(same, parity.SPARSE_THRESHOLDS[PrecisionClass.FP32]).passed
+
+
+def test_score_error_relative_to_the_reference_range():
+    ref = np.linspace(-4.0, 4.0, 40)  # raw logits
+    lists = [list(range(i, i + 10)) for i in range(0, 40, 10)]
+    m = parity.compare_scores(ref, ref + 0.08, lists)
+    assert m.score_rel_err_max == pytest.approx(0.01) and m.score_spearman == pytest.approx(1.0)
+    verdict = parity.judge(m, parity.SCORE_THRESHOLDS[PrecisionClass.INT8])
+    assert verdict.passed
+    assert any(
+        f.startswith("score_rel_err_max 0.01") for f in parity.judge(m, parity.SCORE_THRESHOLDS["fp32"]).failures
+    )
+
+
+def test_tied_reference_scores_skip_the_rank_gates():
+    ref = np.full(20, 0.5)
+    lists = [list(range(0, 10)), list(range(10, 20))]
+    m = parity.compare_scores(ref, ref + 1e-8, lists)
+    assert set(m.skipped) == {"score_spearman", "top1_agreement", "top3_agreement", "score_rel_err_max"}
+    verdict = parity.judge(m, parity.SCORE_THRESHOLDS[PrecisionClass.FP32])
+    assert verdict.passed, verdict.failures
+
+
+def test_recorded_thresholds_get_defaults_for_metrics_they_predate():
+    old = {"cosine_min": 0.99, "neighbour_agreement_at_10": None, "spearman_pairwise": 0.98}  # before the norm gate
+    t = parity.thresholds_from_dict("sentence-transformer", old, "int8")
+    assert t == Thresholds(0.99, None, 0.98, DEFAULT_THRESHOLDS[PrecisionClass.INT8].norm_rel_err_max)
+    assert parity.thresholds_from_dict("sentence-transformer", old) == Thresholds(0.99, None, 0.98, None)

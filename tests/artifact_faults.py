@@ -1,0 +1,42 @@
+"""Fault injection into a copy of a real artifact, as a buggy build would make it: the graph changed, the
+manifest's file records updated to match, so integrity passes and only the fidelity gate can catch it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from exporter import manifest as mf
+from exporter.fsutil import record_files
+
+
+def scale_outputs(artifact: Path, variant_id: str, outputs: tuple[str, ...], factor: float) -> Path:
+    """Multiply the named graph outputs of ``variant_id``'s ONNX file by ``factor`` (an inserted ``Mul``),
+    and re-record that file's size and sha256 in the manifest. Returns the changed file."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    manifest = mf.load(artifact)
+    variant = mf.get_variant(manifest, variant_id)
+    path = artifact / variant["load"]["file_name"]
+    model = onnx.load(str(path))
+    graph = model.graph
+    for name in outputs:
+        raw = f"{name}_before_fault"
+        for node in graph.node:
+            node.output[:] = [raw if o == name else o for o in node.output]
+            node.input[:] = [raw if i == name else i for i in node.input]  # other readers keep the true value
+        const = f"{name}_fault_factor"
+        graph.initializer.append(numpy_helper.from_array(np.array(factor, dtype=np.float32), const))
+        graph.node.append(helper.make_node("Mul", [raw, const], [name], name=f"{name}_fault"))
+    onnx.save(model, str(path))
+    records = {r.path: r.to_dict() for r in record_files(artifact, [path])}
+    variant["files"] = [records.get(f["path"], f) for f in variant["files"]]
+    mf.save(artifact, manifest)
+    return path
+
+
+def copy_artifact(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest)
+    return dest

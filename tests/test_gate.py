@@ -1,0 +1,199 @@
+"""The fidelity gate end to end, through the real CLI entry point, on real exports of tiny models.
+
+- Degenerate probe sets (duplicates, texts the model reads alike) never fail a perfect export: a metric the
+  reference gives nothing to measure is skipped and the reason recorded in the manifest.
+- A norm-only fault in a copy of a real artifact (an ONNX ``Mul`` scaling a graph output by 1.5, as a buggy
+  build would write it, with the manifest's file hashes updated so integrity passes) fails ``verify`` with
+  exit 3 naming the norm metric, although every cosine is still 1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from exporter import manifest as mf
+from tests import hub_fixtures as hf
+from tests.artifact_faults import copy_artifact, scale_outputs
+from tests.cli_runner import invoke
+from tests.tiny_models import build_tiny_sentence_transformer
+
+PINNED = f"{hf.TINY_REPO}@{hf.TINY_SHA}"
+DOT_REPO = "tests-org/tiny-dot"  # the tiny model without Normalize: users score it with the dot product
+DOT_PINNED = f"{DOT_REPO}@{hf.OTHER_SHA}"
+RANK_METRICS = {"neighbour_agreement_at_10", "spearman_pairwise"}
+
+# id -> (probe lines, metrics the gate must record as skipped, also run verify)
+DEGENERATE = {
+    "20 identical texts": (["the same text"] * 20, RANK_METRICS, True),
+    "case and spacing variants an uncased model reads alike": (
+        ["Hello World", "hello world", "HELLO WORLD", "  hello   world  "] * 5,
+        RANK_METRICS,
+        False,
+    ),
+    "texts that differ only after max_seq_length (truncated alike)": (
+        [("river " * 40) + f"tail {i}" for i in range(20)],
+        RANK_METRICS,
+        False,
+    ),
+    "19 copies of one text and one other": (["the same text"] * 19 + ["a cat sat on the mat"], set(), False),
+    "two texts, ten copies each": (["the same text", "a cat sat on the mat"] * 10, set(), False),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE))
+def test_degenerate_probe_sets_never_fail_a_perfect_export(case, tiny_model_dir, tmp_path):
+    lines, skipped, run_verify = DEGENERATE[case]
+    hf.seed_tiny(tiny_model_dir)
+    probe = tmp_path / "probe.txt"
+    probe.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "art"
+    res = invoke("export", PINNED, "--out", str(out), "--probe", str(probe), "--json")
+    assert res.code == 0, res.err
+    parity = mf.load(out)["variants"][0]["parity"]
+    assert parity["passed"] and parity["failures"] == []
+    assert set(parity["skipped"]) == skipped
+    assert all(parity[name] is None for name in skipped)
+    assert all(parity[name] is not None for name in RANK_METRICS - skipped)
+    assert all("tie" in reason for reason in parity["skipped"].values())
+    assert parity["cosine_min"] >= 0.9999 and parity["norm_rel_err_max"] <= 0.01
+    assert parity["serving_paths"]["runtime"]["passed"] and parity["serving_paths"]["agreement"]["passed"]
+    if run_verify:
+        res = invoke("verify", str(out))
+        assert res.code == 0, res.out + res.err
+        if skipped:
+            assert "skipped (no variance in the reference): neighbour_agreement_at_10, spearman_pairwise" in res.out
+
+
+# ------------------------------------------------------------------------------------ norm faults
+def _export(model: str, out: Path) -> None:
+    res = invoke("export", model, "--out", str(out), "--json")
+    assert res.code == 0, res.err
+
+
+@pytest.fixture(scope="module")
+def dot_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_sentence_transformer(tmp_path_factory.mktemp("tiny-dot") / "tiny-dot", normalize=False)
+
+
+@pytest.fixture(scope="module")
+def good_artifacts(tiny_model_dir, dot_model_dir, tmp_path_factory) -> dict[str, Path]:
+    """One real export each of the normalised tiny model and of the one without Normalize."""
+    home = tmp_path_factory.mktemp("hf-gate")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HOME", str(home))
+        mp.setenv("HF_HUB_CACHE", str(home / "hub"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        hf.seed_tiny(tiny_model_dir)
+        hf.seed_tiny(dot_model_dir, repo_id=DOT_REPO, sha=hf.OTHER_SHA)
+        root = tmp_path_factory.mktemp("gate-art")
+        arts = {"cos": root / "cos", "dot": root / "dot"}
+        _export(PINNED, arts["cos"])
+        _export(DOT_PINNED, arts["dot"])
+    return arts
+
+
+@pytest.fixture
+def seeded_both(tiny_model_dir, dot_model_dir):
+    hf.seed_tiny(tiny_model_dir)
+    hf.seed_tiny(dot_model_dir, repo_id=DOT_REPO, sha=hf.OTHER_SHA)
+
+
+# id -> (model, graph outputs scaled by 1.5, failure lines verify must print)
+NORM_FAULTS = {
+    "normalised model, sentence_embedding (the runtime path)": (
+        "cos",
+        ("sentence_embedding",),
+        ["runtime path: norm_rel_err_max 0.5", "serving paths disagree: norm_rel_err_max"],
+    ),
+    "dot model, both outputs (every path)": (
+        "dot",
+        ("last_hidden_state", "sentence_embedding"),
+        ["norm_rel_err_max 0.5", "runtime path: norm_rel_err_max 0.5"],
+    ),
+}
+
+
+def test_good_dot_artifact_passes_verify_with_both_paths_recorded(good_artifacts, seeded_both):
+    res = invoke("verify", str(good_artifacts["dot"]), "--json")
+    assert res.code == 0, res.out + res.err
+    parity = json.loads(res.out)["variants"][0]["parity"]
+    assert parity["serving_paths"]["runtime"]["output"] == "sentence_embedding"
+    assert parity["norm_rel_err_max"] <= 1e-5 and parity["serving_paths"]["runtime"]["norm_rel_err_max"] <= 1e-5
+    assert parity["serving_paths"]["agreement"]["passed"]
+
+
+@pytest.mark.parametrize("case", list(NORM_FAULTS))
+def test_norm_only_fault_fails_verify_naming_the_norm_metric(case, good_artifacts, seeded_both, tmp_path):
+    model, outputs, expected = NORM_FAULTS[case]
+    art = copy_artifact(good_artifacts[model], tmp_path / "faulty")
+    scale_outputs(art, "onnx", outputs, 1.5)
+    assert mf.check_files(art, mf.load(art)).ok  # integrity cannot see it: the hashes match the new file
+    res = invoke("verify", str(art), "--json")
+    assert res.code == 3, res.out + res.err
+    assert "norm_rel_err_max" in res.err
+    case_ = json.loads(res.out)["variants"][0]
+    assert case_["status"] == "failed"
+    for line in expected:
+        assert any(f.startswith(line) for f in case_["failures"]), (line, case_["failures"])
+    assert all("norm_rel_err_max" in f and "above the threshold 0.01" in f for f in case_["failures"])
+    # a norm-only change: every direction is intact, so the cosine gate alone would have passed it
+    parity = case_["parity"]
+    assert parity["cosine_min"] >= 0.9999 and parity["serving_paths"]["runtime"]["cosine_min"] >= 0.9999
+
+
+# ------------------------------------------------------------------------------------- progress
+class _Recorder:
+    def __init__(self):
+        self.labels: list[str] = []
+
+    def step(self, label: str):
+        import contextlib
+
+        self.labels.append(label)
+        return contextlib.nullcontext()
+
+
+def test_long_runs_report_progress_per_chunk_and_keep_row_order():
+    import numpy as np
+
+    from exporter.parity_run import PROGRESS_CHUNK, run_chunked
+
+    n = 2 * PROGRESS_CHUNK + 5
+    progress = _Recorder()
+    out = run_chunked(progress, "Running the reference", lambda part: np.array(part)[:, None] * 2, list(range(n)))
+    assert progress.labels == [
+        f"Running the reference ({PROGRESS_CHUNK}/{n})",
+        f"Running the reference ({2 * PROGRESS_CHUNK}/{n})",
+        f"Running the reference ({n}/{n})",
+    ]
+    np.testing.assert_array_equal(out[:, 0], 2 * np.arange(n))
+    small = _Recorder()
+    run_chunked(small, "Running the reference", lambda part: np.array(part), list(range(10)))
+    assert small.labels == ["Running the reference"]
+
+
+# ------------------------------------------------------------------------------ the real default
+@pytest.mark.slow
+def test_norm_fault_in_a_real_minilm_artifact_fails_verify(tmp_path):
+    """all-MiniLM-L6-v2 normalises in torch on the sentence-transformers path, so a x1.5 build hides there;
+    the runtime path (the graph's sentence_embedding, what torch-free servers read) must catch it."""
+    import os
+
+    from exporter.default_model import DEFAULT_MODEL, seed_default
+
+    seed_default(Path(os.environ["HF_HUB_CACHE"]))
+    good = tmp_path / "minilm"
+    res = invoke("export", DEFAULT_MODEL, "--out", str(good), "--variants", "onnx", "--json")
+    assert res.code == 0, res.err
+    parity = mf.load(good)["variants"][0]["parity"]
+    assert parity["norm_rel_err_max"] < 1e-5 and parity["serving_paths"]["runtime"]["norm_rel_err_max"] < 1e-5
+    assert parity["serving_paths"]["agreement"]["cosine_min"] > 0.999999
+    art = copy_artifact(good, tmp_path / "faulty")
+    scale_outputs(art, "onnx", ("last_hidden_state", "sentence_embedding"), 1.5)
+    res = invoke("verify", str(art))
+    assert res.code == 3, res.out + res.err
+    assert "runtime path: norm_rel_err_max 0.5" in res.out and "serving paths disagree: norm_rel_err_max" in res.out
+    assert "cosine_min 1.000000" in res.out
