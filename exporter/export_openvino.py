@@ -339,6 +339,36 @@ def _ignored_scope(spec_scope: dict | None):
     )
 
 
+def quantize_static(ctx: BuildContext, model, samples: list[dict], opts: dict[str, Any]):
+    """``nncf.quantize`` of the fp32 IR, once per export for the same options and calibration samples:
+    ``openvino-qint8`` and the fidelity search (which starts from all-int8) share it."""
+    import hashlib
+
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    keys = ("preset", "model_type", "fast_bias_correction", "smooth_quant_alpha", "ignored_scope")
+    digest = hashlib.sha256(json.dumps([{k: opts.get(k) for k in keys}, len(samples)], sort_keys=True).encode())
+    for sample in samples:
+        digest.update(b"".join(np.ascontiguousarray(v).tobytes() for _, v in sorted(sample.items())))
+
+    def run():
+        return nncf.quantize(
+            model,
+            nncf.Dataset(samples),
+            preset=nncf.QuantizationPreset(opts["preset"]),
+            model_type=nncf.ModelType(opts["model_type"]),
+            subset_size=len(samples),
+            fast_bias_correction=bool(opts["fast_bias_correction"]),
+            ignored_scope=_ignored_scope(opts.get("ignored_scope")),
+            advanced_parameters=AdvancedQuantizationParameters(
+                smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=float(opts["smooth_quant_alpha"]))
+            ),
+        )
+
+    return ctx.memo(f"ov-static-int8:{digest.hexdigest()}", run)
+
+
 def build_qint8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     """NNCF static int8 quantisation of the fp32 IR, calibrated on the calibration texts."""
     opts = {**QINT8_DEFAULTS, **spec.options}
@@ -347,25 +377,7 @@ def build_qint8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     input_names = [p.get_any_name() for p in model.inputs]
     samples = calibration_samples(ctx, input_names, int(opts["subset_size"]))
     try:
-        import nncf
-        from nncf.quantization.advanced_parameters import (
-            AdvancedQuantizationParameters,
-            AdvancedSmoothQuantParameters,
-        )
-
-        advanced = AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=float(opts["smooth_quant_alpha"]))
-        )
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(samples),
-            preset=nncf.QuantizationPreset(opts["preset"]),
-            model_type=nncf.ModelType(opts["model_type"]),
-            subset_size=len(samples),
-            fast_bias_correction=bool(opts["fast_bias_correction"]),
-            ignored_scope=_ignored_scope(opts["ignored_scope"]),
-            advanced_parameters=advanced,
-        )
+        quantized = quantize_static(ctx, model, samples, opts)
         files = _save(quantized, ctx.stage_dir, spec.file_name)
     except ExportFailed:
         raise

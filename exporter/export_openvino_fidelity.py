@@ -23,12 +23,12 @@ from exporter.export_openvino import (
     BASE_FILE,
     OV_DIR,
     QINT8_DEFAULTS,
-    _ignored_scope,
     _io,
     _one_line,
     _read_base,
     _save,
     calibration_samples,
+    quantize_static,
 )
 from exporter.variants import VariantSpec
 
@@ -139,24 +139,6 @@ class _OvScorer:
         }
 
 
-def _quantize(model, samples: list[dict], opts: dict[str, Any], kept_float: list[str]):
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
-
-    return nncf.quantize(
-        model,
-        nncf.Dataset(samples),
-        preset=nncf.QuantizationPreset(opts["preset"]),
-        model_type=nncf.ModelType(opts["model_type"]),
-        subset_size=len(samples),
-        fast_bias_correction=bool(opts["fast_bias_correction"]),
-        ignored_scope=_ignored_scope({"names": kept_float}) if kept_float else None,
-        advanced_parameters=AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=float(opts["smooth_quant_alpha"]))
-        ),
-    )
-
-
 def _const_source(output):
     """The Constant behind a weight input (through Convert / Reshape / Transpose), or None."""
     node = output.get_node()
@@ -203,11 +185,11 @@ def float_matmuls(quantized, base, names: list[str]):
     return model
 
 
-def qint8_fidelity_search(model, samples, scorer: _OvScorer, opts: dict[str, Any]):
+def qint8_fidelity_search(ctx: BuildContext, model, samples, scorer: _OvScorer, opts: dict[str, Any]):
     """``exporter.fidelity_search.search`` over the residual-writing MatMuls (:func:`residual_writers`) of one
     static int8 quantisation: each step floats MatMuls in that model (:func:`float_matmuls`) instead of
     re-running NNCF (one ``nncf.quantize``, ~20 s on all-MiniLM-L6-v2, instead of one per step)."""
-    quantized = _quantize(model, samples, opts, [])
+    quantized = quantize_static(ctx, model, samples, opts)  # shared with openvino-qint8 in the same export
     made: dict[tuple[str, ...], Any] = {}
 
     def make(kept: list[str]):
@@ -234,7 +216,7 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
         raise ExportFailed("the fidelity int8 search needs at least 2 calibration texts.", "Pass --calibration FILE.")
     try:
         scorer = _OvScorer(ctx, texts, _calibration_reference(ctx, texts))
-        quantized, result = qint8_fidelity_search(model, samples, scorer, opts)
+        quantized, result = qint8_fidelity_search(ctx, model, samples, scorer, opts)
         files = _save(quantized, ctx.stage_dir, spec.file_name)
     except ExportFailed:
         raise
