@@ -247,9 +247,7 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     kind = _plan_kind(plan, pin)
     specs = kinds.select_variants(plan.variants, kind)
     limits = parity.thresholds_for(specs, plan.thresholds, kind.value)
-    asked = {v.lower() for v in (plan.variants or catalogue.DEFAULT_VARIANTS)}
-    if "all" in asked:
-        asked |= {s.id for s in specs}
+    asked = {v.lower() for v in catalogue.expand(list(plan.variants or catalogue.DEFAULT_VARIANTS))}
     probe = probes.load_text_set(plan.probe, "probe")
     calib = probes.load_text_set(plan.calibration, "calibration") if plan.calibration else None
     out = _out_text(plan, pin)
