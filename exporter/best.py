@@ -29,8 +29,9 @@ def bench_ids(manifest: dict) -> list[str]:
     return [v["id"] for v in manifest["variants"] if v["status"] == "passed" or (v["id"] == ALL_INT8 and v["files"])]
 
 
-def bench_and_recommend(artifact: Path, manifest: dict, threads: int | None = None):
-    """One bench run over ``bench_ids``; records it (and ``recommended``) in the manifest. Returns both."""
+def bench_and_recommend(artifact: Path, manifest: dict, threads: int | None = None, on_step=None):
+    """One bench run over ``bench_ids``; records it (and ``recommended``) in the manifest. Returns both.
+    ``on_step`` gets a line per timed pass (progress)."""
     from exporter import bench as bench_mod
 
     result = bench_mod.bench(
@@ -40,6 +41,7 @@ def bench_and_recommend(artifact: Path, manifest: dict, threads: int | None = No
         threads=threads,
         rounds=BENCH_ROUNDS,
         max_texts=BENCH_TEXTS,
+        on_step=on_step,
     )
     return result, bench_mod.record(artifact, result)
 

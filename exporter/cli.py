@@ -217,7 +217,9 @@ def _bench_best(outcome, as_json: bool) -> None:
     from exporter.cli_quality import print_bench
 
     with library_stdout_to_stderr():
-        result, manifest = best.bench_and_recommend(outcome.artifact, outcome.manifest)
+        result, manifest = best.bench_and_recommend(
+            outcome.artifact, outcome.manifest, on_step=lambda line: typer.echo(f"  bench {line}", err=True)
+        )
     outcome.manifest = manifest
     if as_json:
         print_json({**export_summary(outcome), "bench": manifest["bench"], "recommended": manifest["recommended"]})

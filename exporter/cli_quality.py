@@ -90,6 +90,7 @@ def bench(
             texts=texts,
             max_texts=max_texts,
             rounds=rounds,
+            on_step=lambda line: typer.echo(f"  bench {line}", err=True),
         )
     manifest = bench_mod.record(artifact, result)
     if report:
