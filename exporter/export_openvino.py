@@ -11,11 +11,13 @@ three read that IR from the stage dir and transform it:
 - ``openvino-qint8``: NNCF post-training static quantisation (int8 weights and activations),
   ``model_type=transformer``, calibrated on the calibration texts tokenised one text per sample by the
   model's own tokenizer (so no padding tokens skew the activation ranges).
-- ``openvino-qint8-fidelity``: the same static int8 with the fewest residual-writing MatMuls (attention
-  and FFN output projections) kept in float, found by a bounded measured search on the calibration texts
-  (:func:`qint8_fidelity_search`). all-MiniLM-L6-v2: 3 of 36 MatMuls in float (FFN output of layers 0-1,
-  attention output of layer 4); probe set min cosine 0.9919, nn@10 0.9585 (int8 gates 0.99 / 0.95);
-  ~1.3x the speed of ``openvino-int8-weights`` (2 threads, batch 32), ~0.83x ``openvino-qint8``.
+- ``openvino-qint8-fidelity`` (``exporter.export_openvino_fidelity``): the same static int8 with the
+  fewest ranked residual-writing MatMuls put back in float. all-MiniLM-L6-v2, on the AMD EPYC here: 4 of 36
+  MatMuls in float (FFN output of layers 0-2, attention output of layer 4); probe min cosine 0.9934, nn@10
+  0.957; 0.91x ``openvino-qint8``'s throughput at batch 32, 0.97x when served with the bf16 hint
+  (``openvino-qint8-fidelity-bf16``).
+- ``openvino-bf16`` / ``openvino-qint8-fidelity-bf16``: no files of their own, their base's IR with
+  ``INFERENCE_PRECISION_HINT=bf16`` in the load options (:func:`build_bf16`).
 
 Like sentence-transformers' own OpenVINO export, the IR holds the transformer only (inputs
 ``input_ids``/``attention_mask``/``token_type_ids``, output ``last_hidden_state``; for cross-encoders and
