@@ -28,7 +28,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -125,7 +125,8 @@ def bench(
     src = resolve_reference(manifest)
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # the tokenizers' pool, before first use
 
-    runners = [load_reference(src.path, threads, manifest["model"].get("max_seq_length"), kind)] + [
+    model = manifest["model"]
+    runners = [load_reference(src.path, threads, model.get("max_seq_length"), kind, model.get("truncate_dim"))] + [
         load_variant(artifact, v, threads, kind) for v in chosen
     ]
     load_before = os.getloadavg()[0]
@@ -153,15 +154,20 @@ def bench(
 
 # ---------------------------------------------------------------------------------------- loading
 def load_reference(
-    source_dir: Path, threads: int, max_seq_length: int | None = None, kind: str | None = None
+    source_dir: Path,
+    threads: int,
+    max_seq_length: int | None = None,
+    kind: str | None = None,
+    truncate_dim: int | None = None,
 ) -> Runner:
-    """The torch model at the pinned source, with the artifact's max_seq_length (the export may override it)."""
+    """The torch model at the pinned source, with the artifact's max_seq_length (the export may override it)
+    and Matryoshka truncate_dim."""
     import torch
 
     from exporter import kinds
 
     torch.set_num_threads(threads)
-    model = kinds.load_reference(kind, source_dir, max_seq_length=max_seq_length)
+    model = kinds.load_reference(kind, source_dir, max_seq_length=max_seq_length, truncate_dim=truncate_dim)
     return Runner(
         REFERENCE, "torch", _encoder(model, kind), lambda: {"engine": "torch", "threads": torch.get_num_threads()}
     )
@@ -173,7 +179,12 @@ def load_variant(artifact: Path, variant: dict, threads: int, kind: str | None =
     loader = _LOADERS.get(backend)
     if loader is None:
         raise UsageError(f"variant {variant['id']} has backend {backend!r}, which bench cannot load.", "")
-    return loader(artifact, variant["id"], file_name, threads, kind, variant["load"].get("model_kwargs") or {})
+    runner = loader(artifact, variant["id"], file_name, threads, kind, variant["load"].get("model_kwargs") or {})
+    truncate_dim = variant["load"].get("truncate_dim")
+    if truncate_dim:  # SentenceTransformer(truncate_dim=N) keeps the first N dimensions of what encode returns
+        encode = runner.encode
+        runner = replace(runner, encode=lambda inputs, bs: encode(inputs, bs)[..., :truncate_dim])
+    return runner
 
 
 def _load_onnx(

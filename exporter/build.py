@@ -38,7 +38,10 @@ class BuildContext:
             from exporter import kinds
 
             return kinds.load_reference(
-                self.kind, self.source_dir, trust_remote_code=bool(self.options.get("trust_remote_code"))
+                self.kind,
+                self.source_dir,
+                trust_remote_code=bool(self.options.get("trust_remote_code")),
+                truncate_dim=self.options.get("truncate_dim"),
             )
 
         return self.memo("reference_model", load)

@@ -169,6 +169,14 @@ def export(
             "the model's files; a kind the files state cannot be changed."
         ),
     ] = None,
+    truncate_dim: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Matryoshka: keep the first N dimensions of the embedding (as SentenceTransformer(truncate_dim=N)); "
+            "recorded in the manifest, inside the ONNX graph, and in every variant's load options.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the summary.")] = False,
     save_recipe: Annotated[
         Path | None, typer.Option("--save-recipe", help="Write this command as a recipe file (YAML).")
@@ -196,6 +204,7 @@ def export(
         trust_remote_code=trust_remote_code,
         allow_pickle=allow_pickle,
         kind=kind,
+        truncate_dim=truncate_dim,
     )
     if handle_save_and_dry_run(plan, save_recipe=save_recipe, dry_run=dry_run):
         return
@@ -322,6 +331,20 @@ def list_variants(
             f"{r['id']:<24} {r['backend']:<9} {r['precision']:<5} {r['file_name']:<46} "
             f"cos>={r['default_threshold']['cosine_min']}{extra}\n    {r['summary']}"
         )
+
+
+# ------------------------------------------------------------------------------- list-architectures
+@app.command("list-architectures")
+def list_architectures(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the support table as JSON.")] = False,
+) -> None:
+    """Print the support table: architecture families x module chains, allowed and refused variants."""
+    from exporter import shapes
+
+    if as_json:
+        print_json(shapes.table_rows())
+        return
+    typer.echo(shapes.markdown_table())
 
 
 # ------------------------------------------------------------------------------------- seed-default

@@ -239,13 +239,16 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     Raises:
         UsageError: anything the export would refuse before building (variants, thresholds, probe files).
     """
-    from exporter import kinds, parity, probes
+    from exporter import kinds, parity, preflight, probes
     from exporter import variants as catalogue
 
     pin = pin or resolve_pin(plan)
     catalogue.select(plan.variants)  # unknown ids are named before the kind is looked at
     kind = _plan_kind(plan, pin)
     specs = kinds.select_variants(plan.variants, kind)
+    folder = _model_folder(pin)
+    if folder is not None:  # the model's files are here: its chain and architecture narrow the plan too
+        specs = preflight.narrow(folder, kind.value, specs, plan.variants)
     limits = parity.thresholds_for(specs, plan.thresholds, kind.value)
     asked = {v.lower() for v in catalogue.expand(list(plan.variants or catalogue.DEFAULT_VARIANTS))}
     probe = probes.load_text_set(plan.probe, "probe")
@@ -261,7 +264,7 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     if calib:
         lines.append(f"  calibration  {_textset(calib)}")
     lines.append(f"  kind         {kind.value}{'' if plan.kind else ' (from the model files)'}")
-    for name in ("max_seq_length", "prompts", "publish"):
+    for name in ("max_seq_length", "truncate_dim", "prompts", "publish"):
         if getattr(plan, name, None) is not None:
             lines.append(f"  {name:<12} {getattr(plan, name)}")
     flags = [f for f in ("force", "allow_unpinned", "trust_remote_code", "allow_pickle") if getattr(plan, f)]
@@ -280,18 +283,24 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     return "\n".join(lines)
 
 
-def _plan_kind(plan, pin: Pin):
-    """The model kind a dry run plans for: read from the model's files when they are here (a local folder,
-    or the pinned snapshot in the local Hub cache), as the export will detect it; else the plan's ``kind``."""
-    from exporter import kinds
+def _model_folder(pin: Pin) -> Path | None:
+    """The model's files, when they are on this machine: a local folder, or the pinned snapshot in the
+    local Hub cache."""
     from exporter.hubcache import repo_folder
 
     folder = pin.local
     if folder is None and pin.repo and pin.sha:
         folder = repo_folder(pin.repo) / "snapshots" / pin.sha
-    if folder is not None and Path(folder).is_dir():
-        return kinds.kind_of_folder(Path(folder), plan.kind)
-    return kinds.get(plan.kind).kind
+    return Path(folder) if folder is not None and Path(folder).is_dir() else None
+
+
+def _plan_kind(plan, pin: Pin):
+    """The model kind a dry run plans for: read from the model's files when they are here, as the export
+    will detect it; else the plan's ``kind``."""
+    from exporter import kinds
+
+    folder = _model_folder(pin)
+    return kinds.kind_of_folder(folder, plan.kind) if folder is not None else kinds.get(plan.kind).kind
 
 
 def _derived_from(base: str, specs, asked: set[str]) -> list[str]:

@@ -11,11 +11,15 @@ chain (Transformer -> Pooling -> Normalize/Dense ...). Two adjustments to optimu
 
 Graph: inputs ``input_ids``, ``attention_mask`` (int64, [batch, sequence]); outputs
 ``last_hidden_state`` ([batch, sequence, hidden]) and ``sentence_embedding`` ([batch, dim], pooled and,
-if the model has a Normalize module, L2-normalised). BERT's ``token_type_ids`` are not an input: the
-graph uses the model's all-zero default, which is what single-text encoding feeds anyway.
+if the model has a Normalize module, L2-normalised; with ``truncate_dim`` its first N dimensions, as
+``SentenceTransformer(truncate_dim=N).encode`` returns). BERT's ``token_type_ids`` are not an input: the
+graph uses the model's all-zero default, which is what single-text encoding feeds anyway. A model whose
+Pooling excludes prompt tokens (``include_prompt: false``) gets an optional third input, ``prompt_length``
+(``exporter.prompt_graph``).
 
-After export the graph is checked against the torch model (cosine on a few padded and over-long texts)
-and the artifact's tokenizer.json, as the runtime configures it, against the torch model's tokenizer.
+After export the graph is checked against the torch model (cosine on a few padded and over-long texts,
+bare and with the model's first prompts) and the artifact's tokenizer.json, as the runtime configures it,
+against the torch model's tokenizer.
 
 Cross-encoders and sparse encoders (``exporter.kinds``) get the transformer alone, exported with
 optimum's task for the head sentence-transformers' backend loads it with (``build_task_graph``):
@@ -33,7 +37,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from exporter import st_modules
+from exporter import prompt_graph, st_modules
 from exporter.errors import ExporterError, ExportFailed
 
 ONNX_FILE = "onnx/model.onnx"
@@ -43,6 +47,7 @@ SENTENCE_OUTPUT = "sentence_embedding"
 # Files the staging folder must hold before export (relative to the Transformer module's folder).
 REQUIRED_STAGED = ("config.json", "tokenizer.json")
 CHECK_MIN_COSINE = 0.9999
+CHECK_PROMPTS = 2  # the model's first prompts are checked too (prompt tokens left out of pooling or not)
 
 # Texts for the post-export sanity check: mixed lengths (padding), case, accents, CJK, one over-long.
 CHECK_TEXTS = (
@@ -55,10 +60,23 @@ CHECK_TEXTS = (
 )
 
 
-def _export_config_class():
-    """optimum's sentence-transformers ONNX config, with the token output renamed for ORTModel."""
+def _export_config_class(token_only: bool = False, prompt_input: bool = False, truncate_dim: int | None = None):
+    """optimum's sentence-transformers ONNX config, with the token output renamed for ORTModel
+    (``token_only``: the transformer's token embeddings alone, for backends that pool outside the graph;
+    ``prompt_input``: an optional ``prompt_length`` input that pooling honours, ``exporter.prompt_graph``;
+    ``truncate_dim``: ``sentence_embedding`` keeps its first N dimensions, after Normalize, as ST's encode)."""
+    import torch
     from optimum.exporters.onnx.model_configs import SentenceTransformersTransformerOnnxConfig
     from optimum.exporters.onnx.model_patcher import SentenceTransformersTransformerPatcher
+
+    from exporter import prompt_graph
+
+    def outputs(result):
+        if token_only:
+            return {TOKEN_OUTPUT: result["token_embeddings"]}
+        sentence = result[SENTENCE_OUTPUT]
+        sentence = sentence[:, :truncate_dim] if truncate_dim else sentence
+        return {TOKEN_OUTPUT: result["token_embeddings"], SENTENCE_OUTPUT: sentence}
 
     class _Patcher(SentenceTransformersTransformerPatcher):
         def __init__(self, config, model, model_kwargs):
@@ -66,20 +84,37 @@ def _export_config_class():
             st_forward = self.patched_forward
 
             def patched_forward(input_ids, attention_mask):
-                result = st_forward(input_ids, attention_mask)
-                return {TOKEN_OUTPUT: result["token_embeddings"], SENTENCE_OUTPUT: result[SENTENCE_OUTPUT]}
+                return outputs(st_forward(input_ids, attention_mask))
 
-            self.patched_forward = patched_forward
+            def patched_forward_with_prompt(input_ids, attention_mask, prompt_length):
+                return outputs(prompt_graph.forward_excluding_prompt(model, input_ids, attention_mask, prompt_length))
+
+            self.patched_forward = patched_forward_with_prompt if prompt_input else patched_forward
 
     class _Config(SentenceTransformersTransformerOnnxConfig):
         _MODEL_PATCHER = _Patcher
+        _dummy_only_text = False
+
+        @property
+        def inputs(self) -> dict[str, dict[int, str]]:
+            base = super().inputs
+            return {**base, prompt_graph.PROMPT_LENGTH: {}} if prompt_input and not self._dummy_only_text else base
+
+        def generate_dummy_inputs(self, framework: str = "pt", **kwargs):
+            self._dummy_only_text = True  # optimum has no generator for prompt_length: add it here
+            try:
+                dummy = super().generate_dummy_inputs(framework, **kwargs)
+            finally:
+                self._dummy_only_text = False
+            if prompt_input:
+                one = torch.tensor(1, dtype=torch.int64)
+                dummy[prompt_graph.PROMPT_LENGTH] = one if framework == "pt" else one.numpy()
+            return dummy
 
         @property
         def outputs(self) -> dict[str, dict[int, str]]:
-            return {
-                TOKEN_OUTPUT: {0: "batch_size", 1: "sequence_length"},
-                SENTENCE_OUTPUT: {0: "batch_size"},
-            }
+            token = {TOKEN_OUTPUT: {0: "batch_size", 1: "sequence_length"}}
+            return token if token_only else {**token, SENTENCE_OUTPUT: {0: "batch_size"}}
 
     return _Config
 
@@ -91,12 +126,6 @@ def check_supported(facts: st_modules.ModelFacts) -> None:
         raise ExportFailed(
             f"the first module is {first.type}; the ONNX export needs a Transformer first module.",
             "Only Transformer- and StaticEmbedding-based models export to ONNX with this tool.",
-        )
-    if facts.pooling and not facts.pooling.include_prompt and any(facts.prompts.values()):
-        raise ExportFailed(
-            "the Pooling module excludes prompt tokens (include_prompt=false) and the model has prompts; "
-            "the graph has no prompt-length input to exclude them.",
-            "Export without prompts, or use the torch variant for this model.",
         )
 
 
@@ -166,6 +195,9 @@ def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
             "Re-save the tokenizer with transformers (save_pretrained) so tokenizer.json carries them.",
         )
     runtime_min = float(_cosines(reference, encoder.encode(texts, prompt="")).min())
+    for prompt in list(dict.fromkeys(p for p in model.prompts.values() if p))[:CHECK_PROMPTS]:
+        with_prompt = model.encode(texts, prompt=prompt, convert_to_numpy=True, batch_size=len(texts))
+        runtime_min = min(runtime_min, float(_cosines(with_prompt, encoder.encode(texts, prompt=prompt)).min()))
     if not runtime_min >= CHECK_MIN_COSINE:
         raise ExportFailed(
             f"the torch-free runtime disagrees with torch (min cosine {runtime_min:.6f}).",
@@ -181,6 +213,7 @@ def export_base(
     opset: int | None = None,
     trust_remote_code: bool = False,
     info: dict[str, Any] | None = None,
+    truncate_dim: int | None = None,
 ) -> list[Path]:
     """Export ``model_dir`` (a sentence-transformers folder) to ``out_dir/onnx/model.onnx`` (fp32).
 
@@ -208,7 +241,10 @@ def export_base(
             str(model_dir), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code
         )
         model.eval()
-        config = _export_config_class()(model[0].auto_model.config, task="feature-extraction")
+        model.truncate_dim = truncate_dim  # the reference verify() compares with truncates too
+        prompt_input = prompt_graph.excludes_prompt(model)
+        config_class = _export_config_class(prompt_input=prompt_input, truncate_dim=truncate_dim)
+        config = config_class(model[0].auto_model.config, task="feature-extraction")
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=dest.parent) as tmp:
             with warnings.catch_warnings():
@@ -224,6 +260,8 @@ def export_base(
                 )
             tmp_graph = Path(tmp) / "model.onnx"
             _fix_output_shapes(tmp_graph, model.get_embedding_dimension())
+            if prompt_input:
+                prompt_graph.make_input_optional(tmp_graph)
             written = []
             for part in sorted(Path(tmp).glob("model.onnx*")):  # the graph and any external-data file
                 target = dest.parent / part.name.replace("model.onnx", dest.name, 1)
@@ -249,9 +287,35 @@ def export_base(
             outputs=[o.name for o in graph.graph.output],
             model=facts.to_dict(),
             embedding_dim=model.get_embedding_dimension(),
+            truncate_dim=truncate_dim,
+            prompt_length_input=prompt_input,
             **checks,
         )
     return written
+
+
+def export_token_graph(model, dest: Path, opset: int | None = None) -> Path:
+    """Export the loaded SentenceTransformer's transformer alone (inputs ``input_ids``/``attention_mask``,
+    output ``last_hidden_state``) to ``dest`` by tracing it as :func:`export_base` does. OpenVINO converts
+    this graph for architectures whose optimum-intel export is wrong (``exporter.shapes``)."""
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    config = _export_config_class(token_only=True)(model[0].auto_model.config, task="feature-extraction")
+    with tempfile.TemporaryDirectory(prefix=".onnx-tokens-", dir=dest.parent) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx_export_from_model(
+                model,
+                output=tmp,
+                opset=opset,
+                task="feature-extraction",
+                custom_onnx_configs={"model": config},
+                device="cpu",
+                do_validation=False,
+            )
+        for part in sorted(Path(tmp).glob("model.onnx*")):
+            shutil.move(str(part), dest.parent / part.name.replace("model.onnx", dest.name, 1))
+    return dest
 
 
 def build_base(ctx, spec):
@@ -274,6 +338,7 @@ def build_embedder_graph(ctx, spec):
         opset=ctx.options.get("opset"),
         trust_remote_code=bool(ctx.options.get("trust_remote_code")),
         info=info,
+        truncate_dim=ctx.options.get("truncate_dim"),
     )
     return BuildResult(files=files, build=info)
 

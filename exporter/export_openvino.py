@@ -139,14 +139,64 @@ def _io(model) -> dict[str, list[str]]:
 # fp32: from torch
 
 
+def _model_type(model_dir: Path) -> str | None:
+    try:
+        return json.loads((model_dir / "config.json").read_text("utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def build_fp32_via_traced_graph(ctx: BuildContext, spec: VariantSpec, reason: str) -> BuildResult:
+    """fp32 IR converted (``openvino.convert_model``) from the transformer's traced token graph
+    (``export_onnx.export_token_graph``), for architectures optimum-intel exports wrongly (``reason``)."""
+    import openvino as ov
+
+    from exporter.export_onnx import export_token_graph
+
+    start = time.perf_counter()
+    dest = ctx.stage_dir / spec.file_name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".ov-onnx-", dir=dest.parent) as tmp:
+            graph = export_token_graph(ctx.reference_model(), Path(tmp) / "model.onnx")
+            model = ov.convert_model(graph)
+            files = _save(model, ctx.stage_dir, spec.file_name, compress_to_fp16=False)
+    except ExportFailed:
+        raise
+    except Exception as exc:
+        raise ExportFailed(
+            f"OpenVINO conversion of the traced graph failed: {type(exc).__name__}: {_one_line(exc)}"
+        ) from exc
+    return BuildResult(
+        files=files,
+        build={
+            "export_source": "torch (traced by optimum-onnx, converted by openvino.convert_model)",
+            "exporter": "exporter.export_onnx.export_token_graph + openvino.convert_model",
+            "why_not_optimum_intel": reason,
+            "transformer_dir": transformer_path(ctx.source_dir).relative_to(ctx.source_dir).as_posix() or ".",
+            "task": "feature-extraction",
+            "precision": "fp32",
+            "weights_dtype": "f32",
+            "compress_to_fp16": False,
+            "graph": "transformer only; pooling, Dense and normalisation run in sentence-transformers",
+            **_io(model),
+            "build_seconds": round(time.perf_counter() - start, 2),
+            "versions": package_versions(("openvino", "optimum-onnx", "torch", "transformers")),
+        },
+    )
+
+
 def build_fp32(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     """Export the torch transformer to an fp32 OpenVINO IR at ``openvino/openvino_model.xml``."""
-    from exporter import export_onnx_static, kinds
+    from exporter import export_onnx_static, kinds, shapes
 
     if export_onnx_static.is_static(ctx.source_dir):  # StaticEmbedding: IR of its own ONNX graph
         return export_onnx_static.build_static_openvino(ctx, spec)
     kspec = kinds.get(ctx.kind)
     model_dir = transformer_path(ctx.source_dir)
+    reason = shapes.OPENVINO_VIA_TRACED_GRAPH.get(_model_type(model_dir) or "")
+    if reason and kspec.kind is kinds.ModelKind.SENTENCE_TRANSFORMER:
+        return build_fp32_via_traced_graph(ctx, spec, reason)
     start = time.perf_counter()
     try:
         ov_wrapper = kspec.openvino_cls().from_pretrained(

@@ -60,6 +60,7 @@ class ExportPlan:
     artifacts_root: Path = Path("artifacts")
     prompts: dict[str, str] | None = None  # e.g. {"query": "query: ", "passage": "passage: "}
     max_seq_length: int | None = None  # override the model's own
+    truncate_dim: int | None = None  # Matryoshka: keep the first N dimensions (SentenceTransformer(truncate_dim=N))
     kind: str | None = None  # expected model kind; None: whatever the source is
     publish: str | None = None  # oci:// target a fleet run publishes to after export
 
@@ -83,15 +84,31 @@ def default_out(artifacts_root: Path, src) -> Path:
     return artifacts_root / f"local--{src.local_path.name}" / sha256_bytes(listing.encode())[:12]
 
 
+def _transformer_folder(root: Path) -> str:
+    """The Transformer module's folder relative to ``root`` ("." for the root, and for folders without
+    modules.json such as plain cross-encoders)."""
+    from exporter import st_modules
+
+    if not (root / "modules.json").is_file():
+        return "."
+    entry = next((m for m in st_modules.read_modules(root) if m.kind is st_modules.ModuleKind.TRANSFORMER), None)
+    return (entry.path.strip("/") or ".") if entry else "."
+
+
 def _copy_shared(src, stage: Path, max_seq_length: int | None = None) -> list[FileRecord]:
-    """Copy the source files the model uses, except torch weights, into the artifact root.
+    """Copy the source files the model uses, except the Transformer's torch weights, into the artifact root.
+
+    The weights of the other modules (``2_Dense/model.safetensors`` ...) are copied: sentence-transformers
+    runs those modules in torch on top of an ONNX / OpenVINO transformer, and loads them from there.
 
     A ``max_seq_length`` override is written into the copy of sentence_bert_config.json, so every
     loader of the artifact (sentence-transformers, the torch-free runtime) truncates the same way.
     """
     copied = []
+    transformer_folder = _transformer_folder(src.path)
     for rec in src.files:
-        if Path(rec.path).suffix in WEIGHT_SUFFIXES:
+        rel = Path(rec.path)
+        if rel.suffix in WEIGHT_SUFFIXES and rel.parent.as_posix() == transformer_folder:
             continue
         dest = stage / rec.path
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -114,15 +131,20 @@ def model_facts(model, kind: str | None = None) -> dict:
     return kinds.get(kind).facts(model)
 
 
-def load_variant_model(artifact: Path, spec, kind: str | None = None):
+def load_variant_model(artifact: Path, spec, kind: str | None = None, truncate_dim: int | None = None):
     """Load a built variant the way a user does (``<Class>(artifact, backend=..., model_kwargs={"file_name": ...})``,
     or the variant's own loader for the ones sentence-transformers cannot load alone)."""
     from exporter import kinds
     from exporter.variants import Backend
 
     if spec.backend is Backend.TORCH:
-        return spec.loader_fn()(artifact, device="cpu")
-    return kinds.load_variant(kind, artifact, spec.backend.value, spec.file_name, **spec.model_kwargs)
+        model = spec.loader_fn()(artifact, device="cpu")
+        if truncate_dim:
+            model.truncate_dim = truncate_dim
+        return model
+    return kinds.load_variant(
+        kind, artifact, spec.backend.value, spec.file_name, truncate_dim=truncate_dim, **spec.model_kwargs
+    )
 
 
 def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutcome:
@@ -134,7 +156,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     the manifest is kept when its files still match and the source, toolchain and probe set are the
     same; ``force`` rebuilds everything.
     """
-    from exporter import kinds, outdir, parity, probes, shape_check, source, variants
+    from exporter import kinds, outdir, parity, preflight, probes, shape_check, source, variants
 
     progress = progress or NoProgress()
     variants.select(plan.variants)  # bad ids fail before anything heavy runs
@@ -155,18 +177,22 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     kind = kinds.resolve_kind(src, plan.kind).value
     if plan.prompts and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
         raise UsageError(f"{src} is a {kind} model; prompts apply to sentence-transformer models only.", "")
+    if plan.truncate_dim and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
+        raise UsageError(f"{src} is a {kind} model; truncate_dim applies to sentence-transformer models only.", "")
     specs = kinds.select_variants(plan.variants, kind)  # a variant that does not apply to the kind: refused
     specs = shape_check.restrict(src.path, kind, specs, plan.variants)  # sparse/static chains: refused or narrowed
+    shape = preflight.inspect(src.path, kind)  # a dense chain or an architecture it cannot serve: refused here
+    specs = preflight.select(specs, plan.variants, kind, shape)
     thresholds = parity.thresholds_for(specs, plan.thresholds, kind)
     out = plan.out or default_out(plan.artifacts_root, src)
     outdir.check_out(out)  # before anything heavy: writable, and nothing there the tool did not write
     with outdir.claim(out) as cleaned:
         for line in cleaned:
             progress.note(line)
-        return _export_into(out, plan, src, kind, specs, thresholds, probe_set, calib_set, progress)
+        return _export_into(out, plan, src, kind, specs, thresholds, probe_set, calib_set, progress, shape)
 
 
-def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds, probe_set, calib_set, progress):
+def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds, probe_set, calib_set, progress, shape):
     """The part of ``run_export`` that runs holding the lock of ``out``: reuse, build, check, commit."""
     from exporter import kinds, probes, refcache, variants
     from exporter import manifest as mf
@@ -178,6 +204,8 @@ def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds,
     env = environment()
     source_entry = {**src.to_dict(), "trust_remote_code": plan.trust_remote_code}
     kept = {} if plan.force else _reusable_variants(out, source_entry, env, probe_set, plan.max_seq_length, kind)
+    if kept and mf.load(out)["model"].get("truncate_dim") != plan.truncate_dim:
+        kept = {}  # another Matryoshka width: every variant is rebuilt
     todo = [s for s in specs if s.id not in kept]
     if not todo:
         return ExportOutcome(artifact=out, manifest=mf.load(out), skipped=True)
@@ -187,13 +215,14 @@ def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds,
         stage_dir=out,
         calibration_texts=lambda: (calib_set or probes.load_text_set(None, "calibration")).texts,
         probe_texts=lambda: probe_set.texts,
-        options={"trust_remote_code": plan.trust_remote_code},
+        options={"trust_remote_code": plan.trust_remote_code, "truncate_dim": plan.truncate_dim},
         kind=kind,
     )
     with progress.step(f"Loading the torch reference ({kspec.label})"):
         reference = ctx.reference_model()
         if plan.max_seq_length:
             kspec.set_max_length(reference, plan.max_seq_length)
+        _check_truncate_dim(plan.truncate_dim, reference)
     probe = kspec.probe(probe_set.texts)
     label = f"Running the reference on {len(probe.inputs)} probe {kspec.unit}"
     ref_key = refcache.key(
@@ -236,7 +265,7 @@ def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds,
                 "tool_version": __version__,
                 "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "source": source_entry,
-                "model": {**kspec.facts(reference), "prompts": plan.prompts},
+                "model": {**kspec.facts(reference), "prompts": plan.prompts, "shape": shape.to_dict()},
                 "environment": env,
                 "probe": _textset_entry(probe_set),
                 "calibration": _textset_entry(calibration) if calibration else None,
@@ -311,6 +340,20 @@ def _remove_stale_files(stage: Path, entries: dict[str, dict]) -> None:
                 p.unlink()
 
 
+def _check_truncate_dim(truncate_dim: int | None, reference) -> None:
+    """UsageError when ``truncate_dim`` is not below the model's full embedding width."""
+    if not truncate_dim:
+        return
+    reference.truncate_dim = None
+    full = reference.get_embedding_dimension()
+    reference.truncate_dim = truncate_dim
+    if truncate_dim >= full:
+        raise UsageError(
+            f"truncate_dim {truncate_dim} is not below the model's embedding dimension {full}.",
+            f"Pass a smaller --truncate-dim (1..{full - 1}), or none.",
+        )
+
+
 def _textset_entry(ts) -> dict:
     return {"name": ts.name, "sha256": ts.sha256, "n": len(ts.texts), "source": ts.source}
 
@@ -319,6 +362,7 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
     from exporter import external_data, kinds, parity, parity_run
 
     kspec = kinds.get(ctx.kind)
+    truncate_dim = ctx.options.get("truncate_dim")
     entry = {
         "id": spec.id,
         "backend": spec.backend.value,
@@ -326,7 +370,7 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
         "status": "error",
         "error": None,
         "files": [],
-        "load": spec.load_kwargs(),
+        "load": {**spec.load_kwargs(), **({"truncate_dim": truncate_dim} if truncate_dim else {})},
         "build": {},
         "parity": None,
         "bench": None,
@@ -340,7 +384,7 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
                 result.files = external_data.settle_all(result.files)
         entry["files"] = [r.to_dict() for r in record_files(stage, result.files)]
         entry["build"] = result.build
-        model = load_variant_model(stage, spec, ctx.kind)
+        model = load_variant_model(stage, spec, ctx.kind, truncate_dim)
         label = f"Running {spec.id} on the probe {kspec.unit}"
         run = lambda chunk: kspec.outputs(model, chunk, kinds.PARITY_BATCH)  # noqa: E731
         out = parity_run.run_chunked(progress, label, run, probe.inputs)

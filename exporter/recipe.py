@@ -86,6 +86,7 @@ class Recipe(_Strict):
     probe: Path | None = None
     calibration: Path | None = None
     max_seq_length: Annotated[int, Field(ge=1, le=32768)] | None = None
+    truncate_dim: Annotated[int, Field(ge=1)] | None = None  # Matryoshka: keep the first N dimensions
     prompts: Prompts | None = None
     publish: Annotated[str, Field(pattern=_OCI_RE)] | None = None
     trust_remote_code: bool = False
@@ -225,8 +226,8 @@ def _one_line(text: str) -> str:
 # Recipe fields that map to ExportPlan fields which newer pipelines add. Without the field, a recipe
 # that sets max_seq_length or prompts is refused (running it would silently ignore them); kind (the
 # source detects it) and publish (a later step) are then left to those steps.
-_NEWER_PLAN_FIELDS = ("kind", "max_seq_length", "prompts", "publish")
-_MUST_BE_APPLIED = ("max_seq_length", "prompts")
+_NEWER_PLAN_FIELDS = ("kind", "max_seq_length", "truncate_dim", "prompts", "publish")
+_MUST_BE_APPLIED = ("max_seq_length", "truncate_dim", "prompts")
 
 
 def recipe_to_plan(recipe: Recipe, base_dir: Path, **overrides) -> ExportPlan:
@@ -243,6 +244,7 @@ def recipe_to_plan(recipe: Recipe, base_dir: Path, **overrides) -> ExportPlan:
     extra = {
         "kind": recipe.kind.value if recipe.kind else None,
         "max_seq_length": recipe.max_seq_length,
+        "truncate_dim": recipe.truncate_dim,
         "prompts": recipe.prompts.as_dict() if recipe.prompts else None,
         "publish": recipe.publish,
     }
@@ -301,7 +303,7 @@ def plan_to_recipe(plan, base_dir: Path | None = None, revision: str | None = No
         value = getattr(plan, name)
         if value is not None:
             data[name] = _relative_to(Path(value), base_dir)
-    for name in ("max_seq_length", "prompts", "publish"):
+    for name in ("max_seq_length", "truncate_dim", "prompts", "publish"):
         value = getattr(plan, name, None)
         if value is not None:
             data[name] = value

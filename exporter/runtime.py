@@ -7,7 +7,9 @@
 Tokenisation reproduces sentence-transformers: the artifact's ``tokenizer.json``, truncated at the
 model's ``max_seq_length`` (``exporter.st_modules`` resolves it as ST does), padded to the longest text
 of the batch on the tokenizer's padding side, lower-cased first if ``sentence_bert_config.json`` says so,
-and the default prompt prepended if the model has one.
+and the default prompt prepended if the model has one. When the model's Pooling leaves prompt tokens out
+(``include_prompt: false``), the prompt's token count is fed to the graph's ``prompt_length`` input
+(``exporter.prompt_graph``), or taken out of the mask when pooling here in numpy.
 
 The graph's ``sentence_embedding`` output (pooling and Normalize inside, see ``exporter.export_onnx``)
 is used when present. A graph with only token embeddings (e.g. one exported by another tool) is pooled
@@ -62,6 +64,11 @@ class _OnnxSession:
     def providers(self) -> list[str]:
         # What the session really runs on, in priority order (not what was asked for).
         return list(self.session.get_providers())
+
+    @property
+    def optional_input_names(self) -> list[str]:
+        """Inputs with a default (initializers a caller may override), e.g. ``prompt_length``."""
+        return [i.name for i in self.session.get_overridable_initializers()]
 
     def run(self, output_names, feeds):
         return self.session.run(output_names, feeds)
@@ -175,6 +182,14 @@ POOLERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
+def exclude_prompt(mask: np.ndarray, prompt_length: int) -> np.ndarray:
+    """The pooling mask without the first ``prompt_length`` real tokens of each row (after left padding), as
+    sentence-transformers' Pooling computes it for ``include_prompt: false``."""
+    pad = mask.argmax(axis=1)
+    positions = np.arange(mask.shape[1])[None, :]
+    return np.where(positions < (pad + prompt_length)[:, None], 0, mask)
+
+
 def pool(token_embeddings: np.ndarray, attention_mask: np.ndarray, facts: st_modules.ModelFacts) -> np.ndarray:
     """Sentence embeddings from token embeddings as the model's Pooling [+ Normalize] modules compute them."""
     vectors = np.concatenate([POOLERS[m](token_embeddings, attention_mask) for m in facts.pooling.modes], axis=-1)
@@ -261,14 +276,29 @@ class Encoder:
     def max_seq_length(self) -> int | None:
         return self.facts.max_seq_length
 
-    def _apply_prompt(self, texts: list[str], prompt_name: str | None, prompt: str | None) -> list[str]:
+    def _resolve_prompt(self, prompt_name: str | None, prompt: str | None) -> str:
         if prompt is None:
             name = prompt_name if prompt_name is not None else self.facts.default_prompt_name
             if name is not None:
                 if name not in self.facts.prompts:
                     raise UsageError(f"unknown prompt name {name!r}.", f"Known: {', '.join(self.facts.prompts)}.")
                 prompt = self.facts.prompts[name]
-        return [prompt + t for t in texts] if prompt else list(texts)
+        return prompt or ""
+
+    def _prompt_length(self, prompt: str) -> int | None:
+        """Tokens to leave out of pooling when the model's Pooling excludes the prompt (``include_prompt``
+        false), counted as sentence-transformers counts them; None when nothing is excluded."""
+        from exporter import prompt_graph
+
+        if not prompt or self.facts.pooling is None or self.facts.pooling.include_prompt:
+            return None
+        takes_it = prompt_graph.PROMPT_LENGTH in (*self._inputs, *getattr(self.session, "optional_input_names", []))
+        if self.pooling_in_graph and not takes_it:
+            raise UsageError(
+                f"{self.path.name} pools every token, and the model excludes prompt tokens from pooling.",
+                "Re-export the model with this exporter (its graph has a prompt_length input).",
+            )
+        return prompt_graph.prompt_token_count(self.tokenizer, prompt)
 
     def tokenize(self, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Feeds for the graph (only the inputs it declares) and the attention mask."""
@@ -281,10 +311,10 @@ class Encoder:
             "attention_mask": mask,
             "token_type_ids": np.asarray([e.type_ids for e in encodings], dtype=np.int64),
         }
-        missing = [name for name in self._inputs if name not in available]
+        missing = [name for name in self._inputs if name not in available and name != "prompt_length"]
         if missing:
             raise UsageError(f"the graph wants inputs this runtime cannot make: {missing}.", "Re-export the model.")
-        return {name: available[name] for name in self._inputs}, mask
+        return {name: available[name] for name in self._inputs if name in available}, mask
 
     def encode(
         self,
@@ -303,7 +333,10 @@ class Encoder:
             raise UsageError("top_k / threshold prune sparse vectors; this model is not a sparse encoder.", "")
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not one string.")
-        texts = self._apply_prompt(list(texts), prompt_name, prompt)
+        prompt = self._resolve_prompt(prompt_name, prompt)
+        texts = [prompt + t for t in texts] if prompt else list(texts)
+        prompt_length = self._prompt_length(prompt)
+        extra = {} if prompt_length is None else {"prompt_length": np.asarray(prompt_length, dtype=np.int64)}
         if not texts:
             dim = self.facts.pooling.dimension if self.facts.pooling else None
             return np.zeros((0, dim or 0), dtype=np.float32)
@@ -313,8 +346,12 @@ class Encoder:
         for start in range(0, len(texts), max(1, batch_size)):
             batch = [texts[i] for i in order[start : start + batch_size]]
             feeds, mask = self.tokenize(batch)
-            (out,) = self.session.run([self._output], feeds)
-            chunks.append(out if self.pooling_in_graph else pool(out, mask, self.facts))
+            if self.pooling_in_graph:
+                (out,) = self.session.run([self._output], {**feeds, **extra})
+            else:
+                (tokens,) = self.session.run([self._output], feeds)
+                out = pool(tokens, mask if prompt_length is None else exclude_prompt(mask, prompt_length), self.facts)
+            chunks.append(out)
         stacked = np.concatenate(chunks, axis=0).astype(np.float32, copy=False)
         result = np.empty_like(stacked)
         result[order] = stacked

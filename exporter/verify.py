@@ -216,6 +216,7 @@ def run_parity_subprocess(
         "probe": str(probe.resolve()) if probe else None,
         "prompts": manifest["model"].get("prompts"),
         "max_seq_length": manifest["model"].get("max_seq_length"),
+        "truncate_dim": manifest["model"].get("truncate_dim"),
         "kind": manifest["model"]["kind"],
         "variants": [
             {"id": v["id"], "precision": v["precision"], "load": v["load"], "threshold": _threshold_of(v)}
@@ -307,7 +308,9 @@ def _worker(request: dict) -> dict:
     probe = kspec.probe(probe_set.texts)
     artifact = Path(request["artifact"])
     threads = os.cpu_count() or 1
-    reference = load_reference(Path(request["source_dir"]), threads, request.get("max_seq_length"), kind)
+    reference = load_reference(
+        Path(request["source_dir"]), threads, request.get("max_seq_length"), kind, request.get("truncate_dim")
+    )
     quiet = NoProgress()
     ref_out = parity_run.run_chunked(quiet, "", lambda c: reference.encode(c, PARITY_BATCH), probe.inputs)
     results: dict[str, dict] = {}

@@ -94,3 +94,16 @@ def test_plan_and_run_check_a_reranker_recipe_with_its_kind(tmp_path):
     planned = {e["variant"] for e in json.loads(result.out)}
     assert planned == {s.id for s in kinds.select_variants("all", "cross-encoder")}
     assert not any(v.startswith("quanto") for v in planned)
+
+
+def test_dry_run_narrows_the_plan_by_the_model_chain(tmp_path):
+    """A static-embedding model exports onnx and openvino only: the dry run plans what the export builds."""
+    from tests.tiny_models import build_tiny_static_embedding
+
+    folder = build_tiny_static_embedding(tmp_path / "static")
+    result = invoke("export", str(folder), "--dry-run", "--variants", "all")
+    assert result.code == 0, result.err
+    planned = {line.strip() for line in result.out.splitlines() if line.startswith("    ") and "file " not in line}
+    assert planned == {"onnx", "openvino"}
+    refused = invoke("export", str(folder), "--dry-run", "--variants", "onnx-o2")
+    assert refused.code == 2 and "onnx-o2" in refused.err

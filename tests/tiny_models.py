@@ -16,7 +16,7 @@ _WORDS = (
 ).split()
 
 
-def _tokenizer_files(out: Path, max_len: int) -> None:
+def _tokenizer_files(out: Path, max_len: int, **tokenizer_kw) -> None:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -40,6 +40,7 @@ def _tokenizer_files(out: Path, max_len: int) -> None:
         sep_token="[SEP]",
         mask_token="[MASK]",
         model_max_length=max_len,
+        **tokenizer_kw,
     )
     fast.save_pretrained(out)
 
@@ -214,4 +215,126 @@ def build_tiny_static_embedding(
             (out / name).rename(folder / name)
         entries[0].update(path="0_StaticEmbedding", type="sentence_transformers.models.StaticEmbedding")
         (out / "modules.json").write_text(json.dumps(entries, indent=2))
+    return out
+
+
+# --- one tiny model per architecture family (the support table's rows, exporter.shapes) ----------------
+
+
+def _hf_config(family: str, vocab_size: int, hidden: int):
+    """A 2-layer transformers config and model class of ``family``, as small as the architecture allows."""
+    import transformers as tf
+
+    common = {"vocab_size": vocab_size, "hidden_size": hidden, "num_hidden_layers": 2, "intermediate_size": hidden * 2}
+    heads = {"num_attention_heads": 2}
+    decoder = {**common, **heads, "num_key_value_heads": 1, "head_dim": hidden // 2, "max_position_embeddings": 64}
+    table = {
+        "bert": (tf.BertConfig, tf.BertModel, {**common, **heads, "max_position_embeddings": 64}),
+        "mpnet": (tf.MPNetConfig, tf.MPNetModel, {**common, **heads, "max_position_embeddings": 66, "pad_token_id": 0}),
+        "xlm-roberta": (
+            tf.XLMRobertaConfig,
+            tf.XLMRobertaModel,
+            {**common, **heads, "max_position_embeddings": 66, "pad_token_id": 0, "type_vocab_size": 1},
+        ),
+        "modernbert": (
+            tf.ModernBertConfig,
+            tf.ModernBertModel,
+            {
+                **common,
+                **heads,
+                "max_position_embeddings": 64,
+                "pad_token_id": 0,
+                "cls_token_id": 2,
+                "sep_token_id": 3,
+                "bos_token_id": 2,
+                "eos_token_id": 3,
+                "local_attention": 16,
+                "global_attn_every_n_layers": 2,
+            },
+        ),
+        "t5": (
+            tf.T5Config,
+            tf.T5EncoderModel,
+            {
+                "vocab_size": vocab_size,
+                "d_model": hidden,
+                "d_kv": hidden // 2,
+                "d_ff": hidden * 2,
+                "num_layers": 2,
+                "num_heads": 2,
+                "pad_token_id": 0,
+                "eos_token_id": 3,
+                "decoder_start_token_id": 0,
+            },
+        ),
+        "qwen3": (tf.Qwen3Config, tf.Qwen3Model, {**decoder, "pad_token_id": 0}),
+        "gemma3": (
+            tf.Gemma3TextConfig,
+            tf.Gemma3TextModel,
+            {**decoder, "pad_token_id": 0, "sliding_window": 16, "use_bidirectional_attention": True},
+        ),
+    }
+    config_cls, model_cls, kwargs = table[family]
+    return model_cls, config_cls(**kwargs)
+
+
+def build_tiny_embedder(
+    out: Path,
+    family: str = "bert",
+    *,
+    pooling: str | list[str] = "mean",
+    dense: tuple[tuple[int, bool, str], ...] = (),
+    normalize: bool = True,
+    padding_side: str = "right",
+    prompts: dict[str, str] | None = None,
+    include_prompt: bool = True,
+    max_seq_length: int = 32,
+    hidden: int = 32,
+    seed: int = 0,
+    weight_scale: float | None = None,
+    residual_gain: float | None = None,
+) -> Path:
+    """Write a 2-layer ``family`` sentence-transformer: Transformer -> Pooling -> Dense* -> [Normalize].
+
+    ``dense`` lists (out_features, bias, activation) per Dense module, activation "tanh" or "identity".
+    ``weight_scale`` multiplies every weight after init. ``residual_gain`` (Gemma3) sets the gain of every
+    post-feed-forward RMSNorm, which writes into the residual stream: large gains make the residual stream
+    exceed the fp16 range (65504) while the final norm keeps the outputs finite, as on real Gemma checkpoints.
+    """
+    import shutil
+
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer
+
+    torch.manual_seed(seed)
+    work = out.parent / f".{out.name}.hf"
+    # Only BERT takes token_type_ids.
+    inputs = {} if family == "bert" else {"model_input_names": ["input_ids", "attention_mask"]}
+    _tokenizer_files(work, max_seq_length, padding_side=padding_side, **inputs)
+    tokenizer = AutoTokenizer.from_pretrained(work)
+    model_cls, config = _hf_config(family, len(tokenizer), hidden)
+    model = model_cls(config)
+    if weight_scale is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(weight_scale)
+    if residual_gain is not None:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "post_feedforward_layernorm" in name:
+                    p.fill_(residual_gain - 1.0)  # Gemma's RMSNorm scales by (1 + weight)
+    model.save_pretrained(work, safe_serialization=True)
+    transformer = models.Transformer(str(work), max_seq_length=max_seq_length)
+    dim = transformer.get_embedding_dimension()
+    modules = [transformer, models.Pooling(dim, pooling_mode=pooling, include_prompt=include_prompt)]
+    dim = modules[-1].get_embedding_dimension()
+    activations = {"tanh": torch.nn.Tanh(), "identity": torch.nn.Identity()}
+    for width, bias, activation in dense:
+        modules.append(models.Dense(dim, width, bias=bias, activation_function=activations[activation]))
+        dim = width
+    if normalize:
+        modules.append(models.Normalize())
+    SentenceTransformer(modules=modules, device="cpu", prompts=prompts).save(str(out), safe_serialization=True)
+    shutil.rmtree(work, ignore_errors=True)
     return out

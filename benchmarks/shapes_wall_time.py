@@ -1,0 +1,74 @@
+"""Export + verify wall time per support-table row (``exporter.shapes``), so cost growth per shape is visible.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/shapes_wall_time.py [--rows ID,ID] [--variants onnx,onnx-o2,openvino]
+
+For each row with a tiny model in ``tests/test_shapes.py`` (the same model the tests build): build it, run
+``exporter export`` in-process with the row's allowed variants among ``--variants`` (the default probe set),
+then ``exporter verify`` (parity re-run in a fresh process). Prints one line per row with the two wall times
+and the CPU it ran on (model, cores, ISA flags) and the 1-minute load average before and after, since other
+work on the machine inflates wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+
+def run_row(row_id: str, kwargs: dict, wanted: list[str], root: Path) -> dict:
+    from exporter import shapes
+    from exporter.pipeline import ExportPlan, run_export
+    from exporter.verify import verify
+    from tests.tiny_models import build_tiny_embedder
+
+    variants = [v for v in wanted if v in shapes.BY_ID[row_id].allowed()]
+    src = build_tiny_embedder(root / row_id / "src", **kwargs)
+    start = time.perf_counter()
+    outcome = run_export(ExportPlan(model=str(src), variants=variants, out=root / row_id / "art"))
+    exported = time.perf_counter() - start
+    start = time.perf_counter()
+    report = verify(outcome.artifact)
+    verified = time.perf_counter() - start
+    return {
+        "row": row_id,
+        "variants": variants,
+        "export_s": exported,
+        "verify_s": verified,
+        "export_ok": not outcome.failed,
+        "verify_ok": report.ok,
+    }
+
+
+def main() -> None:
+    from exporter.environment import cpu_info
+    from tests.test_shapes import SHAPE_MODELS
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default=",".join(SHAPE_MODELS), help="comma-separated row ids")
+    parser.add_argument("--variants", default="onnx,onnx-o2,openvino", help="variants to build where allowed")
+    args = parser.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cpu = cpu_info()
+    flags = ", ".join(cpu.get("flags") or [])
+    print(f"CPU: {cpu.get('model')} | {cpu.get('logical_cores')} logical cores ({cpu.get('arch')}) | flags: {flags}")
+    print(f"load average (1 min) before: {os.getloadavg()[0]:.2f}")
+    print(f"{'row':<50} {'variants':<24} {'export s':>9} {'verify s':>9}  ok")
+    total = 0.0
+    with tempfile.TemporaryDirectory(prefix="shapes-bench-") as tmp:
+        for row_id in args.rows.split(","):
+            r = run_row(row_id, SHAPE_MODELS[row_id], args.variants.split(","), Path(tmp))
+            total += r["export_s"] + r["verify_s"]
+            ok = "yes" if r["export_ok"] and r["verify_ok"] else "NO"
+            print(f"{r['row']:<50} {','.join(r['variants']):<24} {r['export_s']:>9.1f} {r['verify_s']:>9.1f}  {ok}")
+    print(f"total export + verify: {total:.1f} s; load average (1 min) after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
