@@ -102,3 +102,26 @@ def test_export_best_gates_benches_and_recommends_in_one_command(capsys, tiny_mo
     rec = summary["recommended"]
     assert rec["variant"] in benched and built[rec["variant"]]["status"] == "passed"
     assert rec == manifest["recommended"]
+
+
+@pytest.mark.slow
+def test_best_on_the_embedded_default_recommends_a_passing_int8_with_its_float_ops_explained(capsys, tmp_path):
+    """The real default (~5 min on 2 busy cores): exit 0, a passing recommendation, the fidelity search's
+    float ops each with its measured reason; no speed assertion (speed lives in benchmarks/best_variant.py)."""
+    import os
+    from pathlib import Path
+
+    from exporter.default_model import DEFAULT_MODEL, seed_default
+
+    seed_default(Path(os.environ["HF_HUB_CACHE"]))
+    out = tmp_path / "minilm"
+    res = run_cli(capsys, "export", DEFAULT_MODEL, "--variants", "best", "--out", str(out), "--json")
+    assert res.code == 0, res.err[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    built = {v["id"]: v for v in manifest["variants"]}
+    assert "onnx-qint8-static" not in built
+    assert built[manifest["recommended"]["variant"]]["status"] == "passed"
+    fidelity = built["openvino-qint8-fidelity"]
+    assert fidelity["status"] == "passed", fidelity["parity"]["failures"]
+    ops = fidelity["build"]["ops_in_float"]
+    assert 0 < len(ops) <= 6 and all("measured sensitivity" in o["why"] for o in ops)
