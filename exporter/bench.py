@@ -94,6 +94,7 @@ def bench(
     texts: Path | None = None,
     max_texts: int = 256,
     rounds: int = 3,
+    on_step: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Benchmark the chosen variants (default: every built one) and the torch reference in one run.
 
@@ -129,7 +130,7 @@ def bench(
         load_variant(artifact, v, threads, kind) for v in chosen
     ]
     load_before = os.getloadavg()[0]
-    samples = measure(runners, inputs, batch_sizes, rounds)
+    samples = measure(runners, inputs, batch_sizes, rounds, on_step)
     load_after = os.getloadavg()[0]
     summaries = {r.name: summarize(samples[r.name], samples[REFERENCE], r.runtime()) for r in runners}
     for r in runners:
@@ -267,8 +268,12 @@ def check_runtime(name: str, backend: str, runtime: dict) -> None:
 
 
 # -------------------------------------------------------------------------------------- measuring
-def measure(runners: list[Runner], texts: list[str], batch_sizes, rounds: int) -> dict[str, Samples]:
-    """Warm up every runner at every batch size, then time interleaved rounds (order rotated per round)."""
+def measure(
+    runners: list[Runner], texts: list[str], batch_sizes, rounds: int, on_step: Callable[[str], None] | None = None
+) -> dict[str, Samples]:
+    """Warm up every runner at every batch size, then time interleaved rounds (order rotated per round).
+
+    ``on_step`` gets one line per timed pass (round, batch size, runner, texts/s): progress a person sees."""
     samples = {r.name: Samples({b: [] for b in batch_sizes}) for r in runners}
     warm = texts[: max(max(batch_sizes), 8)]
     for r in runners:
@@ -277,8 +282,11 @@ def measure(runners: list[Runner], texts: list[str], batch_sizes, rounds: int) -
     for i in range(rounds):
         order = runners[i % len(runners) :] + runners[: i % len(runners)]
         for b in batch_sizes:
-            for r in order:
-                samples[r.name].throughput[b].append(_time_one(r, texts, b, samples[r.name].latencies))
+            for j, r in enumerate(order):
+                took = _time_one(r, texts, b, samples[r.name].latencies)
+                samples[r.name].throughput[b].append(took)
+                if on_step:
+                    on_step(f"round {i + 1}/{rounds}, batch {b}, runner {j + 1}/{len(order)} {r.name}: {took:.1f}/s")
     return samples
 
 

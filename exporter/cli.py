@@ -138,7 +138,11 @@ def export(
     ] = "sentence-transformers/all-MiniLM-L6-v2@1110a243fdf4706b3f48f1d95db1a4f5529b4d41",
     revision: Annotated[str | None, typer.Option(help="The 40-hex commit sha to pin (if MODEL has no @sha).")] = None,
     variants: Annotated[
-        str | None, typer.Option(help="Comma-separated variant ids, or 'all' (see list-variants). Default: onnx.")
+        str | None,
+        typer.Option(
+            help="Comma-separated variant ids, 'all', or 'best' (the candidates that fit this CPU, gated, benched "
+            "and the fastest passing one recommended; see list-variants). Default: onnx."
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Artifact folder. Default: artifacts/<org>--<name>/<sha12>/.")
@@ -189,6 +193,7 @@ def export(
     ] = None,
 ) -> None:
     """Resolve MODEL at a pinned commit, build variants, check parity against torch, write the manifest."""
+    from exporter import best
     from exporter.cli_recipes import handle_save_and_dry_run
     from exporter.consumers import parse_names
     from exporter.parity import parse_threshold_overrides
@@ -214,11 +219,32 @@ def export(
         return
     with library_stdout_to_stderr():
         outcome = run_export(plan, RichProgress())
+    if best.wants_best(plan.variants):
+        _bench_best(outcome, as_json)
+        return
     if as_json:
         print_json(export_summary(outcome))
     else:
         print_export_summary(outcome)
     raise_for_failures(outcome)
+
+
+def _bench_best(outcome, as_json: bool) -> None:
+    """--variants best: bench the candidates in the same command; exit 0 when one passed and is recommended."""
+    from exporter import best
+    from exporter.cli_quality import print_bench
+
+    with library_stdout_to_stderr():
+        result, manifest = best.bench_and_recommend(
+            outcome.artifact, outcome.manifest, on_step=lambda line: typer.echo(f"  bench {line}", err=True)
+        )
+    outcome.manifest = manifest
+    if as_json:
+        print_json({**export_summary(outcome), "bench": manifest["bench"], "recommended": manifest["recommended"]})
+    else:
+        print_export_summary(outcome)
+        print_bench(result, manifest)
+    best.raise_unless_recommended(outcome.artifact, manifest)
 
 
 def export_summary(outcome) -> dict:
@@ -282,9 +308,11 @@ def list_variants(
     as_json: Annotated[bool, typer.Option("--json", help="Print the catalogue as JSON.")] = False,
 ) -> None:
     """Print every variant the tool can build (no heavy imports)."""
+    from exporter.hostcaps import this_host
     from exporter.parity import DEFAULT_THRESHOLDS
     from exporter.variants import CATALOGUE
 
+    host = this_host()
     rows = [
         {
             "id": s.id,
@@ -294,6 +322,9 @@ def list_variants(
             "derives_from": s.derives_from,
             "default_threshold": DEFAULT_THRESHOLDS[s.precision].to_dict(),
             "in_all": not s.on_request_only,
+            "requires_any_of": [f.value for f in s.requires],
+            "not_applicable_here": s.missing_on(host),
+            "best_candidate_here": s.best is not None and s.best.fits(host) and s.missing_on(host) is None,
             "summary": s.summary,
         }
         for s in CATALOGUE
@@ -302,7 +333,9 @@ def list_variants(
         print_json(rows)
         return
     for r in rows:
-        extra = "" if r["in_all"] else " [on request only]"
+        extra = ("" if r["in_all"] else " [on request only]") + (" [best]" if r["best_candidate_here"] else "")
+        if r["not_applicable_here"]:
+            extra += f" [not applicable here: needs {' or '.join(r['requires_any_of'])}]"
         typer.echo(
             f"{r['id']:<24} {r['backend']:<9} {r['precision']:<5} {r['file_name']:<46} "
             f"cos>={r['default_threshold']['cosine_min']}{extra}\n    {r['summary']}"

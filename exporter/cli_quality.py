@@ -107,6 +107,7 @@ def bench(
             texts=texts,
             max_texts=max_texts,
             rounds=rounds,
+            on_step=lambda line: typer.echo(f"  bench {line}", err=True),
         )
     manifest = bench_mod.record(artifact, result)
     if report:
@@ -118,24 +119,36 @@ def bench(
 
 
 def print_bench(result, manifest: dict) -> None:
-    """The figures of every variant next to torch, and the recommendation."""
+    """The figures of every variant next to torch (and next to the all-int8 variant when it ran), and the
+    recommendation."""
+    from exporter.best import ALL_INT8
+
     sizes = result.config["batch_sizes"]
     cfg = result.config
+    load = cfg.get("loadavg_1min") or {}
     typer.echo(
         f"{cfg['cpu']['model']} [{' '.join(cfg['cpu']['flags'])}], {cfg['threads']} thread(s), "
         f"{cfg['rounds']} rounds on {cfg.get('n_inputs', cfg['texts']['n'])} {cfg.get('unit', 'texts')}"
+        + (f", load average {load['before']:.2f} -> {load['after']:.2f}" if load else "")
     )
     unit = cfg.get("unit", "texts")  # pairs for rerankers
-    head = f"{'runner':<26}" + "".join(f"{f'{unit}/s @{b}':>14}{'x torch':>9}" for b in sizes)
+    int8 = result.runners.get(ALL_INT8)
+    width = max(26, *(len(n) + 2 for n in result.runners))
+    head = f"{'runner':<{width}}" + "".join(f"{f'{unit}/s @{b}':>14}{'x torch':>9}" for b in sizes)
+    head += f"{f'x {ALL_INT8} @{sizes[-1]}':>26}" if int8 else ""
     typer.echo(head + f"{'p50 ms':>9}{'p95 ms':>9}  runs on")
     for name, s in result.runners.items():
-        row = f"{name:<26}" + "".join(
+        row = f"{name:<{width}}" + "".join(
             f"{s['throughput'][str(b)]:>14.1f}{s['ratio_to_torch'][str(b)]:>8.2f}x" for b in sizes
         )
+        if int8:
+            key = str(sizes[-1])
+            row += f"{s['throughput'][key] / int8['throughput'][key]:>25.2f}x"
         lat = s.get("latency_ms") or {}
         rt = s["runtime"]
         where = f"{rt.get('provider') or rt.get('device') or rt.get('engine')} x{rt.get('threads')}"
-        typer.echo(row + f"{lat.get('p50', float('nan')):>9.2f}{lat.get('p95', float('nan')):>9.2f}  {where}")
+        p50, p95 = (f"{lat[k]:>9.2f}" if lat.get(k) is not None else f"{'-':>9}" for k in ("p50", "p95"))
+        typer.echo(row + f"{p50}{p95}  {where}")
     rec = manifest.get("recommended") or {}
     if rec.get("variant"):
         typer.echo(f"Recommended: {rec['variant']} ({rec['throughput_ratio']:.2f}x torch). Rule: {rec['rule']}.")

@@ -250,9 +250,7 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     if folder is not None:  # the model's files are here: its chain and architecture narrow the plan too
         specs = preflight.narrow(folder, kind.value, specs, plan.variants)
     limits = parity.thresholds_for(specs, plan.thresholds, kind.value)
-    asked = {v.lower() for v in (plan.variants or catalogue.DEFAULT_VARIANTS)}
-    if "all" in asked:
-        asked |= {s.id for s in specs}
+    asked = {v.lower() for v in catalogue.expand(list(plan.variants or catalogue.DEFAULT_VARIANTS))}
     probe = probes.load_text_set(plan.probe, "probe")
     calib = probes.load_text_set(plan.calibration, "calibration") if plan.calibration else None
     out = _out_text(plan, pin)

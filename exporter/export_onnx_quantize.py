@@ -24,12 +24,12 @@ import contextlib
 import io
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from exporter import fidelity_search
 from exporter.build import BuildContext, BuildResult
 from exporter.environment import package_versions
 from exporter.errors import ExportFailed
@@ -42,6 +42,7 @@ from exporter.export_onnx_optimize import (
     temp_beside,
     transformer_dir,
 )
+from exporter.fidelity_search import SearchResult
 from exporter.variants import VariantSpec
 
 ISA_PRESETS = ("avx2", "avx512", "avx512_vnni", "arm64")
@@ -52,13 +53,7 @@ FIDELITY_DEFAULTS: dict[str, Any] = {
     "op_types": ["MatMul"],  # weight MatMuls; Gather (embedding tables) left float: it costs ~0.01 min cosine
     "per_channel": True,
     "reduce_range": False,
-    "target_cosine_min": 0.99,  # the int8 gate
-    "margin": 0.003,  # the calibration set must clear target + margin (the probe set is unseen)
-    "target_nn10": 0.95,
-    "nn10_margin": 0.01,
-    "screen_texts": 64,  # calibration texts the per-node screen runs on (the worst under full int8)
-    "budget_seconds": 420.0,  # whole search, wall clock; stops early and records it when exceeded
-    "max_float_fraction": 0.5,  # never keep more than this share of the candidates in float
+    **fidelity_search.SEARCH_DEFAULTS,  # goal, margins, screen texts, budget, max float share
 }
 
 STATIC_DEFAULTS: dict[str, Any] = {
@@ -349,104 +344,27 @@ class _Scorer:
         }
 
 
-@dataclass
-class SearchResult:
-    candidates: int
-    screened: dict[str, dict[str, float]]  # node -> measured effect of keeping it alone in float
-    kept_float: list[str]
-    steps: list[dict[str, Any]]  # calibration metrics after each greedy step (first: all quantised)
-    reached: bool
-    stopped_by: str | None
-    seconds: float
-    screen_texts: int
-    notes: list[str] = field(default_factory=list)
-
-
 def sensitivity_search(base: Path, work: Path, scorer: _Scorer, opts: dict[str, Any]) -> SearchResult:
-    """Keep the most quantisation-sensitive nodes in float until the calibration set clears the gate.
+    """``exporter.fidelity_search.search`` over the graph's weight MatMuls; each step re-quantises the graph
+    with ONNX Runtime (dynamic int8 has no calibration to redo: ~1 s on all-MiniLM-L6-v2)."""
+    made: list[Path] = []
 
-    1. Quantise every candidate; encode all calibration texts; pick the ``screen_texts`` with the lowest
-       cosine to the reference (the worst cases are what the minimum-cosine gate sees).
-    2. Screen: for each candidate alone, quantise everything but it and measure, on those texts, how much
-       the mean of ``1 - cosine`` shrinks (``deficit_cut``, the ranking key; steadier than the single
-       worst text) and how much the minimum cosine rises (``min_gain``).
-    3. Greedy: keep candidates in float in ranked order, re-quantising and re-measuring on the whole
-       calibration set after each, until its minimum cosine reaches ``target_cosine_min + margin`` and its
-       nn@10 ``target_nn10 + nn10_margin``; stop at ``max_float_fraction`` of the candidates or when the
-       time budget is spent (recorded in ``stopped_by``).
-    """
-    start = time.perf_counter()
-    budget = float(opts["budget_seconds"])
-    candidates = quantizable_nodes(base, opts["op_types"])
-    goal_cos = float(opts["target_cosine_min"]) + float(opts["margin"])
-    goal_nn = float(opts["target_nn10"]) + float(opts["nn10_margin"])
-    max_float = max(1, int(len(candidates) * float(opts["max_float_fraction"])))
-
-    def quantised(exclude: list[str], tag: str) -> Path:
-        out = work / f"{tag}.onnx"
+    def make(exclude: list[str]) -> Path:
+        for old in made:  # the builder re-quantises the final set itself
+            old.unlink(missing_ok=True)
+        out = work / f"step-{len(made)}.onnx"
         quantize_dynamic_to(base, out, opts, exclude)
+        made.append(out)
         return out
 
-    def good(metrics: dict[str, float]) -> bool:
-        nn = metrics["neighbour_agreement_at_10"]
-        return metrics["cosine_min"] >= goal_cos and (nn is None or nn >= goal_nn)
-
-    full_q = quantised([], "all")
-    all_cos = scorer.cosines(full_q)
-    first = scorer.full(full_q)
-    steps = [{"kept_float": 0, "added": None, **first, "seconds": round(time.perf_counter() - start, 1)}]
-    full_q.unlink()
-    n_screen = min(int(opts["screen_texts"]), len(all_cos))
-    worst = np.argsort(all_cos, kind="stable")[:n_screen]
-    base_deficit = float((1 - all_cos[worst]).mean())
-    base_min = float(all_cos[worst].min())
-    if good(first):
-        return SearchResult(len(candidates), {}, [], steps, True, None, time.perf_counter() - start, n_screen)
-
-    screened: dict[str, dict[str, float]] = {}
-    stopped_by = None
-    for i, node in enumerate(candidates):
-        if time.perf_counter() - start > budget * 0.6:  # leave time for the greedy steps
-            stopped_by = f"screen budget: {i} of {len(candidates)} candidates screened"
-            break
-        graph = quantised([node], f"screen-{i}")
-        cos = scorer.cosines(graph, worst)
-        graph.unlink()
-        screened[node] = {
-            "deficit_cut": round(base_deficit - float((1 - cos).mean()), 7),
-            "min_gain": round(float(cos.min()) - base_min, 6),
-        }
-    ranked = sorted(screened, key=lambda n: (screened[n]["deficit_cut"], screened[n]["min_gain"]), reverse=True)
-
-    kept: list[str] = []
-    reached = False
-    for node in ranked:
-        if len(kept) >= max_float:
-            stopped_by = stopped_by or f"max_float_fraction: {len(kept)} of {len(candidates)} kept in float"
-            break
-        if time.perf_counter() - start > budget:
-            stopped_by = f"budget: {budget:.0f} s spent"
-            break
-        kept.append(node)
-        graph = quantised(kept, f"greedy-{len(kept)}")
-        metrics = scorer.full(graph)
-        graph.unlink()
-        steps.append(
-            {"kept_float": len(kept), "added": node, **metrics, "seconds": round(time.perf_counter() - start, 1)}
+    try:
+        _, result = fidelity_search.search(
+            quantizable_nodes(base, opts["op_types"]), make, scorer.cosines, scorer.full, opts
         )
-        if good(metrics):
-            reached = True
-            break
-    return SearchResult(
-        candidates=len(candidates),
-        screened=screened,
-        kept_float=kept,
-        steps=steps,
-        reached=reached,
-        stopped_by=None if reached else stopped_by or "ran out of candidates",
-        seconds=time.perf_counter() - start,
-        screen_texts=n_screen,
-    )
+    finally:
+        for old in made:
+            old.unlink(missing_ok=True)
+    return result
 
 
 def _calibration_reference(ctx: BuildContext, texts: list[str]) -> np.ndarray:

@@ -11,11 +11,13 @@ three read that IR from the stage dir and transform it:
 - ``openvino-qint8``: NNCF post-training static quantisation (int8 weights and activations),
   ``model_type=transformer``, calibrated on the calibration texts tokenised one text per sample by the
   model's own tokenizer (so no padding tokens skew the activation ranges).
-- ``openvino-qint8-fidelity``: the same static int8 with the fewest residual-writing MatMuls (attention
-  and FFN output projections) kept in float, found by a bounded measured search on the calibration texts
-  (:func:`qint8_fidelity_search`). all-MiniLM-L6-v2: 3 of 36 MatMuls in float (FFN output of layers 0-1,
-  attention output of layer 4); probe set min cosine 0.9919, nn@10 0.9585 (int8 gates 0.99 / 0.95);
-  ~1.3x the speed of ``openvino-int8-weights`` (2 threads, batch 32), ~0.83x ``openvino-qint8``.
+- ``openvino-qint8-fidelity`` (``exporter.export_openvino_fidelity``): the same static int8 with the
+  fewest ranked residual-writing MatMuls put back in float. all-MiniLM-L6-v2, on the AMD EPYC here: 4 of 36
+  MatMuls in float (FFN output of layers 0-2, attention output of layer 4); probe min cosine 0.9934, nn@10
+  0.957; 0.91x ``openvino-qint8``'s throughput at batch 32, 0.97x when served with the bf16 hint
+  (``openvino-qint8-fidelity-bf16``).
+- ``openvino-bf16`` / ``openvino-qint8-fidelity-bf16``: no files of their own, their base's IR with
+  ``INFERENCE_PRECISION_HINT=bf16`` in the load options (:func:`build_bf16`).
 
 Like sentence-transformers' own OpenVINO export, the IR holds the transformer only (inputs
 ``input_ids``/``attention_mask``/``token_type_ids``, output ``last_hidden_state``; for cross-encoders and
@@ -260,6 +262,59 @@ def build_fp16(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
 
 
 # ---------------------------------------------------------------------------------------------------
+# bf16: the fp32 IR compiled with a bf16 precision hint
+
+
+def build_bf16(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
+    """No new files: the IR of the variant it derives from (the fp32 one, or the fidelity int8 one), served
+    with ``INFERENCE_PRECISION_HINT=bf16`` (the spec's load options): what is not int8 computes in bf16.
+
+    The catalogue refuses these variants on hosts without bf16 units; here the CPU plugin must also say it
+    computes in bf16 (``OPTIMIZATION_CAPABILITIES`` has ``BF16`` and a compiled model reads the hint back
+    as bf16), else the variant would silently be its base under another name.
+    """
+    import openvino as ov
+
+    from exporter.variants import BY_ID
+
+    start = time.perf_counter()
+    base_file = BY_ID[spec.derives_from].file_name
+    xml = ctx.stage_dir / base_file
+    if not xml.is_file():
+        raise ExportFailed(
+            f"{base_file} is missing from the artifact.", f"Build the `{spec.derives_from}` variant first."
+        )
+    core = ov.Core()
+    model = core.read_model(xml, xml.with_suffix(".bin"))
+    hint = spec.model_kwargs["ov_config"]["INFERENCE_PRECISION_HINT"]
+    caps = [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    runs_as = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # ov.Type: "bf16" / "f32"
+    if "BF16" not in caps or runs_as != hint:
+        raise ExportFailed(
+            f"the OpenVINO CPU plugin does not compute in bf16 here (capabilities {caps}, hint read back {runs_as}).",
+            f"Build {spec.id} on a CPU with AVX512_BF16 or AMX.",
+        )
+    return BuildResult(
+        files=_files(ctx.stage_dir, base_file),
+        build={
+            "export_source": base_file,
+            "shares_files_with": spec.derives_from,
+            "precision": spec.precision.value if spec.precision.value == "int8" else "bf16",
+            "float_compute": "bf16",
+            "inference_precision_hint": hint,
+            "runs_as": runs_as,
+            "cpu_capabilities": caps,
+            "note": "float matrix products and activations in bf16 on AVX512_BF16 / AMX units (int8 ops stay "
+            "int8); the load options carry the hint, so every host that serves it computes alike",
+            **_io(model),
+            "build_seconds": round(time.perf_counter() - start, 2),
+            "versions": package_versions(("openvino",)),
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
 # int8 weight-only: NNCF weight compression
 
 
@@ -302,7 +357,6 @@ def build_int8_weights(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
 
 def calibration_samples(ctx: BuildContext, input_names: list[str], limit: int) -> list[dict]:
     """Calibration texts tokenised by the model's own tokenizer, one text per sample (no padding)."""
-    import numpy as np
 
     texts = [t for t in ctx.calibration_texts() if t and t.strip()]
     if not texts:
@@ -337,6 +391,36 @@ def _ignored_scope(spec_scope: dict | None):
     )
 
 
+def quantize_static(ctx: BuildContext, model, samples: list[dict], opts: dict[str, Any]):
+    """``nncf.quantize`` of the fp32 IR, once per export for the same options and calibration samples:
+    ``openvino-qint8`` and the fidelity search (which starts from all-int8) share it."""
+    import hashlib
+
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    keys = ("preset", "model_type", "fast_bias_correction", "smooth_quant_alpha", "ignored_scope")
+    digest = hashlib.sha256(json.dumps([{k: opts.get(k) for k in keys}, len(samples)], sort_keys=True).encode())
+    for sample in samples:
+        digest.update(b"".join(np.ascontiguousarray(v).tobytes() for _, v in sorted(sample.items())))
+
+    def run():
+        return nncf.quantize(
+            model,
+            nncf.Dataset(samples),
+            preset=nncf.QuantizationPreset(opts["preset"]),
+            model_type=nncf.ModelType(opts["model_type"]),
+            subset_size=len(samples),
+            fast_bias_correction=bool(opts["fast_bias_correction"]),
+            ignored_scope=_ignored_scope(opts.get("ignored_scope")),
+            advanced_parameters=AdvancedQuantizationParameters(
+                smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=float(opts["smooth_quant_alpha"]))
+            ),
+        )
+
+    return ctx.memo(f"ov-static-int8:{digest.hexdigest()}", run)
+
+
 def build_qint8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     """NNCF static int8 quantisation of the fp32 IR, calibrated on the calibration texts."""
     opts = {**QINT8_DEFAULTS, **spec.options}
@@ -345,25 +429,7 @@ def build_qint8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     input_names = [p.get_any_name() for p in model.inputs]
     samples = calibration_samples(ctx, input_names, int(opts["subset_size"]))
     try:
-        import nncf
-        from nncf.quantization.advanced_parameters import (
-            AdvancedQuantizationParameters,
-            AdvancedSmoothQuantParameters,
-        )
-
-        advanced = AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=float(opts["smooth_quant_alpha"]))
-        )
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(samples),
-            preset=nncf.QuantizationPreset(opts["preset"]),
-            model_type=nncf.ModelType(opts["model_type"]),
-            subset_size=len(samples),
-            fast_bias_correction=bool(opts["fast_bias_correction"]),
-            ignored_scope=_ignored_scope(opts["ignored_scope"]),
-            advanced_parameters=advanced,
-        )
+        quantized = quantize_static(ctx, model, samples, opts)
         files = _save(quantized, ctx.stage_dir, spec.file_name)
     except ExportFailed:
         raise
@@ -398,265 +464,3 @@ def build_qint8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else ""
-
-
-# ---------------------------------------------------------------------------------------------------
-# int8 static with a measured float set: the fidelity variant
-
-QINT8_FIDELITY_FILE = f"{OV_DIR}/openvino_model_qint8_fidelity.xml"
-QINT8_FIDELITY_DEFAULTS: dict[str, Any] = {
-    **{k: v for k, v in QINT8_DEFAULTS.items() if k != "ignored_scope"},
-    "target_cosine_min": 0.99,  # the int8 gate
-    "margin": 0.003,  # the calibration set must clear target + margin (the probe set is never used)
-    "target_nn10": 0.95,
-    "nn10_margin": 0.01,
-    # Whole search, wall clock (each step is one nncf.quantize: ~20 s on all-MiniLM-L6-v2 with 2 threads,
-    # ~1 s on the tiny test model). When spent, the last float set that met the goal is used.
-    "budget_seconds": 420.0,
-}
-
-
-def residual_writers(model) -> list[str]:
-    """Weight MatMuls whose output (through at most one bias Add) is added to the residual stream.
-
-    In a BERT-style encoder these are each layer's attention output and FFN output projections: their
-    int8 error lands directly in the residual stream. Measured on all-MiniLM-L6-v2 (calibration texts):
-    keeping all 36 weight MatMuls in float gives min cosine 0.997; all 12 residual writers 0.997; the 6
-    FFN outputs alone 0.980, the 6 attention outputs alone 0.962 (the two groups only help together).
-    """
-
-    def const_weight(node) -> bool:
-        src = node.input_value(1).get_node()
-        while src.get_type_name() in ("Convert", "Reshape", "Transpose") and src.get_input_size():
-            src = src.input_value(0).get_node()
-        return src.get_type_name() == "Constant"
-
-    def consumers(node):
-        return [t.get_node() for t in node.output(0).get_target_inputs()]
-
-    def is_residual_add(node) -> bool:
-        if node.get_type_name() != "Add":
-            return False
-        return all(not const_weight_input(node, i) for i in range(2))
-
-    def const_weight_input(node, i) -> bool:
-        src = node.input_value(i).get_node()
-        while src.get_type_name() in ("Convert", "Reshape", "Unsqueeze") and src.get_input_size():
-            src = src.input_value(0).get_node()
-        return src.get_type_name() == "Constant"
-
-    names = []
-    for op in model.get_ordered_ops():
-        if op.get_type_name() != "MatMul" or not const_weight(op):
-            continue
-        nxt = consumers(op)
-        if any(is_residual_add(n) for n in nxt) or any(
-            is_residual_add(m) for n in nxt if n.get_type_name() == "Add" for m in consumers(n)
-        ):
-            names.append(op.get_friendly_name())
-    return names
-
-
-def _weight_size(model, name: str) -> int:
-    for op in model.get_ordered_ops():
-        if op.get_friendly_name() == name:
-            shape = op.input_value(1).get_partial_shape()
-            return int(np.prod([d.get_length() for d in shape])) if shape.is_static else 0
-    return 0
-
-
-class _OvScorer:
-    """Embeds texts through a candidate IR as sentence-transformers does (its pooling/normalise modules)."""
-
-    def __init__(self, ctx: BuildContext, texts: list[str], reference):
-        self.model = ctx.reference_model()
-        self.texts = texts
-        self.reference = reference
-
-    def metrics(self, ov_model) -> dict[str, float | None]:
-        import openvino as ov
-        import torch
-
-        from exporter import parity
-
-        compiled = ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        names = [p.get_any_name() for p in ov_model.inputs]
-        order = np.argsort([-len(t) for t in self.texts], kind="stable")
-        out = np.zeros_like(self.reference, dtype=np.float32)
-        for i in range(0, len(order), 32):
-            idx = order[i : i + 32]
-            features = self.model.tokenize([self.texts[j] for j in idx])
-            ids = features["input_ids"]
-            inputs = {n: (features[n] if n in features else torch.zeros_like(ids)).numpy() for n in names}
-            hidden = torch.from_numpy(np.asarray(compiled(inputs)[0]))
-            feats = {"token_embeddings": hidden, "attention_mask": features["attention_mask"]}
-            with torch.inference_mode():
-                for module in list(self.model)[1:]:
-                    feats = module(feats)
-            out[idx] = feats["sentence_embedding"].numpy()
-        m = parity.compare(self.reference, out)
-        nn = m.neighbour_agreement_at_10
-        return {
-            "cosine_min": round(m.cosine_min, 6),
-            "cosine_mean": round(m.cosine_mean, 6),
-            "neighbour_agreement_at_10": None if nn is None else round(nn, 4),
-        }
-
-
-def _quantize(model, samples: list[dict], opts: dict[str, Any], kept_float: list[str]):
-    import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
-
-    return nncf.quantize(
-        model,
-        nncf.Dataset(samples),
-        preset=nncf.QuantizationPreset(opts["preset"]),
-        model_type=nncf.ModelType(opts["model_type"]),
-        subset_size=len(samples),
-        fast_bias_correction=bool(opts["fast_bias_correction"]),
-        ignored_scope=_ignored_scope({"names": kept_float}) if kept_float else None,
-        advanced_parameters=AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=float(opts["smooth_quant_alpha"]))
-        ),
-    )
-
-
-def qint8_fidelity_search(model, samples, scorer: _OvScorer, opts: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Static int8 with the fewest residual-writing MatMuls in float that clears the gate on calibration texts.
-
-    1. Quantise everything; if the calibration texts clear ``target + margin`` (min cosine and nn@10), done.
-    2. Otherwise keep every residual writer (:func:`residual_writers`) in float and measure.
-    3. Backward elimination: re-quantise the writers one at a time, largest weight first and, at equal
-       size, the last layer first (cheap int8 gain, least error upstream); keep a writer re-quantised
-       only if the goal still holds. Stops when ``budget_seconds`` is spent (recorded).
-    Returns the chosen quantised model and the record of every step.
-    """
-    start = time.perf_counter()
-    budget = float(opts["budget_seconds"])
-    goal_cos = float(opts["target_cosine_min"]) + float(opts["margin"])
-    goal_nn = float(opts["target_nn10"]) + float(opts["nn10_margin"])
-
-    def good(m: dict) -> bool:
-        nn = m["neighbour_agreement_at_10"]
-        return m["cosine_min"] >= goal_cos and (nn is None or nn >= goal_nn)
-
-    steps: list[dict[str, Any]] = []
-
-    def step(kept: list[str], action: str):
-        q = _quantize(model, samples, opts, kept)
-        m = scorer.metrics(q)
-        steps.append(
-            {
-                "action": action,
-                "kept_float": len(kept),
-                **m,
-                "meets_goal": good(m),
-                "seconds": round(time.perf_counter() - start, 1),
-            }
-        )
-        return q, m
-
-    best, m = step([], "all int8")
-    record = {
-        "goal": {
-            "cosine_min": round(goal_cos, 6),
-            "neighbour_agreement_at_10": round(goal_nn, 6),
-            "measured_on": "calibration texts (never the probe set)",
-        },
-        "budget_seconds": budget,
-    }
-    candidates = residual_writers(model)
-    record["candidates"] = candidates
-    if good(m) or not candidates:
-        return best, {
-            **record,
-            "kept_float": [],
-            "reached": good(m),
-            "stopped_by": None if good(m) else "no residual-writing MatMuls to keep in float",
-            "steps": steps,
-        }
-    kept = list(candidates)
-    q, m = step(kept, f"all {len(kept)} residual writers in float")
-    if not good(m):
-        return q, {
-            **record,
-            "kept_float": kept,
-            "reached": False,
-            "stopped_by": "the goal is not met even with every residual writer in float",
-            "steps": steps,
-        }
-    best, best_m = q, m
-    sizes = {n: _weight_size(model, n) for n in candidates}
-    order = sorted(candidates, key=lambda n: (-sizes[n], -candidates.index(n)))
-    stopped_by = None
-    for name in order:
-        if time.perf_counter() - start > budget:
-            stopped_by = f"budget: {budget:.0f} s spent"
-            break
-        trial = [n for n in kept if n != name]
-        q, m = step(trial, f"re-quantise {name}")
-        if good(m):
-            kept, best, best_m = trial, q, m
-    return best, {
-        **record,
-        "kept_float": kept,
-        "reached": True,
-        "stopped_by": stopped_by,
-        "steps": steps,
-        "seconds": round(time.perf_counter() - start, 1),
-        "calibration_result": {k: best_m[k] for k in ("cosine_min", "cosine_mean", "neighbour_agreement_at_10")},
-    }
-
-
-def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
-    """NNCF static int8 with the measured fewest residual-writing MatMuls kept in float (see the search)."""
-    from exporter.export_onnx_quantize import _calibration_reference
-
-    opts = {**QINT8_FIDELITY_DEFAULTS, **spec.options}
-    start = time.perf_counter()
-    model = _read_base(ctx)
-    input_names = [p.get_any_name() for p in model.inputs]
-    samples = calibration_samples(ctx, input_names, int(opts["subset_size"]))
-    texts = [t for t in ctx.calibration_texts() if t and t.strip()]
-    if len(texts) < 2:
-        raise ExportFailed("the fidelity int8 search needs at least 2 calibration texts.", "Pass --calibration FILE.")
-    try:
-        scorer = _OvScorer(ctx, texts, _calibration_reference(ctx, texts))
-        quantized, search = qint8_fidelity_search(model, samples, scorer, opts)
-        files = _save(quantized, ctx.stage_dir, spec.file_name)
-    except ExportFailed:
-        raise
-    except Exception as exc:
-        raise ExportFailed(f"OpenVINO fidelity int8 failed: {type(exc).__name__}: {_one_line(exc)}") from exc
-    final = search.get("calibration_result") or search["steps"][-1]  # early returns: the last step's model
-    return BuildResult(
-        files=files,
-        build={
-            "export_source": BASE_FILE,
-            "precision": "int8",
-            "method": "nncf.quantize (post-training static) with the measured fewest residual-writing MatMuls "
-            "kept in float (ignored_scope names)",
-            "preset": opts["preset"],
-            "weights": "int8 symmetric, per channel",
-            "activations": "int8 asymmetric, per tensor" if opts["preset"] == "mixed" else "int8 symmetric, per tensor",
-            "model_type": opts["model_type"],
-            "fast_bias_correction": bool(opts["fast_bias_correction"]),
-            "smooth_quant_alpha_matmul": float(opts["smooth_quant_alpha"]),
-            "ignored_scope": {"names": search["kept_float"]} if search["kept_float"] else None,
-            "ops_in_float": search["kept_float"],
-            "search": {
-                **search,
-                "calibration_result": {k: final[k] for k in ("cosine_min", "cosine_mean", "neighbour_agreement_at_10")},
-            },
-            "calibration": {
-                "method": "NNCF statistics over the calibration subset (default range estimators)",
-                "tokenisation": "model tokenizer, one text per sample, no padding, truncated at max_seq_length",
-                "subset_size": len(samples),
-                "texts_available": len(ctx.calibration_texts()),
-                "search_texts": len(texts),
-            },
-            **_io(quantized),
-            "build_seconds": round(time.perf_counter() - start, 2),
-            "versions": package_versions(("openvino", "nncf")),
-        },
-    )

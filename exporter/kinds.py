@@ -425,9 +425,7 @@ def select_variants(ids: str | list[str] | None, kind: str | ModelKind):
     wanted = ids.split(",") if isinstance(ids, str) else ids
     if wanted is not None:
         wanted = [w.strip() for w in wanted if w.strip()]
-        if any(w.lower() == "all" for w in wanted):
-            in_all = [s.id for s in variants.CATALOGUE if not s.on_request_only and s.id in allowed]
-            wanted = in_all + [w for w in wanted if w.lower() != "all"]
+        wanted = variants.expand(wanted, allowed=set(allowed))  # all / best: only what applies to the kind
     specs = variants.select(wanted)
     refused = [s.id for s in specs if kind not in s.kinds]
     if refused:

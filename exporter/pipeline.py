@@ -195,7 +195,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
 
 def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds, probe_set, calib_set, progress, shape):
     """The part of ``run_export`` that runs holding the lock of ``out``: reuse, build, check, commit."""
-    from exporter import kinds, probes, variants
+    from exporter import kinds, probes, refcache, variants
     from exporter import manifest as mf
     from exporter.build import BuildContext
     from exporter.environment import environment
@@ -230,7 +230,22 @@ def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds,
         _check_truncate_dim(plan.truncate_dim, reference)
     probe = kspec.probe(probe_set.texts)
     label = f"Running the reference on {len(probe.inputs)} probe {kspec.unit}"
-    ref_out = run_chunked(progress, label, lambda c: kspec.outputs(reference, c, kinds.PARITY_BATCH), probe.inputs)
+    ref_key = refcache.key(
+        source=[(f["path"], f["sha256"]) for f in source_entry["files"]],
+        probe=probe_set.sha256,
+        kind=kind,
+        max_seq_length=plan.max_seq_length,
+        prompts=plan.prompts,
+        packages=env["packages"],
+        cpu=env["cpu"],
+        batch=kinds.PARITY_BATCH,
+    )
+    ref_out, hit = refcache.cached(
+        ref_key,
+        lambda: run_chunked(progress, label, lambda c: kspec.outputs(reference, c, kinds.PARITY_BATCH), probe.inputs),
+    )
+    if hit:
+        progress.note(f"{label}: reused the cached reference outputs ({refcache.cache_dir()})")
 
     fresh = not kept
     entries = dict(kept)

@@ -107,11 +107,13 @@ def classify(root: Path, kind: str) -> ChainShape | None:
 def restrict(root: Path, kind: str, specs: list, requested: list[str] | str | None) -> list:
     """``specs`` narrowed to what the model's chain allows: a variant the user named that the chain does not
     allow is a UsageError naming the chain; ones that came from ``all`` are dropped."""
+    from exporter.variants import EXPANSIONS
+
     shape = classify(root, kind)
     if shape is None or shape.variants is None:
         return specs
     wanted = requested.split(",") if isinstance(requested, str) else list(requested or [])
-    named = {w.strip().lower() for w in wanted} - {"all", ""}
+    named = {w.strip().lower() for w in wanted} - {*EXPANSIONS, ""}
     refused = sorted(named - set(shape.variants))
     if refused:
         raise UsageError(

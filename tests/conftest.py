@@ -20,6 +20,7 @@ def _isolated_state(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("EXPORTER_CACHE_DIR", str(home / "exporter-cache"))  # reference outputs (refcache)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     yield

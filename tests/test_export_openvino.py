@@ -22,7 +22,9 @@ from exporter.errors import ExportFailed
 from exporter.export_openvino import BASE_FILE
 from exporter.variants import CATALOGUE, Backend, Precision
 
-OPENVINO_VARIANTS = tuple(s for s in CATALOGUE if s.builder.startswith("exporter.export_openvino:"))
+# The bf16 variants write no file of their own (their base's IR with a bf16 hint): tests/test_hostcaps_best.py.
+OV_MODULES = ("exporter.export_openvino:", "exporter.export_openvino_fidelity:")
+OPENVINO_VARIANTS = tuple(s for s in CATALOGUE if s.builder.startswith(OV_MODULES) and not s.builder.endswith("_bf16"))
 EXERCISED_VARIANTS = tuple(s.id for s in OPENVINO_VARIANTS)  # each built and loaded below (test_catalogue)
 
 TEXTS = [
@@ -115,12 +117,39 @@ def test_fidelity_int8_records_its_search(built):
     f = results["openvino-qint8-fidelity"].build
     assert f["export_source"] == BASE_FILE
     search = f["search"]
-    assert search["steps"][0]["action"] == "all int8" and search["steps"][0]["kept_float"] == 0
+    assert search["steps"][0]["added"] is None and search["steps"][0]["kept_float"] == 0
     assert search["budget_seconds"] > 0 and search["goal"]["measured_on"].startswith("calibration")
-    assert set(f["ops_in_float"]) <= set(search["candidates"])
-    assert f["ignored_scope"] == ({"names": f["ops_in_float"]} if f["ops_in_float"] else None)
-    assert search["steps"][-1]["seconds"] < 120  # bounded, and quick on the tiny model
+    kept = [o["op"] for o in f["ops_in_float"]]
+    assert kept == search["kept_float"] and set(kept) <= set(search["candidates"])
+    assert all(o["why"].startswith("measured sensitivity") for o in f["ops_in_float"])
+    assert search["seconds"] < 120  # bounded, and quick on the tiny model
     assert set(search["calibration_result"]) == {"cosine_min", "cosine_mean", "neighbour_agreement_at_10"}
+
+
+def test_floating_matmuls_in_the_quantised_model_restores_fp32_ops(built, tiny_model_dir):
+    """Graph surgery instead of re-quantising: the floated MatMuls read un-quantised activations and the fp32
+    weights, and the embeddings move towards torch's."""
+    import openvino as ov
+
+    from exporter.export_openvino_fidelity import _OvScorer, float_matmuls, residual_writers
+
+    stage, _ = built
+    core = ov.Core()
+    base = core.read_model(stage / BASE_FILE)
+    quantized = core.read_model(stage / SPECS["openvino-qint8"].file_name)
+    writers = residual_writers(base)
+    floated = float_matmuls(quantized, base, writers)
+    ops = {op.get_friendly_name(): op for op in floated.get_ordered_ops()}
+    for name in writers:
+        assert ops[name].input_value(0).get_node().get_type_name() != "FakeQuantize"
+        assert ops[name].input_value(1).get_node().get_type_name() == "Constant"
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=stage)
+    texts = CALIBRATION + TEXTS
+    reference = ctx.reference_model().encode(texts, convert_to_numpy=True)
+    scorer = _OvScorer(ctx, texts, reference)
+    deficit = {k: float((1 - scorer.cosines(m)).mean()) for k, m in (("int8", quantized), ("floated", floated))}
+    assert deficit["floated"] < deficit["int8"], deficit
+    assert float((1 - scorer.cosines(float_matmuls(quantized, base, []))).mean()) == pytest.approx(deficit["int8"])
 
 
 def test_weights_are_smaller_than_fp32(built):

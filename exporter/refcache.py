@@ -1,0 +1,52 @@
+"""Torch reference outputs on the probe set, cached per (pin, probe set, toolchain, CPU).
+
+The reference run is the same for every export of one pinned model with one probe set and toolchain, so
+a re-export (another ``--variants``, ``--force``, another artifact folder) reuses it instead of running
+torch again. The key hashes everything that changes the numbers: the source files' sha256, the probe set's
+sha256 (prompts included), the model kind, a ``max_seq_length`` override, every toolchain version, the CPU
+model and flags, and the batch size the reference runs at. Only numpy arrays are cached (embedders and
+sparse encoders); a corrupt or unreadable entry is recomputed. Folder: ``$EXPORTER_CACHE_DIR``, else
+``$XDG_CACHE_HOME/exporter``, else ``~/.cache/exporter``; ``reference/<key>.npy``, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from exporter.fsutil import atomic_path, sha256_bytes
+
+
+def cache_dir() -> Path:
+    if os.environ.get("EXPORTER_CACHE_DIR"):
+        return Path(os.environ["EXPORTER_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "exporter"
+
+
+def key(**facts: Any) -> str:
+    """A stable hash of the facts that decide the reference's numbers (JSON, sorted keys)."""
+    return sha256_bytes(json.dumps(facts, sort_keys=True, default=str).encode())
+
+
+def cached(cache_key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
+    """``(value, hit)``: the cached array for ``cache_key``, else ``compute()`` (stored when it is an array)."""
+    import numpy as np
+
+    path = cache_dir() / "reference" / f"{cache_key}.npy"
+    if path.is_file():
+        try:
+            return np.load(path, allow_pickle=False), True
+        except (OSError, ValueError):
+            pass  # unreadable: recompute and overwrite
+    value = compute()
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, value, allow_pickle=False)
+        except OSError:
+            pass  # a read-only cache folder only costs the next run the reference time
+    return value, False
