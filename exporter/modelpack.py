@@ -92,7 +92,7 @@ def config_bytes(narrowed: dict, files: list[dict]) -> bytes:
     v = narrowed["variants"][0]
     src = narrowed["source"]
     name = src.get("repo") or "model"
-    precision = v["precision"]
+    precision = (v.get("build") or {}).get("precision") or v["precision"]  # openvino-bf16: class fp16, runs bf16
     config = {
         "format": _FORMAT.get(v["backend"], v["backend"]),
         "precision": precision,
