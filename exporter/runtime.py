@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from exporter import st_modules
-from exporter.errors import UsageError
+from exporter.errors import IntegrityError, UsageError
 
 SENTENCE_OUTPUT = "sentence_embedding"
 SPARSE_OUTPUT = "sparse_embedding"  # SPLADE vectors [batch, vocab] (exporter.export_onnx_sparse)
@@ -382,11 +382,15 @@ def load(
 ) -> Encoder:
     """Open ``file_name`` (relative to the Transformer module's folder, as ST resolves it) for serving."""
     artifact_dir = Path(artifact_dir)
+    from exporter.package import safe_relpath
+
     opener = BACKENDS.get(backend)
     if opener is None:
         raise UsageError(f"unknown runtime backend {backend!r}.", f"Available: {', '.join(BACKENDS)}.")
     facts = st_modules.read(artifact_dir)
-    path = facts.transformer_dir / file_name
+    path = facts.transformer_dir / safe_relpath(file_name, f"the variant file name of {artifact_dir}")
+    if not path.resolve().is_relative_to(artifact_dir.resolve()):
+        raise IntegrityError(f"{file_name!r} leads outside {artifact_dir} (a link).", "Refusing to load it.")
     if not path.is_file():
         raise UsageError(f"{path} does not exist.", "Check the artifact folder and the variant's file name.")
     return Encoder(opener(path, providers, threads), load_tokenizer(facts), facts, backend, path)

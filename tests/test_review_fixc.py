@@ -4,10 +4,13 @@ the ModelPack precision of bf16 variants."""
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from exporter import modelpack
+from exporter.errors import IntegrityError
 
 
 def _narrowed(variant: dict) -> dict:
@@ -28,3 +31,27 @@ def test_modelpack_precision_is_the_recorded_build_precision(variant_precision, 
     variant = {"id": "openvino-x", "backend": "openvino", "precision": variant_precision, "build": build}
     config = json.loads(modelpack.config_bytes(_narrowed(variant), [{"sha256": "0" * 64}]))["config"]
     assert config["precision"] == expected
+
+
+@pytest.mark.parametrize("file_name", ["../x.onnx", "/abs/x.onnx", "onnx/../../x.onnx"])
+def test_runtime_refuses_a_file_name_outside_the_artifact(tmp_path_factory, tmp_path, file_name):
+    from exporter import runtime
+    from tests.test_export_onnx import exported_tiny
+
+    _, art, _ = exported_tiny(tmp_path_factory, "mean", True)
+    art = Path(shutil.copytree(art, tmp_path / "art"))
+    shutil.copy(art / "onnx" / "model.onnx", tmp_path / "x.onnx")  # a loadable graph outside the artifact
+    with pytest.raises(IntegrityError, match="unsafe file path"):
+        runtime.load(art, file_name=file_name)
+
+
+def test_runtime_refuses_a_link_out_of_the_artifact(tmp_path_factory, tmp_path):
+    from exporter import runtime
+    from tests.test_export_onnx import exported_tiny
+
+    _, art, _ = exported_tiny(tmp_path_factory, "mean", True)
+    art = Path(shutil.copytree(art, tmp_path / "art"))
+    shutil.copy(art / "onnx" / "model.onnx", tmp_path / "x.onnx")
+    (art / "onnx" / "link.onnx").symlink_to(tmp_path / "x.onnx")
+    with pytest.raises(IntegrityError, match="leads outside"):
+        runtime.load(art, file_name="onnx/link.onnx")
