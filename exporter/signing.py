@@ -20,7 +20,8 @@ Paths are relative to the policy file. ``--verify-key PUB`` is the same policy w
 
 Pinned internals of model-signing 1.1.1 used here (no public API does these): ``manifest._FileSerialization``
 (to build the signed manifest from known digests) and ``Verifier._verify_signed_content`` (the DSSE check
-alone, for statements that are not model_signing's own, i.e. the fidelity attestation).
+alone, for statements that are not model_signing's own, i.e. the fidelity attestation), and
+``sign_ec_key.Signer._private_key`` (to sign with the key bytes read once, not a path read again).
 """
 
 from __future__ import annotations
@@ -61,19 +62,25 @@ class Policy:
 
 
 def _read_key_file(path: Path, private: bool) -> bytes:
+    """The bytes of a key file, read from ONE descriptor that was checked (a private key: not a link)."""
     what = "private key" if private else "public key"
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (getattr(os, "O_NOFOLLOW", 0) if private else 0)
     try:
-        st = path.stat()
+        fd = os.open(path, flags)
     except OSError as exc:
+        if private and path.is_symlink():
+            raise UsageError(f"private key {path} is a symbolic link.", "Pass the key file itself.") from exc
         raise UsageError(f"cannot read {what} {path}.", "Check the path.") from exc
-    if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_KEY:
-        raise UsageError(f"{what} {path} is not a PEM key file.", "Pass a PEM file.")
-    if private and st.st_mode & 0o077:
-        raise UsageError(
-            f"private key {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}).",
-            f"Run `chmod 600 {path}` and keep it private.",
-        )
-    return path.read_bytes()
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_KEY:
+            raise UsageError(f"{what} {path} is not a PEM key file.", "Pass a PEM file.")
+        if private and st.st_mode & 0o077:
+            raise UsageError(
+                f"private key {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}).",
+                f"Run `chmod 600 {path}` and keep it private.",
+            )
+        return handle.read(_MAX_KEY + 1)
 
 
 def _public_pem(key) -> bytes:
@@ -103,23 +110,43 @@ _KEY_HINT = "Make one with `openssl ecparam -name prime256v1 -genkey -noout -out
 
 
 def load_signer(path: Path):
-    """model_signing's EC signer for ``path`` after checking its permissions; (signer, fingerprint)."""
+    """model_signing's EC signer for ``path`` after checking its permissions; (signer, fingerprint).
+
+    The key is read once (see ``_read_key_file``) and handed to the signer as a key object, so the file
+    that was checked is the one that signs.
+    """
     from cryptography.hazmat.primitives import serialization
-    from model_signing._signing import sign_ec_key
 
     path = Path(path)
     data = _read_key_file(path, private=True)
     password = os.environ.get(PASSWORD_ENV)
     secret = password.encode() if password else None
     try:
-        key = serialization.load_pem_private_key(data, secret)
+        try:
+            key = serialization.load_pem_private_key(data, secret)
+        except TypeError:
+            if secret is None:
+                raise
+            key = serialization.load_pem_private_key(data, None)  # not encrypted: the password is not needed
     except TypeError as exc:
         raise UsageError(f"private key {path} is encrypted.", f"Set {PASSWORD_ENV}.") from exc
     except ValueError as exc:
         raise UsageError(f"{path} is not a usable PEM private key (or the password is wrong).", _KEY_HINT) from exc
     if getattr(getattr(key, "curve", None), "name", None) not in _CURVES:
         raise UsageError(f"private key {path} is not a P-256/384/521 elliptic-curve key.", _KEY_HINT)
-    return sign_ec_key.Signer(path, secret), hashlib.sha256(_public_pem(key.public_key())).hexdigest()
+    return _key_signer(key), hashlib.sha256(_public_pem(key.public_key())).hexdigest()
+
+
+def _key_signer(key):
+    """``sign_ec_key.Signer`` around a loaded key (its constructor only reads a path, which we already did)."""
+    from model_signing._signing import sign_ec_key
+
+    class _LoadedKeySigner(sign_ec_key.Signer):
+        def __init__(self, private_key) -> None:  # noqa: D107 - no super().__init__: it would re-read a file
+            self._private_key = private_key
+            sign_ec_key._check_supported_ec_key(private_key.public_key())
+
+    return _LoadedKeySigner(key)
 
 
 def load_policy(path: Path) -> Policy:
@@ -222,8 +249,9 @@ def verify_statement(bundle: bytes, policy: Policy, where: str) -> tuple[dict, T
                 return json.loads(payload), key
             except ValueError as exc:
                 raise IntegrityError(f"{where} signs a payload that is not JSON.", "Refusing it.") from exc
+    signer = f"key {str(hint)[:16]}" if hint else "an unnamed key (the bundle has no key hint)"
     raise IntegrityError(
-        f"{where} is signed by key {str(hint)[:16]}, which is not trusted",
+        f"{where} is signed by {signer}, which is not trusted",
         f"Trusted: {policy.describe()}. Refusing it.",
     )
 

@@ -55,3 +55,51 @@ def test_runtime_refuses_a_link_out_of_the_artifact(tmp_path_factory, tmp_path):
     (art / "onnx" / "link.onnx").symlink_to(tmp_path / "x.onnx")
     with pytest.raises(IntegrityError, match="leads outside"):
         runtime.load(art, file_name="onnx/link.onnx")
+
+
+def test_unencrypted_key_signs_even_with_a_password_set(tmp_path, monkeypatch):
+    from exporter import signing
+    from tests.signing_keys import make_keypair
+
+    private, public = make_keypair(tmp_path, "plain")
+    monkeypatch.setenv(signing.PASSWORD_ENV, "not-needed")
+    _, fingerprint = signing.load_signer(private)
+    assert fingerprint == signing.load_public_key(public).fingerprint
+
+
+def test_private_key_is_read_once_from_a_checked_descriptor(tmp_path, monkeypatch):
+    from exporter import signing
+    from exporter.errors import UsageError
+    from tests.signing_keys import make_keypair
+
+    private, public = make_keypair(tmp_path, "k")
+    link = tmp_path / "link.pem"
+    link.symlink_to(private)
+    with pytest.raises(UsageError, match="symbolic link"):
+        signing.load_signer(link)
+
+    def no_second_read(self):
+        raise AssertionError(f"{self} read again by path")
+
+    monkeypatch.setattr(Path, "read_bytes", no_second_read)
+    signer, _ = signing.load_signer(private)
+    monkeypatch.undo()
+    statement = {"_type": "https://in-toto.io/Statement/v1", "subject": [], "predicateType": "x", "predicate": {}}
+    bundle = signing.sign_statement(statement, signer)
+    got, key = signing.verify_statement(bundle, signing.key_policy([public]), "the bundle")
+    assert got["predicateType"] == "x" and key.path == public
+
+
+def test_untrusted_bundle_without_key_hint_names_no_none(tmp_path):
+    from exporter import signing
+    from tests.signing_keys import make_keypair
+
+    private, _ = make_keypair(tmp_path, "signer")
+    _, other_public = make_keypair(tmp_path, "other")
+    signer, _ = signing.load_signer(private)
+    statement = {"_type": "https://in-toto.io/Statement/v1", "subject": [], "predicateType": "x", "predicate": {}}
+    doc = json.loads(signing.sign_statement(statement, signer))
+    del doc["verificationMaterial"]["publicKey"]["hint"]
+    with pytest.raises(IntegrityError, match="signed by an unnamed key") as err:
+        signing.verify_statement(json.dumps(doc).encode(), signing.key_policy([other_public]), "the bundle")
+    assert "None" not in err.value.message
