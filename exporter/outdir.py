@@ -60,8 +60,12 @@ def foreign_content(folder: Path) -> str | None:
         manifest = mf.load(folder)
     except UsageError as exc:
         return f"{folder} exists and is not an exporter artifact ({exc.message.rstrip('.')})"
-    ours = set(mf.listed_files(manifest)) | mf.META_FILES
-    unlisted = sorted(rel for p in entries if (rel := p.relative_to(folder).as_posix()) not in ours or p.is_symlink())
+    listed = set(mf.listed_files(manifest))
+
+    def ours(rel: str) -> bool:  # mf.is_meta, less its hidden files: a user's dotfile is not ours to delete
+        return rel in listed or (mf.is_meta(rel) and not rel.startswith("."))
+
+    unlisted = sorted(rel for p in entries if not ours(rel := p.relative_to(folder).as_posix()) or p.is_symlink())
     if unlisted:
         more = f" and {len(unlisted) - _SHOWN} more" if len(unlisted) > _SHOWN else ""
         return f"{folder} holds files its manifest does not list ({', '.join(unlisted[:_SHOWN])}{more})"

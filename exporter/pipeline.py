@@ -337,7 +337,14 @@ def _reusable_variants(
 
 
 def _remove_stale_files(stage: Path, entries: dict[str, dict]) -> None:
-    """Drop files of superseded builds: anything in a backend folder that no variant lists."""
+    """Drop files of superseded builds: anything in a backend folder that no variant lists.
+
+    And every signature bundle: a rebuild writes a new manifest.json (``created_at`` at least), which each
+    variant's bundles sign, so none of them would still verify; re-run ``exporter sign``.
+    """
+    from exporter.sign_artifact import SIGNATURE_DIR
+
+    shutil.rmtree(stage / SIGNATURE_DIR, ignore_errors=True)
     listed = {f["path"] for e in entries.values() for f in e["files"]}
     for folder in ("onnx", "openvino", "quanto"):
         for p in (stage / folder).rglob("*") if (stage / folder).is_dir() else ():

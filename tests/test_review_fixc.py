@@ -103,3 +103,24 @@ def test_untrusted_bundle_without_key_hint_names_no_none(tmp_path):
     with pytest.raises(IntegrityError, match="signed by an unnamed key") as err:
         signing.verify_statement(json.dumps(doc).encode(), signing.key_policy([other_public]), "the bundle")
     assert "None" not in err.value.message
+
+
+def test_signed_artifact_resumes_and_a_rebuild_drops_its_now_stale_signatures(tiny_model_dir, tmp_path):
+    from exporter import outdir
+    from tests import hub_fixtures as hf
+    from tests.cli_runner import invoke
+    from tests.signing_keys import make_keypair
+
+    hf.seed_tiny(tiny_model_dir)
+    pinned, out = f"{hf.TINY_REPO}@{hf.TINY_SHA}", tmp_path / "art"
+    assert invoke("export", pinned, "--out", str(out), "--variants", "onnx").code == 0
+    signed = invoke("sign", str(out), "--key", str(make_keypair(tmp_path, "k")[0]))
+    assert signed.code == 0, signed.err
+    assert any((out / "signatures").iterdir())
+    assert outdir.foreign_content(out) is None  # `pull --force` / `export --force` may replace it
+    resumed = invoke("export", pinned, "--out", str(out), "--variants", "onnx")
+    assert resumed.code == 0, resumed.err
+    assert any((out / "signatures").iterdir())  # nothing rebuilt: the bundles still sign these files
+    grown = invoke("export", pinned, "--out", str(out), "--variants", "onnx,openvino")
+    assert grown.code == 0, grown.err
+    assert not (out / "signatures").exists()  # a new manifest.json: every old bundle would be stale
