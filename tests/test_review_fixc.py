@@ -105,7 +105,7 @@ def test_untrusted_bundle_without_key_hint_names_no_none(tmp_path):
     assert "None" not in err.value.message
 
 
-def test_signed_artifact_resumes_and_a_rebuild_drops_its_now_stale_signatures(tiny_model_dir, tmp_path):
+def test_signed_artifact_resumes_and_may_be_replaced(tiny_model_dir, tmp_path):
     from exporter import outdir
     from tests import hub_fixtures as hf
     from tests.cli_runner import invoke
@@ -121,6 +121,15 @@ def test_signed_artifact_resumes_and_a_rebuild_drops_its_now_stale_signatures(ti
     resumed = invoke("export", pinned, "--out", str(out), "--variants", "onnx")
     assert resumed.code == 0, resumed.err
     assert any((out / "signatures").iterdir())  # nothing rebuilt: the bundles still sign these files
-    grown = invoke("export", pinned, "--out", str(out), "--variants", "onnx,openvino")
-    assert grown.code == 0, grown.err
-    assert not (out / "signatures").exists()  # a new manifest.json: every old bundle would be stale
+
+
+def test_a_rebuild_drops_the_signatures_its_new_manifest_makes_stale(tmp_path):
+    from exporter.pipeline import _remove_stale_files
+
+    stage = tmp_path / "stage"  # what staged_dir(clone=True) holds: the old artifact, hard-linked
+    (stage / "signatures").mkdir(parents=True)
+    (stage / "signatures" / "onnx.model.sigstore.json").write_text("{}")
+    (stage / "onnx").mkdir()
+    (stage / "onnx" / "model.onnx").write_bytes(b"graph")
+    _remove_stale_files(stage, {"onnx": {"files": [{"path": "onnx/model.onnx"}]}})
+    assert not (stage / "signatures").exists() and (stage / "onnx" / "model.onnx").is_file()
