@@ -1,5 +1,6 @@
-"""Regressions for review findings: signatures in re-exported artifacts, key loading, unsafe runtime paths,
-the ModelPack precision of bf16 variants."""
+"""What the tool trusts and records about artifacts it did not just build: signatures in re-exported
+artifacts, signing keys read once and checked, variant file names that would leave the artifact, and the
+precision a ModelPack config states for bf16 variants."""
 
 from __future__ import annotations
 
