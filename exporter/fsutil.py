@@ -106,7 +106,9 @@ def ensure_writable_parent(dest: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_dir(dest: Path, *, replace: bool = False, clone: bool = False) -> Iterator[Path]:
+def staged_dir(
+    dest: Path, *, replace: bool = False, clone: bool = False, exists_hint: str = "Pass --force to replace it."
+) -> Iterator[Path]:
     """Yield a temp folder beside ``dest``; when the block completes, rename it to ``dest``.
 
     On any exception (Ctrl-C included) the temp folder is removed and ``dest`` is untouched. The temp
@@ -114,11 +116,12 @@ def staged_dir(dest: Path, *, replace: bool = False, clone: bool = False) -> Ite
     so what a killed process left behind can be told from a live one's: see ``clean_stale_staging``.
     ``clone`` starts the temp folder as a hard-linked copy of an existing ``dest`` (cheap, no bytes
     copied) so a step can add files and swap the result in; builders must therefore write new files,
-    never modify existing ones in place. ``replace`` allows swapping out an existing ``dest``.
+    never modify existing ones in place. ``replace`` allows swapping out an existing ``dest``; without it an
+    existing ``dest`` is refused with ``exists_hint`` (a caller without --force says what to do instead).
     """
     ensure_writable_parent(dest)
     if dest.exists() and not (replace or clone):
-        raise OutputError(f"{dest} already exists.", "Pass --force to replace it.")
+        raise OutputError(f"{dest} already exists.", exists_hint)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-{os.getpid()}-", dir=dest.parent))
     try:
         if clone and dest.is_dir():

@@ -23,6 +23,7 @@ function that maps the artifact's files to the layout's paths (plus generated fi
 from __future__ import annotations
 
 import json
+import posixpath
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -56,19 +57,45 @@ def _st(artifact: Path, manifest: dict, variant: dict, scratch: Path | None = No
 
 
 def _graph_as_model_onnx(artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None) -> FileMap:
-    """Shared files plus the variant's graph (and any external-data file) renamed to onnx/model.onnx."""
+    """Shared files plus the variant's graph renamed to onnx/model.onnx and its external-data files to
+    onnx/model.onnx_data...; the renamed graph's external-data ``location`` entries name the new files."""
+    from exporter import external_data
+
     main = _main_file(variant)
+
+    def target(name: str) -> str:
+        return "onnx/model.onnx" + name[len(main) :] if name.startswith(main) else name
+
     files = _shared(artifact, manifest)
     for rec in variant["files"]:
-        name = rec["path"]
-        files["onnx/model.onnx" + name[len(main) :] if name.startswith(main) else name] = artifact / name
+        files[target(rec["path"])] = artifact / rec["path"]
+    moved = {  # location as the graph names it (relative to its folder) -> the same file's, beside onnx/model.onnx
+        loc: posixpath.relpath(target(posixpath.normpath(posixpath.join(posixpath.dirname(main), loc))), "onnx")
+        for loc in external_data.locations(artifact / main)
+    }
+    if any(old != new for old, new in moved.items()):
+        files["onnx/model.onnx"] = _relocated_graph(artifact / main, moved, scratch / "model.onnx")
     return files
+
+
+def _relocated_graph(graph: Path, moved: dict[str, str], dest: Path) -> Path:
+    """``graph`` saved at ``dest`` with each external-data ``location`` renamed as ``moved`` says."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors
+
+    model = onnx.load(str(graph), load_external_data=False)
+    for tensor in _get_all_tensors(model):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = moved.get(entry.value, entry.value)
+    onnx.save(model, str(dest))
+    return dest
 
 
 def _truncating_at_max_seq_length(
     artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None
 ) -> FileMap:
-    files = _graph_as_model_onnx(artifact, manifest, variant)
+    files = _graph_as_model_onnx(artifact, manifest, variant, scratch)
     max_len = manifest["model"].get("max_seq_length")
     config_path = artifact / "tokenizer_config.json"
     if max_len and config_path.is_file():
@@ -97,6 +124,16 @@ def triton_model_config_pb2():
 
 
 _TRITON_TYPES = {"tensor(int64)": "TYPE_INT64", "tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16"}
+_OV_TRITON_TYPES = {"i64": "TYPE_INT64", "f32": "TYPE_FP32", "f16": "TYPE_FP16"}
+
+
+def _triton_type(table: dict[str, str], name: str, tensor_type: str) -> str:
+    if tensor_type not in table:
+        raise UsageError(
+            f"the triton layout maps {'/'.join(table)} tensors; {name!r} is {tensor_type}.",
+            "Serve this variant with the st layout.",
+        )
+    return table[tensor_type]
 
 
 def _graph_io(path: Path, backend: str) -> tuple[list, list]:
@@ -106,20 +143,26 @@ def _graph_io(path: Path, backend: str) -> tuple[list, list]:
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         rows = [
-            [(t.name, _TRITON_TYPES[t.type], [d if isinstance(d, int) else -1 for d in t.shape]) for t in ts]
+            [
+                (
+                    t.name,
+                    _triton_type(_TRITON_TYPES, t.name, t.type),
+                    [d if isinstance(d, int) else -1 for d in t.shape],
+                )
+                for t in ts
+            ]
             for ts in (session.get_inputs(), session.get_outputs())
         ]
         return rows[0], rows[1]
     import openvino as ov
 
     model = ov.Core().read_model(str(path))
-    ov_types = {"i64": "TYPE_INT64", "f32": "TYPE_FP32", "f16": "TYPE_FP16"}
 
     def rows(ports):
         return [
             (
                 p.get_any_name(),
-                ov_types[p.get_element_type().get_type_name()],
+                _triton_type(_OV_TRITON_TYPES, p.get_any_name(), p.get_element_type().get_type_name()),
                 [d.get_length() if d.is_static else -1 for d in p.get_partial_shape()],
             )
             for p in ports
@@ -128,11 +171,34 @@ def _graph_io(path: Path, backend: str) -> tuple[list, list]:
     return rows(model.inputs), rows(model.outputs)
 
 
+def _ov_config(variant: dict) -> dict:
+    """The OpenVINO compile options the variant was verified with (the f32 pin, or bf16)."""
+    return dict((variant["load"].get("model_kwargs") or {}).get("ov_config") or {})
+
+
+# Triton's openvino backend reads these parameters only (openvino_backend ParseParameters): bf16 can be
+# asked for with HINT_BF16, f32 cannot be pinned, so a CPU with native bf16 would compute an f32 pin in bf16.
+_TRITON_OV_PRECISION = {"bf16": {"HINT_BF16": "YES"}}
+
+
+def _triton_parameters(variant: dict) -> dict[str, str]:
+    config = _ov_config(variant)
+    precision = config.pop("INFERENCE_PRECISION_HINT", None)
+    if config or (precision is not None and precision not in _TRITON_OV_PRECISION):
+        raise UsageError(
+            f"Triton's openvino backend cannot apply {variant['id']}'s OpenVINO options "
+            f"{_ov_config(variant)} (its parameters set bf16 only, never pin f32).",
+            "Serve it with the ovms or st layout, or an onnx variant with the triton layout.",
+        )
+    return _TRITON_OV_PRECISION.get(precision, {})
+
+
 def _triton(artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None) -> FileMap:
     from google.protobuf import text_format
 
     pb2 = triton_model_config_pb2()
     backend = variant["load"]["backend"]
+    parameters = _triton_parameters(variant) if backend == "openvino" else {}
     name = (manifest["source"].get("repo") or "model").split("/")[-1]
     main = _main_file(variant)
     inputs, outputs = _graph_io(artifact / main, backend)
@@ -140,6 +206,8 @@ def _triton(artifact: Path, manifest: dict, variant: dict, scratch: Path | None 
     for rows, add in ((inputs, config.input.add), (outputs, config.output.add)):
         for tensor, dtype, dims in rows:
             add(name=tensor, data_type=pb2.DataType.Value(dtype), dims=dims)
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
     files: FileMap = {f"{name}/config.pbtxt": text_format.MessageToString(config).encode()}
     suffixes = {".onnx": "model.onnx", ".xml": "model.xml", ".bin": "model.bin"}
     for rec in variant["files"]:
@@ -164,6 +232,7 @@ node {{
       normalize_embeddings: {normalize}
       pooling: {pooling}
       target_device: "CPU"
+      plugin_config: {plugin_config}
     }}
   }}
 }}
@@ -204,7 +273,11 @@ def _ovms(artifact: Path, manifest: dict, variant: dict, scratch: Path | None = 
         )
     files["openvino_tokenizer.xml"] = scratch / "openvino_tokenizer.xml"
     files["openvino_tokenizer.bin"] = scratch / "openvino_tokenizer.bin"
-    graph = OVMS_GRAPH.format(normalize=str(facts.normalize).lower(), pooling=OVMS_POOLING[modes[0]])
+    graph = OVMS_GRAPH.format(
+        normalize=str(facts.normalize).lower(),
+        pooling=OVMS_POOLING[modes[0]],
+        plugin_config=json.dumps(json.dumps(_ov_config(variant))),  # a JSON object, as a quoted proto string
+    )
     files["graph.pbtxt"] = graph.encode()
     return files
 
@@ -259,7 +332,7 @@ LAYOUTS: dict[str, Layout] = {
 def write_layout(artifact: Path, variant: str | None, layout: str, out: Path, *, allow_failed: bool = False) -> dict:
     """Write ``layout`` for one verified variant into ``out`` (atomically); return what was written."""
     from exporter import manifest as mf
-    from exporter import package
+    from exporter import outdir, package
     from exporter.fsutil import staged_dir
 
     spec = LAYOUTS.get(layout)
@@ -275,7 +348,14 @@ def write_layout(artifact: Path, variant: str | None, layout: str, out: Path, *,
             "Pick another variant with --variant.",
         )
     package.require_publishable(artifact, manifest, vid, allow_failed=allow_failed)
-    with tempfile.TemporaryDirectory(prefix=".layout-") as scratch, staged_dir(out) as tmp:
+    outdir.check_out(out)  # writable, not a file or link, nothing there the tool did not write
+    empty = out.is_dir() and not any(out.iterdir())  # replaced; anything else there is refused, never merged
+    exists = "Pass a new --out folder, or move that one away."
+    with (
+        outdir.claim(out),
+        tempfile.TemporaryDirectory(prefix=".layout-") as scratch,
+        staged_dir(out, replace=empty, exists_hint=exists) as tmp,
+    ):
         files = spec.build(artifact, manifest, entry, Path(scratch))
         files[mf.MANIFEST_NAME] = package.manifest_bytes(mf.narrow(manifest, vid))
         for rel, src in sorted(files.items()):

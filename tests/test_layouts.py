@@ -74,28 +74,123 @@ def test_tei_layout_holds_the_files_and_graph_tei_reads(consumer_artifact, tmp_p
     assert [o.name for o in session.get_outputs()] == ["last_hidden_state", "sentence_embedding"]
 
 
-@pytest.mark.parametrize(
-    ("variant", "backend", "files"),
-    [
-        ("onnx", "onnxruntime", ["model.onnx"]),
-        ("openvino", "openvino", ["model.bin", "model.xml"]),
-    ],
-)
-def test_triton_layout_parses_with_tritons_model_config_schema(consumer_artifact, tmp_path, variant, backend, files):
+def _triton_config(pb2, text: str):
     from google.protobuf import text_format
 
-    out = _layout(consumer_artifact, tmp_path, "triton", variant)
-    (model_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    pb2 = layouts.triton_model_config_pb2()
-    config = text_format.Parse((model_dir / "config.pbtxt").read_text(), pb2.ModelConfig())
-    assert config.name == model_dir.name and config.backend == backend and config.max_batch_size == 0
-    assert sorted(p.name for p in (model_dir / "1").iterdir()) == files
+    return text_format.Parse(text, pb2.ModelConfig())
+
+
+def _check_triton_io(pb2, config, variant: str) -> None:
     inputs = {i.name: (pb2.DataType.Name(i.data_type), list(i.dims)) for i in config.input}
     assert inputs["input_ids"] == inputs["attention_mask"] == ("TYPE_INT64", [-1, -1])
     outputs = [(o.name, pb2.DataType.Name(o.data_type), list(o.dims)) for o in config.output]
     assert outputs[0] == ("last_hidden_state", "TYPE_FP32", [-1, -1, 32])
     if variant == "onnx":
         assert outputs[1] == ("sentence_embedding", "TYPE_FP32", [-1, 32])
+
+
+def test_triton_layout_parses_with_tritons_model_config_schema(consumer_artifact, tmp_path):
+    out = _layout(consumer_artifact, tmp_path, "triton", "onnx")
+    (model_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    pb2 = layouts.triton_model_config_pb2()
+    config = _triton_config(pb2, (model_dir / "config.pbtxt").read_text())
+    assert config.name == model_dir.name and config.backend == "onnxruntime" and config.max_batch_size == 0
+    assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.onnx"]
+    assert not config.parameters
+    _check_triton_io(pb2, config, "onnx")
+
+
+def test_triton_openvino_carries_bf16_and_refuses_an_f32_pin(consumer_artifact, tmp_path):
+    """Triton's openvino backend takes HINT_BF16=YES and has no f32 pin: a bf16 variant gets the hint, the
+    f32-pinned one is refused (a bf16-capable CPU would otherwise serve it in bf16)."""
+    from exporter import manifest as mf
+
+    res = invoke(
+        "package", str(consumer_artifact), "--variant", "openvino", "--layout", "triton", "--out", str(tmp_path / "t")
+    )
+    assert res.code == 2 and len(res.err.strip().splitlines()) == 1, res.err
+    assert "'INFERENCE_PRECISION_HINT': 'f32'" in res.err and not (tmp_path / "t").exists()
+    manifest = mf.load(consumer_artifact)
+    entry = json.loads(json.dumps(mf.get_variant(manifest, "openvino")))
+    entry["load"]["model_kwargs"] = {"ov_config": {"INFERENCE_PRECISION_HINT": "bf16"}}  # openvino-bf16's options
+    files = layouts._triton(consumer_artifact, manifest, entry, tmp_path)
+    (config_path,) = [k for k in files if k.endswith("config.pbtxt")]
+    pb2 = layouts.triton_model_config_pb2()
+    config = _triton_config(pb2, files[config_path].decode())
+    assert config.backend == "openvino" and sorted(Path(k).name for k in files if "/1/" in k) == [
+        "model.bin",
+        "model.xml",
+    ]
+    assert {k: v.string_value for k, v in config.parameters.items()} == {"HINT_BF16": "YES"}
+    _check_triton_io(pb2, config, "openvino")
+
+
+def test_triton_layout_names_a_tensor_type_it_cannot_map(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from exporter.errors import UsageError
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["ids"], ["out"])],
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT32, [None, None])],
+        [helper.make_tensor_value_info("out", TensorProto.INT32, [None, None])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    with pytest.raises(UsageError, match=r"'ids' is tensor\(int32\)") as err:
+        layouts._graph_io(tmp_path / "m.onnx", "onnx")
+    assert "\n" not in err.value.message
+
+
+@pytest.fixture(scope="module")
+def external_data_artifact(tmp_path_factory) -> Path:
+    """The tiny model's onnx-o1 variant (onnx/model_O1.onnx) exported with its weights in external data."""
+    from exporter import external_data
+    from tests.tiny_models import build_tiny_sentence_transformer
+
+    root = tmp_path_factory.mktemp("layout-external")
+    src = build_tiny_sentence_transformer(root / "src")
+    mp = pytest.MonkeyPatch()
+    mp.setenv(external_data.ENV_LIMIT, "1024")
+    try:
+        res = invoke("export", str(src), "--variants", "onnx-o1", "--out", str(root / "art"))
+    finally:
+        mp.undo()
+    assert res.code == 0, res.err + res.out
+    assert external_data.locations(root / "art" / "onnx" / "model_O1.onnx") == ["model_O1.onnx_data"]
+    return root / "art"
+
+
+@pytest.mark.parametrize("layout", ["tei", "fastembed"])
+def test_renamed_graph_names_its_renamed_external_data(external_data_artifact, tmp_path, layout):
+    import onnxruntime as ort
+
+    from exporter import external_data
+
+    art = external_data_artifact
+    out = _layout(art, tmp_path, layout, "onnx-o1")
+    assert external_data.locations(out / "onnx" / "model.onnx") == ["model.onnx_data"]
+    assert not (out / "onnx" / "model_O1.onnx_data").exists()
+    want = ort.InferenceSession(str(art / "onnx" / "model_O1.onnx"), providers=["CPUExecutionProvider"])
+    got = ort.InferenceSession(str(out / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    ids = np.array([[2, 5, 7, 9, 3], [2, 6, 3, 0, 0]], dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64), "token_type_ids": np.zeros_like(ids)}
+    feeds = {i.name: feeds[i.name] for i in want.get_inputs()}
+    for a, b in zip(got.run(None, feeds), want.run(None, feeds), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_layout_into_an_existing_folder_exits_2_in_one_line(consumer_artifact, tmp_path):
+    out = _layout(consumer_artifact, tmp_path, "tei")
+    res = invoke("package", str(consumer_artifact), "--variant", "onnx", "--layout", "tei", "--out", str(out))
+    assert res.code == 2 and len(res.err.strip().splitlines()) == 1, res.err
+    assert str(out) in res.err and "--force" not in res.err  # package has no --force
+    (tmp_path / "empty").mkdir()
+    res = invoke(
+        "package", str(consumer_artifact), "--variant", "onnx", "--layout", "tei", "--out", str(tmp_path / "empty")
+    )
+    assert res.code == 0 and (tmp_path / "empty" / "onnx" / "model.onnx").is_file(), res.err
 
 
 @pytest.mark.parametrize(
@@ -124,9 +219,10 @@ def _ovms_pipeline(folder: Path, texts: list[str]):
     graph = (folder / "graph.pbtxt").read_text()
     pooling = re.search(r"pooling: (\w+)", graph).group(1)
     normalize = re.search(r"normalize_embeddings: (\w+)", graph).group(1) == "true"
+    plugin_config = json.loads(json.loads(re.search(r"plugin_config: (\".*\")", graph).group(1)))
     core = ov.Core()
     tokenizer = core.compile_model(str(folder / "openvino_tokenizer.xml"), "CPU")
-    model = core.compile_model(str(folder / "openvino_model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    model = core.compile_model(str(folder / "openvino_model.xml"), "CPU", plugin_config)
     tokens = {k.get_any_name(): v for k, v in tokenizer(texts).items()}
     feeds = {p.get_any_name(): tokens[p.get_any_name()] for p in model.inputs}
     first3 = next(p for p in model.outputs if p.get_partial_shape().rank.get_length() == 3)
@@ -142,6 +238,7 @@ def test_ovms_layout_runs_through_the_ovms_data_path(consumer_artifact, tmp_path
     assert {"openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_tokenizer.bin"} <= names
     assert {"graph.pbtxt", "config.json", "tokenizer.json"} <= names
     assert "pooling: MEAN" in (out / "graph.pbtxt").read_text()
+    assert 'plugin_config: "{\\"INFERENCE_PRECISION_HINT\\": \\"f32\\"}"' in (out / "graph.pbtxt").read_text()
     texts = short_texts() + [" ".join(short_texts(30))]  # one over max_seq_length: the tokenizer IR truncates
     got, want = _ovms_pipeline(out, texts), _reference(consumer_artifact, texts)
     cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
