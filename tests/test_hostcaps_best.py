@@ -125,3 +125,27 @@ def test_best_on_the_embedded_default_recommends_a_passing_int8_with_its_float_o
     assert fidelity["status"] == "passed", fidelity["parity"]["failures"]
     ops = fidelity["build"]["ops_in_float"]
     assert 0 < len(ops) <= 6 and all("measured sensitivity" in o["why"] for o in ops)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_best_with_nothing_to_bench_prints_the_summary_and_fails_the_gate_without_benching(
+    tiny_model_dir, tmp_path, capsys, as_json
+):
+    """No candidate passed and no all-int8 built: no bench runs (an empty list is not "every variant"), the
+    export summary is printed and the gate failure is raised (exit 3)."""
+    from exporter import cli
+    from exporter import manifest as mf
+    from exporter.errors import ExitCode, FidelityError
+    from exporter.parity import parse_threshold_overrides
+    from exporter.pipeline import ExportPlan, run_export
+
+    out = tmp_path / "strict"
+    strict = parse_threshold_overrides(["cosine_min=1.0"])  # fp32 ONNX differs from torch in the last bits
+    outcome = run_export(ExportPlan(model=str(tiny_model_dir), variants=["onnx"], out=out, thresholds=strict))
+    assert outcome.failed == ["onnx"]
+    with pytest.raises(FidelityError) as err:
+        cli._bench_best(outcome, as_json)
+    assert err.value.exit_code == ExitCode.FIDELITY
+    printed = capsys.readouterr().out
+    assert (json.loads(printed)["variants"][0]["status"] == "failed") if as_json else ("FAILED" in printed)
+    assert mf.load(out)["bench"] is None and mf.load(out)["recommended"] is None
