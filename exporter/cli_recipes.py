@@ -56,9 +56,10 @@ def _plan_for(path: Path, recipe, *, variants: str | None, artifacts: Path, forc
     if variants:
         overrides["variants"] = [v.strip() for v in variants.split(",") if v.strip()]
     plan = recipe_to_plan(recipe, path.parent, **overrides)
-    catalogue.select(plan.variants)  # unknown ids are named before the kind is looked at
+    catalogue.select(plan.variants, check_host=False)  # unknown ids first; the CPU is checked where it builds
     kind = kinds.get(plan.kind).kind  # the recipe's kind (the export checks it against the model's files)
-    parity.thresholds_for(kinds.select_variants(plan.variants, kind), plan.thresholds, kind.value)
+    specs = kinds.select_variants(plan.variants, kind, check_host=False)
+    parity.thresholds_for(specs, plan.thresholds, kind.value)
     return plan
 
 
