@@ -72,7 +72,8 @@ def worker(
     result: Annotated[Path | None, typer.Option("--result", help="Also write the summary JSON here.")] = None,
 ) -> None:
     """Run one recipe in this process (what each process of ``exporter run`` does)."""
-    from exporter.cli import RichProgress, export_summary, print_export_summary, print_json
+    from exporter import best
+    from exporter.cli import RichProgress, _bench_best, export_summary, print_export_summary, print_json
     from exporter.fsutil import atomic_path
     from exporter.pipeline import raise_for_failures, run_export
     from exporter.recipe import load_recipe
@@ -80,9 +81,12 @@ def worker(
     plan = _plan_for(path, load_recipe(path), variants=variants, artifacts=artifacts, force=force)
     outcome = run_export(plan, RichProgress())
     summary = {"recipe": str(path), **export_summary(outcome)}
-    if result is not None:
+    if result is not None:  # the fleet reads the artifact's manifest (bench and recommendation too) from it
         with atomic_path(result) as tmp:
             tmp.write_text(json.dumps(summary, indent=2), "utf-8")
+    if best.wants_best(plan.variants):  # what `export --variants best` does: bench, recommend, exit
+        _bench_best(outcome, as_json)
+        return
     if as_json:
         print_json(summary)
     else:
