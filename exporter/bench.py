@@ -95,8 +95,12 @@ def bench(
     max_texts: int = 256,
     rounds: int = 3,
     on_step: Callable[[str], None] | None = None,
+    host=None,
 ) -> BenchResult:
     """Benchmark the chosen variants (default: every built one) and the torch reference in one run.
+
+    A variant ``host`` (default: this CPU) cannot run (e.g. bf16 without bf16 units) is left out, its reason
+    in ``config["not_applicable"]``: timed anyway it would show f32 speed under the bf16 name.
 
     Raises UsageError (bad arguments / manifest), IntegrityError (files do not match the manifest),
     SourceError (the pinned reference is not in the Hub cache), BenchError (wrong provider/device).
@@ -104,7 +108,7 @@ def bench(
     from exporter import kinds, probes
     from exporter import manifest as mf
     from exporter.environment import cpu_info
-    from exporter.verify import resolve_reference
+    from exporter.verify import not_applicable, resolve_reference
 
     if rounds < 1 or max_texts < 1:
         raise UsageError("rounds and max_texts must be at least 1.", "Pass positive numbers.")
@@ -114,8 +118,14 @@ def bench(
     manifest = mf.load(artifact)
     chosen = [mf.get_variant(manifest, v) for v in variant_ids] if variant_ids else manifest["variants"]
     chosen = [v for v in chosen if v["status"] != "error" and v["files"]]
+    skipped = {v["id"]: why for v in chosen if (why := not_applicable(v["id"], host))}
+    chosen = [v for v in chosen if v["id"] not in skipped]
     if not chosen:
-        raise UsageError(f"{artifact} has no built variant to benchmark.", "Export one with `exporter export`.")
+        raise UsageError(
+            f"{artifact} has no built variant to benchmark on this CPU"
+            + (f" ({'; '.join(skipped.values())})." if skipped else "."),
+            "Export one with `exporter export`, or bench on a host that can run it.",
+        )
     mf.require_intact(artifact, manifest, [v["id"] for v in chosen])
     text_set = probes.load_text_set(texts, "probe", min_texts=1)  # timing needs no minimum
     sample = list(text_set.texts[:max_texts])
@@ -148,6 +158,7 @@ def bench(
         "cpu": cpu_info(),
         "loadavg_1min": {"before": load_before, "after": load_after},  # other work on the machine
         "method": METHOD,
+        "not_applicable": skipped,  # variant id -> why this CPU cannot run it (not timed)
     }
     return BenchResult(config, summaries)
 

@@ -230,19 +230,29 @@ def export(
 
 
 def _bench_best(outcome, as_json: bool) -> None:
-    """--variants best: bench the candidates in the same command; exit 0 when one passed and is recommended."""
+    """--variants best: bench the candidates in the same command; exit 0 when one passed and is recommended.
+    The export summary is printed before the bench, so a failing bench (or none to run) still shows it."""
     from exporter import best
     from exporter.cli_quality import print_bench
+    from exporter.pipeline import raise_for_failures
 
-    with library_stdout_to_stderr():
-        result, manifest = best.bench_and_recommend(
-            outcome.artifact, outcome.manifest, on_step=lambda line: typer.echo(f"  bench {line}", err=True)
-        )
+    if not as_json:
+        print_export_summary(outcome)
+    try:
+        if not best.bench_ids(outcome.manifest):  # nothing passed, no int8 built: the gate/build failure
+            raise_for_failures(outcome)
+        with library_stdout_to_stderr():
+            result, manifest = best.bench_and_recommend(
+                outcome.artifact, outcome.manifest, on_step=lambda line: typer.echo(f"  bench {line}", err=True)
+            )
+    except Exception:
+        if as_json:
+            print_json(export_summary(outcome))
+        raise
     outcome.manifest = manifest
     if as_json:
         print_json({**export_summary(outcome), "bench": manifest["bench"], "recommended": manifest["recommended"]})
     else:
-        print_export_summary(outcome)
         print_bench(result, manifest)
     best.raise_unless_recommended(outcome.artifact, manifest)
 

@@ -149,6 +149,8 @@ def print_bench(result, manifest: dict) -> None:
         where = f"{rt.get('provider') or rt.get('device') or rt.get('engine')} x{rt.get('threads')}"
         p50, p95 = (f"{lat[k]:>9.2f}" if lat.get(k) is not None else f"{'-':>9}" for k in ("p50", "p95"))
         typer.echo(row + f"{p50}{p95}  {where}")
+    for vid, why in (cfg.get("not_applicable") or {}).items():
+        typer.echo(f"{vid:<{width}}not applicable here, not timed: {why}")
     rec = manifest.get("recommended") or {}
     if rec.get("variant"):
         typer.echo(f"Recommended: {rec['variant']} ({rec['throughput_ratio']:.2f}x torch). Rule: {rec['rule']}.")

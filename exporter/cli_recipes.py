@@ -56,9 +56,10 @@ def _plan_for(path: Path, recipe, *, variants: str | None, artifacts: Path, forc
     if variants:
         overrides["variants"] = [v.strip() for v in variants.split(",") if v.strip()]
     plan = recipe_to_plan(recipe, path.parent, **overrides)
-    catalogue.select(plan.variants)  # unknown ids are named before the kind is looked at
+    catalogue.select(plan.variants, check_host=False)  # unknown ids first; the CPU is checked where it builds
     kind = kinds.get(plan.kind).kind  # the recipe's kind (the export checks it against the model's files)
-    parity.thresholds_for(kinds.select_variants(plan.variants, kind), plan.thresholds, kind.value)
+    specs = kinds.select_variants(plan.variants, kind, check_host=False)
+    parity.thresholds_for(specs, plan.thresholds, kind.value)
     return plan
 
 
@@ -71,7 +72,8 @@ def worker(
     result: Annotated[Path | None, typer.Option("--result", help="Also write the summary JSON here.")] = None,
 ) -> None:
     """Run one recipe in this process (what each process of ``exporter run`` does)."""
-    from exporter.cli import RichProgress, export_summary, print_export_summary, print_json
+    from exporter import best
+    from exporter.cli import RichProgress, _bench_best, export_summary, print_export_summary, print_json
     from exporter.fsutil import atomic_path
     from exporter.pipeline import raise_for_failures, run_export
     from exporter.recipe import load_recipe
@@ -79,9 +81,12 @@ def worker(
     plan = _plan_for(path, load_recipe(path), variants=variants, artifacts=artifacts, force=force)
     outcome = run_export(plan, RichProgress())
     summary = {"recipe": str(path), **export_summary(outcome)}
-    if result is not None:
+    if result is not None:  # the fleet reads the artifact's manifest (bench and recommendation too) from it
         with atomic_path(result) as tmp:
             tmp.write_text(json.dumps(summary, indent=2), "utf-8")
+    if best.wants_best(plan.variants):  # what `export --variants best` does: bench, recommend, exit
+        _bench_best(outcome, as_json)
+        return
     if as_json:
         print_json(summary)
     else:

@@ -415,7 +415,7 @@ def allowed_variants(kind: str | ModelKind) -> list[str]:
     return [s.id for s in CATALOGUE if ModelKind(kind) in s.kinds]
 
 
-def select_variants(ids: str | list[str] | None, kind: str | ModelKind):
+def select_variants(ids: str | list[str] | None, kind: str | ModelKind, *, check_host: bool = True):
     """``variants.select`` for a model kind: ``all`` means all that apply to the kind; naming one that does
     not apply is a UsageError naming the kind and the ids that do."""
     from exporter import variants
@@ -426,7 +426,7 @@ def select_variants(ids: str | list[str] | None, kind: str | ModelKind):
     if wanted is not None:
         wanted = [w.strip() for w in wanted if w.strip()]
         wanted = variants.expand(wanted, allowed=set(allowed))  # all / best: only what applies to the kind
-    specs = variants.select(wanted)
+    specs = variants.select(wanted, check_host=check_host)
     refused = [s.id for s in specs if kind not in s.kinds]
     if refused:
         raise UsageError(

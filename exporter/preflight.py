@@ -145,7 +145,7 @@ def select(specs: list, requested: list[str] | None, kind: str, facts: ShapeFact
             f"Exportable model types: {', '.join(known)} (see `exporter list-architectures`).",
         )
     refused = {**refused, **_openvino_refusals(specs, kind, facts)}
-    named = {w.strip() for w in (requested or []) if w.strip() and w.strip() != "all"}
+    named = {w.strip().lower() for w in (requested or [])} - {"", "all", "best"}  # ids are case-insensitive
     asked = [s.id for s in specs if s.id in refused and s.id in named]
     if asked:
         reasons = "; ".join(f"{v}: {refused[v]}" for v in asked)

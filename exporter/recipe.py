@@ -100,9 +100,9 @@ class Recipe(_Strict):
         from exporter import variants
 
         try:
-            variants.select(value)
+            variants.select(value, check_host=False)  # the CPU is checked where the recipe is built
         except UsageError as exc:
-            raise ValueError(exc.message.rstrip(".") + f"; allowed: {', '.join(variants.BY_ID)} or all") from None
+            raise ValueError(exc.message.rstrip(".") + f"; allowed: {', '.join(variants.BY_ID)}, all or best") from None
         return value
 
     @field_validator("thresholds")

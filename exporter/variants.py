@@ -326,11 +326,12 @@ def expand(given: list[str], host: Host | None = None, allowed: set[str] | None 
     return out
 
 
-def select(ids: str | list[str] | None, host: Host | None = None) -> list[VariantSpec]:
+def select(ids: str | list[str] | None, host: Host | None = None, *, check_host: bool = True) -> list[VariantSpec]:
     """Turn ``--variants`` text ("onnx,onnx-O3", "all" or "best") into specs, bases first, in catalogue order.
 
     Ids are matched case-insensitively (``onnx-O3`` as sentence-transformers writes the level is ``onnx-o3``).
-    Naming a variant this host cannot run (``requires``) is a UsageError saying which flag is missing.
+    Naming a variant this host cannot run (``requires``) is a UsageError saying which flag is missing, unless
+    ``check_host`` is False (a recipe or plan checked on one machine and built on another: the build checks).
     """
     host = host or this_host()
     if ids is None:
@@ -347,7 +348,7 @@ def select(ids: str | list[str] | None, host: Host | None = None) -> list[Varian
             f"unknown variant id(s): {', '.join(unknown)}.",
             f"Valid ids: {', '.join(BY_ID)} (or all, or best); `exporter list-variants` describes them.",
         )
-    missing = [m for g in given if g.lower() in BY_ID and (m := BY_ID[g.lower()].missing_on(host))]
+    missing = [m for g in given if check_host and g.lower() in BY_ID and (m := BY_ID[g.lower()].missing_on(host))]
     if missing:
         raise UsageError(f"{'; '.join(missing)}.", "Build it on a host that has them, or drop it from --variants.")
     chosen = {w.lower() for w in expand(given, host)}

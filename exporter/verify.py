@@ -42,8 +42,8 @@ class CaseResult:
     seconds: float = 0.0
 
     @property
-    def ok(self) -> bool:
-        return self.status == PASSED
+    def ok(self) -> bool:  # skipped: not judged here (files failed integrity, or this CPU cannot run it)
+        return self.status in (PASSED, SKIPPED)
 
 
 @dataclass
@@ -80,12 +80,15 @@ def verify(
     consumers: list[str] | None = None,
     *,
     integrity_only: bool = False,
+    host=None,
 ) -> VerifyReport:
     """Check ``artifact``'s files and re-run every chosen variant's parity in a fresh process.
 
     ``consumers`` (names from ``exporter.consumers``) also loads each variant through those libraries; each
     is a row in the variant's fresh ``parity["consumers"]``, and one that disagrees fails the variant.
     ``integrity_only`` checks the files alone (no torch needed: what a serving host runs after a copy).
+    A variant ``host`` (default: this CPU) cannot run (``VariantSpec.requires``, e.g. bf16 units) is skipped
+    as not applicable: run anyway it would silently compute in f32 and prove nothing about the variant.
 
     Raises UsageError for a bad manifest / unknown variant id, SourceError when the pinned source cannot be
     resolved, IntegrityError when the resolved source files differ from the manifest's. Variant outcomes
@@ -120,6 +123,8 @@ def verify(
             cases[v["id"]] = CaseResult(v["id"], SKIPPED, f"not re-run: its files fail integrity ({', '.join(bad)})")
         elif v["status"] == ERROR or not v["files"]:
             cases[v["id"]] = CaseResult(v["id"], ERROR, f"not built at export: {v.get('error') or 'no files'}")
+        elif why := not_applicable(v["id"], host):
+            cases[v["id"]] = CaseResult(v["id"], SKIPPED, f"not applicable here: {why}")
         else:
             to_run.append(v)
     probe_info, source = None, {"repo": manifest["source"]["repo"], "revision": manifest["source"]["revision"]}
@@ -140,6 +145,15 @@ def verify(
             probe_info, fresh = run_parity_subprocess(artifact, src.path, to_run, probe, manifest, consumers)
             cases.update(fresh)
     return VerifyReport(artifact, integrity, [cases[v["id"]] for v in chosen], probe_info, source)
+
+
+def not_applicable(variant_id: str, host=None) -> str | None:
+    """Why ``host`` (default: this CPU) cannot run the variant as built (the flags it lacks), or None."""
+    from exporter import variants
+    from exporter.hostcaps import this_host
+
+    spec = variants.BY_ID.get(variant_id)
+    return spec.missing_on(host or this_host()) if spec else None
 
 
 def export_probe(manifest: dict) -> Path | None:

@@ -270,3 +270,18 @@ def test_run_shows_every_variant_when_some_fail_the_gate(tmp_path, tiny_model_di
     assert result.exit_code == 3, result.output
     rows = {r["variant"]: r["verdict"] for r in json.loads(result.stdout)["rows"]}
     assert rows == {"onnx": "passed", "onnx-qint8-avx512-vnni": "failed"}
+
+
+@pytest.mark.slow
+def test_a_best_recipe_is_benched_and_recommended_like_export_best(tmp_path, tiny_model_dir):
+    """`variants: [best]` in a recipe runs what `export --variants best` runs: the candidates are benched and
+    one is recommended in the manifest the fleet reads (its speed ratios in the summary rows)."""
+    seed_tiny(tiny_model_dir, repo_id=GOOD_REPO, sha=TINY_SHA)
+    recipes = tmp_path / "recipes"
+    _recipe(recipes, "best", GOOD_REPO, TINY_SHA, variants=["best"])
+    result = invoke("run", str(recipes), "--json", "--artifacts", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(next((tmp_path / "out").rglob("manifest.json")).read_text())
+    rec = manifest["recommended"]["variant"]
+    assert rec in manifest["bench"]["variants"]
+    assert {r["variant"]: r["speed_ratio"] for r in json.loads(result.stdout)["rows"]}[rec] > 0

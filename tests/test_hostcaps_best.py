@@ -125,3 +125,54 @@ def test_best_on_the_embedded_default_recommends_a_passing_int8_with_its_float_o
     assert fidelity["status"] == "passed", fidelity["parity"]["failures"]
     ops = fidelity["build"]["ops_in_float"]
     assert 0 < len(ops) <= 6 and all("measured sensitivity" in o["why"] for o in ops)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_best_with_nothing_to_bench_prints_the_summary_and_fails_the_gate_without_benching(
+    tiny_model_dir, tmp_path, capsys, as_json
+):
+    """No candidate passed and no all-int8 built: no bench runs (an empty list is not "every variant"), the
+    export summary is printed and the gate failure is raised (exit 3)."""
+    from exporter import cli
+    from exporter import manifest as mf
+    from exporter.errors import ExitCode, FidelityError
+    from exporter.parity import parse_threshold_overrides
+    from exporter.pipeline import ExportPlan, run_export
+
+    out = tmp_path / "strict"
+    strict = parse_threshold_overrides(["cosine_min=1.0"])  # fp32 ONNX differs from torch in the last bits
+    outcome = run_export(ExportPlan(model=str(tiny_model_dir), variants=["onnx"], out=out, thresholds=strict))
+    assert outcome.failed == ["onnx"]
+    with pytest.raises(FidelityError) as err:
+        cli._bench_best(outcome, as_json)
+    assert err.value.exit_code == ExitCode.FIDELITY
+    printed = capsys.readouterr().out
+    assert (json.loads(printed)["variants"][0]["status"] == "failed") if as_json else ("FAILED" in printed)
+    assert mf.load(out)["bench"] is None and mf.load(out)["recommended"] is None
+
+
+def test_bf16_variants_are_not_applicable_to_verify_or_bench_on_a_host_without_bf16(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """On a CPU without bf16 units OpenVINO silently runs a bf16 hint in f32: verify skips such a variant (one
+    line naming the missing flags, never "passed") and bench leaves it out, instead of reporting f32 figures
+    under the bf16 name."""
+    from exporter import bench, verify
+    from exporter.pipeline import ExportPlan, run_export
+
+    with monkeypatch.context() as mp:  # built as on a host with the units
+        mp.setattr(variants, "this_host", lambda: Host.of("avx512_bf16"))
+        out = run_export(ExportPlan(model=str(tiny_model_dir), variants=["openvino-bf16"], out=tmp_path / "a")).artifact
+    no_bf16 = Host.of("avx2", "avx512f")
+    report = verify.verify(out, host=no_bf16)
+    cases = {c.name: c for c in report.variants}
+    assert cases["openvino"].status == "passed"
+    skipped = cases["openvino-bf16"]
+    assert skipped.status == "skipped" and skipped.parity is None
+    assert "needs avx512_bf16 or amx_bf16" in skipped.message and "\n" not in skipped.message
+    verify.raise_for(report)  # not judged here is not a failure of the artifact
+    result = bench.bench(out, threads=1, max_texts=4, rounds=1, batch_sizes=[2], host=no_bf16)
+    assert set(result.variants) == {"openvino"}
+    assert "avx512_bf16 or amx_bf16" in result.config["not_applicable"]["openvino-bf16"]
+    with pytest.raises(UsageError, match="no built variant to benchmark on this CPU.*avx512_bf16"):
+        bench.bench(out, ["openvino-bf16"], host=no_bf16)

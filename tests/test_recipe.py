@@ -92,7 +92,11 @@ BAD = [
     ("missing revision", {"source": {"repo": "a/b"}}, ["source.revision", "required"]),
     ("bad repo id", {"source": {"repo": "justaname", "revision": SHA}}, ["source.repo", "org/name"]),
     ("missing source", {"variants": ["onnx"]}, ["field source", "required"]),
-    ("unknown variant id", _minimal(variants=["onnx", "onnx-O9"]), ["field variants", "onnx-O9", "allowed: onnx"]),
+    (
+        "unknown variant id",
+        _minimal(variants=["onnx", "onnx-O9"]),
+        ["field variants", "onnx-O9", "allowed: onnx", "all or best"],
+    ),
     ("variants as a string", _minimal(variants="onnx"), ["field variants", "list"]),
     ("empty variants", _minimal(variants=[]), ["field variants", "no variants"]),
     ("bad threshold metric", _minimal(thresholds={"int8": {"cosine": 0.99}}), ["thresholds", "'cosine'", "cosine_min"]),
@@ -298,3 +302,21 @@ def test_save_recipe_with_an_unpinned_plan_records_the_commit_it_resolves_to(tmp
     plan = ExportPlan(model=f"{TINY_REPO}@main", allow_unpinned=True)
     assert cli_recipes.handle_save_and_dry_run(plan, save_recipe=tmp_path / "t.yaml", dry_run=False) is False
     assert load_recipe(tmp_path / "t.yaml").source.revision == TINY_SHA
+
+
+def test_a_bf16_recipe_validates_and_plans_on_a_host_without_bf16(tmp_path, monkeypatch):
+    """The planner's CPU is not the builder's: a recipe naming openvino-bf16 loads, passes `run`'s up-front
+    check and is planned on a host without bf16 units; the export itself (on the builder) checks the CPU."""
+    from exporter import variants
+    from exporter.hostcaps import Host
+    from exporter.matrix import matrix_entries
+    from exporter.pipeline import ExportPlan, run_export
+
+    monkeypatch.setattr(variants, "this_host", lambda: Host.of("avx2", "avx512f"))  # a CPU without bf16
+    path = _write(tmp_path, _minimal(kind="sentence-transformer", variants=["openvino-bf16"]))
+    recipe = load_recipe(path)
+    cli_recipes._plan_for(path, recipe, variants=None, artifacts=tmp_path, force=False)
+    entries = matrix_entries([(path, recipe)], per_variant=True)
+    assert [e["variant"] for e in entries] == ["openvino", "openvino-bf16"]
+    with pytest.raises(UsageError, match="openvino-bf16 needs avx512_bf16 or amx_bf16"):
+        run_export(ExportPlan(model=str(tmp_path / "nowhere"), variants=["openvino-bf16"]))

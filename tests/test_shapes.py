@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from exporter import shapes
+from exporter.errors import UsageError
 from tests.cli_runner import invoke
 from tests.test_export_onnx import TEXTS, run_fresh
 from tests.tiny_models import build_tiny_embedder
@@ -432,3 +433,8 @@ def test_architecture_without_an_openvino_exporter_is_refused_for_openvino_only(
     facts = preflight.inspect(tiny_model_copy, "sentence-transformer")
     onnx_only = kinds.select_variants(["onnx", "onnx-o2"], "sentence-transformer")
     assert preflight.select(onnx_only, ["onnx", "onnx-o2"], "sentence-transformer", facts) == onnx_only
+    with_ov = kinds.select_variants(["onnx", "OpenVINO"], "sentence-transformer")
+    with pytest.raises(UsageError, match="openvino refused for FunnelModel"):  # the user's spelling is an id too
+        preflight.select(with_ov, [" OpenVINO", "onnx"], "sentence-transformer", facts)
+    kept = preflight.select(with_ov, ["best"], "sentence-transformer", facts)  # best is not a request by id
+    assert [s.id for s in kept] == ["onnx"]
