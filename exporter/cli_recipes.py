@@ -253,7 +253,7 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     specs = kinds.select_variants(plan.variants, kind)
     folder = _model_folder(pin)
     if folder is not None:  # the model's files are here: its chain and architecture narrow the plan too
-        specs = preflight.narrow(folder, kind.value, specs, plan.variants)
+        specs, _ = preflight.narrow(folder, kind.value, specs, plan.variants)
     limits = parity.thresholds_for(specs, plan.thresholds, kind.value)
     asked = {v.lower() for v in catalogue.expand(list(plan.variants or catalogue.DEFAULT_VARIANTS))}
     probe = probes.load_text_set(plan.probe, "probe")

@@ -127,7 +127,10 @@ def _sentence_transformers(target: Target, texts: list[str]) -> np.ndarray:
 def _runtime(target: Target, texts: list[str]) -> np.ndarray:
     from exporter import runtime
 
-    enc = runtime.load(target.artifact, target.file_name, target.backend, threads=target.threads)
+    truncate_dim = target.variant["load"].get("truncate_dim")
+    enc = runtime.load(
+        target.artifact, target.file_name, target.backend, threads=target.threads, truncate_dim=truncate_dim
+    )
     return enc.encode(texts, BATCH, prompt="")  # the probe texts carry their prompts already
 
 

@@ -157,7 +157,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     the manifest is kept when its files still match and the source, toolchain and probe set are the
     same; ``force`` rebuilds everything.
     """
-    from exporter import kinds, outdir, parity, preflight, probes, shape_check, source, variants
+    from exporter import kinds, outdir, parity, preflight, probes, source, variants
 
     progress = progress or NoProgress()
     variants.select(plan.variants)  # bad ids fail before anything heavy runs
@@ -181,9 +181,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     if plan.truncate_dim and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
         raise UsageError(f"{src} is a {kind} model; truncate_dim applies to sentence-transformer models only.", "")
     specs = kinds.select_variants(plan.variants, kind)  # a variant that does not apply to the kind: refused
-    specs = shape_check.restrict(src.path, kind, specs, plan.variants)  # sparse/static chains: refused or narrowed
-    shape = preflight.inspect(src.path, kind)  # a dense chain or an architecture it cannot serve: refused here
-    specs = preflight.select(specs, plan.variants, kind, shape)
+    specs, shape = preflight.narrow(src.path, kind, specs, plan.variants)  # chain and architecture: as the dry run
     thresholds = parity.thresholds_for(specs, plan.thresholds, kind)
     out = plan.out or default_out(plan.artifacts_root, src)
     outdir.check_out(out)  # before anything heavy: writable, and nothing there the tool did not write
@@ -205,6 +203,7 @@ def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds,
     env = environment()
     source_entry = {**src.to_dict(), "trust_remote_code": plan.trust_remote_code}
     kept = {} if plan.force else _reusable_variants(out, source_entry, env, probe_set, plan.max_seq_length, kind)
+    kept = {vid: v for vid, v in kept.items() if _judged_as_asked(v, kind, thresholds.get(vid), plan.consumers)}
     if kept and mf.load(out)["model"].get("truncate_dim") != plan.truncate_dim:
         kept = {}  # another Matryoshka width: every variant is rebuilt
     todo = [s for s in specs if s.id not in kept]
@@ -235,6 +234,7 @@ def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds,
         probe=probe_set.sha256,
         kind=kind,
         max_seq_length=plan.max_seq_length,
+        truncate_dim=plan.truncate_dim,
         prompts=plan.prompts,
         packages=env["packages"],
         cpu=env["cpu"],
@@ -334,6 +334,22 @@ def _reusable_variants(
         for v in existing["variants"]
         if v["status"] != "error" and mf.check_files(out, existing, [v["id"]]).ok
     }
+
+
+def _judged_as_asked(variant: dict, kind: str, threshold, names: list[str]) -> bool:
+    """Whether a kept variant's verdict holds for this run: judged by ``threshold`` (None: a variant not asked
+    for now, kept as it was) with a row for every consumer in ``names`` that applies to it."""
+    if threshold is None:
+        return True
+    from exporter import consumers
+
+    parity = variant.get("parity") or {}
+    want = threshold.to_dict()
+    recorded = parity.get("threshold") or {}
+    if {k: recorded.get(k) for k in want} != want or any(v is not None for k, v in recorded.items() if k not in want):
+        return False  # another threshold: rebuilt and judged again
+    rows = {r["consumer"] for r in parity.get("consumers") or []}
+    return all(n in rows for n in names if n == "sentence-transformers" or consumers.BY_NAME[n].applies(variant, kind))
 
 
 def _remove_stale_files(stage: Path, entries: dict[str, dict]) -> None:

@@ -158,15 +158,16 @@ def select(specs: list, requested: list[str] | None, kind: str, facts: ShapeFact
     return [s for s in specs if s.id not in refused]
 
 
-def narrow(source_dir: Path, kind: str, specs: list, requested: list[str] | str | None) -> list:
-    """The variants of ``specs`` an export of the model at ``source_dir`` builds: narrowed by its module chain
-    (``shape_check``: sparse and static chains) and its architecture (the support table), as ``run_export``
-    and the dry run decide it.
+def narrow(source_dir: Path, kind: str, specs: list, requested: list[str] | str | None) -> tuple[list, ShapeFacts]:
+    """``(specs, facts)``: the variants of ``specs`` an export of the model at ``source_dir`` builds, narrowed by
+    its module chain (``shape_check``: sparse and static chains) and its architecture (the support table), and
+    the shape facts read on the way. ``run_export`` and the dry run both call it, so they decide alike.
 
     Raises:
         UsageError: the chain or architecture is refused, or a variant it refuses was asked for by id.
     """
     if isinstance(requested, str):
         requested = [w.strip() for w in requested.split(",") if w.strip()]
-    specs = shape_check.restrict(source_dir, kind, specs, requested)
-    return select(specs, requested, kind, inspect(source_dir, kind))
+    specs = shape_check.restrict(source_dir, kind, specs, requested)  # sparse/static chains: refused or narrowed
+    facts = inspect(source_dir, kind)  # a dense chain or an architecture it cannot serve: refused here
+    return select(specs, requested, kind, facts), facts

@@ -247,6 +247,7 @@ class Encoder:
         self.facts = facts
         self.backend = backend
         self.path = path
+        self.truncate_dim: int | None = None  # Matryoshka: keep the first N dimensions (see ``load``)
         outputs = session.output_names
         self.sparse = SPARSE_OUTPUT in outputs
         self.pooling_in_graph = SENTENCE_OUTPUT in outputs or self.sparse
@@ -339,6 +340,7 @@ class Encoder:
         extra = {} if prompt_length is None else {"prompt_length": np.asarray(prompt_length, dtype=np.int64)}
         if not texts:
             dim = self.facts.pooling.dimension if self.facts.pooling else None
+            dim = min(dim, self.truncate_dim) if dim and self.truncate_dim else dim
             return np.zeros((0, dim or 0), dtype=np.float32)
         # Longest first, as sentence-transformers batches (less padding); results go back in input order.
         order = np.argsort([-len(t) for t in texts], kind="stable")
@@ -355,7 +357,9 @@ class Encoder:
         stacked = np.concatenate(chunks, axis=0).astype(np.float32, copy=False)
         result = np.empty_like(stacked)
         result[order] = stacked
-        return prune(result, top_k, threshold) if self.sparse else result
+        if self.sparse:
+            return prune(result, top_k, threshold)
+        return result[:, : self.truncate_dim] if self.truncate_dim else result
 
 
 def prune(vectors: np.ndarray, top_k: int | None = None, threshold: float | None = None) -> np.ndarray:
@@ -379,8 +383,13 @@ def load(
     *,
     providers: tuple[str, ...] | None = None,
     threads: int | None = None,
+    truncate_dim: int | None = None,
 ) -> Encoder:
-    """Open ``file_name`` (relative to the Transformer module's folder, as ST resolves it) for serving."""
+    """Open ``file_name`` (relative to the Transformer module's folder, as ST resolves it) for serving.
+
+    ``truncate_dim`` (default: the artifact manifest's ``model.truncate_dim``) keeps the first N dimensions of
+    each embedding, after pooling and Normalize and without re-normalising, as ``SentenceTransformer(
+    truncate_dim=N).encode`` does; a graph that truncates already (exporter's ONNX) is unchanged by it."""
     artifact_dir = Path(artifact_dir)
     from exporter.package import safe_relpath
 
@@ -393,4 +402,22 @@ def load(
         raise IntegrityError(f"{file_name!r} leads outside {artifact_dir} (a link).", "Refusing to load it.")
     if not path.is_file():
         raise UsageError(f"{path} does not exist.", "Check the artifact folder and the variant's file name.")
-    return Encoder(opener(path, providers, threads), load_tokenizer(facts), facts, backend, path)
+    if truncate_dim is None:
+        truncate_dim = _manifest_truncate_dim(artifact_dir)
+    encoder = Encoder(opener(path, providers, threads), load_tokenizer(facts), facts, backend, path)
+    encoder.truncate_dim = None if encoder.sparse else truncate_dim  # sparse encoders do not truncate (as ST)
+    return encoder
+
+
+def _manifest_truncate_dim(artifact_dir: Path) -> int | None:
+    """``model.truncate_dim`` of the artifact's manifest.json, if it has one."""
+    import json
+
+    from exporter.manifest import MANIFEST_NAME
+
+    try:
+        data = json.loads((artifact_dir / MANIFEST_NAME).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    model = data.get("model") if isinstance(data, dict) else None
+    return model.get("truncate_dim") if isinstance(model, dict) else None
