@@ -234,6 +234,35 @@ def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
     return {"graph_min_cosine": graph_min, "runtime_min_cosine": runtime_min}
 
 
+def _trace_to(model, dest: Path, *, opset: int | None, task: str, config=None, prepare=None) -> list[Path]:
+    """Trace ``model`` with optimum's ``onnx_export_from_model`` in a temp folder beside ``dest``, let
+    ``prepare(graph_path)`` adjust the graph there, then move the graph and any external-data file to
+    ``dest`` (``model.onnx*`` renamed after ``dest``). Returns the files written."""
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=dest.parent) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx_export_from_model(
+                model,
+                output=tmp,
+                opset=opset,
+                task=task,
+                custom_onnx_configs={"model": config} if config is not None else None,
+                device="cpu",
+                do_validation=False,  # the callers check more (padding, truncation, tokenizer, outputs)
+            )
+        if prepare is not None:
+            prepare(Path(tmp) / "model.onnx")
+        written = []
+        for part in sorted(Path(tmp).glob("model.onnx*")):  # the graph and any external-data file
+            target = dest.parent / part.name.replace("model.onnx", dest.name, 1)
+            shutil.move(str(part), target)
+            written.append(target)
+    return written
+
+
 def export_base(
     model_dir: Path,
     out_dir: Path,
@@ -262,7 +291,6 @@ def export_base(
     file_name = dest.relative_to(staged_facts.transformer_dir).as_posix()
 
     try:
-        from optimum.exporters.onnx import onnx_export_from_model
         from sentence_transformers import SentenceTransformer
 
         model = SentenceTransformer(
@@ -275,28 +303,13 @@ def export_base(
             prompt_input=prompt_input, truncate_dim=truncate_dim, input_names=input_names_for(model)
         )
         config = config_class(model[0].auto_model.config, task="feature-extraction")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=dest.parent) as tmp:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                onnx_export_from_model(
-                    model,
-                    output=tmp,
-                    opset=opset,
-                    task="feature-extraction",
-                    custom_onnx_configs={"model": config},
-                    device="cpu",
-                    do_validation=False,  # verify() below checks more (padding, truncation, tokenizer)
-                )
-            tmp_graph = Path(tmp) / "model.onnx"
-            _fix_output_shapes(tmp_graph, model.get_embedding_dimension())
+
+        def prepare(graph: Path) -> None:
+            _fix_output_shapes(graph, model.get_embedding_dimension())
             if prompt_input:
-                prompt_graph.make_input_optional(tmp_graph)
-            written = []
-            for part in sorted(Path(tmp).glob("model.onnx*")):  # the graph and any external-data file
-                target = dest.parent / part.name.replace("model.onnx", dest.name, 1)
-                shutil.move(str(part), target)
-                written.append(target)
+                prompt_graph.make_input_optional(graph)
+
+        written = _trace_to(model, dest, opset=opset, task="feature-extraction", config=config, prepare=prepare)
     except ExporterError:
         raise
     except Exception as exc:
@@ -328,23 +341,9 @@ def export_token_graph(model, dest: Path, opset: int | None = None) -> Path:
     """Export the loaded SentenceTransformer's transformer alone (inputs ``input_ids``/``attention_mask``,
     output ``last_hidden_state``) to ``dest`` by tracing it as :func:`export_base` does. OpenVINO converts
     this graph for architectures whose optimum-intel export is wrong (``exporter.shapes``)."""
-    from optimum.exporters.onnx import onnx_export_from_model
 
     config = _export_config_class(token_only=True)(model[0].auto_model.config, task="feature-extraction")
-    with tempfile.TemporaryDirectory(prefix=".onnx-tokens-", dir=dest.parent) as tmp:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            onnx_export_from_model(
-                model,
-                output=tmp,
-                opset=opset,
-                task="feature-extraction",
-                custom_onnx_configs={"model": config},
-                device="cpu",
-                do_validation=False,
-            )
-        for part in sorted(Path(tmp).glob("model.onnx*")):
-            shutil.move(str(part), dest.parent / part.name.replace("model.onnx", dest.name, 1))
+    _trace_to(model, dest, opset=opset, task="feature-extraction", config=config)
     return dest
 
 
@@ -385,22 +384,10 @@ def build_task_graph(ctx, spec):
     opset = ctx.options.get("opset")
     try:
         import onnx
-        from optimum.exporters.onnx import onnx_export_from_model
 
         hf_model = ctx.reference_model()[0].auto_model
         hf_model.eval()
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=dest.parent) as tmp:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                onnx_export_from_model(
-                    hf_model, output=tmp, opset=opset, task=kspec.onnx_task, device="cpu", do_validation=False
-                )
-            written = []
-            for part in sorted(Path(tmp).glob("model.onnx*")):  # the graph and any external-data file
-                target = dest.parent / part.name.replace("model.onnx", dest.name, 1)
-                shutil.move(str(part), target)
-                written.append(target)
+        written = _trace_to(hf_model, dest, opset=opset, task=kspec.onnx_task)
         graph = onnx.load(str(dest), load_external_data=False)
     except ExporterError:
         raise
