@@ -24,6 +24,7 @@ import jsonschema
 
 from exporter import manifest as mf
 from exporter.errors import IntegrityError
+from exporter.oci_client import canonical_json, image_manifest
 from exporter.oci_ref import DIGEST_RE
 from exporter.package import FIXED_MTIME, check_layout, variant_files
 
@@ -118,7 +119,7 @@ def config_bytes(narrowed: dict, files: list[dict]) -> bytes:
         "modelfs": {"type": "layers", "diffIds": [f"sha256:{r['sha256']}" for r in files]},
     }
     validate_config(doc, "this variant")
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return canonical_json(doc)
 
 
 def manifest_bytes(config: bytes, files: list[dict], annotations: dict[str, str], media_type: str) -> bytes:
@@ -132,19 +133,15 @@ def manifest_bytes(config: bytes, files: list[dict], annotations: dict[str, str]
         }
         for r in files
     ]
-    doc = {
-        "schemaVersion": 2,
-        "mediaType": media_type,
-        "artifactType": ARTIFACT_TYPE,
-        "config": {
-            "mediaType": CONFIG_MEDIA_TYPE,
-            "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
-            "size": len(config),
-        },
-        "layers": layers,
-        "annotations": annotations,
-    }
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    doc = image_manifest(
+        media_type=media_type,
+        artifact_type=ARTIFACT_TYPE,
+        config_media_type=CONFIG_MEDIA_TYPE,
+        config=config,
+        layers=layers,
+        annotations=annotations,
+    )
+    return canonical_json(doc)
 
 
 def is_modelpack(doc: dict) -> bool:

@@ -33,7 +33,14 @@ from exporter import manifest as mf
 from exporter import modelpack, outdir, referrers
 from exporter.errors import IntegrityError, OutputError, RegistryError, UsageError
 from exporter.fsutil import staged_dir
-from exporter.oci_client import _MAX_JSON, MANIFEST_MEDIA_TYPE, RegistryClient, RetryPolicy
+from exporter.oci_client import (
+    _MAX_JSON,
+    MANIFEST_MEDIA_TYPE,
+    RegistryClient,
+    RetryPolicy,
+    canonical_json,
+    image_manifest,
+)
 from exporter.oci_ref import _DIGEST, PASSWORD_ENV, USER_ENV, Credentials, Reference, find_credentials, is_loopback
 from exporter.package import (
     check_layout,
@@ -69,20 +76,16 @@ def oci_manifest(narrowed: dict, config: bytes, *, allow_failed: bool = False) -
         }
         for rec in variant_files(narrowed, variant["id"])
     ]
-    doc = {
-        "schemaVersion": 2,
-        "mediaType": MANIFEST_MEDIA_TYPE,
-        "artifactType": ARTIFACT_TYPE,
-        "config": {
-            "mediaType": CONFIG_MEDIA_TYPE,
-            "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
-            "size": len(config),
-        },
-        "layers": layers,
-        "annotations": annotations(narrowed, allow_failed),
-    }
+    doc = image_manifest(
+        media_type=MANIFEST_MEDIA_TYPE,
+        artifact_type=ARTIFACT_TYPE,
+        config_media_type=CONFIG_MEDIA_TYPE,
+        config=config,
+        layers=layers,
+        annotations=annotations(narrowed, allow_failed),
+    )
     jsonschema.validate(doc, oras.schemas.manifest)
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return canonical_json(doc)
 
 
 def annotations(narrowed: dict, allow_failed: bool) -> dict[str, str]:
