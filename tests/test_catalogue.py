@@ -8,23 +8,13 @@ catalogue entry without a test fails here, and so does a declared id that is not
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
-import tests
 from exporter import variants
+from tests import declarations
 
 
 def exercised() -> dict[str, list[str]]:
     """variant id -> test modules that declare they build and parity-check it."""
-    found: dict[str, list[str]] = {}
-    for info in pkgutil.iter_modules(tests.__path__):
-        if not info.name.startswith("test_") or info.name == "test_catalogue":
-            continue
-        module = importlib.import_module(f"tests.{info.name}")
-        for variant_id in getattr(module, "EXERCISED_VARIANTS", ()):
-            found.setdefault(variant_id, []).append(info.name)
-    return found
+    return declarations.exercised("EXERCISED_VARIANTS")
 
 
 def test_every_catalogue_entry_is_built_and_parity_checked_by_a_test():

@@ -8,13 +8,11 @@ A test module declares the row ids it exercises in a module-level tuple ``EXERCI
 
 from __future__ import annotations
 
-import importlib
 import json
-import pkgutil
 from pathlib import Path
 
-import tests
 from exporter import shapes, variants
+from tests import declarations
 from tests.cli_runner import invoke
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -23,14 +21,7 @@ BEGIN, END = "<!-- support-table:begin -->", "<!-- support-table:end -->"
 
 def exercised() -> dict[str, list[str]]:
     """row id -> test modules that declare they build a tiny model of it and export + verify it."""
-    found: dict[str, list[str]] = {}
-    for info in pkgutil.iter_modules(tests.__path__):
-        if not info.name.startswith("test_") or info.name == "test_support_table":
-            continue
-        module = importlib.import_module(f"tests.{info.name}")
-        for row_id in getattr(module, "EXERCISED_SHAPES", ()):
-            found.setdefault(row_id, []).append(info.name)
-    return found
+    return declarations.exercised("EXERCISED_SHAPES")
 
 
 def test_every_row_is_exercised_by_a_test():
