@@ -4,7 +4,7 @@ throughput at batch 32 with cosine_min >= 0.99 and neighbour agreement@10 >= 0.9
     .venv/bin/python benchmarks/bench_targets.py                 # seed + export --variants all, then bench
     .venv/bin/python benchmarks/bench_targets.py --artifact DIR  # bench an existing artifact
 
-Every variant's figures are printed next to torch from the same run (``exporter.bench``: interleaved rounds
+Every variant's figures are printed next to torch from the same run (``exporter.quality.bench``: interleaved rounds
 after a warm-up, fixed threads). The manifest gets the bench and recommendation, REPORT.md/report.png are
 refreshed. If the target is not reached, the script prints the best reached and what bounds it, measured:
 the fastest variants and the fidelity gate they fail, and the share of torch's time spent outside the
@@ -66,10 +66,10 @@ def tokenizer_share(source_dir: Path, texts: list[str], threads: int, rounds: in
 
 
 def main() -> None:
-    from exporter import bench as bench_mod
-    from exporter import probes
-    from exporter.report import write_report
-    from exporter.verify import resolve_reference
+    from exporter.quality import bench as bench_mod
+    from exporter.quality import probes
+    from exporter.quality.report import write_report
+    from exporter.quality.verify import resolve_reference
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifact", type=Path, help="bench this artifact instead of exporting the default")
@@ -102,7 +102,7 @@ def main() -> None:
 
 
 def print_table(result, manifest: dict) -> None:
-    from exporter.recommend import eligible
+    from exporter.quality.recommend import eligible
 
     cfg = result.config
     print(
@@ -134,7 +134,7 @@ def print_table(result, manifest: dict) -> None:
 
 
 def verdict(result, manifest: dict, artifact: Path, args, resolve_reference, probes) -> None:
-    from exporter.recommend import eligible
+    from exporter.quality.recommend import eligible
 
     rec = manifest["recommended"] or {}
     by_id = {v["id"]: v for v in manifest["variants"]}

@@ -40,7 +40,7 @@ def timed(cmd: list[str], env: dict, ok: tuple[int, ...] = (0,)) -> float:
 
 def variants_table(manifest: dict) -> tuple[list[str], float | None, float | None]:
     """Lines for every benched variant; the recommended one's and the all-int8 one's ratio to torch."""
-    from exporter.best import ALL_INT8
+    from exporter.quality.best import ALL_INT8
 
     key = str(manifest["recommended"]["batch_size"])
     ratios = {v["id"]: v["bench"]["ratio_to_torch"][key] for v in manifest["variants"] if v.get("bench")}
@@ -59,8 +59,8 @@ def variants_table(manifest: dict) -> tuple[list[str], float | None, float | Non
 
 
 def main() -> None:
-    from exporter.default_model import REPO_ID, REVISION, seed_default
     from exporter.environment import cpu_info
+    from exporter.source.default_model import REPO_ID, REVISION, seed_default
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--all", action="store_true", help="also time `exporter export --variants all`")

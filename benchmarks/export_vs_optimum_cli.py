@@ -39,7 +39,7 @@ def timed(cmd: list[str], env: dict) -> float:
 
 
 def main() -> None:
-    from exporter.default_model import REPO_ID, REVISION, seed_default
+    from exporter.source.default_model import REPO_ID, REVISION, seed_default
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)

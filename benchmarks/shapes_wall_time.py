@@ -1,4 +1,4 @@
-"""Export + verify wall time per support-table row (``exporter.shapes``), so cost growth per shape is visible.
+"""Export + verify wall time per support-table row (``exporter.source.shapes``), so cost growth per shape is visible.
 
     PYTHONPATH=. .venv/bin/python benchmarks/shapes_wall_time.py [--rows ID,ID] [--variants onnx,onnx-o2,openvino]
 
@@ -23,9 +23,9 @@ sys.path.insert(0, str(REPO_ROOT))
 
 
 def run_row(row_id: str, kwargs: dict, wanted: list[str], root: Path) -> dict:
-    from exporter import shapes
     from exporter.pipeline import ExportPlan, run_export
-    from exporter.verify import verify
+    from exporter.quality.verify import verify
+    from exporter.source import shapes
     from tests.tiny_models import build_tiny_embedder
 
     variants = [v for v in wanted if v in shapes.BY_ID[row_id].allowed()]

@@ -94,7 +94,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="variants-bench-hf-"))
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "1"}
     os.environ.update({k: env[k] for k in ("HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE")})
-    from exporter.default_model import DEFAULT_MODEL, seed_default
+    from exporter.source.default_model import DEFAULT_MODEL, seed_default
 
     snapshot = seed_default(home / "hub")
     ours, theirs = [], []

@@ -8,7 +8,7 @@ For each kind (``KINDS[kind]``, a ``KindSpec``):
 - the probe inputs made from the probe texts: texts for embedders and sparse encoders; for rerankers,
   (query, passage) pairs arranged in reranking lists (``rerank_probe``, deterministic);
 - how outputs are produced (``encode`` / ``predict`` scores / dense vocabulary-sized sparse vectors) and
-  compared (``exporter.parity``: ``compare`` / ``compare_scores`` / ``compare_sparse``), with the default
+  compared (``exporter.quality.parity``: ``compare`` / ``compare_scores`` / ``compare_sparse``), with the default
   thresholds by precision class (``parity.DEFAULTS_BY_KIND``);
 - how its graphs are exported: the base ONNX builder and optimum's task (the ONNX Runtime / OpenVINO
   model classes sentence-transformers loads them with read ``logits`` for both cross-encoders,
@@ -111,19 +111,19 @@ def _sparse(model, inputs: list, batch_size: int):
 
 # ------------------------------------------------------------------------------------------ compare
 def _compare_embeddings(ref, cand, probe: Probe):
-    from exporter import parity
+    from exporter.quality import parity
 
     return parity.compare(ref, cand)
 
 
 def _compare_scores(ref, cand, probe: Probe):
-    from exporter import parity
+    from exporter.quality import parity
 
     return parity.compare_scores(ref, cand, probe.lists or [])
 
 
 def _compare_sparse(ref, cand, probe: Probe):
-    from exporter import parity
+    from exporter.quality import parity
 
     return parity.compare_sparse(ref, cand)
 
@@ -226,7 +226,7 @@ class KindSpec:
 
     def thresholds(self) -> dict:
         """Default thresholds by precision class."""
-        from exporter import parity
+        from exporter.quality import parity
 
         return parity.DEFAULTS_BY_KIND[self.kind.value]
 
@@ -247,7 +247,7 @@ KINDS: dict[ModelKind, KindSpec] = {
         compare=_compare_embeddings,
         facts=_embedder_facts,
         set_max_length=_set_max_seq_length,
-        onnx_builder="exporter.export_onnx:build_embedder_graph",
+        onnx_builder="exporter.builders.export_onnx:build_embedder_graph",
         onnx_task="feature-extraction",
         onnx_outputs=("last_hidden_state", "sentence_embedding"),
         openvino_class="optimum.intel:OVModelForFeatureExtraction",
@@ -262,7 +262,7 @@ KINDS: dict[ModelKind, KindSpec] = {
         compare=_compare_scores,
         facts=_cross_encoder_facts,
         set_max_length=_set_max_length,
-        onnx_builder="exporter.export_onnx:build_task_graph",
+        onnx_builder="exporter.builders.export_onnx:build_task_graph",
         onnx_task="text-classification",
         onnx_outputs=("logits",),
         openvino_class="optimum.intel:OVModelForSequenceClassification",
@@ -277,7 +277,7 @@ KINDS: dict[ModelKind, KindSpec] = {
         compare=_compare_sparse,
         facts=_sparse_facts,
         set_max_length=_set_max_seq_length,
-        onnx_builder="exporter.export_onnx_sparse:build_sparse_graph",  # + SpladePooling as an output
+        onnx_builder="exporter.builders.export_onnx_sparse:build_sparse_graph",  # + SpladePooling as an output
         onnx_task="fill-mask",
         onnx_outputs=("logits",),
         openvino_class="optimum.intel:OVModelForMaskedLM",
@@ -333,7 +333,7 @@ def load_variant(
 ):
     """Load a built variant the way a user does: ``<Class>(artifact, backend=..., model_kwargs={"file_name": ...})``
     (with ``truncate_dim=N`` when the manifest records one)."""
-    from exporter import export_onnx_static
+    from exporter.builders import export_onnx_static
 
     if export_onnx_static.is_static(artifact):  # ST has no ONNX backend for StaticEmbedding: the runtime serves it
         return export_onnx_static.load_variant(artifact, backend, file_name, **model_kwargs)

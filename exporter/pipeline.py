@@ -63,7 +63,7 @@ class ExportPlan:
     truncate_dim: int | None = None  # Matryoshka: keep the first N dimensions (SentenceTransformer(truncate_dim=N))
     kind: str | None = None  # expected model kind; None: whatever the source is
     publish: str | None = None  # oci:// target a fleet run publishes to after export
-    consumers: list[str] = field(default_factory=list)  # exporter.consumers names each variant is loaded by
+    consumers: list[str] = field(default_factory=list)  # exporter.quality.consumers names each variant is loaded by
 
 
 @dataclass
@@ -88,7 +88,7 @@ def default_out(artifacts_root: Path, src) -> Path:
 def _transformer_folder(root: Path) -> str:
     """The Transformer module's folder relative to ``root`` ("." for the root, and for folders without
     modules.json such as plain cross-encoders)."""
-    from exporter import st_modules
+    from exporter.source import st_modules
 
     if not (root / "modules.json").is_file():
         return "."
@@ -157,7 +157,10 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     the manifest is kept when its files still match and the source, toolchain and probe set are the
     same; ``force`` rebuilds everything.
     """
-    from exporter import kinds, outdir, parity, preflight, probes, source, variants
+    from exporter import kinds, outdir, variants
+    from exporter.quality import parity, probes
+    from exporter.source import preflight
+    from exporter.source import resolve as source
 
     progress = progress or NoProgress()
     variants.select(plan.variants)  # bad ids fail before anything heavy runs
@@ -193,11 +196,12 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
 
 def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds, probe_set, calib_set, progress, shape):
     """The part of ``run_export`` that runs holding the lock of ``out``: reuse, build, check, commit."""
-    from exporter import kinds, probes, refcache, variants
+    from exporter import kinds, variants
     from exporter import manifest as mf
-    from exporter.build import BuildContext
+    from exporter.builders.context import BuildContext
     from exporter.environment import environment
-    from exporter.parity_run import run_chunked
+    from exporter.quality import probes, refcache
+    from exporter.quality.parity_run import run_chunked
 
     kspec = kinds.get(kind)
     env = environment()
@@ -341,7 +345,7 @@ def _judged_as_asked(variant: dict, kind: str, threshold, names: list[str]) -> b
     for now, kept as it was) with a row for every consumer in ``names`` that applies to it."""
     if threshold is None:
         return True
-    from exporter import consumers
+    from exporter.quality import consumers
 
     parity = variant.get("parity") or {}
     want = threshold.to_dict()
@@ -358,7 +362,7 @@ def _remove_stale_files(stage: Path, entries: dict[str, dict]) -> None:
     And every signature bundle: a rebuild writes a new manifest.json (``created_at`` at least), which each
     variant's bundles sign, so none of them would still verify; re-run ``exporter sign``.
     """
-    from exporter.sign_artifact import SIGNATURE_DIR
+    from exporter.ship.sign_artifact import SIGNATURE_DIR
 
     shutil.rmtree(stage / SIGNATURE_DIR, ignore_errors=True)
     listed = {f["path"] for e in entries.values() for f in e["files"]}
@@ -387,7 +391,9 @@ def _textset_entry(ts) -> dict:
 
 
 def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, threshold, progress) -> dict:
-    from exporter import external_data, kinds, parity, parity_run
+    from exporter import kinds
+    from exporter.builders import external_data
+    from exporter.quality import parity, parity_run
 
     kspec = kinds.get(ctx.kind)
     truncate_dim = ctx.options.get("truncate_dim")
@@ -430,7 +436,7 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
                 threshold,
             )
         if ctx.options.get("consumers"):
-            from exporter import consumers
+            from exporter.quality import consumers
 
             with progress.step(f"Loading {spec.id} through {', '.join(ctx.options['consumers'])}"):
                 names = ctx.options["consumers"]

@@ -5,13 +5,13 @@
     enc.provider                                                     # the execution provider in use
 
 Tokenisation reproduces sentence-transformers: the artifact's ``tokenizer.json``, truncated at the
-model's ``max_seq_length`` (``exporter.st_modules`` resolves it as ST does), padded to the longest text
+model's ``max_seq_length`` (``exporter.source.st_modules`` resolves it as ST does), padded to the longest text
 of the batch on the tokenizer's padding side, lower-cased first if ``sentence_bert_config.json`` says so,
 and the default prompt prepended if the model has one. When the model's Pooling leaves prompt tokens out
 (``include_prompt: false``), the prompt's token count is fed to the graph's ``prompt_length`` input
-(``exporter.prompt_graph``), or taken out of the mask when pooling here in numpy.
+(``exporter.builders.prompt_graph``), or taken out of the mask when pooling here in numpy.
 
-The graph's ``sentence_embedding`` output (pooling and Normalize inside, see ``exporter.export_onnx``)
+The graph's ``sentence_embedding`` output (pooling and Normalize inside, see ``exporter.builders.export_onnx``)
 is used when present. A graph with only token embeddings (e.g. one exported by another tool) is pooled
 in numpy exactly as the model's Pooling/Normalize modules say, if those are the only modules after the
 Transformer.
@@ -29,11 +29,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from exporter import st_modules
 from exporter.errors import IntegrityError, UsageError
+from exporter.source import st_modules
 
 SENTENCE_OUTPUT = "sentence_embedding"
-SPARSE_OUTPUT = "sparse_embedding"  # SPLADE vectors [batch, vocab] (exporter.export_onnx_sparse)
+SPARSE_OUTPUT = "sparse_embedding"  # SPLADE vectors [batch, vocab] (exporter.builders.export_onnx_sparse)
 TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 # Providers that a session lists but that run no local graph nodes (onnxruntime lists Azure first).
@@ -289,7 +289,7 @@ class Encoder:
     def _prompt_length(self, prompt: str) -> int | None:
         """Tokens to leave out of pooling when the model's Pooling excludes the prompt (``include_prompt``
         false), counted as sentence-transformers counts them; None when nothing is excluded."""
-        from exporter import prompt_graph
+        from exporter.builders import prompt_graph
 
         if not prompt or self.facts.pooling is None or self.facts.pooling.include_prompt:
             return None
@@ -391,7 +391,7 @@ def load(
     each embedding, after pooling and Normalize and without re-normalising, as ``SentenceTransformer(
     truncate_dim=N).encode`` does; a graph that truncates already (exporter's ONNX) is unchanged by it."""
     artifact_dir = Path(artifact_dir)
-    from exporter.package import safe_relpath
+    from exporter.ship.package import safe_relpath
 
     opener = BACKENDS.get(backend)
     if opener is None:

@@ -101,11 +101,11 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         precision=Precision.FP32,
         file_name="onnx/model.onnx",
         summary="fp32 ONNX of the whole model (pooling and normalisation inside); the exact baseline.",
-        builder="exporter.export_onnx:build_base",
+        builder="exporter.builders.export_onnx:build_base",
         kinds=ALL_KINDS,
         best=BestIf(),
     ),
-    # ONNX Runtime graph optimisation of the base graph (exporter.export_onnx_optimize).
+    # ONNX Runtime graph optimisation of the base graph (exporter.builders.export_onnx_optimize).
     *(
         VariantSpec(
             id=f"onnx-{level.lower()}",  # the manifest schema wants lower-case ids
@@ -113,7 +113,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
             precision=Precision.FP32,
             file_name=f"onnx/model_{level}.onnx",
             summary=summary,
-            builder="exporter.export_onnx_optimize:build_optimized",
+            builder="exporter.builders.export_onnx_optimize:build_optimized",
             derives_from="onnx",
             options={"level": level},
             kinds=ALL_KINDS,
@@ -131,13 +131,13 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="onnx/model_O4.onnx",
         summary="O3 + fp16, for GPU: ONNX Runtime gains nothing from fp16 on CPU (no faster, often slower); "
         "built only on request.",
-        builder="exporter.export_onnx_optimize:build_optimized",
+        builder="exporter.builders.export_onnx_optimize:build_optimized",
         derives_from="onnx",
         options={"level": "O4"},
         on_request_only=True,
         kinds=ALL_KINDS,
     ),
-    # Int8 ONNX (exporter.export_onnx_quantize): dynamic ISA presets as sentence-transformers names them.
+    # Int8 ONNX (exporter.builders.export_onnx_quantize): dynamic ISA presets as sentence-transformers names them.
     *(
         VariantSpec(
             id=f"onnx-{dtype}-{isa.replace('_', '-')}",
@@ -146,7 +146,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
             file_name=f"onnx/model_{dtype}_{isa}.onnx",
             summary=f"Dynamic int8 preset for {label} (optimum/ST defaults); fast, but ~0.97 min cosine on "
             "all-MiniLM-L6-v2: may fail the 0.99 gate.",
-            builder="exporter.export_onnx_quantize:build_dynamic",
+            builder="exporter.builders.export_onnx_quantize:build_dynamic",
             derives_from="onnx",
             options={"preset": isa},
             kinds=ALL_KINDS,
@@ -176,7 +176,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="onnx/model_qint8_static.onnx",
         summary="Static int8 (QDQ, weight MatMuls) calibrated on the calibration texts; 0.73 min cosine on "
         "all-MiniLM-L6-v2, far below the int8 gate: not in `all`, built only on request.",
-        builder="exporter.export_onnx_quantize:build_static",
+        builder="exporter.builders.export_onnx_quantize:build_static",
         derives_from="onnx",
         on_request_only=True,
     ),
@@ -187,7 +187,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="onnx/model_qint8_fidelity.onnx",
         summary="Dynamic int8 with the most sensitive MatMuls kept in float (measured search on calibration "
         "texts); the int8 to use when fidelity matters.",
-        builder="exporter.export_onnx_quantize:build_fidelity",
+        builder="exporter.builders.export_onnx_quantize:build_fidelity",
         derives_from="onnx",
     ),
     VariantSpec(
@@ -196,7 +196,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         precision=Precision.FP32,
         file_name="openvino/openvino_model.xml",
         summary="fp32 OpenVINO IR exported from torch; the OpenVINO baseline, fast on Intel CPUs.",
-        builder="exporter.export_openvino:build_fp32",
+        builder="exporter.builders.export_openvino:build_fp32",
         model_kwargs=OV_F32,
         kinds=ALL_KINDS,
         best=BestIf(),
@@ -208,7 +208,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="openvino/openvino_model.xml",
         summary="The fp32 IR run with INFERENCE_PRECISION_HINT=bf16 (no extra files): near-fp32 fidelity, much "
         "faster on CPUs with AVX512_BF16 or AMX; not applicable elsewhere.",
-        builder="exporter.export_openvino:build_bf16",
+        builder="exporter.builders.export_openvino:build_bf16",
         model_kwargs=OV_BF16,
         derives_from="openvino",
         requires=BF16_UNITS,
@@ -220,7 +220,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         precision=Precision.FP16,
         file_name="openvino/openvino_model_fp16.xml",
         summary="OpenVINO IR with fp16 weights: half the size; CPUs still compute in fp32, so no speed-up.",
-        builder="exporter.export_openvino:build_fp16",
+        builder="exporter.builders.export_openvino:build_fp16",
         model_kwargs=OV_F32,
         derives_from="openvino",
         kinds=ALL_KINDS,
@@ -231,7 +231,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         precision=Precision.INT8,
         file_name="openvino/openvino_model_int8_weights.xml",
         summary="OpenVINO IR with NNCF int8 weights (weight-only, no calibration): ~4x smaller, near-fp32 fidelity.",
-        builder="exporter.export_openvino:build_int8_weights",
+        builder="exporter.builders.export_openvino:build_int8_weights",
         model_kwargs=OV_F32,
         derives_from="openvino",
         options={"mode": "int8_asym"},
@@ -244,7 +244,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         precision=Precision.INT8,
         file_name="openvino/openvino_model_qint8_quantized.xml",
         summary="OpenVINO IR with NNCF static int8 (calibrated, SmoothQuant): fastest with VNNI/AMX; loses fidelity.",
-        builder="exporter.export_openvino:build_qint8",
+        builder="exporter.builders.export_openvino:build_qint8",
         model_kwargs=OV_F32,
         derives_from="openvino",
         options={
@@ -264,7 +264,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="openvino/openvino_model_qint8_fidelity.xml",
         summary="OpenVINO static int8 with the fewest residual-writing MatMuls kept in float (measured search on "
         "calibration texts): on all-MiniLM-L6-v2 ~1.3x openvino-int8-weights and passes the int8 gate.",
-        builder="exporter.export_openvino_fidelity:build_qint8_fidelity",
+        builder="exporter.builders.export_openvino_fidelity:build_qint8_fidelity",
         model_kwargs=OV_F32,
         derives_from="openvino",
         best=BestIf(),
@@ -276,7 +276,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="openvino/openvino_model_qint8_fidelity.xml",
         summary="openvino-qint8-fidelity's IR run with INFERENCE_PRECISION_HINT=bf16: the MatMuls kept out of "
         "int8 (and every other float op) compute in bf16, not fp32; CPUs with AVX512_BF16 or AMX only.",
-        builder="exporter.export_openvino:build_bf16",
+        builder="exporter.builders.export_openvino:build_bf16",
         model_kwargs=OV_BF16,
         derives_from="openvino-qint8-fidelity",
         requires=BF16_UNITS,
@@ -287,10 +287,10 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         backend=Backend.TORCH,
         precision=Precision.INT8,
         file_name="quanto/model.safetensors",
-        summary="torch model with optimum-quanto int8 weights (exporter.export_quanto.load_quanto); "
+        summary="torch model with optimum-quanto int8 weights (exporter.builders.export_quanto.load_quanto); "
         "smaller Linear weights, near-fp32 fidelity, no CPU speed-up.",
-        builder="exporter.export_quanto:build_int8",
-        loader="exporter.export_quanto:load_quanto",
+        builder="exporter.builders.export_quanto:build_int8",
+        loader="exporter.builders.export_quanto:load_quanto",
         options={"weights": "qint8", "activations": None, "exclude": []},
     ),
 )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import consumers, parity
+from exporter.quality import consumers, parity
 from tests import hub_fixtures as hf
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,5 +66,5 @@ def consumer_artifact(tiny_model_dir, tmp_path_factory, node_modules) -> Path:
 
 @pytest.fixture
 def node_env(node_modules, monkeypatch):
-    """Point exporter.consumers (and the verify process it starts) at the installed transformers.js."""
+    """Point exporter.quality.consumers (and the verify process it starts) at the installed transformers.js."""
     monkeypatch.setenv(consumers.NODE_MODULES_ENV, str(node_modules))

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from exporter.hubcache import hub_cache_dir, seed_snapshot
+from exporter.source.hubcache import hub_cache_dir, seed_snapshot
 
 TINY_REPO = "tests-org/tiny-st"
 TINY_SHA = "0123456789abcdef0123456789abcdef01234567"

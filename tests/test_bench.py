@@ -18,7 +18,7 @@ SIZES = [1, 4]
 
 @pytest.fixture
 def benched(artifact):  # noqa: F811 - the fixture imported above
-    from exporter import bench
+    from exporter.quality import bench
 
     result = bench.bench(artifact, batch_sizes=SIZES, threads=1, max_texts=12, rounds=2)
     return artifact, result, bench.record(artifact, result)
@@ -56,7 +56,7 @@ def test_recorded_in_manifest(benched):
 
 
 def test_recommended_satisfies_its_rule(benched):
-    from exporter.recommend import eligible, rule_batch
+    from exporter.quality.recommend import eligible, rule_batch
 
     _, _, manifest = benched
     rec = manifest["recommended"]
@@ -71,7 +71,7 @@ def test_recommended_satisfies_its_rule(benched):
 
 def test_recommend_skips_failed_variants():
     """The rule on hand-set figures: a faster variant that fails a threshold is never chosen."""
-    from exporter.recommend import recommend
+    from exporter.quality.recommend import recommend
 
     def variant(vid, ratio, passed, size):
         return {
@@ -98,7 +98,7 @@ def test_recommend_skips_failed_variants():
 
 
 def test_bench_refuses_tampered_files(artifact):  # noqa: F811
-    from exporter import bench
+    from exporter.quality import bench
 
     (artifact / "onnx" / "model.onnx").write_bytes(b"swapped")
     with pytest.raises(IntegrityError) as err:
@@ -109,7 +109,7 @@ def test_bench_refuses_tampered_files(artifact):  # noqa: F811
 
 @pytest.mark.parametrize("text", ["", "0", "a,b", "8,-1"])
 def test_bad_batch_sizes(text):
-    from exporter.bench import parse_batch_sizes
+    from exporter.quality.bench import parse_batch_sizes
 
     with pytest.raises(ExporterError) as err:
         parse_batch_sizes(text)
@@ -120,7 +120,7 @@ def test_cli_bench_json(artifact, tmp_path):  # noqa: F811
     import typer
     from typer.testing import CliRunner
 
-    from exporter.cli_quality import bench as bench_cmd
+    from exporter.cli.quality import bench as bench_cmd
 
     app = typer.Typer()
     app.command()(bench_cmd)

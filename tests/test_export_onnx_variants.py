@@ -102,7 +102,7 @@ def test_variant_is_built_and_parity_checked(built, variant_id):
     assert build["derived_from"] == {"variant": "onnx", "file": "onnx/model.onnx", "sha256": base_sha}
     assert "optimization_level" in build and "quantization" in build
     graph = onnx.load(str(out / spec.file_name), load_external_data=False).graph
-    # The base graph's contract survives optimisation and quantisation (exporter.export_onnx).
+    # The base graph's contract survives optimisation and quantisation (exporter.builders.export_onnx).
     assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
     assert [o.name for o in graph.output] == ["last_hidden_state", "sentence_embedding"]
 
@@ -165,8 +165,8 @@ def base_stage(tiny_model_dir, tmp_path_factory):
     """A stage holding the tiny model's base graph, and a context over a few calibration texts."""
     import shutil
 
-    from exporter.build import BuildContext
-    from exporter.export_onnx import build_base
+    from exporter.builders.context import BuildContext
+    from exporter.builders.export_onnx import build_base
 
     stage = tmp_path_factory.mktemp("fidelity") / "stage"
     shutil.copytree(tiny_model_dir, stage, ignore=shutil.ignore_patterns("*.safetensors"))
@@ -186,7 +186,7 @@ def _fidelity_spec(**options):
 
 def test_fidelity_search_screens_every_candidate_and_keeps_the_worst_in_float(base_stage):
     """An unreachable goal (cosine 1.001) makes the search screen all 12 MatMuls and run its greedy steps."""
-    from exporter.export_onnx_quantize import build_fidelity
+    from exporter.builders.export_onnx_quantize import build_fidelity
 
     spec = _fidelity_spec(
         target_cosine_min=1.0, margin=0.001, target_nn10=0.0, nn10_margin=0.0, max_float_fraction=0.25
@@ -204,7 +204,7 @@ def test_fidelity_search_screens_every_candidate_and_keeps_the_worst_in_float(ba
 
 def test_fidelity_search_stops_at_its_budget(base_stage):
     """A zero budget screens nothing and keeps nothing in float, and says why."""
-    from exporter.export_onnx_quantize import build_fidelity
+    from exporter.builders.export_onnx_quantize import build_fidelity
 
     spec = _fidelity_spec(budget_seconds=0.0, target_cosine_min=1.0, margin=0.001)
     build = build_fidelity(base_stage, spec).build
@@ -218,7 +218,7 @@ def test_fidelity_int8_keeps_099_on_the_embedded_default(tmp_path, capsys):
     """The issue's claim on all-MiniLM-L6-v2: >= 0.99 min cosine and nn@10 >= 0.95 on the built-in probes."""
     import os
 
-    from exporter.default_model import DEFAULT_MODEL, seed_default
+    from exporter.source.default_model import DEFAULT_MODEL, seed_default
 
     seed_default(Path(os.environ["HF_HUB_CACHE"]))
     out = tmp_path / "minilm"

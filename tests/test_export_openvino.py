@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.build import BuildContext
+from exporter.builders.context import BuildContext
+from exporter.builders.export_openvino import BASE_FILE
 from exporter.errors import ExportFailed
-from exporter.export_openvino import BASE_FILE
 from exporter.variants import CATALOGUE, Backend, Precision
 
 # The bf16 variants write no file of their own (their base's IR with a bf16 hint): tests/test_hostcaps_best.py.
-OV_MODULES = ("exporter.export_openvino:", "exporter.export_openvino_fidelity:")
+OV_MODULES = ("exporter.builders.export_openvino:", "exporter.builders.export_openvino_fidelity:")
 OPENVINO_VARIANTS = tuple(s for s in CATALOGUE if s.builder.startswith(OV_MODULES) and not s.builder.endswith("_bf16"))
 EXERCISED_VARIANTS = tuple(s.id for s in OPENVINO_VARIANTS)  # each built and loaded below (test_catalogue)
 
@@ -131,7 +131,7 @@ def test_floating_matmuls_in_the_quantised_model_restores_fp32_ops(built, tiny_m
     weights, and the embeddings move towards torch's."""
     import openvino as ov
 
-    from exporter.export_openvino_fidelity import _OvScorer, float_matmuls, residual_writers
+    from exporter.builders.export_openvino_fidelity import _OvScorer, float_matmuls, residual_writers
 
     stage, _ = built
     core = ov.Core()

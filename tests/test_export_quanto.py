@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.build import BuildContext
+from exporter.builders.context import BuildContext
+from exporter.builders.export_quanto import CONFIG_FILE, QMAP_FILE, WEIGHTS_FILE, load_quanto
 from exporter.errors import ExportFailed
-from exporter.export_quanto import CONFIG_FILE, QMAP_FILE, WEIGHTS_FILE, load_quanto
 from exporter.variants import BY_ID, Backend, Precision
 
 TEXTS = [
@@ -70,7 +70,7 @@ def test_build_does_not_quantise_the_shared_reference(built):
 
 _LOAD_SCRIPT = """
 import json, sys
-from exporter.export_quanto import load_quanto
+from exporter.builders.export_quanto import load_quanto
 from optimum.quanto import QModuleMixin
 model = load_quanto(sys.argv[1])
 assert any(isinstance(m, QModuleMixin) for m in model.modules())

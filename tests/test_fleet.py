@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter import fleet
-from exporter.recipe import load_all, load_recipe, recipe_to_plan
+from exporter.fleet import runs as fleet
+from exporter.fleet.recipe import load_all, load_recipe, recipe_to_plan
 from tests.artifact_factory import make_artifact
 from tests.hub_fixtures import TINY_SHA, seed_tiny
 from tests.test_matrix import invoke
@@ -100,7 +100,7 @@ def test_a_crashed_worker_does_not_stop_the_others(tmp_path, monkeypatch):
 def test_worker_command_runs_the_recipe_in_a_fresh_interpreter(tmp_path):
     result = tmp_path / "r.result.json"
     cmd = fleet.worker_command(tmp_path / "r.yaml", artifacts_root=tmp_path, result=result, force=True, variants="onnx")
-    assert cmd[:3] == [sys.executable, "-m", "exporter.cli_recipes"]
+    assert cmd[:3] == [sys.executable, "-m", "exporter.cli.recipes"]
     assert cmd[-1] == str(tmp_path / "r.yaml") and "--force" in cmd
     assert cmd[cmd.index("--result") + 1] == str(result)
 
@@ -153,7 +153,7 @@ class Interrupt:
 
 def build_copy(ctx, spec):
     """A derived test variant: a copy of the base ONNX graph (Ctrl-C while building it when armed)."""
-    from exporter.build import BuildResult
+    from exporter.builders.context import BuildResult
 
     if Interrupt.armed:
         raise KeyboardInterrupt
@@ -165,7 +165,8 @@ def build_copy(ctx, spec):
 @pytest.fixture
 def copy_variant(monkeypatch):
     """Add a variant derived from onnx to the catalogue, and count how often the base is built."""
-    from exporter import export_onnx, variants
+    from exporter import variants
+    from exporter.builders import export_onnx
 
     spec = variants.VariantSpec(
         id="onnx-copy",
@@ -248,7 +249,7 @@ def test_run_prints_a_summary_table_and_exits_with_the_failure(tmp_path, monkeyp
 # ------------------------------------------------------------------------------ the default, offline
 @pytest.mark.slow
 def test_the_default_recipe_runs_end_to_end_offline(tmp_path):
-    from exporter.default_model import seed_default
+    from exporter.source.default_model import seed_default
 
     seed_default()
     recipe = Path(__file__).resolve().parent.parent / "recipes" / "all-MiniLM-L6-v2.yaml"

@@ -273,7 +273,7 @@ def test_refusals(case, tmp_path, tiny_model_dir):
 
 # ---------------------------------------------------------------------------------- what stays allowed
 def test_hub_cache_snapshot_links_into_its_blobs_still_resolve(tiny_model_dir):
-    from exporter import source
+    from exporter.source import resolve as source
 
     snapshot = hf.seed_tiny(tiny_model_dir)
     assert (snapshot / "config.json").is_symlink()
@@ -282,7 +282,7 @@ def test_hub_cache_snapshot_links_into_its_blobs_still_resolve(tiny_model_dir):
 
 
 def test_a_link_that_stays_inside_a_local_folder_is_accepted(tiny_model_copy):
-    from exporter import source
+    from exporter.source import resolve as source
 
     (tiny_model_copy / "README.txt").symlink_to("1_Pooling/config.json")
     src = source.resolve(source.parse_model_ref(str(tiny_model_copy)))
@@ -384,7 +384,7 @@ def test_kill_9_mid_export_then_the_next_run_cleans_up_and_replaces_our_artifact
 
 
 def test_pull_force_replaces_an_earlier_pull_and_cleans_a_killed_pulls_leftovers(tmp_path_factory, tmp_path):
-    from exporter import registry as reg
+    from exporter.ship import registry as reg
     from tests.registry_server import running_registry
 
     art = make_artifact(tmp_path / "art", recommended="onnx")

@@ -159,7 +159,7 @@ class _Recorder:
 def test_long_runs_report_progress_per_chunk_and_keep_row_order():
     import numpy as np
 
-    from exporter.parity_run import PROGRESS_CHUNK, run_chunked
+    from exporter.quality.parity_run import PROGRESS_CHUNK, run_chunked
 
     n = 2 * PROGRESS_CHUNK + 5
     progress = _Recorder()
@@ -182,7 +182,7 @@ def test_norm_fault_in_a_real_minilm_artifact_fails_verify(tmp_path):
     the runtime path (the graph's sentence_embedding, what torch-free servers read) must catch it."""
     import os
 
-    from exporter.default_model import DEFAULT_MODEL, seed_default
+    from exporter.source.default_model import DEFAULT_MODEL, seed_default
 
     seed_default(Path(os.environ["HF_HUB_CACHE"]))
     good = tmp_path / "minilm"

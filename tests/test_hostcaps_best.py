@@ -111,7 +111,7 @@ def test_best_on_the_embedded_default_recommends_a_passing_int8_with_its_float_o
     import os
     from pathlib import Path
 
-    from exporter.default_model import DEFAULT_MODEL, seed_default
+    from exporter.source.default_model import DEFAULT_MODEL, seed_default
 
     seed_default(Path(os.environ["HF_HUB_CACHE"]))
     out = tmp_path / "minilm"
@@ -136,8 +136,8 @@ def test_best_with_nothing_to_bench_prints_the_summary_and_fails_the_gate_withou
     from exporter import cli
     from exporter import manifest as mf
     from exporter.errors import ExitCode, FidelityError
-    from exporter.parity import parse_threshold_overrides
     from exporter.pipeline import ExportPlan, run_export
+    from exporter.quality.parity import parse_threshold_overrides
 
     out = tmp_path / "strict"
     strict = parse_threshold_overrides(["cosine_min=1.0"])  # fp32 ONNX differs from torch in the last bits
@@ -157,8 +157,8 @@ def test_bf16_variants_are_not_applicable_to_verify_or_bench_on_a_host_without_b
     """On a CPU without bf16 units OpenVINO silently runs a bf16 hint in f32: verify skips such a variant (one
     line naming the missing flags, never "passed") and bench leaves it out, instead of reporting f32 figures
     under the bf16 name."""
-    from exporter import bench, verify
     from exporter.pipeline import ExportPlan, run_export
+    from exporter.quality import bench, verify
 
     with monkeypatch.context() as mp:  # built as on a host with the units
         mp.setattr(variants, "this_host", lambda: Host.of("avx512_bf16"))

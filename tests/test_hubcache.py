@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter import default_model, source
 from exporter.errors import ExitCode, IntegrityError, SourceError
 from exporter.fsutil import sha256_file
-from exporter.hubcache import (
+from exporter.source import default_model
+from exporter.source import resolve as source
+from exporter.source.hubcache import (
     blob_hash_matches,
     git_blob_sha1,
     hub_cache_dir,

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter import kinds, parity, variants
+from exporter import kinds, variants
 from exporter import manifest as mf
 from exporter.errors import UsageError
 from exporter.kinds import ModelKind
+from exporter.quality import parity
 from exporter.variants import CATALOGUE, Precision
 from tests.cli_runner import invoke, run_cli
 from tests.tiny_models import build_tiny_cross_encoder, build_tiny_sparse_encoder

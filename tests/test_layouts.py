@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter import consumers, kinds, layouts, st_modules
+from exporter import kinds
+from exporter.quality import consumers
+from exporter.ship import layouts
+from exporter.source import st_modules
 from tests.cli_runner import invoke
 from tests.consumer_fixtures import FP32, ONNX, short_texts
 
@@ -146,7 +149,7 @@ def test_triton_layout_names_a_tensor_type_it_cannot_map(tmp_path):
 @pytest.fixture(scope="module")
 def external_data_artifact(tmp_path_factory) -> Path:
     """The tiny model's onnx-o1 variant (onnx/model_O1.onnx) exported with its weights in external data."""
-    from exporter import external_data
+    from exporter.builders import external_data
     from tests.tiny_models import build_tiny_sentence_transformer
 
     root = tmp_path_factory.mktemp("layout-external")
@@ -166,7 +169,7 @@ def external_data_artifact(tmp_path_factory) -> Path:
 def test_renamed_graph_names_its_renamed_external_data(external_data_artifact, tmp_path, layout):
     import onnxruntime as ort
 
-    from exporter import external_data
+    from exporter.builders import external_data
 
     art = external_data_artifact
     out = _layout(art, tmp_path, layout, "onnx-o1")

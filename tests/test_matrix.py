@@ -10,10 +10,10 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from exporter import cli_recipes
+from exporter.cli import recipes as cli_recipes
 from exporter.errors import UsageError
-from exporter.matrix import GITHUB_MATRIX_LIMIT, MatrixFormat, matrix_entries, render
-from exporter.recipe import load_all
+from exporter.fleet.matrix import GITHUB_MATRIX_LIMIT, MatrixFormat, matrix_entries, render
+from exporter.fleet.recipe import load_all
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SHA = "0123456789abcdef0123456789abcdef01234567"

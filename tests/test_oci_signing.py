@@ -14,11 +14,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from exporter import attestation, modelpack, referrers
 from exporter import manifest as mf
-from exporter import registry as reg
-from exporter.oci_client import INDEX_MEDIA_TYPE, RegistryClient
-from exporter.signing import BUNDLE_MEDIA_TYPE
+from exporter.ship import attestation, modelpack, referrers
+from exporter.ship import registry as reg
+from exporter.ship.oci_client import INDEX_MEDIA_TYPE, RegistryClient
+from exporter.ship.signing import BUNDLE_MEDIA_TYPE
 from tests.artifact_factory import REVISION, SHA12, make_artifact
 from tests.cli_runner import invoke
 from tests.registry_server import AUTH_PASSWORD, AUTH_USER, running_registry
@@ -134,7 +134,7 @@ def test_sign_publish_inspect_promote_pull(registry, artifact, keys, tmp_path):
 
 
 def reg_sig_type() -> str:
-    from exporter.signing import SIGNATURE_PREDICATE
+    from exporter.ship.signing import SIGNATURE_PREDICATE
 
     return SIGNATURE_PREDICATE
 

@@ -13,7 +13,7 @@ import pytest
 
 from exporter import manifest as mf
 from exporter.errors import FidelityError, IntegrityError, UsageError
-from exporter.package import FIXED_MTIME, build_package, unpack_package
+from exporter.ship.package import FIXED_MTIME, build_package, unpack_package
 from tests.artifact_factory import make_artifact
 
 

@@ -10,9 +10,9 @@ import jsonschema
 import numpy as np
 import pytest
 
-from exporter import parity
 from exporter.errors import ExitCode, FidelityError, UsageError
-from exporter.parity import DEFAULT_THRESHOLDS, ParityMetrics, PrecisionClass, Thresholds
+from exporter.quality import parity
+from exporter.quality.parity import DEFAULT_THRESHOLDS, ParityMetrics, PrecisionClass, Thresholds
 from exporter.variants import Precision, VariantSpec
 
 
@@ -421,7 +421,7 @@ def test_a_collapsed_candidate_never_skips_its_own_gate(name, broken):
 
 
 def test_tie_ranks_chain_values_within_the_tolerance():
-    from exporter.parity_rank import tie_ranks
+    from exporter.quality.parity_rank import tie_ranks
 
     x = np.array([0.5, 0.5 + 4e-7, 0.5 + 8e-7, 0.9, 0.1])
     np.testing.assert_allclose(tie_ranks(x), [3, 3, 3, 5, 1])
@@ -455,7 +455,7 @@ def test_norm_error_of_zero_rows():
 
 # -------------------------------------------------------------------------------- bounded cost
 def test_samples_are_capped_seeded_and_close_to_the_full_value(monkeypatch):
-    from exporter import parity_rank
+    from exporter.quality import parity_rank
 
     ref = _clustered(n=300, clusters=15)
     cand = ref + np.random.default_rng(4).normal(scale=0.02, size=ref.shape)
@@ -472,7 +472,7 @@ def test_samples_are_capped_seeded_and_close_to_the_full_value(monkeypatch):
 
 
 def test_blockwise_neighbour_search_equals_one_block(monkeypatch):
-    from exporter import parity_rank
+    from exporter.quality import parity_rank
 
     ref = _clustered(n=150)
     cand = ref + np.random.default_rng(6).normal(scale=0.05, size=ref.shape)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import probes
 from exporter.errors import ExitCode, ProbeError
+from exporter.quality import probes
 
 # ------------------------------------------------------------------------------------- built-in sets
 

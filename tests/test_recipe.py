@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter import cli_recipes
+from exporter.cli import recipes as cli_recipes
 from exporter.errors import SourceError, UsageError
-from exporter.pipeline import ExportPlan
-from exporter.recipe import (
+from exporter.fleet.recipe import (
     Kind,
     find_recipes,
     load_all,
@@ -22,6 +21,7 @@ from exporter.recipe import (
     recipe_to_plan,
     save_recipe,
 )
+from exporter.pipeline import ExportPlan
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -308,8 +308,8 @@ def test_a_bf16_recipe_validates_and_plans_on_a_host_without_bf16(tmp_path, monk
     """The planner's CPU is not the builder's: a recipe naming openvino-bf16 loads, passes `run`'s up-front
     check and is planned on a host without bf16 units; the export itself (on the builder) checks the CPU."""
     from exporter import variants
+    from exporter.fleet.matrix import matrix_entries
     from exporter.hostcaps import Host
-    from exporter.matrix import matrix_entries
     from exporter.pipeline import ExportPlan, run_export
 
     monkeypatch.setattr(variants, "this_host", lambda: Host.of("avx2", "avx512f"))  # a CPU without bf16

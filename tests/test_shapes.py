@@ -1,4 +1,4 @@
-"""Every row of the support table (``exporter.shapes``), on a tiny model of its shape: exported through the
+"""Every row of the support table (``exporter.source.shapes``), on a tiny model of its shape: exported through the
 real pipeline with ``onnx,onnx-o2,openvino`` (those the row allows), then loaded in ONE fresh process through
 sentence-transformers (every variant) and the torch-free runtime (every ONNX graph) and compared with torch.
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter import shapes
 from exporter.errors import UsageError
+from exporter.source import shapes
 from tests.cli_runner import invoke
 from tests.test_export_onnx import TEXTS, run_fresh
 from tests.tiny_models import build_tiny_embedder
@@ -319,7 +319,8 @@ def test_refused_variant_is_named_and_left_out_of_all(tmp_path):
     result = invoke("export", str(src), "--variants", "onnx,onnx-o2", "--out", str(tmp_path / "a"))
     assert result.code == 2
     assert "onnx-o2 refused for Qwen3Model (model_type qwen3)" in result.err and "ORTOptimizer" in result.err
-    from exporter import kinds, preflight
+    from exporter import kinds
+    from exporter.source import preflight
 
     facts = preflight.inspect(src, "sentence-transformer")
     all_specs = kinds.select_variants("all", "sentence-transformer")
@@ -391,8 +392,8 @@ def test_fp16_overflow_is_caught_by_the_gate_and_never_shipped(tmp_path):
 
 
 def test_truncate_dim_round_trips_through_a_recipe(tmp_path):
+    from exporter.fleet.recipe import parse_recipe, plan_to_recipe, recipe_to_plan
     from exporter.pipeline import ExportPlan
-    from exporter.recipe import parse_recipe, plan_to_recipe, recipe_to_plan
 
     sha = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41"
     recipe = parse_recipe({"source": {"repo": "org/name", "revision": sha}, "truncate_dim": 256})
@@ -404,7 +405,7 @@ def test_truncate_dim_round_trips_through_a_recipe(tmp_path):
 def test_both_module_spellings_pass_the_preflight(tmp_path):
     """ST >= 5.4 writes sentence_transformers.base.modules.dense.Dense ...; older models say
     sentence_transformers.models.Dense: both are the same chain."""
-    from exporter import preflight, st_modules
+    from exporter.source import preflight, st_modules
 
     src = build_tiny_embedder(tmp_path / "legacy", **SHAPE_MODELS["bert-cls-dense-normalize"])
     modules = json.loads((src / "modules.json").read_text())
@@ -421,7 +422,8 @@ def test_both_module_spellings_pass_the_preflight(tmp_path):
 def test_architecture_without_an_openvino_exporter_is_refused_for_openvino_only(tiny_model_copy, tmp_path):
     """An architecture outside the table that optimum-intel cannot export: openvino variants are refused before
     loading anything, naming OpenVINO; an ONNX-only export is not refused (and never mentions OpenVINO)."""
-    from exporter import kinds, preflight
+    from exporter import kinds
+    from exporter.source import preflight
 
     config = json.loads((tiny_model_copy / "config.json").read_text())
     config.update(model_type="funnel", architectures=["FunnelModel"])

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from exporter import source
 from exporter.errors import ExitCode, IntegrityError, SourceError
 from exporter.fsutil import sha256_file
-from exporter.hubcache import hub_cache_dir
+from exporter.source import resolve as source
+from exporter.source.hubcache import hub_cache_dir
 from tests import hub_fixtures as hf
 from tests.hub_fixtures import OTHER_SHA, TINY_REPO, TINY_SHA
 
@@ -407,7 +407,7 @@ def test_safetensors_problem_short_and_huge_header(tmp_path):
 
 
 def test_uncached_default_model_hint_says_seed_default():
-    from exporter.default_model import DEFAULT_MODEL
+    from exporter.source.default_model import DEFAULT_MODEL
 
     with pytest.raises(SourceError) as info:
         _resolve(DEFAULT_MODEL)

@@ -2,7 +2,7 @@
 
 Tiny models of each shape are built locally and exported once per module; the read-only tests share the
 artifacts. Each artifact is re-checked in fresh processes: ``exporter verify`` (sentence-transformers
-loads every variant, ``exporter.verify``'s worker) and the torch-free runtime (a subprocess that must not
+loads every variant, ``exporter.quality.verify``'s worker) and the torch-free runtime (a subprocess that must not
 import torch).
 
 - SPLADE as sentence-transformers 5.0-5.6 saved it (``MLMTransformer`` + ``SpladePooling`` under
@@ -25,9 +25,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter import external_data, runtime, shape_check
 from exporter import manifest as mf
+from exporter import runtime
+from exporter.builders import external_data
 from exporter.errors import UsageError
+from exporter.source import shape_check
 from tests.cli_runner import invoke, run_cli
 from tests.tiny_models import build_tiny_sparse_encoder, build_tiny_static_embedding
 
@@ -169,7 +171,7 @@ def test_splade_pooling_in_the_graph_matches_sentence_transformers(tmp_path, str
     from onnx import TensorProto, helper
     from sentence_transformers.sparse_encoder.modules import SpladePooling
 
-    from exporter.export_onnx_sparse import SpladeFacts, add_splade_pooling
+    from exporter.builders.export_onnx_sparse import SpladeFacts, add_splade_pooling
 
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["logits"])],

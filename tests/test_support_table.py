@@ -1,4 +1,4 @@
-"""Meta-tests of the support table (``exporter.shapes``): every row is exercised by a test that builds a tiny
+"""Meta-tests of the support table (``exporter.source.shapes``): every row is exercised by a test that builds a tiny
 model of its shape and exports + verifies it (or checks its refusal), and README.md reproduces the table
 exactly as ``exporter list-architectures`` prints it.
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from exporter import shapes, variants
+from exporter import variants
+from exporter.source import shapes
 from tests import declarations
 from tests.cli_runner import invoke
 

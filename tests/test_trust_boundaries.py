@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import modelpack
 from exporter.errors import IntegrityError
+from exporter.ship import modelpack
 
 
 def _narrowed(variant: dict) -> dict:
@@ -59,7 +59,7 @@ def test_runtime_refuses_a_link_out_of_the_artifact(tmp_path_factory, tmp_path):
 
 
 def test_unencrypted_key_signs_even_with_a_password_set(tmp_path, monkeypatch):
-    from exporter import signing
+    from exporter.ship import signing
     from tests.signing_keys import make_keypair
 
     private, public = make_keypair(tmp_path, "plain")
@@ -69,8 +69,8 @@ def test_unencrypted_key_signs_even_with_a_password_set(tmp_path, monkeypatch):
 
 
 def test_private_key_is_read_once_from_a_checked_descriptor(tmp_path, monkeypatch):
-    from exporter import signing
     from exporter.errors import UsageError
+    from exporter.ship import signing
     from tests.signing_keys import make_keypair
 
     private, public = make_keypair(tmp_path, "k")
@@ -92,7 +92,7 @@ def test_private_key_is_read_once_from_a_checked_descriptor(tmp_path, monkeypatc
 
 
 def test_untrusted_bundle_without_key_hint_names_no_none(tmp_path):
-    from exporter import signing
+    from exporter.ship import signing
     from tests.signing_keys import make_keypair
 
     private, _ = make_keypair(tmp_path, "signer")

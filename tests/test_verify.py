@@ -2,7 +2,7 @@
 
 The artifact is real: the tiny model seeded into the test's Hub cache at a pinned sha, two fp32 ONNX
 variants (the plain graph and an ORT-optimised one) written with sentence-transformers' own export
-functions, parity measured with ``exporter.parity`` and a schema-valid manifest.
+functions, parity measured with ``exporter.quality.parity`` and a schema-valid manifest.
 """
 
 from __future__ import annotations
@@ -43,10 +43,12 @@ def _build_artifact(snapshot: Path, out: Path, probe_file: Path) -> Path:
     """Export two fp32 ONNX variants of the seeded tiny model and write a manifest like the pipeline's."""
     from sentence_transformers import SentenceTransformer, export_optimized_onnx_model
 
-    from exporter import __version__, parity, probes, source
+    from exporter import __version__
     from exporter.environment import environment
     from exporter.fsutil import record_files
     from exporter.pipeline import model_facts
+    from exporter.quality import parity, probes
+    from exporter.source import resolve as source
     from exporter.variants import Precision
 
     src = source.resolve(source.parse_model_ref(f"{TINY_REPO}@{TINY_SHA}"))
@@ -145,7 +147,7 @@ def _exit_code(exc: ExporterError) -> int:
 
 # -------------------------------------------------------------------------------------------- tests
 def test_good_artifact_passes(artifact):
-    from exporter.verify import raise_for, verify
+    from exporter.quality.verify import raise_for, verify
 
     report = verify(artifact)
     assert report.ok, report.to_dict()
@@ -161,7 +163,7 @@ def test_good_artifact_passes(artifact):
 
 
 def test_flipped_byte_exits_4_naming_the_file(artifact):
-    from exporter.verify import raise_for, verify
+    from exporter.quality.verify import raise_for, verify
 
     target = artifact / "onnx" / "model_O1.onnx"
     data = bytearray(target.read_bytes())
@@ -180,7 +182,7 @@ def test_flipped_byte_exits_4_naming_the_file(artifact):
 
 def test_swapped_variant_file_fails(artifact):
     """A variant's model file replaced by another variant's (valid ONNX, wrong bytes) fails integrity."""
-    from exporter.verify import raise_for, verify
+    from exporter.quality.verify import raise_for, verify
 
     shutil.copyfile(artifact / "onnx" / "model_O1.onnx", artifact / "onnx" / "model.onnx")
     report = verify(artifact)
@@ -192,7 +194,7 @@ def test_swapped_variant_file_fails(artifact):
 
 
 def test_extra_and_missing_files_are_named(artifact):
-    from exporter.verify import verify
+    from exporter.quality.verify import verify
 
     (artifact / "onnx" / "model_qint8_avx2.onnx").write_bytes(b"not listed")
     (artifact / "config.json").unlink()
@@ -225,7 +227,7 @@ def _perturb_weights(artifact: Path, file_name: str) -> None:
 
 def test_fidelity_failure_exits_3(artifact):
     """Files match a (re-written) manifest, but the model drifted from torch: the re-run parity fails, exit 3."""
-    from exporter.verify import raise_for, verify
+    from exporter.quality.verify import raise_for, verify
 
     _perturb_weights(artifact, "onnx/model_O1.onnx")
     report = verify(artifact)
@@ -241,7 +243,7 @@ def test_fidelity_failure_exits_3(artifact):
 
 
 def test_unknown_variant_is_usage_error(artifact):
-    from exporter.verify import verify
+    from exporter.quality.verify import verify
 
     with pytest.raises(ExporterError) as err:
         verify(artifact, ["nope"])
@@ -249,8 +251,8 @@ def test_unknown_variant_is_usage_error(artifact):
 
 
 def test_junit_has_one_case_per_variant_and_integrity(artifact, tmp_path):
-    from exporter import junit
-    from exporter.verify import verify
+    from exporter.quality import junit
+    from exporter.quality.verify import verify
 
     target = artifact / "onnx" / "model.onnx"
     data = bytearray(target.read_bytes())
@@ -274,7 +276,7 @@ def test_cli_verify_json_and_junit(artifact, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from exporter.cli_quality import verify as verify_cmd
+    from exporter.cli.quality import verify as verify_cmd
 
     app = typer.Typer()
     app.command()(verify_cmd)
@@ -294,8 +296,8 @@ def test_cli_verify_json_and_junit(artifact, tmp_path):
 
 def test_missing_reference_source(artifact):
     """Source not in the Hub cache: exit 2 when files are intact; a file failure still reports exit 4."""
-    from exporter.hubcache import hub_cache_dir
-    from exporter.verify import raise_for, verify
+    from exporter.quality.verify import raise_for, verify
+    from exporter.source.hubcache import hub_cache_dir
 
     shutil.rmtree(hub_cache_dir())
     with pytest.raises(ExporterError) as err:

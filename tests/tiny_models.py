@@ -218,7 +218,7 @@ def build_tiny_static_embedding(
     return out
 
 
-# --- one tiny model per architecture family (the support table's rows, exporter.shapes) ----------------
+# --- one tiny model per architecture family (the support table's rows, exporter.source.shapes) ----------------
 
 
 def _hf_config(family: str, vocab_size: int, hidden: int):

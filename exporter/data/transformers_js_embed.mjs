@@ -1,5 +1,5 @@
 // Embeds texts with transformers.js's feature-extraction pipeline, as a user's Node program does.
-// Usage: node transformers_js_embed.mjs REQUEST.json  (written by exporter.consumers)
+// Usage: node transformers_js_embed.mjs REQUEST.json  (written by exporter.quality.consumers)
 // REQUEST: {modules, local_model_path, name, model_file_name, pooling, normalize, batch, texts}
 // Prints one JSON line: the embeddings, [n][dim]. Library chatter goes to stderr.
 import { readFileSync } from "node:fs";

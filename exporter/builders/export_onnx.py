@@ -1,0 +1,417 @@
+"""The base fp32 ONNX export: one graph that serves both sentence-transformers and a torch-free runtime.
+
+The graph is exported with optimum-onnx's own sentence-transformers exporter (``onnx_export_from_model``
+on the loaded ``SentenceTransformer``, task ``feature-extraction``), which traces the *whole* module
+chain (Transformer -> Pooling -> Normalize/Dense ...). Two adjustments to optimum's stock config:
+
+- the token-level output is named ``last_hidden_state`` instead of optimum's ``token_embeddings``:
+  sentence-transformers' ``backend="onnx"`` runs the graph through ``ORTModelForFeatureExtraction``,
+  which reads exactly ``last_hidden_state`` and ignores any other output;
+- ``sentence_embedding`` gets a static width (the embedding dimension) when tracing left it symbolic.
+
+Graph (the contract every consumer in ``exporter.quality.consumers`` loads): inputs ``input_ids``,
+``attention_mask`` and, when the model's tokenizer emits them (BERT-like models), ``token_type_ids``
+(int64, [batch, sequence]): fastembed, transformers.js, TEI and OVMS feed what the tokenizer produces
+and some refuse a graph that lacks an input their tokenizer made. Outputs, in this order:
+``last_hidden_state`` ([batch, sequence, hidden]) FIRST, because fastembed takes ``outputs[0]`` and
+OVMS pools the first rank-3 output, then ``sentence_embedding`` ([batch, dim], pooled and, if the model
+has a Normalize module, L2-normalised; with ``truncate_dim`` its first N dimensions, as
+``SentenceTransformer(truncate_dim=N).encode`` returns), which TEI and the torch-free runtime use as is.
+A model whose Pooling excludes prompt tokens (``include_prompt: false``) gets an optional last input,
+``prompt_length`` (``exporter.builders.prompt_graph``).
+
+After export the graph is checked against the torch model (cosine on a few padded and over-long texts,
+bare and with the model's first prompts) and the artifact's tokenizer.json, as the runtime configures it,
+against the torch model's tokenizer.
+
+Cross-encoders and sparse encoders (``exporter.kinds``) get the transformer alone, exported with
+optimum's task for the head sentence-transformers' backend loads it with (``build_task_graph``):
+``text-classification`` for ``ORTModelForSequenceClassification`` and ``fill-mask`` for
+``ORTModelForMaskedLM``; both graphs output ``logits`` and take ``token_type_ids`` (a pair's segment B
+matters to a reranker). The activation (CrossEncoder) and ``SpladePooling`` (SparseEncoder) run in
+sentence-transformers on top, as they do for the torch model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from exporter.builders import prompt_graph
+from exporter.errors import ExporterError, ExportFailed
+from exporter.source import st_modules
+
+ONNX_FILE = "onnx/model.onnx"
+INPUT_NAMES = ("input_ids", "attention_mask")
+TOKEN_TYPE_INPUT = "token_type_ids"
+TOKEN_OUTPUT = "last_hidden_state"
+SENTENCE_OUTPUT = "sentence_embedding"
+# Files the staging folder must hold before export (relative to the Transformer module's folder).
+REQUIRED_STAGED = ("config.json", "tokenizer.json")
+CHECK_MIN_COSINE = 0.9999
+CHECK_PROMPTS = 2  # the model's first prompts are checked too (prompt tokens left out of pooling or not)
+
+# Texts for the post-export sanity check: mixed lengths (padding), case, accents, CJK, one over-long.
+CHECK_TEXTS = (
+    "Hello world",
+    "A",
+    "The quick brown fox jumps over the lazy dog.",
+    "Ünïcödé ÀCCENTS and MiXeD CaSe",
+    "東京は日本の首都です",
+    "what is the capital city of the country where the river runs fast? " * 60,
+)
+
+
+def input_names_for(model) -> tuple[str, ...]:
+    """The graph inputs for a loaded SentenceTransformer: ``token_type_ids`` too when its tokenizer emits
+    them and its transformer takes them (consumers feed what the tokenizer produces)."""
+    import inspect
+
+    module = model[0]
+    emitted = getattr(getattr(module, "tokenizer", None), "model_input_names", None) or ()
+    auto_model = getattr(module, "auto_model", None)
+    takes = auto_model is not None and TOKEN_TYPE_INPUT in inspect.signature(auto_model.forward).parameters
+    return INPUT_NAMES + ((TOKEN_TYPE_INPUT,) if TOKEN_TYPE_INPUT in emitted and takes else ())
+
+
+def _export_config_class(
+    token_only: bool = False,
+    prompt_input: bool = False,
+    truncate_dim: int | None = None,
+    input_names: tuple[str, ...] = INPUT_NAMES,
+):
+    """optimum's sentence-transformers ONNX config, with the token output renamed for ORTModel and put first
+    (``token_only``: the transformer's token embeddings alone, for backends that pool outside the graph;
+    ``prompt_input``: an optional ``prompt_length`` input that pooling honours, ``exporter.builders.prompt_graph``;
+    ``truncate_dim``: ``sentence_embedding`` keeps its first N dimensions, after Normalize, as ST's encode;
+    ``input_names``: ``token_type_ids`` too when the tokenizer emits them, see ``input_names_for``)."""
+    import torch
+    from optimum.exporters.onnx.model_configs import SentenceTransformersTransformerOnnxConfig
+    from optimum.exporters.onnx.model_patcher import SentenceTransformersTransformerPatcher
+
+    from exporter.builders import prompt_graph
+
+    def outputs(result):
+        if token_only:
+            return {TOKEN_OUTPUT: result["token_embeddings"]}
+        sentence = result[SENTENCE_OUTPUT]
+        sentence = sentence[:, :truncate_dim] if truncate_dim else sentence
+        return {TOKEN_OUTPUT: result["token_embeddings"], SENTENCE_OUTPUT: sentence}
+
+    class _Patcher(SentenceTransformersTransformerPatcher):
+        def __init__(self, config, model, model_kwargs):
+            super().__init__(config, model, model_kwargs)
+
+            def patched_forward(input_ids, attention_mask, token_type_ids=None):
+                features = {"input_ids": input_ids, "attention_mask": attention_mask}
+                if token_type_ids is not None:
+                    features[TOKEN_TYPE_INPUT] = token_type_ids
+                return outputs(self.orig_forward(features))
+
+            def patched_forward_with_prompt(input_ids, attention_mask, prompt_length, token_type_ids=None):
+                return outputs(
+                    prompt_graph.forward_excluding_prompt(
+                        model, input_ids, attention_mask, prompt_length, token_type_ids=token_type_ids
+                    )
+                )
+
+            self.patched_forward = patched_forward_with_prompt if prompt_input else patched_forward
+
+    class _Config(SentenceTransformersTransformerOnnxConfig):
+        _MODEL_PATCHER = _Patcher
+        _dummy_only_text = False
+
+        @property
+        def inputs(self) -> dict[str, dict[int, str]]:
+            base = {name: {0: "batch_size", 1: "sequence_length"} for name in input_names}
+            return {**base, prompt_graph.PROMPT_LENGTH: {}} if prompt_input and not self._dummy_only_text else base
+
+        def generate_dummy_inputs(self, framework: str = "pt", **kwargs):
+            self._dummy_only_text = True  # optimum has no generator for prompt_length: add it here
+            try:
+                dummy = super().generate_dummy_inputs(framework, **kwargs)
+            finally:
+                self._dummy_only_text = False
+            if prompt_input:
+                one = torch.tensor(1, dtype=torch.int64)
+                dummy[prompt_graph.PROMPT_LENGTH] = one if framework == "pt" else one.numpy()
+            return dummy
+
+        @property
+        def outputs(self) -> dict[str, dict[int, str]]:
+            token = {TOKEN_OUTPUT: {0: "batch_size", 1: "sequence_length"}}
+            return token if token_only else {**token, SENTENCE_OUTPUT: {0: "batch_size"}}
+
+    return _Config
+
+
+def check_supported(facts: st_modules.ModelFacts) -> None:
+    """Refuse model shapes the graph cannot reproduce, before spending time on tracing."""
+    first = facts.modules[0]
+    if first.kind is not st_modules.ModuleKind.TRANSFORMER:
+        raise ExportFailed(
+            f"the first module is {first.type}; the ONNX export needs a Transformer first module.",
+            "Only Transformer- and StaticEmbedding-based models export to ONNX with this tool.",
+        )
+
+
+def _check_staged(facts: st_modules.ModelFacts) -> None:
+    missing = [name for name in REQUIRED_STAGED if not (facts.transformer_dir / name).is_file()]
+    if missing:
+        raise ExportFailed(
+            f"the artifact folder {facts.transformer_dir} lacks {', '.join(missing)}.",
+            "Copy the source's config, tokenizer and module files into the artifact before the ONNX export "
+            "(the torch-free runtime needs tokenizer.json).",
+        )
+
+
+def _fix_output_shapes(path: Path, dim: int) -> None:
+    """Give ``sentence_embedding`` a static width if tracing left it symbolic (external data untouched)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for output in model.graph.output:
+        if output.name == SENTENCE_OUTPUT:
+            dims = output.type.tensor_type.shape.dim
+            if len(dims) == 2 and not dims[1].dim_value:
+                dims[1].ClearField("dim_param")
+                dims[1].dim_value = dim
+    onnx.save(model, str(path))
+
+
+def _cosines(a, b):
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+def _real_tokens(feeds) -> list[list[int]]:
+    """Token ids without padding, row by row."""
+    pairs = zip(feeds["input_ids"], feeds["attention_mask"], strict=True)
+    return [row[mask.astype(bool)].tolist() for row, mask in pairs]
+
+
+def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
+    """Check the exported graph, and the runtime's tokenisation, against the loaded torch model."""
+    import numpy as np
+
+    from exporter import runtime
+
+    texts = list(CHECK_TEXTS)
+    encoder = runtime.load(artifact_dir, file_name=file_name)
+    names = list(encoder.session.output_names)
+    if names[:2] != [TOKEN_OUTPUT, SENTENCE_OUTPUT]:
+        raise ExportFailed(f"the exported graph has outputs {names}.", "This is a bug in the exporter.")
+    features = model.preprocess(texts)  # no prompt here, nor below (prompt=""): the graph is checked bare
+    feeds = {n: features[n].numpy().astype(np.int64) for n in encoder.session.input_names if n in features}
+    (graph_emb,) = encoder.session.run([SENTENCE_OUTPUT], feeds)
+    reference = model.encode(texts, prompt="", convert_to_numpy=True, batch_size=len(texts))
+    graph_min = float(_cosines(reference, graph_emb).min())
+    if not graph_min >= CHECK_MIN_COSINE:
+        raise ExportFailed(
+            f"the exported ONNX graph disagrees with torch (min cosine {graph_min:.6f} < {CHECK_MIN_COSINE}).",
+            "Try another --opset; report the model if it persists.",
+        )
+    runtime_feeds, _ = encoder.tokenize(texts)
+    if _real_tokens(runtime_feeds) != _real_tokens(feeds):
+        raise ExportFailed(
+            "the artifact's tokenizer.json tokenises differently from the model's tokenizer "
+            "(transformers applies settings from tokenizer_config.json that the fast tokenizer file lacks).",
+            "Re-save the tokenizer with transformers (save_pretrained) so tokenizer.json carries them.",
+        )
+    runtime_min = float(_cosines(reference, encoder.encode(texts, prompt="")).min())
+    for prompt in list(dict.fromkeys(p for p in model.prompts.values() if p))[:CHECK_PROMPTS]:
+        with_prompt = model.encode(texts, prompt=prompt, convert_to_numpy=True, batch_size=len(texts))
+        runtime_min = min(runtime_min, float(_cosines(with_prompt, encoder.encode(texts, prompt=prompt)).min()))
+    if not runtime_min >= CHECK_MIN_COSINE:
+        raise ExportFailed(
+            f"the torch-free runtime disagrees with torch (min cosine {runtime_min:.6f}).",
+            "This is a bug in the exporter's runtime.",
+        )
+    return {"graph_min_cosine": graph_min, "runtime_min_cosine": runtime_min}
+
+
+def _trace_to(model, dest: Path, *, opset: int | None, task: str, config=None, prepare=None) -> list[Path]:
+    """Trace ``model`` with optimum's ``onnx_export_from_model`` in a temp folder beside ``dest``, let
+    ``prepare(graph_path)`` adjust the graph there, then move the graph and any external-data file to
+    ``dest`` (``model.onnx*`` renamed after ``dest``). Returns the files written."""
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=dest.parent) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx_export_from_model(
+                model,
+                output=tmp,
+                opset=opset,
+                task=task,
+                custom_onnx_configs={"model": config} if config is not None else None,
+                device="cpu",
+                do_validation=False,  # the callers check more (padding, truncation, tokenizer, outputs)
+            )
+        if prepare is not None:
+            prepare(Path(tmp) / "model.onnx")
+        written = []
+        for part in sorted(Path(tmp).glob("model.onnx*")):  # the graph and any external-data file
+            target = dest.parent / part.name.replace("model.onnx", dest.name, 1)
+            shutil.move(str(part), target)
+            written.append(target)
+    return written
+
+
+def export_base(
+    model_dir: Path,
+    out_dir: Path,
+    *,
+    opset: int | None = None,
+    trust_remote_code: bool = False,
+    info: dict[str, Any] | None = None,
+    truncate_dim: int | None = None,
+) -> list[Path]:
+    """Export ``model_dir`` (a sentence-transformers folder) to ``out_dir/onnx/model.onnx`` (fp32).
+
+    ``out_dir`` must already hold the source's config, tokenizer and module files. The graph lands in the
+    Transformer module's folder (the artifact root for every usual layout; ``0_Transformer/`` for the
+    oldest ST layout) because that is where ``model_kwargs={"file_name": ...}`` is resolved.
+    Returns the files written. ``info``, if given, is filled with build facts for the manifest.
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    try:
+        facts = st_modules.read(model_dir)
+        staged_facts = st_modules.read(out_dir)
+    except ExporterError as exc:
+        raise ExportFailed(f"cannot read the model modules: {exc.message}", exc.hint) from exc
+    check_supported(facts)
+    _check_staged(staged_facts)
+    dest = staged_facts.transformer_dir / ONNX_FILE
+    file_name = dest.relative_to(staged_facts.transformer_dir).as_posix()
+
+    try:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(
+            str(model_dir), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code
+        )
+        model.eval()
+        model.truncate_dim = truncate_dim  # the reference verify() compares with truncates too
+        prompt_input = prompt_graph.excludes_prompt(model)
+        config_class = _export_config_class(
+            prompt_input=prompt_input, truncate_dim=truncate_dim, input_names=input_names_for(model)
+        )
+        config = config_class(model[0].auto_model.config, task="feature-extraction")
+
+        def prepare(graph: Path) -> None:
+            _fix_output_shapes(graph, model.get_embedding_dimension())
+            if prompt_input:
+                prompt_graph.make_input_optional(graph)
+
+        written = _trace_to(model, dest, opset=opset, task="feature-extraction", config=config, prepare=prepare)
+    except ExporterError:
+        raise
+    except Exception as exc:
+        raise ExportFailed(
+            f"ONNX export of {model_dir.name} failed: {type(exc).__name__}: {exc}",
+            "Run with --verbose for the traceback; try another --opset.",
+        ) from exc
+
+    checks = verify(model, out_dir, file_name)
+    if info is not None:
+        import onnx
+
+        graph = onnx.load(str(dest), load_external_data=False)
+        info.update(
+            exporter="optimum-onnx onnx_export_from_model (library sentence_transformers, task feature-extraction)",
+            opset=next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None),
+            inputs=[i.name for i in graph.graph.input],
+            outputs=[o.name for o in graph.graph.output],
+            model=facts.to_dict(),
+            embedding_dim=model.get_embedding_dimension(),
+            truncate_dim=truncate_dim,
+            prompt_length_input=prompt_input,
+            **checks,
+        )
+    return written
+
+
+def export_token_graph(model, dest: Path, opset: int | None = None) -> Path:
+    """Export the loaded SentenceTransformer's transformer alone (inputs ``input_ids``/``attention_mask``,
+    output ``last_hidden_state``) to ``dest`` by tracing it as :func:`export_base` does. OpenVINO converts
+    this graph for architectures whose optimum-intel export is wrong (``exporter.source.shapes``)."""
+
+    config = _export_config_class(token_only=True)(model[0].auto_model.config, task="feature-extraction")
+    _trace_to(model, dest, opset=opset, task="feature-extraction", config=config)
+    return dest
+
+
+def build_base(ctx, spec):
+    """Variant builder for the catalogue (``exporter.variants``): the fp32 base graph of the model's kind."""
+    from exporter import kinds
+    from exporter.builders import export_onnx_static
+
+    if export_onnx_static.is_static(ctx.source_dir):  # StaticEmbedding: its own small graph
+        return export_onnx_static.build_static(ctx, spec)
+    return kinds.get(ctx.kind).onnx_build_fn()(ctx, spec)
+
+
+def build_embedder_graph(ctx, spec):
+    """The fp32 base graph of a sentence-transformer: the whole module chain (see the module docstring)."""
+    from exporter.builders.context import BuildResult
+
+    info: dict[str, Any] = {}
+    files = export_base(
+        ctx.source_dir,
+        ctx.stage_dir,
+        opset=ctx.options.get("opset"),
+        trust_remote_code=bool(ctx.options.get("trust_remote_code")),
+        info=info,
+        truncate_dim=ctx.options.get("truncate_dim"),
+    )
+    return BuildResult(files=files, build=info)
+
+
+def build_task_graph(ctx, spec):
+    """The fp32 base graph of a cross-encoder or sparse encoder: the transformer with its head, exported by
+    optimum with the kind's task; written where ``model_kwargs={"file_name": "onnx/model.onnx"}`` finds it."""
+    from exporter import kinds
+    from exporter.builders.context import BuildResult
+    from exporter.builders.export_openvino import transformer_path
+
+    kspec = kinds.get(ctx.kind)
+    dest = transformer_path(ctx.stage_dir) / ONNX_FILE
+    opset = ctx.options.get("opset")
+    try:
+        import onnx
+
+        hf_model = ctx.reference_model()[0].auto_model
+        hf_model.eval()
+        written = _trace_to(hf_model, dest, opset=opset, task=kspec.onnx_task)
+        graph = onnx.load(str(dest), load_external_data=False)
+    except ExporterError:
+        raise
+    except Exception as exc:
+        raise ExportFailed(
+            f"ONNX export ({kspec.onnx_task}) of the {ctx.kind} failed: {type(exc).__name__}: {exc}",
+            "Run with --verbose for the traceback; try another --opset.",
+        ) from exc
+    outputs = [o.name for o in graph.graph.output]
+    if not set(kspec.onnx_outputs) <= set(outputs):
+        raise ExportFailed(
+            f"the exported graph has outputs {outputs}; sentence-transformers' ONNX backend reads "
+            f"{', '.join(kspec.onnx_outputs)}.",
+            "This is a bug in the exporter.",
+        )
+    info = {
+        "exporter": f"optimum-onnx onnx_export_from_model (library transformers, task {kspec.onnx_task})",
+        "kind": ctx.kind,
+        "task": kspec.onnx_task,
+        "graph": "transformer with its head; the activation / SpladePooling run in sentence-transformers",
+        "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None),
+        "inputs": [i.name for i in graph.graph.input],
+        "outputs": outputs,
+    }
+    return BuildResult(files=written, build=info)

@@ -1,0 +1,207 @@
+"""The ``package``, ``publish``, ``pull``, ``sign``, ``inspect`` and ``promote`` commands (CLI layer only).
+
+Register them on the app with ``app.command()(package)`` etc. Errors are not caught here: the main app's
+shared handler turns each ``ExporterError`` into its one-line message, hint and exit code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+_INSECURE = "Allow plain HTTP to a registry that is not on this machine (loopback always uses HTTP)."
+_VERIFY_KEY = "Trusted public key (PEM, EC); repeat for several. Requires a signature and a passing attestation."
+_POLICY = "Policy file (JSON) naming the trusted keys and what is required (see README)."
+
+VerifyKeys = Annotated[list[Path] | None, typer.Option("--verify-key", help=_VERIFY_KEY)]
+PolicyFile = Annotated[Path | None, typer.Option("--policy", help=_POLICY)]
+
+
+def _policy(verify_key: list[Path] | None, policy: Path | None, *, required: bool = False):
+    from exporter.errors import UsageError
+    from exporter.ship.signing import key_policy, load_policy
+
+    if verify_key and policy:
+        raise UsageError("pass --verify-key or --policy, not both.", "Name the keys in the policy file.")
+    if policy:
+        return load_policy(policy)
+    if verify_key:
+        return key_policy(verify_key)
+    if required:
+        raise UsageError("this command verifies before it acts.", "Pass --verify-key PUB or --policy FILE.")
+    return None
+
+
+def package(
+    artifact: Annotated[Path, typer.Argument(help="The artifact folder (holds manifest.json).")],
+    variant: Annotated[
+        str | None, typer.Option(help="Variant id to package (default: the recommended or only variant).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Package file (.tar, or .tar.gz/.tgz); default <artifact>-<variant>.tar beside it."),
+    ] = None,
+    allow_failed: Annotated[
+        bool, typer.Option("--allow-failed", help="Package a variant whose parity check did not pass.")
+    ] = False,
+    layout: Annotated[
+        str | None,
+        typer.Option(
+            help="Write the folder a server loads instead of a tar: st, tei, fastembed, transformers.js, ovms, triton."
+        ),
+    ] = None,
+) -> None:
+    """Write a deterministic package of one variant: its files, the shared files, the narrowed manifest
+    (with --layout: the folder --out that the named server or library loads)."""
+    from exporter.ship.package import build_package
+
+    if layout is not None:
+        from exporter.errors import UsageError
+        from exporter.ship.layouts import write_layout
+
+        if out is None:
+            raise UsageError("--layout writes a folder: give it with --out DIR.", "")
+        written = write_layout(artifact, variant, layout, out, allow_failed=allow_failed)
+        typer.echo(f"{written['layout']} layout of {written['variant']}: {out} ({len(written['files'])} files)")
+        typer.echo(f"start: {written['start']}")
+        return
+    result = build_package(artifact, variant, out, allow_failed=allow_failed)
+    typer.echo(f"packaged {result.variant}: {result.path} ({result.files} files, {result.size} bytes)")
+    typer.echo(f"sha256:{result.sha256}")
+
+
+def publish(
+    artifact: Annotated[Path, typer.Argument(help="The artifact folder (holds manifest.json).")],
+    target: Annotated[str, typer.Argument(help="oci://HOST[:PORT]/REPO[:TAG]; the default tag is <sha12>-<variant>.")],
+    variant: Annotated[
+        str | None, typer.Option(help="Variant id, or 'all' (default: the recommended or only variant).")
+    ] = None,
+    allow_failed: Annotated[
+        bool,
+        typer.Option("--allow-failed", help="Publish a variant whose parity failed (annotated as such)."),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Move a tag that points at other content.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help=_INSECURE)] = False,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option("--sign-key", help="EC private key (PEM, mode 600): sign the files and the fidelity attestation."),
+    ] = None,
+    artifact_format: Annotated[
+        str, typer.Option("--format", help="modelpack (CNCF ModelPack, default) or exporter (the v1 dialect).")
+    ] = "modelpack",
+) -> None:
+    """Push each variant as an OCI artifact (one layer per file); the same content again is a no-op."""
+    from exporter.ship.registry import publish as do_publish
+
+    results = do_publish(
+        artifact,
+        target,
+        variant=variant,
+        allow_failed=allow_failed,
+        force=force,
+        insecure=insecure,
+        sign_key=sign_key,
+        artifact_format=artifact_format,
+    )
+    for r in results:
+        note = " (parity failed: published with --allow-failed)" if r.allow_failed else ""
+        blobs = f", {r.uploaded} blobs uploaded" if r.status != "unchanged" else ""
+        signed = f", signed by key {r.signed[:16]}" if r.signed else ""
+        typer.echo(f"{r.status} {r.variant}: {r.reference}@{r.digest}{blobs}{signed}{note}")
+
+
+def pull(
+    source: Annotated[str, typer.Argument(help="oci://HOST[:PORT]/REPO:TAG or oci://HOST[:PORT]/REPO@sha256:...")],
+    dest: Annotated[Path, typer.Argument(help="Folder to create with the variant's files and manifest.json.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace DEST if it exists.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help=_INSECURE)] = False,
+    verify_key: VerifyKeys = None,
+    policy: PolicyFile = None,
+) -> None:
+    """Fetch a published variant, checking every digest and sha256; nothing is written on any mismatch.
+
+    With --verify-key or --policy, the signature and the fidelity attestation are verified first (exit 4
+    if either is missing, altered or signed by another key) and the downloaded bytes again after.
+    """
+    from exporter.ship.registry import pull as do_pull
+
+    trusted = _policy(verify_key, policy)
+    r = do_pull(source, dest, force=force, insecure=insecure, policy=trusted)
+    for line in r.cleaned:
+        typer.echo(f"! {line}", err=True)
+    what = r.variant or "modelpack artifact"
+    typer.echo(f"pulled {what}: {r.files} files ({r.size} bytes) into {r.dest} from {r.reference}@{r.digest}")
+    for line in r.trust:
+        typer.echo(f"  {line}")
+
+
+def sign(
+    artifact: Annotated[Path, typer.Argument(help="The artifact folder (holds manifest.json).")],
+    key: Annotated[Path, typer.Option("--key", help="EC private key (PEM, readable by you only).")],
+    variant: Annotated[
+        str | None, typer.Option(help="Variant id, or 'all' (default: the recommended or only variant).")
+    ] = None,
+    allow_failed: Annotated[
+        bool, typer.Option("--allow-failed", help="Sign a variant whose parity check did not pass.")
+    ] = False,
+) -> None:
+    """Sign a variant's files and its fidelity attestation (model-signing bundles in ARTIFACT/signatures/)."""
+    from exporter.ship.sign_artifact import sign_artifact
+
+    for r in sign_artifact(artifact, key, variant=variant, allow_failed=allow_failed):
+        names = ", ".join(str(p.relative_to(artifact)) for p in r.paths)
+        typer.echo(f"signed {r.variant}: {r.files} files, key {r.fingerprint[:16]}: {names}")
+
+
+def inspect(
+    source: Annotated[str, typer.Argument(help="oci://HOST[:PORT]/REPO:TAG or …/REPO@sha256:...")],
+    verify_key: VerifyKeys = None,
+    policy: PolicyFile = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    insecure: Annotated[bool, typer.Option("--insecure", help=_INSECURE)] = False,
+) -> None:
+    """Show a published artifact, its files and its signature/attestation, without downloading weights."""
+    from exporter.ship.oci_ops import inspect as do_inspect
+
+    r = do_inspect(source, policy=_policy(verify_key, policy), insecure=insecure)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(r.to_dict(), indent=2))
+        return
+    typer.echo(f"{r.reference}@{r.digest} ({r.encoding}, variant {r.variant or '-'})")
+    if r.config:
+        d, c = r.config.get("descriptor", {}), r.config.get("config", {})
+        typer.echo(
+            f"  model: {d.get('name')} @ {d.get('revision')}; format {c.get('format')}, "
+            f"precision {c.get('precision')}, quantization {c.get('quantization', '-')}"
+        )
+    for path, media_type, size in r.files:
+        typer.echo(f"  {size:>10}  {path}  ({media_type})")
+    for ref in r.referrers:
+        kind = "attestation" if ref.get("summary") else "signature"
+        typer.echo(
+            f"  {kind} {ref['digest'][:19]}… key {str(ref['key'])[:16]}: {ref.get('summary') or ref['predicateType']}"
+        )
+    for line in r.trust or ["(not verified: pass --verify-key or --policy)"] * bool(r.referrers):
+        typer.echo(f"  {line}")
+
+
+def promote(
+    source: Annotated[str, typer.Argument(help="oci://HOST/REPO:TAG (or @sha256:...) to promote.")],
+    target: Annotated[str, typer.Argument(help="oci://HOST/REPO:TAG to point at the same digest.")],
+    verify_key: VerifyKeys = None,
+    policy: PolicyFile = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help=_INSECURE)] = False,
+) -> None:
+    """Re-tag by digest inside one registry after verifying the signature and the fidelity attestation."""
+    from exporter.ship.oci_ops import promote as do_promote
+
+    r = do_promote(source, target, policy=_policy(verify_key, policy, required=True), insecure=insecure)
+    moved = f" (was {r.previous[:19]}…)" if r.previous else ""
+    mounted = f", {r.mounted} blobs mounted" if r.mounted else ", no blob copied"
+    typer.echo(f"promoted {r.source} -> {r.target}@{r.digest}{moved}{mounted}")
+    for line in r.trust:
+        typer.echo(f"  {line}")

@@ -1,0 +1,195 @@
+"""Run many recipes: each model in its own process, ``jobs`` at a time, then one summary.
+
+A model runs as ``python -m exporter.cli.recipes --json RECIPE`` (the worker); a crash (even a segfault or the OOM
+killer) ends only that process, and the others go on. The worker prints the export summary as JSON on
+stdout when the export completed (passed or not); its stderr (progress, the error line) goes to a log
+file per model. The parent reads the artifact's manifest for the summary rows. Nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.errors import ExitCode
+
+
+@dataclass
+class ModelRun:
+    """The outcome of one recipe's worker process."""
+
+    recipe: Path
+    name: str  # the recipe's file stem
+    model: str  # org/name@sha
+    exit_code: int
+    seconds: float
+    log: Path
+    artifact: Path | None = None  # set when the export completed (its manifest is there)
+    manifest: dict | None = None
+    error: str | None = None  # the worker's last error line, when it did not complete
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == ExitCode.OK
+
+
+def worker_command(
+    recipe: Path, *, artifacts_root: Path, result: Path, force: bool = False, variants: str | None = None
+) -> list[str]:
+    """The command line that runs one recipe in a fresh interpreter (the same Python as this one); the
+    worker writes its summary to ``result`` (a file, not stdout, which backends may print into)."""
+    cmd = [sys.executable, "-m", "exporter.cli.recipes", "--artifacts", str(artifacts_root), "--result", str(result)]
+    if force:
+        cmd.append("--force")
+    if variants:
+        cmd += ["--variants", variants]
+    return [*cmd, str(recipe)]
+
+
+def run_fleet(
+    recipes: list[tuple[Path, object]],
+    *,
+    jobs: int = 1,
+    artifacts_root: Path = Path("artifacts"),
+    log_dir: Path | None = None,
+    force: bool = False,
+    variants: str | None = None,
+    on_start: Callable[[Path], None] | None = None,
+    on_done: Callable[[ModelRun], None] | None = None,
+) -> list[ModelRun]:
+    """Run each (path, Recipe) in its own process, ``jobs`` at a time; results in recipe order.
+
+    A worker that fails or crashes is recorded and the others continue. On Ctrl-C the running workers
+    are terminated (each leaves no half-written variant behind) and the interrupt is re-raised.
+    """
+    artifacts_root = Path(artifacts_root).resolve()
+    log_dir = Path(log_dir or artifacts_root / ".logs").resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    live: set[subprocess.Popen] = set()
+    lock = threading.Lock()
+
+    def one(item: tuple[Path, object]) -> ModelRun:
+        path, recipe = item
+        if on_start:
+            on_start(path)
+        log = log_dir / f"{path.stem}.log"
+        result = log_dir / f"{path.stem}.result.json"
+        result.unlink(missing_ok=True)
+        cmd = worker_command(
+            path.resolve(), artifacts_root=artifacts_root, result=result, force=force, variants=variants
+        )
+        start = time.perf_counter()
+        with open(log, "w", encoding="utf-8") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+            with lock:
+                live.add(proc)
+            try:
+                proc.wait()
+            finally:
+                with lock:
+                    live.discard(proc)
+        run = ModelRun(path, path.stem, recipe.model, proc.returncode, time.perf_counter() - start, log)
+        _read_result(run, result)
+        if on_done:
+            on_done(run)
+        return run
+
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="fleet")
+    futures = []
+    try:
+        futures = [pool.submit(one, item) for item in recipes]
+        return [f.result() for f in futures]
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        with lock:
+            for proc in live:
+                proc.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_result(run: ModelRun, result: Path) -> None:
+    """Fill artifact/manifest from the worker's result file (written when its export completed, passed or
+    not, so a model with some failed variants still shows every variant), or the error from its log."""
+    from exporter import manifest as mf
+    from exporter.errors import ExporterError
+
+    try:
+        summary = json.loads(result.read_text("utf-8"))
+    except (OSError, ValueError):
+        summary = None
+    if isinstance(summary, dict) and summary.get("artifact"):
+        run.artifact = Path(summary["artifact"])
+        try:
+            run.manifest = mf.load(run.artifact)
+        except ExporterError as exc:
+            run.error = str(exc)
+    if run.manifest is None and not run.error and not run.ok:
+        run.error = _last_error(run.log, run.exit_code)
+
+
+def _last_error(log: Path, code: int) -> str:
+    lines = [ln.strip() for ln in log.read_text("utf-8", errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("Error:")]
+    if errors:
+        return errors[-1].removeprefix("Error:").strip()
+    if code < 0:
+        return f"the worker was killed by signal {-code}" + (f" ({lines[-1]})" if lines else "")
+    return lines[-1] if lines else f"the worker exited with code {code} and printed nothing"
+
+
+# --------------------------------------------------------------------------------------------- summary
+def speed_ratio(variant: dict) -> float | None:
+    """The variant's throughput ratio to torch at the largest batch size benchmarked, if benched."""
+    ratios = (variant.get("bench") or {}).get("ratio_to_torch") or {}
+    if not ratios:
+        return None
+    return float(ratios[max(ratios, key=int)])
+
+
+def summary_rows(runs: list[ModelRun]) -> list[dict]:
+    """One row per (model, variant): verdict, cosine_min, speed ratio, artifact; one row for a failed model."""
+    rows = []
+    for run in runs:
+        if run.manifest is None:
+            known = run.exit_code in {c.value for c in ExitCode}
+            verdict = "error" if known and run.exit_code > 0 else "crashed"
+            rows.append(_row(run, None, verdict, None, None, run.error))
+            continue
+        for v in run.manifest["variants"]:
+            parity = v.get("parity") or {}
+            rows.append(_row(run, v["id"], v["status"], parity.get("cosine_min"), speed_ratio(v), v.get("error")))
+    return rows
+
+
+def _row(run: ModelRun, variant, verdict, cosine_min, ratio, error) -> dict:
+    return {
+        "recipe": run.name,
+        "model": run.model,
+        "variant": variant,
+        "verdict": verdict,
+        "cosine_min": cosine_min,
+        "speed_ratio": ratio,
+        "artifact": str(run.artifact) if run.artifact else None,
+        "error": error,
+        "log": str(run.log),
+    }
+
+
+def fleet_exit_code(runs: list[ModelRun]) -> int:
+    """0 if every model passed; the shared code if all failures agree (e.g. 3, fidelity); else 1."""
+    codes = {r.exit_code for r in runs if not r.ok}
+    if not codes:
+        return int(ExitCode.OK)
+    if len(codes) == 1 and (code := codes.pop()) > 0:
+        return code
+    return int(ExitCode.FAILURE)

@@ -1,0 +1,57 @@
+"""``exporter export --variants best``: build the candidates that fit this CPU, gate them, bench them
+against torch in the same command and record the recommended one.
+
+The candidates are the catalogue's (``VariantSpec.best``, filtered by ``exporter.hostcaps``); this module
+decides what the one bench run measures: every candidate that passed its gate, plus the all-int8 variant
+(``ALL_INT8``) even when it fails, so the recommended variant's speed is shown next to the int8 speed it
+gave up for fidelity. A candidate failing its gate is expected here (the dynamic int8 presets usually do);
+the command fails only when no candidate passes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from exporter.errors import FidelityError
+
+ALL_INT8 = "openvino-qint8"  # the fastest int8 the catalogue builds: the speed fidelity is measured against
+BENCH_BATCH_SIZES = (32,)  # the batch the recommendation rule compares at (exporter.quality.recommend)
+BENCH_ROUNDS = 3
+BENCH_TEXTS = 128  # probe texts per timed pass: enough for a stable ratio, half the default bench's time
+
+
+def wants_best(ids: list[str] | None) -> bool:
+    return any(w.strip().lower() == "best" for w in ids or [])
+
+
+def bench_ids(manifest: dict) -> list[str]:
+    """What the bench run measures: gate-passing candidates, and the all-int8 one for comparison."""
+    return [v["id"] for v in manifest["variants"] if v["status"] == "passed" or (v["id"] == ALL_INT8 and v["files"])]
+
+
+def bench_and_recommend(artifact: Path, manifest: dict, threads: int | None = None, on_step=None):
+    """One bench run over ``bench_ids``; records it (and ``recommended``) in the manifest. Returns both.
+    ``on_step`` gets a line per timed pass (progress)."""
+    from exporter.quality import bench as bench_mod
+
+    result = bench_mod.bench(
+        artifact,
+        bench_ids(manifest),
+        batch_sizes=BENCH_BATCH_SIZES,
+        threads=threads,
+        rounds=BENCH_ROUNDS,
+        max_texts=BENCH_TEXTS,
+        on_step=on_step,
+    )
+    return result, bench_mod.record(artifact, result)
+
+
+def raise_unless_recommended(artifact: Path, manifest: dict) -> None:
+    """FidelityError when no candidate passed its gate (nothing to recommend)."""
+    rec = manifest.get("recommended") or {}
+    if not rec.get("variant"):
+        failed = ", ".join(v["id"] for v in manifest["variants"] if v["status"] != "passed")
+        raise FidelityError(
+            f"no candidate passed its fidelity gate (failed: {failed}); artifact kept at {artifact}.",
+            "See manifest.json variants[].parity, or loosen a threshold with --threshold.",
+        )

@@ -1,0 +1,136 @@
+"""Running the gate: models over the probe inputs with visible progress, and every serving path checked.
+
+- ``run_chunked``: a model's outputs over the probe inputs, in chunks of ``PROGRESS_CHUNK`` with one
+  progress step each when there are more, so a long reference run (tens of thousands of probe texts)
+  shows how far it is.
+- ``add_runtime_path``: a sentence-transformer variant with an ONNX graph has two serving paths. The
+  sentence-transformers path (``SentenceTransformer(backend="onnx")``) reads the graph's
+  ``last_hidden_state`` and runs the model's Pooling/Normalize modules in torch; the torch-free
+  ``exporter.runtime`` reads the graph's ``sentence_embedding`` output (pooling and normalisation inside
+  the graph). Both are served, so both are gated: the runtime path against torch with the variant's own
+  thresholds, and the two paths against each other (cosine_min and norm_rel_err_max of the variant's
+  thresholds). The result goes into the parity entry's ``serving_paths``; any failure fails the variant.
+
+  The runtime is fed the batches sentence-transformers forms (``st_batches``): a dynamically quantised
+  int8 graph computes its activation scales per batch, padding included, so a text's vector depends on
+  its batch mates (on all-MiniLM-L6-v2 onnx-quint8-avx2, the same texts batched in the two orders agree
+  only to cosine 0.947; in the same batches, to 1 - 1e-14). Same batches isolate what the paths differ in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PROGRESS_CHUNK = 2048  # probe inputs per progress step
+ST_PATH = "last_hidden_state + the model's modules in torch (SentenceTransformer backend='onnx')"
+RUNTIME_BACKENDS = frozenset({"onnx"})  # backends exporter.runtime serves
+
+
+def _chunks(n: int) -> list[tuple[int, int]]:
+    return [(s, min(n, s + PROGRESS_CHUNK)) for s in range(0, n, PROGRESS_CHUNK)]
+
+
+def run_chunked(progress, label: str, fn: Callable[[list], Any], inputs: list):
+    """``fn`` over ``inputs`` (one progress step, or one per ``PROGRESS_CHUNK`` inputs when there are more).
+
+    Export and verify both run every model this way, so the batches a model sees are the same in both."""
+    import numpy as np
+
+    if len(inputs) <= PROGRESS_CHUNK:
+        with progress.step(label):
+            return fn(inputs)
+    parts = []
+    for start, end in _chunks(len(inputs)):
+        with progress.step(f"{label} ({end}/{len(inputs)})"):
+            parts.append(np.asarray(fn(inputs[start:end])))
+    return np.concatenate(parts, axis=0)
+
+
+def runtime_encoder(artifact: Path, load: dict, kind: str | None, threads: int | None = None):
+    """``(encoder, None)``: the torch-free runtime on the variant's graph; ``(None, None)``: the variant has
+    no runtime path (not an ONNX sentence-transformer); ``(None, reason)``: it should, but cannot load."""
+    from exporter import runtime
+    from exporter.errors import UsageError
+
+    if (kind or "sentence-transformer") != "sentence-transformer" or load.get("backend") not in RUNTIME_BACKENDS:
+        return None, None
+    try:
+        return runtime.load(artifact, load.get("file_name") or "onnx/model.onnx", threads=threads), None
+    except UsageError as exc:
+        return None, exc.message
+
+
+def check_serving_paths(entry: dict, ref_out, st_out, artifact: Path, load: dict, kind, texts, threshold, threads=None):
+    """``add_runtime_path`` for a variant that has a runtime path; records why one that should cannot load."""
+    encoder, reason = runtime_encoder(artifact, load, kind, threads)
+    if encoder is not None:
+        return add_runtime_path(entry, ref_out, st_out, encoder, texts, threshold)
+    if reason:
+        entry["serving_paths"] = {
+            "sentence_transformers": ST_PATH,
+            "runtime": {"available": False, "reason": reason},
+            "agreement": None,
+        }
+    return entry
+
+
+def st_batches(texts: list[str], batch_size: int) -> list[list[int]]:
+    """The batches (index lists) ``SentenceTransformer.encode`` forms: longest text first, by characters."""
+    import numpy as np
+
+    order = np.argsort([-len(t) for t in texts])  # the very call sentence-transformers makes
+    return [order[s : s + batch_size].tolist() for s in range(0, len(texts), batch_size)]
+
+
+def encode_in_st_batches(encoder, texts: list[str], batch_size: int = 32):
+    """``encoder.encode`` over the batches sentence-transformers would form (per ``run_chunked`` chunk),
+    rows back in input order."""
+    import numpy as np
+
+    parts = []
+    for start, end in _chunks(len(texts)):
+        for idx in st_batches(texts[start:end], batch_size):
+            rows = [start + i for i in idx]
+            parts.append((rows, encoder.encode([texts[i] for i in rows], len(rows))))
+    out = np.empty((len(texts), parts[0][1].shape[1]), dtype=parts[0][1].dtype)
+    for rows, vectors in parts:
+        out[rows] = vectors
+    return out
+
+
+def add_runtime_path(entry: dict, ref_out, st_out, encoder, texts: list[str], threshold, batch_size: int = 32) -> dict:
+    """Gate the runtime path of a variant and record it in its parity ``entry`` (returned, updated).
+
+    ``ref_out`` / ``st_out``: the torch reference's and the sentence-transformers path's embeddings of
+    ``texts``; ``encoder``: an ``exporter.runtime.Encoder`` on the variant's graph.
+    """
+    from exporter.errors import FidelityError
+    from exporter.quality import parity
+
+    output = "sentence_embedding" if encoder.pooling_in_graph else "token embeddings + pooling in numpy"
+    try:
+        rt_out = encode_in_st_batches(encoder, texts, batch_size)
+        metrics = parity.compare(ref_out, rt_out)
+        verdict = parity.judge(metrics, threshold)
+        runtime = {"output": output, **metrics.to_dict(), **verdict.to_dict()}  # judged by the variant's threshold
+        pair_t = parity.Thresholds(cosine_min=threshold.cosine_min, norm_rel_err_max=threshold.norm_rel_err_max)
+        both = parity.compare(st_out, rt_out)
+        agree_v = parity.judge(both, pair_t)
+        agreement = {
+            "cosine_min": both.cosine_min,
+            "norm_rel_err_max": both.norm_rel_err_max,
+            "max_abs_diff": both.max_abs_diff,
+            "threshold": {"cosine_min": pair_t.cosine_min, "norm_rel_err_max": pair_t.norm_rel_err_max},
+            **agree_v.to_dict(),
+        }
+        failures = [f"runtime path: {f}" for f in verdict.failures]
+        failures += [f"serving paths disagree: {f}" for f in agree_v.failures]
+    except FidelityError as exc:  # the runtime path's output is broken (shape, NaN)
+        runtime, agreement = {"output": output, "passed": False, "failures": [exc.message]}, None
+        failures = [f"runtime path: {exc.message}"]
+    entry["serving_paths"] = {"sentence_transformers": ST_PATH, "runtime": runtime, "agreement": agreement}
+    entry["failures"] = [*entry.get("failures", []), *failures]
+    entry["passed"] = bool(entry.get("passed")) and not failures
+    return entry

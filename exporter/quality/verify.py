@@ -1,0 +1,397 @@
+"""Verify an artifact: its files match the manifest, and every variant still meets its fidelity thresholds.
+
+Two checks, results as data (``VerifyReport``); ``raise_for`` turns them into the exit code:
+
+- integrity: every file the manifest lists is re-hashed; a changed, missing or unlisted model file is an
+  ``IntegrityError`` (exit 4) naming the files. A variant whose own files fail is not re-run.
+- fidelity: parity is re-run for each variant against the torch reference at the manifest's pinned source
+  (resolved from the Hub cache, its files checked against the manifest's hashes), in a fresh Python process
+  (``python -m exporter.quality.verify``, which reads a JSON request on stdin and prints one JSON object), and
+  judged against the thresholds recorded in the manifest. A failure is a ``FidelityError`` (exit 3).
+  The model kind recorded in the manifest (``exporter.kinds``) picks the class that loads the reference
+  and the variants, the probe inputs (texts, or reranking pairs) and the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from exporter import errors
+from exporter.errors import ExporterError, FidelityError, IntegrityError
+
+PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
+PARITY_BATCH = 32  # the batch size the export's parity check encodes with
+
+
+@dataclass
+class CaseResult:
+    """One verification case: ``integrity`` or a variant id."""
+
+    name: str
+    status: str  # passed | failed | error | skipped
+    message: str = ""
+    failures: list[str] = field(default_factory=list)  # one line per failed check
+    parity: dict | None = None  # the fresh parity (manifest ``parity`` format)
+    recorded: dict | None = None  # the parity recorded at export time
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:  # skipped: not judged here (files failed integrity, or this CPU cannot run it)
+        return self.status in (PASSED, SKIPPED)
+
+
+@dataclass
+class VerifyReport:
+    artifact: Path
+    integrity: CaseResult
+    variants: list[CaseResult]
+    probe: dict | None = None  # name, sha256, n of the texts parity was re-run on
+    source: dict | None = None  # repo, revision, path of the reference
+
+    @property
+    def cases(self) -> list[CaseResult]:
+        return [self.integrity, *self.variants]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.cases)
+
+    def to_dict(self) -> dict:
+        return {
+            "artifact": str(self.artifact),
+            "ok": self.ok,
+            "source": self.source,
+            "probe": self.probe,
+            "integrity": asdict(self.integrity),
+            "variants": [asdict(c) for c in self.variants],
+        }
+
+
+def verify(
+    artifact: Path,
+    variant_ids: list[str] | None = None,
+    probe: Path | None = None,
+    consumers: list[str] | None = None,
+    *,
+    integrity_only: bool = False,
+    host=None,
+) -> VerifyReport:
+    """Check ``artifact``'s files and re-run every chosen variant's parity in a fresh process.
+
+    ``consumers`` (names from ``exporter.quality.consumers``) also loads each variant through those libraries; each
+    is a row in the variant's fresh ``parity["consumers"]``, and one that disagrees fails the variant.
+    ``integrity_only`` checks the files alone (no torch needed: what a serving host runs after a copy).
+    A variant ``host`` (default: this CPU) cannot run (``VariantSpec.requires``, e.g. bf16 units) is skipped
+    as not applicable: run anyway it would silently compute in f32 and prove nothing about the variant.
+
+    Raises UsageError for a bad manifest / unknown variant id, SourceError when the pinned source cannot be
+    resolved, IntegrityError when the resolved source files differ from the manifest's. Variant outcomes
+    (and the artifact's own file check) are returned, not raised: see ``raise_for``.
+    """
+    from exporter import manifest as mf
+
+    manifest = mf.load(artifact)
+    if probe is not None:  # a bad probe file is bad input (exit 2), found before anything heavy runs
+        from exporter.quality import probes
+
+        probes.load_text_set(probe, "probe")
+    elif not integrity_only:
+        probe = export_probe(manifest)
+    chosen = [mf.get_variant(manifest, v) for v in variant_ids] if variant_ids else list(manifest["variants"])
+    start = time.perf_counter()
+    check = _check_files(artifact, manifest, [v["id"] for v in chosen] if variant_ids else None)
+    integrity = CaseResult(
+        "integrity",
+        PASSED if check.ok else FAILED,
+        "all listed files match the manifest" if check.ok else check.describe(),
+        failures=[f"{label}: {p}" for label, ps in _labelled(check) for p in ps],
+        seconds=time.perf_counter() - start,
+    )
+    if integrity_only:
+        return VerifyReport(artifact, integrity, [])
+    damaged = set(check.mismatched) | set(check.missing)
+    to_run, cases = [], {}
+    for v in chosen:
+        bad = sorted(f["path"] for f in v["files"] if f["path"] in damaged)
+        if bad:
+            cases[v["id"]] = CaseResult(v["id"], SKIPPED, f"not re-run: its files fail integrity ({', '.join(bad)})")
+        elif v["status"] == ERROR or not v["files"]:
+            cases[v["id"]] = CaseResult(v["id"], ERROR, f"not built at export: {v.get('error') or 'no files'}")
+        elif why := not_applicable(v["id"], host):
+            cases[v["id"]] = CaseResult(v["id"], SKIPPED, f"not applicable here: {why}")
+        else:
+            to_run.append(v)
+    probe_info, source = None, {"repo": manifest["source"]["repo"], "revision": manifest["source"]["revision"]}
+    shared_bad = sorted(f["path"] for f in manifest["shared_files"] if f["path"] in damaged)
+    if to_run and shared_bad:  # config/tokenizer damaged: no variant can be trusted
+        for v in to_run:
+            cases[v["id"]] = CaseResult(v["id"], SKIPPED, f"not re-run: shared files fail ({', '.join(shared_bad)})")
+    elif to_run:
+        try:
+            src = resolve_reference(manifest)
+        except ExporterError as exc:
+            if integrity.ok:
+                raise  # e.g. the pinned source is not in the Hub cache: its own exit code
+            for v in to_run:  # the integrity failure (exit 4) is the verdict; say why parity did not run
+                cases[v["id"]] = CaseResult(v["id"], ERROR, f"reference unavailable: {exc}")
+        else:
+            source["path"] = str(src.path)
+            probe_info, fresh = run_parity_subprocess(artifact, src.path, to_run, probe, manifest, consumers)
+            cases.update(fresh)
+    return VerifyReport(artifact, integrity, [cases[v["id"]] for v in chosen], probe_info, source)
+
+
+def not_applicable(variant_id: str, host=None) -> str | None:
+    """Why ``host`` (default: this CPU) cannot run the variant as built (the flags it lacks), or None."""
+    from exporter import variants
+    from exporter.hostcaps import this_host
+
+    spec = variants.BY_ID.get(variant_id)
+    return spec.missing_on(host or this_host()) if spec else None
+
+
+def export_probe(manifest: dict) -> Path | None:
+    """The user probe file the export measured on, if it is still there unchanged (None: the built-in set).
+
+    Without ``--probe``, verify re-runs parity on the texts the export used, so its figures compare with
+    the recorded ones; a user file that moved or changed falls back to the built-in set (noted in the
+    verdicts).
+    """
+    from exporter.errors import ProbeError
+    from exporter.quality import probes
+
+    src = manifest["probe"].get("source") or ""
+    if not src or src.startswith("builtin:") or not Path(src).is_file():
+        return None
+    try:
+        texts = probes.with_prompts(probes.load_text_set(Path(src), "probe"), manifest["model"].get("prompts"))
+        same = texts.sha256 == manifest["probe"]["sha256"]
+    except ProbeError:
+        return None
+    return Path(src) if same else None
+
+
+def raise_for(report: VerifyReport) -> None:
+    """IntegrityError (4) if files failed, else FidelityError (3) if a variant failed or could not run."""
+    if not report.integrity.ok:
+        raise IntegrityError(
+            f"{report.artifact} does not match its manifest ({report.integrity.message}).",
+            "Re-export or re-pull the artifact; do not edit files inside it.",
+        )
+    bad = [c for c in report.variants if not c.ok]
+    if bad:
+        detail = "; ".join(f"{c.name}: {', '.join(f.rstrip('.') for f in c.failures) or c.message}" for c in bad)
+        raise FidelityError(
+            f"variant(s) failed verification: {detail}.",
+            "See the verdicts (--json / --junit); re-export the variant or pick a passing one.",
+        )
+
+
+def _labelled(check) -> list[tuple[str, list[str]]]:
+    return [("link", check.links), ("changed", check.mismatched), ("missing", check.missing), ("unlisted", check.extra)]
+
+
+def _check_files(artifact: Path, manifest: dict, ids: list[str] | None):
+    """The manifest's check; with a variant subset, unlisted files anywhere in the artifact still count."""
+    from exporter import manifest as mf
+
+    check = mf.check_files(artifact, manifest, ids)
+    if ids is not None:
+        listed = mf.listed_files(manifest)
+        for p in sorted(artifact.rglob("*")):
+            rel = p.relative_to(artifact).as_posix()
+            if p.is_file() and not p.is_symlink() and rel not in listed and not mf.is_meta(rel):
+                check.extra.append(rel)
+    return check
+
+
+def resolve_reference(manifest: dict):
+    """The torch reference's source folder, resolved as the manifest pins it and checked against its hashes."""
+    from exporter.source import resolve as source
+
+    rec = manifest["source"]
+    allow_pickle = rec.get("weights_format") == "pickle"
+    if rec["repo"] and rec["revision"]:
+        ref = source.parse_model_ref(f"{rec['repo']}@{rec['revision']}")
+        resolved = source.resolve(ref, allow_unpinned=False, allow_pickle=allow_pickle, trust_remote_code=False)
+    else:  # a local folder: only the files the manifest lists are read, whatever local_path names
+        resolved = source.resolve_recorded(Path(rec["local_path"] or ""), rec["files"], allow_pickle=allow_pickle)
+    have = {f.path: f.sha256 for f in resolved.files}
+    differ = sorted(f["path"] for f in rec["files"] if have.get(f["path"]) != f["sha256"])
+    if differ:
+        raise IntegrityError(
+            f"the reference source {resolved} does not match the manifest's hashes ({', '.join(differ)}).",
+            "Restore the source the artifact was exported from (re-download or re-seed it).",
+        )
+    return resolved
+
+
+# ------------------------------------------------------------------------------- the fresh process
+def run_parity_subprocess(
+    artifact: Path,
+    source_dir: Path,
+    variants: list[dict],
+    probe: Path | None,
+    manifest: dict,
+    consumers: list[str] | None = None,
+) -> tuple[dict | None, dict[str, CaseResult]]:
+    """Re-run parity for ``variants`` in a fresh ``python -m exporter.quality.verify``; recorded thresholds."""
+    request = {
+        "artifact": str(artifact.resolve()),
+        "source_dir": str(source_dir),
+        "probe": str(probe.resolve()) if probe else None,
+        "prompts": manifest["model"].get("prompts"),
+        "max_seq_length": manifest["model"].get("max_seq_length"),
+        "truncate_dim": manifest["model"].get("truncate_dim"),
+        "kind": manifest["model"]["kind"],
+        "consumers": list(consumers or []),
+        "variants": [
+            {"id": v["id"], "precision": v["precision"], "load": v["load"], "threshold": _threshold_of(v)}
+            for v in variants
+        ],
+    }
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter.quality.verify"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+    )
+    elapsed = time.perf_counter() - start
+    try:
+        answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:]) or f"exit code {proc.returncode}"
+        msg = f"the parity process failed: {tail}"
+        return None, {v["id"]: CaseResult(v["id"], ERROR, msg, seconds=elapsed) for v in variants}
+    if answer.get("fatal"):
+        fatal = answer["fatal"]
+        raise errors.error_class(fatal["type"])(fatal["message"], fatal["hint"])
+    out = {}
+    for v in variants:
+        res = answer["results"].get(v["id"], {"error": "no result"})
+        secs = res.get("seconds", 0.0)
+        if "error" in res or "failed" in res:
+            status, msg = (ERROR, res["error"]) if "error" in res else (FAILED, res["failed"])
+            out[v["id"]] = CaseResult(v["id"], status, msg, failures=[msg], recorded=v.get("parity"), seconds=secs)
+            continue
+        parity = res["parity"]
+        status = PASSED if parity["passed"] else FAILED
+        failures = list(parity.get("failures", []))
+        out[v["id"]] = CaseResult(
+            v["id"],
+            status,
+            _summary(parity, manifest, answer.get("probe")),
+            failures=failures,
+            parity=parity,
+            recorded=v.get("parity"),
+            seconds=secs,
+        )
+    return answer.get("probe"), out
+
+
+def _threshold_of(variant: dict) -> dict | None:
+    """The thresholds the export recorded for a variant (None: the default of its precision class)."""
+    return (variant.get("parity") or {}).get("threshold")
+
+
+_SUMMARY_KEYS = (
+    ("cosine_min", "cosine_min", ".6f"),
+    ("norm_rel_err_max", "norm err", ".2g"),
+    ("neighbour_agreement_at_10", "nn@10", ".4f"),
+    ("spearman_pairwise", "spearman", ".4f"),
+    ("top_terms_overlap_at_10", "top terms@10", ".4f"),
+    ("weights_rel_l2_max", "weights err", ".2g"),
+    ("score_spearman", "score spearman", ".6f"),
+    ("score_rel_err_max", "score err", ".2g"),
+    ("top1_agreement", "top-1", ".4f"),
+    ("top3_agreement", "top-3", ".4f"),
+)
+
+
+def _summary(parity: dict, manifest: dict, probe: dict | None) -> str:
+    parts = [f"{label} {parity[key]:{fmt}}" for key, label, fmt in _SUMMARY_KEYS if parity.get(key) is not None]
+    runtime = (parity.get("serving_paths") or {}).get("runtime") or {}
+    if runtime.get("cosine_min") is not None:
+        parts.append(f"runtime path cosine_min {runtime['cosine_min']:.6f}")
+    if parity.get("skipped"):
+        parts.append(f"skipped (no variance in the reference): {', '.join(parity['skipped'])}")
+    if probe and probe.get("sha256") != manifest["probe"]["sha256"]:
+        parts.append("(probe set differs from the one used at export)")
+    return ", ".join(parts)
+
+
+def _worker(request: dict) -> dict:
+    """Body of the fresh process: load the reference and each variant, compare, judge."""
+    from exporter import kinds
+    from exporter.pipeline import NoProgress
+    from exporter.quality import consumers, parity, parity_run, probes
+    from exporter.quality.bench import load_reference, load_variant
+
+    kind = request.get("kind") or kinds.ModelKind.SENTENCE_TRANSFORMER.value
+    kspec = kinds.get(kind)
+    probe_set = probes.load_text_set(Path(request["probe"]) if request["probe"] else None, "probe")
+    probe_set = probes.with_prompts(probe_set, request.get("prompts"))  # served with its prefixes, as exported
+    probe = kspec.probe(probe_set.texts)
+    artifact = Path(request["artifact"])
+    threads = os.cpu_count() or 1
+    reference = load_reference(
+        Path(request["source_dir"]), threads, request.get("max_seq_length"), kind, request.get("truncate_dim")
+    )
+    quiet = NoProgress()
+    ref_out = parity_run.run_chunked(quiet, "", lambda c: reference.encode(c, PARITY_BATCH), probe.inputs)
+    results: dict[str, dict] = {}
+    for item in request["variants"]:
+        start = time.perf_counter()
+        try:
+            threshold = (
+                parity.thresholds_from_dict(kind, item["threshold"], item["precision"])
+                if item["threshold"]
+                else parity.DEFAULTS_BY_KIND[kind][parity.PrecisionClass(item["precision"])]
+            )
+            runner = load_variant(artifact, item, threads, kind)
+            out = parity_run.run_chunked(quiet, "", lambda c, r=runner: r.encode(c, PARITY_BATCH), probe.inputs)
+            metrics = kspec.compare(ref_out, out, probe)
+            verdict = parity.judge(metrics, threshold)
+            entry = parity.to_manifest(metrics, threshold, verdict, probe_set.sha256)
+            entry = parity_run.check_serving_paths(
+                entry, ref_out, out, artifact, item["load"], kind, probe.texts, threshold, threads
+            )
+            if request.get("consumers"):
+                names = request["consumers"]
+                rows = consumers.rows_for(artifact, item, kind, names, probe, ref_out, threshold, entry)
+                entry = consumers.with_rows(entry, rows)
+            results[item["id"]] = {"parity": entry}
+        except FidelityError as exc:  # broken output (shape, NaN): a failed gate, not a crash
+            results[item["id"]] = {"failed": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - one variant's crash is its own verdict
+            results[item["id"]] = {"error": f"{type(exc).__name__}: {exc}"}
+        results[item["id"]]["seconds"] = time.perf_counter() - start
+    probe_info = {"name": probe_set.name, "sha256": probe_set.sha256, "n": len(probe_set.texts)}
+    return {"probe": probe_info, "results": results}
+
+
+def _main() -> None:
+    """``python -m exporter.quality.verify``: JSON request on stdin, one JSON line on stdout."""
+    request = json.loads(sys.stdin.read())
+    saved = os.dup(1)
+    os.dup2(2, 1)  # anything a library prints goes to stderr; stdout carries only the answer
+    try:
+        answer = _worker(request)
+    except ExporterError as exc:
+        answer = {"fatal": {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}}
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+    sys.stdout.write(json.dumps(answer) + "\n")
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,1 @@
+"""Getting an artifact to its users: packages, serving layouts, OCI registries, signatures."""

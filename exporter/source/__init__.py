@@ -1,0 +1,1 @@
+"""Where a model comes from: the pin, the Hub cache, the model folder's facts and shape checks."""

@@ -1,0 +1,173 @@
+"""Pre-flight: refuse a model shape the exporter cannot serve, from its files alone, before anything heavy runs.
+
+Reads ``modules.json`` (``exporter.source.st_modules``) and ``config.json``, and applies the support table
+(``exporter.source.shapes``). Every refusal is one line naming the module or the architecture and what to do;
+it names a backend only when the refused variants are of that backend.
+
+- A sentence-transformer's module chain must be ``Transformer -> Pooling -> Dense* -> [Normalize]``:
+  anything else names the first module out of place.
+- A variant a table row refuses for the model's architecture is refused when asked for by id, and left
+  out of ``all`` (``select``). For an architecture outside the table, OpenVINO variants are refused the
+  same way when optimum-intel has no exporter for its model_type (the only check that imports optimum).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.errors import UsageError
+from exporter.source import shape_check, shapes, st_modules
+
+K = st_modules.ModuleKind
+# Position rules of the dense-embedder chain: each kind may follow the kinds listed.
+_MAY_FOLLOW: dict[K, tuple[K | None, ...]] = {
+    K.TRANSFORMER: (None,),
+    K.POOLING: (K.TRANSFORMER,),
+    K.DENSE: (K.POOLING, K.DENSE),
+    K.NORMALIZE: (K.POOLING, K.DENSE),
+}
+SUPPORTED_CHAIN = "Transformer -> Pooling -> Dense (any number) -> Normalize (optional)"
+
+
+@dataclass(frozen=True)
+class ShapeFacts:
+    """What the pre-flight read: the architecture and the module chain."""
+
+    model_type: str | None
+    architectures: tuple[str, ...]
+    chain: tuple[str, ...]  # module class names, in order
+    rows: tuple[str, ...]  # ids of the support-table rows the model matches
+    remote_code: bool = False  # config.json maps to custom code (auto_map)
+
+    def to_dict(self) -> dict:
+        return {
+            "model_type": self.model_type,
+            "architectures": list(self.architectures),
+            "chain": list(self.chain),
+            "support_rows": list(self.rows),
+            "remote_code": self.remote_code,
+        }
+
+
+def _config(folder: Path) -> dict:
+    try:
+        data = json.loads((folder / "config.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _arch_label(model_type: str | None, archs: tuple[str, ...]) -> str:
+    name = archs[0] if archs else "unknown architecture"
+    return f"{name} (model_type {model_type})" if model_type else name
+
+
+def check_chain(facts: st_modules.ModelFacts) -> None:
+    """UsageError naming the first module that is not where a dense embedder's chain allows it."""
+    previous: K | None = None
+    for entry in facts.modules:
+        allowed = _MAY_FOLLOW.get(entry.kind)
+        own_code = not entry.type.startswith("sentence_transformers.")  # e.g. jina's custom_st.Transformer
+        if allowed is None or previous not in allowed or own_code:
+            where = "first" if previous is None else f"after {previous.value}"
+            raise UsageError(
+                f"modules.json module {entry.idx} ({where}) is {entry.type}, which is not supported there.",
+                f"Supported sentence-transformer chain: {SUPPORTED_CHAIN} (see `exporter list-architectures`).",
+            )
+        previous = entry.kind
+    if previous is None or previous is K.TRANSFORMER:
+        raise UsageError(
+            "modules.json has no Pooling module after the Transformer.",
+            f"Supported sentence-transformer chain: {SUPPORTED_CHAIN}.",
+        )
+
+
+def inspect(source_dir: Path, kind: str) -> ShapeFacts:
+    """The model's architecture and chain; UsageError for a chain a sentence-transformer graph cannot hold."""
+    source_dir = Path(source_dir)
+    chain: tuple[str, ...] = ()
+    config_dir = source_dir
+    if (source_dir / "modules.json").is_file():
+        facts = st_modules.read(source_dir)
+        chain = tuple(m.type.rsplit(".", 1)[-1] for m in facts.modules)
+        config_dir = facts.transformer_dir
+        if kind == "sentence-transformer" and shape_check.classify(source_dir, kind) is None:
+            check_chain(facts)  # static chains are exporter.source.shape_check's
+    config = _config(config_dir)
+    model_type = config.get("model_type")
+    archs = tuple(str(a) for a in config.get("architectures") or ())
+    rows = tuple(r.id for r in shapes.rows_for(kind, model_type, chain[0] if chain else None))
+    return ShapeFacts(
+        model_type=model_type, architectures=archs, chain=chain, rows=rows, remote_code=bool(config.get("auto_map"))
+    )
+
+
+def _openvino_refusals(specs: list, kind: str, facts: ShapeFacts) -> dict[str, str]:
+    """OpenVINO variants refused because optimum-intel has no exporter for an architecture outside the table
+    (rows are tested; the registry is only consulted, importing optimum, for other model types)."""
+    from exporter import kinds
+
+    ov_ids = [s.id for s in specs if s.backend.value == "openvino"]
+    if not ov_ids or facts.rows or not facts.model_type or facts.model_type in shapes.OPENVINO_VIA_TRACED_GRAPH:
+        return {}
+    task = kinds.get(kind).onnx_task
+    try:
+        import optimum.exporters.openvino.model_configs  # noqa: F401  (fills the registry)
+        from optimum.exporters.tasks import TasksManager
+
+        tasks = TasksManager.get_supported_tasks_for_model_type(
+            facts.model_type, "openvino", library_name="transformers"
+        )
+    except (KeyError, ValueError):
+        tasks = {}
+    if task in tasks:
+        return {}
+    return {v: f"optimum-intel has no OpenVINO exporter for model_type {facts.model_type} ({task})" for v in ov_ids}
+
+
+def select(specs: list, requested: list[str] | None, kind: str, facts: ShapeFacts) -> list:
+    """``specs`` without the variants the support table refuses for this architecture.
+
+    Raises:
+        UsageError: a refused variant was asked for by id (``all`` just leaves it out), or every variant is
+            refused for the architecture (remote-code families).
+    """
+    refused = shapes.refusals_for(kind, facts.model_type, facts.chain[0] if facts.chain else None)
+    label = _arch_label(facts.model_type, facts.architectures)
+    if "*" in refused:
+        raise UsageError(f"{label} is not exportable: {refused['*']}.", "See `exporter list-architectures`.")
+    if facts.remote_code and not any(not shapes.BY_ID[r].remote_code for r in facts.rows):
+        known = sorted({mt for s in shapes.SHAPES if s.kind == kind and not s.remote_code for mt in s.model_types})
+        raise UsageError(
+            f"{label} is not exportable: {shapes.REMOTE_CODE}.",
+            f"Exportable model types: {', '.join(known)} (see `exporter list-architectures`).",
+        )
+    refused = {**refused, **_openvino_refusals(specs, kind, facts)}
+    named = {w.strip().lower() for w in (requested or [])} - {"", "all", "best"}  # ids are case-insensitive
+    asked = [s.id for s in specs if s.id in refused and s.id in named]
+    if asked:
+        reasons = "; ".join(f"{v}: {refused[v]}" for v in asked)
+        kept = [s.id for s in specs if s.id not in refused]
+        raise UsageError(
+            f"variant(s) {', '.join(asked)} refused for {label}: {reasons}.",
+            f"Leave them out{' (' + ', '.join(kept) + ' can be built)' if kept else ''}; "
+            "see `exporter list-architectures`.",
+        )
+    return [s for s in specs if s.id not in refused]
+
+
+def narrow(source_dir: Path, kind: str, specs: list, requested: list[str] | str | None) -> tuple[list, ShapeFacts]:
+    """``(specs, facts)``: the variants of ``specs`` an export of the model at ``source_dir`` builds, narrowed by
+    its module chain (``shape_check``: sparse and static chains) and its architecture (the support table), and
+    the shape facts read on the way. ``run_export`` and the dry run both call it, so they decide alike.
+
+    Raises:
+        UsageError: the chain or architecture is refused, or a variant it refuses was asked for by id.
+    """
+    if isinstance(requested, str):
+        requested = [w.strip() for w in requested.split(",") if w.strip()]
+    specs = shape_check.restrict(source_dir, kind, specs, requested)  # sparse/static chains: refused or narrowed
+    facts = inspect(source_dir, kind)  # a dense chain or an architecture it cannot serve: refused here
+    return select(specs, requested, kind, facts), facts

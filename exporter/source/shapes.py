@@ -1,0 +1,256 @@
+"""The support table, as data: which model shapes (architecture family x module chain) export, to which
+variants, and which variants are refused for them and why.
+
+One ``Shape`` row per (family, chain) that a test builds as a tiny model and exports + verifies
+(``tests/test_shapes.py`` declares the ids it exercises in ``EXERCISED_SHAPES``; a meta-test fails on a row
+without one). ``exporter list-architectures`` prints it and README.md reproduces it.
+
+A model matches the rows of its kind whose ``model_types`` hold its ``config.json`` ``model_type`` (a row
+with no ``model_types``, for models without a transformers config such as ``StaticEmbedding``, matches by
+its first module's class instead); the variants refused for it are those its matching rows refuse. The
+variants a row allows are every catalogue variant of its kind that it does not refuse (``allowed``), so a new
+catalogue entry applies to every row until a row refuses it. ``exporter.source.preflight`` applies the table
+before anything heavy runs.
+
+Importing this module is cheap (no model libraries).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+ORT_OPTIMIZER_LEVELS = ("onnx-o1", "onnx-o2", "onnx-o3", "onnx-o4")
+NO_ORT_FUSION = "ONNX Runtime's optimizer (optimum-onnx ORTOptimizer) has no fusion support for this model type"
+FP16_OVERFLOW = "fp16 compute overflows this family's residual stream (NaN on CPU); kept in fp32"
+REMOTE_CODE = (
+    "remote-code architecture: refused without --trust-remote-code; with it, only remote code whose config "
+    "model_type is a family of this table is exported (traced like that family), and this one's is not"
+)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One row of the support table.
+
+    ``chain`` is the module chain the row's test model has, as ``modules.json`` lists it (class names;
+    a Pooling mode in brackets). ``refused`` maps a variant id to a one-line reason (``"*"``: every
+    variant). ``examples`` are real Hub models of this shape.
+    """
+
+    id: str
+    family: str
+    model_types: tuple[str, ...]  # config.json model_type
+    architectures: tuple[str, ...]  # transformers classes (config.json architectures)
+    chain: tuple[str, ...]
+    kind: str = "sentence-transformer"
+    refused: tuple[tuple[str, str], ...] = ()  # (variant id or "*", one-line reason)
+    examples: tuple[str, ...] = ()
+    remote_code: bool = False
+    note: str = ""
+
+    def refusals(self) -> dict[str, str]:
+        return dict(self.refused)
+
+    def allowed(self) -> list[str]:
+        from exporter.kinds import allowed_variants
+
+        refused = self.refusals()
+        return [] if "*" in refused else [v for v in allowed_variants(self.kind) if v not in refused]
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "family": self.family,
+            "kind": self.kind,
+            "model_types": list(self.model_types),
+            "architectures": list(self.architectures),
+            "chain": " -> ".join(self.chain),
+            "allowed": self.allowed(),
+            "refused": self.refusals(),
+            "examples": list(self.examples),
+            "remote_code": self.remote_code,
+            "note": self.note,
+        }
+
+
+def _no_ort_fusion(model_type: str) -> tuple[tuple[str, str], ...]:
+    return tuple((v, f"{NO_ORT_FUSION} ({model_type})") for v in ORT_OPTIMIZER_LEVELS)
+
+
+SHAPES: tuple[Shape, ...] = (
+    Shape(
+        id="bert-mean-normalize",
+        family="BERT",
+        model_types=("bert",),
+        architectures=("BertModel",),
+        chain=("Transformer", "Pooling[mean]", "Normalize"),
+        examples=("sentence-transformers/all-MiniLM-L6-v2", "BAAI/bge-small-en-v1.5", "intfloat/e5-small-v2"),
+    ),
+    Shape(
+        id="bert-cls-dense-normalize",
+        family="BERT",
+        model_types=("bert",),
+        architectures=("BertModel",),
+        chain=("Transformer", "Pooling[cls]", "Dense[tanh, bias]", "Normalize"),
+        examples=("sentence-transformers/LaBSE",),
+        note="Dense weights (2_Dense/model.safetensors) are carried into the artifact",
+    ),
+    Shape(
+        id="mpnet-mean-normalize",
+        family="MPNet",
+        model_types=("mpnet",),
+        architectures=("MPNetModel",),
+        chain=("Transformer", "Pooling[mean]", "Normalize"),
+        examples=("sentence-transformers/all-mpnet-base-v2",),
+    ),
+    Shape(
+        id="xlm-roberta-mean-normalize",
+        family="XLM-RoBERTa",
+        model_types=("xlm-roberta",),
+        architectures=("XLMRobertaModel",),
+        chain=("Transformer", "Pooling[mean]", "Normalize"),
+        examples=("intfloat/multilingual-e5-small", "BAAI/bge-m3"),
+    ),
+    Shape(
+        id="modernbert-cls",
+        family="ModernBERT",
+        model_types=("modernbert",),
+        architectures=("ModernBertModel",),
+        chain=("Transformer", "Pooling[cls]"),
+        examples=("Alibaba-NLP/gte-modernbert-base", "nomic-ai/modernbert-embed-base"),
+    ),
+    Shape(
+        id="t5-encoder-mean-dense-normalize",
+        family="T5 encoder",
+        model_types=("t5", "mt5", "umt5"),
+        architectures=("T5EncoderModel",),
+        chain=("Transformer", "Pooling[mean]", "Dense[identity, no bias]", "Normalize"),
+        examples=("sentence-transformers/sentence-t5-base", "sentence-transformers/gtr-t5-base"),
+        note="OpenVINO IR converted from the traced encoder graph (optimum-intel exports T5 with its decoder)",
+    ),
+    Shape(
+        id="qwen3-lasttoken-left-normalize",
+        family="Qwen3 (decoder)",
+        model_types=("qwen3",),
+        architectures=("Qwen3Model",),
+        chain=("Transformer", "Pooling[lasttoken]", "Normalize"),
+        refused=_no_ort_fusion("qwen3"),
+        examples=("Qwen/Qwen3-Embedding-0.6B",),
+        note="left padding",
+    ),
+    Shape(
+        id="gemma3-bidirectional-mean-dense-dense-normalize",
+        family="Gemma3 text (bidirectional)",
+        model_types=("gemma3_text",),
+        architectures=("Gemma3TextModel",),
+        chain=("Transformer", "Pooling[mean]", "Dense[identity, no bias]", "Dense[identity, no bias]", "Normalize"),
+        refused=(*_no_ort_fusion("gemma3_text")[:3], ("onnx-o4", FP16_OVERFLOW)),
+        examples=("google/embeddinggemma-300m",),
+        note="OpenVINO IR converted from the traced graph (optimum-intel's Gemma3 export makes attention causal); "
+        "openvino-fp16 stores fp16 weights and computes in fp32 (checked by the gate)",
+    ),
+    Shape(
+        id="remote-code-nomic-bert",
+        family="remote code (nomic-bert, jina)",
+        model_types=("nomic_bert",),
+        architectures=("NomicBertModel",),
+        chain=("Transformer", "Pooling[mean]", "Normalize"),
+        refused=(("*", REMOTE_CODE),),
+        examples=("nomic-ai/nomic-embed-text-v1.5", "jinaai/jina-embeddings-v3"),
+        remote_code=True,
+    ),
+)
+
+
+def _short(module_type: str) -> str:
+    """``sentence_transformers.models.Router (query: ...)`` -> ``Router (query: ...)``."""
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", module_type)
+
+
+def _chain_rows() -> tuple[Shape, ...]:
+    """The sparse and static rows ``exporter.source.shape_check`` keeps (it classifies and restricts those chains),
+    as rows of this table; they match a model by their first module (no transformers model_type)."""
+    from exporter.source import shape_check
+
+    return tuple(
+        Shape(
+            id=row["id"],
+            family=row["family"],
+            model_types=(),
+            architectures=tuple(row["architectures"]),
+            chain=tuple(_short(c) for c in row["chain"]),
+            kind=row["kind"],
+            refused=tuple(row["refused_variants"].items()),
+            examples=tuple(row["examples"]),
+        )
+        for row in shape_check.support_rows()
+    )
+
+
+SHAPES = (*SHAPES, *_chain_rows())
+BY_ID: dict[str, Shape] = {s.id: s for s in SHAPES}
+
+# model_type -> why its OpenVINO IR is converted from the traced sentence-transformers graph (the transformer's
+# token output, as the ONNX export traces it) instead of optimum-intel's own export of the transformer.
+OPENVINO_VIA_TRACED_GRAPH: dict[str, str] = {
+    "t5": "optimum-intel exports T5 with its decoder (decoder_input_ids), not the encoder sentence-t5 uses",
+    "mt5": "optimum-intel exports mT5 with its decoder (decoder_input_ids), not the encoder",
+    "umt5": "optimum-intel exports UMT5 with its decoder (decoder_input_ids), not the encoder",
+    "gemma3_text": "optimum-intel's Gemma3 export builds a causal mask; EmbeddingGemma attends bidirectionally",
+}
+
+
+def _first_module(row: Shape) -> str:
+    """The class name a row's chain starts with ("Router (query: ...)" -> "Router")."""
+    return re.split(r"[\s\[(]", row.chain[0].lstrip("["), maxsplit=1)[0] if row.chain else ""
+
+
+def rows_for(kind: str, model_type: str | None, first_module: str | None = None) -> list[Shape]:
+    """The rows of ``kind`` whose family has ``model_type`` (rows without model types: whose chain starts
+    with ``first_module``)."""
+    return [
+        s
+        for s in SHAPES
+        if s.kind == kind and (model_type in s.model_types if s.model_types else first_module == _first_module(s))
+    ]
+
+
+def refusals_for(kind: str, model_type: str | None, first_module: str | None = None) -> dict[str, str]:
+    """Variant id (or "*") -> reason, for a model of ``kind``, ``model_type`` and first module class."""
+    out: dict[str, str] = {}
+    for row in rows_for(kind, model_type, first_module):
+        out.update(row.refusals())
+    return out
+
+
+def families() -> dict[str, tuple[str, ...]]:
+    """model_type -> the families (for messages)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for s in SHAPES:
+        for mt in s.model_types:
+            out[mt] = tuple(dict.fromkeys((*out.get(mt, ()), s.family)))
+    return out
+
+
+def table_rows() -> list[dict]:
+    return [s.to_dict() for s in SHAPES]
+
+
+def markdown_table() -> str:
+    """The support table in the Markdown form README.md reproduces (``exporter list-architectures --markdown``)."""
+    lines = [
+        "| id | family | kind | model_type | chain | allowed variants | refused variants | examples |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in table_rows():
+        by_reason: dict[str, list[str]] = {}
+        for variant, why in r["refused"].items():
+            by_reason.setdefault(why, []).append(variant)
+        refused = "; ".join(f"{', '.join(vs)}: {why}" for why, vs in by_reason.items()) or "-"
+        allowed = ", ".join(r["allowed"]) or "-"
+        lines.append(
+            f"| {r['id']} | {r['family']} | {r['kind']} | {', '.join(r['model_types'])} | {r['chain']} | "
+            f"{allowed} | {refused} | {', '.join(r['examples'])} |"
+        )
+    return "\n".join(lines)
