@@ -31,7 +31,7 @@ def to_xml(report: VerifyReport) -> str:
     suite = ET.SubElement(
         root,
         "testsuite",
-        name=f"exporter.quality.verify.{report.artifact.name}",
+        name=f"exporter.verify.{report.artifact.name}",
         tests=str(len(cases)),
         failures=str(counts[FAILED]),
         errors=str(counts[ERROR]),
@@ -65,7 +65,7 @@ def _properties(report: VerifyReport) -> dict[str, str]:
 def _case(suite: ET.Element, case: CaseResult) -> None:
     kind = "integrity" if case.name == "integrity" else "fidelity"
     el = ET.SubElement(
-        suite, "testcase", classname=f"exporter.quality.verify.{kind}", name=case.name, time=f"{case.seconds:.3f}"
+        suite, "testcase", classname=f"exporter.verify.{kind}", name=case.name, time=f"{case.seconds:.3f}"
     )
     details = "\n".join(case.failures) or case.message
     if case.status == FAILED:
