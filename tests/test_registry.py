@@ -229,11 +229,7 @@ def test_failed_or_tampered_variants_are_refused(open_registry, tmp_path):
     assert open_registry.tags("team/tiny") == []  # checked before anything is sent
     (forced,) = reg.publish(art, target, variant="onnx-qint8", allow_failed=True, retry=FAST)
     ann = _remote_manifest(open_registry, "team/tiny", f"{SHA12}-onnx-qint8")["annotations"]
-    assert (
-        forced.allow_failed
-        and ann["dev.exporter.allow-failed"] == "true"
-        and ann["dev.exporter.parity"] == "failed"
-    )
+    assert forced.allow_failed and ann["dev.exporter.allow-failed"] == "true" and ann["dev.exporter.parity"] == "failed"
     (art / "onnx" / "model.onnx").write_bytes(b"edited after export")
     with pytest.raises(IntegrityError, match="onnx/model.onnx"):
         reg.publish(art, target, variant="onnx", allow_failed=True, retry=FAST)
