@@ -18,11 +18,9 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from _common import REPO_ROOT, machine, stopwatch
 
 TARGET_RATIO, TARGET_COS, TARGET_NN = 2.5, 0.99, 0.95
 BATCH = 32
@@ -58,9 +56,9 @@ def tokenizer_share(source_dir: Path, texts: list[str], threads: int, rounds: in
     t_tok, t_all = [], []
     for _ in range(rounds):
         for fn, acc in ((tokenize, t_tok), (encode, t_all)):
-            start = time.perf_counter()
-            fn()
-            acc.append(time.perf_counter() - start)
+            with stopwatch() as t:
+                fn()
+            acc.append(t.seconds)
     tok_s, all_s = statistics.median(t_tok), statistics.median(t_all)
     return {"tokenize_s": tok_s, "torch_encode_s": all_s, "share": tok_s / all_s, "ceiling": all_s / tok_s}
 
@@ -80,13 +78,14 @@ def main() -> None:
     ap.add_argument("--max-texts", type=int, default=256)
     ap.add_argument("--texts", type=Path, help="texts to encode (default: the built-in probe set)")
     args = ap.parse_args()
+    print(machine(), flush=True)
 
     artifact = args.artifact
     if artifact is None:
         artifact = args.out
-        t0 = time.perf_counter()
-        export_default(artifact, args.variants)
-        print(f"export: {time.perf_counter() - t0:.0f}s -> {artifact}")
+        with stopwatch() as t:
+            export_default(artifact, args.variants)
+        print(f"export: {t.seconds:.0f}s -> {artifact}")
     result = bench_mod.bench(
         artifact,
         batch_sizes=[1, 8, BATCH],

@@ -19,23 +19,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from _common import BIN, load_average, machine, timed_run
+
 BEST_SECONDS, ALL_SECONDS, INT8_SHARE = 120.0, 180.0, 0.95
-
-
-def timed(cmd: list[str], env: dict, ok: tuple[int, ...] = (0,)) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode not in ok:
-        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return elapsed
 
 
 def variants_table(manifest: dict) -> tuple[list[str], float | None, float | None]:
@@ -59,15 +49,12 @@ def variants_table(manifest: dict) -> tuple[list[str], float | None, float | Non
 
 
 def main() -> None:
-    from exporter.environment import cpu_info
     from exporter.source.default_model import REPO_ID, REVISION, seed_default
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--all", action="store_true", help="also time `exporter export --variants all`")
     args = parser.parse_args()
-    cpu = cpu_info()
-    print(f"CPU: {cpu['model']} ({cpu['logical_cores']} logical cores) flags: {' '.join(cpu['flags'])}")
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(machine(), flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="bench-best-"))
     env = dict(os.environ, HF_HOME=str(work / "hf"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -78,23 +65,23 @@ def main() -> None:
     exporter, model = [str(BIN / "exporter"), "export", f"{REPO_ID}@{REVISION}"], str(snapshot)
     times: dict[str, float] = {}
     try:
-        times["exporter export (onnx)"] = timed([*exporter, "--out", str(work / "onnx")], env)
-        times["optimum-cli export onnx"] = timed(
+        times["exporter export (onnx)"] = timed_run([*exporter, "--out", str(work / "onnx")], env)
+        times["optimum-cli export onnx"] = timed_run(
             [str(BIN / "optimum-cli"), "export", "onnx", "--model", model, "--library-name", "sentence_transformers"]
             + ["--task", "feature-extraction", str(work / "optimum")],
             env,
         )
-        times["exporter export --variants best"] = timed(
+        times["exporter export --variants best"] = timed_run(
             [*exporter, "--variants", "best", "--out", str(work / "b")], env
         )
         if args.all:  # failed gates (exit 3) are expected in `all`
-            times["exporter export --variants all"] = timed(
+            times["exporter export --variants all"] = timed_run(
                 [*exporter, "--variants", "all", "--out", str(work / "all")], env, ok=(0, 3)
             )
         manifest = json.loads((work / "b" / "manifest.json").read_text())
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+    print(f"load average after: {load_average()}\n")
     lines, rec_ratio, int8 = variants_table(manifest)
     print("\n".join(lines))
     print(f"\nrecommended: {manifest['recommended'].get('variant')}\n")

@@ -20,22 +20,10 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-
-
-def timed(cmd: list[str], env: dict) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return elapsed
+from _common import BIN, machine, timed_run
 
 
 def main() -> None:
@@ -44,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    print(machine(), flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))
     env = dict(os.environ, HF_HOME=str(work / "hf"), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -54,9 +43,9 @@ def main() -> None:
     try:
         for i in range(args.rounds):
             out_a, out_b = work / f"ours-{i}", work / f"optimum-{i}"
-            ours.append(timed([str(BIN / "exporter"), "export", f"{REPO_ID}@{REVISION}", "--out", str(out_a)], env))
+            ours.append(timed_run([str(BIN / "exporter"), "export", f"{REPO_ID}@{REVISION}", "--out", str(out_a)], env))
             theirs.append(
-                timed(
+                timed_run(
                     [
                         str(BIN / "optimum-cli"),
                         "export",

@@ -20,8 +20,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _common import load_average, machine, stopwatch
 
 ONNX_IDS = (
     "onnx",
@@ -52,9 +53,9 @@ def build(out: Path, env: dict) -> dict:
         "--variants",
         ",".join(ONNX_IDS),
     ]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    print(f"export of {len(ONNX_IDS)} variants: {time.perf_counter() - start:.0f}s (exit {proc.returncode})")
+    with stopwatch() as t:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    print(f"export of {len(ONNX_IDS)} variants: {t.seconds:.0f}s (exit {proc.returncode})")
     if proc.returncode not in (0, 3):  # 3: some variant failed its gate, which this benchmark reports
         sys.exit(proc.stderr[-3000:])
     return json.loads((out / "manifest.json").read_text())
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None, help="artifact folder (default: a temp dir)")
     args = parser.parse_args()
+    print(machine(), flush=True)
 
     home = Path(tempfile.mkdtemp(prefix="int8-bench-hf-"))
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "1"}
@@ -95,13 +97,13 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in models}
     for r in range(args.rounds):
         for name, model in models.items():
-            start = time.perf_counter()
-            model.encode(texts, batch_size=32)
-            times[name].append(time.perf_counter() - start)
+            with stopwatch() as t:
+                model.encode(texts, batch_size=32)
+            times[name].append(t.seconds)
         print(f"round {r + 1}/{args.rounds} done", flush=True)
 
     tput = {name: len(texts) / statistics.median(t) for name, t in times.items()}
-    print(f"\n{len(texts)} probe texts, batch 32, median of {args.rounds} interleaved rounds; load {os.getloadavg()}")
+    print(f"\n{len(texts)} probe texts, batch 32, median of {args.rounds} interleaved rounds; load {load_average()}")
     cols = ("cos min", "cos mean", "nn@10", "texts/s", "vs torch", "vs onnx")
     header = f"{'variant':24} {'status':7} " + " ".join(f"{c:>8}" for c in cols)
     print(header)

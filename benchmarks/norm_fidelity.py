@@ -20,6 +20,8 @@ import argparse
 import json
 from pathlib import Path
 
+from _common import machine
+
 
 def _pooled(model, texts: list[str]):
     import numpy as np
@@ -42,6 +44,7 @@ def main() -> None:
     from exporter.quality import parity, probes
     from exporter.quality.verify import resolve_reference
 
+    print(machine())  # int8 kernels round differently by ISA (VNNI or not): the figures hold for this CPU
     manifest = mf.load(args.artifact)
     texts = probes.load_text_set(args.probe, "probe").texts
     src = resolve_reference(manifest)

@@ -22,14 +22,13 @@ import json
 import os
 import random
 import shutil
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _common import machine, stopwatch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 _SUBJ = "The committee|My neighbour|A small startup in Berlin|The new vaccine|Our quarterly revenue|The river|\
 This recipe|The striker|The kernel patch|Her latest novel|The central bank|A stray cat|The satellite|The museum|\
@@ -112,15 +111,16 @@ def main() -> None:
 
         def throughput(model) -> float:
             model.encode(speed_texts[:32], batch_size=32)
-            start = time.perf_counter()
-            model.encode(speed_texts, batch_size=32)
-            return len(speed_texts) / (time.perf_counter() - start)
+            with stopwatch() as t:
+                model.encode(speed_texts, batch_size=32)
+            return len(speed_texts) / t.seconds
 
+        print(machine(), flush=True)
         print(json.dumps({"calibration_texts": len(calibration), **{k: len(v) for k, v in sets.items()}}))
         for spec in specs:
-            start = time.perf_counter()
-            result = spec.build_fn()(ctx, spec)
-            build_s = time.perf_counter() - start
+            with stopwatch() as t:
+                result = spec.build_fn()(ctx, spec)
+            build_s = t.seconds
             if spec.id == "quanto-int8":
                 model = load_quanto(stage)
             else:

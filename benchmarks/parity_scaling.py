@@ -17,8 +17,9 @@ import json
 import resource
 import subprocess
 import sys
-import time
 import tracemalloc
+
+from _common import machine, stopwatch
 
 
 def _embeddings(n: int, dim: int, seed: int = 0):
@@ -38,15 +39,14 @@ def measure(n: int, dim: int) -> dict:
 
     ref, cand = _embeddings(n, dim)
     tracemalloc.start()
-    start = time.perf_counter()
-    m = parity.compare(ref, cand)
-    seconds = time.perf_counter() - start
+    with stopwatch() as t:
+        m = parity.compare(ref, cand)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {
         "n": n,
         "dim": dim,
-        "seconds": round(seconds, 2),
+        "seconds": round(t.seconds, 2),
         "peak_alloc_mb": round(peak / 2**20, 1),
         "inputs_mb": round((ref.nbytes + cand.nbytes) / 2**20, 1),
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -68,6 +68,7 @@ def main() -> None:
         return
     from exporter.quality import parity_rank as rank
 
+    print(machine())
     print(
         f"caps: NN_MAX_QUERIES={rank.NN_MAX_QUERIES}, SPEARMAN_MAX_TEXTS={rank.SPEARMAN_MAX_TEXTS}, "
         f"BLOCK_ELEMENTS={rank.BLOCK_ELEMENTS} ({rank.BLOCK_ELEMENTS * 8 / 2**20:.0f} MB per block)"

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from _common import load_average, machine, stopwatch
 
 
 def run_row(row_id: str, kwargs: dict, wanted: list[str], root: Path) -> dict:
@@ -30,24 +27,21 @@ def run_row(row_id: str, kwargs: dict, wanted: list[str], root: Path) -> dict:
 
     variants = [v for v in wanted if v in shapes.BY_ID[row_id].allowed()]
     src = build_tiny_embedder(root / row_id / "src", **kwargs)
-    start = time.perf_counter()
-    outcome = run_export(ExportPlan(model=str(src), variants=variants, out=root / row_id / "art"))
-    exported = time.perf_counter() - start
-    start = time.perf_counter()
-    report = verify(outcome.artifact)
-    verified = time.perf_counter() - start
+    with stopwatch() as exported:
+        outcome = run_export(ExportPlan(model=str(src), variants=variants, out=root / row_id / "art"))
+    with stopwatch() as verified:
+        report = verify(outcome.artifact)
     return {
         "row": row_id,
         "variants": variants,
-        "export_s": exported,
-        "verify_s": verified,
+        "export_s": exported.seconds,
+        "verify_s": verified.seconds,
         "export_ok": not outcome.failed,
         "verify_ok": report.ok,
     }
 
 
 def main() -> None:
-    from exporter.environment import cpu_info
     from tests.test_shapes import SHAPE_MODELS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -55,10 +49,7 @@ def main() -> None:
     parser.add_argument("--variants", default="onnx,onnx-o2,openvino", help="variants to build where allowed")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    cpu = cpu_info()
-    flags = ", ".join(cpu.get("flags") or [])
-    print(f"CPU: {cpu.get('model')} | {cpu.get('logical_cores')} logical cores ({cpu.get('arch')}) | flags: {flags}")
-    print(f"load average (1 min) before: {os.getloadavg()[0]:.2f}")
+    print(machine())
     print(f"{'row':<50} {'variants':<24} {'export s':>9} {'verify s':>9}  ok")
     total = 0.0
     with tempfile.TemporaryDirectory(prefix="shapes-bench-") as tmp:
@@ -67,7 +58,7 @@ def main() -> None:
             total += r["export_s"] + r["verify_s"]
             ok = "yes" if r["export_ok"] and r["verify_ok"] else "NO"
             print(f"{r['row']:<50} {','.join(r['variants']):<24} {r['export_s']:>9.1f} {r['verify_s']:>9.1f}  {ok}")
-    print(f"total export + verify: {total:.1f} s; load average (1 min) after: {os.getloadavg()[0]:.2f}")
+    print(f"total export + verify: {total:.1f} s; load average after: {load_average()}")
 
 
 if __name__ == "__main__":

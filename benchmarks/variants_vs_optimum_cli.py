@@ -22,23 +22,13 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from _common import BIN, machine, timed_run
+
 NOT_COVERED = ("onnx-qint8-static", "onnx-qint8-fidelity", "openvino-qint8", "quanto-int8")
-
-
-def run(cmd: list[str], env: dict, ok=(0,)) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
-    if proc.returncode not in ok:
-        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
-    return elapsed
 
 
 def optimum_calls(snapshot: Path, work: Path) -> list[tuple[str, list[str]]]:
@@ -90,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
+    print(machine(), flush=True)
 
     home = Path(tempfile.mkdtemp(prefix="variants-bench-hf-"))
     env = {**os.environ, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_HUB_OFFLINE": "1"}
@@ -102,7 +93,7 @@ def main() -> None:
         out = Path(tempfile.mkdtemp(prefix="variants-bench-"))
         # exit 3: some variant missed its gate (the int8 presets do on this model); still a full build.
         ours.append(
-            run(
+            timed_run(
                 [
                     sys.executable,
                     "-m",
@@ -122,7 +113,7 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="optimum-cli-bench-"))
         per_call = {}
         for name, cmd in optimum_calls(snapshot, work):
-            per_call[name] = run(cmd, env)
+            per_call[name] = timed_run(cmd, env)
         theirs.append(sum(per_call.values()))
         shutil.rmtree(work, ignore_errors=True)
         print(

@@ -17,7 +17,8 @@ import pytest
 from exporter import manifest as mf
 from exporter.ship import attestation, modelpack, referrers
 from exporter.ship import registry as reg
-from exporter.ship.oci_client import INDEX_MEDIA_TYPE, RegistryClient
+from exporter.ship.oci_client import RegistryClient
+from exporter.ship.oci_docs import INDEX_MEDIA_TYPE
 from exporter.ship.signing import BUNDLE_MEDIA_TYPE
 from tests.artifact_factory import REVISION, SHA12, make_artifact
 from tests.cli_runner import invoke

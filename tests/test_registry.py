@@ -160,9 +160,9 @@ def test_round_trip_is_byte_identical_and_annotated(open_registry, artifact, tmp
     assert kinds["onnx/model.onnx"] == modelpack.WEIGHT and kinds["tokenizer.json"] == modelpack.WEIGHT_CONFIG
     assert kinds["manifest.json"] == modelpack.DOC
     ann = remote["annotations"]
-    assert ann["dev.exporter.source.resolve.repo"] == "acme/tiny-embedder"
-    assert ann["dev.exporter.source.resolve.revision"].startswith(SHA12)
-    assert (ann["dev.exporter.variant"], ann["dev.exporter.quality.parity"], ann["dev.exporter.tool-version"]) == (
+    assert ann["dev.exporter.source.repo"] == "acme/tiny-embedder"
+    assert ann["dev.exporter.source.revision"].startswith(SHA12)
+    assert (ann["dev.exporter.variant"], ann["dev.exporter.parity"], ann["dev.exporter.tool-version"]) == (
         "onnx",
         "passed",
         "0.1.0",
@@ -229,11 +229,7 @@ def test_failed_or_tampered_variants_are_refused(open_registry, tmp_path):
     assert open_registry.tags("team/tiny") == []  # checked before anything is sent
     (forced,) = reg.publish(art, target, variant="onnx-qint8", allow_failed=True, retry=FAST)
     ann = _remote_manifest(open_registry, "team/tiny", f"{SHA12}-onnx-qint8")["annotations"]
-    assert (
-        forced.allow_failed
-        and ann["dev.exporter.allow-failed"] == "true"
-        and ann["dev.exporter.quality.parity"] == "failed"
-    )
+    assert forced.allow_failed and ann["dev.exporter.allow-failed"] == "true" and ann["dev.exporter.parity"] == "failed"
     (art / "onnx" / "model.onnx").write_bytes(b"edited after export")
     with pytest.raises(IntegrityError, match="onnx/model.onnx"):
         reg.publish(art, target, variant="onnx", allow_failed=True, retry=FAST)

@@ -8,10 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from exporter.errors import ExitCode, IntegrityError, SourceError
+from exporter.errors import ExitCode, HubError, IntegrityError, SourceError
 from exporter.fsutil import sha256_file
 from exporter.source import resolve as source
 from exporter.source.hubcache import hub_cache_dir
+from exporter.source.vetting import safetensors_problem
 from tests import hub_fixtures as hf
 from tests.hub_fixtures import OTHER_SHA, TINY_REPO, TINY_SHA
 
@@ -291,7 +292,7 @@ def online(monkeypatch):
         ("RepositoryNotFoundError", SourceError, "was not found on the Hub", ExitCode.USAGE),
         ("GatedRepoError", SourceError, "is gated", ExitCode.USAGE),
         ("RevisionNotFoundError", SourceError, f"has no revision {TINY_SHA}", ExitCode.USAGE),
-        ("HfHubHTTPError", source.HubError, "the Hub failed", ExitCode.FAILURE),
+        ("HfHubHTTPError", HubError, "the Hub failed", ExitCode.FAILURE),
     ],
 )
 def test_hub_errors_become_one_line(online, monkeypatch, exc_name, error, fragment, code):
@@ -315,7 +316,7 @@ def test_network_down_is_a_hub_error(online, monkeypatch):
         raise requests.exceptions.ConnectionError("no route to host")
 
     monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", fail)
-    with pytest.raises(source.HubError, match="could not reach the Hub"):
+    with pytest.raises(HubError, match="could not reach the Hub"):
         _resolve(f"{TINY_REPO}@{TINY_SHA}")
 
 
@@ -395,15 +396,15 @@ def _st_file(path: Path, header: bytes, data: bytes) -> Path:
     ],
 )
 def test_safetensors_problem(tmp_path, header, data, problem):
-    found = source.safetensors_problem(_st_file(tmp_path / "m.safetensors", header, data))
+    found = safetensors_problem(_st_file(tmp_path / "m.safetensors", header, data))
     assert (found is None) if problem is None else (problem in found)
 
 
 def test_safetensors_problem_short_and_huge_header(tmp_path):
     (tmp_path / "a.safetensors").write_bytes(b"\1\2")
-    assert "shorter than" in source.safetensors_problem(tmp_path / "a.safetensors")
+    assert "shorter than" in safetensors_problem(tmp_path / "a.safetensors")
     (tmp_path / "b.safetensors").write_bytes((10**9).to_bytes(8, "little") + b"{}")
-    assert "exceeds the file size" in source.safetensors_problem(tmp_path / "b.safetensors")
+    assert "exceeds the file size" in safetensors_problem(tmp_path / "b.safetensors")
 
 
 def test_uncached_default_model_hint_says_seed_default():

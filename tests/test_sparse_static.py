@@ -29,7 +29,7 @@ from exporter import manifest as mf
 from exporter import runtime
 from exporter.builders import external_data
 from exporter.errors import UsageError
-from exporter.source import shape_check
+from exporter.source import preflight, shapes
 from tests.cli_runner import invoke, run_cli
 from tests.tiny_models import build_tiny_sparse_encoder, build_tiny_static_embedding
 
@@ -253,7 +253,7 @@ def _modules_dir(tmp_path: Path, types: list[str]) -> Path:
 )
 def test_refused_chains_name_their_modules(tmp_path, types, kind, expected):
     with pytest.raises(UsageError) as info:
-        shape_check.classify(_modules_dir(tmp_path, types), kind)
+        preflight.classify(_modules_dir(tmp_path, types), kind)
     assert expected in info.value.message and info.value.hint
 
 
@@ -265,7 +265,7 @@ def test_unknown_splade_activation_is_refused_by_name(tmp_path):
     (root / "1_SpladePooling").mkdir()
     (root / "1_SpladePooling" / "config.json").write_text(json.dumps({"activation_function": "gelu"}))
     with pytest.raises(UsageError, match="SpladePooling with pooling_strategy='max', activation_function='gelu'"):
-        shape_check.classify(root, "sparse-encoder")
+        preflight.classify(root, "sparse-encoder")
 
 
 @pytest.mark.parametrize(
@@ -282,7 +282,7 @@ def test_unknown_splade_activation_is_refused_by_name(tmp_path):
     ],
 )  # fmt: skip
 def test_chains_are_classified_into_support_rows(tmp_path, types, kind, row):
-    shape = shape_check.classify(_modules_dir(tmp_path, types), kind)
+    shape = preflight.classify(_modules_dir(tmp_path, types), kind)
     assert (shape.id if shape else None) == row
 
 
@@ -291,7 +291,7 @@ def test_chains_are_classified_into_support_rows(tmp_path, types, kind, row):
 def test_static_embedding_exports_onnx_and_openvino_and_verifies(statics, layout):
     src, art = statics[layout]
     manifest = mf.load(art)
-    assert [v["id"] for v in manifest["variants"]] == list(shape_check.STATIC_VARIANTS)  # `all`, narrowed
+    assert [v["id"] for v in manifest["variants"]] == list(shapes.STATIC_VARIANTS)  # `all`, narrowed
     assert all(v["status"] == "passed" for v in manifest["variants"]), manifest["variants"]
     assert manifest["model"]["kind"] == "sentence-transformer" and manifest["model"]["max_seq_length"] is None
     res = invoke("verify", str(art))
@@ -364,11 +364,11 @@ def test_external_data_limit_env_is_validated(monkeypatch):
 def test_support_rows_agree_with_what_export_allows():
     from exporter import kinds
 
-    rows = {r["id"]: r for r in shape_check.support_rows()}
+    rows = {r["id"]: r for r in shapes.chain_rows()}
     assert set(rows) == {"splade-mlmtransformer", "splade-transformer", "splade-router", "static-embedding"}
     for rid in ("splade-mlmtransformer", "splade-transformer"):
         assert rows[rid]["allowed_variants"] == kinds.allowed_variants("sparse-encoder")
-    assert rows["static-embedding"]["allowed_variants"] == list(shape_check.STATIC_VARIANTS)
+    assert rows["static-embedding"]["allowed_variants"] == list(shapes.STATIC_VARIANTS)
     assert rows["splade-router"]["allowed_variants"] == []
     for row in rows.values():
         assert set(row["allowed_variants"]).isdisjoint(row["refused_variants"])

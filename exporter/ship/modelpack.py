@@ -24,7 +24,7 @@ import jsonschema
 
 from exporter import manifest as mf
 from exporter.errors import IntegrityError
-from exporter.ship.oci_client import canonical_json, image_manifest
+from exporter.ship.oci_docs import canonical_json, image_manifest
 from exporter.ship.oci_ref import DIGEST_RE
 from exporter.ship.package import FIXED_MTIME, check_layout, variant_files
 

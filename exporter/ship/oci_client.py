@@ -20,39 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
-import oras.defaults
 import requests
 
 from exporter.errors import IntegrityError, RegistryError
+from exporter.ship.oci_docs import INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
 from exporter.ship.oci_ref import _CRED_HINT, DIGEST_RE, Credentials, Reference, is_loopback
 
-MANIFEST_MEDIA_TYPE = oras.defaults.default_manifest_media_type
-INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 _MAX_JSON = 16 << 20  # manifests and config blobs larger than this are refused
-
-
-def image_manifest(
-    *, media_type: str, artifact_type: str, config_media_type: str, config: bytes, layers: list, annotations: dict
-) -> dict:
-    """An OCI image manifest document: ``config`` (the blob's bytes) described by its digest and size."""
-    return {
-        "schemaVersion": 2,
-        "mediaType": media_type,
-        "artifactType": artifact_type,
-        "config": {
-            "mediaType": config_media_type,
-            "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
-            "size": len(config),
-        },
-        "layers": layers,
-        "annotations": annotations,
-    }
-
-
-def canonical_json(doc: dict) -> bytes:
-    """The canonical bytes a manifest is pushed and digested as (sorted keys, no spaces, UTF-8)."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
 
 _CHUNK = 1 << 20
 _DIGEST = DIGEST_RE

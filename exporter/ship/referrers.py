@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from exporter.errors import FidelityError, IntegrityError
 from exporter.ship import attestation
-from exporter.ship.oci_client import INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, RegistryClient
+from exporter.ship.oci_client import RegistryClient
+from exporter.ship.oci_docs import INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
 from exporter.ship.oci_ref import DIGEST_RE
 from exporter.ship.signing import BUNDLE_MEDIA_TYPE, SIGNATURE_PREDICATE, Policy, TrustedKey
 

@@ -14,7 +14,7 @@ fidelity attestation are attached as referrers (``exporter.ship.referrers``), an
 The same bytes again is a no-op (compared by manifest digest); another digest under the tag is refused
 unless ``force``. ``pull`` with a policy checks the referrers before downloading, and model_signing checks
 the downloaded bytes before the folder is moved into place. Transport, retries and credentials:
-``exporter.ship.oci_client`` and ``exporter.ship.oci_ref``.
+``exporter.ship.oci_client``, ``exporter.ship.oci_docs`` and ``exporter.ship.oci_ref``.
 """
 
 from __future__ import annotations
@@ -34,14 +34,8 @@ from exporter import outdir
 from exporter.errors import IntegrityError, OutputError, RegistryError, UsageError
 from exporter.fsutil import staged_dir
 from exporter.ship import modelpack, referrers
-from exporter.ship.oci_client import (
-    _MAX_JSON,
-    MANIFEST_MEDIA_TYPE,
-    RegistryClient,
-    RetryPolicy,
-    canonical_json,
-    image_manifest,
-)
+from exporter.ship.oci_client import _MAX_JSON, RegistryClient, RetryPolicy
+from exporter.ship.oci_docs import MANIFEST_MEDIA_TYPE, canonical_json, image_manifest
 from exporter.ship.oci_ref import _DIGEST, PASSWORD_ENV, USER_ENV, Credentials, Reference, find_credentials, is_loopback
 from exporter.ship.package import (
     check_layout,

@@ -1,11 +1,18 @@
 """Pre-flight: refuse a model shape the exporter cannot serve, from its files alone, before anything heavy runs.
 
-Reads ``modules.json`` (``exporter.source.st_modules``) and ``config.json``, and applies the support table
-(``exporter.source.shapes``). Every refusal is one line naming the module or the architecture and what to do;
-it names a backend only when the refused variants are of that backend.
+Reads ``modules.json`` (``exporter.source.st_modules``; a Router's ``router_config.json``) and ``config.json``,
+and applies the support table (``exporter.source.shapes``, which says what is supported and why not; this
+module checks a model against it). Every refusal is one line naming the module or the architecture and what
+to do (UsageError, exit 2); it names a backend only when the refused variants are of that backend.
 
-- A sentence-transformer's module chain must be ``Transformer -> Pooling -> Dense* -> [Normalize]``:
-  anything else names the first module out of place.
+- Sparse and static chains (``classify``, ``restrict``) decide how a model exports
+  (``exporter.builders.export_onnx_sparse``, ``exporter.builders.export_onnx_static``) and which variants apply:
+  SPLADE (Transformer fill-mask, or ST 5.0-5.6's ``MLMTransformer``, -> SpladePooling) takes every sparse-encoder
+  variant; StaticEmbedding [-> Normalize] only ``shapes.STATIC_VARIANTS``. A ``Router`` (e.g. inference-free
+  asymmetric SPLADE), a SparseStaticEmbedding outside a Router, a sparse encoder without SpladePooling (e.g.
+  SparseAutoEncoder / CSR) and a StaticEmbedding followed by other modules are refused.
+- A dense sentence-transformer's module chain must be ``Transformer -> Pooling -> Dense* -> [Normalize]``
+  (``check_chain``): anything else names the first module out of place.
 - A variant a table row refuses for the model's architecture is refused when asked for by id, and left
   out of ``all`` (``select``). For an architecture outside the table, OpenVINO variants are refused the
   same way when optimum-intel has no exporter for its model_type (the only check that imports optimum).
@@ -18,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.errors import UsageError
-from exporter.source import shape_check, shapes, st_modules
+from exporter.source import shapes, st_modules
 
 K = st_modules.ModuleKind
 # Position rules of the dense-embedder chain: each kind may follow the kinds listed.
@@ -51,6 +58,93 @@ class ShapeFacts:
         }
 
 
+# ------------------------------------------------------------------ sparse and static chains
+@dataclass(frozen=True)
+class ChainShape:
+    id: str  # the support-table row
+    variants: tuple[str, ...] | None = None  # the variant ids it allows (None: all its kind allows)
+    refusal: str = ""  # why the other variants are refused
+
+
+def _names(modules) -> str:
+    return " -> ".join(m.type.rsplit(".", 1)[-1] for m in modules)
+
+
+def _router_routes(root: Path) -> str:
+    """``query: SparseStaticEmbedding; document: Transformer, SpladePooling`` from router_config.json."""
+    for name in ("router_config.json", "config.json"):
+        try:
+            config = json.loads((root / name).read_text("utf-8"))
+        except (OSError, ValueError):
+            continue
+        types, structure = config.get("types") or {}, config.get("structure") or {}
+        if structure:
+            return "; ".join(
+                f"{route}: " + ", ".join(str(types.get(m, m)).rsplit(".", 1)[-1] for m in mods)
+                for route, mods in structure.items()
+            )
+    return "routes unreadable"
+
+
+def classify(root: Path, kind: str) -> ChainShape | None:
+    """The sparse/static chain of the model at ``root``; None for the dense chains; UsageError if refused."""
+    modules = st_modules.read_modules(Path(root)) if (Path(root) / "modules.json").is_file() else ()
+    kinds = [m.kind for m in modules]
+    if K.ROUTER in kinds:
+        raise UsageError(
+            f"the model is a Router ({_router_routes(Path(root))}): a routed (asymmetric, e.g. inference-free "
+            "SPLADE) model has no single graph, and per-route export is not supported.",
+            "Export the document encoder as its own SPLADE folder (Transformer fill-mask + SpladePooling) and "
+            "compute query weights with sentence-transformers.",
+        )
+    if K.SPARSE_STATIC_EMBEDDING in kinds:
+        raise UsageError(
+            f"the model's modules ({_names(modules)}) start with SparseStaticEmbedding, a token-weight lookup "
+            "with no graph to export.",
+            "Compute its vectors with sentence-transformers (it is a tokenizer and one weight per token).",
+        )
+    if kinds and kinds[0] is K.STATIC_EMBEDDING:
+        if kinds[1:] not in ([], [K.NORMALIZE]):
+            raise UsageError(
+                f"the model's modules ({_names(modules)}): only StaticEmbedding [-> Normalize] exports.",
+                "Export a StaticEmbedding model without the modules after it, or use sentence-transformers.",
+            )
+        return ChainShape("static-embedding", shapes.STATIC_VARIANTS, shapes.STATIC_REFUSAL)
+    if kind == "sparse-encoder":
+        if kinds != [K.TRANSFORMER, K.SPLADE_POOLING]:
+            raise UsageError(
+                f"the sparse encoder's modules ({_names(modules)}) are not Transformer (fill-mask) -> "
+                "SpladePooling; only SPLADE sparse encoders export.",
+                "Use sentence-transformers for this sparse model (e.g. SparseAutoEncoder / CSR).",
+            )
+        from exporter.builders.export_onnx_sparse import read_splade
+
+        read_splade(Path(root))  # an unknown pooling_strategy / activation_function: refused here, by name
+        legacy = modules[0].type.rsplit(".", 1)[-1] == "MLMTransformer"
+        return ChainShape("splade-mlmtransformer" if legacy else "splade-transformer")
+    return None
+
+
+def restrict(root: Path, kind: str, specs: list, requested: list[str] | str | None) -> list:
+    """``specs`` narrowed to what the model's chain allows: a variant the user named that the chain does not
+    allow is a UsageError naming the chain; ones that came from ``all`` are dropped."""
+    from exporter.variants import EXPANSIONS
+
+    shape = classify(root, kind)
+    if shape is None or shape.variants is None:
+        return specs
+    wanted = requested.split(",") if isinstance(requested, str) else list(requested or [])
+    named = {w.strip().lower() for w in wanted} - {*EXPANSIONS, ""}
+    refused = sorted(named - set(shape.variants))
+    if refused:
+        raise UsageError(
+            f"variant(s) {', '.join(refused)} do not apply to {shape.id} models: {shape.refusal}.",
+            f"Variants for {shape.id}: {', '.join(shape.variants)}.",
+        )
+    return [s for s in specs if s.id in shape.variants]
+
+
+# ------------------------------------------------------------------------ dense chains
 def _config(folder: Path) -> dict:
     try:
         data = json.loads((folder / "config.json").read_text("utf-8"))
@@ -93,8 +187,8 @@ def inspect(source_dir: Path, kind: str) -> ShapeFacts:
         facts = st_modules.read(source_dir)
         chain = tuple(m.type.rsplit(".", 1)[-1] for m in facts.modules)
         config_dir = facts.transformer_dir
-        if kind == "sentence-transformer" and shape_check.classify(source_dir, kind) is None:
-            check_chain(facts)  # static chains are exporter.source.shape_check's
+        if kind == "sentence-transformer" and classify(source_dir, kind) is None:
+            check_chain(facts)  # sparse and static chains are classify's
     config = _config(config_dir)
     model_type = config.get("model_type")
     archs = tuple(str(a) for a in config.get("architectures") or ())
@@ -160,7 +254,7 @@ def select(specs: list, requested: list[str] | None, kind: str, facts: ShapeFact
 
 def narrow(source_dir: Path, kind: str, specs: list, requested: list[str] | str | None) -> tuple[list, ShapeFacts]:
     """``(specs, facts)``: the variants of ``specs`` an export of the model at ``source_dir`` builds, narrowed by
-    its module chain (``shape_check``: sparse and static chains) and its architecture (the support table), and
+    its module chain (``restrict``: sparse and static chains) and its architecture (the support table), and
     the shape facts read on the way. ``run_export`` and the dry run both call it, so they decide alike.
 
     Raises:
@@ -168,6 +262,6 @@ def narrow(source_dir: Path, kind: str, specs: list, requested: list[str] | str 
     """
     if isinstance(requested, str):
         requested = [w.strip() for w in requested.split(",") if w.strip()]
-    specs = shape_check.restrict(source_dir, kind, specs, requested)  # sparse/static chains: refused or narrowed
+    specs = restrict(source_dir, kind, specs, requested)  # sparse/static chains: refused or narrowed
     facts = inspect(source_dir, kind)  # a dense chain or an architecture it cannot serve: refused here
     return select(specs, requested, kind, facts), facts

@@ -9,8 +9,9 @@ A model matches the rows of its kind whose ``model_types`` hold its ``config.jso
 with no ``model_types``, for models without a transformers config such as ``StaticEmbedding``, matches by
 its first module's class instead); the variants refused for it are those its matching rows refuse. The
 variants a row allows are every catalogue variant of its kind that it does not refuse (``allowed``), so a new
-catalogue entry applies to every row until a row refuses it. ``exporter.source.preflight`` applies the table
-before anything heavy runs.
+catalogue entry applies to every row until a row refuses it. The sparse and static chains' rows
+(``chain_rows``) list every catalogue variant they refuse, with the reason. ``exporter.source.preflight``
+applies the table before anything heavy runs; this module only says what is supported and why not.
 
 Importing this module is cheap (no model libraries).
 """
@@ -26,6 +27,15 @@ FP16_OVERFLOW = "fp16 compute overflows this family's residual stream (NaN on CP
 REMOTE_CODE = (
     "remote-code architecture: refused without --trust-remote-code; with it, only remote code whose config "
     "model_type is a family of this table is exported (traced like that family), and this one's is not"
+)
+
+# StaticEmbedding graphs are one Gather and a masked mean: ONNX Runtime's transformer fusions (O1-O4) and
+# the int8 presets (built for MatMul-heavy transformers, calibrated through optimum's model classes)
+# have nothing to work on; OpenVINO reads the same graph.
+STATIC_VARIANTS = ("onnx", "openvino")
+STATIC_REFUSAL = (
+    "a StaticEmbedding graph is one embedding lookup and a masked mean: ORT fusions and int8 presets have "
+    "nothing to optimise, and sentence-transformers cannot load a static model's graph"
 )
 
 
@@ -163,16 +173,90 @@ SHAPES: tuple[Shape, ...] = (
 )
 
 
+# ------------------------------------------------------------------ sparse and static chain rows
+_KIND_REFUSAL = (
+    "not for sparse encoders: it calibrates or searches on single-text sentence embeddings, or reloads as a "
+    "SentenceTransformer only"
+)
+_ROUTER_REFUSAL = "a Router has no single graph (query and document routes differ); per-route export is not supported"
+# Tested on BERT; other masked LMs (DistilBERT, RoBERTa) take the same optimum fill-mask export, untested here.
+_SPLADE_ARCHS = ("BertForMaskedLM",)
+_CHAIN_ROWS: tuple[dict, ...] = (
+    {
+        "id": "splade-mlmtransformer",
+        "family": "SPLADE sparse encoder as sentence-transformers 5.0-5.6 saved it",
+        "architectures": list(_SPLADE_ARCHS),
+        "chain": [
+            "sentence_transformers.sparse_encoder.models.MLMTransformer",
+            "sentence_transformers.sparse_encoder.models.SpladePooling",
+        ],
+        "kind": "sparse-encoder",
+        "examples": ["naver/splade-v3", "prithivida/Splade_PP_en_v1", "naver/splade_v2_max"],
+    },
+    {
+        "id": "splade-transformer",
+        "family": "SPLADE sparse encoder as sentence-transformers 5.7 saves it",
+        "architectures": list(_SPLADE_ARCHS),
+        "chain": [
+            "sentence_transformers.base.modules.transformer.Transformer (transformer_task: fill-mask)",
+            "sentence_transformers.sparse_encoder.modules.splade_pooling.SpladePooling",
+        ],
+        "kind": "sparse-encoder",
+        "examples": ["any SPLADE model re-saved with sentence-transformers >= 5.4 (e.g. naver/splade-v3 re-saved)"],
+    },
+    {
+        "id": "splade-router",
+        "family": "inference-free asymmetric SPLADE (static query weights, MLM document encoder)",
+        "architectures": ["DistilBertForMaskedLM"],
+        "chain": [
+            "sentence_transformers.models.Router (query: SparseStaticEmbedding; "
+            "document: MLMTransformer/Transformer fill-mask, SpladePooling)"
+        ],
+        "kind": "sparse-encoder",
+        "examples": [
+            "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-distill",
+            "opensearch-project/opensearch-neural-sparse-encoding-doc-v2-distill",
+        ],
+    },
+    {
+        "id": "static-embedding",
+        "family": "static token embeddings (model2vec style), no transformer",
+        "architectures": [],
+        "chain": ["sentence_transformers.models.StaticEmbedding", "[sentence_transformers.models.Normalize]"],
+        "kind": "sentence-transformer",
+        "examples": ["sentence-transformers/static-retrieval-mrl-en-v1"],
+    },
+)
+
+
+def chain_rows() -> list[dict]:
+    """The support-table rows of the sparse and static chains (``exporter.source.preflight.classify`` tells
+    them apart): allowed variants, and refused ones with the reason, from the catalogue (``VariantSpec.kinds``)
+    and the chain's own restriction."""
+    from exporter.variants import CATALOGUE
+
+    rows = []
+    for row in _CHAIN_ROWS:
+        for_kind = [s.id for s in CATALOGUE if row["kind"] in {k.value for k in s.kinds}]
+        if row["id"] == "splade-router":
+            allowed, reason = [], _ROUTER_REFUSAL
+        elif row["id"] == "static-embedding":
+            allowed, reason = [v for v in for_kind if v in STATIC_VARIANTS], STATIC_REFUSAL
+        else:
+            allowed, reason = for_kind, ""
+        refused = {s.id: (reason if s.id in for_kind else _KIND_REFUSAL) for s in CATALOGUE if s.id not in allowed}
+        rows.append({**row, "allowed_variants": allowed, "refused_variants": refused})
+    return rows
+
+
 def _short(module_type: str) -> str:
     """``sentence_transformers.models.Router (query: ...)`` -> ``Router (query: ...)``."""
     return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", module_type)
 
 
-def _chain_rows() -> tuple[Shape, ...]:
-    """The sparse and static rows ``exporter.source.shape_check`` keeps (it classifies and restricts those chains),
-    as rows of this table; they match a model by their first module (no transformers model_type)."""
-    from exporter.source import shape_check
-
+def _chain_shapes() -> tuple[Shape, ...]:
+    """The sparse and static rows (``chain_rows``) as rows of this table; they match a model by their first
+    module (no transformers model_type)."""
     return tuple(
         Shape(
             id=row["id"],
@@ -184,11 +268,11 @@ def _chain_rows() -> tuple[Shape, ...]:
             refused=tuple(row["refused_variants"].items()),
             examples=tuple(row["examples"]),
         )
-        for row in shape_check.support_rows()
+        for row in chain_rows()
     )
 
 
-SHAPES = (*SHAPES, *_chain_rows())
+SHAPES = (*SHAPES, *_chain_shapes())
 BY_ID: dict[str, Shape] = {s.id: s for s in SHAPES}
 
 # model_type -> why its OpenVINO IR is converted from the traced sentence-transformers graph (the transformer's

@@ -16,186 +16,29 @@ is used when present. A graph with only token embeddings (e.g. one exported by a
 in numpy exactly as the model's Pooling/Normalize modules say, if those are the only modules after the
 Transformer.
 
-Backends are a table (``BACKENDS``): each opens a model file and returns an object with ``input_names``,
-``output_names``, ``providers`` and ``run(output_names, feeds)``. Only ONNX Runtime is implemented.
+Backends are a table (``BACKENDS``, ``exporter.runtime.backends``): each opens a model file and returns an
+object with ``input_names``, ``output_names``, ``providers`` and ``run(output_names, feeds)``; ONNX Runtime and
+OpenVINO. The numpy pooling is ``exporter.runtime.pooling``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 
 from exporter.errors import IntegrityError, UsageError
+from exporter.runtime.backends import BACKENDS, Session
+from exporter.runtime.backends import _OnnxSession as _OnnxSession  # builders wrap their own sessions
+from exporter.runtime.backends import _OpenVinoSession as _OpenVinoSession
+from exporter.runtime.pooling import exclude_prompt, pool
 from exporter.source import st_modules
 
 SENTENCE_OUTPUT = "sentence_embedding"
 SPARSE_OUTPUT = "sparse_embedding"  # SPLADE vectors [batch, vocab] (exporter.builders.export_onnx_sparse)
 TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
-DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 # Providers that a session lists but that run no local graph nodes (onnxruntime lists Azure first).
 _NON_COMPUTE_PROVIDERS = frozenset({"AzureExecutionProvider"})
-
-
-class Session(Protocol):
-    input_names: list[str]
-    output_names: list[str]
-    providers: list[str]
-
-    def run(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
-
-
-@dataclass
-class _OnnxSession:
-    session: Any
-
-    @property
-    def input_names(self) -> list[str]:
-        return [i.name for i in self.session.get_inputs()]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [o.name for o in self.session.get_outputs()]
-
-    @property
-    def providers(self) -> list[str]:
-        # What the session really runs on, in priority order (not what was asked for).
-        return list(self.session.get_providers())
-
-    @property
-    def optional_input_names(self) -> list[str]:
-        """Inputs with a default (initializers a caller may override), e.g. ``prompt_length``."""
-        return [i.name for i in self.session.get_overridable_initializers()]
-
-    def run(self, output_names, feeds):
-        return self.session.run(output_names, feeds)
-
-
-def _open_onnx(path: Path, providers: tuple[str, ...] | None = None, threads: int | None = None) -> Session:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    wanted = list(providers or DEFAULT_PROVIDERS)
-    available = set(ort.get_available_providers())
-    unknown = [p for p in wanted if p not in available]
-    if unknown:
-        raise UsageError(
-            f"execution provider(s) {', '.join(unknown)} not available in this onnxruntime.",
-            f"Available: {', '.join(sorted(available))}.",
-        )
-    return _OnnxSession(ort.InferenceSession(str(path), sess_options=options, providers=wanted))
-
-
-@dataclass
-class _OpenVinoSession:
-    compiled: Any  # openvino.CompiledModel
-
-    @property
-    def input_names(self) -> list[str]:
-        return [p.get_any_name() for p in self.compiled.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [p.get_any_name() for p in self.compiled.outputs]
-
-    @property
-    def providers(self) -> list[str]:
-        return [f"OpenVINO:{d}" for d in self.compiled.get_property("EXECUTION_DEVICES")]
-
-    def run(self, output_names, feeds):
-        result = self.compiled.create_infer_request().infer(feeds)
-        return [result[self.compiled.output(name)] for name in output_names]
-
-
-def _open_openvino(path: Path, providers: tuple[str, ...] | None = None, threads: int | None = None) -> Session:
-    """An OpenVINO IR (``.xml``) or ONNX file on the CPU, f32 inference pinned (as the manifest's variants)."""
-    import openvino as ov
-
-    config = {"INFERENCE_PRECISION_HINT": "f32"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = str(threads)
-    return _OpenVinoSession(ov.Core().compile_model(str(path), "CPU", config))
-
-
-# backend name -> opener(path, providers, threads).
-BACKENDS: dict[str, Callable[..., Session]] = {
-    "onnx": _open_onnx,
-    "openvino": _open_openvino,
-}
-
-
-# --- pooling in numpy, for graphs without a sentence_embedding output (mirrors ST's Pooling) ----------
-
-
-def _expanded(mask: np.ndarray, emb: np.ndarray) -> np.ndarray:
-    return np.broadcast_to(mask[:, :, None], emb.shape).astype(emb.dtype)
-
-
-def _pool_cls(emb, mask):
-    first = mask.argmax(axis=1)  # first real token: 0 for right padding
-    return emb[np.arange(len(emb)), first]
-
-
-def _pool_max(emb, mask):
-    return np.where(_expanded(mask, emb) == 0, -np.inf, emb).max(axis=1)
-
-
-def _masked_sum_count(emb, mask):
-    m = _expanded(mask, emb)
-    return (emb * m).sum(axis=1), np.maximum(m.sum(axis=1), 1e-9)
-
-
-def _pool_mean(emb, mask):
-    total, count = _masked_sum_count(emb, mask)
-    return total / count
-
-
-def _pool_mean_sqrt_len(emb, mask):
-    total, count = _masked_sum_count(emb, mask)
-    return total / np.sqrt(count)
-
-
-def _pool_weightedmean(emb, mask):
-    weights = np.arange(1, emb.shape[1] + 1, dtype=emb.dtype)[None, :, None] * _expanded(mask, emb)
-    return (emb * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
-
-
-def _pool_lasttoken(emb, mask):
-    seq_len = mask.shape[1]
-    flipped = mask[:, ::-1]
-    idx = np.where(flipped.max(axis=1) == 0, seq_len - 1, flipped.argmax(axis=1))
-    return (emb * _expanded(mask, emb))[np.arange(len(emb)), seq_len - idx - 1]
-
-
-POOLERS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "cls": _pool_cls,
-    "max": _pool_max,
-    "mean": _pool_mean,
-    "mean_sqrt_len_tokens": _pool_mean_sqrt_len,
-    "weightedmean": _pool_weightedmean,
-    "lasttoken": _pool_lasttoken,
-}
-
-
-def exclude_prompt(mask: np.ndarray, prompt_length: int) -> np.ndarray:
-    """The pooling mask without the first ``prompt_length`` real tokens of each row (after left padding), as
-    sentence-transformers' Pooling computes it for ``include_prompt: false``."""
-    pad = mask.argmax(axis=1)
-    positions = np.arange(mask.shape[1])[None, :]
-    return np.where(positions < (pad + prompt_length)[:, None], 0, mask)
-
-
-def pool(token_embeddings: np.ndarray, attention_mask: np.ndarray, facts: st_modules.ModelFacts) -> np.ndarray:
-    """Sentence embeddings from token embeddings as the model's Pooling [+ Normalize] modules compute them."""
-    vectors = np.concatenate([POOLERS[m](token_embeddings, attention_mask) for m in facts.pooling.modes], axis=-1)
-    if facts.normalize:
-        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    return vectors.astype(np.float32, copy=False)
 
 
 # --- tokenizer ---------------------------------------------------------------------------------------

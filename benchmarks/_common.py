@@ -1,0 +1,67 @@
+"""What every benchmark script shares: the repository on ``sys.path``, one timer, one way to time a command,
+and one line saying which machine the numbers come from.
+
+Scripts run as ``python benchmarks/NAME.py``, so this folder is on ``sys.path`` and ``from _common import ...``
+works; importing it puts the repository root there too (``exporter``, ``tests.tiny_models``).
+
+The machine line names the CPU model, its logical cores, and the ISA flags that decide which variants are fast
+and how int8 kernels round (``exporter.hostcaps``, as the catalogue reads them), with the 1-minute load average:
+on a shared machine, load inflates wall times, so a figure without it cannot be compared with another.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+BIN = Path(sys.executable).parent  # the venv's console scripts: exporter, optimum-cli
+
+
+@dataclass
+class Stopwatch:
+    seconds: float = 0.0
+
+
+@contextmanager
+def stopwatch() -> Iterator[Stopwatch]:
+    """``with stopwatch() as t: ...`` then ``t.seconds``: wall time of the block (``time.perf_counter``)."""
+    watch = Stopwatch()
+    start = time.perf_counter()
+    try:
+        yield watch
+    finally:
+        watch.seconds = time.perf_counter() - start
+
+
+def timed_run(cmd: list[str], env: dict, ok: tuple[int, ...] = (0,)) -> float:
+    """Wall seconds of ``cmd`` (output captured); exits with the tail of its stderr on an exit code not in ``ok``."""
+    with stopwatch() as t:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode not in ok:
+        sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    return t.seconds
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages, e.g. ``0.52 0.61 0.70``."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine() -> str:
+    """``CPU: <model> | <n> logical cores | x86_64 [avx2 avx512f ...] | load <1/5/15 min>``."""
+    from exporter.environment import cpu_info
+    from exporter.hostcaps import this_host
+
+    return (
+        f"CPU: {cpu_info()['model']} | {os.cpu_count()} logical cores | {this_host().describe()} "
+        f"| load {load_average()}"
+    )

@@ -1,0 +1,106 @@
+"""The runtime's backends, as a table (``BACKENDS``): each opens a model file and returns a ``Session`` with
+``input_names``, ``output_names``, ``providers`` and ``run(output_names, feeds)``. ONNX Runtime on the providers
+asked for (checked against those installed), OpenVINO on the CPU with f32 inference pinned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from exporter.errors import UsageError
+
+DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+
+
+class Session(Protocol):
+    input_names: list[str]
+    output_names: list[str]
+    providers: list[str]
+
+    def run(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+@dataclass
+class _OnnxSession:
+    session: Any
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.session.get_inputs()]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.session.get_outputs()]
+
+    @property
+    def providers(self) -> list[str]:
+        # What the session really runs on, in priority order (not what was asked for).
+        return list(self.session.get_providers())
+
+    @property
+    def optional_input_names(self) -> list[str]:
+        """Inputs with a default (initializers a caller may override), e.g. ``prompt_length``."""
+        return [i.name for i in self.session.get_overridable_initializers()]
+
+    def run(self, output_names, feeds):
+        return self.session.run(output_names, feeds)
+
+
+def _open_onnx(path: Path, providers: tuple[str, ...] | None = None, threads: int | None = None) -> Session:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    wanted = list(providers or DEFAULT_PROVIDERS)
+    available = set(ort.get_available_providers())
+    unknown = [p for p in wanted if p not in available]
+    if unknown:
+        raise UsageError(
+            f"execution provider(s) {', '.join(unknown)} not available in this onnxruntime.",
+            f"Available: {', '.join(sorted(available))}.",
+        )
+    return _OnnxSession(ort.InferenceSession(str(path), sess_options=options, providers=wanted))
+
+
+@dataclass
+class _OpenVinoSession:
+    compiled: Any  # openvino.CompiledModel
+
+    @property
+    def input_names(self) -> list[str]:
+        return [p.get_any_name() for p in self.compiled.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [p.get_any_name() for p in self.compiled.outputs]
+
+    @property
+    def providers(self) -> list[str]:
+        return [f"OpenVINO:{d}" for d in self.compiled.get_property("EXECUTION_DEVICES")]
+
+    def run(self, output_names, feeds):
+        result = self.compiled.create_infer_request().infer(feeds)
+        return [result[self.compiled.output(name)] for name in output_names]
+
+
+def _open_openvino(path: Path, providers: tuple[str, ...] | None = None, threads: int | None = None) -> Session:
+    """An OpenVINO IR (``.xml``) or ONNX file on the CPU, f32 inference pinned (as the manifest's variants)."""
+    import openvino as ov
+
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = str(threads)
+    return _OpenVinoSession(ov.Core().compile_model(str(path), "CPU", config))
+
+
+# backend name -> opener(path, providers, threads).
+BACKENDS: dict[str, Callable[..., Session]] = {
+    "onnx": _open_onnx,
+    "openvino": _open_openvino,
+}
