@@ -11,6 +11,7 @@ import pytest
 
 from exporter import manifest as mf
 from exporter.errors import ExitCode, ExporterError, IntegrityError
+from tests.cli_runner import invoke
 from tests.test_verify import VARIANTS, _artifact_template, artifact  # noqa: F401 - fixtures
 
 SIZES = [1, 4]
@@ -117,20 +118,12 @@ def test_bad_batch_sizes(text):
 
 
 def test_cli_bench_json(artifact, tmp_path):  # noqa: F811
-    import typer
-    from typer.testing import CliRunner
-
-    from exporter.cli.quality import bench as bench_cmd
-
-    app = typer.Typer()
-    app.command()(bench_cmd)
-    app.command("noop")(lambda: None)
     texts = tmp_path / "texts.txt"
     texts.write_text("hello world\nthe quick brown fox\nwhat is a vector search\n", encoding="utf-8")
     args = ["bench", str(artifact), "--variants", "onnx", "--batch-sizes", "1,2", "--threads", "1"]
-    result = CliRunner().invoke(app, [*args, "--texts", str(texts), "--rounds", "1", "--json"])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+    result = invoke(*args, "--texts", str(texts), "--rounds", "1", "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
     assert data["bench"]["texts"]["n"] == 3 and data["bench"]["texts"]["source"] == str(texts)
     assert data["recommended"]["variant"] == "onnx"
     assert (artifact / "REPORT.md").is_file() and (artifact / "report.png").is_file()

@@ -15,8 +15,8 @@ import yaml
 from exporter.fleet import runs as fleet
 from exporter.fleet.recipe import load_all, load_recipe, recipe_to_plan
 from tests.artifact_factory import make_artifact
+from tests.cli_runner import invoke
 from tests.hub_fixtures import TINY_SHA, seed_tiny
-from tests.test_matrix import invoke
 
 GOOD_REPO = "fleet-org/tiny-good"
 MISSING_REPO = "fleet-org/not-in-the-cache"
@@ -100,7 +100,7 @@ def test_a_crashed_worker_does_not_stop_the_others(tmp_path, monkeypatch):
 def test_worker_command_runs_the_recipe_in_a_fresh_interpreter(tmp_path):
     result = tmp_path / "r.result.json"
     cmd = fleet.worker_command(tmp_path / "r.yaml", artifacts_root=tmp_path, result=result, force=True, variants="onnx")
-    assert cmd[:3] == [sys.executable, "-m", "exporter.cli.recipes"]
+    assert cmd[:3] == [sys.executable, "-m", "exporter.cli.fleet_worker"]
     assert cmd[-1] == str(tmp_path / "r.yaml") and "--force" in cmd
     assert cmd[cmd.index("--result") + 1] == str(result)
 
@@ -114,8 +114,8 @@ def test_run_over_two_recipes_finishes_the_good_one_and_exits_non_zero(tmp_path,
     out = tmp_path / "artifacts"
 
     result = invoke("run", str(recipes), "--jobs", "2", "--json", "--artifacts", str(out))
-    assert result.exit_code == 2, result.output  # the broken model's error class (bad input)
-    summary = json.loads(result.stdout)
+    assert result.code == 2, result.err  # the broken model's error class (bad input)
+    summary = json.loads(result.out)
     assert summary["exit_code"] == 2 and summary["passed"] is False
     rows = {r["recipe"]: r for r in summary["rows"]}
     assert rows["broken"]["verdict"] == "error"
@@ -131,7 +131,7 @@ def test_run_over_two_recipes_finishes_the_good_one_and_exits_non_zero(tmp_path,
     onnx = artifact / "onnx" / "model.onnx"
     before = onnx.stat()
     again = invoke("run", str(recipes / "good.yaml"), "--json", "--artifacts", str(out))
-    assert again.exit_code == 0, again.output
+    assert again.code == 0, again.err
     after = onnx.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
@@ -142,8 +142,8 @@ def test_run_refuses_a_bad_recipe_before_any_model_starts(tmp_path, monkeypatch)
     _recipe(recipes, "bad", GOOD_REPO, TINY_SHA, thresholds={"int8": {"cosine": 0.9}})
     monkeypatch.setattr(fleet, "run_fleet", lambda *a, **k: pytest.fail("a model started"))
     result = invoke("run", str(recipes))
-    assert result.exit_code != 0
-    assert "bad.yaml" in str(result.exception) and "cosine_min" in str(result.exception)
+    assert result.code == 2
+    assert result.err.startswith("Error: ") and "bad.yaml" in result.err and "cosine_min" in result.err
 
 
 # ----------------------------------------------------------------------------------------------- resume
@@ -240,10 +240,10 @@ def test_run_prints_a_summary_table_and_exits_with_the_failure(tmp_path, monkeyp
         lambda recipe, result, **_: [sys.executable, "-c", _WORKER, recipe.stem, str(art), str(result)],
     )
     result = invoke("run", str(recipes), "--artifacts", str(tmp_path / "out"))
-    assert result.exit_code == 1
+    assert result.code == 1
     for text in ("crash", "crashed", "good", "onnx-qint8", "passed", "0.999900"):
-        assert text in result.stdout
-    assert "signal 9" in result.stderr
+        assert text in result.out
+    assert "signal 9" in result.err
 
 
 # ------------------------------------------------------------------------------ the default, offline
@@ -254,8 +254,8 @@ def test_the_default_recipe_runs_end_to_end_offline(tmp_path):
     seed_default()
     recipe = Path(__file__).resolve().parent.parent / "recipes" / "all-MiniLM-L6-v2.yaml"
     result = invoke("run", str(recipe), "--json", "--artifacts", str(tmp_path / "artifacts"))
-    assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.stdout)["rows"]
+    assert result.code == 0, result.err
+    (row,) = json.loads(result.out)["rows"]
     assert (row["variant"], row["verdict"]) == ("onnx", "passed")
     assert row["cosine_min"] >= 0.9999
     assert Path(row["artifact"]).name == "1110a243fdf4"
@@ -268,8 +268,8 @@ def test_run_shows_every_variant_when_some_fail_the_gate(tmp_path, tiny_model_di
     strict = {"int8": {"cosine_min": 0.99999999}}  # no int8 build of a random model reaches this
     _recipe(recipes, "mixed", GOOD_REPO, TINY_SHA, variants=["onnx", "onnx-qint8-avx512-vnni"], thresholds=strict)
     result = invoke("run", str(recipes), "--json", "--artifacts", str(tmp_path / "out"))
-    assert result.exit_code == 3, result.output
-    rows = {r["variant"]: r["verdict"] for r in json.loads(result.stdout)["rows"]}
+    assert result.code == 3, result.err
+    rows = {r["variant"]: r["verdict"] for r in json.loads(result.out)["rows"]}
     assert rows == {"onnx": "passed", "onnx-qint8-avx512-vnni": "failed"}
 
 
@@ -281,8 +281,8 @@ def test_a_best_recipe_is_benched_and_recommended_like_export_best(tmp_path, tin
     recipes = tmp_path / "recipes"
     _recipe(recipes, "best", GOOD_REPO, TINY_SHA, variants=["best"])
     result = invoke("run", str(recipes), "--json", "--artifacts", str(tmp_path / "out"))
-    assert result.exit_code == 0, result.output
+    assert result.code == 0, result.err
     manifest = json.loads(next((tmp_path / "out").rglob("manifest.json")).read_text())
     rec = manifest["recommended"]["variant"]
     assert rec in manifest["bench"]["variants"]
-    assert {r["variant"]: r["speed_ratio"] for r in json.loads(result.stdout)["rows"]}[rec] > 0
+    assert {r["variant"]: r["speed_ratio"] for r in json.loads(result.out)["rows"]}[rec] > 0

@@ -133,8 +133,8 @@ def test_best_with_nothing_to_bench_prints_the_summary_and_fails_the_gate_withou
 ):
     """No candidate passed and no all-int8 built: no bench runs (an empty list is not "every variant"), the
     export summary is printed and the gate failure is raised (exit 3)."""
-    from exporter import cli
     from exporter import manifest as mf
+    from exporter.cli.output import bench_best
     from exporter.errors import ExitCode, FidelityError
     from exporter.pipeline import ExportPlan, run_export
     from exporter.quality.parity import parse_threshold_overrides
@@ -144,7 +144,7 @@ def test_best_with_nothing_to_bench_prints_the_summary_and_fails_the_gate_withou
     outcome = run_export(ExportPlan(model=str(tiny_model_dir), variants=["onnx"], out=out, thresholds=strict))
     assert outcome.failed == ["onnx"]
     with pytest.raises(FidelityError) as err:
-        cli._bench_best(outcome, as_json)
+        bench_best(outcome, as_json)
     assert err.value.exit_code == ExitCode.FIDELITY
     printed = capsys.readouterr().out
     assert (json.loads(printed)["variants"][0]["status"] == "failed") if as_json else ("FAILED" in printed)

@@ -6,42 +6,22 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
 import yaml
-from typer.testing import CliRunner
 
-from exporter.cli import recipes as cli_recipes
 from exporter.errors import UsageError
-from exporter.fleet.matrix import GITHUB_MATRIX_LIMIT, MatrixFormat, matrix_entries, render
+from exporter.fleet.matrix import GITHUB_MATRIX_LIMIT, matrix_entries, render
 from exporter.fleet.recipe import load_all
+from tests.cli_runner import invoke
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SHA = "0123456789abcdef0123456789abcdef01234567"
 KEYS = {"name", "recipe", "model", "revision", "kind", "variants", "artifact", "publish"}
 
 
-def recipe_app() -> typer.Typer:
-    """The project's app when it registers the recipe commands, else an app with just them."""
-    from exporter.cli import app
-
-    names = {c.name or (c.callback.__name__ if c.callback else None) for c in app.registered_commands}
-    if {"run", "plan"} <= names:
-        return app
-    local = typer.Typer(pretty_exceptions_enable=False)
-    local.callback()(lambda: None)
-    local.command("run")(cli_recipes.run)
-    local.command("plan")(cli_recipes.plan)
-    return local
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(recipe_app(), list(args), catch_exceptions=True)
-
-
 def test_plan_of_the_shipped_folder_parses_as_a_github_matrix():
     result = invoke("plan", str(RECIPES), "--format", "github-matrix")
-    assert result.exit_code == 0, result.output
-    lines = result.stdout.strip().splitlines()
+    assert result.code == 0, result.err
+    lines = result.out.strip().splitlines()
     assert len(lines) == 1, "GITHUB_OUTPUT takes name=value on one line"
     matrix = json.loads(lines[0])
     assert set(matrix) == {"include"}
@@ -58,8 +38,8 @@ def test_plan_of_the_shipped_folder_parses_as_a_github_matrix():
 
 def test_plan_per_variant_gives_one_entry_per_model_and_variant():
     result = invoke("plan", str(RECIPES), "--format", "json", "--per-variant")
-    assert result.exit_code == 0, result.output
-    entries = json.loads(result.stdout)
+    assert result.code == 0, result.err
+    entries = json.loads(result.out)
     recipes = load_all([RECIPES])
     assert len(entries) == sum(len(r.variants or ["onnx"]) for _, r in recipes)
     for e in entries:
@@ -70,13 +50,14 @@ def test_plan_per_variant_gives_one_entry_per_model_and_variant():
 
 def test_plan_refuses_a_folder_with_a_bad_recipe(tmp_path):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"source": {"repo": "a/b", "revision": "main"}}))
-    with pytest.raises(UsageError, match=r"bad.yaml: field source.revision"):
-        cli_recipes.plan([tmp_path], MatrixFormat.GITHUB, False)
+    result = invoke("plan", str(tmp_path))
+    assert result.code == 2 and result.out == ""
+    assert result.err.startswith("Error: ") and "bad.yaml: field source.revision" in result.err
 
 
 def test_plan_refuses_an_unknown_format():
     result = invoke("plan", str(RECIPES), "--format", "yaml")
-    assert result.exit_code == 2
+    assert result.code == 2 and "'yaml' is not one of" in result.err
 
 
 def test_entries_carry_publish_target_and_requested_variants(tmp_path):

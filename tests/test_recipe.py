@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from exporter.cli import dry_run
 from exporter.cli import recipes as cli_recipes
 from exporter.errors import SourceError, UsageError
 from exporter.fleet.recipe import (
@@ -261,7 +262,7 @@ def test_dry_run_shows_pin_variants_outputs_and_thresholds(tmp_path, capsys):
     plan = ExportPlan(
         model=f"acme/embedder@{SHA}", artifacts_root=tmp_path / "art", thresholds={"fp32": {"cosine_min": 0.5}}
     )
-    stop = cli_recipes.handle_save_and_dry_run(plan, save_recipe=None, dry_run=True)
+    stop = dry_run.handle_save_and_dry_run(plan, save_recipe=None, dry_run=True)
     out = capsys.readouterr().out
     assert stop is True
     assert SHA in out and "not in the local Hub cache" in out
@@ -274,9 +275,9 @@ def test_dry_run_uses_the_local_cache_ref_for_an_unpinned_plan(capsys, tiny_mode
     from tests.hub_fixtures import TINY_REPO, TINY_SHA, seed_tiny
 
     seed_tiny(tiny_model_dir)
-    text = cli_recipes.dry_run_text(ExportPlan(model=f"{TINY_REPO}@main", allow_unpinned=True))
+    text = dry_run.dry_run_text(ExportPlan(model=f"{TINY_REPO}@main", allow_unpinned=True))
     assert TINY_SHA in text and "unpinned" in text
-    text = cli_recipes.dry_run_text(ExportPlan(model=f"{TINY_REPO}@{TINY_SHA}"))
+    text = dry_run.dry_run_text(ExportPlan(model=f"{TINY_REPO}@{TINY_SHA}"))
     assert "pinned, in the local Hub cache" in text
 
 
@@ -292,7 +293,7 @@ def test_dry_run_uses_the_local_cache_ref_for_an_unpinned_plan(capsys, tiny_mode
 )
 def test_dry_run_refuses_what_the_export_would_refuse(plan, error):
     with pytest.raises(error):
-        cli_recipes.dry_run_text(plan)
+        dry_run.dry_run_text(plan)
 
 
 def test_save_recipe_with_an_unpinned_plan_records_the_commit_it_resolves_to(tmp_path, tiny_model_dir):
@@ -300,7 +301,7 @@ def test_save_recipe_with_an_unpinned_plan_records_the_commit_it_resolves_to(tmp
 
     seed_tiny(tiny_model_dir)
     plan = ExportPlan(model=f"{TINY_REPO}@main", allow_unpinned=True)
-    assert cli_recipes.handle_save_and_dry_run(plan, save_recipe=tmp_path / "t.yaml", dry_run=False) is False
+    assert dry_run.handle_save_and_dry_run(plan, save_recipe=tmp_path / "t.yaml", dry_run=False) is False
     assert load_recipe(tmp_path / "t.yaml").source.revision == TINY_SHA
 
 

@@ -13,13 +13,8 @@ from pathlib import Path
 
 import pytest
 import requests
-import typer
-from typer.testing import CliRunner
 
 from exporter import manifest as mf
-from exporter.cli.registry import package as package_cmd
-from exporter.cli.registry import publish as publish_cmd
-from exporter.cli.registry import pull as pull_cmd
 from exporter.errors import FidelityError, IntegrityError, OutputError, RegistryError, UsageError
 from exporter.ship import modelpack
 from exporter.ship import registry as reg
@@ -27,6 +22,7 @@ from exporter.ship.oci_ops import inspect
 from exporter.ship.package import manifest_bytes
 from exporter.ship.signing import key_policy
 from tests.artifact_factory import SHA12, make_artifact
+from tests.cli_runner import invoke
 from tests.registry_server import AUTH_PASSWORD, AUTH_USER, running_registry
 from tests.signing_keys import make_keypair
 
@@ -398,32 +394,22 @@ def test_auth_registry_with_docker_config_credentials(auth_registry, artifact, t
 # ----------------------------------------------------------------------------------------- CLI
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    for fn in (package_cmd, publish_cmd, pull_cmd):
-        app.command()(fn)
-    return app
-
-
 def test_cli_never_shows_or_stores_credentials(auth_registry, artifact, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
-    runner = CliRunner()
-    app = _app()
     target = f"oci://{auth_registry.host}/team/tiny"
     monkeypatch.setenv(reg.USER_ENV, AUTH_USER)
     monkeypatch.setenv(reg.PASSWORD_ENV, AUTH_PASSWORD)
-    outputs = []
-    pkg = runner.invoke(app, ["package", str(artifact), "--out", str(tmp_path / "p.tar")])
-    pub = runner.invoke(app, ["publish", str(artifact), target])
-    again = runner.invoke(app, ["publish", str(artifact), target])
-    pulled = runner.invoke(app, ["pull", f"{target}:{SHA12}-onnx", str(tmp_path / "pulled")])
-    assert [r.exit_code for r in (pkg, pub, again, pulled)] == [0, 0, 0, 0], [r.output for r in (pub, pulled)]
-    assert pub.output.startswith("pushed onnx: ") and again.output.startswith("unchanged onnx: ")
-    assert pulled.output.startswith("pulled onnx: 5 files")
+    pkg = invoke("package", str(artifact), "--out", str(tmp_path / "p.tar"))
+    pub = invoke("publish", str(artifact), target)
+    again = invoke("publish", str(artifact), target)
+    pulled = invoke("pull", f"{target}:{SHA12}-onnx", str(tmp_path / "pulled"))
+    assert [r.code for r in (pkg, pub, again, pulled)] == [0, 0, 0, 0], [r.err for r in (pub, pulled)]
+    assert pub.out.startswith("pushed onnx: ") and again.out.startswith("unchanged onnx: ")
+    assert pulled.out.startswith("pulled onnx: 5 files")
     monkeypatch.setenv(reg.PASSWORD_ENV, AUTH_PASSWORD + "-wrong")
-    bad = runner.invoke(app, ["publish", str(artifact), f"{target}:other"])
-    assert isinstance(bad.exception, RegistryError)
-    outputs += [r.output for r in (pkg, pub, again, pulled, bad)] + [str(bad.exception), caplog.text]
+    bad = invoke("publish", str(artifact), f"{target}:other")
+    assert bad.code == 1 and bad.err.startswith("Error: ")  # a RegistryError, one line
+    outputs = [text for r in (pkg, pub, again, pulled, bad) for text in (r.out, r.err)] + [caplog.text]
     secrets = (AUTH_PASSWORD, base64.b64encode(f"{AUTH_USER}:{AUTH_PASSWORD}".encode()).decode())
     for text in outputs:
         assert not any(s in text for s in secrets)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from exporter import manifest as mf
+from tests.cli_runner import invoke
 from tests.test_verify import VARIANTS, _artifact_template, artifact  # noqa: F401 - fixtures
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -70,15 +71,7 @@ def test_pareto_front():
 
 
 def test_cli_report(benched_artifact):
-    import typer
-    from typer.testing import CliRunner
-
-    from exporter.cli.quality import report
-
-    app = typer.Typer()
-    app.command()(report)
-    app.command("noop")(lambda: None)
     (benched_artifact / "REPORT.md").unlink(missing_ok=True)
-    result = CliRunner().invoke(app, ["report", str(benched_artifact)])
-    assert result.exit_code == 0, result.output
-    assert (benched_artifact / "REPORT.md").is_file() and "REPORT.md" in result.stdout
+    result = invoke("report", str(benched_artifact))
+    assert result.code == 0, result.err
+    assert (benched_artifact / "REPORT.md").is_file() and "REPORT.md" in result.out

@@ -17,6 +17,7 @@ import pytest
 
 from exporter import manifest as mf
 from exporter.errors import ExitCode, ExporterError, FidelityError, IntegrityError
+from tests.cli_runner import invoke
 from tests.hub_fixtures import TINY_REPO, TINY_SHA, seed_tiny
 
 # id -> (file name, how to make it from the exported model)
@@ -272,26 +273,18 @@ def test_junit_has_one_case_per_variant_and_integrity(artifact, tmp_path):
 
 
 def test_cli_verify_json_and_junit(artifact, tmp_path):
-    """The command function: --json prints the verdicts, --junit writes the file, failures raise typed errors."""
-    import typer
-    from typer.testing import CliRunner
-
-    from exporter.cli.quality import verify as verify_cmd
-
-    app = typer.Typer()
-    app.command()(verify_cmd)
-    app.command("noop")(lambda: None)  # two commands: typer keeps the command name
+    """The command: --json prints the verdicts, --junit writes the file, a changed file exits 4."""
     junit_path = tmp_path / "v.xml"
-    result = CliRunner().invoke(app, ["verify", str(artifact), "--json", "--junit", str(junit_path)])
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)
+    result = invoke("verify", str(artifact), "--json", "--junit", str(junit_path))
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
     assert data["ok"] is True and [v["status"] for v in data["variants"]] == ["passed", "passed"]
     assert ET.parse(junit_path).getroot().find("testsuite").get("failures") == "0"
 
     (artifact / "onnx" / "model.onnx").write_bytes(b"swapped")
-    result = CliRunner().invoke(app, ["verify", str(artifact), "--variants", "onnx"])
-    assert isinstance(result.exception, IntegrityError)
-    assert "onnx/model.onnx" in str(result.exception)
+    result = invoke("verify", str(artifact), "--variants", "onnx")
+    assert result.code == 4 and result.err.startswith("Error: ")
+    assert "onnx/model.onnx" in result.err
 
 
 def test_missing_reference_source(artifact):

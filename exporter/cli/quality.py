@@ -1,16 +1,17 @@
 """CLI commands of the CI gate and the speed report: ``verify``, ``bench``, ``report``.
 
-Plain functions with typer annotations; ``cli.py`` registers them with ``app.command()(fn)``. They print;
-the library modules they call raise typed errors, which ``cli.main`` turns into one line and an exit code.
+Plain functions with typer annotations; ``cli/app.py`` registers them. They print through ``cli/output``;
+the library modules they call raise typed errors, which ``cli.app.main`` turns into one line and an exit code.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from exporter.cli.output import print_json
 
 ArtifactArg = Annotated[Path, typer.Argument(help="The artifact folder (with manifest.json).")]
 VariantsOpt = Annotated[
@@ -23,10 +24,6 @@ def _ids(variants: str | None) -> list[str] | None:
     if not variants:
         return None
     return [v.strip() for v in variants.split(",") if v.strip()] or None
-
-
-def _echo_json(data: object) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 def verify(
@@ -60,7 +57,7 @@ def verify(
     if junit:
         junit_xml.write(junit, report)
     if as_json:
-        _echo_json(report.to_dict())
+        print_json(report.to_dict())
     else:
         for case in report.cases:
             mark = {"passed": "ok  ", "failed": "FAIL", "error": "ERR ", "skipped": "skip"}[case.status]
@@ -94,7 +91,7 @@ def bench(
 ) -> None:
     """Throughput at each batch size and batch-1 latency of each variant and the torch reference, in one run;
     records ratios to torch in the manifest and the recommended variant."""
-    from exporter.cli import library_stdout_to_stderr
+    from exporter.cli.output import library_stdout_to_stderr, print_bench
     from exporter.quality import bench as bench_mod
     from exporter.quality.report import write_report
 
@@ -113,49 +110,9 @@ def bench(
     if report:
         write_report(artifact, manifest)
     if as_json:
-        _echo_json({"bench": manifest["bench"], "variants": result.variants, "recommended": manifest["recommended"]})
+        print_json({"bench": manifest["bench"], "variants": result.variants, "recommended": manifest["recommended"]})
         return
     print_bench(result, manifest)
-
-
-def print_bench(result, manifest: dict) -> None:
-    """The figures of every variant next to torch (and next to the all-int8 variant when it ran), and the
-    recommendation."""
-    from exporter.quality.best import ALL_INT8
-
-    sizes = result.config["batch_sizes"]
-    cfg = result.config
-    load = cfg.get("loadavg_1min") or {}
-    typer.echo(
-        f"{cfg['cpu']['model']} [{' '.join(cfg['cpu']['flags'])}], {cfg['threads']} thread(s), "
-        f"{cfg['rounds']} rounds on {cfg.get('n_inputs', cfg['texts']['n'])} {cfg.get('unit', 'texts')}"
-        + (f", load average {load['before']:.2f} -> {load['after']:.2f}" if load else "")
-    )
-    unit = cfg.get("unit", "texts")  # pairs for rerankers
-    int8 = result.runners.get(ALL_INT8)
-    width = max(26, *(len(n) + 2 for n in result.runners))
-    head = f"{'runner':<{width}}" + "".join(f"{f'{unit}/s @{b}':>14}{'x torch':>9}" for b in sizes)
-    head += f"{f'x {ALL_INT8} @{sizes[-1]}':>26}" if int8 else ""
-    typer.echo(head + f"{'p50 ms':>9}{'p95 ms':>9}  runs on")
-    for name, s in result.runners.items():
-        row = f"{name:<{width}}" + "".join(
-            f"{s['throughput'][str(b)]:>14.1f}{s['ratio_to_torch'][str(b)]:>8.2f}x" for b in sizes
-        )
-        if int8:
-            key = str(sizes[-1])
-            row += f"{s['throughput'][key] / int8['throughput'][key]:>25.2f}x"
-        lat = s.get("latency_ms") or {}
-        rt = s["runtime"]
-        where = f"{rt.get('provider') or rt.get('device') or rt.get('engine')} x{rt.get('threads')}"
-        p50, p95 = (f"{lat[k]:>9.2f}" if lat.get(k) is not None else f"{'-':>9}" for k in ("p50", "p95"))
-        typer.echo(row + f"{p50}{p95}  {where}")
-    for vid, why in (cfg.get("not_applicable") or {}).items():
-        typer.echo(f"{vid:<{width}}not applicable here, not timed: {why}")
-    rec = manifest.get("recommended") or {}
-    if rec.get("variant"):
-        typer.echo(f"Recommended: {rec['variant']} ({rec['throughput_ratio']:.2f}x torch). Rule: {rec['rule']}.")
-    elif rec:
-        typer.echo(f"No variant recommended: {rec.get('reason')}. Rule: {rec['rule']}.")
 
 
 def report(artifact: ArtifactArg) -> None:

@@ -1,7 +1,7 @@
 """The ``package``, ``publish``, ``pull``, ``sign``, ``inspect`` and ``promote`` commands (CLI layer only).
 
-Register them on the app with ``app.command()(package)`` etc. Errors are not caught here: the main app's
-shared handler turns each ``ExporterError`` into its one-line message, hint and exit code.
+``cli/app.py`` registers them. Errors are not caught here: the app's one boundary (``cli.app.main``) turns
+each ``ExporterError`` into its one-line message, hint and exit code.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Run many recipes: each model in its own process, ``jobs`` at a time, then one summary.
 
-A model runs as ``python -m exporter.cli.recipes --json RECIPE`` (the worker); a crash (even a segfault or the OOM
-killer) ends only that process, and the others go on. The worker prints the export summary as JSON on
+A model runs as ``python -m exporter.cli.fleet_worker --json RECIPE`` (the worker); a crash (even a segfault or
+the OOM killer) ends only that process, and the others go on. The worker prints the export summary as JSON on
 stdout when the export completed (passed or not); its stderr (progress, the error line) goes to a log
 file per model. The parent reads the artifact's manifest for the summary rows. Nothing here prints.
 """
@@ -45,7 +45,8 @@ def worker_command(
 ) -> list[str]:
     """The command line that runs one recipe in a fresh interpreter (the same Python as this one); the
     worker writes its summary to ``result`` (a file, not stdout, which backends may print into)."""
-    cmd = [sys.executable, "-m", "exporter.cli.recipes", "--artifacts", str(artifacts_root), "--result", str(result)]
+    cmd = [sys.executable, "-m", "exporter.cli.fleet_worker"]
+    cmd += ["--artifacts", str(artifacts_root), "--result", str(result)]
     if force:
         cmd.append("--force")
     if variants:

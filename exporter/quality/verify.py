@@ -6,7 +6,7 @@ Two checks, results as data (``VerifyReport``); ``raise_for`` turns them into th
   ``IntegrityError`` (exit 4) naming the files. A variant whose own files fail is not re-run.
 - fidelity: parity is re-run for each variant against the torch reference at the manifest's pinned source
   (resolved from the Hub cache, its files checked against the manifest's hashes), in a fresh Python process
-  (``python -m exporter.quality.verify``, which reads a JSON request on stdin and prints one JSON object), and
+  (``python -m exporter.cli.parity_worker``: a JSON request on stdin, one JSON object on stdout), and
   judged against the thresholds recorded in the manifest. A failure is a ``FidelityError`` (exit 3).
   The model kind recorded in the manifest (``exporter.kinds``) picks the class that loads the reference
   and the variants, the probe inputs (texts, or reranking pairs) and the metrics.
@@ -241,7 +241,7 @@ def run_parity_subprocess(
     manifest: dict,
     consumers: list[str] | None = None,
 ) -> tuple[dict | None, dict[str, CaseResult]]:
-    """Re-run parity for ``variants`` in a fresh ``python -m exporter.quality.verify``; recorded thresholds."""
+    """Re-run parity for ``variants`` in a fresh ``python -m exporter.cli.parity_worker``; recorded thresholds."""
     request = {
         "artifact": str(artifact.resolve()),
         "source_dir": str(source_dir),
@@ -258,7 +258,7 @@ def run_parity_subprocess(
     }
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "exporter.quality.verify"],
+        [sys.executable, "-m", "exporter.cli.parity_worker"],
         input=json.dumps(request),
         capture_output=True,
         text=True,
@@ -328,8 +328,9 @@ def _summary(parity: dict, manifest: dict, probe: dict | None) -> str:
     return ", ".join(parts)
 
 
-def _worker(request: dict) -> dict:
-    """Body of the fresh process: load the reference and each variant, compare, judge."""
+def parity_answer(request: dict) -> dict:
+    """Body of the fresh process (``exporter.cli.parity_worker``): load the reference and each variant,
+    compare, judge."""
     from exporter import kinds
     from exporter.pipeline import NoProgress
     from exporter.quality import consumers, parity, parity_run, probes
@@ -376,22 +377,3 @@ def _worker(request: dict) -> dict:
         results[item["id"]]["seconds"] = time.perf_counter() - start
     probe_info = {"name": probe_set.name, "sha256": probe_set.sha256, "n": len(probe_set.texts)}
     return {"probe": probe_info, "results": results}
-
-
-def _main() -> None:
-    """``python -m exporter.quality.verify``: JSON request on stdin, one JSON line on stdout."""
-    request = json.loads(sys.stdin.read())
-    saved = os.dup(1)
-    os.dup2(2, 1)  # anything a library prints goes to stderr; stdout carries only the answer
-    try:
-        answer = _worker(request)
-    except ExporterError as exc:
-        answer = {"fatal": {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}}
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-    sys.stdout.write(json.dumps(answer) + "\n")
-
-
-if __name__ == "__main__":
-    _main()

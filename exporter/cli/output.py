@@ -1,0 +1,221 @@
+"""What the commands print, and where: consoles, JSON, progress, and the summary tables.
+
+Every command module prints through these; results go to stdout, progress and notes to stderr. Rich is
+imported inside the functions, so ``exporter --help`` does not pay for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+
+import typer
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+class RichProgress:
+    """Shows a spinner per long step on stderr and leaves a tick line with its duration."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.console = stderr_console()
+        self.quiet = quiet
+
+    @contextlib.contextmanager
+    def step(self, label: str) -> Iterator[None]:
+        start = time.perf_counter()
+        if self.quiet:
+            yield
+            return
+        with self.console.status(f"{label}..."):
+            yield
+        self.console.print(f"[green]✓[/] {label} [dim]({time.perf_counter() - start:.1f}s)[/]")
+
+    def note(self, message: str) -> None:
+        """A line about something done on the user's behalf (e.g. a killed run's leftovers removed)."""
+        from rich.markup import escape
+
+        self.console.print(f"[yellow]![/] {escape(message)}", soft_wrap=True)  # one line, never wrapped
+
+
+@contextlib.contextmanager
+def library_stdout_to_stderr() -> Iterator[None]:
+    """Keep stdout for results (the summary, --json): what backends print while building goes to stderr."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def wide_console():
+    """A console for result tables: full width when piped, so ids and file names are not cut."""
+    from rich.console import Console
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def print_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+# ------------------------------------------------------------------------------- how an export ends
+def end_export(outcome, *, best: bool, as_json: bool, summary: dict | None = None) -> None:
+    """The end of ``export`` and of each fleet worker: the summary (``summary``, else the outcome's, as JSON
+    or a table), or with ``--variants best`` the bench and recommendation; then the failures' exit."""
+    from exporter.pipeline import raise_for_failures
+
+    if best:
+        bench_best(outcome, as_json)
+        return
+    if as_json:
+        print_json(summary or export_summary(outcome))
+    else:
+        print_export_summary(outcome)
+    raise_for_failures(outcome)
+
+
+def bench_best(outcome, as_json: bool) -> None:
+    """--variants best: bench the candidates in the same command; exit 0 when one passed and is recommended.
+    The export summary is printed before the bench, so a failing bench (or none to run) still shows it."""
+    from exporter.pipeline import raise_for_failures
+    from exporter.quality import best
+
+    if not as_json:
+        print_export_summary(outcome)
+    try:
+        if not best.bench_ids(outcome.manifest):  # nothing passed, no int8 built: the gate/build failure
+            raise_for_failures(outcome)
+        with library_stdout_to_stderr():
+            result, manifest = best.bench_and_recommend(
+                outcome.artifact, outcome.manifest, on_step=lambda line: typer.echo(f"  bench {line}", err=True)
+            )
+    except Exception:
+        if as_json:
+            print_json(export_summary(outcome))
+        raise
+    outcome.manifest = manifest
+    if as_json:
+        print_json({**export_summary(outcome), "bench": manifest["bench"], "recommended": manifest["recommended"]})
+    else:
+        print_bench(result, manifest)
+    best.raise_unless_recommended(outcome.artifact, manifest)
+
+
+def export_summary(outcome) -> dict:
+    m = outcome.manifest
+    return {
+        "artifact": str(outcome.artifact),
+        "manifest": str(outcome.artifact / "manifest.json"),
+        "skipped": outcome.skipped,
+        "source": {"repo": m["source"]["repo"], "revision": m["source"]["revision"], "pinned": m["source"]["pinned"]},
+        "publishable": m["publishable"],
+        "variants": [
+            {
+                "id": v["id"],
+                "status": v["status"],
+                "file_name": v["load"].get("file_name"),
+                "cosine_min": (v["parity"] or {}).get("cosine_min"),
+                "cosine_mean": (v["parity"] or {}).get("cosine_mean"),
+                "failures": (v["parity"] or {}).get("failures", []),
+                "error": v.get("error"),
+            }
+            for v in m["variants"]
+        ],
+    }
+
+
+def print_export_summary(outcome) -> None:
+    from rich.table import Table
+
+    console = wide_console()
+    m = outcome.manifest
+    if outcome.skipped:
+        console.print(f"Already complete, nothing rebuilt (pass --force to rebuild): {outcome.artifact}")
+    table = Table(title=f"{m['source']['repo'] or m['source']['local_path']} @ {m['source']['revision'] or 'unpinned'}")
+    for col in ("variant", "file", "cosine min", "cosine mean", "nn@10", "verdict"):
+        table.add_column(col)
+    for v in m["variants"]:
+        p = v["parity"] or {}
+        verdict = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[red]ERROR[/]"}[v["status"]]
+        table.add_row(
+            v["id"],
+            v["load"].get("file_name") or "",
+            _fmt(p.get("cosine_min")),
+            _fmt(p.get("cosine_mean")),
+            _fmt(p.get("neighbour_agreement_at_10"), 3),
+            verdict,
+        )
+    console.print(table)
+    for v in m["variants"]:
+        for line in (v["parity"] or {}).get("failures", []) + ([v["error"]] if v.get("error") else []):
+            console.print(f"  {v['id']}: {line}")
+    console.print(f"Artifact: {outcome.artifact}")
+
+
+def _fmt(x: float | None, digits: int = 6) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- bench and fleet tables
+def print_bench(result, manifest: dict) -> None:
+    """The figures of every variant next to torch (and next to the all-int8 variant when it ran), and the
+    recommendation."""
+    from exporter.quality.best import ALL_INT8
+
+    sizes = result.config["batch_sizes"]
+    cfg = result.config
+    load = cfg.get("loadavg_1min") or {}
+    typer.echo(
+        f"{cfg['cpu']['model']} [{' '.join(cfg['cpu']['flags'])}], {cfg['threads']} thread(s), "
+        f"{cfg['rounds']} rounds on {cfg.get('n_inputs', cfg['texts']['n'])} {cfg.get('unit', 'texts')}"
+        + (f", load average {load['before']:.2f} -> {load['after']:.2f}" if load else "")
+    )
+    unit = cfg.get("unit", "texts")  # pairs for rerankers
+    int8 = result.runners.get(ALL_INT8)
+    width = max(26, *(len(n) + 2 for n in result.runners))
+    head = f"{'runner':<{width}}" + "".join(f"{f'{unit}/s @{b}':>14}{'x torch':>9}" for b in sizes)
+    head += f"{f'x {ALL_INT8} @{sizes[-1]}':>26}" if int8 else ""
+    typer.echo(head + f"{'p50 ms':>9}{'p95 ms':>9}  runs on")
+    for name, s in result.runners.items():
+        row = f"{name:<{width}}" + "".join(
+            f"{s['throughput'][str(b)]:>14.1f}{s['ratio_to_torch'][str(b)]:>8.2f}x" for b in sizes
+        )
+        if int8:
+            key = str(sizes[-1])
+            row += f"{s['throughput'][key] / int8['throughput'][key]:>25.2f}x"
+        lat = s.get("latency_ms") or {}
+        rt = s["runtime"]
+        where = f"{rt.get('provider') or rt.get('device') or rt.get('engine')} x{rt.get('threads')}"
+        p50, p95 = (f"{lat[k]:>9.2f}" if lat.get(k) is not None else f"{'-':>9}" for k in ("p50", "p95"))
+        typer.echo(row + f"{p50}{p95}  {where}")
+    for vid, why in (cfg.get("not_applicable") or {}).items():
+        typer.echo(f"{vid:<{width}}not applicable here, not timed: {why}")
+    rec = manifest.get("recommended") or {}
+    if rec.get("variant"):
+        typer.echo(f"Recommended: {rec['variant']} ({rec['throughput_ratio']:.2f}x torch). Rule: {rec['rule']}.")
+    elif rec:
+        typer.echo(f"No variant recommended: {rec.get('reason')}. Rule: {rec['rule']}.")
+
+
+def print_summary_table(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="exporter run")
+    for col in ("model", "variant", "verdict", "cosine min", "speed ×torch", "artifact"):
+        table.add_column(col)
+    style = {"passed": "green", "failed": "red", "error": "red", "crashed": "red"}
+    for r in rows:
+        table.add_row(
+            r["recipe"],
+            r["variant"] or "-",
+            f"[{style.get(r['verdict'], 'red')}]{r['verdict']}[/]",
+            "-" if r["cosine_min"] is None else f"{r['cosine_min']:.6f}",
+            "-" if r["speed_ratio"] is None else f"{r['speed_ratio']:.2f}",
+            r["artifact"] or (r["error"] or "")[:120],
+        )
+    wide_console().print(table)
