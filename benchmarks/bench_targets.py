@@ -67,7 +67,7 @@ def main() -> None:
     from exporter.quality import bench as bench_mod
     from exporter.quality import probes
     from exporter.quality.report import write_report
-    from exporter.quality.verify import resolve_reference
+    from exporter.runners.reference import recorded_source
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifact", type=Path, help="bench this artifact instead of exporting the default")
@@ -97,7 +97,7 @@ def main() -> None:
     manifest = bench_mod.record(artifact, result)
     write_report(artifact, manifest)
     print_table(result, manifest)
-    verdict(result, manifest, artifact, args, resolve_reference, probes)
+    verdict(result, manifest, artifact, args, recorded_source, probes)
 
 
 def print_table(result, manifest: dict) -> None:
@@ -132,7 +132,7 @@ def print_table(result, manifest: dict) -> None:
         print(row)
 
 
-def verdict(result, manifest: dict, artifact: Path, args, resolve_reference, probes) -> None:
+def verdict(result, manifest: dict, artifact: Path, args, recorded_source, probes) -> None:
     from exporter.quality.recommend import eligible
 
     rec = manifest["recommended"] or {}
@@ -183,7 +183,7 @@ def verdict(result, manifest: dict, artifact: Path, args, resolve_reference, pro
     if not faster:
         print("  no variant is faster than the recommended one, whatever its fidelity")
     texts = probes.load_text_set(args.texts, "probe").texts[: args.max_texts]
-    share = tokenizer_share(resolve_reference(manifest).path, texts, args.threads, args.rounds)
+    share = tokenizer_share(recorded_source(manifest).path, texts, args.threads, args.rounds)
     print(
         f"  tokenisation alone takes {share['tokenize_s']:.2f}s of torch's {share['torch_encode_s']:.2f}s at batch "
         f"{BATCH} ({100 * share['share']:.1f}%): no graph speed-up can exceed {share['ceiling']:.1f}x end to end"

@@ -38,17 +38,16 @@ def main() -> None:
 
     import numpy as np
 
-    from exporter import kinds, variants
     from exporter import manifest as mf
-    from exporter.pipeline import load_variant_model
     from exporter.quality import parity, probes
-    from exporter.quality.verify import resolve_reference
+    from exporter.runners.reference import load_reference, recorded_source
+    from exporter.runners.variant import load_variant
 
     print(machine())  # int8 kernels round differently by ISA (VNNI or not): the figures hold for this CPU
     manifest = mf.load(args.artifact)
     texts = probes.load_text_set(args.probe, "probe").texts
-    src = resolve_reference(manifest)
-    reference = kinds.load_reference(None, src.path)
+    src = recorded_source(manifest)
+    reference = load_reference(None, src.path)
     ref = _pooled(reference, texts)
     ref_norms = np.linalg.norm(ref, axis=1)
     print(
@@ -64,7 +63,7 @@ def main() -> None:
     for v in manifest["variants"]:
         if v["status"] == "error":
             continue
-        model = load_variant_model(args.artifact, variants.BY_ID[v["id"]])
+        model = load_variant(args.artifact, v, manifest["model"]["kind"])
         m = parity.compare(ref, _pooled(model, texts))
         p = v["parity"]
         rt = ((p.get("serving_paths") or {}).get("runtime") or {}).get("norm_rel_err_max")

@@ -303,48 +303,6 @@ def get(kind: str | ModelKind | None) -> KindSpec:
         ) from None
 
 
-# ------------------------------------------------------------------------------------------ loading
-def load_reference(
-    kind: str | None,
-    source_dir: Path,
-    *,
-    trust_remote_code: bool = False,
-    max_seq_length: int | None = None,
-    truncate_dim: int | None = None,
-):
-    """The torch model at ``source_dir`` with the class of its kind (max length and, for embedders, the
-    Matryoshka ``truncate_dim`` set if given)."""
-    spec = get(kind)
-    model = spec.model_cls()(str(source_dir), device="cpu", trust_remote_code=trust_remote_code, local_files_only=True)
-    if max_seq_length:
-        spec.set_max_length(model, max_seq_length)
-    if truncate_dim:
-        model.truncate_dim = truncate_dim
-    return model
-
-
-def load_variant(
-    kind: str | None,
-    artifact: Path,
-    backend: str,
-    file_name: str | None,
-    truncate_dim: int | None = None,
-    **model_kwargs,
-):
-    """Load a built variant the way a user does: ``<Class>(artifact, backend=..., model_kwargs={"file_name": ...})``
-    (with ``truncate_dim=N`` when the manifest records one)."""
-    from exporter.builders import export_onnx_static
-
-    if export_onnx_static.is_static(artifact):  # ST has no ONNX backend for StaticEmbedding: the runtime serves it
-        return export_onnx_static.load_variant(artifact, backend, file_name, **model_kwargs)
-    spec = get(kind)
-    kwargs = {"file_name": file_name, **model_kwargs} if file_name else dict(model_kwargs)
-    extra = {"truncate_dim": truncate_dim} if truncate_dim else {}
-    return spec.model_cls()(
-        str(artifact), device="cpu", backend=backend, model_kwargs=kwargs, local_files_only=True, **extra
-    )
-
-
 # ------------------------------------------------------------------------------------ kind of a source
 _EXPLICIT_TYPES = {
     "SentenceTransformer": ModelKind.SENTENCE_TRANSFORMER,

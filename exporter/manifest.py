@@ -160,3 +160,61 @@ def require_intact(artifact: Path, manifest: dict, variant_ids_: list[str] | Non
             f"{artifact} does not match its manifest ({check.describe()}).",
             "Re-export or re-pull the artifact; do not edit files inside it.",
         )
+
+
+# ----------------------------------------------------------------------------------------- assembling
+def variant_entry(spec, truncate_dim: int | None = None) -> dict:
+    """A variant's entry before it is built (``status`` "error" until its build and gate say otherwise):
+    what it is and how a user loads it (``load``, with the Matryoshka ``truncate_dim`` if the export sets one)."""
+    return {
+        "id": spec.id,
+        "backend": spec.backend.value,
+        "precision": spec.precision.value,
+        "status": "error",
+        "error": None,
+        "files": [],
+        "load": {**spec.load_kwargs(), **({"truncate_dim": truncate_dim} if truncate_dim else {})},
+        "build": {},
+        "parity": None,
+        "bench": None,
+    }
+
+
+def textset_entry(ts) -> dict:
+    """A probe or calibration text set as the manifest records it (``probes.TextSet``)."""
+    return {"name": ts.name, "sha256": ts.sha256, "n": len(ts.texts), "source": ts.source}
+
+
+def build(
+    *,
+    source: dict,
+    model: dict,
+    environment: dict,
+    probe,
+    calibration,
+    shared: list,
+    variants: list[dict],
+    publishable: bool,
+) -> dict:
+    """A whole manifest of a fresh export: ``probe`` / ``calibration`` are text sets (calibration None when no
+    variant used one), ``shared`` the shared files' ``FileRecord``s, ``variants`` the entries in catalogue
+    order. Not benched yet: ``bench`` and ``recommended`` are None."""
+    from datetime import UTC, datetime
+
+    from exporter import __version__
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool_version": __version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": source,
+        "model": model,
+        "environment": environment,
+        "probe": textset_entry(probe),
+        "calibration": textset_entry(calibration) if calibration else None,
+        "shared_files": [r.to_dict() for r in shared],
+        "variants": variants,
+        "publishable": publishable,
+        "recommended": None,
+        "bench": None,
+    }

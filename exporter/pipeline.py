@@ -2,29 +2,25 @@
 
 One plan object drives it, whether it came from CLI flags or a recipe file. The pipeline raises typed
 errors and reports progress through a ``Progress`` object; it never prints. What differs between model
-kinds (embedders, cross-encoders, sparse encoders: loading, probe inputs, outputs, metrics, facts) is
-looked up in ``exporter.kinds``.
+kinds (embedders, cross-encoders, sparse encoders: probe inputs, outputs, metrics, facts) is looked up in
+``exporter.kinds``; every model (the reference, each variant) is loaded by ``exporter.runners``, as verify
+and bench load them; the manifest is assembled by ``exporter.manifest`` and the artifact folder's shared
+files and re-run reuse are ``exporter.artifact``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from exporter import __version__
 from exporter.errors import ExporterError, ExportFailed, FidelityError, UsageError
 from exporter.fsutil import FileRecord, record_files, sha256_bytes, staged_dir
 
 log = logging.getLogger(__name__)
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".ckpt")
 
 
 class Progress(Protocol):
@@ -85,71 +81,11 @@ def default_out(artifacts_root: Path, src) -> Path:
     return artifacts_root / f"local--{src.local_path.name}" / sha256_bytes(listing.encode())[:12]
 
 
-def _transformer_folder(root: Path) -> str:
-    """The Transformer module's folder relative to ``root`` ("." for the root, and for folders without
-    modules.json such as plain cross-encoders)."""
-    from exporter.source import st_modules
-
-    if not (root / "modules.json").is_file():
-        return "."
-    entry = next((m for m in st_modules.read_modules(root) if m.kind is st_modules.ModuleKind.TRANSFORMER), None)
-    return (entry.path.strip("/") or ".") if entry else "."
-
-
-def _copy_shared(src, stage: Path, max_seq_length: int | None = None) -> list[FileRecord]:
-    """Copy the source files the model uses, except the Transformer's torch weights, into the artifact root.
-
-    The weights of the other modules (``2_Dense/model.safetensors`` ...) are copied: sentence-transformers
-    runs those modules in torch on top of an ONNX / OpenVINO transformer, and loads them from there.
-
-    A ``max_seq_length`` override is written into the copy of sentence_bert_config.json, so every
-    loader of the artifact (sentence-transformers, the torch-free runtime) truncates the same way.
-    """
-    copied = []
-    transformer_folder = _transformer_folder(src.path)
-    for rec in src.files:
-        rel = Path(rec.path)
-        if rel.suffix in WEIGHT_SUFFIXES and rel.parent.as_posix() == transformer_folder:
-            continue
-        dest = stage / rec.path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile((src.path / rec.path).resolve(), dest)
-        copied.append(dest)
-    if max_seq_length:
-        cfg_path = stage / "sentence_bert_config.json"
-        cfg = json.loads(cfg_path.read_text("utf-8")) if cfg_path.is_file() else {}
-        cfg["max_seq_length"] = max_seq_length
-        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n", "utf-8")
-        if cfg_path not in copied:
-            copied.append(cfg_path)
-    return record_files(stage, copied)
-
-
-def model_facts(model, kind: str | None = None) -> dict:
-    """The manifest's ``model`` facts of a loaded model of ``kind`` (default: a SentenceTransformer)."""
-    from exporter import kinds
-
-    return kinds.get(kind).facts(model)
-
-
-def load_variant_model(artifact: Path, spec, kind: str | None = None, truncate_dim: int | None = None):
-    """Load a built variant the way a user does (``<Class>(artifact, backend=..., model_kwargs={"file_name": ...})``,
-    or the variant's own loader for the ones sentence-transformers cannot load alone)."""
-    from exporter import kinds
-    from exporter.variants import Backend
-
-    if spec.backend is Backend.TORCH:
-        model = spec.loader_fn()(artifact, device="cpu")
-        if truncate_dim:
-            model.truncate_dim = truncate_dim
-        return model
-    return kinds.load_variant(
-        kind, artifact, spec.backend.value, spec.file_name, truncate_dim=truncate_dim, **spec.model_kwargs
-    )
-
-
 def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutcome:
     """Run one export plan end to end; failed variants are recorded, see ``raise_for_failures``.
+
+    The plan flows down once: resolve the source, decide its kind, the variants that apply and their
+    thresholds, then (holding the output folder) build, check and record each variant.
 
     The artifact is committed after each variant (built in a hard-linked clone beside it, then swapped
     in), so it is always complete for what its manifest lists: an interrupted run loses only the
@@ -157,20 +93,59 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     the manifest is kept when its files still match and the source, toolchain and probe set are the
     same; ``force`` rebuilds everything.
     """
-    from exporter import kinds, outdir, variants
-    from exporter.quality import parity, probes
-    from exporter.source import preflight
-    from exporter.source import resolve as source
+    from exporter import outdir
+    from exporter.quality import parity
 
     progress = progress or NoProgress()
-    variants.select(plan.variants)  # bad ids fail before anything heavy runs
+    _refuse_early(plan)  # bad ids and thresholds fail before anything heavy runs
+    src, probe_set, calib_set = _resolve(plan, progress)
+    kind = _kind_of(src, plan)
+    specs, shape = _variants_for(src, kind, plan)
+    thresholds = parity.thresholds_for(specs, plan.thresholds, kind)
+    out = plan.out or default_out(plan.artifacts_root, src)
+    outdir.check_out(out)  # before anything heavy: writable, and nothing there the tool did not write
+    with outdir.claim(out) as cleaned:
+        for line in cleaned:
+            progress.note(line)
+        job = _Export(plan, src, kind, specs, shape, thresholds, probe_set, calib_set, out, progress)
+        return _export_into(job)
+
+
+@dataclass
+class _Export:
+    """One export as ``run_export`` decided it, before anything is built: what the later steps read."""
+
+    plan: ExportPlan
+    src: object  # source.resolve's ResolvedSource
+    kind: str
+    specs: list  # the VariantSpecs to have in the artifact
+    shape: object  # preflight's model shape facts
+    thresholds: dict  # variant id -> parity thresholds
+    probe_set: object
+    calib_set: object | None
+    out: Path
+    progress: Progress
+
+
+def _refuse_early(plan: ExportPlan) -> None:
+    """UsageError for variant ids or thresholds the plan cannot have, before the source is resolved."""
+    from exporter import kinds, variants
+    from exporter.quality import parity
+
+    variants.select(plan.variants)
     if plan.kind:
         kinds.select_variants(plan.variants, plan.kind)
         parity.thresholds_for([], plan.thresholds, kinds.get(plan.kind).kind.value)
+
+
+def _resolve(plan: ExportPlan, progress: Progress):
+    """The resolved source and the probe / calibration text sets (bad files refused before resolving)."""
+    from exporter.quality import probes
+    from exporter.source import resolve as source
+
     ref = source.parse_model_ref(plan.model, plan.revision)
     probe_set = probes.with_prompts(probes.load_text_set(plan.probe, "probe"), plan.prompts)
     calib_set = probes.load_text_set(plan.calibration, "calibration") if plan.calibration else None
-
     with progress.step("Resolving source"):
         src = source.resolve(
             ref,
@@ -178,65 +153,103 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
             trust_remote_code=plan.trust_remote_code,
             allow_pickle=plan.allow_pickle,
         )
+    return src, probe_set, calib_set
+
+
+def _kind_of(src, plan: ExportPlan) -> str:
+    """The kind the source is exported as; UsageError for options that do not apply to it."""
+    from exporter import kinds
+
     kind = kinds.resolve_kind(src, plan.kind).value
     if plan.prompts and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
         raise UsageError(f"{src} is a {kind} model; prompts apply to sentence-transformer models only.", "")
     if plan.truncate_dim and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
         raise UsageError(f"{src} is a {kind} model; truncate_dim applies to sentence-transformer models only.", "")
+    return kind
+
+
+def _variants_for(src, kind: str, plan: ExportPlan):
+    """The variants to build for ``kind`` and the model's shape facts (as the dry run narrows them)."""
+    from exporter import kinds
+    from exporter.source import preflight
+
     specs = kinds.select_variants(plan.variants, kind)  # a variant that does not apply to the kind: refused
-    specs, shape = preflight.narrow(src.path, kind, specs, plan.variants)  # chain and architecture: as the dry run
-    thresholds = parity.thresholds_for(specs, plan.thresholds, kind)
-    out = plan.out or default_out(plan.artifacts_root, src)
-    outdir.check_out(out)  # before anything heavy: writable, and nothing there the tool did not write
-    with outdir.claim(out) as cleaned:
-        for line in cleaned:
-            progress.note(line)
-        return _export_into(out, plan, src, kind, specs, thresholds, probe_set, calib_set, progress, shape)
+    return preflight.narrow(src.path, kind, specs, plan.variants)  # chain and architecture: as the dry run
 
 
-def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds, probe_set, calib_set, progress, shape):
-    """The part of ``run_export`` that runs holding the lock of ``out``: reuse, build, check, commit."""
-    from exporter import kinds, variants
+def _export_into(job: _Export) -> ExportOutcome:
+    """The part of ``run_export`` that runs holding the lock of ``job.out``: reuse, build, check, record."""
+    from exporter import artifact
     from exporter import manifest as mf
-    from exporter.builders.context import BuildContext
     from exporter.environment import environment
-    from exporter.quality import probes, refcache
-    from exporter.quality.parity_run import run_chunked
 
-    kspec = kinds.get(kind)
     env = environment()
-    source_entry = {**src.to_dict(), "trust_remote_code": plan.trust_remote_code}
-    kept = {} if plan.force else _reusable_variants(out, source_entry, env, probe_set, plan.max_seq_length, kind)
-    kept = {vid: v for vid, v in kept.items() if _judged_as_asked(v, kind, thresholds.get(vid), plan.consumers)}
-    if kept and mf.load(out)["model"].get("truncate_dim") != plan.truncate_dim:
-        kept = {}  # another Matryoshka width: every variant is rebuilt
-    todo = [s for s in specs if s.id not in kept]
+    source_entry = {**job.src.to_dict(), "trust_remote_code": job.plan.trust_remote_code}
+    kept = artifact.kept_variants(job.out, source_entry, env, job.probe_set, job.kind, job.thresholds, job.plan)
+    todo = [s for s in job.specs if s.id not in kept]
     if not todo:
-        return ExportOutcome(artifact=out, manifest=mf.load(out), skipped=True)
+        return ExportOutcome(artifact=job.out, manifest=mf.load(job.out), skipped=True)
 
-    ctx = BuildContext(
-        source_dir=src.path,
-        stage_dir=out,
-        calibration_texts=lambda: (calib_set or probes.load_text_set(None, "calibration")).texts,
-        probe_texts=lambda: probe_set.texts,
+    ctx = _build_context(job)
+    reference, probe, ref_out = _run_reference(job, ctx, source_entry, env)
+    fresh = not kept
+    entries = dict(kept)
+    manifest: dict = {}
+    for spec in todo:
+        with staged_dir(job.out, replace=True, clone=not fresh) as stage:
+            ctx.stage_dir = stage
+            if fresh:
+                shared = artifact.copy_shared(job.src, stage, job.plan.max_seq_length)
+                fresh = False
+            else:
+                shared = [FileRecord(**f) for f in mf.load(stage)["shared_files"]]
+            threshold = job.thresholds[spec.id]
+            entries[spec.id] = _build_and_check(
+                spec, ctx, stage, job.probe_set.sha256, probe, ref_out, threshold, job.progress
+            )
+            artifact.remove_stale_files(stage, entries)
+            manifest = _record(job, stage, entries, shared, source_entry, env, reference)
+    return ExportOutcome(artifact=job.out, manifest=manifest, skipped=False)
+
+
+def _build_context(job: _Export):
+    from exporter.builders.context import BuildContext
+    from exporter.quality import probes
+
+    plan = job.plan
+    return BuildContext(
+        source_dir=job.src.path,
+        stage_dir=job.out,
+        calibration_texts=lambda: (job.calib_set or probes.load_text_set(None, "calibration")).texts,
+        probe_texts=lambda: job.probe_set.texts,
         options={
             "trust_remote_code": plan.trust_remote_code,
+            "max_seq_length": plan.max_seq_length,
             "truncate_dim": plan.truncate_dim,
             "consumers": plan.consumers,
         },
-        kind=kind,
+        kind=job.kind,
     )
+
+
+def _run_reference(job: _Export, ctx, source_entry: dict, env: dict):
+    """The torch reference (shared with the builders), the probe and its outputs (from the cache when the
+    same source, probe, settings, packages and CPU ran them before)."""
+    from exporter import kinds
+    from exporter.quality import refcache
+    from exporter.quality.parity_run import run_chunked
+    from exporter.runners.reference import encoder
+
+    kspec, plan, progress = kinds.get(job.kind), job.plan, job.progress
     with progress.step(f"Loading the torch reference ({kspec.label})"):
         reference = ctx.reference_model()
-        if plan.max_seq_length:
-            kspec.set_max_length(reference, plan.max_seq_length)
         _check_truncate_dim(plan.truncate_dim, reference)
-    probe = kspec.probe(probe_set.texts)
+    probe = kspec.probe(job.probe_set.texts)
     label = f"Running the reference on {len(probe.inputs)} probe {kspec.unit}"
     ref_key = refcache.key(
         source=[(f["path"], f["sha256"]) for f in source_entry["files"]],
-        probe=probe_set.sha256,
-        kind=kind,
+        probe=job.probe_set.sha256,
+        kind=job.kind,
         max_seq_length=plan.max_seq_length,
         truncate_dim=plan.truncate_dim,
         prompts=plan.prompts,
@@ -244,48 +257,36 @@ def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds,
         cpu=env["cpu"],
         batch=kinds.PARITY_BATCH,
     )
+    run = encoder(reference, job.kind)
     ref_out, hit = refcache.cached(
-        ref_key,
-        lambda: run_chunked(progress, label, lambda c: kspec.outputs(reference, c, kinds.PARITY_BATCH), probe.inputs),
+        ref_key, lambda: run_chunked(progress, label, lambda c: run(c, kinds.PARITY_BATCH), probe.inputs)
     )
     if hit:
         progress.note(f"{label}: reused the cached reference outputs ({refcache.cache_dir()})")
+    return reference, probe, ref_out
 
-    fresh = not kept
-    entries = dict(kept)
-    manifest: dict = {}
-    for spec in todo:
-        with staged_dir(out, replace=True, clone=not fresh) as stage:
-            ctx.stage_dir = stage
-            if fresh:
-                shared = _copy_shared(src, stage, plan.max_seq_length)
-                fresh = False
-            else:
-                shared = [FileRecord(**f) for f in mf.load(stage)["shared_files"]]
-            entries[spec.id] = _build_and_check(
-                spec, ctx, stage, probe_set.sha256, probe, ref_out, thresholds[spec.id], progress
-            )
-            _remove_stale_files(stage, entries)
-            ordered = [entries[s.id] for s in variants.CATALOGUE if s.id in entries]
-            uses_calibration = any(e["build"].get("calibration") for e in ordered)
-            calibration = calib_set or (probes.load_text_set(None, "calibration") if uses_calibration else None)
-            manifest = {
-                "schema_version": mf.SCHEMA_VERSION,
-                "tool_version": __version__,
-                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "source": source_entry,
-                "model": {**kspec.facts(reference), "prompts": plan.prompts, "shape": shape.to_dict()},
-                "environment": env,
-                "probe": _textset_entry(probe_set),
-                "calibration": _textset_entry(calibration) if calibration else None,
-                "shared_files": [r.to_dict() for r in shared],
-                "variants": ordered,
-                "publishable": all(e["status"] == "passed" for e in ordered) and src.pinned,
-                "recommended": None,
-                "bench": None,
-            }
-            mf.save(stage, manifest)
-    return ExportOutcome(artifact=out, manifest=manifest, skipped=False)
+
+def _record(job: _Export, stage: Path, entries: dict, shared, source_entry: dict, env: dict, reference) -> dict:
+    """Write the manifest of what ``stage`` holds now (variants in catalogue order) and return it."""
+    from exporter import kinds, variants
+    from exporter import manifest as mf
+    from exporter.quality import probes
+
+    ordered = [entries[s.id] for s in variants.CATALOGUE if s.id in entries]
+    uses_calibration = any(e["build"].get("calibration") for e in ordered)
+    calibration = job.calib_set or (probes.load_text_set(None, "calibration") if uses_calibration else None)
+    manifest = mf.build(
+        source=source_entry,
+        model={**kinds.get(job.kind).facts(reference), "prompts": job.plan.prompts, "shape": job.shape.to_dict()},
+        environment=env,
+        probe=job.probe_set,
+        calibration=calibration,
+        shared=shared,
+        variants=ordered,
+        publishable=all(e["status"] == "passed" for e in ordered) and job.src.pinned,
+    )
+    mf.save(stage, manifest)
+    return manifest
 
 
 def raise_for_failures(outcome: ExportOutcome) -> None:
@@ -304,74 +305,6 @@ def raise_for_failures(outcome: ExportOutcome) -> None:
         )
 
 
-def _reusable_variants(
-    out: Path, source_entry: dict, env: dict, probe_set, max_seq_length: int | None, kind: str = "sentence-transformer"
-) -> dict[str, dict]:
-    """Variants of an existing artifact at ``out`` that a re-run may keep (files intact, same inputs)."""
-    from exporter import manifest as mf
-
-    if not out.exists():
-        return {}
-    if not (out / mf.MANIFEST_NAME).is_file():  # an empty folder (outdir.check_out refused any other)
-        return {}
-    existing = mf.load(out)
-    old_src = existing["source"]
-    if (old_src["repo"], old_src["revision"]) != (source_entry["repo"], source_entry["revision"]) or (
-        {f["sha256"] for f in old_src["files"]} != {f["sha256"] for f in source_entry["files"]}
-    ):
-        raise UsageError(
-            f"{out} holds an artifact of {old_src['repo'] or old_src['local_path']}@{old_src['revision']}, "
-            "not of this source.",
-            "Pass --out with another folder, or --force to replace it.",
-        )
-    if (
-        existing["environment"]["packages"] != env["packages"]
-        or existing["probe"]["sha256"] != probe_set.sha256
-        or (max_seq_length and existing["model"]["max_seq_length"] != max_seq_length)
-        or existing["model"]["kind"] != kind
-    ):
-        return {}  # a new toolchain, probe set, length or kind: every variant is rebuilt and re-checked
-    if not mf.check_files(out, existing, []).ok:  # shared files changed: start again
-        return {}
-    return {
-        v["id"]: v
-        for v in existing["variants"]
-        if v["status"] != "error" and mf.check_files(out, existing, [v["id"]]).ok
-    }
-
-
-def _judged_as_asked(variant: dict, kind: str, threshold, names: list[str]) -> bool:
-    """Whether a kept variant's verdict holds for this run: judged by ``threshold`` (None: a variant not asked
-    for now, kept as it was) with a row for every consumer in ``names`` that applies to it."""
-    if threshold is None:
-        return True
-    from exporter.quality import consumers
-
-    parity = variant.get("parity") or {}
-    want = threshold.to_dict()
-    recorded = parity.get("threshold") or {}
-    if {k: recorded.get(k) for k in want} != want or any(v is not None for k, v in recorded.items() if k not in want):
-        return False  # another threshold: rebuilt and judged again
-    rows = {r["consumer"] for r in parity.get("consumers") or []}
-    return all(n in rows for n in names if n == "sentence-transformers" or consumers.BY_NAME[n].applies(variant, kind))
-
-
-def _remove_stale_files(stage: Path, entries: dict[str, dict]) -> None:
-    """Drop files of superseded builds: anything in a backend folder that no variant lists.
-
-    And every signature bundle: a rebuild writes a new manifest.json (``created_at`` at least), which each
-    variant's bundles sign, so none of them would still verify; re-run ``exporter sign``.
-    """
-    from exporter.ship.sign_artifact import SIGNATURE_DIR
-
-    shutil.rmtree(stage / SIGNATURE_DIR, ignore_errors=True)
-    listed = {f["path"] for e in entries.values() for f in e["files"]}
-    for folder in ("onnx", "openvino", "quanto"):
-        for p in (stage / folder).rglob("*") if (stage / folder).is_dir() else ():
-            if p.is_file() and p.relative_to(stage).as_posix() not in listed:
-                p.unlink()
-
-
 def _check_truncate_dim(truncate_dim: int | None, reference) -> None:
     """UsageError when ``truncate_dim`` is not below the model's full embedding width."""
     if not truncate_dim:
@@ -386,29 +319,16 @@ def _check_truncate_dim(truncate_dim: int | None, reference) -> None:
         )
 
 
-def _textset_entry(ts) -> dict:
-    return {"name": ts.name, "sha256": ts.sha256, "n": len(ts.texts), "source": ts.source}
-
-
 def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, threshold, progress) -> dict:
     from exporter import kinds
+    from exporter import manifest as mf
     from exporter.builders import external_data
     from exporter.quality import parity, parity_run
+    from exporter.runners.reference import encoder
+    from exporter.runners.variant import load_variant
 
     kspec = kinds.get(ctx.kind)
-    truncate_dim = ctx.options.get("truncate_dim")
-    entry = {
-        "id": spec.id,
-        "backend": spec.backend.value,
-        "precision": spec.precision.value,
-        "status": "error",
-        "error": None,
-        "files": [],
-        "load": {**spec.load_kwargs(), **({"truncate_dim": truncate_dim} if truncate_dim else {})},
-        "build": {},
-        "parity": None,
-        "bench": None,
-    }
+    entry = mf.variant_entry(spec, ctx.options.get("truncate_dim"))
     try:
         with progress.step(f"Building {spec.id}"):
             if spec.backend.value == "onnx":  # onnx.load refuses hard-linked external data (the stage is a clone)
@@ -418,10 +338,9 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
                 result.files = external_data.settle_all(result.files)
         entry["files"] = [r.to_dict() for r in record_files(stage, result.files)]
         entry["build"] = result.build
-        model = load_variant_model(stage, spec, ctx.kind, truncate_dim)
+        run = encoder(load_variant(stage, entry, ctx.kind), ctx.kind)  # as verify loads it, by the same function
         label = f"Running {spec.id} on the probe {kspec.unit}"
-        run = lambda chunk: kspec.outputs(model, chunk, kinds.PARITY_BATCH)  # noqa: E731
-        out = parity_run.run_chunked(progress, label, run, probe.inputs)
+        out = parity_run.run_chunked(progress, label, lambda chunk: run(chunk, kinds.PARITY_BATCH), probe.inputs)
         with progress.step(f"Checking parity of {spec.id}"):
             metrics = kspec.compare(ref_out, out, probe)
             verdict = parity.judge(metrics, threshold)

@@ -125,12 +125,12 @@ def test_signed_artifact_resumes_and_may_be_replaced(tiny_model_dir, tmp_path):
 
 
 def test_a_rebuild_drops_the_signatures_its_new_manifest_makes_stale(tmp_path):
-    from exporter.pipeline import _remove_stale_files
+    from exporter.artifact import remove_stale_files
 
     stage = tmp_path / "stage"  # what staged_dir(clone=True) holds: the old artifact, hard-linked
     (stage / "signatures").mkdir(parents=True)
     (stage / "signatures" / "onnx.model.sigstore.json").write_text("{}")
     (stage / "onnx").mkdir()
     (stage / "onnx" / "model.onnx").write_bytes(b"graph")
-    _remove_stale_files(stage, {"onnx": {"files": [{"path": "onnx/model.onnx"}]}})
+    remove_stale_files(stage, {"onnx": {"files": [{"path": "onnx/model.onnx"}]}})
     assert not (stage / "signatures").exists() and (stage / "onnx" / "model.onnx").is_file()

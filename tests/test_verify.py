@@ -44,10 +44,9 @@ def _build_artifact(snapshot: Path, out: Path, probe_file: Path) -> Path:
     """Export two fp32 ONNX variants of the seeded tiny model and write a manifest like the pipeline's."""
     from sentence_transformers import SentenceTransformer, export_optimized_onnx_model
 
-    from exporter import __version__
+    from exporter import __version__, kinds
     from exporter.environment import environment
     from exporter.fsutil import record_files
-    from exporter.pipeline import model_facts
     from exporter.quality import parity, probes
     from exporter.source import resolve as source
     from exporter.variants import Precision
@@ -106,7 +105,7 @@ def _build_artifact(snapshot: Path, out: Path, probe_file: Path) -> Path:
             "weights_format": src.weights_format,
             "files": [r.to_dict() for r in src.files],
         },
-        "model": model_facts(reference),
+        "model": kinds.get(None).facts(reference),
         "environment": environment(),
         "probe": {"name": probe.name, "sha256": probe.sha256, "n": len(probe.texts), "source": probe.source},
         "calibration": None,

@@ -32,15 +32,17 @@ class BuildContext:
 
     def reference_model(self):
         """The torch model at the pinned source (SentenceTransformer / CrossEncoder / SparseEncoder, by
-        ``kind``), loaded once."""
+        ``kind``), loaded once by ``exporter.runners.reference`` as verify and bench load it, with the
+        ``max_seq_length`` and ``truncate_dim`` options applied."""
 
         def load():
-            from exporter import kinds
+            from exporter.runners.reference import load_reference
 
-            return kinds.load_reference(
+            return load_reference(
                 self.kind,
                 self.source_dir,
                 trust_remote_code=bool(self.options.get("trust_remote_code")),
+                max_seq_length=self.options.get("max_seq_length"),
                 truncate_dim=self.options.get("truncate_dim"),
             )
 

@@ -292,11 +292,9 @@ def export_base(
     file_name = dest.relative_to(staged_facts.transformer_dir).as_posix()
 
     try:
-        from sentence_transformers import SentenceTransformer
+        from exporter.runners.reference import load_reference
 
-        model = SentenceTransformer(
-            str(model_dir), device="cpu", local_files_only=True, trust_remote_code=trust_remote_code
-        )
+        model = load_reference(None, model_dir, trust_remote_code=trust_remote_code)
         model.eval()
         model.truncate_dim = truncate_dim  # the reference verify() compares with truncates too
         prompt_input = prompt_graph.excludes_prompt(model)

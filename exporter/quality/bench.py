@@ -4,7 +4,7 @@ Method (``METHOD`` is recorded in the manifest):
 
 - Every runner (the torch reference and each variant) is loaded the way a user loads it
   (``SentenceTransformer(..., backend=..., model_kwargs={"file_name": ...})``, or ``CrossEncoder`` /
-  ``SparseEncoder`` for those kinds: ``exporter.kinds``) with a fixed thread count:
+  ``SparseEncoder`` for those kinds: ``exporter.runners``) with a fixed thread count:
   ``torch.set_num_threads``, ONNX Runtime ``intra_op_num_threads`` (inter-op 1, CPUExecutionProvider, idle
   threads not spinning, so one runner's spin-wait does not eat the next runner's time),
   OpenVINO ``INFERENCE_NUM_THREADS`` (one stream, latency hint). After loading, the provider / device that
@@ -28,13 +28,13 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from exporter.errors import BenchError, UsageError
+from exporter.runners.runner import REFERENCE, Runner
 
-REFERENCE = "torch"
 DEFAULT_BATCH_SIZES = (1, 8, 32)
 METHOD = (
     "texts/s of SentenceTransformer.encode (pairs/s of CrossEncoder.predict, texts/s of SparseEncoder.encode) "
@@ -42,16 +42,6 @@ METHOD = (
     "(runner order rotated per round) after one warm-up pass; latency = per-call time of single-text encodes "
     "(p50/p95 over all rounds); ratio = median over rounds of variant/torch throughput in the same round."
 )
-
-
-@dataclass
-class Runner:
-    """Something that encodes texts: the torch reference or one variant."""
-
-    name: str
-    backend: str
-    encode: Callable[[list[str], int], object]
-    runtime: Callable[[], dict]  # what actually runs it (provider / device / threads), read after warm-up
 
 
 @dataclass
@@ -109,7 +99,8 @@ def bench(
     from exporter import manifest as mf
     from exporter.environment import cpu_info
     from exporter.quality import probes
-    from exporter.quality.verify import not_applicable, resolve_reference
+    from exporter.quality.verify import not_applicable
+    from exporter.runners.runner import recorded_reference_runner, variant_runner
 
     if rounds < 1 or max_texts < 1:
         raise UsageError("rounds and max_texts must be at least 1.", "Pass positive numbers.")
@@ -133,12 +124,10 @@ def bench(
     kind = manifest["model"]["kind"]
     kspec = kinds.get(kind)
     inputs = kspec.probe(sample).inputs[:max_texts]  # texts, or (query, passage) pairs for a reranker
-    src = resolve_reference(manifest)
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # the tokenizers' pool, before first use
 
-    model = manifest["model"]
-    runners = [load_reference(src.path, threads, model.get("max_seq_length"), kind, model.get("truncate_dim"))] + [
-        load_variant(artifact, v, threads, kind) for v in chosen
+    runners = [recorded_reference_runner(manifest, threads)] + [
+        variant_runner(artifact, v, kind, threads) for v in chosen
     ]
     load_before = os.getloadavg()[0]
     samples = measure(runners, inputs, batch_sizes, rounds, on_step)
@@ -162,113 +151,6 @@ def bench(
         "not_applicable": skipped,  # variant id -> why this CPU cannot run it (not timed)
     }
     return BenchResult(config, summaries)
-
-
-# ---------------------------------------------------------------------------------------- loading
-def load_reference(
-    source_dir: Path,
-    threads: int,
-    max_seq_length: int | None = None,
-    kind: str | None = None,
-    truncate_dim: int | None = None,
-) -> Runner:
-    """The torch model at the pinned source, with the artifact's max_seq_length (the export may override it)
-    and Matryoshka truncate_dim."""
-    import torch
-
-    from exporter import kinds
-
-    torch.set_num_threads(threads)
-    model = kinds.load_reference(kind, source_dir, max_seq_length=max_seq_length, truncate_dim=truncate_dim)
-    return Runner(
-        REFERENCE, "torch", _encoder(model, kind), lambda: {"engine": "torch", "threads": torch.get_num_threads()}
-    )
-
-
-def load_variant(artifact: Path, variant: dict, threads: int, kind: str | None = None) -> Runner:
-    """Load one variant with a fixed thread count, as users of its model class load it."""
-    backend, file_name = variant["load"]["backend"], variant["load"].get("file_name")
-    loader = _LOADERS.get(backend)
-    if loader is None:
-        raise UsageError(f"variant {variant['id']} has backend {backend!r}, which bench cannot load.", "")
-    runner = loader(artifact, variant["id"], file_name, threads, kind, variant["load"].get("model_kwargs") or {})
-    truncate_dim = variant["load"].get("truncate_dim")
-    if truncate_dim:  # SentenceTransformer(truncate_dim=N) keeps the first N dimensions of what encode returns
-        encode = runner.encode
-        runner = replace(runner, encode=lambda inputs, bs: encode(inputs, bs)[..., :truncate_dim])
-    return runner
-
-
-def _load_onnx(
-    artifact: Path, vid: str, file_name: str, threads: int, kind: str | None = None, load_kwargs: dict | None = None
-) -> Runner:
-    import onnxruntime as ort
-
-    from exporter import kinds
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    # Interleaved runners share the cores: ORT's idle threads must not spin into the next runner's time.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    model = kinds.load_variant(kind, artifact, "onnx", file_name, provider="CPUExecutionProvider", session_options=opts)
-
-    def runtime() -> dict:
-        session = model[0].auto_model.session
-        return {
-            "engine": "onnxruntime",
-            "provider": session.get_providers()[0],
-            "providers": session.get_providers(),
-            "threads": session.get_session_options().intra_op_num_threads,
-            "spinning": session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning"),
-        }
-
-    return Runner(vid, "onnx", _encoder(model, kind), runtime)
-
-
-def _load_openvino(
-    artifact: Path, vid: str, file_name: str, threads: int, kind: str | None = None, load_kwargs: dict | None = None
-) -> Runner:
-    from exporter import kinds
-
-    ov_config = {"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}
-    ov_config.update((load_kwargs or {}).get("ov_config", {}))  # e.g. the f32 pin the manifest records
-    model = kinds.load_variant(kind, artifact, "openvino", file_name, device="CPU", ov_config=ov_config)
-
-    def runtime() -> dict:
-        compiled = model[0].auto_model.request
-        return {
-            "engine": "openvino",
-            "device": ",".join(compiled.get_property("EXECUTION_DEVICES")),
-            "threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
-            "precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
-        }
-
-    return Runner(vid, "openvino", _encoder(model, kind), runtime)
-
-
-def _load_torch_variant(
-    artifact: Path, vid: str, file_name: str, threads: int, kind: str | None = None, load_kwargs: dict | None = None
-) -> Runner:
-    import torch
-
-    from exporter import variants
-    from exporter.pipeline import load_variant_model
-
-    torch.set_num_threads(threads)
-    model = load_variant_model(artifact, variants.BY_ID[vid], kind)
-    return Runner(vid, "torch", _encoder(model, kind), lambda: {"engine": "torch", "threads": torch.get_num_threads()})
-
-
-_LOADERS = {"onnx": _load_onnx, "openvino": _load_openvino, "torch": _load_torch_variant}
-
-
-def _encoder(model, kind: str | None = None) -> Callable[[list, int], object]:
-    """``encode(inputs, batch_size)``: the kind's output function (encode / predict / sparse encode)."""
-    from exporter import kinds
-
-    outputs = kinds.get(kind).outputs
-    return lambda inputs, bs: outputs(model, inputs, bs)
 
 
 def check_runtime(name: str, backend: str, runtime: dict) -> None:

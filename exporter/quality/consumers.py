@@ -119,9 +119,10 @@ class Consumer:
 
 # --------------------------------------------------------------------------------------- the loaders
 def _sentence_transformers(target: Target, texts: list[str]) -> np.ndarray:
-    from exporter.quality.bench import load_variant
+    from exporter.runners.runner import variant_runner
 
-    return np.asarray(load_variant(target.artifact, target.variant, target.threads, EMBEDDER).encode(texts, BATCH))
+    runner = variant_runner(target.artifact, target.variant, EMBEDDER, target.threads)
+    return np.asarray(runner.encode(texts, BATCH))
 
 
 def _runtime(target: Target, texts: list[str]) -> np.ndarray:

@@ -95,6 +95,7 @@ def verify(
     (and the artifact's own file check) are returned, not raised: see ``raise_for``.
     """
     from exporter import manifest as mf
+    from exporter.runners import reference
 
     manifest = mf.load(artifact)
     if probe is not None:  # a bad probe file is bad input (exit 2), found before anything heavy runs
@@ -134,7 +135,7 @@ def verify(
             cases[v["id"]] = CaseResult(v["id"], SKIPPED, f"not re-run: shared files fail ({', '.join(shared_bad)})")
     elif to_run:
         try:
-            src = resolve_reference(manifest)
+            src = reference.recorded_source(manifest)
         except ExporterError as exc:
             if integrity.ok:
                 raise  # e.g. the pinned source is not in the Hub cache: its own exit code
@@ -209,27 +210,6 @@ def _check_files(artifact: Path, manifest: dict, ids: list[str] | None):
             if p.is_file() and not p.is_symlink() and rel not in listed and not mf.is_meta(rel):
                 check.extra.append(rel)
     return check
-
-
-def resolve_reference(manifest: dict):
-    """The torch reference's source folder, resolved as the manifest pins it and checked against its hashes."""
-    from exporter.source import resolve as source
-
-    rec = manifest["source"]
-    allow_pickle = rec.get("weights_format") == "pickle"
-    if rec["repo"] and rec["revision"]:
-        ref = source.parse_model_ref(f"{rec['repo']}@{rec['revision']}")
-        resolved = source.resolve(ref, allow_unpinned=False, allow_pickle=allow_pickle, trust_remote_code=False)
-    else:  # a local folder: only the files the manifest lists are read, whatever local_path names
-        resolved = source.resolve_recorded(Path(rec["local_path"] or ""), rec["files"], allow_pickle=allow_pickle)
-    have = {f.path: f.sha256 for f in resolved.files}
-    differ = sorted(f["path"] for f in rec["files"] if have.get(f["path"]) != f["sha256"])
-    if differ:
-        raise IntegrityError(
-            f"the reference source {resolved} does not match the manifest's hashes ({', '.join(differ)}).",
-            "Restore the source the artifact was exported from (re-download or re-seed it).",
-        )
-    return resolved
 
 
 # ------------------------------------------------------------------------------- the fresh process
@@ -334,7 +314,7 @@ def parity_answer(request: dict) -> dict:
     from exporter import kinds
     from exporter.pipeline import NoProgress
     from exporter.quality import consumers, parity, parity_run, probes
-    from exporter.quality.bench import load_reference, load_variant
+    from exporter.runners.runner import reference_runner, variant_runner
 
     kind = request.get("kind") or kinds.ModelKind.SENTENCE_TRANSFORMER.value
     kspec = kinds.get(kind)
@@ -343,8 +323,12 @@ def parity_answer(request: dict) -> dict:
     probe = kspec.probe(probe_set.texts)
     artifact = Path(request["artifact"])
     threads = os.cpu_count() or 1
-    reference = load_reference(
-        Path(request["source_dir"]), threads, request.get("max_seq_length"), kind, request.get("truncate_dim")
+    reference = reference_runner(
+        Path(request["source_dir"]),
+        kind,
+        threads,
+        max_seq_length=request.get("max_seq_length"),
+        truncate_dim=request.get("truncate_dim"),
     )
     quiet = NoProgress()
     ref_out = parity_run.run_chunked(quiet, "", lambda c: reference.encode(c, PARITY_BATCH), probe.inputs)
@@ -357,7 +341,7 @@ def parity_answer(request: dict) -> dict:
                 if item["threshold"]
                 else parity.DEFAULTS_BY_KIND[kind][parity.PrecisionClass(item["precision"])]
             )
-            runner = load_variant(artifact, item, threads, kind)
+            runner = variant_runner(artifact, item, kind, threads)
             out = parity_run.run_chunked(quiet, "", lambda c, r=runner: r.encode(c, PARITY_BATCH), probe.inputs)
             metrics = kspec.compare(ref_out, out, probe)
             verdict = parity.judge(metrics, threshold)
