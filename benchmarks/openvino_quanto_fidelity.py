@@ -95,7 +95,8 @@ def main() -> None:
     specs = [s for s in CATALOGUE if s.backend in (Backend.OPENVINO, Backend.TORCH) and not s.on_request_only]
     overrides = json.loads(args.qint8_options)
     specs = [
-        dataclasses.replace(s, options={**s.options, **overrides}) if s.id == "openvino-qint8" else s for s in specs
+        dataclasses.replace(s, options=dataclasses.replace(s.options, **overrides)) if s.id == "openvino-qint8" else s
+        for s in specs
     ]
     if args.only:
         wanted = set(args.only.split(",")) | {"openvino"}
@@ -139,7 +140,7 @@ def main() -> None:
             row["speed_vs_torch"] = round(variant_tp / torch_tp, 2)
             row["size_mb"] = round(sum(p.stat().st_size for p in result.files) / 1e6, 1)
             if spec.id == "openvino-qint8":
-                row["options"] = spec.options
+                row["options"] = spec.options.to_dict()
             print(json.dumps(row), flush=True)
 
 

@@ -19,17 +19,6 @@ from exporter.fsutil import FileRecord, record_files
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".ckpt")
 
 
-def _transformer_folder(root: Path) -> str:
-    """The Transformer module's folder relative to ``root`` ("." for the root, and for folders without
-    modules.json such as plain cross-encoders)."""
-    from exporter.source import st_modules
-
-    if not (root / "modules.json").is_file():
-        return "."
-    entry = next((m for m in st_modules.read_modules(root) if m.kind is st_modules.ModuleKind.TRANSFORMER), None)
-    return (entry.path.strip("/") or ".") if entry else "."
-
-
 def copy_shared(src, stage: Path, max_seq_length: int | None = None) -> list[FileRecord]:
     """Copy the source files the model uses, except the Transformer's torch weights, into the artifact root.
 
@@ -39,8 +28,10 @@ def copy_shared(src, stage: Path, max_seq_length: int | None = None) -> list[Fil
     A ``max_seq_length`` override is written into the copy of sentence_bert_config.json, so every
     loader of the artifact (sentence-transformers, the torch-free runtime) truncates the same way.
     """
+    from exporter.builders.kit import transformer_folder as transformer_folder_of
+
     copied = []
-    transformer_folder = _transformer_folder(src.path)
+    transformer_folder = transformer_folder_of(src.path)
     for rec in src.files:
         rel = Path(rec.path)
         if rel.suffix in WEIGHT_SUFFIXES and rel.parent.as_posix() == transformer_folder:

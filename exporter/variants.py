@@ -14,6 +14,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import import_module
 
+from exporter.builders.options import (
+    BuildOptions,
+    DynamicInt8Options,
+    NncfStaticOptions,
+    OnnxFidelityOptions,
+    OptimizeOptions,
+    OvFidelityOptions,
+    QuantoOptions,
+    StaticQdqOptions,
+    WeightCompressionOptions,
+)
 from exporter.errors import UsageError
 from exporter.hostcaps import BF16_UNITS, CpuFlag, Host, this_host
 from exporter.kinds import ALL_KINDS, ModelKind
@@ -61,7 +72,7 @@ class VariantSpec:
     summary: str  # one line: when to use it
     builder: str  # "module:function", called as function(ctx, spec, stage_dir) -> BuildResult
     derives_from: str | None = None  # id of the variant whose output it transforms (None: from torch)
-    options: dict = field(default_factory=dict)  # fixed build options (level, scheme, ...)
+    options: BuildOptions | None = None  # typed build options (exporter.builders.options); None: the builder has none
     on_request_only: bool = False  # excluded from --variants all
     model_kwargs: dict = field(default_factory=dict)  # extra load options recorded in the manifest
     loader: str | None = None  # "module:function" taking the artifact folder, for variants ST cannot load alone
@@ -115,7 +126,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
             summary=summary,
             builder="exporter.builders.export_onnx_optimize:build_optimized",
             derives_from="onnx",
-            options={"level": level},
+            options=OptimizeOptions(level),
             kinds=ALL_KINDS,
         )
         for level, summary in (
@@ -133,7 +144,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         "built only on request.",
         builder="exporter.builders.export_onnx_optimize:build_optimized",
         derives_from="onnx",
-        options={"level": "O4"},
+        options=OptimizeOptions("O4"),
         on_request_only=True,
         kinds=ALL_KINDS,
     ),
@@ -148,7 +159,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
             "all-MiniLM-L6-v2: may fail the 0.99 gate.",
             builder="exporter.builders.export_onnx_quantize:build_dynamic",
             derives_from="onnx",
-            options={"preset": isa},
+            options=DynamicInt8Options(isa),
             kinds=ALL_KINDS,
             best=best,
         )
@@ -178,6 +189,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         "all-MiniLM-L6-v2, far below the int8 gate: not in `all`, built only on request.",
         builder="exporter.builders.export_onnx_quantize:build_static",
         derives_from="onnx",
+        options=StaticQdqOptions(),
         on_request_only=True,
     ),
     VariantSpec(
@@ -187,8 +199,9 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         file_name="onnx/model_qint8_fidelity.onnx",
         summary="Dynamic int8 with the most sensitive MatMuls kept in float (measured search on calibration "
         "texts); the int8 to use when fidelity matters.",
-        builder="exporter.builders.export_onnx_quantize:build_fidelity",
+        builder="exporter.builders.export_onnx_fidelity:build_fidelity",
         derives_from="onnx",
+        options=OnnxFidelityOptions(),
     ),
     VariantSpec(
         id="openvino",
@@ -231,10 +244,10 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         precision=Precision.INT8,
         file_name="openvino/openvino_model_int8_weights.xml",
         summary="OpenVINO IR with NNCF int8 weights (weight-only, no calibration): ~4x smaller, near-fp32 fidelity.",
-        builder="exporter.builders.export_openvino:build_int8_weights",
+        builder="exporter.builders.export_openvino_int8:build_int8_weights",
         model_kwargs=OV_F32,
         derives_from="openvino",
-        options={"mode": "int8_asym"},
+        options=WeightCompressionOptions(mode="int8_asym"),
         kinds=ALL_KINDS,
         best=BestIf(),
     ),
@@ -244,17 +257,10 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         precision=Precision.INT8,
         file_name="openvino/openvino_model_qint8_quantized.xml",
         summary="OpenVINO IR with NNCF static int8 (calibrated, SmoothQuant): fastest with VNNI/AMX; loses fidelity.",
-        builder="exporter.builders.export_openvino:build_qint8",
+        builder="exporter.builders.export_openvino_int8:build_qint8",
         model_kwargs=OV_F32,
         derives_from="openvino",
-        options={
-            "preset": "mixed",
-            "model_type": "transformer",
-            "subset_size": 300,
-            "fast_bias_correction": True,
-            "smooth_quant_alpha": 0.85,
-            "ignored_scope": None,
-        },
+        options=NncfStaticOptions(),
         best=BestIf(),  # the all-int8 speed the fidelity variant is measured against
     ),
     VariantSpec(
@@ -267,6 +273,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         builder="exporter.builders.export_openvino_fidelity:build_qint8_fidelity",
         model_kwargs=OV_F32,
         derives_from="openvino",
+        options=OvFidelityOptions(),
         best=BestIf(),
     ),
     VariantSpec(
@@ -291,7 +298,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         "smaller Linear weights, near-fp32 fidelity, no CPU speed-up.",
         builder="exporter.builders.export_quanto:build_int8",
         loader="exporter.builders.export_quanto:load_quanto",
-        options={"weights": "qint8", "activations": None, "exclude": []},
+        options=QuantoOptions(),
     ),
 )
 

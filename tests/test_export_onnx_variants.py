@@ -70,7 +70,7 @@ def test_catalogue_entries_use_sentence_transformers_file_names():
         assert spec.backend is variants.Backend.ONNX and spec.derives_from == "onnx"
         assert spec.file_name.startswith("onnx/model_") and spec.file_name.endswith(".onnx")
         assert callable(spec.build_fn())
-        json.dumps(spec.options)
+        json.dumps(spec.options.to_dict())  # typed options, recorded as plain values
     names = {variants.BY_ID[i].file_name for i in VARIANT_IDS}
     assert {
         "onnx/model_O3.onnx",
@@ -144,6 +144,7 @@ def test_fidelity_int8_records_its_search(built):
     search = build["search"]
     assert search["goal"]["measured_on"].startswith("calibration texts")
     assert search["candidates"] == 12  # 2 layers x (query, key, value, attention out, intermediate, output)
+    assert len(search["candidate_names"]) == 12 and search["kept_float"] == [n["node"] for n in build["nodes_in_float"]]
     assert search["steps"][0]["kept_float"] == 0 and search["seconds"] <= search["budget_seconds"] + 60
     kept = [n["node"] for n in build["nodes_in_float"]]
     assert kept == [s["added"] for s in search["steps"][1:]]
@@ -178,15 +179,16 @@ def base_stage(tiny_model_dir, tmp_path_factory):
     return ctx
 
 
-def _fidelity_spec(**options):
+def _fidelity_spec(**search):
     from dataclasses import replace
 
-    return replace(variants.BY_ID["onnx-qint8-fidelity"], options=options)
+    spec = variants.BY_ID["onnx-qint8-fidelity"]
+    return replace(spec, options=replace(spec.options, search=replace(spec.options.search, **search)))
 
 
 def test_fidelity_search_screens_every_candidate_and_keeps_the_worst_in_float(base_stage):
     """An unreachable goal (cosine 1.001) makes the search screen all 12 MatMuls and run its greedy steps."""
-    from exporter.builders.export_onnx_quantize import build_fidelity
+    from exporter.builders.export_onnx_fidelity import build_fidelity
 
     spec = _fidelity_spec(
         target_cosine_min=1.0, margin=0.001, target_nn10=0.0, nn10_margin=0.0, max_float_fraction=0.25
@@ -204,7 +206,7 @@ def test_fidelity_search_screens_every_candidate_and_keeps_the_worst_in_float(ba
 
 def test_fidelity_search_stops_at_its_budget(base_stage):
     """A zero budget screens nothing and keeps nothing in float, and says why."""
-    from exporter.builders.export_onnx_quantize import build_fidelity
+    from exporter.builders.export_onnx_fidelity import build_fidelity
 
     spec = _fidelity_spec(budget_seconds=0.0, target_cosine_min=1.0, margin=0.001)
     build = build_fidelity(base_stage, spec).build

@@ -23,7 +23,11 @@ from exporter.errors import ExportFailed
 from exporter.variants import CATALOGUE, Backend, Precision
 
 # The bf16 variants write no file of their own (their base's IR with a bf16 hint): tests/test_hostcaps_best.py.
-OV_MODULES = ("exporter.builders.export_openvino:", "exporter.builders.export_openvino_fidelity:")
+OV_MODULES = (
+    "exporter.builders.export_openvino:",
+    "exporter.builders.export_openvino_int8:",
+    "exporter.builders.export_openvino_fidelity:",
+)
 OPENVINO_VARIANTS = tuple(s for s in CATALOGUE if s.builder.startswith(OV_MODULES) and not s.builder.endswith("_bf16"))
 EXERCISED_VARIANTS = tuple(s.id for s in OPENVINO_VARIANTS)  # each built and loaded below (test_catalogue)
 
@@ -82,7 +86,7 @@ def test_catalogue_entries_follow_sentence_transformers_naming():
         assert path.name.startswith("openvino")  # sentence-transformers globs openvino*.xml
         assert callable(spec.build_fn())
         assert spec.id == "openvino" or spec.derives_from == "openvino"
-        json.dumps(spec.options)  # recorded in the manifest
+        assert spec.options is None or json.dumps(spec.options.to_dict())  # typed options, plain values
 
 
 def test_each_builder_writes_its_xml_and_bin(built):
@@ -120,7 +124,8 @@ def test_fidelity_int8_records_its_search(built):
     assert search["steps"][0]["added"] is None and search["steps"][0]["kept_float"] == 0
     assert search["budget_seconds"] > 0 and search["goal"]["measured_on"].startswith("calibration")
     kept = [o["op"] for o in f["ops_in_float"]]
-    assert kept == search["kept_float"] and set(kept) <= set(search["candidates"])
+    assert kept == search["kept_float"] and set(kept) <= set(search["candidate_names"])
+    assert search["candidates"] == len(search["candidate_names"]) and list(search["sensitivity"])[: len(kept)] == kept
     assert all(o["why"].startswith("measured sensitivity") for o in f["ops_in_float"])
     assert search["seconds"] < 120  # bounded, and quick on the tiny model
     assert set(search["calibration_result"]) == {"cosine_min", "cosine_mean", "neighbour_agreement_at_10"}
@@ -131,7 +136,7 @@ def test_floating_matmuls_in_the_quantised_model_restores_fp32_ops(built, tiny_m
     weights, and the embeddings move towards torch's."""
     import openvino as ov
 
-    from exporter.builders.export_openvino_fidelity import _OvScorer, float_matmuls, residual_writers
+    from exporter.builders.export_openvino_fidelity import OvScorer, float_matmuls, residual_writers
 
     stage, _ = built
     core = ov.Core()
@@ -146,7 +151,7 @@ def test_floating_matmuls_in_the_quantised_model_restores_fp32_ops(built, tiny_m
     ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=stage)
     texts = CALIBRATION + TEXTS
     reference = ctx.reference_model().encode(texts, convert_to_numpy=True)
-    scorer = _OvScorer(ctx, texts, reference)
+    scorer = OvScorer(ctx, texts, reference)
     deficit = {k: float((1 - scorer.cosines(m)).mean()) for k, m in (("int8", quantized), ("floated", floated))}
     assert deficit["floated"] < deficit["int8"], deficit
     assert float((1 - scorer.cosines(float_matmuls(quantized, base, []))).mean()) == pytest.approx(deficit["int8"])

@@ -45,7 +45,7 @@ def test_catalogue_entry():
     assert SPEC.backend is Backend.TORCH and SPEC.precision is Precision.INT8
     assert SPEC.file_name == WEIGHTS_FILE
     assert callable(SPEC.build_fn())
-    json.dumps(SPEC.options)
+    json.dumps(SPEC.options.to_dict())
 
 
 def test_builder_writes_weights_qmap_and_config(built):

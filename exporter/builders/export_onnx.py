@@ -34,24 +34,25 @@ sentence-transformers on top, as they do for the torch model.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
-from exporter.builders import prompt_graph
+from exporter.builders import kit, prompt_graph
+from exporter.builders.export_onnx_config import (
+    SENTENCE_OUTPUT,
+    TOKEN_OUTPUT,
+    export_config_class,
+    input_names_for,
+)
 from exporter.errors import ExporterError, ExportFailed
 from exporter.source import st_modules
 
 ONNX_FILE = "onnx/model.onnx"
-INPUT_NAMES = ("input_ids", "attention_mask")
-TOKEN_TYPE_INPUT = "token_type_ids"
-TOKEN_OUTPUT = "last_hidden_state"
-SENTENCE_OUTPUT = "sentence_embedding"
 # Files the staging folder must hold before export (relative to the Transformer module's folder).
 REQUIRED_STAGED = ("config.json", "tokenizer.json")
 CHECK_MIN_COSINE = 0.9999
+EXPORT_HINT = "Run with --verbose for the traceback; try another --opset."
 CHECK_PROMPTS = 2  # the model's first prompts are checked too (prompt tokens left out of pooling or not)
 
 # Texts for the post-export sanity check: mixed lengths (padding), case, accents, CJK, one over-long.
@@ -63,89 +64,6 @@ CHECK_TEXTS = (
     "東京は日本の首都です",
     "what is the capital city of the country where the river runs fast? " * 60,
 )
-
-
-def input_names_for(model) -> tuple[str, ...]:
-    """The graph inputs for a loaded SentenceTransformer: ``token_type_ids`` too when its tokenizer emits
-    them and its transformer takes them (consumers feed what the tokenizer produces)."""
-    import inspect
-
-    module = model[0]
-    emitted = getattr(getattr(module, "tokenizer", None), "model_input_names", None) or ()
-    auto_model = getattr(module, "auto_model", None)
-    takes = auto_model is not None and TOKEN_TYPE_INPUT in inspect.signature(auto_model.forward).parameters
-    return INPUT_NAMES + ((TOKEN_TYPE_INPUT,) if TOKEN_TYPE_INPUT in emitted and takes else ())
-
-
-def _export_config_class(
-    token_only: bool = False,
-    prompt_input: bool = False,
-    truncate_dim: int | None = None,
-    input_names: tuple[str, ...] = INPUT_NAMES,
-):
-    """optimum's sentence-transformers ONNX config, with the token output renamed for ORTModel and put first
-    (``token_only``: the transformer's token embeddings alone, for backends that pool outside the graph;
-    ``prompt_input``: an optional ``prompt_length`` input that pooling honours, ``exporter.builders.prompt_graph``;
-    ``truncate_dim``: ``sentence_embedding`` keeps its first N dimensions, after Normalize, as ST's encode;
-    ``input_names``: ``token_type_ids`` too when the tokenizer emits them, see ``input_names_for``)."""
-    import torch
-    from optimum.exporters.onnx.model_configs import SentenceTransformersTransformerOnnxConfig
-    from optimum.exporters.onnx.model_patcher import SentenceTransformersTransformerPatcher
-
-    from exporter.builders import prompt_graph
-
-    def outputs(result):
-        if token_only:
-            return {TOKEN_OUTPUT: result["token_embeddings"]}
-        sentence = result[SENTENCE_OUTPUT]
-        sentence = sentence[:, :truncate_dim] if truncate_dim else sentence
-        return {TOKEN_OUTPUT: result["token_embeddings"], SENTENCE_OUTPUT: sentence}
-
-    class _Patcher(SentenceTransformersTransformerPatcher):
-        def __init__(self, config, model, model_kwargs):
-            super().__init__(config, model, model_kwargs)
-
-            def patched_forward(input_ids, attention_mask, token_type_ids=None):
-                features = {"input_ids": input_ids, "attention_mask": attention_mask}
-                if token_type_ids is not None:
-                    features[TOKEN_TYPE_INPUT] = token_type_ids
-                return outputs(self.orig_forward(features))
-
-            def patched_forward_with_prompt(input_ids, attention_mask, prompt_length, token_type_ids=None):
-                return outputs(
-                    prompt_graph.forward_excluding_prompt(
-                        model, input_ids, attention_mask, prompt_length, token_type_ids=token_type_ids
-                    )
-                )
-
-            self.patched_forward = patched_forward_with_prompt if prompt_input else patched_forward
-
-    class _Config(SentenceTransformersTransformerOnnxConfig):
-        _MODEL_PATCHER = _Patcher
-        _dummy_only_text = False
-
-        @property
-        def inputs(self) -> dict[str, dict[int, str]]:
-            base = {name: {0: "batch_size", 1: "sequence_length"} for name in input_names}
-            return {**base, prompt_graph.PROMPT_LENGTH: {}} if prompt_input and not self._dummy_only_text else base
-
-        def generate_dummy_inputs(self, framework: str = "pt", **kwargs):
-            self._dummy_only_text = True  # optimum has no generator for prompt_length: add it here
-            try:
-                dummy = super().generate_dummy_inputs(framework, **kwargs)
-            finally:
-                self._dummy_only_text = False
-            if prompt_input:
-                one = torch.tensor(1, dtype=torch.int64)
-                dummy[prompt_graph.PROMPT_LENGTH] = one if framework == "pt" else one.numpy()
-            return dummy
-
-        @property
-        def outputs(self) -> dict[str, dict[int, str]]:
-            token = {TOKEN_OUTPUT: {0: "batch_size", 1: "sequence_length"}}
-            return token if token_only else {**token, SENTENCE_OUTPUT: {0: "batch_size"}}
-
-    return _Config
 
 
 def check_supported(facts: st_modules.ModelFacts) -> None:
@@ -182,13 +100,6 @@ def _fix_output_shapes(path: Path, dim: int) -> None:
     onnx.save(model, str(path))
 
 
-def _cosines(a, b):
-    import numpy as np
-
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-
-
 def _real_tokens(feeds) -> list[list[int]]:
     """Token ids without padding, row by row."""
     pairs = zip(feeds["input_ids"], feeds["attention_mask"], strict=True)
@@ -210,7 +121,7 @@ def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
     feeds = {n: features[n].numpy().astype(np.int64) for n in encoder.session.input_names if n in features}
     (graph_emb,) = encoder.session.run([SENTENCE_OUTPUT], feeds)
     reference = model.encode(texts, prompt="", convert_to_numpy=True, batch_size=len(texts))
-    graph_min = float(_cosines(reference, graph_emb).min())
+    graph_min = float(kit.row_cosines(reference, graph_emb).min())
     if not graph_min >= CHECK_MIN_COSINE:
         raise ExportFailed(
             f"the exported ONNX graph disagrees with torch (min cosine {graph_min:.6f} < {CHECK_MIN_COSINE}).",
@@ -223,10 +134,10 @@ def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
             "(transformers applies settings from tokenizer_config.json that the fast tokenizer file lacks).",
             "Re-save the tokenizer with transformers (save_pretrained) so tokenizer.json carries them.",
         )
-    runtime_min = float(_cosines(reference, encoder.encode(texts, prompt="")).min())
+    runtime_min = float(kit.row_cosines(reference, encoder.encode(texts, prompt="")).min())
     for prompt in list(dict.fromkeys(p for p in model.prompts.values() if p))[:CHECK_PROMPTS]:
         with_prompt = model.encode(texts, prompt=prompt, convert_to_numpy=True, batch_size=len(texts))
-        runtime_min = min(runtime_min, float(_cosines(with_prompt, encoder.encode(texts, prompt=prompt)).min()))
+        runtime_min = min(runtime_min, float(kit.row_cosines(with_prompt, encoder.encode(texts, prompt=prompt)).min()))
     if not runtime_min >= CHECK_MIN_COSINE:
         raise ExportFailed(
             f"the torch-free runtime disagrees with torch (min cosine {runtime_min:.6f}).",
@@ -238,11 +149,10 @@ def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
 def _trace_to(model, dest: Path, *, opset: int | None, task: str, config=None, prepare=None) -> list[Path]:
     """Trace ``model`` with optimum's ``onnx_export_from_model`` in a temp folder beside ``dest``, let
     ``prepare(graph_path)`` adjust the graph there, then move the graph and any external-data file to
-    ``dest`` (``model.onnx*`` renamed after ``dest``). Returns the files written."""
+    ``dest`` (``exporter.builders.kit.place``). Returns the files written."""
     from optimum.exporters.onnx import onnx_export_from_model
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=dest.parent) as tmp:
+    with kit.scratch(dest.parent, prefix=".onnx-export-") as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             onnx_export_from_model(
@@ -255,13 +165,8 @@ def _trace_to(model, dest: Path, *, opset: int | None, task: str, config=None, p
                 do_validation=False,  # the callers check more (padding, truncation, tokenizer, outputs)
             )
         if prepare is not None:
-            prepare(Path(tmp) / "model.onnx")
-        written = []
-        for part in sorted(Path(tmp).glob("model.onnx*")):  # the graph and any external-data file
-            target = dest.parent / part.name.replace("model.onnx", dest.name, 1)
-            shutil.move(str(part), target)
-            written.append(target)
-    return written
+            prepare(tmp / "model.onnx")
+        return kit.place(tmp / "model.onnx", dest)  # with any external-data file, under its own name
 
 
 def export_base(
@@ -291,14 +196,14 @@ def export_base(
     dest = staged_facts.transformer_dir / ONNX_FILE
     file_name = dest.relative_to(staged_facts.transformer_dir).as_posix()
 
-    try:
+    with kit.backend_errors(f"ONNX export of {model_dir.name}", EXPORT_HINT):
         from exporter.runners.reference import load_reference
 
         model = load_reference(None, model_dir, trust_remote_code=trust_remote_code)
         model.eval()
         model.truncate_dim = truncate_dim  # the reference verify() compares with truncates too
         prompt_input = prompt_graph.excludes_prompt(model)
-        config_class = _export_config_class(
+        config_class = export_config_class(
             prompt_input=prompt_input, truncate_dim=truncate_dim, input_names=input_names_for(model)
         )
         config = config_class(model[0].auto_model.config, task="feature-extraction")
@@ -309,13 +214,6 @@ def export_base(
                 prompt_graph.make_input_optional(graph)
 
         written = _trace_to(model, dest, opset=opset, task="feature-extraction", config=config, prepare=prepare)
-    except ExporterError:
-        raise
-    except Exception as exc:
-        raise ExportFailed(
-            f"ONNX export of {model_dir.name} failed: {type(exc).__name__}: {exc}",
-            "Run with --verbose for the traceback; try another --opset.",
-        ) from exc
 
     checks = verify(model, out_dir, file_name)
     if info is not None:
@@ -341,7 +239,7 @@ def export_token_graph(model, dest: Path, opset: int | None = None) -> Path:
     output ``last_hidden_state``) to ``dest`` by tracing it as :func:`export_base` does. OpenVINO converts
     this graph for architectures whose optimum-intel export is wrong (``exporter.source.shapes``)."""
 
-    config = _export_config_class(token_only=True)(model[0].auto_model.config, task="feature-extraction")
+    config = export_config_class(token_only=True)(model[0].auto_model.config, task="feature-extraction")
     _trace_to(model, dest, opset=opset, task="feature-extraction", config=config)
     return dest
 
@@ -377,25 +275,17 @@ def build_task_graph(ctx, spec):
     optimum with the kind's task; written where ``model_kwargs={"file_name": "onnx/model.onnx"}`` finds it."""
     from exporter import kinds
     from exporter.builders.context import BuildResult
-    from exporter.builders.export_openvino import transformer_path
 
     kspec = kinds.get(ctx.kind)
-    dest = transformer_path(ctx.stage_dir) / ONNX_FILE
+    dest = kit.transformer_dir(ctx.stage_dir, require=True) / ONNX_FILE
     opset = ctx.options.get("opset")
-    try:
+    with kit.backend_errors(f"ONNX export ({kspec.onnx_task}) of the {ctx.kind}", EXPORT_HINT):
         import onnx
 
         hf_model = ctx.reference_model()[0].auto_model
         hf_model.eval()
         written = _trace_to(hf_model, dest, opset=opset, task=kspec.onnx_task)
         graph = onnx.load(str(dest), load_external_data=False)
-    except ExporterError:
-        raise
-    except Exception as exc:
-        raise ExportFailed(
-            f"ONNX export ({kspec.onnx_task}) of the {ctx.kind} failed: {type(exc).__name__}: {exc}",
-            "Run with --verbose for the traceback; try another --opset.",
-        ) from exc
     outputs = [o.name for o in graph.graph.output]
     if not set(kspec.onnx_outputs) <= set(outputs):
         raise ExportFailed(

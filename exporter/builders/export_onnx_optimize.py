@@ -21,18 +21,18 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from exporter.builders import kit
 from exporter.builders.context import BuildContext, BuildResult
+from exporter.builders.options import OPTIMIZATION_LEVELS, OptimizeOptions
 from exporter.errors import ExportFailed
 from exporter.variants import VariantSpec
 
 BASE_FILE = "onnx/model.onnx"
-LEVELS = ("O1", "O2", "O3", "O4")
+LEVELS = OPTIMIZATION_LEVELS
 FP16_ON_CPU_NOTE = (
     "fp16 (O4): ONNX Runtime's CPU provider gains nothing from fp16 (no faster than fp32, often slower); "
     "built only on request, for GPU serving or half-size files."
@@ -41,38 +41,12 @@ FP16_ON_CPU_NOTE = (
 FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu")
 
 
-def transformer_dir(stage_dir: Path) -> Path:
-    """The folder that ``model_kwargs={"file_name": ...}`` is resolved against (the Transformer module's)."""
-    from exporter.source import st_modules
-
-    return st_modules.read(stage_dir).transformer_dir
-
-
 def base_graph(ctx: BuildContext) -> Path:
     """The base fp32 graph in the stage dir; ExportFailed if the ``onnx`` variant was not built first."""
-    path = transformer_dir(ctx.stage_dir) / BASE_FILE
+    path = kit.transformer_dir(ctx.stage_dir) / BASE_FILE
     if not path.is_file():
         raise ExportFailed(f"{BASE_FILE} is missing from the artifact.", "Build the `onnx` variant first.")
     return path
-
-
-@contextlib.contextmanager
-def temp_beside(dest: Path):
-    """A temp folder in ``dest``'s folder (same filesystem, so the result is renamed into place)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def place(src: Path, dest: Path) -> Path:
-    """Rename ``src`` to ``dest`` (a new inode: a hard-linked previous artifact is never written through),
-    with its external-data files if it has any (``exporter.builders.external_data``)."""
-    from exporter.builders import external_data
-
-    return external_data.move(src, dest)
 
 
 def op_counts(path: Path) -> dict[str, int]:
@@ -82,10 +56,11 @@ def op_counts(path: Path) -> dict[str, int]:
     return dict(sorted(Counter(n.op_type for n in graph.node).items()))
 
 
-def sha256_file(path: Path) -> str:
-    from exporter.fsutil import sha256_bytes
+def derived_from(base: Path) -> dict[str, str]:
+    """The manifest's record of the base graph a variant was made from."""
+    from exporter.fsutil import sha256_file
 
-    return sha256_bytes(path.read_bytes())
+    return {"variant": "onnx", "file": BASE_FILE, "sha256": sha256_file(base)}
 
 
 def optimization_config(level: str):
@@ -106,16 +81,13 @@ def optimize_graph(base: Path, out: Path, level: str, model_config_dir: Path) ->
     # from_ortmodel=True: optimum otherwise deletes the base graph's external data (<base>_data) when it
     # is done, as if the base were a scratch copy.
     optimizer = ORTOptimizer([base], config=AutoConfig.from_pretrained(model_config_dir), from_ortmodel=True)
-    with temp_beside(out) as tmp:
+    with kit.scratch(out.parent) as tmp:
         # ORT's symbolic shape inference prints "failed in shape inference" for the pooling tail; the
         # fusions still apply (checked by the fused-op counts below and by parity).
         noise = io.StringIO()
         with contextlib.redirect_stdout(noise):
             optimizer.optimize(config, tmp, file_suffix=level)
-        produced = tmp / f"{base.stem}_{level}{base.suffix}"
-        if not produced.is_file():
-            raise ExportFailed(f"ORTOptimizer did not write {produced.name}.", "This is a bug in the exporter.")
-        place(produced, out)
+        kit.place(tmp / f"{base.stem}_{level}{base.suffix}", out)
     return {
         "optimization_level": level,
         "ort_optimization_level": config.optimization_level,
@@ -128,25 +100,18 @@ def optimize_graph(base: Path, out: Path, level: str, model_config_dir: Path) ->
 
 
 def build_optimized(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
-    """Variant builder: ``onnx/model_<level>.onnx`` from the base graph (``spec.options["level"]``)."""
+    """Variant builder: ``onnx/model_<level>.onnx`` from the base graph (``OptimizeOptions.level``)."""
     from importlib.metadata import version
 
-    level = spec.options["level"]
+    level = kit.options_of(spec, OptimizeOptions).level
     base = base_graph(ctx)
-    root = transformer_dir(ctx.stage_dir)
+    root = kit.transformer_dir(ctx.stage_dir)
     dest = root / spec.file_name
-    try:
+    with kit.backend_errors(f"ONNX Runtime optimisation {level}", "Try a lower level (O1), or report the model."):
         config = optimize_graph(base, dest, level, root)
-    except ExportFailed:
-        raise
-    except Exception as exc:
-        raise ExportFailed(
-            f"ONNX Runtime optimisation {level} failed: {type(exc).__name__}: {exc}",
-            "Try a lower level (O1), or report the model.",
-        ) from exc
     counts = op_counts(dest)
     build = {
-        "derived_from": {"variant": "onnx", "file": BASE_FILE, "sha256": sha256_file(base)},
+        "derived_from": derived_from(base),
         "tool": "optimum.onnxruntime.ORTOptimizer + AutoOptimizationConfig (as optimum-cli --optimize)",
         "versions": {"optimum-onnx": version("optimum-onnx"), "onnxruntime": version("onnxruntime")},
         **config,

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exporter.builders import kit
 from exporter.errors import ExportFailed, UsageError
+from exporter.fsutil import atomic_path
 from exporter.source import st_modules
 
 LOGITS_OUTPUT = "logits"
@@ -128,16 +130,8 @@ def add_splade_pooling(path: Path, facts: SpladeFacts) -> None:
     width = vocab.dim_value if vocab.dim_value else (vocab.dim_param or "vocab_size")
     model.graph.output.append(helper.make_tensor_value_info(SPARSE_OUTPUT, TensorProto.FLOAT, ["batch_size", width]))
     onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-def _cosines(a, b):
-    import numpy as np
-
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    # Two all-zero vectors (nothing activated) agree.
-    return np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-30), 1.0 * (a == b).all(1))
+    with atomic_path(path, suffix=".onnx") as tmp:  # renamed over the graph: never written through
+        onnx.save(model, str(tmp))
 
 
 def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
@@ -155,7 +149,7 @@ def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
             f"the graph's {SPARSE_OUTPUT} has shape {got.shape}, torch gives {reference.shape}.",
             "This is a bug in the exporter.",
         )
-    low = float(_cosines(reference, got).min())
+    low = float(kit.row_cosines(reference, got).min())  # two empty vectors (nothing activated) agree
     if not low >= CHECK_MIN_COSINE:
         raise ExportFailed(
             f"the graph's {SPARSE_OUTPUT} disagrees with torch SpladePooling (min cosine {low:.6f}).",
@@ -168,7 +162,6 @@ def build_sparse_graph(ctx, spec):
     """Variant builder (``kinds`` SPARSE_ENCODER): optimum's fill-mask graph + SpladePooling as an output."""
     from exporter.builders.context import BuildResult
     from exporter.builders.export_onnx import ONNX_FILE, build_task_graph
-    from exporter.builders.export_openvino import transformer_path
 
     splade = read_splade(ctx.source_dir)
     if splade is None:
@@ -177,9 +170,9 @@ def build_sparse_graph(ctx, spec):
             "Export a SPLADE model (Transformer fill-mask + SpladePooling).",
         )
     result = build_task_graph(ctx, spec)
-    graph = transformer_path(ctx.stage_dir) / ONNX_FILE
+    graph = kit.transformer_dir(ctx.stage_dir, require=True) / ONNX_FILE
     add_splade_pooling(graph, splade)
-    file_name = graph.relative_to(transformer_path(ctx.stage_dir)).as_posix()
+    file_name = graph.relative_to(kit.transformer_dir(ctx.stage_dir, require=True)).as_posix()
     checks = verify(ctx.reference_model(), ctx.stage_dir, file_name)
     build = dict(result.build)
     build.update(

@@ -22,12 +22,12 @@ SentenceTransformer's. OpenVINO reads the same ONNX graph (``openvino.convert_mo
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from exporter.builders import kit
 from exporter.errors import ExportFailed
 from exporter.source import st_modules
 
@@ -115,12 +115,10 @@ def _save_graph(model, dest: Path) -> list[Path]:
 
     from exporter.builders import external_data
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".static-", dir=dest.parent) as tmp:
-        tmp_graph = Path(tmp) / dest.name
+    with kit.scratch(dest.parent, prefix=".static-") as tmp:
         big = model.ByteSize() > external_data.limit()
-        onnx.save(model, str(tmp_graph), save_as_external_data=big, location=external_data.data_name(dest))
-        return external_data.files_of(external_data.move(tmp_graph, dest))
+        onnx.save(model, str(tmp / dest.name), save_as_external_data=big, location=external_data.data_name(dest))
+        return kit.place(tmp / dest.name, dest)
 
 
 def _graph_for(ctx):
@@ -140,9 +138,7 @@ def check(reference, artifact: Path, file_name: str, backend: str = "onnx") -> d
     got = runtime.load(artifact, file_name=file_name, backend=backend).encode(texts, prompt="").astype(np.float64)
     if got.shape != ref.shape:
         raise ExportFailed(f"the static graph gives shape {got.shape}, torch {ref.shape}.", "A bug in the exporter.")
-    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
-    cos = np.where(norms > 0, (ref * got).sum(1) / np.maximum(norms, 1e-30), np.allclose(ref, got, atol=1e-6))
-    low = float(cos.min())
+    low = float(kit.row_cosines(ref, got).min())  # an empty text: the zero vector on both sides agrees
     if not low >= CHECK_MIN_COSINE:
         raise ExportFailed(
             f"the StaticEmbedding graph disagrees with sentence-transformers (min cosine {low:.6f}).",
@@ -180,15 +176,15 @@ def build_static_openvino(ctx, spec):
     import openvino as ov
 
     from exporter.builders.context import BuildResult
-    from exporter.builders.export_openvino import _save
+    from exporter.builders.export_openvino import save
     from exporter.environment import package_versions
 
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".static-ov-", dir=ctx.stage_dir) as tmp:
-        graph = Path(tmp) / "model.onnx"
+    with kit.scratch(ctx.stage_dir, prefix=".static-ov-") as tmp:
+        graph = tmp / "model.onnx"
         _save_graph(_graph_for(ctx), graph)
         ir = ov.convert_model(str(graph))
-    files = _save(ir, ctx.stage_dir, spec.file_name)
+    files = save(ir, ctx.stage_dir, spec.file_name)
     checks = check(ctx.reference_model(), ctx.stage_dir, spec.file_name, backend="openvino")
     build = {
         "export_source": "the StaticEmbedding ONNX graph (builders.export_onnx_static), openvino.convert_model",

@@ -15,31 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from exporter.builders import fidelity_search
+from exporter.builders import fidelity_search, kit
 from exporter.builders.context import BuildContext, BuildResult
-from exporter.builders.export_openvino import (
-    BASE_FILE,
-    OV_DIR,
-    QINT8_DEFAULTS,
-    _io,
-    _one_line,
-    _read_base,
-    _save,
-    calibration_samples,
-    quantize_static,
-)
+from exporter.builders.export_openvino import BASE_FILE, io_names, read_base, save
+from exporter.builders.export_openvino_int8 import calibration_info, calibration_samples, nncf_record, quantize_static
+from exporter.builders.options import OvFidelityOptions
 from exporter.environment import package_versions
-from exporter.errors import ExportFailed
 from exporter.variants import VariantSpec
-
-# ---------------------------------------------------------------------------------------------------
-# int8 static with a measured float set: the fidelity variant
-
-QINT8_FIDELITY_FILE = f"{OV_DIR}/openvino_model_qint8_fidelity.xml"
-QINT8_FIDELITY_DEFAULTS: dict[str, Any] = {
-    **{k: v for k, v in QINT8_DEFAULTS.items() if k != "ignored_scope"},
-    **fidelity_search.SEARCH_DEFAULTS,  # goal, margins, screen texts, budget, max float share
-}
 
 
 def residual_writers(model) -> list[str]:
@@ -83,14 +65,13 @@ def residual_writers(model) -> list[str]:
     return names
 
 
-class _OvScorer:
+class OvScorer(fidelity_search.Scorer):
     """Embeds calibration texts through a candidate IR as sentence-transformers does (its pooling/normalise
     modules after the IR), f32 pinned like the variant, longest texts first in batches of 32."""
 
     def __init__(self, ctx: BuildContext, texts: list[str], reference):
+        super().__init__(texts, reference)
         self.model = ctx.reference_model()
-        self.texts = texts
-        self.reference = reference
         self._compiled: tuple[Any, Any] | None = None  # (ov model, compiled): the screen reuses one compile
 
     def _compile(self, ov_model):
@@ -119,24 +100,6 @@ class _OvScorer:
                     feats = module(feats)
             out[chunk] = feats["sentence_embedding"].numpy()
         return out[idx]
-
-    def cosines(self, ov_model, idx: np.ndarray | None = None) -> np.ndarray:
-        idx = np.arange(len(self.texts)) if idx is None else idx
-        emb = self.encode(ov_model, idx).astype(np.float64)
-        ref = self.reference[idx].astype(np.float64)
-        den = np.maximum(np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1), 1e-12)
-        return (emb * ref).sum(1) / den
-
-    def metrics(self, ov_model) -> dict[str, float | None]:
-        from exporter.quality import parity
-
-        m = parity.compare(self.reference, self.encode(ov_model, np.arange(len(self.texts))))
-        nn = m.neighbour_agreement_at_10
-        return {
-            "cosine_min": round(m.cosine_min, 6),
-            "cosine_mean": round(m.cosine_mean, 6),
-            "neighbour_agreement_at_10": None if nn is None else round(nn, 4),
-        }
 
 
 def _const_source(output):
@@ -185,44 +148,39 @@ def float_matmuls(quantized, base, names: list[str]):
     return model
 
 
-def qint8_fidelity_search(ctx: BuildContext, model, samples, scorer: _OvScorer, opts: dict[str, Any]):
-    """``exporter.builders.fidelity_search.search`` over the residual-writing MatMuls (:func:`residual_writers`) of one
-    static int8 quantisation: each step floats MatMuls in that model (:func:`float_matmuls`) instead of
-    re-running NNCF (one ``nncf.quantize``, ~20 s on all-MiniLM-L6-v2, instead of one per step)."""
-    quantized = quantize_static(ctx, model, samples, opts)  # shared with openvino-qint8 in the same export
-    made: dict[tuple[str, ...], Any] = {}
+class _FloatMatMuls:
+    """The search hooks for NNCF static int8: one ``nncf.quantize`` (shared with ``openvino-qint8`` in the same
+    export), then each model floats MatMuls in that quantised model (:func:`float_matmuls`) instead of
+    re-running NNCF (~20 s on all-MiniLM-L6-v2 per run). One model alive at a time: bounded memory."""
 
-    def make(kept: list[str]):
-        key = tuple(kept)
-        if key not in made:
-            made.clear()  # one model alive at a time: bounded memory
-            made[key] = float_matmuls(quantized, model, kept) if kept else quantized
-        return made[key]
+    def __init__(self, quantized, base):
+        self.quantized, self.base = quantized, base
+        self.candidates = residual_writers(base)
+        self.made: dict[tuple[str, ...], Any] = {}
 
-    return fidelity_search.search(residual_writers(model), make, scorer.cosines, scorer.metrics, opts)
+    def quantize_all(self):
+        return self.quantized
+
+    def keep_in_float(self, names: list[str]):
+        key = tuple(names)
+        if key not in self.made:
+            self.made.clear()
+            self.made[key] = float_matmuls(self.quantized, self.base, list(names)) if names else self.quantized
+        return self.made[key]
 
 
 def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     """NNCF static int8 with the fewest ranked residual-writing MatMuls put back in float (see the search)."""
-    from exporter.builders.export_onnx_quantize import _calibration_reference
-
-    opts = {**QINT8_FIDELITY_DEFAULTS, **spec.options}
+    opts = kit.options_of(spec, OvFidelityOptions)
     start = time.perf_counter()
-    model = _read_base(ctx)
-    input_names = [p.get_any_name() for p in model.inputs]
-    samples = calibration_samples(ctx, input_names, int(opts["subset_size"]))
-    texts = [t for t in ctx.calibration_texts() if t and t.strip()]
-    if len(texts) < 2:
-        raise ExportFailed("the fidelity int8 search needs at least 2 calibration texts.", "Pass --calibration FILE.")
-    try:
-        scorer = _OvScorer(ctx, texts, _calibration_reference(ctx, texts))
-        quantized, result = qint8_fidelity_search(ctx, model, samples, scorer, opts)
-        files = _save(quantized, ctx.stage_dir, spec.file_name)
-    except ExportFailed:
-        raise
-    except Exception as exc:
-        raise ExportFailed(f"OpenVINO fidelity int8 failed: {type(exc).__name__}: {_one_line(exc)}") from exc
-    final = result.steps[-1]
+    model = read_base(ctx)
+    samples = calibration_samples(ctx, model, opts.nncf.subset_size)
+    texts = fidelity_search.search_texts(ctx)
+    with kit.backend_errors("OpenVINO fidelity int8"):
+        scorer = OvScorer(ctx, texts, fidelity_search.calibration_reference(ctx, texts))
+        hooks = _FloatMatMuls(quantize_static(ctx, model, samples, opts.nncf), model)
+        quantized, result = fidelity_search.search(hooks, scorer, opts.search)
+        files = save(quantized, ctx.stage_dir, spec.file_name)
     return BuildResult(
         files=files,
         build={
@@ -230,42 +188,11 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "precision": "int8",
             "method": "nncf.quantize (post-training static) once; the ranked fewest residual-writing MatMuls "
             "then put back in float (fp32 weight, bias and activation) in that model",
-            "preset": opts["preset"],
-            "weights": "int8 symmetric, per channel",
-            "activations": "int8 asymmetric, per tensor" if opts["preset"] == "mixed" else "int8 symmetric, per tensor",
-            "model_type": opts["model_type"],
-            "fast_bias_correction": bool(opts["fast_bias_correction"]),
-            "smooth_quant_alpha_matmul": float(opts["smooth_quant_alpha"]),
-            "ops_in_float": [
-                {
-                    "op": name,
-                    "why": "measured sensitivity: put alone back in float, it cut the mean cosine deficit of the "
-                    f"{result.screen_texts} worst calibration texts by {result.screened[name]['deficit_cut']:.2e} "
-                    f"(min cosine +{result.screened[name]['min_gain']:.4f}); ranked {rank + 1} of "
-                    f"{len(result.screened)}",
-                    **result.screened[name],
-                }
-                for rank, name in enumerate(result.kept_float)
-            ],
-            "search": {
-                **result.to_dict(),
-                "candidates": residual_writers(model),
-                "goal": {
-                    "cosine_min": round(float(opts["target_cosine_min"]) + float(opts["margin"]), 6),
-                    "neighbour_agreement_at_10": round(float(opts["target_nn10"]) + float(opts["nn10_margin"]), 6),
-                    "measured_on": "calibration texts (never the probe set)",
-                },
-                "budget_seconds": float(opts["budget_seconds"]),
-                "calibration_result": {k: final[k] for k in ("cosine_min", "cosine_mean", "neighbour_agreement_at_10")},
-            },
-            "calibration": {
-                "method": "NNCF statistics over the calibration subset (default range estimators)",
-                "tokenisation": "model tokenizer, one text per sample, no padding, truncated at max_seq_length",
-                "subset_size": len(samples),
-                "texts_available": len(ctx.calibration_texts()),
-                "search_texts": len(texts),
-            },
-            **_io(quantized),
+            **nncf_record(opts.nncf),
+            "ops_in_float": fidelity_search.kept_records(result, "op"),
+            "search": fidelity_search.search_record(result, opts.search),
+            "calibration": {**calibration_info(ctx, samples), "search_texts": len(texts)},
+            **io_names(quantized),
             "build_seconds": round(time.perf_counter() - start, 2),
             "versions": package_versions(("openvino", "nncf")),
         },

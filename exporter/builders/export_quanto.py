@@ -22,8 +22,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from exporter.builders import kit
 from exporter.builders.context import BuildContext, BuildResult
+from exporter.builders.options import QuantoOptions
 from exporter.environment import package_versions
 from exporter.errors import ExportFailed
 from exporter.variants import VariantSpec
@@ -42,18 +42,7 @@ QMAP_FILE = f"{QUANTO_DIR}/quanto_qmap.json"
 CONFIG_FILE = f"{QUANTO_DIR}/quanto_config.json"
 FORMAT = "exporter-quanto/1"
 
-QUANTO_DEFAULTS: dict[str, Any] = {
-    "weights": "qint8",
-    "activations": None,  # float activations: weight-only
-    "exclude": [],  # fnmatch patterns of submodule names kept in float
-}
-
 _LOAD_LOCK = threading.Lock()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else ""
 
 
 def _transformer_module(st_model) -> tuple[int, Any]:
@@ -77,21 +66,16 @@ def _module_path(source_dir: Path, index: int) -> str:
 
 def build_int8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     """Quantise the reference transformer's weights to int8 with quanto and save it under ``quanto/``."""
-    opts = {**QUANTO_DEFAULTS, **spec.options}
+    opts = kit.options_of(spec, QuantoOptions)
     start = time.perf_counter()
     reference = ctx.reference_model()
     index, module = _transformer_module(reference)
-    try:
+    with kit.backend_errors("quanto int8 quantisation"):
         from optimum.quanto import freeze, quantization_map, quantize
         from safetensors.torch import save_file
 
         hf_model = copy.deepcopy(module.auto_model).to("cpu").eval()  # never quantise the shared reference
-        quantize(
-            hf_model,
-            weights=opts["weights"],
-            activations=opts["activations"],
-            exclude=list(opts["exclude"]) or None,
-        )
+        quantize(hf_model, weights=opts.weights, activations=opts.activations, exclude=list(opts.exclude) or None)
         freeze(hf_model)
         qmap = quantization_map(hf_model)
         if not qmap:
@@ -104,26 +88,17 @@ def build_int8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "transformers_class": type(hf_model).__name__,
             "module_index": index,
             "module_path": _module_path(ctx.source_dir, index),
-            "weights": opts["weights"],
-            "activations": opts["activations"],
-            "exclude": list(opts["exclude"]),
+            "weights": opts.weights,
+            "activations": opts.activations,
+            "exclude": list(opts.exclude),
             "float_dtype": float_dtype,
         }
-        dest = ctx.stage_dir / QUANTO_DIR
-        dest.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".quanto-", dir=dest))
-        try:
+        with kit.scratch(ctx.stage_dir / QUANTO_DIR, prefix=".quanto-") as tmp:
             save_file(state, tmp / Path(WEIGHTS_FILE).name, metadata={"format": "pt", "quanto": FORMAT})
             (tmp / Path(QMAP_FILE).name).write_text(json.dumps(qmap, indent=2, sort_keys=True) + "\n")
             (tmp / Path(CONFIG_FILE).name).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             for rel in (WEIGHTS_FILE, QMAP_FILE, CONFIG_FILE):  # renamed in: hard-linked clones stay intact
-                os.replace(tmp / Path(rel).name, ctx.stage_dir / rel)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    except ExportFailed:
-        raise
-    except Exception as exc:
-        raise ExportFailed(f"quanto int8 quantisation failed: {type(exc).__name__}: {_one_line(exc)}") from exc
+                kit.place(tmp / Path(rel).name, ctx.stage_dir / rel)
     quantized_layers = len(qmap)
     return BuildResult(
         files=[ctx.stage_dir / rel for rel in (WEIGHTS_FILE, QMAP_FILE, CONFIG_FILE)],
@@ -131,12 +106,12 @@ def build_int8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "export_source": "torch (reference model, in memory)",
             "precision": "int8",
             "method": "optimum.quanto quantize + freeze (weight-only)",
-            "weights": opts["weights"],
+            "weights": opts.weights,
             "weights_scheme": "symmetric, per output channel",
-            "activations": opts["activations"] or "float",
+            "activations": opts.activations or "float",
             "quantized_layers": quantized_layers,
-            "kept_float": "embeddings, LayerNorm" + (f", {', '.join(opts['exclude'])}" if opts["exclude"] else ""),
-            "exclude": list(opts["exclude"]),
+            "kept_float": "embeddings, LayerNorm" + (f", {', '.join(opts.exclude)}" if opts.exclude else ""),
+            "exclude": list(opts.exclude),
             "calibration": None,
             "serialisation": "safetensors state dict + quanto_qmap.json (quanto requantize)",
             "loader": "exporter.builders.export_quanto:load_quanto",

@@ -18,10 +18,10 @@ lower it to exercise the large-model path on a tiny model).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from exporter.errors import UsageError
+from exporter.fsutil import atomic_path
 
 ENV_LIMIT = "EXPORTER_ONNX_EXTERNAL_DATA_BYTES"
 DEFAULT_LIMIT = 2_000_000_000  # under protobuf's 2 GiB hard limit, with room for the graph itself
@@ -64,15 +64,6 @@ def files_of(graph: Path) -> list[Path]:
     return [graph, *(graph.parent / loc for loc in locations(graph))]
 
 
-def move(src: Path, dest: Path) -> Path:
-    """Rename the graph ``src`` to ``dest`` with its external-data files (kept under their names, now beside
-    ``dest``). New inodes: a hard-linked previous artifact is never written through."""
-    for loc in locations(src):
-        os.replace(src.parent / loc, dest.parent / loc)
-    os.replace(src, dest)
-    return dest
-
-
 def _tensor_bytes(model) -> int:
     from onnx.external_data_helper import _get_all_tensors
 
@@ -97,10 +88,7 @@ def settle(graph: Path, max_bytes: int | None = None) -> list[Path]:
         return [graph]  # inline already: leave the file as written
     for old in before:
         old.unlink(missing_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".settle-", suffix=".onnx", dir=graph.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(graph, suffix=".onnx") as tmp:
         if external:
             (graph.parent / data_name(graph)).unlink(missing_ok=True)  # onnx appends to an existing file
             onnx.save(
@@ -114,9 +102,6 @@ def settle(graph: Path, max_bytes: int | None = None) -> list[Path]:
             )
         else:
             onnx.save(model, str(tmp))
-        os.replace(tmp, graph)
-    finally:
-        tmp.unlink(missing_ok=True)
     return files_of(graph)
 
 
@@ -143,8 +128,7 @@ def unshare(folder: Path) -> list[Path]:
     done = []
     for path in sorted(folder.rglob(f"*{DATA_SUFFIX}")) if folder.is_dir() else ():
         if path.is_file() and path.stat().st_nlink > 1:
-            tmp = path.with_name(f".{path.name}.unshare")
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, path)
+            with atomic_path(path, suffix=".unshare") as tmp:
+                shutil.copyfile(path, tmp)
             done.append(path)
     return done

@@ -1,8 +1,11 @@
-"""One search for the int8 variants that must keep fidelity: which weight MatMuls to keep out of int8.
+"""One search for the int8 variants that must keep fidelity: which weight ops to keep out of int8.
 
-Backend-neutral: a backend gives ``make(kept) -> model`` (the int8 model with the ``kept`` ops in float),
-``cosines(model, idx)`` (cosine to the torch reference of calibration texts ``idx``) and ``full(model)`` (the
-gate's metrics on every calibration text). The search never sees the probe set.
+Used by ``onnx-qint8-fidelity`` (``exporter.builders.export_onnx_fidelity``) and
+``openvino-qint8-fidelity`` (``exporter.builders.export_openvino_fidelity``). A backend gives three hooks
+(:class:`SearchBackend`): its ``candidates`` (op names), ``quantize_all()`` (the all-int8 model) and
+``keep_in_float(names)`` (the int8 model with those ops in float), and a :class:`Scorer` that encodes the
+calibration texts through a candidate model (``encode``); the scoring against the torch reference, the
+search and the manifest records are shared. The search never sees the probe set.
 
 1. All int8; if the calibration texts clear ``target + margin`` (min cosine and nn@10), done.
 2. Rank once: for each candidate alone in float, the cut in mean ``1 - cosine`` over the ``screen_texts``
@@ -10,34 +13,71 @@ gate's metrics on every calibration text). The search never sees the probe set.
 3. Greedy: keep candidates in float in ranked order, measuring the whole calibration set after each, until
    the goal holds; stop at ``max_float_fraction`` of the candidates or when the budget is spent.
 
-``make`` is cheap where the backend can float an op in the already-quantised model (OpenVINO: graph
-surgery, no re-calibration) and a re-quantisation where it cannot (ONNX Runtime dynamic int8, ~1 s).
+``keep_in_float`` is cheap where the backend can float an op in the already-quantised model (OpenVINO:
+graph surgery, no re-calibration) and a re-quantisation where it cannot (ONNX Runtime dynamic int8, ~1 s).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-SEARCH_DEFAULTS: dict[str, Any] = {
-    "target_cosine_min": 0.99,  # the int8 gate
-    "margin": 0.003,  # the calibration set must clear target + margin (the probe set is unseen)
-    "target_nn10": 0.95,
-    "nn10_margin": 0.01,
-    "screen_texts": 64,
-    "budget_seconds": 420.0,  # whole search, wall clock; stops early and records it when exceeded
-    "max_float_fraction": 0.5,  # never keep more than this share of the candidates in float
-}
+from exporter.builders import kit
+from exporter.builders.context import BuildContext
+from exporter.builders.options import SearchOptions
+from exporter.errors import ExportFailed
+
+METRIC_KEYS = ("cosine_min", "cosine_mean", "neighbour_agreement_at_10")
+
+
+class SearchBackend(Protocol):
+    """The backend's hooks: what can stay in float, and the models with none / some of it in float."""
+
+    candidates: list[str]
+
+    def quantize_all(self) -> Any: ...
+
+    def keep_in_float(self, names: list[str]) -> Any: ...
+
+
+class Scorer:
+    """Scores candidate models against the torch reference embeddings of the calibration texts.
+
+    A backend subclass implements :meth:`encode`, embedding the texts ``idx`` through a candidate model
+    the way it is served (rows in ``idx`` order)."""
+
+    def __init__(self, texts: list[str], reference: np.ndarray):
+        self.texts = texts
+        self.reference = reference
+
+    def encode(self, model: Any, idx: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def cosines(self, model: Any, idx: np.ndarray | None = None) -> np.ndarray:
+        """Cosine to the reference of each text (``idx``: a subset, encoded as its own batches)."""
+        idx = np.arange(len(self.texts)) if idx is None else idx
+        return kit.row_cosines(self.encode(model, idx), self.reference[idx])
+
+    def metrics(self, model: Any) -> dict[str, float | None]:
+        """The gate's metrics on all calibration texts."""
+        from exporter.quality import parity
+
+        m = parity.compare(self.reference, self.encode(model, np.arange(len(self.texts))))
+        nn = m.neighbour_agreement_at_10
+        return {
+            "cosine_min": round(m.cosine_min, 6),
+            "cosine_mean": round(m.cosine_mean, 6),
+            "neighbour_agreement_at_10": None if nn is None else round(nn, 4),
+        }
 
 
 @dataclass
 class SearchResult:
-    candidates: int
-    screened: dict[str, dict[str, float]]  # candidate -> deficit_cut, min_gain (the ranking)
+    candidates: list[str]
+    screened: dict[str, dict[str, float]]  # candidate -> deficit_cut, min_gain, in ranked order
     kept_float: list[str]
     steps: list[dict[str, Any]]
     reached: bool
@@ -45,79 +85,134 @@ class SearchResult:
     seconds: float
     screen_texts: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "seconds": round(self.seconds, 1)}
+
+# ------------------------------------------------------------------------------------------ inputs
+def search_texts(ctx: BuildContext) -> list[str]:
+    """The non-blank calibration texts the search scores on; ExportFailed when fewer than two."""
+    texts = [t for t in ctx.calibration_texts() if t and t.strip()]
+    if len(texts) < 2:
+        raise ExportFailed("the fidelity int8 search needs at least 2 calibration texts.", "Pass --calibration FILE.")
+    return texts
 
 
-def search(
-    candidates: list[str],
-    make: Callable[[list[str]], Any],
-    cosines: Callable[[Any, np.ndarray | None], np.ndarray],
-    full: Callable[[Any], dict[str, float | None]],
-    opts: dict[str, Any],
-) -> tuple[Any, SearchResult]:
-    """The model with the fewest ranked candidates in float that meets the goal (see the module doc)."""
-    start = time.perf_counter()
-    budget = float(opts["budget_seconds"])
-    goal_cos = float(opts["target_cosine_min"]) + float(opts["margin"])
-    goal_nn = float(opts["target_nn10"]) + float(opts["nn10_margin"])
-    max_float = max(1, int(len(candidates) * float(opts["max_float_fraction"])))
+def calibration_reference(ctx: BuildContext, texts: list[str]) -> np.ndarray:
+    """Torch reference embeddings of the calibration texts (computed once per export)."""
+    from exporter.quality.probes import texts_sha256
 
-    def good(metrics: dict[str, float | None]) -> bool:
-        nn = metrics["neighbour_agreement_at_10"]
-        return metrics["cosine_min"] >= goal_cos and (nn is None or nn >= goal_nn)
+    def encode():
+        model = ctx.reference_model()
+        return np.asarray(model.encode(texts, batch_size=32, prompt="", convert_to_numpy=True, show_progress_bar=False))
 
-    def elapsed() -> float:
-        return time.perf_counter() - start
+    return ctx.memo(f"calibration-reference:{texts_sha256(texts)}", encode)
 
-    model = make([])
-    all_cos = cosines(model, None)
-    first = full(model)
-    steps = [{"kept_float": 0, "added": None, **first, "seconds": round(elapsed(), 1)}]
-    n_screen = min(int(opts["screen_texts"]), len(all_cos))
-    if good(first) or not candidates:
-        stop = None if good(first) else "no candidates to keep in float"
-        return model, SearchResult(len(candidates), {}, [], steps, good(first), stop, elapsed(), n_screen)
-    worst = np.argsort(all_cos, kind="stable")[:n_screen]
+
+# ------------------------------------------------------------------------------------------ search
+class _Clock:
+    def __init__(self, budget: float):
+        self.start, self.budget = time.perf_counter(), budget
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def _rank(backend: SearchBackend, scorer: Scorer, worst: np.ndarray, all_cos: np.ndarray, clock: _Clock):
+    """Each candidate alone in float, scored on the ``worst`` texts; ranked, with why the screen stopped."""
     base_deficit, base_min = float((1 - all_cos[worst]).mean()), float(all_cos[worst].min())
-
     screened: dict[str, dict[str, float]] = {}
     stopped_by = None
-    for i, node in enumerate(candidates):
-        if elapsed() > budget * 0.6:  # leave time for the greedy steps
-            stopped_by = f"screen budget: {i} of {len(candidates)} candidates screened"
+    for i, name in enumerate(backend.candidates):
+        if clock.elapsed() > clock.budget * 0.6:  # leave time for the greedy steps
+            stopped_by = f"screen budget: {i} of {len(backend.candidates)} candidates screened"
             break
-        cos = cosines(make([node]), worst)
-        screened[node] = {
+        cos = scorer.cosines(backend.keep_in_float([name]), worst)
+        screened[name] = {
             "deficit_cut": round(base_deficit - float((1 - cos).mean()), 7),
             "min_gain": round(float(cos.min()) - base_min, 6),
         }
     ranked = sorted(screened, key=lambda n: (screened[n]["deficit_cut"], screened[n]["min_gain"]), reverse=True)
+    return {n: screened[n] for n in ranked}, stopped_by
 
-    kept: list[str] = []
-    reached = False
-    for node in ranked:
-        if len(kept) >= max_float:
-            stopped_by = stopped_by or f"max_float_fraction: {len(kept)} of {len(candidates)} kept in float"
+
+def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple[Any, SearchResult]:
+    """The model with the fewest ranked candidates in float that meets the goal (see the module doc)."""
+    clock = _Clock(float(opts.budget_seconds))
+    candidates = list(backend.candidates)
+    max_float = max(1, int(len(candidates) * float(opts.max_float_fraction)))
+
+    def good(metrics: dict[str, float | None]) -> bool:
+        nn = metrics["neighbour_agreement_at_10"]
+        return metrics["cosine_min"] >= opts.goal_cosine_min and (nn is None or nn >= opts.goal_nn10)
+
+    def step(kept: list[str], added: str | None, model) -> dict[str, Any]:
+        return {"kept_float": len(kept), "added": added, **scorer.metrics(model), "seconds": round(clock.elapsed(), 1)}
+
+    model = backend.quantize_all()
+    all_cos = scorer.cosines(model, None)
+    steps = [step([], None, model)]
+    n_screen = min(int(opts.screen_texts), len(all_cos))
+    result = SearchResult(candidates, {}, [], steps, good(steps[0]), None, 0.0, n_screen)
+    if result.reached or not candidates:
+        result.stopped_by = None if result.reached else "no candidates to keep in float"
+        result.seconds = clock.elapsed()
+        return model, result
+    worst = np.argsort(all_cos, kind="stable")[:n_screen]
+    result.screened, stopped_by = _rank(backend, scorer, worst, all_cos, clock)
+
+    for name in result.screened:
+        if len(result.kept_float) >= max_float:
+            kept = len(result.kept_float)
+            stopped_by = stopped_by or f"max_float_fraction: {kept} of {len(candidates)} kept in float"
             break
-        if elapsed() > budget:
-            stopped_by = f"budget: {budget:.0f} s spent"
+        if clock.elapsed() > clock.budget:
+            stopped_by = f"budget: {clock.budget:.0f} s spent"
             break
-        kept.append(node)
-        model = make(kept)
-        metrics = full(model)
-        steps.append({"kept_float": len(kept), "added": node, **metrics, "seconds": round(elapsed(), 1)})
-        if good(metrics):
-            reached = True
+        result.kept_float.append(name)
+        model = backend.keep_in_float(list(result.kept_float))
+        steps.append(step(result.kept_float, name, model))
+        if good(steps[-1]):
+            result.reached = True
             break
-    result = SearchResult(
-        candidates=len(candidates),
-        screened=screened,
-        kept_float=kept,
-        steps=steps,
-        reached=reached,
-        stopped_by=None if reached else stopped_by or "ran out of candidates",
-        seconds=elapsed(),
-        screen_texts=n_screen,
-    )
+    result.stopped_by = None if result.reached else stopped_by or "ran out of candidates"
+    result.seconds = clock.elapsed()
     return model, result
+
+
+# ------------------------------------------------------------------------------------------ records
+def kept_records(result: SearchResult, key: str) -> list[dict[str, Any]]:
+    """What the search kept out of int8 and why, for the manifest: one entry per op (``{key: name, ...}``)."""
+    n = len(result.screened)
+    ranks = {name: i for i, name in enumerate(result.screened)}
+    return [
+        {
+            key: name,
+            "why": "measured sensitivity: kept alone in float, it cut the mean cosine deficit of the "
+            f"{result.screen_texts} worst calibration texts by {result.screened[name]['deficit_cut']:.2e} "
+            f"(min cosine +{result.screened[name]['min_gain']:.4f}); ranked {ranks[name] + 1} of {n}",
+            **result.screened[name],
+        }
+        for name in result.kept_float
+    ]
+
+
+def search_record(result: SearchResult, opts: SearchOptions) -> dict[str, Any]:
+    """The search as the manifest records it (goal, bounds, every step, the ranking), for either backend."""
+    final = result.steps[-1]
+    return {
+        "goal": {
+            "cosine_min": round(opts.goal_cosine_min, 6),
+            "neighbour_agreement_at_10": round(opts.goal_nn10, 6),
+            "measured_on": "calibration texts (never the probe set)",
+        },
+        "candidates": len(result.candidates),
+        "candidate_names": list(result.candidates),
+        "screen_texts": result.screen_texts,
+        "budget_seconds": float(opts.budget_seconds),
+        "max_float_fraction": float(opts.max_float_fraction),
+        "seconds": round(result.seconds, 1),
+        "reached": result.reached,
+        "stopped_by": result.stopped_by,
+        "kept_float": list(result.kept_float),
+        "steps": result.steps,
+        "sensitivity": result.screened,  # most sensitive first
+        "calibration_result": {k: final[k] for k in METRIC_KEYS},
+    }

@@ -1,0 +1,149 @@
+"""Build options of the catalogue's variants, typed: one frozen dataclass per kind of builder.
+
+A catalogue entry (``exporter.variants.VariantSpec.options``) holds one of these; its builder reads the
+fields and never parses a dict. The defaults are the measured ones (see each field); the catalogue sets
+what differs per entry (an optimisation level, an ISA preset). Cheap to import: no backend here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+OPTIMIZATION_LEVELS = ("O1", "O2", "O3", "O4")
+ISA_PRESETS = ("avx2", "avx512", "avx512_vnni", "arm64")
+
+
+class _Record:
+    def to_dict(self) -> dict[str, Any]:
+        """The options as plain values (``json.dumps`` writes the tuples as lists)."""
+        return asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class OptimizeOptions(_Record):
+    """``exporter.builders.export_onnx_optimize``: ONNX Runtime graph optimisation at one level."""
+
+    level: str
+
+    def __post_init__(self) -> None:
+        if self.level not in OPTIMIZATION_LEVELS:
+            raise ValueError(f"unknown optimisation level {self.level!r}; one of {OPTIMIZATION_LEVELS}")
+
+
+@dataclass(frozen=True)
+class DynamicInt8Options(_Record):
+    """``exporter.builders.export_onnx_quantize.build_dynamic``: an optimum ISA preset of dynamic int8."""
+
+    preset: str
+
+    def __post_init__(self) -> None:
+        if self.preset not in ISA_PRESETS:
+            raise ValueError(f"unknown int8 preset {self.preset!r}; one of {ISA_PRESETS}")
+
+
+@dataclass(frozen=True)
+class StaticQdqOptions(_Record):
+    """``exporter.builders.export_onnx_quantize.build_static``: ONNX Runtime static int8, QDQ format."""
+
+    op_types: tuple[str, ...] = ("MatMul",)
+    per_channel: bool = True
+    reduce_range: bool = False
+    calibrate_method: str = "MinMax"  # onnxruntime.quantization.CalibrationMethod member
+    max_calibration_texts: int = 512
+
+
+@dataclass(frozen=True)
+class SearchOptions(_Record):
+    """``exporter.builders.fidelity_search``: the goal and bounds of the search for ops to keep in float."""
+
+    target_cosine_min: float = 0.99  # the int8 gate
+    margin: float = 0.003  # the calibration set must clear target + margin (the probe set is unseen)
+    target_nn10: float = 0.95
+    nn10_margin: float = 0.01
+    screen_texts: int = 64
+    budget_seconds: float = 420.0  # whole search, wall clock; stops early and records it when exceeded
+    max_float_fraction: float = 0.5  # never keep more than this share of the candidates in float
+
+    @property
+    def goal_cosine_min(self) -> float:
+        return self.target_cosine_min + self.margin
+
+    @property
+    def goal_nn10(self) -> float:
+        return self.target_nn10 + self.nn10_margin
+
+
+@dataclass(frozen=True)
+class OnnxFidelityOptions(_Record):
+    """``exporter.builders.export_onnx_fidelity``: dynamic int8 of the weight MatMuls, searched.
+
+    Budget: measured ~2-3 min for all-MiniLM-L6-v2 (36 weight MatMuls) on 2 busy cores; a few seconds
+    on the tiny test model."""
+
+    op_types: tuple[str, ...] = ("MatMul",)  # weight MatMuls; Gather (embedding tables) left float: ~0.01 cosine
+    per_channel: bool = True
+    reduce_range: bool = False
+    search: SearchOptions = field(default_factory=SearchOptions)
+
+
+@dataclass(frozen=True)
+class WeightCompressionOptions(_Record):
+    """``exporter.builders.export_openvino_int8.build_int8_weights``: NNCF weight-only compression."""
+
+    mode: str = "int8_asym"  # nncf.CompressWeightsMode value
+
+
+@dataclass(frozen=True)
+class IgnoredScope(_Record):
+    """Ops NNCF leaves in float (``nncf.IgnoredScope``)."""
+
+    names: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NncfStaticOptions(_Record):
+    """``exporter.builders.export_openvino_int8.build_qint8``: NNCF post-training static int8.
+
+    Measured on all-MiniLM-L6-v2 (see the module's tests and the benchmark)."""
+
+    preset: str = "mixed"  # symmetric weights, asymmetric activations (NNCF's default for transformers)
+    model_type: str = "transformer"
+    subset_size: int = 300  # calibration samples (one text each); fewer texts: all of them
+    fast_bias_correction: bool = True
+    # SmoothQuant alpha for MatMuls (-1 disables). Measured on all-MiniLM-L6-v2: 0.85 ~ 0.9 > 0.95 (NNCF's
+    # default) > 0.8 >> 0.5 in minimum cosine; see benchmarks/openvino_quanto_fidelity.py.
+    smooth_quant_alpha: float = 0.85
+    ignored_scope: IgnoredScope | None = None  # ops kept in float
+
+
+@dataclass(frozen=True)
+class OvFidelityOptions(_Record):
+    """``exporter.builders.export_openvino_fidelity``: the static int8 above (no ignored scope: the search
+    picks what stays in float), then the search."""
+
+    nncf: NncfStaticOptions = field(default_factory=NncfStaticOptions)
+    search: SearchOptions = field(default_factory=SearchOptions)
+
+
+@dataclass(frozen=True)
+class QuantoOptions(_Record):
+    """``exporter.builders.export_quanto``: optimum-quanto weight quantisation of the torch model."""
+
+    weights: str = "qint8"
+    activations: str | None = None  # float activations: weight-only
+    exclude: tuple[str, ...] = ()  # fnmatch patterns of submodule names kept in float
+
+
+BuildOptions = (
+    OptimizeOptions
+    | DynamicInt8Options
+    | StaticQdqOptions
+    | OnnxFidelityOptions
+    | WeightCompressionOptions
+    | NncfStaticOptions
+    | OvFidelityOptions
+    | QuantoOptions
+)
