@@ -45,6 +45,7 @@ from exporter.builders.export_onnx_config import (
     export_config_class,
     input_names_for,
 )
+from exporter.builders.kit import CHECK_TEXTS
 from exporter.errors import ExporterError, ExportFailed
 from exporter.source import st_modules
 
@@ -54,16 +55,6 @@ REQUIRED_STAGED = ("config.json", "tokenizer.json")
 CHECK_MIN_COSINE = 0.9999
 EXPORT_HINT = "Run with --verbose for the traceback; try another --opset."
 CHECK_PROMPTS = 2  # the model's first prompts are checked too (prompt tokens left out of pooling or not)
-
-# Texts for the post-export sanity check: mixed lengths (padding), case, accents, CJK, one over-long.
-CHECK_TEXTS = (
-    "Hello world",
-    "A",
-    "The quick brown fox jumps over the lazy dog.",
-    "Ünïcödé ÀCCENTS and MiXeD CaSe",
-    "東京は日本の首都です",
-    "what is the capital city of the country where the river runs fast? " * 60,
-)
 
 
 def check_supported(facts: st_modules.ModelFacts) -> None:

@@ -137,7 +137,7 @@ def add_splade_pooling(path: Path, facts: SpladeFacts) -> None:
 def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
     """The graph's ``sparse_embedding`` through the torch-free runtime against ``SparseEncoder.encode``."""
     from exporter import runtime
-    from exporter.builders.export_onnx import CHECK_TEXTS
+    from exporter.builders.kit import CHECK_TEXTS
 
     texts = list(CHECK_TEXTS)
     encoder = runtime.load(artifact_dir, file_name=file_name)

@@ -131,7 +131,7 @@ def check(reference, artifact: Path, file_name: str, backend: str = "onnx") -> d
     import numpy as np
 
     from exporter import runtime
-    from exporter.builders.export_onnx import CHECK_TEXTS
+    from exporter.builders.kit import CHECK_TEXTS
 
     texts = [*CHECK_TEXTS, ""]
     ref = np.asarray(reference.encode(texts, convert_to_numpy=True, prompt=""), dtype=np.float64)
@@ -176,7 +176,6 @@ def build_static_openvino(ctx, spec):
     import openvino as ov
 
     from exporter.builders.context import BuildResult
-    from exporter.builders.export_openvino import save
     from exporter.environment import package_versions
 
     start = time.perf_counter()
@@ -184,7 +183,7 @@ def build_static_openvino(ctx, spec):
         graph = tmp / "model.onnx"
         _save_graph(_graph_for(ctx), graph)
         ir = ov.convert_model(str(graph))
-    files = save(ir, ctx.stage_dir, spec.file_name)
+    files = kit.save_ir(ir, ctx.stage_dir, spec.file_name)
     checks = check(ctx.reference_model(), ctx.stage_dir, spec.file_name, backend="openvino")
     build = {
         "export_source": "the StaticEmbedding ONNX graph (builders.export_onnx_static), openvino.convert_model",

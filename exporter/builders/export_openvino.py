@@ -50,16 +50,6 @@ def read_base(ctx: BuildContext):
     return ov.Core().read_model(xml, xml.with_suffix(".bin"))
 
 
-def save(model, stage_dir: Path, xml_rel: str, *, compress_to_fp16: bool = False) -> list[Path]:
-    """Write the IR (``.xml`` and ``.bin``) at ``xml_rel`` in the stage: saved in scratch, renamed into place."""
-    import openvino as ov
-
-    dest = stage_dir / xml_rel
-    with kit.scratch(dest.parent, prefix=".ov-") as tmp:
-        ov.save_model(model, tmp / dest.name, compress_to_fp16=compress_to_fp16)
-        return kit.place(tmp / dest.name, dest)
-
-
 def io_names(model) -> dict[str, list[str]]:
     return {
         "inputs": sorted(p.get_any_name() for p in model.inputs),
@@ -90,7 +80,7 @@ def build_fp32_via_traced_graph(ctx: BuildContext, spec: VariantSpec, reason: st
     with kit.backend_errors("OpenVINO conversion of the traced graph"), kit.scratch(dest.parent, ".ov-onnx-") as tmp:
         graph = export_token_graph(ctx.reference_model(), tmp / "model.onnx")
         model = ov.convert_model(graph)
-        files = save(model, ctx.stage_dir, spec.file_name, compress_to_fp16=False)
+        files = kit.save_ir(model, ctx.stage_dir, spec.file_name, compress_to_fp16=False)
     return BuildResult(
         files=files,
         build={
@@ -134,7 +124,7 @@ def build_fp32(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             trust_remote_code=bool(ctx.options.get("trust_remote_code")),
         )
         model = ov_wrapper.model
-        files = save(model, ctx.stage_dir, spec.file_name, compress_to_fp16=False)
+        files = kit.save_ir(model, ctx.stage_dir, spec.file_name, compress_to_fp16=False)
     return BuildResult(
         files=files,
         build={
@@ -163,7 +153,7 @@ def build_fp16(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     start = time.perf_counter()
     model = read_base(ctx)
     with kit.backend_errors("OpenVINO fp16 compression"):
-        files = save(model, ctx.stage_dir, spec.file_name, compress_to_fp16=True)
+        files = kit.save_ir(model, ctx.stage_dir, spec.file_name, compress_to_fp16=True)
     return BuildResult(
         files=files,
         build={

@@ -17,7 +17,7 @@ import numpy as np
 
 from exporter.builders import fidelity_search, kit
 from exporter.builders.context import BuildContext, BuildResult
-from exporter.builders.export_openvino import BASE_FILE, io_names, read_base, save
+from exporter.builders.export_openvino import BASE_FILE, io_names, read_base
 from exporter.builders.export_openvino_int8 import calibration_info, calibration_samples, nncf_record, quantize_static
 from exporter.builders.options import OvFidelityOptions
 from exporter.environment import package_versions
@@ -180,7 +180,7 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
         scorer = OvScorer(ctx, texts, fidelity_search.calibration_reference(ctx, texts))
         hooks = _FloatMatMuls(quantize_static(ctx, model, samples, opts.nncf), model)
         quantized, result = fidelity_search.search(hooks, scorer, opts.search)
-        files = save(quantized, ctx.stage_dir, spec.file_name)
+        files = kit.save_ir(quantized, ctx.stage_dir, spec.file_name)
     return BuildResult(
         files=files,
         build={

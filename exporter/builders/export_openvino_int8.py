@@ -17,7 +17,7 @@ import numpy as np
 
 from exporter.builders import kit
 from exporter.builders.context import BuildContext, BuildResult
-from exporter.builders.export_openvino import BASE_FILE, io_names, read_base, save
+from exporter.builders.export_openvino import BASE_FILE, io_names, read_base
 from exporter.builders.options import IgnoredScope, NncfStaticOptions, WeightCompressionOptions
 from exporter.environment import package_versions
 from exporter.errors import ExportFailed
@@ -37,7 +37,7 @@ def build_int8_weights(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
 
         mode = nncf.CompressWeightsMode(opts.mode)
         compressed = nncf.compress_weights(model, mode=mode)
-        files = save(compressed, ctx.stage_dir, spec.file_name)
+        files = kit.save_ir(compressed, ctx.stage_dir, spec.file_name)
     return BuildResult(
         files=files,
         build={
@@ -152,7 +152,7 @@ def build_qint8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     samples = calibration_samples(ctx, model, opts.subset_size)
     with kit.backend_errors("NNCF static quantisation"):
         quantized = quantize_static(ctx, model, samples, opts)
-        files = save(quantized, ctx.stage_dir, spec.file_name)
+        files = kit.save_ir(quantized, ctx.stage_dir, spec.file_name)
     return BuildResult(
         files=files,
         build={

@@ -156,3 +156,24 @@ def row_cosines(a, b) -> np.ndarray:
     cos[za | zb] = 0.0
     cos[za & zb] = 1.0
     return cos
+
+
+# Texts for the post-export sanity check: mixed lengths (padding), case, accents, CJK, one over-long.
+CHECK_TEXTS = (
+    "Hello world",
+    "A",
+    "The quick brown fox jumps over the lazy dog.",
+    "Ünïcödé ÀCCENTS and MiXeD CaSe",
+    "東京は日本の首都です",
+    "what is the capital city of the country where the river runs fast? " * 60,
+)
+
+
+def save_ir(model, stage_dir: Path, xml_rel: str, *, compress_to_fp16: bool = False) -> list[Path]:
+    """Write the IR (``.xml`` and ``.bin``) at ``xml_rel`` in the stage: saved in scratch, renamed into place."""
+    import openvino as ov
+
+    dest = stage_dir / xml_rel
+    with scratch(dest.parent, prefix=".ov-") as tmp:
+        ov.save_model(model, tmp / dest.name, compress_to_fp16=compress_to_fp16)
+        return place(tmp / dest.name, dest)
