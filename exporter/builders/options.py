@@ -62,7 +62,8 @@ class SearchOptions(_Record):
     target_nn10: float = 0.95
     nn10_margin: float = 0.01
     screen_texts: int = 64
-    budget_seconds: float = 420.0  # whole search, wall clock; stops early and records it when exceeded
+    # models evaluated (screen + greedy steps): a count, so load never changes the variant; screens 128 ops
+    max_evaluations: int = 160
     max_float_fraction: float = 0.5  # never keep more than this share of the candidates in float
 
     @property
