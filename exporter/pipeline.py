@@ -21,6 +21,7 @@ from typing import Protocol
 from exporter import __version__
 from exporter.errors import ExporterError, ExportFailed, FidelityError, UsageError
 from exporter.fsutil import FileRecord, record_files, sha256_bytes, staged_dir
+from exporter.kinds import DEFAULT_KIND
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     progress = progress or NoProgress()
     variants.select(plan.variants)  # bad ids fail before anything heavy runs
     if plan.kind:
-        kinds.select_variants(plan.variants, plan.kind)
+        variants.select_for_kind(plan.variants, plan.kind)
         parity.thresholds_for([], plan.thresholds, kinds.get(plan.kind).kind.value)
     ref = source.parse_model_ref(plan.model, plan.revision)
     probe_set = probes.with_prompts(probes.load_text_set(plan.probe, "probe"), plan.prompts)
@@ -179,11 +180,11 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
             allow_pickle=plan.allow_pickle,
         )
     kind = kinds.resolve_kind(src, plan.kind).value
-    if plan.prompts and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
-        raise UsageError(f"{src} is a {kind} model; prompts apply to sentence-transformer models only.", "")
-    if plan.truncate_dim and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
-        raise UsageError(f"{src} is a {kind} model; truncate_dim applies to sentence-transformer models only.", "")
-    specs = kinds.select_variants(plan.variants, kind)  # a variant that does not apply to the kind: refused
+    for option, verb in (("prompts", "apply"), ("truncate_dim", "applies")):  # KindSpec flags of the same name
+        if getattr(plan, option) and not getattr(kinds.get(kind), option):
+            takers = ", ".join(s.kind.value for s in kinds.KINDS.values() if getattr(s, option))
+            raise UsageError(f"{src} is a {kind} model; {option} {verb} to {takers} models only.", "")
+    specs = variants.select_for_kind(plan.variants, kind)  # a variant that does not apply to the kind: refused
     specs, shape = preflight.narrow(src.path, kind, specs, plan.variants)  # chain and architecture: as the dry run
     thresholds = parity.thresholds_for(specs, plan.thresholds, kind)
     out = plan.out or default_out(plan.artifacts_root, src)
@@ -305,7 +306,7 @@ def raise_for_failures(outcome: ExportOutcome) -> None:
 
 
 def _reusable_variants(
-    out: Path, source_entry: dict, env: dict, probe_set, max_seq_length: int | None, kind: str = "sentence-transformer"
+    out: Path, source_entry: dict, env: dict, probe_set, max_seq_length: int | None, kind: str = DEFAULT_KIND
 ) -> dict[str, dict]:
     """Variants of an existing artifact at ``out`` that a re-run may keep (files intact, same inputs)."""
     from exporter import manifest as mf

@@ -258,7 +258,10 @@ def _bench_best(outcome, as_json: bool) -> None:
 
 
 def export_summary(outcome) -> dict:
+    from exporter import kinds
+
     m = outcome.manifest
+    shown = kinds.of_manifest(m).summary  # the kind's own metrics (cosine for embedders, scores for rerankers)
     return {
         "artifact": str(outcome.artifact),
         "manifest": str(outcome.artifact / "manifest.json"),
@@ -270,8 +273,7 @@ def export_summary(outcome) -> dict:
                 "id": v["id"],
                 "status": v["status"],
                 "file_name": v["load"].get("file_name"),
-                "cosine_min": (v["parity"] or {}).get("cosine_min"),
-                "cosine_mean": (v["parity"] or {}).get("cosine_mean"),
+                **{metric.key: (v["parity"] or {}).get(metric.key) for metric in shown},
                 "failures": (v["parity"] or {}).get("failures", []),
                 "error": v.get("error"),
             }
@@ -283,33 +285,27 @@ def export_summary(outcome) -> dict:
 def print_export_summary(outcome) -> None:
     from rich.table import Table
 
+    from exporter import kinds
+
     console = wide_console()
     m = outcome.manifest
+    shown = kinds.of_manifest(m).summary
     if outcome.skipped:
         console.print(f"Already complete, nothing rebuilt (pass --force to rebuild): {outcome.artifact}")
     table = Table(title=f"{m['source']['repo'] or m['source']['local_path']} @ {m['source']['revision'] or 'unpinned'}")
-    for col in ("variant", "file", "cosine min", "cosine mean", "nn@10", "verdict"):
+    for col in ("variant", "file", *(metric.label for metric in shown), "verdict"):
         table.add_column(col)
     for v in m["variants"]:
         p = v["parity"] or {}
         verdict = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[red]ERROR[/]"}[v["status"]]
         table.add_row(
-            v["id"],
-            v["load"].get("file_name") or "",
-            _fmt(p.get("cosine_min")),
-            _fmt(p.get("cosine_mean")),
-            _fmt(p.get("neighbour_agreement_at_10"), 3),
-            verdict,
+            v["id"], v["load"].get("file_name") or "", *(metric.format(p.get(metric.key)) for metric in shown), verdict
         )
     console.print(table)
     for v in m["variants"]:
         for line in (v["parity"] or {}).get("failures", []) + ([v["error"]] if v.get("error") else []):
             console.print(f"  {v['id']}: {line}")
     console.print(f"Artifact: {outcome.artifact}")
-
-
-def _fmt(x: float | None, digits: int = 6) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
 
 
 # ------------------------------------------------------------------------------------- list-variants

@@ -59,7 +59,7 @@ def _plan_for(path: Path, recipe, *, variants: str | None, artifacts: Path, forc
     plan = recipe_to_plan(recipe, path.parent, **overrides)
     catalogue.select(plan.variants, check_host=False)  # unknown ids first; the CPU is checked where it builds
     kind = kinds.get(plan.kind).kind  # the recipe's kind (the export checks it against the model's files)
-    specs = kinds.select_variants(plan.variants, kind, check_host=False)
+    specs = catalogue.select_for_kind(plan.variants, kind, check_host=False)
     parity.thresholds_for(specs, plan.thresholds, kind.value)
     return plan
 
@@ -140,11 +140,24 @@ def worker_main() -> None:
         raise SystemExit(ExitCode.FAILURE) from None
 
 
+def _fidelity(row: dict, primaries: dict, one: bool) -> str:
+    """The row's primary fidelity metric, formatted; named too when the table mixes kinds."""
+    if not row["metric"] or row.get(row["metric"]) is None:
+        return "-"
+    metric = primaries[row["metric"]]
+    return metric.format(row[metric.key]) if one else f"{metric.label} {metric.format(row[metric.key])}"
+
+
 def print_summary_table(rows: list[dict]) -> None:
     from rich.table import Table
 
+    from exporter import kinds
+
+    primaries = {k.primary.key: k.primary for k in kinds.KINDS.values()}
+    shown = [primaries[r["metric"]] for r in rows if r["metric"]]
+    one = len({m.key for m in shown}) == 1  # one metric: in the header; several: each cell names its own
     table = Table(title="exporter run")
-    for col in ("model", "variant", "verdict", "cosine min", "speed ×torch", "artifact"):
+    for col in ("model", "variant", "verdict", shown[0].label if one else "fidelity", "speed ×torch", "artifact"):
         table.add_column(col)
     style = {"passed": "green", "failed": "red", "error": "red", "crashed": "red"}
     for r in rows:
@@ -152,7 +165,7 @@ def print_summary_table(rows: list[dict]) -> None:
             r["recipe"],
             r["variant"] or "-",
             f"[{style.get(r['verdict'], 'red')}]{r['verdict']}[/]",
-            "-" if r["cosine_min"] is None else f"{r['cosine_min']:.6f}",
+            _fidelity(r, primaries, one),
             "-" if r["speed_ratio"] is None else f"{r['speed_ratio']:.2f}",
             r["artifact"] or (r["error"] or "")[:120],
         )
@@ -245,7 +258,6 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     Raises:
         UsageError: anything the export would refuse before building (variants, thresholds, probe files).
     """
-    from exporter import kinds
     from exporter import variants as catalogue
     from exporter.quality import parity, probes
     from exporter.source import preflight
@@ -253,7 +265,7 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     pin = pin or resolve_pin(plan)
     catalogue.select(plan.variants)  # unknown ids are named before the kind is looked at
     kind = _plan_kind(plan, pin)
-    specs = kinds.select_variants(plan.variants, kind)
+    specs = catalogue.select_for_kind(plan.variants, kind)
     folder = _model_folder(pin)
     if folder is not None:  # the model's files are here: its chain and architecture narrow the plan too
         specs, _ = preflight.narrow(folder, kind.value, specs, plan.variants)

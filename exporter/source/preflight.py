@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.errors import UsageError
+from exporter.kinds import ModelKind
 from exporter.source import shape_check, shapes, st_modules
 
 K = st_modules.ModuleKind
@@ -93,7 +94,7 @@ def inspect(source_dir: Path, kind: str) -> ShapeFacts:
         facts = st_modules.read(source_dir)
         chain = tuple(m.type.rsplit(".", 1)[-1] for m in facts.modules)
         config_dir = facts.transformer_dir
-        if kind == "sentence-transformer" and shape_check.classify(source_dir, kind) is None:
+        if kind == ModelKind.SENTENCE_TRANSFORMER and shape_check.classify(source_dir, kind) is None:
             check_chain(facts)  # static chains are exporter.source.shape_check's
     config = _config(config_dir)
     model_type = config.get("model_type")

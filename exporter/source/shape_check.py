@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.errors import UsageError
+from exporter.kinds import ModelKind
 from exporter.source import st_modules
 from exporter.source.st_modules import ModuleKind
 
@@ -89,16 +90,14 @@ def classify(root: Path, kind: str) -> ChainShape | None:
                 "Export a StaticEmbedding model without the modules after it, or use sentence-transformers.",
             )
         return ChainShape("static-embedding", STATIC_VARIANTS, STATIC_REFUSAL)
-    if kind == "sparse-encoder":
+    if kind == ModelKind.SPARSE_ENCODER:
         if kinds != [ModuleKind.TRANSFORMER, ModuleKind.SPLADE_POOLING]:
             raise UsageError(
                 f"the sparse encoder's modules ({_names(modules)}) are not Transformer (fill-mask) -> "
                 "SpladePooling; only SPLADE sparse encoders export.",
                 "Use sentence-transformers for this sparse model (e.g. SparseAutoEncoder / CSR).",
             )
-        from exporter.builders.export_onnx_sparse import read_splade
-
-        read_splade(Path(root))  # an unknown pooling_strategy / activation_function: refused here, by name
+        st_modules.read_splade(Path(root))  # an unknown pooling_strategy / activation_function: refused here, by name
         legacy = modules[0].type.rsplit(".", 1)[-1] == "MLMTransformer"
         return ChainShape("splade-mlmtransformer" if legacy else "splade-transformer")
     return None
@@ -140,7 +139,7 @@ _ROWS: tuple[dict, ...] = (
             "sentence_transformers.sparse_encoder.models.MLMTransformer",
             "sentence_transformers.sparse_encoder.models.SpladePooling",
         ],
-        "kind": "sparse-encoder",
+        "kind": ModelKind.SPARSE_ENCODER.value,
         "examples": ["naver/splade-v3", "prithivida/Splade_PP_en_v1", "naver/splade_v2_max"],
     },
     {
@@ -151,7 +150,7 @@ _ROWS: tuple[dict, ...] = (
             "sentence_transformers.base.modules.transformer.Transformer (transformer_task: fill-mask)",
             "sentence_transformers.sparse_encoder.modules.splade_pooling.SpladePooling",
         ],
-        "kind": "sparse-encoder",
+        "kind": ModelKind.SPARSE_ENCODER.value,
         "examples": ["any SPLADE model re-saved with sentence-transformers >= 5.4 (e.g. naver/splade-v3 re-saved)"],
     },
     {
@@ -162,7 +161,7 @@ _ROWS: tuple[dict, ...] = (
             "sentence_transformers.models.Router (query: SparseStaticEmbedding; "
             "document: MLMTransformer/Transformer fill-mask, SpladePooling)"
         ],
-        "kind": "sparse-encoder",
+        "kind": ModelKind.SPARSE_ENCODER.value,
         "examples": [
             "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-distill",
             "opensearch-project/opensearch-neural-sparse-encoding-doc-v2-distill",
@@ -173,7 +172,7 @@ _ROWS: tuple[dict, ...] = (
         "family": "static token embeddings (model2vec style), no transformer",
         "architectures": [],
         "chain": ["sentence_transformers.models.StaticEmbedding", "[sentence_transformers.models.Normalize]"],
-        "kind": "sentence-transformer",
+        "kind": ModelKind.SENTENCE_TRANSFORMER.value,
         "examples": ["sentence-transformers/static-retrieval-mrl-en-v1"],
     },
 )

@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from exporter.kinds import DEFAULT_KIND
+
 ORT_OPTIMIZER_LEVELS = ("onnx-o1", "onnx-o2", "onnx-o3", "onnx-o4")
 NO_ORT_FUSION = "ONNX Runtime's optimizer (optimum-onnx ORTOptimizer) has no fusion support for this model type"
 FP16_OVERFLOW = "fp16 compute overflows this family's residual stream (NaN on CPU); kept in fp32"
@@ -43,7 +45,7 @@ class Shape:
     model_types: tuple[str, ...]  # config.json model_type
     architectures: tuple[str, ...]  # transformers classes (config.json architectures)
     chain: tuple[str, ...]
-    kind: str = "sentence-transformer"
+    kind: str = DEFAULT_KIND
     refused: tuple[tuple[str, str], ...] = ()  # (variant id or "*", one-line reason)
     examples: tuple[str, ...] = ()
     remote_code: bool = False
@@ -53,10 +55,10 @@ class Shape:
         return dict(self.refused)
 
     def allowed(self) -> list[str]:
-        from exporter.kinds import allowed_variants
+        from exporter.variants import for_kind
 
         refused = self.refusals()
-        return [] if "*" in refused else [v for v in allowed_variants(self.kind) if v not in refused]
+        return [] if "*" in refused else [v for v in for_kind(self.kind) if v not in refused]
 
     def to_dict(self) -> dict:
         return {
