@@ -261,6 +261,26 @@ def test_bench_times_pairs_for_rerankers_and_texts_for_sparse(artifacts, kind, c
     assert human.code == 0 and f"{bench['unit']}/s @8" in human.out
 
 
+@pytest.mark.parametrize("kind", OTHER_KINDS, ids=[k.value for k in OTHER_KINDS])
+def test_summary_and_report_show_the_kinds_own_metrics(artifacts, kind, capsys):
+    """The export summary, REPORT.md's columns and its plot use the metrics the kinds table names (a
+    reranker's report used to have no fidelity columns and an empty plot)."""
+    from exporter.quality import report
+
+    out, summary = artifacts(kind)
+    spec = kinds.get(kind)
+    for v in summary["variants"]:
+        assert v[spec.primary.key] is not None and {m.key for m in spec.summary} <= set(v), v
+    args = ["bench", str(out), "--variants", "onnx", "--batch-sizes", "1,8", "--rounds", "1", "--max-texts", "16"]
+    assert run_cli(capsys, *args).code == 0  # writes REPORT.md and report.png
+    text = (out / "REPORT.md").read_text(encoding="utf-8")
+    assert f"| size MB | {' | '.join(m.label for m in spec.report)} | x torch @1 |" in text
+    onnx_row = next(line for line in text.splitlines() if line.startswith("| onnx |"))
+    recorded = mf.get_variant(mf.load(out), "onnx")["parity"]
+    assert spec.primary.format(recorded[spec.primary.key]) in onnx_row
+    assert [p["id"] for p in report.points(mf.load(out))] == ["onnx"]  # the plot has its point
+
+
 # ------------------------------------------------------------------------------------------- metrics
 def test_rerank_probe_is_deterministic_and_well_formed():
     texts = [f"text {i}" for i in range(100)]

@@ -78,9 +78,16 @@ class ScoreThresholds(_Gates):
 
 
 METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Thresholds))
-ALL_METRIC_NAMES: tuple[str, ...] = tuple(
-    dict.fromkeys(f.name for cls in (Thresholds, SparseThresholds, ScoreThresholds) for f in fields(cls))
-)
+
+
+def _gate_classes(cls: type = _Gates):
+    """Every threshold set defined here (one per kind, subclasses included), in definition order."""
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _gate_classes(sub)
+
+
+ALL_METRIC_NAMES: tuple[str, ...] = tuple(dict.fromkeys(f.name for cls in _gate_classes() for f in fields(cls)))
 _RANGES = {
     "cosine_min": (-1.0, 1.0),
     "neighbour_agreement_at_10": (0.0, 1.0),
