@@ -275,7 +275,8 @@ def test_summary_and_report_show_the_kinds_own_metrics(artifacts, kind, capsys):
     assert run_cli(capsys, *args).code == 0  # writes REPORT.md and report.png
     text = (out / "REPORT.md").read_text(encoding="utf-8")
     assert f"| size MB | {' | '.join(m.label for m in spec.report)} | x torch @1 |" in text
-    onnx_row = next(line for line in text.splitlines() if line.startswith("| onnx |"))
+    assert f" {spec.unit}/s @ 1" in text  # the reference's throughput in the kind's unit
+    onnx_row = next(line for line in text.splitlines() if line.startswith(("| onnx |", "| **onnx** ")))
     recorded = mf.get_variant(mf.load(out), "onnx")["parity"]
     assert spec.primary.format(recorded[spec.primary.key]) in onnx_row
     assert [p["id"] for p in report.points(mf.load(out))] == ["onnx"]  # the plot has its point

@@ -141,10 +141,11 @@ def render_markdown(manifest: dict) -> str:
         f"- CPU: {env['cpu']['model']} ({', '.join(env['cpu']['flags']) or 'no relevant flags'})",
     ]
     if bench:
+        unit = bench.get("unit") or kinds.of_manifest(manifest).unit  # texts, or pairs for a reranker
         lines.append(
             f"- Bench: {bench['created_at']}, {bench['threads']} thread(s), batch sizes {sizes}, "
             f"{bench['rounds']} interleaved rounds on {bench['texts']['n']} texts; torch fp32 reference "
-            + ", ".join(f"{_f(t, 1)} texts/s @ {b}" for b, t in bench["reference"]["throughput"].items())
+            + ", ".join(f"{_f(t, 1)} {unit}/s @ {b}" for b, t in bench["reference"]["throughput"].items())
         )
         lat = bench["reference"].get("latency_ms") or {}
         if lat:
