@@ -15,6 +15,7 @@ from pathlib import Path
 from exporter import manifest as mf
 from exporter.errors import UsageError
 from exporter.fsutil import FileRecord, record_files
+from exporter.kinds import DEFAULT_KIND
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".ckpt")
 
@@ -65,7 +66,7 @@ def kept_variants(
 
 
 def _reusable_variants(
-    out: Path, source_entry: dict, env: dict, probe_set, max_seq_length: int | None, kind: str = "sentence-transformer"
+    out: Path, source_entry: dict, env: dict, probe_set, max_seq_length: int | None, kind: str = DEFAULT_KIND
 ) -> dict[str, dict]:
     """Variants of an existing artifact at ``out`` that a re-run may keep (files intact, same inputs)."""
     if not out.exists():

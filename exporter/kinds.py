@@ -1,29 +1,32 @@
-"""The three sentence-transformers model kinds, as data: what differs between embedders, rerankers and
-sparse encoders, in one table that the pipeline, the builders, verify and bench look things up in.
+"""The sentence-transformers model kinds as one declarative table: everything that differs between
+embedders, rerankers and sparse encoders, looked up in ``KINDS[kind]`` (a ``KindSpec``) by the source
+resolver, the recipe schema, the pipeline, the builders, verify, bench and every printer.
 
-For each kind (``KINDS[kind]``, a ``KindSpec``):
+For each kind the table says:
 
+- how it is detected: the ``model_type`` its ``config_sentence_transformers.json`` states, or a legacy
+  architecture (a bare ``*ForSequenceClassification`` folder is a cross-encoder);
 - the class that loads it, for the torch reference and for a built variant the way a user does
   (``CrossEncoder(path, backend="onnx", model_kwargs={"file_name": ...})``);
-- the probe inputs made from the probe texts: texts for embedders and sparse encoders; for rerankers,
-  (query, passage) pairs arranged in reranking lists (``rerank_probe``, deterministic);
-- how outputs are produced (``encode`` / ``predict`` scores / dense vocabulary-sized sparse vectors) and
-  compared (``exporter.quality.parity``: ``compare`` / ``compare_scores`` / ``compare_sparse``), with the default
-  thresholds by precision class (``parity.DEFAULTS_BY_KIND``);
+- the probe inputs, the model call and the comparison (``exporter.quality.kind_metrics``), its default
+  thresholds by precision class (``exporter.quality.parity_gates``) and the manifest facts
+  (``exporter.source.kind_facts``);
+- which metrics each printer shows: the export summary, verify's line, REPORT.md's columns, and the one
+  primary metric of the fleet table and the report's plot;
 - how its graphs are exported: the base ONNX builder and optimum's task (the ONNX Runtime / OpenVINO
   model classes sentence-transformers loads them with read ``logits`` for both cross-encoders,
   ``ORTModelForSequenceClassification``, and sparse encoders, ``ORTModelForMaskedLM``, which then run
   ``SpladePooling`` in torch), and the OpenVINO model class;
-- its model facts for the manifest, and the unit bench counts (texts/s, pairs/s).
+- the options it takes (prompts, ``truncate_dim``) and what bench counts (texts/s, pairs/s).
 
-Which catalogue variants apply to a kind is the catalogue's ``VariantSpec.kinds``; ``select_variants``
-refuses the rest. Importing this module is cheap: model libraries are imported when used.
+Everything outside this module is named by ``"module:attribute"`` strings and imported when used, so
+importing the table is cheap and depends on nothing but ``exporter.errors``. Which catalogue variants
+apply to a kind is the catalogue's ``VariantSpec.kinds`` (``exporter.variants.for_kind``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import import_module
@@ -40,179 +43,69 @@ class ModelKind(StrEnum):
 
 
 ALL_KINDS: tuple[ModelKind, ...] = tuple(ModelKind)
-
-RERANK_LIST_SIZE = 10  # candidate passages per query
-RERANK_MAX_LISTS = 32  # queries; 32 x 10 = 320 pairs, about the probe set's size
+DEFAULT_KIND = ModelKind.SENTENCE_TRANSFORMER  # a model whose files state no kind
 PARITY_BATCH = 32
 
 
 @dataclass(frozen=True)
-class Probe:
-    """What the fidelity check feeds a model of one kind, built from the probe texts."""
+class Metric:
+    """A fidelity metric as a printer shows it: its key in the manifest's parity entry, a label, a format."""
 
-    texts: list[str]
-    pairs: list[tuple[str, str]] | None = None  # cross-encoders: (query, passage)
-    lists: list[list[int]] | None = None  # cross-encoders: per query, indices into ``pairs``
+    key: str
+    label: str
+    fmt: str = ".6f"
 
-    @property
-    def inputs(self) -> list:
-        """What one model call takes: the pairs for a cross-encoder, else the texts."""
-        return self.pairs if self.pairs is not None else self.texts
+    def format(self, value: Any) -> str:
+        return "-" if value is None else f"{value:{self.fmt}}"
 
 
-def text_probe(texts: list[str]) -> Probe:
-    return Probe(texts=list(texts))
+def _metrics(*rows: tuple[str, str, str]) -> tuple[Metric, ...]:
+    return tuple(Metric(*row) for row in rows)
 
 
-def rerank_probe(texts: list[str]) -> Probe:
-    """Reranking lists from the probe texts, deterministically: up to ``RERANK_MAX_LISTS`` queries spread
-    evenly over the texts, each with ``RERANK_LIST_SIZE`` other texts as candidate passages, also spread
-    evenly (so every list mixes the probe set's kinds of text: sentences, code, other scripts, long ones).
-    """
-    n = len(texts)
-    if n == 1:
-        return Probe(texts=list(texts), pairs=[(texts[0], texts[0])], lists=[[0]])
-    m = min(RERANK_LIST_SIZE, n - 1)
-    step = max(1, (n - 1) // m)  # 1 + (m - 1) * step < n: the candidates are distinct and not the query
-    n_lists = min(RERANK_MAX_LISTS, n)
-    qstep = max(1, n // n_lists)
-    pairs: list[tuple[str, str]] = []
-    lists: list[list[int]] = []
-    for q in range(0, qstep * n_lists, qstep):
-        lists.append(list(range(len(pairs), len(pairs) + m)))
-        pairs.extend((texts[q], texts[(q + 1 + j * step) % n]) for j in range(m))
-    return Probe(texts=list(texts), pairs=pairs, lists=lists)
+_COS = _metrics(("cosine_min", "cosine min", ".6f"), ("cosine_mean", "cosine mean", ".6f"))
+_NN3 = _metrics(("neighbour_agreement_at_10", "nn@10", ".3f"))
+_NN_SP = _metrics(("neighbour_agreement_at_10", "nn@10", ".4f"), ("spearman_pairwise", "spearman", ".4f"))
+_EMBED_VERIFY = _metrics(("cosine_min", "cosine_min", ".6f"), ("norm_rel_err_max", "norm err", ".2g")) + _NN_SP
+_EMBED_REPORT = _metrics(
+    ("cosine_min", "cos min", ".6f"), ("cosine_mean", "cos mean", ".6f"), ("cosine_p01", "cos p01", ".6f")
+)
+_TERMS = _metrics(("top_terms_overlap_at_10", "top terms@10", ".4f"), ("weights_rel_l2_max", "weights err", ".2g"))
+_SCORE_SP = _metrics(("score_spearman", "score spearman", ".6f"))
+_SCORE_ERR = _metrics(("score_rel_err_max", "score err", ".2g"))
+_TOPS = _metrics(("top1_agreement", "top-1", ".4f"), ("top3_agreement", "top-3", ".4f"))
 
 
-# ------------------------------------------------------------------------------------------ outputs
-def _embed(model, inputs: list, batch_size: int):
-    import numpy as np
-
-    out = model.encode(inputs, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-    return np.asarray(out)
-
-
-def _scores(model, inputs: list, batch_size: int):
-    import numpy as np
-
-    out = np.asarray(model.predict(inputs, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False))
-    return out.reshape(len(inputs), -1)
-
-
-def _sparse(model, inputs: list, batch_size: int):
-    """Dense ``(n, vocab)`` float32 vectors (the sparse encoder's own output, densified)."""
-    import numpy as np
-
-    out = model.encode(
-        inputs, batch_size=batch_size, convert_to_tensor=True, convert_to_sparse_tensor=False, show_progress_bar=False
-    )
-    return np.asarray(out.detach().cpu().float().numpy())
-
-
-# ------------------------------------------------------------------------------------------ compare
-def _compare_embeddings(ref, cand, probe: Probe):
-    from exporter.quality import parity
-
-    return parity.compare(ref, cand)
-
-
-def _compare_scores(ref, cand, probe: Probe):
-    from exporter.quality import parity
-
-    return parity.compare_scores(ref, cand, probe.lists or [])
-
-
-def _compare_sparse(ref, cand, probe: Probe):
-    from exporter.quality import parity
-
-    return parity.compare_sparse(ref, cand)
-
-
-# -------------------------------------------------------------------------------------------- facts
-def _embedder_facts(model) -> dict:
-    pooling = None
-    normalize = False
-    for module in model:
-        name = type(module).__name__
-        if name == "Pooling":
-            pooling = getattr(module, "pooling_mode", None) or module.get_pooling_mode_str()
-            if not isinstance(pooling, str):  # several modes, concatenated: "cls+mean" as st_modules names them
-                pooling = "+".join(pooling)
-        elif name == "Normalize":
-            normalize = True
-    dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-    return {
-        "kind": ModelKind.SENTENCE_TRANSFORMER.value,
-        "embedding_dim": dim(),
-        "max_seq_length": model.max_seq_length if model.max_seq_length != float("inf") else None,  # static: inf
-        "pooling": pooling,
-        "normalize": normalize,
-        "similarity": getattr(model, "similarity_fn_name", None),
-        "truncate_dim": getattr(model, "truncate_dim", None),
-    }
-
-
-def _fullname(obj) -> str | None:
-    if obj is None:
-        return None
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _cross_encoder_facts(model) -> dict:
-    return {
-        "kind": ModelKind.CROSS_ENCODER.value,
-        "embedding_dim": None,
-        "max_seq_length": model.max_length,
-        "pooling": None,
-        "normalize": False,
-        "similarity": None,
-        "num_labels": model.num_labels,
-        "activation_fn": _fullname(model.activation_fn),
-    }
-
-
-def _sparse_facts(model) -> dict:
-    pooling = None
-    for module in model:
-        if type(module).__name__ == "SpladePooling":
-            pooling = f"splade-{module.pooling_strategy}-{module.activation_function}"
-    dim = model.get_embedding_dimension()
-    return {
-        "kind": ModelKind.SPARSE_ENCODER.value,
-        "embedding_dim": dim,
-        "max_seq_length": model.max_seq_length,
-        "pooling": pooling,
-        "normalize": False,
-        "similarity": getattr(model, "similarity_fn_name", None),
-        "vocab_size": dim,
-        "max_active_dims": getattr(model, "max_active_dims", None),
-    }
-
-
-def _set_max_seq_length(model, n: int) -> None:
-    model.max_seq_length = n
-
-
-def _set_max_length(model, n: int) -> None:
-    model.max_length = n
-
-
-# -------------------------------------------------------------------------------------------- table
 @dataclass(frozen=True)
 class KindSpec:
+    """One model kind. Fields holding ``"module:attribute"`` are imported when used (``_resolve``)."""
+
     kind: ModelKind
     label: str  # for messages: "cross-encoder (reranker)"
+    # detection
+    st_type: str  # the model_type config_sentence_transformers.json states
+    legacy_architecture: str | None  # a bare transformers folder whose architecture ends so is this kind
+    # loading, measuring, recording
     model_class: str  # "module:Class" that loads the reference and the variants
-    make_probe: Callable[[list[str]], Probe]
-    outputs: Callable[[Any, list, int], Any]  # (model, probe.inputs, batch_size) -> np.ndarray
-    compare: Callable[[Any, Any, Probe], Any]  # (reference outputs, candidate outputs, probe) -> metrics
-    facts: Callable[[Any], dict]  # the manifest's ``model`` object
-    set_max_length: Callable[[Any, int], None]
-    onnx_builder: str  # "module:function(ctx) -> (files, build info)": the base fp32 graph
+    max_length_attr: str  # the model attribute that caps the tokens per input
+    probe_fn: str  # "module:function(texts) -> Probe"
+    outputs_fn: str  # "module:function(model, probe.inputs, batch_size) -> np.ndarray"
+    compare_fn: str  # "module:function(reference outputs, candidate outputs, probe) -> metrics"
+    facts_fn: str  # "module:function(model) -> dict": the manifest's ``model`` object, without ``kind``
+    default_thresholds: str  # "module:DICT": the thresholds by precision class
+    # what the printers show
+    summary: tuple[Metric, ...]  # the export summary table and its JSON
+    verify: tuple[Metric, ...]  # verify's line per variant
+    report: tuple[Metric, ...]  # REPORT.md's fidelity columns
+    primary: Metric  # the fleet table and the report's plot; higher is better, at most 1 (loss = 1 - value)
+    # building
+    onnx_builder: str  # "module:function(ctx, spec) -> BuildResult": the base fp32 graph
     onnx_task: str  # optimum's task for the export
     onnx_outputs: tuple[str, ...]  # the graph outputs sentence-transformers' ONNX backend reads
     openvino_class: str  # optimum-intel class that exports the transformer to OpenVINO IR
+    # options and bench
+    prompts: bool  # takes query/passage prompts
+    truncate_dim: bool  # takes a Matryoshka truncate_dim
     unit: str  # what bench counts per second
 
     def model_cls(self):
@@ -226,61 +119,102 @@ class KindSpec:
 
     def thresholds(self) -> dict:
         """Default thresholds by precision class."""
-        from exporter.quality import parity
+        return _resolve(self.default_thresholds)
 
-        return parity.DEFAULTS_BY_KIND[self.kind.value]
+    def probe(self, texts: list[str]) -> Any:  # exporter.quality.kind_metrics.Probe
+        return _resolve(self.probe_fn)(texts)
 
-    def probe(self, texts: list[str]) -> Probe:
-        return self.make_probe(texts)
+    def outputs(self, model, inputs: list, batch_size: int = PARITY_BATCH):
+        return _resolve(self.outputs_fn)(model, inputs, batch_size)
 
-    def run(self, model, probe: Probe, batch_size: int = PARITY_BATCH):
+    def run(self, model, probe: Any, batch_size: int = PARITY_BATCH):
         return self.outputs(model, probe.inputs, batch_size)
 
+    def compare(self, reference, candidate, probe: Any):
+        return _resolve(self.compare_fn)(reference, candidate, probe)
+
+    def facts(self, model) -> dict:
+        return {"kind": self.kind.value, **_resolve(self.facts_fn)(model)}
+
+    def set_max_length(self, model, n: int) -> None:
+        setattr(model, self.max_length_attr, n)
+
+
+_KM = "exporter.quality.kind_metrics"
+_FACTS = "exporter.source.kind_facts"
+_GATES = "exporter.quality.parity_gates"
 
 KINDS: dict[ModelKind, KindSpec] = {
     ModelKind.SENTENCE_TRANSFORMER: KindSpec(
         kind=ModelKind.SENTENCE_TRANSFORMER,
         label="sentence-transformer (embedding model)",
+        st_type="SentenceTransformer",
+        legacy_architecture=None,
         model_class="sentence_transformers:SentenceTransformer",
-        make_probe=text_probe,
-        outputs=_embed,
-        compare=_compare_embeddings,
-        facts=_embedder_facts,
-        set_max_length=_set_max_seq_length,
+        max_length_attr="max_seq_length",
+        probe_fn=f"{_KM}:text_probe",
+        outputs_fn=f"{_KM}:embed",
+        compare_fn=f"{_KM}:compare_embeddings",
+        facts_fn=f"{_FACTS}:embedder_facts",
+        default_thresholds=f"{_GATES}:DEFAULT_THRESHOLDS",
+        summary=_COS + _NN3,
+        verify=_EMBED_VERIFY,
+        report=_EMBED_REPORT + _NN_SP,
+        primary=_COS[0],
         onnx_builder="exporter.builders.export_onnx:build_embedder_graph",
         onnx_task="feature-extraction",
         onnx_outputs=("last_hidden_state", "sentence_embedding"),
         openvino_class="optimum.intel:OVModelForFeatureExtraction",
+        prompts=True,
+        truncate_dim=True,
         unit="texts",
     ),
     ModelKind.CROSS_ENCODER: KindSpec(
         kind=ModelKind.CROSS_ENCODER,
         label="cross-encoder (reranker)",
+        st_type="CrossEncoder",
+        legacy_architecture="ForSequenceClassification",  # CrossEncoder models saved before ST v4
         model_class="sentence_transformers:CrossEncoder",
-        make_probe=rerank_probe,
-        outputs=_scores,
-        compare=_compare_scores,
-        facts=_cross_encoder_facts,
-        set_max_length=_set_max_length,
+        max_length_attr="max_length",
+        probe_fn=f"{_KM}:rerank_probe",
+        outputs_fn=f"{_KM}:scores",
+        compare_fn=f"{_KM}:compare_scores",
+        facts_fn=f"{_FACTS}:cross_encoder_facts",
+        default_thresholds=f"{_GATES}:SCORE_THRESHOLDS",
+        summary=_SCORE_SP + _metrics(("top1_agreement", "top-1", ".3f"), ("top3_agreement", "top-3", ".3f")),
+        verify=_SCORE_SP + _SCORE_ERR + _TOPS,
+        report=_SCORE_SP + _SCORE_ERR + _metrics(("score_max_abs_diff", "max diff", ".2g")) + _TOPS,
+        primary=_SCORE_SP[0],
         onnx_builder="exporter.builders.export_onnx:build_task_graph",
         onnx_task="text-classification",
         onnx_outputs=("logits",),
         openvino_class="optimum.intel:OVModelForSequenceClassification",
+        prompts=False,
+        truncate_dim=False,
         unit="pairs",
     ),
     ModelKind.SPARSE_ENCODER: KindSpec(
         kind=ModelKind.SPARSE_ENCODER,
         label="sparse-encoder (SPLADE)",
+        st_type="SparseEncoder",
+        legacy_architecture=None,
         model_class="sentence_transformers:SparseEncoder",
-        make_probe=text_probe,
-        outputs=_sparse,
-        compare=_compare_sparse,
-        facts=_sparse_facts,
-        set_max_length=_set_max_seq_length,
+        max_length_attr="max_seq_length",
+        probe_fn=f"{_KM}:text_probe",
+        outputs_fn=f"{_KM}:sparse",
+        compare_fn=f"{_KM}:compare_sparse",
+        facts_fn=f"{_FACTS}:sparse_facts",
+        default_thresholds=f"{_GATES}:SPARSE_THRESHOLDS",
+        summary=_COS + _NN3 + _TERMS[:1],
+        verify=_EMBED_VERIFY + _TERMS,
+        report=_EMBED_REPORT + _NN_SP + _TERMS,
+        primary=_COS[0],
         onnx_builder="exporter.builders.export_onnx_sparse:build_sparse_graph",  # + SpladePooling as an output
         onnx_task="fill-mask",
         onnx_outputs=("logits",),
         openvino_class="optimum.intel:OVModelForMaskedLM",
+        prompts=False,
+        truncate_dim=False,
         unit="texts",
     ),
 }
@@ -294,7 +228,7 @@ def _resolve(dotted: str):
 def get(kind: str | ModelKind | None) -> KindSpec:
     """The spec of ``kind`` (None: sentence-transformer); UsageError for an unknown kind."""
     if kind is None:
-        return KINDS[ModelKind.SENTENCE_TRANSFORMER]
+        return KINDS[DEFAULT_KIND]
     try:
         return KINDS[ModelKind(kind)]
     except ValueError:
@@ -303,12 +237,15 @@ def get(kind: str | ModelKind | None) -> KindSpec:
         ) from None
 
 
+def of_manifest(manifest: dict) -> KindSpec:
+    """The spec of the kind a manifest records (``model.kind``; sentence-transformer if absent)."""
+    return get((manifest.get("model") or {}).get("kind"))
+
+
 # ------------------------------------------------------------------------------------ kind of a source
-_EXPLICIT_TYPES = {
-    "SentenceTransformer": ModelKind.SENTENCE_TRANSFORMER,
-    "CrossEncoder": ModelKind.CROSS_ENCODER,
-    "SparseEncoder": ModelKind.SPARSE_ENCODER,
-}
+def from_model_type(model_type: object) -> ModelKind | None:
+    """The kind a ``config_sentence_transformers.json`` ``model_type`` names ("CrossEncoder"), if any."""
+    return next((spec.kind for spec in KINDS.values() if spec.st_type == model_type), None)
 
 
 def _stated(source_dir: Path) -> ModelKind | None:
@@ -318,8 +255,7 @@ def _stated(source_dir: Path) -> ModelKind | None:
         meta = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
         return None
-    model_type = meta.get("model_type") if isinstance(meta, dict) else None
-    return _EXPLICIT_TYPES.get(model_type) if isinstance(model_type, str) else None
+    return from_model_type(meta.get("model_type")) if isinstance(meta, dict) else None
 
 
 def stated_kind(source_dir: Path) -> bool:
@@ -329,15 +265,14 @@ def stated_kind(source_dir: Path) -> bool:
 
 def kind_of_folder(source_dir: Path, requested: str | None = None) -> ModelKind:
     """The kind of a model folder from its files alone, as ``resolve_kind`` decides it (for plans and dry
-    runs, which resolve nothing): the stated kind, else ``requested``, else a legacy cross-encoder layout,
-    else sentence-transformer."""
+    runs, which resolve nothing): the stated kind, else ``requested``, else a legacy layout, else the default."""
     want = get(requested).kind if requested else None
-    return _stated(source_dir) or want or _legacy_kind(source_dir) or ModelKind.SENTENCE_TRANSFORMER
+    return _stated(source_dir) or want or _legacy_kind(source_dir) or DEFAULT_KIND
 
 
 def _legacy_kind(source_dir: Path) -> ModelKind | None:
-    """A bare transformers folder (no sentence-transformers module files) of a sequence classifier is a
-    cross-encoder: that is how CrossEncoder models saved before sentence-transformers v4 look."""
+    """The kind of a bare transformers folder (no sentence-transformers module files) by its architecture:
+    a sequence classifier is a cross-encoder, as CrossEncoder models saved before sentence-transformers v4."""
     root = Path(source_dir)
     if (root / "modules.json").is_file():
         return None
@@ -345,12 +280,13 @@ def _legacy_kind(source_dir: Path) -> ModelKind | None:
         arch = (json.loads((root / "config.json").read_text("utf-8")).get("architectures") or [""])[0]
     except (OSError, ValueError, AttributeError):
         return None
-    return ModelKind.CROSS_ENCODER if str(arch).endswith("ForSequenceClassification") else None
+    legacy = (s.kind for s in KINDS.values() if s.legacy_architecture and str(arch).endswith(s.legacy_architecture))
+    return next(legacy, None)
 
 
 def resolve_kind(src, requested: str | None) -> ModelKind:
     """The kind to export ``src`` as: the one its files state; else the one asked for (recipe ``kind`` /
-    ``--kind``); else a legacy cross-encoder layout; else sentence-transformer.
+    ``--kind``); else a legacy layout's; else sentence-transformer.
 
     Raises:
         UsageError: the files state a kind and another one was asked for, or an unknown kind.
@@ -364,31 +300,3 @@ def resolve_kind(src, requested: str | None) -> ModelKind:
             )
         return ModelKind(src.kind)
     return want or _legacy_kind(src.path) or ModelKind(src.kind)
-
-
-# ----------------------------------------------------------------------------------------- variants
-def allowed_variants(kind: str | ModelKind) -> list[str]:
-    from exporter.variants import CATALOGUE
-
-    return [s.id for s in CATALOGUE if ModelKind(kind) in s.kinds]
-
-
-def select_variants(ids: str | list[str] | None, kind: str | ModelKind, *, check_host: bool = True):
-    """``variants.select`` for a model kind: ``all`` means all that apply to the kind; naming one that does
-    not apply is a UsageError naming the kind and the ids that do."""
-    from exporter import variants
-
-    kind = ModelKind(kind)
-    allowed = allowed_variants(kind)
-    wanted = ids.split(",") if isinstance(ids, str) else ids
-    if wanted is not None:
-        wanted = [w.strip() for w in wanted if w.strip()]
-        wanted = variants.expand(wanted, allowed=set(allowed))  # all / best: only what applies to the kind
-    specs = variants.select(wanted, check_host=check_host)
-    refused = [s.id for s in specs if kind not in s.kinds]
-    if refused:
-        raise UsageError(
-            f"variant(s) {', '.join(refused)} do not apply to {kind.value} models.",
-            f"Variants for {kind.value}: {', '.join(allowed)}.",
-        )
-    return specs

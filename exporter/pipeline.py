@@ -134,7 +134,7 @@ def _refuse_early(plan: ExportPlan) -> None:
 
     variants.select(plan.variants)
     if plan.kind:
-        kinds.select_variants(plan.variants, plan.kind)
+        variants.select_for_kind(plan.variants, plan.kind)
         parity.thresholds_for([], plan.thresholds, kinds.get(plan.kind).kind.value)
 
 
@@ -161,19 +161,19 @@ def _kind_of(src, plan: ExportPlan) -> str:
     from exporter import kinds
 
     kind = kinds.resolve_kind(src, plan.kind).value
-    if plan.prompts and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
-        raise UsageError(f"{src} is a {kind} model; prompts apply to sentence-transformer models only.", "")
-    if plan.truncate_dim and kind != kinds.ModelKind.SENTENCE_TRANSFORMER:
-        raise UsageError(f"{src} is a {kind} model; truncate_dim applies to sentence-transformer models only.", "")
+    for option, verb in (("prompts", "apply"), ("truncate_dim", "applies")):  # KindSpec flags of the same name
+        if getattr(plan, option) and not getattr(kinds.get(kind), option):
+            takers = ", ".join(s.kind.value for s in kinds.KINDS.values() if getattr(s, option))
+            raise UsageError(f"{src} is a {kind} model; {option} {verb} to {takers} models only.", "")
     return kind
 
 
 def _variants_for(src, kind: str, plan: ExportPlan):
     """The variants to build for ``kind`` and the model's shape facts (as the dry run narrows them)."""
-    from exporter import kinds
+    from exporter import variants
     from exporter.source import preflight
 
-    specs = kinds.select_variants(plan.variants, kind)  # a variant that does not apply to the kind: refused
+    specs = variants.select_for_kind(plan.variants, kind)  # a variant that does not apply to the kind: refused
     return preflight.narrow(src.path, kind, specs, plan.variants)  # chain and architecture: as the dry run
 
 

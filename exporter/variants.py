@@ -366,3 +366,27 @@ def select(ids: str | list[str] | None, host: Host | None = None, *, check_host:
             chosen.add(base)
             base = BY_ID[base].derives_from
     return [s for s in CATALOGUE if s.id in chosen]
+
+
+def for_kind(kind: str | ModelKind) -> list[str]:
+    """The ids of the catalogue variants that apply to models of ``kind``, in catalogue order."""
+    return [s.id for s in CATALOGUE if ModelKind(kind) in s.kinds]
+
+
+def select_for_kind(ids: str | list[str] | None, kind: str | ModelKind, *, check_host: bool = True):
+    """``select`` for a model kind: ``all`` means all that apply to the kind; naming one that does not
+    apply is a UsageError naming the kind and the ids that do."""
+    kind = ModelKind(kind)
+    allowed = for_kind(kind)
+    wanted = ids.split(",") if isinstance(ids, str) else ids
+    if wanted is not None:
+        wanted = [w.strip() for w in wanted if w.strip()]
+        wanted = expand(wanted, allowed=set(allowed))  # all / best: only what applies to the kind
+    specs = select(wanted, check_host=check_host)
+    refused = [s.id for s in specs if kind not in s.kinds]
+    if refused:
+        raise UsageError(
+            f"variant(s) {', '.join(refused)} do not apply to {kind.value} models.",
+            f"Variants for {kind.value}: {', '.join(allowed)}.",
+        )
+    return specs

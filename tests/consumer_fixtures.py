@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 NODE_CACHE = REPO / ".cache" / "transformers-js"  # git-ignored
 PINNED = f"{hf.TINY_REPO}@{hf.TINY_SHA}"
 WORDS = "the quick brown fox jumps over lazy dog hello world cat sat mat rain sun cloud river city train".split()
-FP32 = parity.DEFAULTS_BY_KIND["sentence-transformer"][parity.PrecisionClass("fp32")]
+FP32 = parity.defaults("sentence-transformer", "fp32")
 ONNX = {"id": "onnx", "precision": "fp32", "load": {"backend": "onnx", "file_name": "onnx/model.onnx"}}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter import errors, kinds
+from exporter import errors, kinds, variants
 from exporter.errors import ExporterError
 from tests.cli_runner import invoke
 from tests.tiny_models import build_tiny_cross_encoder
@@ -27,7 +27,7 @@ def test_dry_run_plans_a_cross_encoder_with_its_own_gates(cross_encoder_dir):
     assert "score_max_abs_diff<=0.001" in result.out  # an upper bound is printed as one
     assert "quanto" not in result.out  # quanto applies to embedders only
     planned = {line.strip() for line in result.out.splitlines() if line.startswith("    ") and "file " not in line}
-    assert planned == {s.id for s in kinds.select_variants("all", "cross-encoder")}
+    assert planned == {s.id for s in variants.select_for_kind("all", "cross-encoder")}
 
 
 def test_dry_run_refuses_an_embedder_metric_for_a_cross_encoder(cross_encoder_dir):
@@ -39,8 +39,8 @@ def test_dry_run_refuses_an_embedder_metric_for_a_cross_encoder(cross_encoder_di
 @pytest.mark.parametrize("spelling", ["all", "ALL", "All"])
 def test_all_is_case_insensitive_for_every_kind(spelling):
     for kind in kinds.ModelKind:
-        assert [s.id for s in kinds.select_variants(spelling, kind)] == [
-            s.id for s in kinds.select_variants("all", kind)
+        assert [s.id for s in variants.select_for_kind(spelling, kind)] == [
+            s.id for s in variants.select_for_kind("all", kind)
         ]
 
 
@@ -92,7 +92,7 @@ def test_plan_and_run_check_a_reranker_recipe_with_its_kind(tmp_path):
     result = invoke("plan", str(recipe), "--format", "json", "--per-variant")
     assert result.code == 0, result.err
     planned = {e["variant"] for e in json.loads(result.out)}
-    assert planned == {s.id for s in kinds.select_variants("all", "cross-encoder")}
+    assert planned == {s.id for s in variants.select_for_kind("all", "cross-encoder")}
     assert not any(v.startswith("quanto") for v in planned)
 
 

@@ -73,11 +73,11 @@ def test_rerun_with_a_stricter_threshold_or_more_consumers_rejudges(tiny_model_d
 
 def test_narrow_gives_the_specs_and_shape_facts_run_export_records(tiny_model_dir, tmp_path):
     """The dry run and run_export share preflight.narrow: its facts are what the manifest records as model.shape."""
-    from exporter import kinds
+    from exporter import variants
     from exporter.source import preflight
 
     specs, facts = preflight.narrow(
-        tiny_model_dir, "sentence-transformer", kinds.select_variants("onnx", "sentence-transformer"), "onnx"
+        tiny_model_dir, "sentence-transformer", variants.select_for_kind("onnx", "sentence-transformer"), "onnx"
     )
     assert [s.id for s in specs] == ["onnx"]
     assert facts == preflight.inspect(tiny_model_dir, "sentence-transformer")

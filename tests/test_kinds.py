@@ -26,7 +26,7 @@ from exporter import kinds, variants
 from exporter import manifest as mf
 from exporter.errors import UsageError
 from exporter.kinds import ModelKind
-from exporter.quality import parity
+from exporter.quality import kind_metrics, parity
 from exporter.variants import CATALOGUE, Precision
 from tests.cli_runner import invoke, run_cli
 from tests.tiny_models import build_tiny_cross_encoder, build_tiny_sparse_encoder
@@ -62,7 +62,7 @@ def artifacts(models, tmp_path_factory):
     def get(kind: ModelKind) -> tuple[Path, dict]:
         if kind not in done:
             out = tmp_path_factory.mktemp("kinds-art") / kind.value
-            ids = ",".join(kinds.allowed_variants(kind))
+            ids = ",".join(variants.for_kind(kind))
             thresholds = [a for o in TINY_OVERRIDES[kind] for a in ("--threshold", o)]
             code, stdout, err = _cli(
                 "export", str(models[kind]), "--variants", ids, "--out", str(out), *thresholds, "--json"
@@ -85,14 +85,14 @@ def test_every_allowed_kind_variant_pair_builds_and_passes(artifacts, kind, vid)
     v = mf.get_variant(mf.load(out), vid)
     assert v["status"] == "passed", (v.get("error"), (v["parity"] or {}).get("failures"))
     assert v["files"] and v["load"]["file_name"]
-    expected = set(parity.DEFAULTS_BY_KIND[kind][Precision(v["precision"])].to_dict())
+    expected = set(parity.defaults(kind, v["precision"]).to_dict())
     assert set(v["parity"]["threshold"]) == expected
 
 
 @pytest.mark.parametrize(("kind", "vid"), REFUSED_PAIRS, ids=[f"{k.value}:{v}" for k, v in REFUSED_PAIRS])
 def test_every_other_pair_is_refused_before_building(kind, vid):
     with pytest.raises(UsageError) as info:
-        kinds.select_variants([vid], kind)
+        variants.select_for_kind([vid], kind)
     assert kind.value in info.value.message and vid in info.value.message
     assert "onnx" in info.value.hint
 
@@ -104,11 +104,11 @@ def test_every_catalogue_entry_declares_known_kinds_and_embedders_get_everything
         base = spec.derives_from and variants.BY_ID[spec.derives_from]
         assert not base or set(spec.kinds) <= set(base.kinds), f"{spec.id} applies where its base does not"
     for kind in OTHER_KINDS:
-        assert "onnx" in kinds.allowed_variants(kind)
+        assert "onnx" in variants.for_kind(kind)
 
 
 def test_all_means_all_that_apply_to_the_kind():
-    ids = [s.id for s in kinds.select_variants("all", ModelKind.CROSS_ENCODER)]
+    ids = [s.id for s in variants.select_for_kind("all", ModelKind.CROSS_ENCODER)]
     assert ids and all(ModelKind.CROSS_ENCODER in variants.BY_ID[i].kinds for i in ids)
     assert "quanto-int8" not in ids
 
@@ -261,19 +261,42 @@ def test_bench_times_pairs_for_rerankers_and_texts_for_sparse(artifacts, kind, c
     assert human.code == 0 and f"{bench['unit']}/s @8" in human.out
 
 
+@pytest.mark.parametrize("kind", OTHER_KINDS, ids=[k.value for k in OTHER_KINDS])
+def test_summary_and_report_show_the_kinds_own_metrics(artifacts, kind, capsys):
+    """The export summary, REPORT.md's columns and its plot use the metrics the kinds table names (a
+    reranker's report used to have no fidelity columns and an empty plot)."""
+    from exporter.quality import report
+
+    out, summary = artifacts(kind)
+    spec = kinds.get(kind)
+    for v in summary["variants"]:
+        assert v[spec.primary.key] is not None and {m.key for m in spec.summary} <= set(v), v
+    args = ["bench", str(out), "--variants", "onnx", "--batch-sizes", "1,8", "--rounds", "1", "--max-texts", "16"]
+    assert run_cli(capsys, *args).code == 0  # writes REPORT.md and report.png
+    text = (out / "REPORT.md").read_text(encoding="utf-8")
+    assert f"| size MB | {' | '.join(m.label for m in spec.report)} | x torch @1 |" in text
+    assert f" {spec.unit}/s @ 1" in text  # the reference's throughput in the kind's unit
+    onnx_row = next(line for line in text.splitlines() if line.startswith(("| onnx |", "| **onnx** ")))
+    recorded = mf.get_variant(mf.load(out), "onnx")["parity"]
+    assert spec.primary.format(recorded[spec.primary.key]) in onnx_row
+    assert [p["id"] for p in report.points(mf.load(out))] == ["onnx"]  # the plot has its point
+
+
 # ------------------------------------------------------------------------------------------- metrics
 def test_rerank_probe_is_deterministic_and_well_formed():
     texts = [f"text {i}" for i in range(100)]
-    p = kinds.rerank_probe(texts)
-    assert p == kinds.rerank_probe(texts)
-    assert len(p.lists) == kinds.RERANK_MAX_LISTS and all(len(x) == kinds.RERANK_LIST_SIZE for x in p.lists)
+    p = kind_metrics.rerank_probe(texts)
+    assert p == kind_metrics.rerank_probe(texts)
+    assert len(p.lists) == kind_metrics.RERANK_MAX_LISTS and all(
+        len(x) == kind_metrics.RERANK_LIST_SIZE for x in p.lists
+    )
     for idx in p.lists:
         queries = {p.pairs[i][0] for i in idx}
         passages = [p.pairs[i][1] for i in idx]
         assert len(queries) == 1 and len(set(passages)) == len(passages) and not queries & set(passages)
-    small = kinds.rerank_probe(["a", "b", "c"])
+    small = kind_metrics.rerank_probe(["a", "b", "c"])
     assert [len(x) for x in small.lists] == [2, 2, 2]
-    assert kinds.rerank_probe(["only"]).pairs == [("only", "only")]
+    assert kind_metrics.rerank_probe(["only"]).pairs == [("only", "only")]
 
 
 def test_compare_scores_on_exact_and_swapped_rankings():

@@ -319,11 +319,11 @@ def test_refused_variant_is_named_and_left_out_of_all(tmp_path):
     result = invoke("export", str(src), "--variants", "onnx,onnx-o2", "--out", str(tmp_path / "a"))
     assert result.code == 2
     assert "onnx-o2 refused for Qwen3Model (model_type qwen3)" in result.err and "ORTOptimizer" in result.err
-    from exporter import kinds
+    from exporter import variants
     from exporter.source import preflight
 
     facts = preflight.inspect(src, "sentence-transformer")
-    all_specs = kinds.select_variants("all", "sentence-transformer")
+    all_specs = variants.select_for_kind("all", "sentence-transformer")
     kept = [s.id for s in preflight.select(all_specs, ["all"], "sentence-transformer", facts)]
     assert "onnx" in kept and "openvino" in kept and not set(kept) & set(shapes.ORT_OPTIMIZER_LEVELS)
     assert facts.rows == ("qwen3-lasttoken-left-normalize",) and facts.chain == ("Transformer", "Pooling", "Normalize")
@@ -422,7 +422,7 @@ def test_both_module_spellings_pass_the_preflight(tmp_path):
 def test_architecture_without_an_openvino_exporter_is_refused_for_openvino_only(tiny_model_copy, tmp_path):
     """An architecture outside the table that optimum-intel cannot export: openvino variants are refused before
     loading anything, naming OpenVINO; an ONNX-only export is not refused (and never mentions OpenVINO)."""
-    from exporter import kinds
+    from exporter import variants
     from exporter.source import preflight
 
     config = json.loads((tiny_model_copy / "config.json").read_text())
@@ -433,9 +433,9 @@ def test_architecture_without_an_openvino_exporter_is_refused_for_openvino_only(
     assert "openvino refused for FunnelModel (model_type funnel)" in result.err
     assert "optimum-intel has no OpenVINO exporter for model_type funnel (feature-extraction)" in result.err
     facts = preflight.inspect(tiny_model_copy, "sentence-transformer")
-    onnx_only = kinds.select_variants(["onnx", "onnx-o2"], "sentence-transformer")
+    onnx_only = variants.select_for_kind(["onnx", "onnx-o2"], "sentence-transformer")
     assert preflight.select(onnx_only, ["onnx", "onnx-o2"], "sentence-transformer", facts) == onnx_only
-    with_ov = kinds.select_variants(["onnx", "OpenVINO"], "sentence-transformer")
+    with_ov = variants.select_for_kind(["onnx", "OpenVINO"], "sentence-transformer")
     with pytest.raises(UsageError, match="openvino refused for FunnelModel"):  # the user's spelling is an id too
         preflight.select(with_ov, [" OpenVINO", "onnx"], "sentence-transformer", facts)
     kept = preflight.select(with_ov, ["best"], "sentence-transformer", facts)  # best is not a request by id

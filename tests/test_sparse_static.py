@@ -362,12 +362,12 @@ def test_external_data_limit_env_is_validated(monkeypatch):
 
 
 def test_support_rows_agree_with_what_export_allows():
-    from exporter import kinds
+    from exporter import variants
 
     rows = {r["id"]: r for r in shapes.chain_rows()}
     assert set(rows) == {"splade-mlmtransformer", "splade-transformer", "splade-router", "static-embedding"}
     for rid in ("splade-mlmtransformer", "splade-transformer"):
-        assert rows[rid]["allowed_variants"] == kinds.allowed_variants("sparse-encoder")
+        assert rows[rid]["allowed_variants"] == variants.for_kind("sparse-encoder")
     assert rows["static-embedding"]["allowed_variants"] == list(shapes.STATIC_VARIANTS)
     assert rows["splade-router"]["allowed_variants"] == []
     for row in rows.values():

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.kinds import DEFAULT_KIND
+
 
 @dataclass
 class BuildContext:
@@ -21,7 +23,7 @@ class BuildContext:
     calibration_texts: Callable[[], list[str]] = lambda: []  # lazily loaded calibration set
     probe_texts: Callable[[], list[str]] = lambda: []  # the probe set (for sensitivity searches)
     options: dict[str, Any] = field(default_factory=dict)  # user options (e.g. trust_remote_code)
-    kind: str = "sentence-transformer"  # the model kind (exporter.kinds): which class loads it, which graph
+    kind: str = DEFAULT_KIND  # the model kind (exporter.kinds): which class loads it, which graph
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def memo(self, key: str, make: Callable[[], Any]) -> Any:

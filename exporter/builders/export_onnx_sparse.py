@@ -20,55 +20,16 @@ on request (``top_k`` as ST's ``max_active_dims``, ``threshold``).
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from exporter.builders import kit
-from exporter.errors import ExportFailed, UsageError
+from exporter.errors import ExportFailed
 from exporter.fsutil import atomic_path
-from exporter.source import st_modules
+from exporter.source.st_modules import ACTIVATIONS, SpladeFacts, read_splade
 
 LOGITS_OUTPUT = "logits"
 SPARSE_OUTPUT = "sparse_embedding"
-STRATEGIES = ("max", "sum")
-ACTIVATIONS = {"relu": 1, "log1p_relu": 2}  # activation -> how many log1p follow the relu
 CHECK_MIN_COSINE = 0.9999
-
-
-@dataclass(frozen=True)
-class SpladeFacts:
-    strategy: str  # "max" or "sum"
-    activation: str  # "relu" or "log1p_relu"
-    chunk_size: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"pooling_strategy": self.strategy, "activation_function": self.activation}
-
-
-def read_splade(root: Path) -> SpladeFacts | None:
-    """The SpladePooling config of the model folder ``root`` (either spelling), or None if it has none."""
-    entry = next((m for m in st_modules.read_modules(root) if m.kind is st_modules.ModuleKind.SPLADE_POOLING), None)
-    if entry is None:
-        return None
-    path = root / entry.path / "config.json"
-    try:
-        config = json.loads(path.read_text("utf-8")) if path.is_file() else {}
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}.", "The model folder looks damaged; re-resolve it.") from exc
-    facts = SpladeFacts(
-        strategy=str(config.get("pooling_strategy", "max")),
-        activation=str(config.get("activation_function", "relu")),
-        chunk_size=config.get("chunk_size"),
-    )
-    if facts.strategy not in STRATEGIES or facts.activation not in ACTIVATIONS:
-        raise UsageError(
-            f"SpladePooling with pooling_strategy={facts.strategy!r}, activation_function={facts.activation!r} "
-            "is not one sentence-transformers defines.",
-            f"Known: pooling_strategy {'/'.join(STRATEGIES)}, activation_function {'/'.join(ACTIVATIONS)}.",
-        )
-    return facts
 
 
 def _opset(model) -> int:

@@ -77,7 +77,6 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     Raises:
         UsageError: anything the export would refuse before building (variants, thresholds, probe files).
     """
-    from exporter import kinds
     from exporter import variants as catalogue
     from exporter.quality import parity, probes
     from exporter.source import preflight
@@ -85,7 +84,7 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     pin = pin or resolve_pin(plan)
     catalogue.select(plan.variants)  # unknown ids are named before the kind is looked at
     kind = _plan_kind(plan, pin)
-    specs = kinds.select_variants(plan.variants, kind)
+    specs = catalogue.select_for_kind(plan.variants, kind)
     folder = _model_folder(pin)
     if folder is not None:  # the model's files are here: its chain and architecture narrow the plan too
         specs, _ = preflight.narrow(folder, kind.value, specs, plan.variants)

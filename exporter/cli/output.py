@@ -107,7 +107,10 @@ def bench_best(outcome, as_json: bool) -> None:
 
 
 def export_summary(outcome) -> dict:
+    from exporter import kinds
+
     m = outcome.manifest
+    shown = kinds.of_manifest(m).summary  # the kind's own metrics (cosine for embedders, scores for rerankers)
     return {
         "artifact": str(outcome.artifact),
         "manifest": str(outcome.artifact / "manifest.json"),
@@ -119,8 +122,7 @@ def export_summary(outcome) -> dict:
                 "id": v["id"],
                 "status": v["status"],
                 "file_name": v["load"].get("file_name"),
-                "cosine_min": (v["parity"] or {}).get("cosine_min"),
-                "cosine_mean": (v["parity"] or {}).get("cosine_mean"),
+                **{metric.key: (v["parity"] or {}).get(metric.key) for metric in shown},
                 "failures": (v["parity"] or {}).get("failures", []),
                 "error": v.get("error"),
             }
@@ -132,33 +134,27 @@ def export_summary(outcome) -> dict:
 def print_export_summary(outcome) -> None:
     from rich.table import Table
 
+    from exporter import kinds
+
     console = wide_console()
     m = outcome.manifest
+    shown = kinds.of_manifest(m).summary
     if outcome.skipped:
         console.print(f"Already complete, nothing rebuilt (pass --force to rebuild): {outcome.artifact}")
     table = Table(title=f"{m['source']['repo'] or m['source']['local_path']} @ {m['source']['revision'] or 'unpinned'}")
-    for col in ("variant", "file", "cosine min", "cosine mean", "nn@10", "verdict"):
+    for col in ("variant", "file", *(metric.label for metric in shown), "verdict"):
         table.add_column(col)
     for v in m["variants"]:
         p = v["parity"] or {}
         verdict = {"passed": "[green]passed[/]", "failed": "[red]FAILED[/]", "error": "[red]ERROR[/]"}[v["status"]]
         table.add_row(
-            v["id"],
-            v["load"].get("file_name") or "",
-            _fmt(p.get("cosine_min")),
-            _fmt(p.get("cosine_mean")),
-            _fmt(p.get("neighbour_agreement_at_10"), 3),
-            verdict,
+            v["id"], v["load"].get("file_name") or "", *(metric.format(p.get(metric.key)) for metric in shown), verdict
         )
     console.print(table)
     for v in m["variants"]:
         for line in (v["parity"] or {}).get("failures", []) + ([v["error"]] if v.get("error") else []):
             console.print(f"  {v['id']}: {line}")
     console.print(f"Artifact: {outcome.artifact}")
-
-
-def _fmt(x: float | None, digits: int = 6) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
 
 
 # --------------------------------------------------------------------------- bench and fleet tables
@@ -202,11 +198,24 @@ def print_bench(result, manifest: dict) -> None:
         typer.echo(f"No variant recommended: {rec.get('reason')}. Rule: {rec['rule']}.")
 
 
+def _fidelity(row: dict, primaries: dict, one: bool) -> str:
+    """The row's primary fidelity metric, formatted; named too when the table mixes kinds."""
+    if not row["metric"] or row.get(row["metric"]) is None:
+        return "-"
+    metric = primaries[row["metric"]]
+    return metric.format(row[metric.key]) if one else f"{metric.label} {metric.format(row[metric.key])}"
+
+
 def print_summary_table(rows: list[dict]) -> None:
     from rich.table import Table
 
+    from exporter import kinds
+
+    primaries = {k.primary.key: k.primary for k in kinds.KINDS.values()}
+    shown = [primaries[r["metric"]] for r in rows if r["metric"]]
+    one = len({m.key for m in shown}) == 1  # one metric: in the header; several: each cell names its own
     table = Table(title="exporter run")
-    for col in ("model", "variant", "verdict", "cosine min", "speed ×torch", "artifact"):
+    for col in ("model", "variant", "verdict", shown[0].label if one else "fidelity", "speed ×torch", "artifact"):
         table.add_column(col)
     style = {"passed": "green", "failed": "red", "error": "red", "crashed": "red"}
     for r in rows:
@@ -214,7 +223,7 @@ def print_summary_table(rows: list[dict]) -> None:
             r["recipe"],
             r["variant"] or "-",
             f"[{style.get(r['verdict'], 'red')}]{r['verdict']}[/]",
-            "-" if r["cosine_min"] is None else f"{r['cosine_min']:.6f}",
+            _fidelity(r, primaries, one),
             "-" if r["speed_ratio"] is None else f"{r['speed_ratio']:.2f}",
             r["artifact"] or (r["error"] or "")[:120],
         )

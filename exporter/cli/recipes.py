@@ -52,7 +52,7 @@ def _plan_for(path: Path, recipe, *, variants: str | None, artifacts: Path, forc
     plan = recipe_to_plan(recipe, path.parent, **overrides)
     catalogue.select(plan.variants, check_host=False)  # unknown ids first; the CPU is checked where it builds
     kind = kinds.get(plan.kind).kind  # the recipe's kind (the export checks it against the model's files)
-    specs = kinds.select_variants(plan.variants, kind, check_host=False)
+    specs = catalogue.select_for_kind(plan.variants, kind, check_host=False)
     parity.thresholds_for(specs, plan.thresholds, kind.value)
     return plan
 

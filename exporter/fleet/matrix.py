@@ -37,7 +37,7 @@ def matrix_entries(
     writes), ``publish`` (the recipe's OCI target or ""). Per variant, each entry also has ``variant``;
     a derived variant's job builds the base it derives from as well.
     """
-    from exporter import kinds
+    from exporter import kinds, variants
 
     entries = []
     for path, recipe in recipes:
@@ -52,7 +52,9 @@ def matrix_entries(
             "publish": recipe.publish or "",
         }
         # the runner checks its own CPU (a bf16 variant planned here may build on a runner that has the units)
-        chosen = [s.id for s in kinds.select_variants(recipe.variants, kinds.get(recipe.kind).kind, check_host=False)]
+        chosen = [
+            s.id for s in variants.select_for_kind(recipe.variants, kinds.get(recipe.kind).kind, check_host=False)
+        ]
         if not per_variant:
             entries.append({**base, "variants": ",".join(recipe.variants or chosen)})
             continue

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.errors import UsageError
+from exporter.kinds import ModelKind, get
 
 if TYPE_CHECKING:
     from exporter.pipeline import ExportPlan
@@ -42,12 +42,7 @@ _OCI_RE = r"^oci://[A-Za-z0-9.-]+(:[0-9]+)?/[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][
 _ALL_SCOPE = "*"
 
 
-class Kind(StrEnum):
-    """The sentence-transformers model kinds."""
-
-    SENTENCE_TRANSFORMER = "sentence-transformer"
-    CROSS_ENCODER = "cross-encoder"
-    SPARSE_ENCODER = "sparse-encoder"
+Kind = ModelKind  # a recipe's ``kind``: the kinds table's own enum (``exporter.kinds``)
 
 
 class _Strict(BaseModel):
@@ -134,8 +129,9 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _prompts_for_embedders(self) -> Recipe:
-        if self.prompts is not None and self.kind not in (None, Kind.SENTENCE_TRANSFORMER):
-            raise ValueError(f"prompts apply to sentence-transformer models only, not to {self.kind.value}")
+        if self.prompts is not None and self.kind is not None and not get(self.kind).prompts:
+            prompted = ", ".join(k.value for k in ModelKind if get(k).prompts)
+            raise ValueError(f"prompts apply to {prompted} models only, not to {self.kind.value}")
         return self
 
     @property

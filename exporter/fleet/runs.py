@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from exporter import kinds
 from exporter.errors import ExitCode
 
 
@@ -158,27 +159,31 @@ def speed_ratio(variant: dict) -> float | None:
 
 
 def summary_rows(runs: list[ModelRun]) -> list[dict]:
-    """One row per (model, variant): verdict, cosine_min, speed ratio, artifact; one row for a failed model."""
+    """One row per (model, variant): verdict, the kind's primary fidelity metric (``metric`` names it, and
+    the row holds it under that name: ``cosine_min`` for embedders, ``score_spearman`` for rerankers), speed
+    ratio, artifact; one row for a failed model."""
     rows = []
     for run in runs:
         if run.manifest is None:
             known = run.exit_code in {c.value for c in ExitCode}
             verdict = "error" if known and run.exit_code > 0 else "crashed"
-            rows.append(_row(run, None, verdict, None, None, run.error))
+            rows.append(_row(run, None, verdict, None, None, None, run.error))
             continue
+        key = kinds.of_manifest(run.manifest).primary.key
         for v in run.manifest["variants"]:
             parity = v.get("parity") or {}
-            rows.append(_row(run, v["id"], v["status"], parity.get("cosine_min"), speed_ratio(v), v.get("error")))
+            rows.append(_row(run, v["id"], v["status"], key, parity.get(key), speed_ratio(v), v.get("error")))
     return rows
 
 
-def _row(run: ModelRun, variant, verdict, cosine_min, ratio, error) -> dict:
+def _row(run: ModelRun, variant, verdict, metric, value, ratio, error) -> dict:
     return {
         "recipe": run.name,
         "model": run.model,
         "variant": variant,
         "verdict": verdict,
-        "cosine_min": cosine_min,
+        "metric": metric,
+        **({metric: value} if metric else {}),
         "speed_ratio": ratio,
         "artifact": str(run.artifact) if run.artifact else None,
         "error": error,

@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from exporter.errors import UsageError
+from exporter.kinds import ModelKind
 
 PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
-EMBEDDER = "sentence-transformer"
+EMBEDDER = ModelKind.SENTENCE_TRANSFORMER
 BATCH = 32
 TRANSFORMERS_JS_VERSION = "4.3.1"
 FASTEMBED_VERSION = "0.9.1"
@@ -251,7 +252,7 @@ CONSUMERS: tuple[Consumer, ...] = (
     Consumer(
         "sentence-transformers",
         frozenset({"onnx", "openvino", "torch"}),
-        frozenset({EMBEDDER, "cross-encoder", "sparse-encoder"}),
+        frozenset(ModelKind),
         None,
         "in-process",
         'SentenceTransformer(DIR, backend="onnx"|"openvino", model_kwargs={"file_name": FILE})',

@@ -1,7 +1,7 @@
 """Fidelity of a variant's outputs against the torch reference's, over the same probe inputs.
 
-Pure numpy. ``compare`` / ``compare_sparse`` / ``compare_scores`` measure (``exporter.kinds`` picks one per
-model kind); the thresholds, ``judge`` and ``to_manifest`` live in ``exporter.quality.parity_gates`` and are
+Pure numpy. ``compare`` / ``compare_sparse`` / ``compare_scores`` measure (``exporter.quality.kind_metrics`` calls one
+per model kind); the thresholds, ``judge`` and ``to_manifest`` live in ``exporter.quality.parity_gates`` and are
 re-exported here. The rank metrics run in bounded memory and time and are defined on degenerate input
 (``exporter.quality.parity_rank``: blockwise neighbour search, sampled pairs, tie tolerance, skipped metrics).
 
@@ -56,7 +56,6 @@ from exporter.quality.parity_gates import (  # noqa: F401 - re-exported: the gat
     ALL_METRIC_NAMES,
     ALL_SCOPE,
     DEFAULT_THRESHOLDS,
-    DEFAULTS_BY_KIND,
     MANDATORY,
     METRIC_NAMES,
     SCORE_THRESHOLDS,
@@ -68,6 +67,7 @@ from exporter.quality.parity_gates import (  # noqa: F401 - re-exported: the gat
     Thresholds,
     Verdict,
     check_threshold,
+    defaults,
     judge,
     parse_threshold_overrides,
     thresholds_for,

@@ -1,6 +1,7 @@
 """The fidelity gate's thresholds and verdicts (re-exported by ``exporter.quality.parity``, which measures).
 
-Thresholds are one dataclass per model kind; defaults by precision class (``DEFAULTS_BY_KIND``). Most
+Thresholds are one dataclass per model kind; its defaults by precision class are the dict the kind's table
+entry names (``exporter.kinds.KindSpec.default_thresholds``; ``defaults`` looks them up). Most
 metrics are minimums; ``UPPER_BOUNDS`` are maximums (errors). ``judge`` fails a metric below (above) its
 threshold, and one that could not be computed, but not one the measurement recorded as ``skipped`` (the
 reference gives it nothing to measure, e.g. every probe text embeds alike): that is recorded, with its
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, ClassVar
+from typing import Any
 
+from exporter import kinds
 from exporter.errors import UsageError
 from exporter.variants import Precision
 
@@ -24,8 +26,6 @@ PrecisionClass = Precision
 class _Gates:
     """Shared behaviour of the threshold sets (one dataclass per model kind)."""
 
-    KIND: ClassVar[str]
-
     def override(self, **kw: float | None):
         """A copy with some thresholds replaced; unknown names, metrics of another kind or out-of-range
         values raise UsageError."""
@@ -34,7 +34,7 @@ class _Gates:
             check_threshold(name, value)
             if name not in names:
                 raise UsageError(
-                    f"fidelity threshold {name!r} does not apply to {self.KIND} models.",
+                    f"fidelity threshold {name!r} does not apply to {self._kind()} models.",
                     f"Use one of: {', '.join(names)}.",
                 )
         return replace(self, **kw)
@@ -42,12 +42,15 @@ class _Gates:
     def to_dict(self) -> dict[str, float | None]:
         return asdict(self)
 
+    def _kind(self) -> str:
+        """The kind whose threshold set this is (the table names each kind's defaults)."""
+        specs = kinds.KINDS.values()
+        return next(s.kind.value for s in specs if type(self) is type(s.thresholds()[PrecisionClass.FP32]))
+
 
 @dataclass(frozen=True)
 class Thresholds(_Gates):
     """Minimum values a variant must reach. ``None`` switches a rank-based gate off (cosine_min cannot be)."""
-
-    KIND: ClassVar[str] = "sentence-transformer"
 
     cosine_min: float
     neighbour_agreement_at_10: float | None = None
@@ -59,8 +62,6 @@ class Thresholds(_Gates):
 class SparseThresholds(Thresholds):
     """Sparse encoders: the embedding gates on the vocabulary-sized vectors, plus the top-term overlap."""
 
-    KIND: ClassVar[str] = "sparse-encoder"
-
     top_terms_overlap_at_10: float | None = None
     weights_rel_l2_max: float | None = None
 
@@ -68,8 +69,6 @@ class SparseThresholds(Thresholds):
 @dataclass(frozen=True)
 class ScoreThresholds(_Gates):
     """Cross-encoders. ``score_max_abs_diff`` is a maximum, the rest minimums; score_spearman cannot be off."""
-
-    KIND: ClassVar[str] = "cross-encoder"
 
     score_spearman: float
     score_max_abs_diff: float | None = None
@@ -79,9 +78,16 @@ class ScoreThresholds(_Gates):
 
 
 METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Thresholds))
-ALL_METRIC_NAMES: tuple[str, ...] = tuple(
-    dict.fromkeys(f.name for cls in (Thresholds, SparseThresholds, ScoreThresholds) for f in fields(cls))
-)
+
+
+def _gate_classes(cls: type = _Gates):
+    """Every threshold set defined here (one per kind, subclasses included), in definition order."""
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _gate_classes(sub)
+
+
+ALL_METRIC_NAMES: tuple[str, ...] = tuple(dict.fromkeys(f.name for cls in _gate_classes() for f in fields(cls)))
 _RANGES = {
     "cosine_min": (-1.0, 1.0),
     "neighbour_agreement_at_10": (0.0, 1.0),
@@ -170,11 +176,11 @@ SCORE_THRESHOLDS: dict[PrecisionClass, ScoreThresholds] = {
     ),
 }
 
-DEFAULTS_BY_KIND: dict[str, dict[PrecisionClass, Any]] = {
-    "sentence-transformer": DEFAULT_THRESHOLDS,
-    "sparse-encoder": SPARSE_THRESHOLDS,
-    "cross-encoder": SCORE_THRESHOLDS,
-}
+
+def defaults(kind: str | None, precision: str | None = None):
+    """The default thresholds of model ``kind`` for a precision class (fp32 if None): the set its table
+    entry names (``exporter.kinds.KindSpec.default_thresholds``)."""
+    return kinds.get(kind).thresholds()[PrecisionClass(precision or PrecisionClass.FP32)]
 
 
 def thresholds_from_dict(kind: str, values: dict[str, float | None], precision: str | None = None):
@@ -182,9 +188,9 @@ def thresholds_from_dict(kind: str, values: dict[str, float | None], precision: 
 
     With ``precision``, a metric the record does not name (it predates the metric, e.g. ``norm_rel_err_max``)
     gets its class default, so older artifacts are held to every gate; a metric recorded as None stays off."""
-    defaults = DEFAULTS_BY_KIND[kind][PrecisionClass(precision or PrecisionClass.FP32)]
-    merged = {**defaults.to_dict(), **values} if precision else values
-    return type(defaults)(**merged)
+    base = defaults(kind, precision)
+    merged = {**base.to_dict(), **values} if precision else values
+    return type(base)(**merged)
 
 
 _OFF = {"none", "off", "null", ""}
@@ -245,7 +251,7 @@ def parse_threshold_overrides(items: list[str]) -> dict[str, dict[str, float | N
 
 
 def thresholds_for(
-    specs, overrides: dict[str, dict[str, float | None]] | None = None, kind: str = "sentence-transformer"
+    specs, overrides: dict[str, dict[str, float | None]] | None = None, kind: str = kinds.DEFAULT_KIND
 ) -> dict[str, Thresholds]:
     """The thresholds each variant is judged by: its class default for the model ``kind``, then overrides
     for every variant (``"*"``), then for its precision class, then for its id (most specific wins).
@@ -269,7 +275,7 @@ def thresholds_for(
             check_threshold(name, value)
     result = {}
     for spec in specs:
-        t = DEFAULTS_BY_KIND[kind][PrecisionClass(spec.precision)]
+        t = defaults(kind, spec.precision)
         for scope in (ALL_SCOPE, PrecisionClass(spec.precision).value, spec.id):
             if overrides.get(scope):
                 t = t.override(**overrides[scope])

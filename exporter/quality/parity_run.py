@@ -51,10 +51,10 @@ def run_chunked(progress, label: str, fn: Callable[[list], Any], inputs: list):
 def runtime_encoder(artifact: Path, load: dict, kind: str | None, threads: int | None = None):
     """``(encoder, None)``: the torch-free runtime on the variant's graph; ``(None, None)``: the variant has
     no runtime path (not an ONNX sentence-transformer); ``(None, reason)``: it should, but cannot load."""
-    from exporter import runtime
+    from exporter import kinds, runtime
     from exporter.errors import UsageError
 
-    if (kind or "sentence-transformer") != "sentence-transformer" or load.get("backend") not in RUNTIME_BACKENDS:
+    if kinds.get(kind).kind is not kinds.ModelKind.SENTENCE_TRANSFORMER or load.get("backend") not in RUNTIME_BACKENDS:
         return None, None
     try:
         return runtime.load(artifact, load.get("file_name") or "onnx/model.onnx", threads=threads), None

@@ -1,21 +1,24 @@
 """REPORT.md and report.png beside the manifest: what a person reads instead of the JSON.
 
-REPORT.md: source and pin, environment and bench set-up, one table row per variant (size, fidelity
-metrics, speed ratios to torch, verdict), the recommendation and its rule. report.png (matplotlib, Agg):
-speed ratio to torch at the rule's batch size against fidelity loss ``1 - cosine_min`` (log scale), the
-Pareto front (no other variant is both faster and closer to torch) and the recommended variant marked.
+REPORT.md: source and pin, environment and bench set-up, one table row per variant (size, the fidelity
+metrics of the model's kind, ``KindSpec.report``, speed ratios to torch, verdict), the recommendation and
+its rule. report.png (matplotlib, Agg): speed ratio to torch at the rule's batch size against fidelity loss
+``1 - primary metric`` (``KindSpec.primary``: cosine_min for embedders, score_spearman for rerankers; log
+scale), the Pareto front (no other variant is both faster and closer to torch) and the recommended variant
+marked.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from exporter import kinds
 from exporter.fsutil import atomic_path, write_text_atomic
 from exporter.quality.recommend import eligible, rule_batch, size_bytes
 
 REPORT_MD = "REPORT.md"
 REPORT_PNG = "report.png"
-LOSS_FLOOR = 1e-7  # 1 - cosine_min is drawn at least at this value on the log axis
+LOSS_FLOOR = 1e-7  # 1 - the primary metric is drawn at least at this value on the log axis
 
 
 def write_report(artifact: Path, manifest: dict | None = None) -> tuple[Path, Path]:
@@ -31,15 +34,16 @@ def write_report(artifact: Path, manifest: dict | None = None) -> tuple[Path, Pa
 
 
 def points(manifest: dict) -> list[dict]:
-    """One point per variant with parity and a bench ratio at the rule's batch size."""
+    """One point per variant with its kind's primary metric and a bench ratio at the rule's batch size."""
     batch = rule_batch(manifest)
+    key = kinds.of_manifest(manifest).primary.key
     out = []
     for v in manifest["variants"]:
         p, b = v.get("parity") or {}, v.get("bench") or {}
         ratio = (b.get("ratio_to_torch") or {}).get(str(batch)) if batch else None
-        if p.get("cosine_min") is None or ratio is None:
+        if p.get(key) is None or ratio is None:
             continue
-        loss = max(1.0 - p["cosine_min"], LOSS_FLOOR)
+        loss = max(1.0 - p[key], LOSS_FLOOR)
         out.append({"id": v["id"], "loss": loss, "ratio": ratio, "passed": eligible(v)})
     return out
 
@@ -102,7 +106,8 @@ def plot(manifest: dict, path: Path) -> None:
             ax.axhline(1.0, c="k", lw=0.8, label="torch fp32 reference")
             ax.set_xscale("log")
             ax.set_ylim(bottom=0)
-            ax.set_xlabel(f"fidelity loss: 1 - cosine_min vs torch (log, floored at {LOSS_FLOOR:g}; lower is better)")
+            key = kinds.of_manifest(manifest).primary.key
+            ax.set_xlabel(f"fidelity loss: 1 - {key} vs torch (log, floored at {LOSS_FLOOR:g}; lower is better)")
             ax.set_ylabel(f"throughput / torch at batch {batch} (higher is better)")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8, loc="best")
@@ -136,10 +141,11 @@ def render_markdown(manifest: dict) -> str:
         f"- CPU: {env['cpu']['model']} ({', '.join(env['cpu']['flags']) or 'no relevant flags'})",
     ]
     if bench:
+        unit = bench.get("unit") or kinds.of_manifest(manifest).unit  # texts, or pairs for a reranker
         lines.append(
             f"- Bench: {bench['created_at']}, {bench['threads']} thread(s), batch sizes {sizes}, "
             f"{bench['rounds']} interleaved rounds on {bench['texts']['n']} texts; torch fp32 reference "
-            + ", ".join(f"{_f(t, 1)} texts/s @ {b}" for b, t in bench["reference"]["throughput"].items())
+            + ", ".join(f"{_f(t, 1)} {unit}/s @ {b}" for b, t in bench["reference"]["throughput"].items())
         )
         lat = bench["reference"].get("latency_ms") or {}
         if lat:
@@ -147,12 +153,13 @@ def render_markdown(manifest: dict) -> str:
     else:
         lines.append("- Bench: not run yet (`exporter bench ARTIFACT`)")
     lines += ["", "## Variants", ""]
-    head = ["variant", "backend", "precision", "size MB", "cos min", "cos mean", "cos p01", "nn@10", "spearman"]
+    shown = kinds.of_manifest(manifest).report
+    head = ["variant", "backend", "precision", "size MB", *(m.label for m in shown)]
     head += [f"x torch @{b}" for b in sizes] + ["p50 ms @1", "p95 ms @1", "runs on", "verdict"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rec = (manifest.get("recommended") or {}).get("variant")
     for v in manifest["variants"]:
-        lines.append("| " + " | ".join(_row(v, sizes, rec)) + " |")
+        lines.append("| " + " | ".join(_row(v, sizes, rec, shown)) + " |")
     lines += ["", "## Recommendation", ""]
     recd = manifest.get("recommended")
     if not recd:
@@ -173,7 +180,7 @@ def render_markdown(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def _row(v: dict, sizes: list[int], rec: str | None) -> list[str]:
+def _row(v: dict, sizes: list[int], rec: str | None, shown: tuple[kinds.Metric, ...]) -> list[str]:
     p, b = v.get("parity") or {}, v.get("bench") or {}
     ratios = b.get("ratio_to_torch") or {}
     lat = b.get("latency_ms") or {}
@@ -185,11 +192,7 @@ def _row(v: dict, sizes: list[int], rec: str | None) -> list[str]:
         v["backend"],
         v["precision"],
         f"{size_bytes(v) / 1e6:.1f}",
-        _f(p.get("cosine_min")),
-        _f(p.get("cosine_mean")),
-        _f(p.get("cosine_p01")),
-        _f(p.get("neighbour_agreement_at_10"), 4),
-        _f(p.get("spearman_pairwise"), 4),
+        *(m.format(p.get(m.key)) for m in shown),
         *[_f(ratios.get(str(s)), 2) for s in sizes],
         _f(lat.get("p50"), 2),
         _f(lat.get("p95"), 2),

@@ -282,22 +282,12 @@ def _threshold_of(variant: dict) -> dict | None:
     return (variant.get("parity") or {}).get("threshold")
 
 
-_SUMMARY_KEYS = (
-    ("cosine_min", "cosine_min", ".6f"),
-    ("norm_rel_err_max", "norm err", ".2g"),
-    ("neighbour_agreement_at_10", "nn@10", ".4f"),
-    ("spearman_pairwise", "spearman", ".4f"),
-    ("top_terms_overlap_at_10", "top terms@10", ".4f"),
-    ("weights_rel_l2_max", "weights err", ".2g"),
-    ("score_spearman", "score spearman", ".6f"),
-    ("score_rel_err_max", "score err", ".2g"),
-    ("top1_agreement", "top-1", ".4f"),
-    ("top3_agreement", "top-3", ".4f"),
-)
-
-
 def _summary(parity: dict, manifest: dict, probe: dict | None) -> str:
-    parts = [f"{label} {parity[key]:{fmt}}" for key, label, fmt in _SUMMARY_KEYS if parity.get(key) is not None]
+    """One line per variant: the metrics the model's kind shows in verify (``KindSpec.verify``), and more."""
+    from exporter import kinds
+
+    shown = kinds.of_manifest(manifest).verify
+    parts = [f"{m.label} {m.format(parity[m.key])}" for m in shown if parity.get(m.key) is not None]
     runtime = (parity.get("serving_paths") or {}).get("runtime") or {}
     if runtime.get("cosine_min") is not None:
         parts.append(f"runtime path cosine_min {runtime['cosine_min']:.6f}")
@@ -339,7 +329,7 @@ def parity_answer(request: dict) -> dict:
             threshold = (
                 parity.thresholds_from_dict(kind, item["threshold"], item["precision"])
                 if item["threshold"]
-                else parity.DEFAULTS_BY_KIND[kind][parity.PrecisionClass(item["precision"])]
+                else parity.defaults(kind, item["precision"])
             )
             runner = variant_runner(artifact, item, kind, threads)
             out = parity_run.run_chunked(quiet, "", lambda c, r=runner: r.encode(c, PARITY_BATCH), probe.inputs)

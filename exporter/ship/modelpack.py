@@ -22,6 +22,7 @@ from pathlib import PurePosixPath
 
 import jsonschema
 
+from exporter import kinds
 from exporter import manifest as mf
 from exporter.errors import IntegrityError
 from exporter.ship.oci_docs import canonical_json, image_manifest
@@ -110,7 +111,7 @@ def config_bytes(narrowed: dict, files: list[dict]) -> bytes:
         "version": v["id"],
         "revision": src.get("revision") or "",
         "createdAt": narrowed["created_at"],
-        "family": (narrowed.get("model") or {}).get("kind", "sentence-transformer"),
+        "family": kinds.of_manifest(narrowed).kind.value,
         "description": f"{v['id']} variant exported and parity-checked by exporter {narrowed['tool_version']}",
     }
     doc = {

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.errors import UsageError
+from exporter.kinds import ModelKind
 from exporter.source import shapes, st_modules
 
 K = st_modules.ModuleKind
@@ -110,16 +111,14 @@ def classify(root: Path, kind: str) -> ChainShape | None:
                 "Export a StaticEmbedding model without the modules after it, or use sentence-transformers.",
             )
         return ChainShape("static-embedding", shapes.STATIC_VARIANTS, shapes.STATIC_REFUSAL)
-    if kind == "sparse-encoder":
+    if kind == ModelKind.SPARSE_ENCODER:
         if kinds != [K.TRANSFORMER, K.SPLADE_POOLING]:
             raise UsageError(
                 f"the sparse encoder's modules ({_names(modules)}) are not Transformer (fill-mask) -> "
                 "SpladePooling; only SPLADE sparse encoders export.",
                 "Use sentence-transformers for this sparse model (e.g. SparseAutoEncoder / CSR).",
             )
-        from exporter.builders.export_onnx_sparse import read_splade
-
-        read_splade(Path(root))  # an unknown pooling_strategy / activation_function: refused here, by name
+        st_modules.read_splade(Path(root))  # an unknown pooling_strategy / activation_function: refused here, by name
         legacy = modules[0].type.rsplit(".", 1)[-1] == "MLMTransformer"
         return ChainShape("splade-mlmtransformer" if legacy else "splade-transformer")
     return None
@@ -187,7 +186,7 @@ def inspect(source_dir: Path, kind: str) -> ShapeFacts:
         facts = st_modules.read(source_dir)
         chain = tuple(m.type.rsplit(".", 1)[-1] for m in facts.modules)
         config_dir = facts.transformer_dir
-        if kind == "sentence-transformer" and classify(source_dir, kind) is None:
+        if kind == ModelKind.SENTENCE_TRANSFORMER and classify(source_dir, kind) is None:
             check_chain(facts)  # sparse and static chains are classify's
     config = _config(config_dir)
     model_type = config.get("model_type")

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from exporter import kinds
 from exporter.errors import IntegrityError, SourceError
 from exporter.fsutil import FileRecord, record_files
 from exporter.source.hub import MODEL_FORMS, download, ref_to_commit, unpinned_error
@@ -39,12 +40,6 @@ from exporter.source.vetting import (
 )
 
 _REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-
-_KINDS = {
-    "SentenceTransformer": "sentence-transformer",
-    "CrossEncoder": "cross-encoder",
-    "SparseEncoder": "sparse-encoder",
-}
 
 
 @dataclass(frozen=True)
@@ -75,7 +70,7 @@ class ResolvedSource:
     pinned: bool  # True only for a Hub repo at a full commit sha given by the user
     path: Path  # the snapshot (or local) folder to load from
     files: list[FileRecord] = field(default_factory=list)  # every source file used, with sha256
-    kind: str = "sentence-transformer"  # or "cross-encoder" / "sparse-encoder"
+    kind: str = kinds.DEFAULT_KIND  # the kind the files state (exporter.kinds), else the default
     weights_format: str = "safetensors"  # or "pickle" (only with allow_pickle)
     local_path: Path | None = None
 
@@ -239,8 +234,8 @@ def _vet(root: Path, rels: list[str], label: str, trust_remote_code: bool, allow
             f"{label} has no tokenizer (tokenizer.json, vocab.txt, vocab.json or a sentencepiece model).",
             "Use a complete sentence-transformers model (its tokenizer files are saved beside the config).",
         )
-    kind = "sentence-transformer"
+    kind = kinds.DEFAULT_KIND
     if "config_sentence_transformers.json" in chosen:
         meta = read_json(root, "config_sentence_transformers.json", label)
-        kind = _KINDS.get(meta.get("model_type", "") if isinstance(meta, dict) else "", kind)
-    return chosen, kind, "pickle" if pickles else "safetensors"
+        kind = (kinds.from_model_type(meta.get("model_type")) if isinstance(meta, dict) else None) or kind
+    return chosen, kind.value, "pickle" if pickles else "safetensors"

@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from exporter.kinds import DEFAULT_KIND, ModelKind
+
 ORT_OPTIMIZER_LEVELS = ("onnx-o1", "onnx-o2", "onnx-o3", "onnx-o4")
 NO_ORT_FUSION = "ONNX Runtime's optimizer (optimum-onnx ORTOptimizer) has no fusion support for this model type"
 FP16_OVERFLOW = "fp16 compute overflows this family's residual stream (NaN on CPU); kept in fp32"
@@ -53,7 +55,7 @@ class Shape:
     model_types: tuple[str, ...]  # config.json model_type
     architectures: tuple[str, ...]  # transformers classes (config.json architectures)
     chain: tuple[str, ...]
-    kind: str = "sentence-transformer"
+    kind: str = DEFAULT_KIND
     refused: tuple[tuple[str, str], ...] = ()  # (variant id or "*", one-line reason)
     examples: tuple[str, ...] = ()
     remote_code: bool = False
@@ -63,10 +65,10 @@ class Shape:
         return dict(self.refused)
 
     def allowed(self) -> list[str]:
-        from exporter.kinds import allowed_variants
+        from exporter.variants import for_kind
 
         refused = self.refusals()
-        return [] if "*" in refused else [v for v in allowed_variants(self.kind) if v not in refused]
+        return [] if "*" in refused else [v for v in for_kind(self.kind) if v not in refused]
 
     def to_dict(self) -> dict:
         return {
@@ -190,7 +192,7 @@ _CHAIN_ROWS: tuple[dict, ...] = (
             "sentence_transformers.sparse_encoder.models.MLMTransformer",
             "sentence_transformers.sparse_encoder.models.SpladePooling",
         ],
-        "kind": "sparse-encoder",
+        "kind": ModelKind.SPARSE_ENCODER.value,
         "examples": ["naver/splade-v3", "prithivida/Splade_PP_en_v1", "naver/splade_v2_max"],
     },
     {
@@ -201,7 +203,7 @@ _CHAIN_ROWS: tuple[dict, ...] = (
             "sentence_transformers.base.modules.transformer.Transformer (transformer_task: fill-mask)",
             "sentence_transformers.sparse_encoder.modules.splade_pooling.SpladePooling",
         ],
-        "kind": "sparse-encoder",
+        "kind": ModelKind.SPARSE_ENCODER.value,
         "examples": ["any SPLADE model re-saved with sentence-transformers >= 5.4 (e.g. naver/splade-v3 re-saved)"],
     },
     {
@@ -212,7 +214,7 @@ _CHAIN_ROWS: tuple[dict, ...] = (
             "sentence_transformers.models.Router (query: SparseStaticEmbedding; "
             "document: MLMTransformer/Transformer fill-mask, SpladePooling)"
         ],
-        "kind": "sparse-encoder",
+        "kind": ModelKind.SPARSE_ENCODER.value,
         "examples": [
             "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-distill",
             "opensearch-project/opensearch-neural-sparse-encoding-doc-v2-distill",
@@ -223,7 +225,7 @@ _CHAIN_ROWS: tuple[dict, ...] = (
         "family": "static token embeddings (model2vec style), no transformer",
         "architectures": [],
         "chain": ["sentence_transformers.models.StaticEmbedding", "[sentence_transformers.models.Normalize]"],
-        "kind": "sentence-transformer",
+        "kind": ModelKind.SENTENCE_TRANSFORMER.value,
         "examples": ["sentence-transformers/static-retrieval-mrl-en-v1"],
     },
 )

@@ -254,3 +254,42 @@ def read(root: Path) -> ModelFacts:
         prompts={str(k): str(v) for k, v in (st_config.get("prompts") or {}).items()},
         default_prompt_name=st_config.get("default_prompt_name"),
     )
+
+
+# ------------------------------------------------------------------------------------------ SPLADE
+STRATEGIES = ("max", "sum")
+ACTIVATIONS = {"relu": 1, "log1p_relu": 2}  # activation -> how many log1p follow the relu
+
+
+@dataclass(frozen=True)
+class SpladeFacts:
+    strategy: str  # "max" or "sum"
+    activation: str  # "relu" or "log1p_relu"
+    chunk_size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pooling_strategy": self.strategy, "activation_function": self.activation}
+
+
+def read_splade(root: Path) -> SpladeFacts | None:
+    """The SpladePooling config of the model folder ``root`` (either spelling), or None if it has none."""
+    entry = next((m for m in read_modules(root) if m.kind is ModuleKind.SPLADE_POOLING), None)
+    if entry is None:
+        return None
+    path = root / entry.path / "config.json"
+    try:
+        config = json.loads(path.read_text("utf-8")) if path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}.", "The model folder looks damaged; re-resolve it.") from exc
+    facts = SpladeFacts(
+        strategy=str(config.get("pooling_strategy", "max")),
+        activation=str(config.get("activation_function", "relu")),
+        chunk_size=config.get("chunk_size"),
+    )
+    if facts.strategy not in STRATEGIES or facts.activation not in ACTIVATIONS:
+        raise UsageError(
+            f"SpladePooling with pooling_strategy={facts.strategy!r}, activation_function={facts.activation!r} "
+            "is not one sentence-transformers defines.",
+            f"Known: pooling_strategy {'/'.join(STRATEGIES)}, activation_function {'/'.join(ACTIVATIONS)}.",
+        )
+    return facts

@@ -1,0 +1,95 @@
+"""What the fidelity check feeds each model kind and how it measures the outputs: the probe inputs, the
+model call that produces outputs, and the comparison (``exporter.kinds.KINDS`` names one of each per kind).
+
+- Probes: texts for embedders and sparse encoders; for rerankers, (query, passage) pairs arranged in
+  reranking lists (``rerank_probe``, deterministic).
+- Outputs: ``encode`` embeddings, ``predict`` scores, or the sparse encoder's vocabulary-sized vectors,
+  densified.
+- Compare: ``exporter.quality.parity``'s ``compare`` / ``compare_scores`` / ``compare_sparse``, called with
+  what each needs from the probe (the reranking lists).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exporter.quality import parity
+
+RERANK_LIST_SIZE = 10  # candidate passages per query
+RERANK_MAX_LISTS = 32  # queries; 32 x 10 = 320 pairs, about the probe set's size
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the fidelity check feeds a model of one kind, built from the probe texts."""
+
+    texts: list[str]
+    pairs: list[tuple[str, str]] | None = None  # cross-encoders: (query, passage)
+    lists: list[list[int]] | None = None  # cross-encoders: per query, indices into ``pairs``
+
+    @property
+    def inputs(self) -> list:
+        """What one model call takes: the pairs for a cross-encoder, else the texts."""
+        return self.pairs if self.pairs is not None else self.texts
+
+
+def text_probe(texts: list[str]) -> Probe:
+    return Probe(texts=list(texts))
+
+
+def rerank_probe(texts: list[str]) -> Probe:
+    """Reranking lists from the probe texts, deterministically: up to ``RERANK_MAX_LISTS`` queries spread
+    evenly over the texts, each with ``RERANK_LIST_SIZE`` other texts as candidate passages, also spread
+    evenly (so every list mixes the probe set's kinds of text: sentences, code, other scripts, long ones).
+    """
+    n = len(texts)
+    if n == 1:
+        return Probe(texts=list(texts), pairs=[(texts[0], texts[0])], lists=[[0]])
+    m = min(RERANK_LIST_SIZE, n - 1)
+    step = max(1, (n - 1) // m)  # 1 + (m - 1) * step < n: the candidates are distinct and not the query
+    n_lists = min(RERANK_MAX_LISTS, n)
+    qstep = max(1, n // n_lists)
+    pairs: list[tuple[str, str]] = []
+    lists: list[list[int]] = []
+    for q in range(0, qstep * n_lists, qstep):
+        lists.append(list(range(len(pairs), len(pairs) + m)))
+        pairs.extend((texts[q], texts[(q + 1 + j * step) % n]) for j in range(m))
+    return Probe(texts=list(texts), pairs=pairs, lists=lists)
+
+
+# ------------------------------------------------------------------------------------------ outputs
+def embed(model, inputs: list, batch_size: int):
+    import numpy as np
+
+    out = model.encode(inputs, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+    return np.asarray(out)
+
+
+def scores(model, inputs: list, batch_size: int):
+    import numpy as np
+
+    out = np.asarray(model.predict(inputs, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False))
+    return out.reshape(len(inputs), -1)
+
+
+def sparse(model, inputs: list, batch_size: int):
+    """Dense ``(n, vocab)`` float32 vectors (the sparse encoder's own output, densified)."""
+    import numpy as np
+
+    out = model.encode(
+        inputs, batch_size=batch_size, convert_to_tensor=True, convert_to_sparse_tensor=False, show_progress_bar=False
+    )
+    return np.asarray(out.detach().cpu().float().numpy())
+
+
+# ------------------------------------------------------------------------------------------ compare
+def compare_embeddings(ref, cand, probe: Probe):
+    return parity.compare(ref, cand)
+
+
+def compare_scores(ref, cand, probe: Probe):
+    return parity.compare_scores(ref, cand, probe.lists or [])
+
+
+def compare_sparse(ref, cand, probe: Probe):
+    return parity.compare_sparse(ref, cand)
