@@ -109,7 +109,7 @@ def test_a_reranker_report_row_and_plot_use_its_own_metrics(tmp_path):
 
 
 def test_fleet_rows_carry_each_kinds_primary_metric(tmp_path, capsys):
-    from exporter.cli.recipes import print_summary_table
+    from exporter.cli.output import print_summary_table
     from tests.artifact_factory import make_artifact
 
     embedder = json.loads((make_artifact(tmp_path / "emb") / "manifest.json").read_text())
