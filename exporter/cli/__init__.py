@@ -232,7 +232,7 @@ def export(
 def _bench_best(outcome, as_json: bool) -> None:
     """--variants best: bench the candidates in the same command; exit 0 when one passed and is recommended.
     The export summary is printed before the bench, so a failing bench (or none to run) still shows it."""
-    from exporter.cli.quality import print_bench
+    from exporter.cli.quality import bench_bar, print_bench
     from exporter.pipeline import raise_for_failures
     from exporter.quality import best
 
@@ -241,10 +241,8 @@ def _bench_best(outcome, as_json: bool) -> None:
     try:
         if not best.bench_ids(outcome.manifest):  # nothing passed, no int8 built: the gate/build failure
             raise_for_failures(outcome)
-        with library_stdout_to_stderr():
-            result, manifest = best.bench_and_recommend(
-                outcome.artifact, outcome.manifest, on_step=lambda line: typer.echo(f"  bench {line}", err=True)
-            )
+        with library_stdout_to_stderr(), bench_bar() as on_step:
+            result, manifest = best.bench_and_recommend(outcome.artifact, outcome.manifest, on_step=on_step)
     except Exception:
         if as_json:
             print_json(export_summary(outcome))

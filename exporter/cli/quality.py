@@ -6,7 +6,9 @@ the library modules they call raise typed errors, which ``cli.main`` turns into 
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -98,7 +100,7 @@ def bench(
     from exporter.quality import bench as bench_mod
     from exporter.quality.report import write_report
 
-    with library_stdout_to_stderr():
+    with library_stdout_to_stderr(), bench_bar() as on_step:
         result = bench_mod.bench(
             artifact,
             _ids(variants),
@@ -107,7 +109,7 @@ def bench(
             texts=texts,
             max_texts=max_texts,
             rounds=rounds,
-            on_step=lambda line: typer.echo(f"  bench {line}", err=True),
+            on_step=on_step,
         )
     manifest = bench_mod.record(artifact, result)
     if report:
@@ -116,6 +118,30 @@ def bench(
         _echo_json({"bench": manifest["bench"], "variants": result.variants, "recommended": manifest["recommended"]})
         return
     print_bench(result, manifest)
+
+
+@contextlib.contextmanager
+def bench_bar() -> Iterator:
+    """A progress bar on stderr for a bench run: one bar over its (round, runner) passes, naming the runner
+    and stage now running, and a tick line with the figures as each pass ends. Yields the ``on_step``."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    from exporter.cli import stderr_console
+
+    console = stderr_console()
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("bench", total=None)
+
+        def on_step(step) -> None:
+            where = f"bench round {step.round}/{step.rounds} {step.runner}"
+            bar.update(task, total=step.total, completed=step.position - 1 + step.fraction)
+            bar.update(task, description=escape(f"{where}: {step.stage}"))
+            if step.done:
+                console.print(f"[green]✓[/] bench {escape(str(step))}", soft_wrap=True)
+
+        yield on_step
 
 
 def print_bench(result, manifest: dict) -> None:
@@ -131,6 +157,11 @@ def print_bench(result, manifest: dict) -> None:
         f"{cfg['rounds']} rounds on {cfg.get('n_inputs', cfg['texts']['n'])} {cfg.get('unit', 'texts')}"
         + (f", load average {load['before']:.2f} -> {load['after']:.2f}" if load else "")
     )
+    if cfg.get("memory"):
+        typer.echo(
+            f"Batches {cfg['batching'].split(':')[0]}; one runner resident at a time, "
+            f"peak resident memory {cfg['memory']['peak_rss_mb']:.0f} MiB"
+        )
     unit = cfg.get("unit", "texts")  # pairs for rerankers
     int8 = result.runners.get(ALL_INT8)
     width = max(26, *(len(n) + 2 for n in result.runners))
