@@ -98,6 +98,8 @@ def test_record_states_batching_and_memory(benched):
     art, result, manifest, _ = benched
     top = mf.load(art)["bench"]
     assert top["batching"] == BATCHING and top["batching"].startswith("sorted by length")
+    idle = top["torch_idle_threads"]  # PASSIVE, unless torch was loaded before the bench (then as it was)
+    assert idle in ("OMP_WAIT_POLICY=PASSIVE", "as torch loaded (spinning allowed)") or "POLICY=" in idle, idle
     mem = top["memory"]
     assert mem["runners_resident"] == 1
     assert 0 < mem["peak_rss_mb_before"] <= mem["peak_rss_mb"]
