@@ -21,12 +21,13 @@ SIZES = [1, 4]
 def benched(artifact):  # noqa: F811 - the fixture imported above
     from exporter.quality import bench
 
-    result = bench.bench(artifact, batch_sizes=SIZES, threads=1, max_texts=12, rounds=2)
-    return artifact, result, bench.record(artifact, result)
+    steps = []  # what a progress display is told, in order
+    result = bench.bench(artifact, batch_sizes=SIZES, threads=1, max_texts=12, rounds=2, on_step=steps.append)
+    return artifact, result, bench.record(artifact, result), steps
 
 
 def test_figures_present_and_positive(benched):
-    art, result, manifest = benched
+    art, result, manifest, _ = benched
     assert set(result.runners) == {"torch", *VARIANTS}
     for name, s in result.runners.items():
         for b in SIZES:
@@ -42,7 +43,7 @@ def test_figures_present_and_positive(benched):
 
 
 def test_recorded_in_manifest(benched):
-    art, result, manifest = benched
+    art, result, manifest, _ = benched
     on_disk = mf.load(art)  # schema-valid after the atomic write
     assert on_disk == manifest
     top = on_disk["bench"]
@@ -59,7 +60,7 @@ def test_recorded_in_manifest(benched):
 def test_recommended_satisfies_its_rule(benched):
     from exporter.quality.recommend import eligible, rule_batch
 
-    _, _, manifest = benched
+    _, _, manifest, _ = benched
     rec = manifest["recommended"]
     assert rule_batch(manifest) == 4  # 32 was not measured: the largest measured batch size
     assert "batch 4" in rec["rule"]
@@ -68,6 +69,52 @@ def test_recommended_satisfies_its_rule(benched):
     passing = [v for v in manifest["variants"] if eligible(v) and v["bench"]]
     assert rec["throughput_ratio"] == max(v["bench"]["ratio_to_torch"]["4"] for v in passing)
     assert rec["throughput_ratio"] == chosen["bench"]["ratio_to_torch"]["4"]
+
+
+def test_progress_per_runner_and_round(benched):
+    """Every runner of every round is announced (load first) and closed with its figures, one at a time."""
+    _, result, _, steps = benched
+    runners, rounds = list(result.runners), 2
+    done = [s for s in steps if s.done]
+    assert [(s.round, s.runner) for s in steps if s.stage == "load"] == [(s.round, s.runner) for s in done]
+    assert len(done) == rounds * len(runners)
+    for r in range(1, rounds + 1):
+        assert sorted(s.runner for s in done if s.round == r) == sorted(runners)
+    assert [s.position for s in done] == list(range(1, len(done) + 1))
+    assert all(s.total == len(done) and s.rounds == rounds for s in steps)
+    assert [s.runner for s in done[: len(runners)]] != [s.runner for s in done[len(runners) :]]  # rotated
+    for s in done:
+        assert set(s.figures) == set(SIZES) and all(v > 0 for v in s.figures.values())
+        assert s.figures[4] == result.runners[s.runner]["throughput_rounds"]["4"][s.round - 1]
+        assert f"round {s.round}/2" in str(s) and s.runner in str(s)
+    stages = [s.stage for s in steps[: 2 + len(SIZES) + 1]]
+    assert stages == ["load", "warm-up", *(f"batch {b}" for b in SIZES), "done"]  # one runner at a time
+    fractions = [s.fraction for s in steps[: len(stages)]]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+
+
+def test_record_states_batching_and_memory(benched):
+    from exporter.quality.bench import BATCHING, sort_by_length
+
+    art, result, manifest, _ = benched
+    top = mf.load(art)["bench"]
+    assert top["batching"] == BATCHING and top["batching"].startswith("sorted by length")
+    idle = top["torch_idle_threads"]  # PASSIVE, unless torch was loaded before the bench (then as it was)
+    assert idle in ("OMP_WAIT_POLICY=PASSIVE", "as torch loaded (spinning allowed)") or "POLICY=" in idle, idle
+    mem = top["memory"]
+    assert mem["runners_resident"] == 1
+    assert 0 < mem["peak_rss_mb_before"] <= mem["peak_rss_mb"]
+    assert set(mem["rss_mb_by_runner"]) == set(result.runners)
+    for name, rss in mem["rss_mb_by_runner"].items():
+        assert 0 < rss <= mem["peak_rss_mb"], name
+        assert result.runners[name]["rss_mb"] == rss
+    from exporter.quality.report import render_markdown
+
+    assert f"Batches {BATCHING}" in render_markdown(manifest)  # REPORT.md says it too
+    assert f"peak resident memory {mem['peak_rss_mb']:.0f} MiB" in render_markdown(manifest)
+    texts = ["a", "abcd", "ab", "abc"]
+    assert sort_by_length(texts) == ["abcd", "abc", "ab", "a"]
+    assert sort_by_length([("q", "long passage"), ("query", "p")]) == [("q", "long passage"), ("query", "p")]
 
 
 def test_recommend_skips_failed_variants():

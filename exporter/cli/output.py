@@ -79,6 +79,28 @@ def end_export(outcome, *, best: bool, as_json: bool, summary: dict | None = Non
     raise_for_failures(outcome)
 
 
+@contextlib.contextmanager
+def bench_bar() -> Iterator:
+    """A progress bar on stderr for a bench run: one bar over its (round, runner) passes, naming the runner
+    and stage now running, and a tick line with the figures as each pass ends. Yields the ``on_step``."""
+    from rich.markup import escape
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    console = stderr_console()
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("bench", total=None)
+
+        def on_step(step) -> None:
+            where = f"bench round {step.round}/{step.rounds} {step.runner}"
+            bar.update(task, total=step.total, completed=step.position - 1 + step.fraction)
+            bar.update(task, description=escape(f"{where}: {step.stage}"))
+            if step.done:
+                console.print(f"[green]✓[/] bench {escape(str(step))}", soft_wrap=True)
+
+        yield on_step
+
+
 def bench_best(outcome, as_json: bool) -> None:
     """--variants best: bench the candidates in the same command; exit 0 when one passed and is recommended.
     The export summary is printed before the bench, so a failing bench (or none to run) still shows it."""
@@ -90,10 +112,8 @@ def bench_best(outcome, as_json: bool) -> None:
     try:
         if not best.bench_ids(outcome.manifest):  # nothing passed, no int8 built: the gate/build failure
             raise_for_failures(outcome)
-        with library_stdout_to_stderr():
-            result, manifest = best.bench_and_recommend(
-                outcome.artifact, outcome.manifest, on_step=lambda line: typer.echo(f"  bench {line}", err=True)
-            )
+        with library_stdout_to_stderr(), bench_bar() as on_step:
+            result, manifest = best.bench_and_recommend(outcome.artifact, outcome.manifest, on_step=on_step)
     except Exception:
         if as_json:
             print_json(export_summary(outcome))
@@ -171,6 +191,11 @@ def print_bench(result, manifest: dict) -> None:
         f"{cfg['rounds']} rounds on {cfg.get('n_inputs', cfg['texts']['n'])} {cfg.get('unit', 'texts')}"
         + (f", load average {load['before']:.2f} -> {load['after']:.2f}" if load else "")
     )
+    if cfg.get("memory"):
+        typer.echo(
+            f"Batches {cfg['batching'].split(':')[0]}; one runner resident at a time, "
+            f"peak resident memory {cfg['memory']['peak_rss_mb']:.0f} MiB"
+        )
     unit = cfg.get("unit", "texts")  # pairs for rerankers
     int8 = result.runners.get(ALL_INT8)
     width = max(26, *(len(n) + 2 for n in result.runners))

@@ -91,11 +91,11 @@ def bench(
 ) -> None:
     """Throughput at each batch size and batch-1 latency of each variant and the torch reference, in one run;
     records ratios to torch in the manifest and the recommended variant."""
-    from exporter.cli.output import library_stdout_to_stderr, print_bench
+    from exporter.cli.output import bench_bar, library_stdout_to_stderr, print_bench
     from exporter.quality import bench as bench_mod
     from exporter.quality.report import write_report
 
-    with library_stdout_to_stderr():
+    with library_stdout_to_stderr(), bench_bar() as on_step:
         result = bench_mod.bench(
             artifact,
             _ids(variants),
@@ -104,7 +104,7 @@ def bench(
             texts=texts,
             max_texts=max_texts,
             rounds=rounds,
-            on_step=lambda line: typer.echo(f"  bench {line}", err=True),
+            on_step=on_step,
         )
     manifest = bench_mod.record(artifact, result)
     if report:

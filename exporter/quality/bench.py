@@ -9,9 +9,15 @@ Method (``METHOD`` is recorded in the manifest):
   threads not spinning, so one runner's spin-wait does not eat the next runner's time),
   OpenVINO ``INFERENCE_NUM_THREADS`` (one stream, latency hint). After loading, the provider / device that
   actually runs the session is read back and must be the CPU one asked for (no silent fallback).
-- One warm-up pass per runner and batch size, then ``rounds`` rounds. In each round every batch size is
-  measured for every runner back to back, the runner order rotated each round, so slow drifts of a noisy
-  machine hit all runners alike.
+- Bounded memory: one runner is resident at a time. Each of the ``rounds`` rounds loads every runner in
+  turn (the order rotated each round, so slow drifts of a noisy machine hit all runners alike), warms it up
+  at every batch size, times every batch size, then frees it (``del`` + ``gc``) before loading the next.
+  The peak resident memory of the process (``ru_maxrss``) and each runner's resident memory while loaded
+  are recorded (``memory``).
+- Batches are formed as servers form them: the inputs are sorted by length (characters; a pair by the sum
+  of both texts), longest first, before they are cut into batches, so each batch pads only to its own
+  longest text (``batching``). sentence-transformers sorts the same way inside ``encode``/``predict``;
+  sorting up front makes every runner see the same batches.
 - Throughput: texts/s encoding the same texts (tokenisation, model, pooling, normalisation: what
   ``encode`` does) at each batch size; the median over rounds. Rerankers are timed on (query, passage)
   pairs built from the texts as the fidelity check builds them, through ``predict``: pairs/s (the
@@ -30,16 +36,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
+from exporter import memory
 from exporter.errors import BenchError, UsageError
 from exporter.runners.runner import REFERENCE, Runner
 
 DEFAULT_BATCH_SIZES = (1, 8, 32)
+BATCHING = (
+    "sorted by length: inputs ordered longest first (characters; a pair by both texts) before cutting "
+    "batches, as servers batch, so a batch pads only to its own longest input"
+)
 METHOD = (
     "texts/s of SentenceTransformer.encode (pairs/s of CrossEncoder.predict, texts/s of SparseEncoder.encode) "
-    "on the same inputs per batch size, median of interleaved rounds "
-    "(runner order rotated per round) after one warm-up pass; latency = per-call time of single-text encodes "
+    "on the same inputs per batch size, median of rounds; each round loads one runner at a time "
+    "(order rotated per round), warms it up, times it and frees it; latency = per-call time of single-text encodes "
     "(p50/p95 over all rounds); ratio = median over rounds of variant/torch throughput in the same round."
 )
 
@@ -48,6 +60,8 @@ METHOD = (
 class Samples:
     throughput: dict[int, list[float]] = field(default_factory=dict)  # batch size -> texts/s per round
     latencies: list[float] = field(default_factory=list)  # seconds per single-text call
+    runtime: dict = field(default_factory=dict)  # what ran it (provider / device / threads), read after warm-up
+    rss_mb: float | None = None  # the largest resident set seen with this runner loaded
 
 
 @dataclass
@@ -84,7 +98,7 @@ def bench(
     texts: Path | None = None,
     max_texts: int = 256,
     rounds: int = 3,
-    on_step: Callable[[str], None] | None = None,
+    on_step: Callable[[BenchStep], None] | None = None,
     host=None,
 ) -> BenchResult:
     """Benchmark the chosen variants (default: every built one) and the torch reference in one run.
@@ -125,16 +139,14 @@ def bench(
     kspec = kinds.get(kind)
     inputs = kspec.probe(sample).inputs[:max_texts]  # texts, or (query, passage) pairs for a reranker
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # the tokenizers' pool, before first use
+    idle = _torch_idle_threads()
 
-    runners = [recorded_reference_runner(manifest, threads)] + [
-        variant_runner(artifact, v, kind, threads) for v in chosen
-    ]
-    load_before = os.getloadavg()[0]
-    samples = measure(runners, inputs, batch_sizes, rounds, on_step)
+    loaders = [(REFERENCE, lambda: recorded_reference_runner(manifest, threads))]
+    loaders += [(v["id"], lambda v=v: variant_runner(artifact, v, kind, threads)) for v in chosen]
+    load_before, peak_before = os.getloadavg()[0], memory.peak_rss_mb()
+    samples = measure(loaders, sort_by_length(inputs), batch_sizes, rounds, on_step, kspec.unit)
     load_after = os.getloadavg()[0]
-    summaries = {r.name: summarize(samples[r.name], samples[REFERENCE], r.runtime()) for r in runners}
-    for r in runners:
-        check_runtime(r.name, r.backend, summaries[r.name]["runtime"])
+    summaries = {name: summarize(samples[name], samples[REFERENCE]) for name, _ in loaders}
     config = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "threads": threads,
@@ -149,8 +161,35 @@ def bench(
         "loadavg_1min": {"before": load_before, "after": load_after},  # other work on the machine
         "method": METHOD,
         "not_applicable": skipped,  # variant id -> why this CPU cannot run it (not timed)
+        "batching": BATCHING,
+        "torch_idle_threads": idle,
+        "memory": _memory_record(samples, peak_before),
     }
     return BenchResult(config, summaries)
+
+
+def _torch_idle_threads() -> str:
+    """Let torch's idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) as ONNX Runtime's do here, unless
+    the user chose a policy. Spinning threads on busy cores made torch up to 30x slower than on a quiet
+    machine (a 2-layer model: 692 ms a text against 2.1 ms passive, 2 threads, load average 11), which
+    inflates every ratio to torch. libgomp reads the policy when torch loads: once loaded, it is too late."""
+    import sys
+
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        return f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    return f"OMP_WAIT_POLICY={policy} (set before torch loaded)" if policy else "as torch loaded (spinning allowed)"
+
+
+def _memory_record(samples: dict[str, Samples], peak_before: float) -> dict:
+    """MiB; the peak is the whole process's, so it includes what ran before the bench (``peak_rss_mb_before``)."""
+    return {
+        "peak_rss_mb": memory.peak_rss_mb(),
+        "peak_rss_mb_before": peak_before,
+        "runners_resident": 1,  # measure loads, times and frees one runner at a time
+        "rss_mb_by_runner": {name: s.rss_mb for name, s in samples.items()},
+    }
 
 
 def check_runtime(name: str, backend: str, runtime: dict) -> None:
@@ -162,26 +201,85 @@ def check_runtime(name: str, backend: str, runtime: dict) -> None:
 
 
 # -------------------------------------------------------------------------------------- measuring
-def measure(
-    runners: list[Runner], texts: list[str], batch_sizes, rounds: int, on_step: Callable[[str], None] | None = None
-) -> dict[str, Samples]:
-    """Warm up every runner at every batch size, then time interleaved rounds (order rotated per round).
+@dataclass(frozen=True)
+class BenchStep:
+    """Where a bench run is, for a progress display: a runner of a round at one ``stage`` ("load",
+    "warm-up", "batch N", "done"). ``figures`` (throughput per batch size) and ``seconds`` come with "done"."""
 
-    ``on_step`` gets one line per timed pass (round, batch size, runner, texts/s): progress a person sees."""
-    samples = {r.name: Samples({b: [] for b in batch_sizes}) for r in runners}
+    round: int  # 1-based
+    rounds: int
+    runner: str
+    position: int  # this (round, runner) pass, 1-based, of ``total``
+    total: int
+    stage: str
+    fraction: float  # of this pass done, 0..1
+    figures: dict[int, float] | None = None
+    seconds: float | None = None
+    unit: str = "texts"
+
+    @property
+    def done(self) -> bool:
+        return self.figures is not None
+
+    def __str__(self) -> str:
+        head = f"round {self.round}/{self.rounds}, runner {self.runner} ({self.position}/{self.total})"
+        if not self.done:
+            return f"{head}: {self.stage}"
+        rates = ", ".join(f"{v:.1f} {self.unit}/s @{b}" for b, v in self.figures.items())
+        return f"{head}: {rates} ({self.seconds:.1f}s with load)"
+
+
+def sort_by_length(inputs: list) -> list:
+    """Longest first by characters (a pair by the sum of its texts), as servers order a queue into batches."""
+
+    def size(item) -> int:
+        return len(item) if isinstance(item, str) else sum(len(str(part)) for part in item)
+
+    return sorted(inputs, key=size, reverse=True)
+
+
+def measure(
+    loaders: list[tuple[str, Callable[[], Runner]]],
+    texts: list,
+    batch_sizes,
+    rounds: int,
+    on_step: Callable[[BenchStep], None] | None = None,
+    unit: str = "texts",
+) -> dict[str, Samples]:
+    """Rounds of: for each runner (order rotated per round) load it, warm it up at every batch size, time
+    every batch size, free it. One runner is resident at a time; its runtime is checked on every load.
+
+    ``on_step`` gets a ``BenchStep`` at each stage of each (round, runner) pass: progress a person sees."""
+    samples = {name: Samples({b: [] for b in batch_sizes}) for name, _ in loaders}
     warm = texts[: max(max(batch_sizes), 8)]
-    for r in runners:
-        for b in batch_sizes:
-            r.encode(warm, b)
+    total = rounds * len(loaders)
     for i in range(rounds):
-        order = runners[i % len(runners) :] + runners[: i % len(runners)]
-        for b in batch_sizes:
-            for j, r in enumerate(order):
-                took = _time_one(r, texts, b, samples[r.name].latencies)
-                samples[r.name].throughput[b].append(took)
-                if on_step:
-                    on_step(f"round {i + 1}/{rounds}, batch {b}, runner {j + 1}/{len(order)} {r.name}: {took:.1f}/s")
+        order = loaders[i % len(loaders) :] + loaders[: i % len(loaders)]
+        for j, (name, load) in enumerate(order):
+            step = partial(BenchStep, i + 1, rounds, name, i * len(loaders) + j + 1, total, unit=unit)
+            _one_pass(load, samples[name], texts, warm, batch_sizes, step, on_step or (lambda _step: None))
     return samples
+
+
+def _one_pass(load, mine: Samples, texts: list, warm: list, batch_sizes, step, tell) -> None:
+    """One runner in one round: load, warm up at every batch size, time every batch size, free."""
+    stages = 2 + len(batch_sizes)  # load, warm-up, one per batch size
+    start = time.perf_counter()
+    tell(step("load", 0.0))
+    runner = load()
+    tell(step("warm-up", 1 / stages))
+    for b in batch_sizes:
+        runner.encode(warm, b)
+    mine.runtime = runner.runtime()
+    check_runtime(runner.name, runner.backend, mine.runtime)
+    for k, b in enumerate(batch_sizes):
+        tell(step(f"batch {b}", (2 + k) / stages))
+        mine.throughput[b].append(_time_one(runner, texts, b, mine.latencies))
+    mine.rss_mb = max(mine.rss_mb or 0.0, memory.rss_mb() or 0.0) or None
+    del runner
+    memory.release()
+    figures = {b: mine.throughput[b][-1] for b in batch_sizes}
+    tell(step("done", 1.0, figures=figures, seconds=time.perf_counter() - start))
 
 
 def _time_one(runner: Runner, texts: list[str], batch_size: int, latencies: list[float]) -> float:
@@ -200,7 +298,7 @@ def _time_one(runner: Runner, texts: list[str], batch_size: int, latencies: list
     return len(texts) / (time.perf_counter() - start)
 
 
-def summarize(mine: Samples, ref: Samples, runtime: dict) -> dict:
+def summarize(mine: Samples, ref: Samples) -> dict:
     """Medians, latency percentiles and per-round ratios to the reference: the manifest's ``bench`` entry."""
     out: dict = {
         "throughput": {str(b): statistics.median(v) for b, v in mine.throughput.items()},
@@ -215,7 +313,8 @@ def summarize(mine: Samples, ref: Samples, runtime: dict) -> dict:
             for rs in [[m / r for m, r in zip(v, ref.throughput[b], strict=True)]]
         },
         "latency_ms": None,
-        "runtime": runtime,
+        "runtime": mine.runtime,
+        "rss_mb": mine.rss_mb,  # resident memory of the process with this runner loaded (MiB)
     }
     if mine.latencies:
         out["latency_ms"] = {

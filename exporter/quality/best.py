@@ -31,7 +31,7 @@ def bench_ids(manifest: dict) -> list[str]:
 
 def bench_and_recommend(artifact: Path, manifest: dict, threads: int | None = None, on_step=None):
     """One bench run over ``bench_ids``; records it (and ``recommended``) in the manifest. Returns both.
-    ``on_step`` gets a line per timed pass (progress)."""
+    ``on_step`` gets a ``bench.BenchStep`` per stage of each timed pass (progress)."""
     from exporter.quality import bench as bench_mod
 
     result = bench_mod.bench(

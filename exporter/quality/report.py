@@ -147,6 +147,11 @@ def render_markdown(manifest: dict) -> str:
             f"{bench['rounds']} interleaved rounds on {bench['texts']['n']} texts; torch fp32 reference "
             + ", ".join(f"{_f(t, 1)} {unit}/s @ {b}" for b, t in bench["reference"]["throughput"].items())
         )
+        if bench.get("memory"):
+            lines.append(
+                f"- Batches {bench['batching']}; one runner resident at a time, "
+                f"peak resident memory {bench['memory']['peak_rss_mb']:.0f} MiB"
+            )
         lat = bench["reference"].get("latency_ms") or {}
         if lat:
             lines.append(f"- Torch latency at batch 1: p50 {_f(lat['p50'], 2)} ms, p95 {_f(lat['p95'], 2)} ms")
