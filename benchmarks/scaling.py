@@ -29,12 +29,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from _common import REPO_ROOT, machine, stopwatch
 
 MODELS = ("tiny", "minilm", "bert-base")
 PHASES = ("export", "verify", "bench")
@@ -102,15 +99,14 @@ def _numel(shape) -> int:
 
 def run_phase(cmd: list[str], env: dict) -> dict:
     """Run one CLI phase in its own process: wall seconds, its own peak RSS (MiB), exit code, stderr tail."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as err:
+    with stopwatch() as watch, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         tail = err.read().decode(errors="replace")[-1500:]
     return {
-        "seconds": time.perf_counter() - start,
+        "seconds": watch.seconds,
         "peak_rss_mb": usage.ru_maxrss / 1024,
         "code": proc.returncode,
         "stderr": tail,
@@ -146,11 +142,7 @@ def measure_model(name: str, args, work: Path, env: dict) -> dict:
 
 
 def print_report(rows: list[dict], args) -> None:
-    from exporter.environment import cpu_info
-    from exporter.hostcaps import this_host
-
-    cpu = cpu_info()
-    print(f"CPU: {cpu['model']}, {os.cpu_count()} cores; flags {this_host().describe()}")
+    print(machine())
     print(
         f"variants {args.variants}; bench: {args.threads} thread(s), {args.rounds} round(s), "
         f"{args.max_texts} texts, batch sizes {args.batch_sizes}; load average now {os.getloadavg()[0]:.2f}"
