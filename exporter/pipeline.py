@@ -200,7 +200,7 @@ def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds,
     from exporter import manifest as mf
     from exporter.builders.context import BuildContext
     from exporter.environment import environment
-    from exporter.quality import probes, refcache
+    from exporter.quality import parity_run, probes, refcache
     from exporter.quality.parity_run import run_chunked
 
     kspec = kinds.get(kind)
@@ -243,11 +243,11 @@ def _export_into(out: Path, plan: ExportPlan, src, kind: str, specs, thresholds,
         packages=env["packages"],
         cpu=env["cpu"],
         batch=kinds.PARITY_BATCH,
+        batching=parity_run.REFERENCE_BATCHING,
     )
-    ref_out, hit = refcache.cached(
-        ref_key,
-        lambda: run_chunked(progress, label, lambda c: kspec.outputs(reference, c, kinds.PARITY_BATCH), probe.inputs),
-    )
+    ctx.options["reference_key"] = ref_key  # builders cache their own reference runs under it (refcache)
+    run_ref = lambda c: parity_run.outputs_length_sorted(kspec.outputs, reference, c, kinds.PARITY_BATCH)  # noqa: E731
+    ref_out, hit = refcache.cached(ref_key, lambda: run_chunked(progress, label, run_ref, probe.inputs))
     if hit:
         progress.note(f"{label}: reused the cached reference outputs ({refcache.cache_dir()})")
 
@@ -393,7 +393,7 @@ def _textset_entry(ts) -> dict:
 def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, threshold, progress) -> dict:
     from exporter import kinds
     from exporter.builders import external_data
-    from exporter.quality import parity, parity_run
+    from exporter.quality import parity, parity_replay, parity_run
 
     kspec = kinds.get(ctx.kind)
     truncate_dim = ctx.options.get("truncate_dim")
@@ -419,9 +419,12 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
         entry["files"] = [r.to_dict() for r in record_files(stage, result.files)]
         entry["build"] = result.build
         model = load_variant_model(stage, spec, ctx.kind, truncate_dim)
+        tape = parity_replay.record(model)  # the runtime path reuses this path's graph runs (same feeds)
         label = f"Running {spec.id} on the probe {kspec.unit}"
         run = lambda chunk: kspec.outputs(model, chunk, kinds.PARITY_BATCH)  # noqa: E731
         out = parity_run.run_chunked(progress, label, run, probe.inputs)
+        if tape is not None:
+            tape.close()
         with progress.step(f"Checking parity of {spec.id}"):
             metrics = kspec.compare(ref_out, out, probe)
             verdict = parity.judge(metrics, threshold)
@@ -434,6 +437,7 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
                 ctx.kind,
                 probe.texts,
                 threshold,
+                tape=tape,
             )
         if ctx.options.get("consumers"):
             from exporter.quality import consumers
