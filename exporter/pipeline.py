@@ -421,7 +421,7 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
         model = load_variant_model(stage, spec, ctx.kind, truncate_dim)
         tape = parity_replay.record(model)  # the runtime path reuses this path's graph runs (same feeds)
         label = f"Running {spec.id} on the probe {kspec.unit}"
-        run = lambda chunk: kspec.outputs(model, chunk, kinds.PARITY_BATCH)  # noqa: E731
+        run, lengths = parity_run.candidate_run(spec, kspec.outputs, model, kinds.PARITY_BATCH)
         out = parity_run.run_chunked(progress, label, run, probe.inputs)
         if tape is not None:
             tape.close()
@@ -438,6 +438,7 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
                 probe.texts,
                 threshold,
                 tape=tape,
+                lengths=lengths,
             )
         if ctx.options.get("consumers"):
             from exporter.quality import consumers

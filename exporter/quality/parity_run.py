@@ -7,7 +7,10 @@
   count (``length_batches``: longest first, at most ``batch_size`` inputs and ``batch_size x
   TOKENS_PER_SLOT`` padded tokens), rows back in input order. sentence-transformers sorts by characters,
   which on the default probe set pads 21350 tokens for 7545 real ones; these batches pad 8840, the same
-  embeddings within 3e-7 (fp32 padding is masked), about 40 % less reference time.
+  embeddings within 3e-7 (fp32 padding is masked), about 40 % less reference time. The fp32 variants'
+  sentence-transformers path runs the same way (``exporter.pipeline`` passes ``lengths`` on to the runtime
+  path, which then forms the same batches); other precisions keep ST's batches (dynamic int8 scales depend
+  on the batch mates, 16-bit kernels may depend on the shapes).
 - ``add_runtime_path``: a sentence-transformer variant with an ONNX graph has two serving paths. The
   sentence-transformers path (``SentenceTransformer(backend="onnx")``) reads the graph's
   ``last_hidden_state`` and runs the model's Pooling/Normalize modules in torch; the torch-free
@@ -87,9 +90,9 @@ def length_batches(lengths: list[int], batch_size: int, token_budget: int | None
 
 def outputs_length_sorted(outputs: Callable[[Any, list, int], Any], model, inputs: list, batch_size: int):
     """``outputs(model, inputs, batch_size)`` (a ``KindSpec.outputs``), run over ``length_batches`` of the
-    inputs and put back in input order: the least padding for the same numbers. For the fp32 torch
-    reference only; a dynamically quantised variant's outputs depend on its batch mates, so candidates keep
-    the batches sentence-transformers forms. Falls back to one plain call without a tokenizer to count with."""
+    inputs and put back in input order: the least padding for the same numbers. For outputs that do not
+    depend on their batch mates only (the fp32 torch reference and fp32 variants; a dynamically quantised
+    variant's do). Falls back to one plain call without a tokenizer to count with."""
     import numpy as np
 
     lengths = token_lengths(model, inputs)
@@ -103,6 +106,19 @@ def outputs_length_sorted(outputs: Callable[[Any, list, int], Any], model, input
     for idx, values in parts:
         out[idx] = values
     return out
+
+
+def candidate_run(spec, outputs: Callable[[Any, list, int], Any], model, batch_size: int):
+    """``(run, lengths)`` for a built variant's sentence-transformers path: ``run(chunk)`` gives its outputs,
+    in ``outputs_length_sorted`` batches for an fp32 variant (``lengths`` counts tokens, for the runtime
+    path to form the same batches), else in the batches ``outputs`` forms itself (``lengths`` None)."""
+    from exporter.variants import Precision
+
+    if spec.precision is not Precision.FP32:
+        return (lambda chunk: outputs(model, chunk, batch_size)), None
+    return (lambda chunk: outputs_length_sorted(outputs, model, chunk, batch_size)), (
+        lambda texts: token_lengths(model, texts)
+    )
 
 
 def runtime_encoder(artifact: Path, load: dict, kind: str | None, threads: int | None = None):
@@ -120,17 +136,29 @@ def runtime_encoder(artifact: Path, load: dict, kind: str | None, threads: int |
 
 
 def check_serving_paths(
-    entry: dict, ref_out, st_out, artifact: Path, load: dict, kind, texts, threshold, threads=None, tape=None
+    entry: dict,
+    ref_out,
+    st_out,
+    artifact: Path,
+    load: dict,
+    kind,
+    texts,
+    threshold,
+    threads=None,
+    tape=None,
+    lengths=None,
 ):
     """``add_runtime_path`` for a variant that has a runtime path; records why one that should cannot load.
 
     ``tape``: the sentence-transformers path's session outputs (``parity_replay.record``), which the runtime
-    path reuses for the batches it feeds identically instead of running the graph on them again."""
+    path reuses for the batches it feeds identically instead of running the graph on them again; ``lengths``:
+    the sentence-transformers path ran in ``outputs_length_sorted`` batches counted with it."""
     from exporter.quality import parity_replay
 
     encoder, reason = runtime_encoder(artifact, load, kind, threads)
     if encoder is not None:
-        return add_runtime_path(entry, ref_out, st_out, parity_replay.replaying(encoder, tape), texts, threshold)
+        encoder = parity_replay.replaying(encoder, tape)
+        return add_runtime_path(entry, ref_out, st_out, encoder, texts, threshold, lengths=lengths)
     if reason:
         entry["serving_paths"] = {
             "sentence_transformers": ST_PATH,
@@ -148,15 +176,27 @@ def st_batches(texts: list[str], batch_size: int) -> list[list[int]]:
     return [order[s : s + batch_size].tolist() for s in range(0, len(texts), batch_size)]
 
 
-def encode_in_st_batches(encoder, texts: list[str], batch_size: int = 32):
-    """``encoder.encode`` over the batches sentence-transformers would form (per ``run_chunked`` chunk),
-    rows back in input order. The batches run shortest first (each is independent of the others), so the
-    one real batch a replaying session (``parity_replay``) checks its tape with is the cheapest."""
+def _batches(chunk: list[str], batch_size: int, lengths: Callable[[list[str]], list[int] | None] | None):
+    """The batches the sentence-transformers path ran ``chunk`` in: ST's own (``st_batches``), or with
+    ``lengths`` ``length_batches`` (``outputs_length_sorted``), each in the row order ST's encode gives it."""
+    import numpy as np
+
+    counts = lengths(chunk) if lengths is not None else None
+    if counts is None:
+        return st_batches(chunk, batch_size)
+    return [[b[j] for j in np.argsort([-len(chunk[i]) for i in b])] for b in length_batches(counts, batch_size)]
+
+
+def encode_in_st_batches(encoder, texts: list[str], batch_size: int = 32, lengths=None):
+    """``encoder.encode`` over the batches the sentence-transformers path ran (per ``run_chunked`` chunk;
+    ``lengths``: it ran ``outputs_length_sorted`` counting tokens with this), rows back in input order. The
+    batches run shortest first (each is independent of the others), so the one real batch a replaying
+    session (``parity_replay``) checks its tape with is the cheapest."""
     import numpy as np
 
     parts = []
     for start, end in reversed(_chunks(len(texts))):  # shortest batch first: the cheapest one runs first
-        for idx in reversed(st_batches(texts[start:end], batch_size)):
+        for idx in reversed(_batches(texts[start:end], batch_size, lengths)):
             rows = [start + i for i in idx]
             parts.append((rows, encoder.encode([texts[i] for i in rows], len(rows))))
     out = np.empty((len(texts), parts[0][1].shape[1]), dtype=parts[0][1].dtype)
@@ -165,7 +205,9 @@ def encode_in_st_batches(encoder, texts: list[str], batch_size: int = 32):
     return out
 
 
-def add_runtime_path(entry: dict, ref_out, st_out, encoder, texts: list[str], threshold, batch_size: int = 32) -> dict:
+def add_runtime_path(
+    entry: dict, ref_out, st_out, encoder, texts: list[str], threshold, batch_size: int = 32, lengths=None
+) -> dict:
     """Gate the runtime path of a variant and record it in its parity ``entry`` (returned, updated).
 
     ``ref_out`` / ``st_out``: the torch reference's and the sentence-transformers path's embeddings of
@@ -176,7 +218,7 @@ def add_runtime_path(entry: dict, ref_out, st_out, encoder, texts: list[str], th
 
     output = "sentence_embedding" if encoder.pooling_in_graph else "token embeddings + pooling in numpy"
     try:
-        rt_out = encode_in_st_batches(encoder, texts, batch_size)
+        rt_out = encode_in_st_batches(encoder, texts, batch_size, lengths)
         metrics = parity.compare(ref_out, rt_out)
         verdict = parity.judge(metrics, threshold)
         runtime = {"output": output, **metrics.to_dict(), **verdict.to_dict()}  # judged by the variant's threshold
