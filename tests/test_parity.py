@@ -370,7 +370,7 @@ def test_to_manifest_validates_against_the_schema():
     t = DEFAULT_THRESHOLDS[PrecisionClass.FP32]
     entry = parity.to_manifest(m, t, parity.judge(m, t), "ab" * 32)
     assert set(entry) == MANIFEST_KEYS | {"probe_sha256"}
-    schema = json.loads((Path(parity.__file__).parent / "schema" / "manifest.schema.json").read_text())
+    schema = json.loads((Path(parity.__file__).parent.parent / "schema" / "manifest.schema.json").read_text())
     jsonschema.validate(entry, {**schema["$defs"]["parity"], "$defs": schema["$defs"]})
 
 
