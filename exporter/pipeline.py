@@ -236,9 +236,8 @@ def _run_reference(job: _Export, ctx, source_entry: dict, env: dict):
     """The torch reference (shared with the builders), the probe and its outputs (from the cache when the
     same source, probe, settings, packages and CPU ran them before)."""
     from exporter import kinds
-    from exporter.quality import refcache
+    from exporter.quality import parity_run, refcache
     from exporter.quality.parity_run import run_chunked
-    from exporter.runners.reference import encoder
 
     kspec, plan, progress = kinds.get(job.kind), job.plan, job.progress
     with progress.step(f"Loading the torch reference ({kspec.label})"):
@@ -256,11 +255,11 @@ def _run_reference(job: _Export, ctx, source_entry: dict, env: dict):
         packages=env["packages"],
         cpu=env["cpu"],
         batch=kinds.PARITY_BATCH,
+        batching=parity_run.REFERENCE_BATCHING,
     )
-    run = encoder(reference, job.kind)
-    ref_out, hit = refcache.cached(
-        ref_key, lambda: run_chunked(progress, label, lambda c: run(c, kinds.PARITY_BATCH), probe.inputs)
-    )
+    ctx.options["reference_key"] = ref_key  # builders cache their own reference runs under it (refcache)
+    run_ref = lambda c: parity_run.outputs_length_sorted(kspec.outputs, reference, c, kinds.PARITY_BATCH)  # noqa: E731
+    ref_out, hit = refcache.cached(ref_key, lambda: run_chunked(progress, label, run_ref, probe.inputs))
     if hit:
         progress.note(f"{label}: reused the cached reference outputs ({refcache.cache_dir()})")
     return reference, probe, ref_out
@@ -323,8 +322,7 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
     from exporter import kinds
     from exporter import manifest as mf
     from exporter.builders import external_data
-    from exporter.quality import parity, parity_run
-    from exporter.runners.reference import encoder
+    from exporter.quality import parity, parity_replay, parity_run
     from exporter.runners.variant import load_variant
 
     kspec = kinds.get(ctx.kind)
@@ -338,9 +336,13 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
                 result.files = external_data.settle_all(result.files)
         entry["files"] = [r.to_dict() for r in record_files(stage, result.files)]
         entry["build"] = result.build
-        run = encoder(load_variant(stage, entry, ctx.kind), ctx.kind)  # as verify loads it, by the same function
+        model = load_variant(stage, entry, ctx.kind)  # as verify loads it, by the same function
+        tape = parity_replay.record(model)  # the runtime path reuses this path's graph runs (same feeds)
         label = f"Running {spec.id} on the probe {kspec.unit}"
-        out = parity_run.run_chunked(progress, label, lambda chunk: run(chunk, kinds.PARITY_BATCH), probe.inputs)
+        run, lengths = parity_run.candidate_run(spec, kspec.outputs, model, kinds.PARITY_BATCH)
+        out = parity_run.run_chunked(progress, label, run, probe.inputs)
+        if tape is not None:
+            tape.close()
         with progress.step(f"Checking parity of {spec.id}"):
             metrics = kspec.compare(ref_out, out, probe)
             verdict = parity.judge(metrics, threshold)
@@ -353,6 +355,8 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
                 ctx.kind,
                 probe.texts,
                 threshold,
+                tape=tape,
+                lengths=lengths,
             )
         if ctx.options.get("consumers"):
             from exporter.quality import consumers

@@ -99,14 +99,24 @@ def search_texts(ctx: BuildContext) -> list[str]:
 
 
 def calibration_reference(ctx: BuildContext, texts: list[str]) -> np.ndarray:
-    """Torch reference embeddings of the calibration texts (computed once per export)."""
+    """Torch reference embeddings of the calibration texts (computed once per export; cached on disk per
+    reference, beside the probe set's, when the pipeline gave the reference's cache key)."""
+    from exporter.quality import parity_run, refcache
     from exporter.quality.probes import texts_sha256
 
-    def encode():
-        model = ctx.reference_model()
-        return np.asarray(model.encode(texts, batch_size=32, prompt="", convert_to_numpy=True, show_progress_bar=False))
+    def embed(model, batch: list[str], size: int) -> np.ndarray:
+        return np.asarray(
+            model.encode(batch, batch_size=size, prompt="", convert_to_numpy=True, show_progress_bar=False)
+        )
 
-    return ctx.memo(f"calibration-reference:{texts_sha256(texts)}", encode)
+    def encode():
+        return parity_run.outputs_length_sorted(embed, ctx.reference_model(), texts, 32)
+
+    sha = texts_sha256(texts)
+    if ctx.options.get("reference_key"):
+        key = refcache.key(reference=ctx.options["reference_key"], calibration=sha, prompt="")
+        return ctx.memo(f"calibration-reference:{sha}", lambda: refcache.cached(key, encode)[0])
+    return ctx.memo(f"calibration-reference:{sha}", encode)
 
 
 # ------------------------------------------------------------------------------------------ search

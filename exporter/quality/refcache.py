@@ -5,7 +5,9 @@ a re-export (another ``--variants``, ``--force``, another artifact folder) reuse
 torch again. The key hashes everything that changes the numbers: the source files' sha256, the probe set's
 sha256 (prompts included), the model kind, a ``max_seq_length`` override, the Matryoshka ``truncate_dim``
 (a 128-d reference is not a 384-d one), every toolchain version, the CPU model and flags, and the batch
-size the reference runs at. Only numpy arrays are cached (embedders and sparse encoders); a corrupt or
+size and batching the reference runs at (``parity_run.REFERENCE_BATCHING``). The int8 fidelity searches
+cache their torch run over the calibration texts under that key plus the calibration set's sha256, so it
+too runs once per pin. Only numpy arrays are cached (embedders and sparse encoders); a corrupt or
 unreadable entry is recomputed. Folder: ``$EXPORTER_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/exporter``, else ``~/.cache/exporter``; ``reference/<key>.npy``, written atomically.
 """
