@@ -145,7 +145,7 @@ def test_fidelity_int8_records_its_search(built):
     assert search["goal"]["measured_on"].startswith("calibration texts")
     assert search["candidates"] == 12  # 2 layers x (query, key, value, attention out, intermediate, output)
     assert len(search["candidate_names"]) == 12 and search["kept_float"] == [n["node"] for n in build["nodes_in_float"]]
-    assert search["steps"][0]["kept_float"] == 0 and search["max_evaluations"] >= search["candidates"]
+    assert search["steps"][0]["kept_float"] == 0 and search["max_screen"] >= search["candidates"]
     kept = [n["node"] for n in build["nodes_in_float"]]
     assert kept == [s["added"] for s in search["steps"][1:]]
     for item in build["nodes_in_float"]:
@@ -204,15 +204,15 @@ def test_fidelity_search_screens_every_candidate_and_keeps_the_worst_in_float(ba
     assert (base_stage.stage_dir / spec.file_name).is_file()
 
 
-def test_fidelity_search_stops_at_its_evaluation_bound(base_stage):
-    """A bound of zero evaluated models screens nothing and keeps nothing in float, and says why; the bound is a
+def test_fidelity_search_stops_at_its_screen_bound(base_stage):
+    """A bound of zero screened candidates screens nothing and keeps nothing in float, and says why; the bound is a
     count, not seconds, so a loaded machine builds the same variant as an idle one."""
     from exporter.builders.export_onnx_fidelity import build_fidelity
 
-    spec = _fidelity_spec(max_evaluations=0, target_cosine_min=1.0, margin=0.001)
+    spec = _fidelity_spec(max_screen=0, target_cosine_min=1.0, margin=0.001)
     build = build_fidelity(base_stage, spec).build
     search = build["search"]
-    assert not search["reached"] and search["stopped_by"].startswith("max_evaluations: 0 of 12")
+    assert not search["reached"] and search["stopped_by"].startswith("max_screen: 0 of 12")
     assert build["nodes_in_float"] == [] and search["sensitivity"] == {}
 
 

@@ -122,7 +122,7 @@ def test_fidelity_int8_records_its_search(built):
     assert f["export_source"] == BASE_FILE
     search = f["search"]
     assert search["steps"][0]["added"] is None and search["steps"][0]["kept_float"] == 0
-    assert search["max_evaluations"] > 0 and search["goal"]["measured_on"].startswith("calibration")
+    assert search["max_screen"] > 0 and search["goal"]["measured_on"].startswith("calibration")
     kept = [o["op"] for o in f["ops_in_float"]]
     assert kept == search["kept_float"] and set(kept) <= set(search["candidate_names"])
     assert search["candidates"] == len(search["candidate_names"]) and list(search["sensitivity"])[: len(kept)] == kept

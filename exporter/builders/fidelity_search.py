@@ -11,10 +11,10 @@ search and the manifest records are shared. The search never sees the probe set.
 2. Rank once: for each candidate alone in float, the cut in mean ``1 - cosine`` over the ``screen_texts``
    texts that are worst under all-int8 (what the minimum-cosine gate sees), and the rise of their minimum.
 3. Greedy: keep candidates in float in ranked order, measuring the whole calibration set after each, until
-   the goal holds; stop at ``max_float_fraction`` of the candidates or after ``max_evaluations`` models.
+   the goal holds; stop at ``max_float_fraction`` of the candidates.
 
-The bound is a count of evaluated models, not seconds: the same model and texts give the same variant on
-a loaded machine as on an idle one.
+The bounds are counts (``max_screen`` candidates screened, ``max_float_fraction`` kept), not seconds: the same
+model and texts give the same variant on a loaded machine as on an idle one.
 
 ``keep_in_float`` is cheap where the backend can float an op in the already-quantised model (OpenVINO:
 graph surgery, no re-calibration) and a re-quantisation where it cannot (ONNX Runtime dynamic int8, ~1 s).
@@ -121,30 +121,23 @@ def calibration_reference(ctx: BuildContext, texts: list[str]) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ search
 class _Clock:
-    """Wall time (recorded only) and the count of models evaluated (the bound)."""
+    """Wall time of the search (recorded only, never a bound)."""
 
-    def __init__(self, max_evaluations: int):
-        self.start, self.max_evaluations, self.evaluations = time.perf_counter(), max_evaluations, 0
+    def __init__(self):
+        self.start = time.perf_counter()
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def spend(self) -> bool:
-        """Count one more evaluation; False when the bound is reached."""
-        if self.evaluations >= self.max_evaluations:
-            return False
-        self.evaluations += 1
-        return True
 
-
-def _rank(backend: SearchBackend, scorer: Scorer, worst: np.ndarray, all_cos: np.ndarray, clock: _Clock):
+def _rank(backend: SearchBackend, scorer: Scorer, worst: np.ndarray, all_cos: np.ndarray, max_screen: int):
     """Each candidate alone in float, scored on the ``worst`` texts; ranked, with why the screen stopped."""
     base_deficit, base_min = float((1 - all_cos[worst]).mean()), float(all_cos[worst].min())
     screened: dict[str, dict[str, float]] = {}
     stopped_by = None
     for i, name in enumerate(backend.candidates):
-        if not clock.spend():
-            stopped_by = f"max_evaluations: {i} of {len(backend.candidates)} candidates screened"
+        if i >= max_screen:
+            stopped_by = f"max_screen: {i} of {len(backend.candidates)} candidates screened"
             break
         cos = scorer.cosines(backend.keep_in_float([name]), worst)
         screened[name] = {
@@ -157,7 +150,7 @@ def _rank(backend: SearchBackend, scorer: Scorer, worst: np.ndarray, all_cos: np
 
 def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple[Any, SearchResult]:
     """The model with the fewest ranked candidates in float that meets the goal (see the module doc)."""
-    clock = _Clock(int(opts.max_evaluations))
+    clock = _Clock()
     candidates = list(backend.candidates)
     max_float = max(1, int(len(candidates) * float(opts.max_float_fraction)))
 
@@ -178,15 +171,12 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
         result.seconds = clock.elapsed()
         return model, result
     worst = np.argsort(all_cos, kind="stable")[:n_screen]
-    result.screened, stopped_by = _rank(backend, scorer, worst, all_cos, clock)
+    result.screened, stopped_by = _rank(backend, scorer, worst, all_cos, int(opts.max_screen))
 
     for name in result.screened:
         if len(result.kept_float) >= max_float:
             kept = len(result.kept_float)
             stopped_by = stopped_by or f"max_float_fraction: {kept} of {len(candidates)} kept in float"
-            break
-        if not clock.spend():
-            stopped_by = f"max_evaluations: {clock.max_evaluations} models evaluated"
             break
         result.kept_float.append(name)
         model = backend.keep_in_float(list(result.kept_float))
@@ -228,7 +218,7 @@ def search_record(result: SearchResult, opts: SearchOptions) -> dict[str, Any]:
         "candidates": len(result.candidates),
         "candidate_names": list(result.candidates),
         "screen_texts": result.screen_texts,
-        "max_evaluations": int(opts.max_evaluations),
+        "max_screen": int(opts.max_screen),
         "max_float_fraction": float(opts.max_float_fraction),
         "seconds": round(result.seconds, 1),
         "reached": result.reached,

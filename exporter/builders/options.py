@@ -62,8 +62,9 @@ class SearchOptions(_Record):
     target_nn10: float = 0.95
     nn10_margin: float = 0.01
     screen_texts: int = 64
-    # models evaluated (screen + greedy steps): a count, so load never changes the variant; screens 128 ops
-    max_evaluations: int = 160
+    # candidates screened, in graph order: a count, not seconds, so load never changes the variant (a
+    # 24-layer BERT has 144 weight MatMuls); the greedy steps are bounded by max_float_fraction
+    max_screen: int = 512
     max_float_fraction: float = 0.5  # never keep more than this share of the candidates in float
 
     @property

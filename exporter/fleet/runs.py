@@ -182,8 +182,9 @@ def _row(run: ModelRun, variant, verdict, metric, value, ratio, error) -> dict:
         "model": run.model,
         "variant": variant,
         "verdict": verdict,
-        "metric": metric,
-        **({metric: value} if metric else {}),
+        "metric": metric,  # the kind's primary fidelity metric (cosine_min, score_spearman, ...)
+        "value": value,
+        **({metric: value} if metric else {}),  # also under its own name (embedders: "cosine_min", as before)
         "speed_ratio": ratio,
         "artifact": str(run.artifact) if run.artifact else None,
         "error": error,
