@@ -155,6 +155,24 @@ def test_bench_refuses_tampered_files(artifact):  # noqa: F811
     assert "onnx/model.onnx" in str(err.value)
 
 
+def test_bench_resolves_the_source_once(artifact, monkeypatch):  # noqa: F811
+    """The pinned source is resolved (Hub listing, re-hash of every file) once per bench, not once per round."""
+    from exporter.quality import bench
+    from exporter.source import resolve as source
+
+    calls = []
+    real = source.resolve
+
+    def spy(*args, **kwargs):  # calls through: the real resolve runs
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(source, "resolve", spy)
+    result = bench.bench(artifact, ["onnx"], batch_sizes=[1], threads=1, max_texts=2, rounds=3)
+    assert len(result.reference["throughput_rounds"]["1"]) == 3  # the reference was loaded in each round
+    assert len(calls) == 1
+
+
 @pytest.mark.parametrize("text", ["", "0", "a,b", "8,-1"])
 def test_bad_batch_sizes(text):
     from exporter.quality.bench import parse_batch_sizes

@@ -114,7 +114,8 @@ def bench(
     from exporter.environment import cpu_info
     from exporter.quality import probes
     from exporter.quality.verify import not_applicable
-    from exporter.runners.runner import recorded_reference_runner, variant_runner
+    from exporter.runners.reference import recorded_source
+    from exporter.runners.runner import reference_runner, variant_runner
 
     if rounds < 1 or max_texts < 1:
         raise UsageError("rounds and max_texts must be at least 1.", "Pass positive numbers.")
@@ -141,7 +142,12 @@ def bench(
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # the tokenizers' pool, before first use
     idle = _torch_idle_threads()
 
-    loaders = [(REFERENCE, lambda: recorded_reference_runner(manifest, threads))]
+    src = recorded_source(manifest)  # resolved and hashed once, not once per round
+    pin = {
+        "max_seq_length": manifest["model"].get("max_seq_length"),
+        "truncate_dim": manifest["model"].get("truncate_dim"),
+    }
+    loaders = [(REFERENCE, lambda: reference_runner(src.path, kind, threads, **pin))]
     loaders += [(v["id"], lambda v=v: variant_runner(artifact, v, kind, threads)) for v in chosen]
     load_before, peak_before = os.getloadavg()[0], memory.peak_rss_mb()
     samples = measure(loaders, sort_by_length(inputs), batch_sizes, rounds, on_step, kspec.unit)
