@@ -94,11 +94,13 @@ def test_progress_per_runner_and_round(benched):
 
 
 def test_record_states_batching_and_memory(benched):
-    from exporter.quality.bench import BATCHING, sort_by_length
+    from exporter.quality.bench import BATCHING, WARMUP, sort_by_length
 
-    art, result, manifest, _ = benched
+    art, result, manifest, steps = benched
     top = mf.load(art)["bench"]
     assert top["batching"] == BATCHING and top["batching"].startswith("sorted by length")
+    assert top["warmup"] == WARMUP and "warmup_rounds" not in top  # warmed on every load, not in one round
+    assert len([s for s in steps if s.stage == "warm-up"]) == 2 * len(result.runners)
     idle = top["torch_idle_threads"]  # PASSIVE, unless torch was loaded before the bench (then as it was)
     assert idle in ("OMP_WAIT_POLICY=PASSIVE", "as torch loaded (spinning allowed)") or "POLICY=" in idle, idle
     mem = top["memory"]
