@@ -127,9 +127,6 @@ class KindSpec:
     def outputs(self, model, inputs: list, batch_size: int = PARITY_BATCH):
         return _resolve(self.outputs_fn)(model, inputs, batch_size)
 
-    def run(self, model, probe: Any, batch_size: int = PARITY_BATCH):
-        return self.outputs(model, probe.inputs, batch_size)
-
     def compare(self, reference, candidate, probe: Any):
         return _resolve(self.compare_fn)(reference, candidate, probe)
 

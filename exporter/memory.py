@@ -22,14 +22,6 @@ def peak_rss_mb() -> float:
     return peak / MIB if sys.platform == "darwin" else peak / 1024
 
 
-def children_peak_rss_mb() -> float:
-    """The largest resident set of any waited-for child process, in MiB."""
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 1024
-
-
 def rss_mb() -> float | None:
     """The resident set of this process now, in MiB (None when it cannot be read)."""
     try:

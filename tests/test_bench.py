@@ -94,11 +94,13 @@ def test_progress_per_runner_and_round(benched):
 
 
 def test_record_states_batching_and_memory(benched):
-    from exporter.quality.bench import BATCHING, sort_by_length
+    from exporter.quality.bench import BATCHING, WARMUP, sort_by_length
 
-    art, result, manifest, _ = benched
+    art, result, manifest, steps = benched
     top = mf.load(art)["bench"]
     assert top["batching"] == BATCHING and top["batching"].startswith("sorted by length")
+    assert top["warmup"] == WARMUP and "warmup_rounds" not in top  # warmed on every load, not in one round
+    assert len([s for s in steps if s.stage == "warm-up"]) == 2 * len(result.runners)
     idle = top["torch_idle_threads"]  # PASSIVE, unless torch was loaded before the bench (then as it was)
     assert idle in ("OMP_WAIT_POLICY=PASSIVE", "as torch loaded (spinning allowed)") or "POLICY=" in idle, idle
     mem = top["memory"]
@@ -153,6 +155,24 @@ def test_bench_refuses_tampered_files(artifact):  # noqa: F811
         bench.bench(artifact, ["onnx"], batch_sizes=[1], threads=1, max_texts=2, rounds=1)
     assert err.value.exit_code == ExitCode.INTEGRITY
     assert "onnx/model.onnx" in str(err.value)
+
+
+def test_bench_resolves_the_source_once(artifact, monkeypatch):  # noqa: F811
+    """The pinned source is resolved (Hub listing, re-hash of every file) once per bench, not once per round."""
+    from exporter.quality import bench
+    from exporter.source import resolve as source
+
+    calls = []
+    real = source.resolve
+
+    def spy(*args, **kwargs):  # calls through: the real resolve runs
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(source, "resolve", spy)
+    result = bench.bench(artifact, ["onnx"], batch_sizes=[1], threads=1, max_texts=2, rounds=3)
+    assert len(result.reference["throughput_rounds"]["1"]) == 3  # the reference was loaded in each round
+    assert len(calls) == 1
 
 
 @pytest.mark.parametrize("text", ["", "0", "a,b", "8,-1"])

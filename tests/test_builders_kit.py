@@ -14,6 +14,7 @@ from exporter import variants
 from exporter.builders import kit, options
 from exporter.errors import ExportFailed, UsageError
 from exporter.quality import parity
+from exporter.source import st_modules
 
 
 def _modules(root: Path, entries: list[dict]) -> Path:
@@ -42,6 +43,8 @@ def test_transformer_folder(tmp_path, entries, folder):
     root = _modules(tmp_path / "m", entries) if entries else tmp_path
     assert kit.transformer_folder(root) == folder
     assert kit.transformer_dir(root) == (root / folder if folder != "." else root)
+    if entries:  # one rule: the facts the runtime and preflight read name the same folder
+        assert st_modules.read(root).transformer_dir == kit.transformer_dir(root)
 
 
 def test_transformer_dir_required_names_the_modules(tmp_path):

@@ -315,6 +315,25 @@ def test_torch_free_runtime_serves_static_embeddings(statics, layout, file_name,
     assert _cos_min(ref, vectors) > 0.9999
 
 
+def test_static_embedding_variants_keep_the_matryoshka_width(statics, tmp_path):
+    """--truncate-dim: the graph gives every dimension, so the runtime truncates as the reference does,
+    in the export's checks and wherever a variant is loaded from its manifest entry (verify, bench)."""
+    from sentence_transformers import SentenceTransformer
+
+    from exporter.runners.variant import load_variant
+
+    src, _ = statics["5.7"]
+    _export(src, tmp_path / "art", "all", "--truncate-dim", "4")
+    manifest = mf.load(tmp_path / "art")
+    assert manifest["model"]["truncate_dim"] == 4
+    ref = SentenceTransformer(str(src), device="cpu", truncate_dim=4).encode(TEXTS)
+    for v in manifest["variants"]:
+        assert v["status"] == "passed" and v["load"]["truncate_dim"] == 4, v
+        got = load_variant(tmp_path / "art", v, manifest["model"]["kind"]).encode(TEXTS)
+        assert got.shape == ref.shape == (len(TEXTS), 4), v["id"]
+        assert _cos_min(ref, got) > 0.9999
+
+
 def test_static_embedding_refuses_named_variants_it_cannot_serve(statics, tmp_path, capsys):
     src, _ = statics["folder"]
     res = run_cli(capsys, "export", str(src), "--variants", "onnx,onnx-o2", "--out", str(tmp_path / "never"))

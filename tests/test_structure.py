@@ -15,7 +15,17 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "exporter"
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
-HEAVY = ("torch", "transformers", "sentence_transformers", "onnxruntime", "openvino", "optimum", "onnx", "nncf")
+HEAVY = (
+    "torch",
+    "transformers",
+    "sentence_transformers",
+    "onnxruntime",
+    "openvino",
+    "optimum",
+    "onnx",
+    "nncf",
+    "numpy",
+)
 
 
 def _modules(root: Path = PACKAGE) -> dict[str, Path]:
@@ -174,7 +184,7 @@ print(json.dumps(report))
 def test_help_imports_no_model_library():
     """``exporter --help`` and each command's ``--help``, through the console entry point pyproject names, in a
     fresh process: none imports torch, transformers, sentence-transformers, onnxruntime, openvino, optimum,
-    onnx or nncf (heavy imports belong inside the functions that need them)."""
+    onnx, nncf or numpy (heavy imports belong inside the functions that need them)."""
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(HELP_PROBE), str(REPO / "pyproject.toml"), ",".join(HEAVY)],
         capture_output=True,

@@ -67,11 +67,6 @@ def preset_config(preset: str):
     return getattr(AutoQuantizationConfig, preset)(is_static=False)
 
 
-def preset_file_name(preset: str) -> str:
-    """sentence-transformers' name: ``onnx/model_<weights dtype>_<isa>.onnx``."""
-    return f"onnx/model_{preset_config(preset).weights_dtype.name.lower()}_{preset}.onnx"
-
-
 def _config_record(cfg) -> dict[str, Any]:
     return {
         "scheme": "static" if cfg.is_static else "dynamic",

@@ -25,7 +25,6 @@ import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 from exporter.builders import kit
 from exporter.errors import ExportFailed
@@ -135,7 +134,8 @@ def check(reference, artifact: Path, file_name: str, backend: str = "onnx") -> d
 
     texts = [*CHECK_TEXTS, ""]
     ref = np.asarray(reference.encode(texts, convert_to_numpy=True, prompt=""), dtype=np.float64)
-    got = runtime.load(artifact, file_name=file_name, backend=backend).encode(texts, prompt="").astype(np.float64)
+    served = runtime.load(artifact, file_name=file_name, backend=backend, truncate_dim=reference.truncate_dim)
+    got = served.encode(texts, prompt="").astype(np.float64)
     if got.shape != ref.shape:
         raise ExportFailed(f"the static graph gives shape {got.shape}, torch {ref.shape}.", "A bug in the exporter.")
     low = float(kit.row_cosines(ref, got).min())  # an empty text: the zero vector on both sides agrees
@@ -202,9 +202,11 @@ def build_static_openvino(ctx, spec):
 class RuntimeModel:
     """A built StaticEmbedding variant served by ``exporter.runtime``, with SentenceTransformer's ``encode``
     signature (what the fidelity check, ``verify`` and ``bench`` call) and the session where bench reads
-    the provider: ``model[0].auto_model.session`` (ONNX Runtime) / ``.request`` (OpenVINO compiled model)."""
+    the provider: ``model[0].auto_model.session`` (ONNX Runtime) / ``.request`` (OpenVINO compiled model).
+    ``truncate_dim`` (the variant's ``load.truncate_dim``) keeps the first N dimensions, as the reference's
+    ``SentenceTransformer(truncate_dim=N)``: the graph itself gives every dimension."""
 
-    def __init__(self, artifact: Path, backend: str, file_name: str, **model_kwargs: Any):
+    def __init__(self, artifact: Path, backend: str, file_name: str, truncate_dim: int | None = None, **model_kwargs):
         from exporter import runtime
 
         facts = st_modules.read(Path(artifact))
@@ -227,6 +229,7 @@ class RuntimeModel:
         else:
             raise ExportFailed(f"StaticEmbedding variants are served by onnx or openvino, not {backend}.", "")
         self.encoder = runtime.Encoder(session, runtime.load_tokenizer(facts), facts, backend, path)
+        self.encoder.truncate_dim = truncate_dim
         self._module = SimpleNamespace(auto_model=SimpleNamespace(session=raw, request=raw))
 
     def __getitem__(self, index: int):
@@ -236,6 +239,8 @@ class RuntimeModel:
         return self.encoder.encode(list(sentences), batch_size=batch_size)
 
 
-def load_variant(artifact: Path, backend: str, file_name: str | None, **model_kwargs) -> RuntimeModel:
+def load_variant(
+    artifact: Path, backend: str, file_name: str | None, truncate_dim: int | None = None, **model_kwargs
+) -> RuntimeModel:
     default = OPENVINO_FILE if backend == "openvino" else ONNX_FILE
-    return RuntimeModel(Path(artifact), backend, file_name or default, **model_kwargs)
+    return RuntimeModel(Path(artifact), backend, file_name or default, truncate_dim, **model_kwargs)

@@ -2,8 +2,9 @@
 
 - **Transformer folder** (:func:`transformer_dir`, :func:`transformer_folder`): the folder of the model's
   Transformer module per ``modules.json`` (``0_Transformer/`` in the oldest sentence-transformers layout,
-  the root otherwise and for folders without ``modules.json`` such as plain cross-encoders). Graphs and
-  IRs go there because that is where ``model_kwargs={"file_name": ...}`` is resolved.
+  the root otherwise and for folders without ``modules.json`` such as plain cross-encoders; the rule is
+  ``source.st_modules.transformer_path``). Graphs and IRs go there because that is where
+  ``model_kwargs={"file_name": ...}`` is resolved.
 - **Files into the stage** (:func:`scratch`, :func:`place`): a backend writes into a scratch folder beside
   the destination (same filesystem), then each result is renamed into place with the files that belong
   to it (an ONNX graph's external data, an IR's ``.bin``). Renames make new inodes, so an artifact
@@ -45,17 +46,14 @@ def transformer_dir(root: Path, *, require: bool = False) -> Path:
     from exporter.source import st_modules
 
     root = Path(root)
-    if not (root / "modules.json").is_file():
-        return root
-    entries = st_modules.read_modules(root)
-    entry = next((m for m in entries if m.kind is st_modules.ModuleKind.TRANSFORMER), None)
-    if entry is None and require:
+    entries = st_modules.read_modules(root) if (root / "modules.json").is_file() else ()
+    if require and entries and st_modules.transformer_entry(entries) is None:
         names = ", ".join(m.type.rsplit(".", 1)[-1] for m in entries)
         raise ExportFailed(
             f"the model's modules ({names}) have no Transformer module to export.",
             "Only transformer-based sentence-transformers models export this way.",
         )
-    return root / entry.path if entry is not None and entry.path else root
+    return st_modules.transformer_path(root, entries)
 
 
 def transformer_folder(root: Path) -> str:

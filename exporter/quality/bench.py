@@ -48,6 +48,10 @@ BATCHING = (
     "sorted by length: inputs ordered longest first (characters; a pair by both texts) before cutting "
     "batches, as servers batch, so a batch pads only to its own longest input"
 )
+WARMUP = (
+    "every load (each runner in each round): the first max(largest batch size, 8) inputs encoded once at each "
+    "batch size, untimed, before timing"
+)
 METHOD = (
     "texts/s of SentenceTransformer.encode (pairs/s of CrossEncoder.predict, texts/s of SparseEncoder.encode) "
     "on the same inputs per batch size, median of rounds; each round loads one runner at a time "
@@ -114,7 +118,6 @@ def bench(
     from exporter.environment import cpu_info
     from exporter.quality import probes
     from exporter.quality.verify import not_applicable
-    from exporter.runners.runner import recorded_reference_runner, variant_runner
 
     if rounds < 1 or max_texts < 1:
         raise UsageError("rounds and max_texts must be at least 1.", "Pass positive numbers.")
@@ -141,8 +144,7 @@ def bench(
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # the tokenizers' pool, before first use
     idle = _torch_idle_threads()
 
-    loaders = [(REFERENCE, lambda: recorded_reference_runner(manifest, threads))]
-    loaders += [(v["id"], lambda v=v: variant_runner(artifact, v, kind, threads)) for v in chosen]
+    loaders = _loaders(artifact, manifest, chosen, threads)
     load_before, peak_before = os.getloadavg()[0], memory.peak_rss_mb()
     samples = measure(loaders, sort_by_length(inputs), batch_sizes, rounds, on_step, kspec.unit)
     load_after = os.getloadavg()[0]
@@ -152,7 +154,7 @@ def bench(
         "threads": threads,
         "batch_sizes": list(batch_sizes),
         "rounds": rounds,
-        "warmup_rounds": 1,
+        "warmup": WARMUP,
         "texts": {"name": text_set.name, "sha256": text_set.sha256, "n": len(sample), "source": text_set.source},
         "kind": kind,
         "unit": kspec.unit,  # throughput is in these per second
@@ -166,6 +168,18 @@ def bench(
         "memory": _memory_record(samples, peak_before),
     }
     return BenchResult(config, summaries)
+
+
+def _loaders(artifact: Path, manifest: dict, chosen: list[dict], threads: int) -> list[tuple[str, Callable]]:
+    """(name, load) for the torch reference and each chosen variant. The pinned source is resolved and
+    checked against its hashes here, once: ``measure`` loads every runner once per round."""
+    from exporter.runners.reference import recorded_source
+    from exporter.runners.runner import reference_runner, variant_runner
+
+    model, src = manifest["model"], recorded_source(manifest)
+    pin = {"max_seq_length": model.get("max_seq_length"), "truncate_dim": model.get("truncate_dim")}
+    loaders = [(REFERENCE, lambda: reference_runner(src.path, model["kind"], threads, **pin))]
+    return loaders + [(v["id"], lambda v=v: variant_runner(artifact, v, model["kind"], threads)) for v in chosen]
 
 
 def _torch_idle_threads() -> str:
@@ -251,7 +265,7 @@ def measure(
 
     ``on_step`` gets a ``BenchStep`` at each stage of each (round, runner) pass: progress a person sees."""
     samples = {name: Samples({b: [] for b in batch_sizes}) for name, _ in loaders}
-    warm = texts[: max(max(batch_sizes), 8)]
+    warm = texts[: max(max(batch_sizes), 8)]  # WARMUP
     total = rounds * len(loaders)
     for i in range(rounds):
         order = loaders[i % len(loaders) :] + loaders[: i % len(loaders)]

@@ -77,7 +77,6 @@ from exporter.quality.parity_gates import (  # noqa: F401 - re-exported: the gat
 )
 from exporter.quality.parity_rank import NN_MAX_QUERIES, SPEARMAN_MAX_TEXTS, TIE_TOL  # noqa: F401
 
-NEIGHBOUR_TIE_TOL = TIE_TOL  # the name earlier code used
 _ZERO_NORM = 1e-12
 
 

@@ -130,7 +130,8 @@ def runtime_encoder(artifact: Path, load: dict, kind: str | None, threads: int |
     if kinds.get(kind).kind is not kinds.ModelKind.SENTENCE_TRANSFORMER or load.get("backend") not in RUNTIME_BACKENDS:
         return None, None
     try:
-        return runtime.load(artifact, load.get("file_name") or "onnx/model.onnx", threads=threads), None
+        file_name, truncate_dim = load.get("file_name") or "onnx/model.onnx", load.get("truncate_dim")
+        return runtime.load(artifact, file_name, threads=threads, truncate_dim=truncate_dim), None
     except UsageError as exc:
         return None, exc.message
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.runners.reference import encoder, load_reference, recorded_source
+from exporter.runners.reference import encoder, load_reference
 from exporter.runners.variant import load_variant
 
 REFERENCE = "torch"  # the reference runner's name
@@ -38,19 +38,6 @@ def reference_runner(
     torch.set_num_threads(threads)
     model = load_reference(kind, source_dir, max_seq_length=max_seq_length, truncate_dim=truncate_dim)
     return Runner(REFERENCE, "torch", encoder(model, kind), _torch_runtime)
-
-
-def recorded_reference_runner(manifest: dict, threads: int) -> Runner:
-    """``reference_runner`` on the source the manifest pins (resolved and checked against its hashes), with
-    the max length and Matryoshka width it records."""
-    model = manifest["model"]
-    return reference_runner(
-        recorded_source(manifest).path,
-        model["kind"],
-        threads,
-        max_seq_length=model.get("max_seq_length"),
-        truncate_dim=model.get("truncate_dim"),
-    )
 
 
 def variant_runner(artifact: Path, variant: dict, kind: str | None, threads: int) -> Runner:

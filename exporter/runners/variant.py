@@ -45,7 +45,8 @@ def _through_model_class(artifact: Path, variant: dict, kind: str | None, thread
     backend, file_name = load["backend"], load.get("file_name")
     model_kwargs = {**(load.get("model_kwargs") or {}), **_pinned(backend, load, threads)}
     if export_onnx_static.is_static(artifact):  # ST has no ONNX backend for StaticEmbedding: the runtime serves it
-        return export_onnx_static.load_variant(artifact, backend, file_name, **model_kwargs)
+        truncate_dim = load.get("truncate_dim")
+        return export_onnx_static.load_variant(artifact, backend, file_name, truncate_dim, **model_kwargs)
     kwargs = {"file_name": file_name, **model_kwargs} if file_name else model_kwargs
     extra = {"truncate_dim": load["truncate_dim"]} if load.get("truncate_dim") else {}
     return kinds.get(kind).model_cls()(

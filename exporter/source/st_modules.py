@@ -99,13 +99,12 @@ class ModelFacts:
 
     @property
     def transformer(self) -> ModuleEntry | None:
-        return next((m for m in self.modules if m.kind is ModuleKind.TRANSFORMER), None)
+        return transformer_entry(self.modules)
 
     @property
     def transformer_dir(self) -> Path:
         """Folder of the Transformer module: config, tokenizer and (for ST) the onnx/ sub-folder."""
-        entry = self.transformer
-        return self.root / entry.path if entry and entry.path else self.root
+        return transformer_path(self.root, self.modules)
 
     @property
     def static_embedding(self) -> ModuleEntry | None:
@@ -182,6 +181,19 @@ def read_modules(root: Path) -> tuple[ModuleEntry, ...]:
     return tuple(sorted(entries, key=lambda e: e.idx))
 
 
+def transformer_entry(modules: tuple[ModuleEntry, ...]) -> ModuleEntry | None:
+    """The Transformer module (SPLADE's ``MLMTransformer`` too) among ``modules``, or None."""
+    return next((m for m in modules if m.kind is ModuleKind.TRANSFORMER), None)
+
+
+def transformer_path(root: Path, modules: tuple[ModuleEntry, ...]) -> Path:
+    """The folder of the Transformer module among ``modules`` (``0_Transformer/`` in the oldest layout), or
+    ``root`` itself when it sits at the root or there is none (no ``modules.json``: ``modules`` empty).
+    Graphs and IRs go there: it is where ``model_kwargs={"file_name": ...}`` is resolved."""
+    entry = transformer_entry(modules)
+    return Path(root) / entry.path if entry is not None and entry.path else Path(root)
+
+
 def pooling_modes(config: dict) -> tuple[str, ...]:
     """The pooling modes a Pooling config names, in either format (legacy booleans or ``pooling_mode``)."""
     mode = config.get("pooling_mode")
@@ -242,15 +254,13 @@ def read(root: Path) -> ModelFacts:
     root = Path(root)
     modules = read_modules(root)
     pooling_entry = next((m for m in modules if m.kind is ModuleKind.POOLING), None)
-    transformer = next((m for m in modules if m.kind is ModuleKind.TRANSFORMER), None)
-    transformer_dir = root / transformer.path if transformer and transformer.path else root
     st_config = _read_json(root / "config_sentence_transformers.json") or {}
     return ModelFacts(
         root=root,
         modules=modules,
         pooling=read_pooling(root / pooling_entry.path) if pooling_entry else None,
         normalize=any(m.kind is ModuleKind.NORMALIZE for m in modules),
-        tokenizer=read_tokenizer_facts(transformer_dir),
+        tokenizer=read_tokenizer_facts(transformer_path(root, modules)),
         prompts={str(k): str(v) for k, v in (st_config.get("prompts") or {}).items()},
         default_prompt_name=st_config.get("default_prompt_name"),
     )
