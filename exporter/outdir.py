@@ -25,9 +25,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from exporter.errors import OutputError, UsageError
-from exporter.fsutil import clean_stale_staging, ensure_writable_parent
+from exporter.fsutil import clean_stale_staging, ensure_writable_parent, sha256_bytes
 
 _NEVER = "exporter never deletes or overwrites what it did not write"
+UNRESOLVED_SHA = "<sha12 of the resolved commit>"  # a dry run's folder name before the pin is resolved
+UNHASHED_FILES = "<first 12 hex of the hash of its files>"  # ... and a local folder's, before it is hashed
+
+
+def artifact_dir(root: Path, repo: str, sha: str | None) -> Path:
+    """Where an export of Hub repo ``repo`` at commit ``sha`` goes: ``root/<org>--<name>/<sha12>``.
+
+    The one owner of the layout (the export, its dry run and ``exporter plan`` ask here); ``sha`` None (a
+    dry run of a pin not resolved yet) names the last folder ``UNRESOLVED_SHA``."""
+    return Path(root) / repo.replace("/", "--") / (sha[:12] if sha else UNRESOLVED_SHA)
+
+
+def local_artifact_dir(root: Path, folder: Path, files=None) -> Path:
+    """Where an export of the local model ``folder`` goes: ``root/local--<name>/<hash12>``, the hash over
+    its ``files`` (FileRecords: path, size, sha256); None (a dry run, nothing hashed) gives ``UNHASHED_FILES``."""
+    if files is None:
+        return Path(root) / f"local--{Path(folder).name}" / UNHASHED_FILES
+    listing = "".join(f"{r.path} {r.size} {r.sha256}\n" for r in files)
+    return Path(root) / f"local--{Path(folder).name}" / sha256_bytes(listing.encode())[:12]
+
+
 _SHOWN = 3  # unlisted files named in a refusal
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from exporter.errors import ExporterError, ExportFailed, FidelityError, UsageError
-from exporter.fsutil import FileRecord, record_files, sha256_bytes, staged_dir
+from exporter.fsutil import FileRecord, record_files, staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,13 @@ class ExportOutcome:
 
 
 def default_out(artifacts_root: Path, src) -> Path:
-    """``artifacts/<org>--<name>/<sha12>/``; a local folder gets ``local--<name>/<hash12 of its files>``."""
+    """``artifacts/<org>--<name>/<sha12>/``; a local folder gets ``local--<name>/<hash12 of its files>``
+    (the layout is ``exporter.outdir``'s)."""
+    from exporter import outdir
+
     if src.repo_id and src.revision:
-        return artifacts_root / src.repo_id.replace("/", "--") / src.revision[:12]
-    listing = "".join(f"{r.path} {r.size} {r.sha256}\n" for r in src.files)
-    return artifacts_root / f"local--{src.local_path.name}" / sha256_bytes(listing.encode())[:12]
+        return outdir.artifact_dir(artifacts_root, src.repo_id, src.revision)
+    return outdir.local_artifact_dir(artifacts_root, src.local_path, src.files)
 
 
 def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutcome:
@@ -93,15 +95,14 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     the manifest is kept when its files still match and the source, toolchain and probe set are the
     same; ``force`` rebuilds everything.
     """
-    from exporter import outdir
-    from exporter.quality import parity
+    from exporter import outdir, plan_check
 
     progress = progress or NoProgress()
-    _refuse_early(plan)  # bad ids and thresholds fail before anything heavy runs
+    plan_check.decide(plan)  # bad ids and thresholds (and, with a stated kind, its own) fail before resolving
     src, probe_set, calib_set = _resolve(plan, progress)
     kind = _kind_of(src, plan)
-    specs, shape = _variants_for(src, kind, plan)
-    thresholds = parity.thresholds_for(specs, plan.thresholds, kind)
+    decided = plan_check.decide(plan, kind=kind, folder=src.path, narrow=True)  # as the dry run decides
+    specs, shape, thresholds = decided.specs, decided.shape, decided.thresholds
     out = plan.out or default_out(plan.artifacts_root, src)
     outdir.check_out(out)  # before anything heavy: writable, and nothing there the tool did not write
     with outdir.claim(out) as cleaned:
@@ -125,17 +126,6 @@ class _Export:
     calib_set: object | None
     out: Path
     progress: Progress
-
-
-def _refuse_early(plan: ExportPlan) -> None:
-    """UsageError for variant ids or thresholds the plan cannot have, before the source is resolved."""
-    from exporter import kinds, variants
-    from exporter.quality import parity
-
-    variants.select(plan.variants)
-    if plan.kind:
-        variants.select_for_kind(plan.variants, plan.kind)
-        parity.thresholds_for([], plan.thresholds, kinds.get(plan.kind).kind.value)
 
 
 def _resolve(plan: ExportPlan, progress: Progress):
@@ -166,15 +156,6 @@ def _kind_of(src, plan: ExportPlan) -> str:
             takers = ", ".join(s.kind.value for s in kinds.KINDS.values() if getattr(s, option))
             raise UsageError(f"{src} is a {kind} model; {option} {verb} to {takers} models only.", "")
     return kind
-
-
-def _variants_for(src, kind: str, plan: ExportPlan):
-    """The variants to build for ``kind`` and the model's shape facts (as the dry run narrows them)."""
-    from exporter import variants
-    from exporter.source import preflight
-
-    specs = variants.select_for_kind(plan.variants, kind)  # a variant that does not apply to the kind: refused
-    return preflight.narrow(src.path, kind, specs, plan.variants)  # chain and architecture: as the dry run
 
 
 def _export_into(job: _Export) -> ExportOutcome:

@@ -74,22 +74,18 @@ def resolve_pin(plan) -> Pin:
 def dry_run_text(plan, pin: Pin | None = None) -> str:
     """The plan as a person reads it: pin, variants (and the bases they pull in), outputs, thresholds.
 
+    The variants and thresholds are ``plan_check.decide``'s, as the export decides them; while the model's
+    kind is unknown (not stated, files not here) the gates show the plan's own overrides only.
+
     Raises:
         UsageError: anything the export would refuse before building (variants, thresholds, probe files).
     """
-    from exporter import variants as catalogue
-    from exporter.quality import parity, probes
-    from exporter.source import preflight
+    from exporter import plan_check
+    from exporter.quality import probes
 
     pin = pin or resolve_pin(plan)
-    catalogue.select(plan.variants)  # unknown ids are named before the kind is looked at
-    kind = _plan_kind(plan, pin)
-    specs = catalogue.select_for_kind(plan.variants, kind)
-    folder = _model_folder(pin)
-    if folder is not None:  # the model's files are here: its chain and architecture narrow the plan too
-        specs, _ = preflight.narrow(folder, kind.value, specs, plan.variants)
-    limits = parity.thresholds_for(specs, plan.thresholds, kind.value)
-    asked = {v.lower() for v in catalogue.expand(list(plan.variants or catalogue.DEFAULT_VARIANTS))}
+    folder = plan_check.model_files(pin.repo, pin.sha, pin.local)
+    decided = plan_check.decide(plan, folder=folder, narrow=True)
     probe = probes.load_text_set(plan.probe, "probe")
     calib = probes.load_text_set(plan.calibration, "calibration") if plan.calibration else None
     out = _out_text(plan, pin)
@@ -102,44 +98,45 @@ def dry_run_text(plan, pin: Pin | None = None) -> str:
     ]
     if calib:
         lines.append(f"  calibration  {_textset(calib)}")
-    lines.append(f"  kind         {kind.value}{'' if plan.kind else ' (from the model files)'}")
+    lines.append(f"  kind         {_kind_text(plan, decided.kind)}")
     for name in ("max_seq_length", "truncate_dim", "prompts", "publish"):
         if getattr(plan, name, None) is not None:
             lines.append(f"  {name:<12} {getattr(plan, name)}")
     flags = [f for f in ("force", "allow_unpinned", "trust_remote_code", "allow_pickle") if getattr(plan, f)]
     if flags:
         lines.append(f"  options      {', '.join(flags)}")
-    lines.append(f"  variants     {len(specs)} to build:")
+    return "\n".join(lines + _variant_lines(plan, decided, out))
+
+
+def _kind_text(plan, kind) -> str:
+    if kind is None:
+        return "not stated: read from the model files when the export runs"
+    return f"{kind.value}{'' if plan.kind else ' (from the model files)'}"
+
+
+def _variant_lines(plan, decided, out: str) -> list[str]:
+    """The variants to build, each with its file and gate (the plan's overrides only while the kind is unknown)."""
+    from exporter import variants as catalogue
+    from exporter.quality import parity, parity_gates
+
+    specs = decided.specs
+    asked = {v.lower() for v in catalogue.expand(list(plan.variants or catalogue.DEFAULT_VARIANTS))}
+    unknown = "" if decided.kind else " (those of them that apply to the model's kind)"
+    lines = [f"  variants     {len(specs)} to build{unknown}:"]
     for s in specs:
         why = "" if s.id in asked else f" (base of {', '.join(_derived_from(s.id, specs, asked))})"
+        if decided.thresholds is not None:
+            limits = decided.thresholds[s.id].to_dict()
+        else:
+            limits = parity_gates.scoped_overrides(s, plan.thresholds)
         gate = ", ".join(
-            f"{k}{'<=' if k in parity.UPPER_BOUNDS else '>='}{v}"
-            for k, v in limits[s.id].to_dict().items()
-            if v is not None
+            f"{k}{'<=' if k in parity.UPPER_BOUNDS else '>='}{v}" for k, v in limits.items() if v is not None
         )
+        if decided.thresholds is None:
+            gate = f"{gate}{' over ' if gate else ''}the defaults of the model's kind"
         lines.append(f"    {s.id}{why}")
         lines.append(f"      file {out}{s.file_name}   [{s.backend.value}, {s.precision.value}]  gate: {gate}")
-    return "\n".join(lines)
-
-
-def _model_folder(pin: Pin) -> Path | None:
-    """The model's files, when they are on this machine: a local folder, or the pinned snapshot in the
-    local Hub cache."""
-    from exporter.source.hubcache import repo_folder
-
-    folder = pin.local
-    if folder is None and pin.repo and pin.sha:
-        folder = repo_folder(pin.repo) / "snapshots" / pin.sha
-    return Path(folder) if folder is not None and Path(folder).is_dir() else None
-
-
-def _plan_kind(plan, pin: Pin):
-    """The model kind a dry run plans for: read from the model's files when they are here, as the export
-    will detect it; else the plan's ``kind``."""
-    from exporter import kinds
-
-    folder = _model_folder(pin)
-    return kinds.kind_of_folder(folder, plan.kind) if folder is not None else kinds.get(plan.kind).kind
+    return lines
 
 
 def _derived_from(base: str, specs, asked: set[str]) -> list[str]:
@@ -156,13 +153,13 @@ def _derived_from(base: str, specs, asked: set[str]) -> list[str]:
 
 
 def _out_text(plan, pin: Pin) -> str:
+    from exporter import outdir
+
     if plan.out is not None:
         return f"{Path(plan.out).as_posix().rstrip('/')}/"
-    root = Path(plan.artifacts_root).as_posix().rstrip("/")
     if pin.local is not None:
-        return f"{root}/local--{pin.local.name}/<first 12 hex of the hash of its files>/"
-    sha12 = pin.sha[:12] if pin.sha else "<sha12 of the resolved commit>"
-    return f"{root}/{pin.repo.replace('/', '--')}/{sha12}/"
+        return f"{outdir.local_artifact_dir(plan.artifacts_root, pin.local).as_posix()}/"
+    return f"{outdir.artifact_dir(plan.artifacts_root, pin.repo, pin.sha).as_posix()}/"
 
 
 def _textset(ts) -> str:

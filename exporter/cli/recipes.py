@@ -41,19 +41,17 @@ def run(
 
 
 def _plan_for(path: Path, recipe, *, variants: str | None, artifacts: Path, force: bool):
-    from exporter import kinds
-    from exporter import variants as catalogue
+    """The recipe's plan, refused here as the export would refuse it (``plan_check.decide``: the kind is the
+    recipe's, or read from the model's files when its snapshot is in the local Hub cache)."""
+    from exporter import plan_check
     from exporter.fleet.recipe import recipe_to_plan
-    from exporter.quality import parity
 
     overrides: dict = {"artifacts_root": artifacts, "force": force}
     if variants:
         overrides["variants"] = [v.strip() for v in variants.split(",") if v.strip()]
     plan = recipe_to_plan(recipe, path.parent, **overrides)
-    catalogue.select(plan.variants, check_host=False)  # unknown ids first; the CPU is checked where it builds
-    kind = kinds.get(plan.kind).kind  # the recipe's kind (the export checks it against the model's files)
-    specs = catalogue.select_for_kind(plan.variants, kind, check_host=False)
-    parity.thresholds_for(specs, plan.thresholds, kind.value)
+    folder = plan_check.model_files(recipe.source.repo, recipe.source.revision)
+    plan_check.decide(plan, folder=folder, check_host=False)  # the CPU is checked where it builds
     return plan
 
 
@@ -117,4 +115,8 @@ def plan(
     from exporter.fleet.matrix import matrix_entries, render
     from exporter.fleet.recipe import load_all
 
-    typer.echo(render(matrix_entries(load_all(folder), per_variant=per_variant), fmt))
+    notes: list[str] = []
+    text = render(matrix_entries(load_all(folder), per_variant=per_variant, notes=notes), fmt)
+    for note in notes:
+        typer.echo(f"Note: {note}", err=True)
+    typer.echo(text)

@@ -273,14 +273,15 @@ def thresholds_for(
             )
         for name, value in values.items():
             check_threshold(name, value)
-    result = {}
-    for spec in specs:
-        t = defaults(kind, spec.precision)
-        for scope in (ALL_SCOPE, PrecisionClass(spec.precision).value, spec.id):
-            if overrides.get(scope):
-                t = t.override(**overrides[scope])
-        result[spec.id] = t
-    return result
+    return {spec.id: defaults(kind, spec.precision).override(**scoped_overrides(spec, overrides)) for spec in specs}
+
+
+def scoped_overrides(spec, overrides: dict[str, dict[str, float | None]] | None) -> dict[str, float | None]:
+    """The overrides that apply to ``spec``, merged most specific last: ``*``, its precision class, its id."""
+    merged: dict[str, float | None] = {}
+    for scope in (ALL_SCOPE, PrecisionClass(spec.precision).value, spec.id):
+        merged.update((overrides or {}).get(scope) or {})
+    return merged
 
 
 # ------------------------------------------------------------------------------------------- verdict
