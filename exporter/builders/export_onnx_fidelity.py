@@ -11,14 +11,13 @@ measured reason (``nodes_in_float``) and the search (``search``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from exporter.builders import fidelity_search, kit
 from exporter.builders.context import BuildContext, BuildResult
 from exporter.builders.export_onnx_optimize import base_graph, derived_from, op_counts
-from exporter.builders.export_onnx_quantize import calibration_record, quiet, versions
+from exporter.builders.export_onnx_quantize import calibration_record, int8_record, quiet, versions
 from exporter.builders.fidelity_search import SearchResult
 from exporter.builders.options import OnnxFidelityOptions
 from exporter.errors import ExportFailed
@@ -114,23 +113,6 @@ def sensitivity_search(base: Path, work: Path, scorer: OnnxScorer, opts: OnnxFid
     return result
 
 
-def _quantization_record(opts: OnnxFidelityOptions) -> dict[str, Any]:
-    return {
-        "scheme": "dynamic",
-        "format": "QOperator",
-        "mode": "IntegerOps",
-        "weights_dtype": "QInt8",
-        "activations_dtype": "QUInt8",
-        "per_channel": opts.per_channel,
-        "reduce_range": opts.reduce_range,
-        "weights_symmetric": True,
-        "activations_symmetric": False,
-        "operators_to_quantize": list(opts.op_types),
-        "matmul_const_b_only": True,
-        "calibration_method": None,
-    }
-
-
 def build_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     """Variant builder: dynamic int8 with the most sensitive MatMuls kept in float (measured, see above)."""
     from exporter.fsutil import sha256_file
@@ -151,7 +133,7 @@ def build_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
         "tool": "onnxruntime.quantization.quantize_dynamic + exporter sensitivity search",
         "versions": versions(),
         "optimization_level": None,
-        "quantization": _quantization_record(opts),
+        "quantization": int8_record(opts, scheme="dynamic", fmt="QOperator", mode="IntegerOps"),
         "nodes_in_float": fidelity_search.kept_records(result, "node"),
         "not_quantized_op_types": "Gather (embedding tables), MatMuls of two activations: float by design",
         "search": fidelity_search.search_record(result, opts.search),

@@ -188,19 +188,7 @@ def build_static(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
         "tool": "onnxruntime.quantization.quantize_static",
         "versions": versions(),
         "optimization_level": None,
-        "quantization": {
-            "scheme": "static",
-            "format": "QDQ",
-            "weights_dtype": "QInt8",
-            "activations_dtype": "QUInt8",
-            "per_channel": opts.per_channel,
-            "reduce_range": opts.reduce_range,
-            "weights_symmetric": True,
-            "activations_symmetric": False,
-            "operators_to_quantize": list(opts.op_types),
-            "matmul_const_b_only": True,
-            "calibration_method": opts.calibrate_method,
-        },
+        "quantization": int8_record(opts, scheme="static", fmt="QDQ", calibration_method=opts.calibrate_method),
         "nodes_in_float": [
             {
                 "nodes": "MatMuls whose both inputs are activations (attention scores, context)",
@@ -216,3 +204,21 @@ def build_static(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
         "op_counts": op_counts(dest),
     }
     return BuildResult(files=[dest], build=build)
+
+
+def int8_record(opts, *, scheme: str, fmt: str, calibration_method: str | None = None, mode: str | None = None) -> dict:
+    """The manifest's ``quantization`` of an ONNX Runtime int8 graph (QInt8 weights, QUInt8 activations)."""
+    return {
+        "scheme": scheme,
+        "format": fmt,
+        **({"mode": mode} if mode else {}),
+        "weights_dtype": "QInt8",
+        "activations_dtype": "QUInt8",
+        "per_channel": opts.per_channel,
+        "reduce_range": opts.reduce_range,
+        "weights_symmetric": True,
+        "activations_symmetric": False,
+        "operators_to_quantize": list(opts.op_types),
+        "matmul_const_b_only": True,
+        "calibration_method": calibration_method,
+    }
