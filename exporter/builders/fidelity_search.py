@@ -113,23 +113,14 @@ def calibration_reference(ctx: BuildContext, texts: list[str]) -> np.ndarray:
         return parity_run.outputs_length_sorted(embed, ctx.reference_model(), texts, 32)
 
     sha = texts_sha256(texts)
+    compute = encode
     if ctx.options.get("reference_key"):
         key = refcache.key(reference=ctx.options["reference_key"], calibration=sha, prompt="")
-        return ctx.memo(f"calibration-reference:{sha}", lambda: refcache.cached(key, encode)[0])
-    return ctx.memo(f"calibration-reference:{sha}", encode)
+        compute = lambda: refcache.cached(key, encode)[0]  # noqa: E731
+    return ctx.memo(f"calibration-reference:{sha}", compute)
 
 
 # ------------------------------------------------------------------------------------------ search
-class _Clock:
-    """Wall time of the search (recorded only, never a bound)."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-
 def _rank(backend: SearchBackend, scorer: Scorer, worst: np.ndarray, all_cos: np.ndarray, max_screen: int):
     """Each candidate alone in float, scored on the ``worst`` texts; ranked, with why the screen stopped."""
     base_deficit, base_min = float((1 - all_cos[worst]).mean()), float(all_cos[worst].min())
@@ -150,7 +141,11 @@ def _rank(backend: SearchBackend, scorer: Scorer, worst: np.ndarray, all_cos: np
 
 def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple[Any, SearchResult]:
     """The model with the fewest ranked candidates in float that meets the goal (see the module doc)."""
-    clock = _Clock()
+    start = time.perf_counter()  # wall time is recorded, never a bound
+
+    def elapsed() -> float:
+        return time.perf_counter() - start
+
     candidates = list(backend.candidates)
     max_float = max(1, int(len(candidates) * float(opts.max_float_fraction)))
 
@@ -159,7 +154,7 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
         return metrics["cosine_min"] >= opts.goal_cosine_min and (nn is None or nn >= opts.goal_nn10)
 
     def step(kept: list[str], added: str | None, model) -> dict[str, Any]:
-        return {"kept_float": len(kept), "added": added, **scorer.metrics(model), "seconds": round(clock.elapsed(), 1)}
+        return {"kept_float": len(kept), "added": added, **scorer.metrics(model), "seconds": round(elapsed(), 1)}
 
     model = backend.quantize_all()
     all_cos = scorer.cosines(model, None)
@@ -168,7 +163,7 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
     result = SearchResult(candidates, {}, [], steps, good(steps[0]), None, 0.0, n_screen)
     if result.reached or not candidates:
         result.stopped_by = None if result.reached else "no candidates to keep in float"
-        result.seconds = clock.elapsed()
+        result.seconds = elapsed()
         return model, result
     worst = np.argsort(all_cos, kind="stable")[:n_screen]
     result.screened, stopped_by = _rank(backend, scorer, worst, all_cos, int(opts.max_screen))
@@ -185,7 +180,7 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
             result.reached = True
             break
     result.stopped_by = None if result.reached else stopped_by or "ran out of candidates"
-    result.seconds = clock.elapsed()
+    result.seconds = elapsed()
     return model, result
 
 
