@@ -31,11 +31,11 @@ class Decision:
 def model_files(repo: str | None, sha: str | None, local: Path | None = None) -> Path | None:
     """The model's files when they are on this machine: ``local`` (a folder), or the snapshot of
     ``repo`` at ``sha`` in the local Hub cache; None when they are not here (nothing is downloaded)."""
-    from exporter.source.hubcache import repo_folder
+    from exporter.source.hubcache import snapshot_folder
 
     folder = local
     if folder is None and repo and sha:
-        folder = repo_folder(repo) / "snapshots" / sha
+        folder = snapshot_folder(repo, sha)
     return Path(folder) if folder is not None and Path(folder).is_dir() else None
 
 

@@ -44,7 +44,7 @@ def resolve_pin(plan) -> Pin:
         SourceError: MODEL is malformed, or not pinned and ``allow_unpinned`` is off (as ``export`` would).
     """
     from exporter.source import resolve as source
-    from exporter.source.hubcache import COMMIT_RE, hub_offline, repo_folder
+    from exporter.source.hubcache import COMMIT_RE, hub_offline, repo_folder, snapshot_folder
 
     ref = source.parse_model_ref(plan.model, plan.revision)
     if ref.local_path is not None:
@@ -52,7 +52,7 @@ def resolve_pin(plan) -> Pin:
     storage = repo_folder(ref.repo_id)
     wanted = ref.revision or "main"
     if COMMIT_RE.match(wanted):
-        if (storage / "snapshots" / wanted).is_dir():
+        if snapshot_folder(ref.repo_id, wanted).is_dir():
             where = "in the local Hub cache"
         elif hub_offline():
             where = "not in the local Hub cache, and HF_HUB_OFFLINE is set: the export will fail"

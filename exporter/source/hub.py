@@ -15,7 +15,7 @@ from pathlib import Path
 
 from exporter.errors import HubError, SourceError
 from exporter.source.default_model import REPO_ID as DEFAULT_REPO_ID
-from exporter.source.hubcache import COMMIT_RE, hub_cache_dir, repo_folder
+from exporter.source.hubcache import COMMIT_RE, hub_cache_dir, repo_folder, snapshot_folder
 from exporter.source.vetting import prefer_safetensors, select_candidates, weights_policy
 
 SHORT_SHA_RE = re.compile(r"^[0-9a-fA-F]{7,39}$")
@@ -162,7 +162,7 @@ def download(repo_id: str, sha: str, cache: Path, offline: bool, label: str, all
             with _hub_errors(repo_id, sha, offline):
                 listed = HfApi().list_repo_files(repo_id, revision=sha)
         except HubError:
-            if not (repo_folder(repo_id, cache) / "snapshots" / sha).is_dir():
+            if not snapshot_folder(repo_id, sha, cache).is_dir():
                 raise
             offline = True
         else:

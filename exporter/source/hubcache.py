@@ -62,6 +62,11 @@ def repo_folder(repo_id: str, cache_dir: Path | None = None) -> Path:
     return (cache_dir or hub_cache_dir()) / ("models--" + repo_id.replace("/", "--"))
 
 
+def snapshot_folder(repo_id: str, sha: str, cache_dir: Path | None = None) -> Path:
+    """``<cache>/models--ORG--NAME/snapshots/<sha>``: where the pinned files of a model repo live."""
+    return repo_folder(repo_id, cache_dir) / "snapshots" / sha
+
+
 def git_blob_sha1(path: Path) -> str:
     """The git object id of a file's contents (what the Hub names a non-LFS blob)."""
     digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
