@@ -157,6 +157,69 @@ def test_floating_matmuls_in_the_quantised_model_restores_fp32_ops(built, tiny_m
     assert float((1 - scorer.cosines(float_matmuls(quantized, base, []))).mean()) == pytest.approx(deficit["int8"])
 
 
+def test_outlier_split_computes_the_outlier_channels_exactly_and_the_rest_in_int8(built, tiny_model_dir):
+    """The split MatMul: its float branch is X[..., S]·W[:, S]ᵀ of the fp32 IR's weight (checked against
+    numpy), the int8 weight has the columns S zeroed, and OpenVINO still runs the int8 part in int8."""
+    import openvino as ov
+
+    from exporter.builders import outlier_split
+    from exporter.builders.export_openvino_fidelity import residual_writers
+    from exporter.builders.export_openvino_int8 import calibration_samples
+
+    stage, _ = built
+    core = ov.Core()
+    base = core.read_model(stage / BASE_FILE)
+    quantized = core.read_model(stage / SPECS["openvino-qint8"].file_name)
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=stage, calibration_texts=lambda: list(CALIBRATION))
+    samples = calibration_samples(ctx, base, len(CALIBRATION))
+    name = residual_writers(base)[-1]
+    stats = outlier_split.activation_stats(base, samples, [name])[name]
+    channels = np.array([1, 5], dtype=np.int64)
+    split = outlier_split.split_matmuls(quantized, base, {name: {"channels": channels, "stats": stats}})
+    ops = {op.get_friendly_name(): op for op in split.get_ordered_ops()}
+    gather, branch = ops[f"{name}/outlier_split/gather"], ops[f"{name}/outlier_split/matmul"]
+    probe = split.clone()
+    probe_ops = {op.get_friendly_name(): op for op in probe.get_ordered_ops()}
+    probe.add_outputs(
+        [probe_ops[gather.get_friendly_name()].input_value(0), probe_ops[branch.get_friendly_name()].output(0)]
+    )
+    compiled = core.compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    result = compiled(samples[-1])
+    x, got = (np.asarray(result[port]) for port in compiled.outputs[-2:])
+    weight = {op.get_friendly_name(): op for op in base.get_ordered_ops()}[name].input_value(1).get_node().get_data()
+    np.testing.assert_allclose(got, x[..., channels] @ weight[:, channels].T, rtol=1e-5, atol=1e-6)
+    int8 = ops[name].input_value(1).get_node().input_value(0).get_node().input_value(0).get_node().get_data()
+    assert int8.dtype == np.int8 and not int8[:, channels].any() and int8.any()
+    runtime = core.compile_model(split, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).get_runtime_model()
+    precision = {
+        op.get_friendly_name(): op.get_rt_info()["runtimePrecision"].astype(str) for op in runtime.get_ordered_ops()
+    }
+    assert precision[name] in ("u8", "i8"), precision[name]
+
+
+def test_fidelity_int8_records_each_split_op_with_its_channels(built, tiny_model_dir, tmp_path):
+    """Every candidate with a channel above a low outlier ratio is split, not floated; an unreachable goal
+    keeps a quarter of the candidates out of int8, and the manifest says which channels and why."""
+    from dataclasses import replace
+
+    stage, _ = built
+    copy = tmp_path / "artifact"
+    shutil.copytree(stage, copy)
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=copy, calibration_texts=lambda: list(CALIBRATION))
+    spec = SPECS["openvino-qint8-fidelity"]
+    search = replace(spec.options.search, target_cosine_min=1.0, margin=0.001, max_float_fraction=0.25, max_screen=3)
+    spec = replace(spec, options=replace(spec.options, outlier_ratio=1.0, max_outlier_channels=2, search=search))
+    build = spec.build_fn()(ctx, spec).build
+    split, whole = build["ops_split"], build["ops_in_float"]
+    assert build["outlier_ratio"] == 1.0 and build["max_outlier_channels"] == 2
+    assert [o["op"] for o in split] + [o["op"] for o in whole] == build["search"]["kept_float"] != []
+    assert whole == []  # every random-weight op has a channel above its median score
+    for entry in split:
+        assert 1 <= len(entry["channels"]) <= 2 and len(entry["channel_scores"]) == len(entry["channels"])
+        assert all(score >= 1.0 for score in entry["channel_scores"]) and "outlier_ratio" in entry["channels_why"]
+        assert entry["why"].startswith("measured sensitivity")
+
+
 def test_weights_are_smaller_than_fp32(built):
     stage, _ = built
     size = {i: (stage / s.file_name).with_suffix(".bin").stat().st_size for i, s in SPECS.items()}

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.builders import fidelity_search, kit
+from exporter.builders import fidelity_search, kit, outlier_split
 from exporter.builders.context import BuildContext, BuildResult
 from exporter.builders.export_openvino import BASE_FILE, io_names, read_base
 from exporter.builders.export_openvino_int8 import calibration_info, calibration_samples, nncf_record, quantize_static
@@ -102,14 +102,6 @@ class OvScorer(fidelity_search.Scorer):
         return out[idx]
 
 
-def _const_source(output):
-    """The Constant behind a weight input (through Convert / Reshape / Transpose), or None."""
-    node = output.get_node()
-    while node.get_type_name() in ("Convert", "Reshape", "Transpose") and node.get_input_size():
-        node = node.input_value(0).get_node()
-    return node if node.get_type_name() == "Constant" else None
-
-
 def float_matmuls(quantized, base, names: list[str]):
     """A copy of the quantised model with the named weight MatMuls back in float: no re-calibration.
 
@@ -131,7 +123,7 @@ def float_matmuls(quantized, base, names: list[str]):
         if node.get_type_name() == "Multiply" and "nncf_smooth_quant" in node.get_friendly_name():
             act = node.input_value(0)
         mm.input(0).replace_source_output(act)
-        weight = _const_source(ref.input_value(1))
+        weight = outlier_split.const_source(ref.input_value(1))
         mm.input(1).replace_source_output(ov.op.Constant(np.asarray(weight.get_data(), dtype=np.float32)).output(0))
         for target in mm.output(0).get_target_inputs():  # the bias Add: the fp32 IR's bias, uncorrected
             add = target.get_node()
@@ -139,8 +131,8 @@ def float_matmuls(quantized, base, names: list[str]):
             if add.get_type_name() != "Add" or ref_add is None:
                 continue
             for port in range(2):
-                bias = _const_source(ref_add.input_value(port))
-                if bias is not None and _const_source(add.input_value(port)) is not None:
+                bias = outlier_split.const_source(ref_add.input_value(port))
+                if bias is not None and outlier_split.const_source(add.input_value(port)) is not None:
                     add.input(port).replace_source_output(
                         ov.op.Constant(np.asarray(bias.get_data(), dtype=np.float32)).output(0)
                     )
@@ -148,13 +140,16 @@ def float_matmuls(quantized, base, names: list[str]):
     return model
 
 
-class _FloatMatMuls:
+class _KeepOutOfInt8:
     """The search hooks for NNCF static int8: one ``nncf.quantize`` (shared with ``openvino-qint8`` in the same
-    export), then each model floats MatMuls in that quantised model (:func:`float_matmuls`) instead of
-    re-running NNCF (~20 s on all-MiniLM-L6-v2 per run). One model alive at a time: bounded memory."""
+    export), then graph surgery on that quantised model instead of re-running NNCF (~20 s on
+    all-MiniLM-L6-v2 per run). The unit kept out of int8 is as small as measured to matter: a MatMul with
+    outlier input channels (``splits``, :mod:`exporter.builders.outlier_split`) keeps only those channels in
+    float; any other candidate is put back in float whole (:func:`float_matmuls`). One model alive at a
+    time: bounded memory."""
 
-    def __init__(self, quantized, base):
-        self.quantized, self.base = quantized, base
+    def __init__(self, quantized, base, splits: dict[str, dict]):
+        self.quantized, self.base, self.splits = quantized, base, splits
         self.candidates = residual_writers(base)
         self.made: dict[tuple[str, ...], Any] = {}
 
@@ -165,8 +160,28 @@ class _FloatMatMuls:
         key = tuple(names)
         if key not in self.made:
             self.made.clear()
-            self.made[key] = float_matmuls(self.quantized, self.base, list(names)) if names else self.quantized
+            split = {n: self.splits[n] for n in names if n in self.splits}
+            model = outlier_split.split_matmuls(self.quantized, self.base, split) if split else self.quantized
+            whole = [n for n in names if n not in self.splits]
+            self.made[key] = float_matmuls(model, self.base, whole) if whole else model
         return self.made[key]
+
+    def records(self, result: fidelity_search.SearchResult) -> tuple[list[dict], list[dict]]:
+        """The manifest's ``ops_in_float`` (whole MatMuls) and ``ops_split`` (channels kept in float)."""
+        kept = fidelity_search.kept_records(result, "op")
+        split = [
+            {
+                **entry,
+                "channels": self.splits[entry["op"]]["channels"].tolist(),
+                "channel_scores": [round(float(x), 1) for x in self.splits[entry["op"]]["scores"]],
+                "channels_why": "input channels whose max|x|·max|W| over the calibration samples is at least "
+                "outlier_ratio times the op's median channel: kept in float (Gather + fp32 MatMul), the rest "
+                "int8 with its weight re-quantised and activation range re-fitted without them",
+            }
+            for entry in kept
+            if entry["op"] in self.splits
+        ]
+        return [e for e in kept if e["op"] not in self.splits], split
 
 
 def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
@@ -178,18 +193,26 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     texts = fidelity_search.search_texts(ctx)
     with kit.backend_errors("OpenVINO fidelity int8"):
         scorer = OvScorer(ctx, texts, fidelity_search.calibration_reference(ctx, texts))
-        hooks = _FloatMatMuls(quantize_static(ctx, model, samples, opts.nncf), model)
+        all_int8 = quantize_static(ctx, model, samples, opts.nncf)
+        names = residual_writers(model)
+        splits = outlier_split.plan(all_int8, model, samples, names, opts.outlier_ratio, opts.max_outlier_channels)
+        hooks = _KeepOutOfInt8(all_int8, model, splits)
         quantized, result = fidelity_search.search(hooks, scorer, opts.search)
+        ops_in_float, ops_split = hooks.records(result)
         files = kit.save_ir(quantized, ctx.stage_dir, spec.file_name)
     return BuildResult(
         files=files,
         build={
             "export_source": BASE_FILE,
             "precision": "int8",
-            "method": "nncf.quantize (post-training static) once; the ranked fewest residual-writing MatMuls "
-            "then put back in float (fp32 weight, bias and activation) in that model",
+            "method": "nncf.quantize (post-training static) once; then, in that model, the ranked fewest "
+            "residual-writing MatMuls kept out of int8: their outlier input channels split out into float "
+            "where they have some, else the whole MatMul in float (fp32 weight, bias and activation)",
             **nncf_record(opts.nncf),
-            "ops_in_float": fidelity_search.kept_records(result, "op"),
+            "outlier_ratio": float(opts.outlier_ratio),
+            "max_outlier_channels": int(opts.max_outlier_channels),
+            "ops_in_float": ops_in_float,
+            "ops_split": ops_split,
             "search": fidelity_search.search_record(result, opts.search),
             "calibration": {**calibration_info(ctx, samples), "search_texts": len(texts)},
             **io_names(quantized),
