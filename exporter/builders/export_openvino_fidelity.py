@@ -176,7 +176,7 @@ class _KeepOutOfInt8:
                 "channel_scores": [round(float(x), 1) for x in self.splits[entry["op"]]["scores"]],
                 "channels_why": "input channels whose max|x|·max|W| over the calibration samples is at least "
                 "outlier_ratio times the op's median channel: kept in float (Gather + fp32 MatMul), the rest "
-                "int8 with its weight re-quantised and activation range re-fitted without them",
+                "int8 with its weight re-quantised without them (NNCF's activation range kept)",
             }
             for entry in kept
             if entry["op"] in self.splits
