@@ -58,10 +58,10 @@ def fidelity(artifact: Path) -> dict[str, dict]:
         kept = [f"float {o['op'].split('/')[0]}" for o in build.get("ops_in_float", [])]
         kept += [f"split {o['op'].split('/')[0]} {o['channels']}" for o in build.get("ops_split", [])]
         rows[vid] = {
-            "file": v["file"],
+            "file": next(f["path"] for f in v["files"] if f["path"].endswith(".xml")),
             "status": v["status"],
-            "cosine_min": v["parity"]["metrics"]["cosine_min"],
-            "nn10": v["parity"]["metrics"]["neighbour_agreement_at_10"],
+            "cosine_min": v["parity"]["cosine_min"],
+            "nn10": v["parity"]["neighbour_agreement_at_10"],
             "kept": kept,
             "ops": [o["op"] for o in build.get("ops_in_float", []) + build.get("ops_split", [])],
         }
@@ -129,9 +129,9 @@ def runtime_precisions(xml: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for op in runtime.get_ordered_ops():
         info = op.get_rt_info()
-        kind = str(info["layerType"]) if "layerType" in info else op.get_type_name()
-        if kind in ("FullyConnected", "MatMul", "Gather", "Eltwise"):
-            key = f"{kind}:{info['runtimePrecision'] if 'runtimePrecision' in info else '?'}"
+        kind = info["layerType"].astype(str)
+        if kind in ("FullyConnected", "MatMul", "Gather"):
+            key = f"{kind}:{info['runtimePrecision'].astype(str)}"
             counts[key] = counts.get(key, 0) + 1
     return dict(sorted(counts.items()))
 
