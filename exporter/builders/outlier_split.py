@@ -1,7 +1,7 @@
 """Outlier split of a static-int8 MatMul (LLM.int8()-style decomposition) by graph surgery on the NNCF model.
 
 For a weight MatMul ``Y = X·Wᵀ + b`` whose int8 error comes from a few input channels of ``X`` with outliers
-(post-GELU FFN inputs, attention contexts: SmoothQuant moves them into the weights but cannot flatten them),
+(post-GELU FFN inputs: SmoothQuant moves them into the weights but cannot flatten them),
 
     Y = X[..., S]·W[:, S]ᵀ            (float: a Gather of the k outlier channels and a k-deep MatMul)
       + FQ(X'·s)·Q(W'/s)ᵀ + b         (the int8 path, the channels S zeroed in its weight)
@@ -20,7 +20,7 @@ For a weight MatMul ``Y = X·Wᵀ + b`` whose int8 error comes from a few input 
 
 ``S`` is the channels whose score ``max|x_c| · max_o|W[o, c]|`` (the largest contribution a channel makes to
 any output, invariant under SmoothQuant's per-channel rescaling) is at least ``ratio`` times the median
-score, measured on the fp32 IR with the calibration samples NNCF used (:func:`activation_stats`). On
+score, measured on the fp32 IR with the calibration samples NNCF used (:func:`activation_absmax`). On
 all-MiniLM-L6-v2 the FFN output projections of layers 0-3 have one or two such channels (165x-795x the
 median); no attention output projection has one (at most 23x).
 """
@@ -34,38 +34,23 @@ import numpy as np
 SMOOTH_QUANT_TAG = "nncf_smooth_quant"
 
 
-@dataclass
-class ChannelStats:
-    """Per-channel statistics of one MatMul's activation input over the calibration samples (fp32 IR)."""
-
-    sample_min: np.ndarray  # [samples, channels]: each sample's minimum per channel
-    sample_max: np.ndarray  # [samples, channels]
-
-    @property
-    def absmax(self) -> np.ndarray:
-        return np.maximum(np.abs(self.sample_min).max(axis=0), np.abs(self.sample_max).max(axis=0))
-
-
-def activation_stats(base, samples: list[dict], names: list[str]) -> dict[str, ChannelStats]:
-    """Run the fp32 IR on the calibration samples with the named MatMuls' activation inputs as extra outputs."""
+def activation_absmax(base, samples: list[dict], names: list[str]) -> dict[str, np.ndarray]:
+    """Per input channel, ``max |x|`` over the calibration samples of each named MatMul's activation (fp32 IR)."""
     import openvino as ov
 
     model = base.clone()
     ops = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
     taps = model.add_outputs([ops[name].input_value(0) for name in names])
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    ports = [compiled.outputs[len(compiled.outputs) - len(taps) + i] for i in range(len(taps))]
-    lows: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    highs: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    ports = compiled.outputs[len(compiled.outputs) - len(taps) :]
+    absmax: dict[str, np.ndarray] = {}
     request = compiled.create_infer_request()
     for sample in samples:
         result = request.infer(sample)
         for name, port in zip(names, ports, strict=True):
-            x = np.asarray(result[port])
-            x = x.reshape(-1, x.shape[-1])
-            lows[name].append(x.min(axis=0))
-            highs[name].append(x.max(axis=0))
-    return {n: ChannelStats(np.stack(lows[n]), np.stack(highs[n])) for n in names}
+            x = np.abs(np.asarray(result[port]))
+            absmax[name] = np.maximum(absmax.get(name, 0.0), x.reshape(-1, x.shape[-1]).max(axis=0))
+    return absmax
 
 
 @dataclass
@@ -106,9 +91,9 @@ def _site(mm, ref) -> _Site | None:
     return _Site(mm, fq, act, smooth, weight, wdq)
 
 
-def channel_scores(stats: ChannelStats, weight: np.ndarray) -> np.ndarray:
+def channel_scores(absmax: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Each input channel's ``max|x_c| · max_o|W[o, c]|`` over the median of that score."""
-    score = stats.absmax * np.abs(weight).max(axis=0)
+    score = absmax * np.abs(weight).max(axis=0)
     return score / max(float(np.median(score)), 1e-12)
 
 
@@ -160,7 +145,7 @@ def plan(quantized, base, samples: list[dict], names: list[str], ratio: float, m
     the fp32 IR over ``samples``); ops without any are left out. ``ratio <= 0`` splits nothing."""
     if ratio <= 0 or not names:
         return {}
-    stats = activation_stats(base, samples, names)
+    absmax = activation_absmax(base, samples, names)
     q_ops = {op.get_friendly_name(): op for op in quantized.get_ordered_ops()}
     base_ops = {op.get_friendly_name(): op for op in base.get_ordered_ops()}
     found = {}
@@ -168,7 +153,7 @@ def plan(quantized, base, samples: list[dict], names: list[str], ratio: float, m
         site = _site(q_ops[name], base_ops[name]) if name in q_ops else None
         if site is None:
             continue
-        scores = channel_scores(stats[name], site.weight)
+        scores = channel_scores(absmax[name], site.weight)
         channels = outlier_channels(scores, ratio, max_k)
         if channels.size:
             found[name] = {"channels": channels, "scores": scores[channels]}
