@@ -53,3 +53,16 @@ def test_the_runtime_reuses_only_a_run_with_the_graph_checks_exact_feeds(tmp_pat
     encoder.encode(texts[1:])  # other feeds: a real run
     encoder.encode(texts, prompt="query: ")
     assert session.reused == 2
+
+
+def test_every_command_lets_torchs_idle_threads_sleep_unless_the_user_chose(monkeypatch):
+    import os
+
+    from exporter.cli import app
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    app.idle_threads_sleep()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    app.idle_threads_sleep()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
