@@ -56,9 +56,10 @@ def test_the_runtime_reuses_only_a_run_with_the_graph_checks_exact_feeds(tmp_pat
 
 
 def test_every_command_lets_torchs_idle_threads_sleep_unless_the_user_chose(monkeypatch):
+    import importlib
     import os
 
-    from exporter.cli import app
+    app = importlib.import_module("exporter.cli.app")  # the module (exporter.cli.app is also the Typer app)
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     app.idle_threads_sleep()
