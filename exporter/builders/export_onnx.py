@@ -77,18 +77,32 @@ def _check_staged(facts: st_modules.ModelFacts) -> None:
         )
 
 
-def _fix_output_shapes(path: Path, dim: int) -> None:
-    """Give ``sentence_embedding`` a static width if tracing left it symbolic (external data untouched)."""
+def _fix_output_shapes(path: Path, dim: int) -> dict[str, Any]:
+    """Give ``sentence_embedding`` a static width if tracing left it symbolic (external data untouched; the
+    file is rewritten only then). Returns the graph's facts for the manifest (``_graph_facts``)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
+    changed = False
     for output in model.graph.output:
         if output.name == SENTENCE_OUTPUT:
             dims = output.type.tensor_type.shape.dim
             if len(dims) == 2 and not dims[1].dim_value:
                 dims[1].ClearField("dim_param")
                 dims[1].dim_value = dim
-    onnx.save(model, str(path))
+                changed = True
+    if changed:
+        onnx.save(model, str(path))
+    return _graph_facts(model)
+
+
+def _graph_facts(model) -> dict[str, Any]:
+    """Opset, input and output names of a loaded ONNX graph, as the manifest's build entry records them."""
+    return {
+        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "inputs": [i.name for i in model.graph.input],
+        "outputs": [o.name for o in model.graph.output],
+    }
 
 
 def _real_tokens(feeds) -> list[list[int]]:
@@ -97,13 +111,44 @@ def _real_tokens(feeds) -> list[list[int]]:
     return [row[mask.astype(bool)].tolist() for row, mask in pairs]
 
 
-def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
-    """Check the exported graph, and the runtime's tokenisation, against the loaded torch model."""
+class _GraphCheckRun:
+    """The runtime's session, answering the one run whose feeds are exactly the graph check's (same session,
+    same feeds: the same numbers) from that check's result; every other run runs for real."""
+
+    def __init__(self, real, output: str, feeds: dict, result) -> None:
+        self._real, self._output, self._feeds, self._result = real, output, feeds, result
+        self.reused = 0
+
+    def __getattr__(self, name):  # input_names, output_names, providers, optional_input_names
+        return getattr(self._real, name)
+
+    def run(self, output_names, feeds):
+        import numpy as np
+
+        same = list(output_names) == [self._output] and feeds.keys() == self._feeds.keys()
+        if same and all(np.array_equal(feeds[k], self._feeds[k]) for k in feeds):
+            self.reused += 1
+            return [self._result]
+        return self._real.run(output_names, feeds)
+
+
+def torch_encoder(model):
+    """``encode(texts, prompt)``: the torch model's embeddings of ``texts`` in one batch, as ``verify`` compares."""
+    return lambda texts, prompt: model.encode(texts, prompt=prompt, convert_to_numpy=True, batch_size=len(texts))
+
+
+def verify(model, artifact_dir: Path, file_name: str, reference=None) -> dict[str, float]:
+    """Check the exported graph, and the runtime's tokenisation, against the loaded torch model.
+
+    ``reference(texts, prompt)``: the torch model's embeddings (default ``torch_encoder(model)``; the pipeline
+    passes one that reads them from ``exporter.quality.refcache``). The texts run longest first, the order the
+    runtime batches them in, so its bare run gets exactly the graph check's feeds and reuses that run."""
     import numpy as np
 
     from exporter import runtime
 
-    texts = list(CHECK_TEXTS)
+    reference = reference or torch_encoder(model)
+    texts = sorted(CHECK_TEXTS, key=len, reverse=True)  # stable, as the runtime's own order
     encoder = runtime.load(artifact_dir, file_name=file_name)
     names = list(encoder.session.output_names)
     if names[:2] != [TOKEN_OUTPUT, SENTENCE_OUTPUT]:
@@ -111,8 +156,8 @@ def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
     features = model.preprocess(texts)  # no prompt here, nor below (prompt=""): the graph is checked bare
     feeds = {n: features[n].numpy().astype(np.int64) for n in encoder.session.input_names if n in features}
     (graph_emb,) = encoder.session.run([SENTENCE_OUTPUT], feeds)
-    reference = model.encode(texts, prompt="", convert_to_numpy=True, batch_size=len(texts))
-    graph_min = float(kit.row_cosines(reference, graph_emb).min())
+    bare = reference(texts, "")
+    graph_min = float(kit.row_cosines(bare, graph_emb).min())
     if not graph_min >= CHECK_MIN_COSINE:
         raise ExportFailed(
             f"the exported ONNX graph disagrees with torch (min cosine {graph_min:.6f} < {CHECK_MIN_COSINE}).",
@@ -125,9 +170,10 @@ def verify(model, artifact_dir: Path, file_name: str) -> dict[str, float]:
             "(transformers applies settings from tokenizer_config.json that the fast tokenizer file lacks).",
             "Re-save the tokenizer with transformers (save_pretrained) so tokenizer.json carries them.",
         )
-    runtime_min = float(kit.row_cosines(reference, encoder.encode(texts, prompt="")).min())
+    encoder.session = _GraphCheckRun(encoder.session, SENTENCE_OUTPUT, feeds, graph_emb)
+    runtime_min = float(kit.row_cosines(bare, encoder.encode(texts, prompt="")).min())
     for prompt in list(dict.fromkeys(p for p in model.prompts.values() if p))[:CHECK_PROMPTS]:
-        with_prompt = model.encode(texts, prompt=prompt, convert_to_numpy=True, batch_size=len(texts))
+        with_prompt = reference(texts, prompt)
         runtime_min = min(runtime_min, float(kit.row_cosines(with_prompt, encoder.encode(texts, prompt=prompt)).min()))
     if not runtime_min >= CHECK_MIN_COSINE:
         raise ExportFailed(
@@ -168,6 +214,8 @@ def export_base(
     trust_remote_code: bool = False,
     info: dict[str, Any] | None = None,
     truncate_dim: int | None = None,
+    model=None,
+    reference=None,
 ) -> list[Path]:
     """Export ``model_dir`` (a sentence-transformers folder) to ``out_dir/onnx/model.onnx`` (fp32).
 
@@ -175,6 +223,8 @@ def export_base(
     Transformer module's folder (the artifact root for every usual layout; ``0_Transformer/`` for the
     oldest ST layout) because that is where ``model_kwargs={"file_name": ...}`` is resolved.
     Returns the files written. ``info``, if given, is filled with build facts for the manifest.
+    ``model``: the loaded torch model of ``model_dir`` with ``truncate_dim`` applied (the pipeline's shared
+    reference; loaded here when None); ``reference``: what :func:`verify` compares with.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     try:
@@ -187,35 +237,32 @@ def export_base(
     dest = staged_facts.transformer_dir / ONNX_FILE
     file_name = dest.relative_to(staged_facts.transformer_dir).as_posix()
 
+    graph: dict[str, Any] = {}
     with kit.backend_errors(f"ONNX export of {model_dir.name}", EXPORT_HINT):
-        from exporter.runners.reference import load_reference
+        if model is None:
+            from exporter.runners.reference import load_reference
 
-        model = load_reference(None, model_dir, trust_remote_code=trust_remote_code)
+            model = load_reference(None, model_dir, trust_remote_code=trust_remote_code)
+            model.truncate_dim = truncate_dim  # the reference verify() compares with truncates too
         model.eval()
-        model.truncate_dim = truncate_dim  # the reference verify() compares with truncates too
         prompt_input = prompt_graph.excludes_prompt(model)
         config_class = export_config_class(
             prompt_input=prompt_input, truncate_dim=truncate_dim, input_names=input_names_for(model)
         )
         config = config_class(model[0].auto_model.config, task="feature-extraction")
 
-        def prepare(graph: Path) -> None:
-            _fix_output_shapes(graph, model.get_embedding_dimension())
+        def prepare(path: Path) -> None:
+            graph.update(_fix_output_shapes(path, model.get_embedding_dimension()))
             if prompt_input:
-                prompt_graph.make_input_optional(graph)
+                prompt_graph.make_input_optional(path)  # an initializer: inputs and outputs unchanged
 
         written = _trace_to(model, dest, opset=opset, task="feature-extraction", config=config, prepare=prepare)
 
-    checks = verify(model, out_dir, file_name)
+    checks = verify(model, out_dir, file_name, reference)
     if info is not None:
-        import onnx
-
-        graph = onnx.load(str(dest), load_external_data=False)
         info.update(
             exporter="optimum-onnx onnx_export_from_model (library sentence_transformers, task feature-extraction)",
-            opset=next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None),
-            inputs=[i.name for i in graph.graph.input],
-            outputs=[o.name for o in graph.graph.output],
+            **graph,
             model=facts.to_dict(),
             embedding_dim=model.get_embedding_dimension(),
             truncate_dim=truncate_dim,
@@ -250,6 +297,7 @@ def build_embedder_graph(ctx, spec):
     from exporter.builders.context import BuildResult
 
     info: dict[str, Any] = {}
+    model = ctx.reference_model()  # traced and checked against: no second load of the same weights
     files = export_base(
         ctx.source_dir,
         ctx.stage_dir,
@@ -257,8 +305,24 @@ def build_embedder_graph(ctx, spec):
         trust_remote_code=bool(ctx.options.get("trust_remote_code")),
         info=info,
         truncate_dim=ctx.options.get("truncate_dim"),
+        model=model,
+        reference=_cached_reference(torch_encoder(model), ctx.options.get("reference_key")),
     )
     return BuildResult(files=files, build=info)
+
+
+def _cached_reference(encode, reference_key: str | None):
+    """``encode(texts, prompt)`` with its arrays kept in ``exporter.quality.refcache`` under the export's
+    reference key (source, probe, settings, packages, CPU), as the probe set's reference is."""
+    if not reference_key:
+        return encode
+    from exporter.quality import refcache
+
+    def cached(texts: list[str], prompt: str):
+        key = refcache.key(reference=reference_key, check_texts=texts, prompt=prompt, batch=len(texts))
+        return refcache.cached(key, lambda: encode(texts, prompt))[0]
+
+    return cached
 
 
 def build_task_graph(ctx, spec):

@@ -82,6 +82,8 @@ def settle(graph: Path, max_bytes: int | None = None) -> list[Path]:
     before = files_of(graph)[1:]
     if [p.name for p in before] == [data_name(graph)] and before[0].stat().st_size > max_bytes:
         return [graph, *before]  # already as the rule wants (e.g. optimum's own export of a large model)
+    if not before and graph.stat().st_size <= max_bytes:
+        return [graph]  # inline, and its tensors cannot outweigh the file: as the rule wants, nothing to read
     model = onnx.load(str(graph), load_external_data=True)
     external = _tensor_bytes(model) > max_bytes
     if not external and not before:

@@ -7,9 +7,11 @@ sha256 (prompts included), the model kind, a ``max_seq_length`` override, the Ma
 (a 128-d reference is not a 384-d one), every toolchain version, the CPU model and flags, and the batch
 size and batching the reference runs at (``parity_run.REFERENCE_BATCHING``). The int8 fidelity searches
 cache their torch run over the calibration texts under that key plus the calibration set's sha256, so it
-too runs once per pin. Only numpy arrays are cached (embedders and sparse encoders); a corrupt or
-unreadable entry is recomputed. Folder: ``$EXPORTER_CACHE_DIR``, else
-``$XDG_CACHE_HOME/exporter``, else ``~/.cache/exporter``; ``reference/<key>.npy``, written atomically.
+too runs once per pin; the base ONNX graph's post-export check (``builders.export_onnx.verify``) caches its
+torch side (the check texts, bare and with the model's first prompts) the same way. Only numpy arrays are
+cached (embedders and sparse encoders); a corrupt or unreadable entry is recomputed. Folder:
+``$EXPORTER_CACHE_DIR``, else ``$XDG_CACHE_HOME/exporter``, else ``~/.cache/exporter``;
+``reference/<key>.npy``, written atomically.
 """
 
 from __future__ import annotations

@@ -1,0 +1,69 @@
+"""Less work in plain `export` for the same checks: the base graph is traced from the pipeline's torch
+reference (no second load), its post-export check reads the torch side from the reference cache, and the
+runtime's bare run reuses the graph check's run (the same session on the same feeds)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from exporter import runtime
+from exporter.builders import export_onnx
+from exporter.builders.context import BuildContext
+from exporter.quality import refcache
+from tests.test_export_onnx import TEXTS, exported_tiny, stage_artifact
+
+
+def test_the_base_graph_is_built_from_the_shared_reference_and_its_check_is_cached(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    from exporter.runners import reference
+
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=tmp_path, options={"reference_key": "k1"})
+    model = ctx.reference_model()
+    before = model.encode(TEXTS, batch_size=4, convert_to_numpy=True)
+    loads = []
+    real_load = reference.load_reference
+    monkeypatch.setattr(reference, "load_reference", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    ctx.stage_dir = stage_artifact(tiny_model_dir, tmp_path / "a")
+    first = export_onnx.build_embedder_graph(ctx, None)
+    assert loads == [] and ctx.reference_model() is model  # the one loaded model, traced
+    np.testing.assert_array_equal(model.encode(TEXTS, batch_size=4, convert_to_numpy=True), before)  # unchanged
+    assert first.build["graph_min_cosine"] >= export_onnx.CHECK_MIN_COSINE
+    assert first.build["runtime_min_cosine"] >= export_onnx.CHECK_MIN_COSINE
+    assert first.build["outputs"][:2] == [export_onnx.TOKEN_OUTPUT, export_onnx.SENTENCE_OUTPUT]
+    assert list((refcache.cache_dir() / "reference").glob("*.npy"))  # the torch side of the check
+
+    model.encode = lambda *a, **k: (_ for _ in ()).throw(AssertionError("the cache should have answered"))
+    ctx.stage_dir = stage_artifact(tiny_model_dir, tmp_path / "b")
+    again = export_onnx.build_embedder_graph(ctx, None)
+    assert again.build == first.build
+
+
+def test_the_runtime_reuses_only_a_run_with_the_graph_checks_exact_feeds(tmp_path_factory):
+    _, art, _ = exported_tiny(tmp_path_factory, "mean", True)
+    encoder = runtime.load(art)
+    texts = sorted(TEXTS, key=len, reverse=True)
+    feeds, _ = encoder.tokenize(texts)
+    (result,) = encoder.session.run([export_onnx.SENTENCE_OUTPUT], feeds)
+    session = export_onnx._GraphCheckRun(encoder.session, export_onnx.SENTENCE_OUTPUT, feeds, result)
+    encoder.session = session
+    assert encoder.encode(texts) is not None and session.reused == 1
+    fresh = runtime.load(art).encode(texts)
+    np.testing.assert_array_equal(encoder.encode(texts), fresh)
+    encoder.encode(texts[1:])  # other feeds: a real run
+    encoder.encode(texts, prompt="query: ")
+    assert session.reused == 2
+
+
+def test_every_command_lets_torchs_idle_threads_sleep_unless_the_user_chose(monkeypatch):
+    import importlib
+    import os
+
+    app = importlib.import_module("exporter.cli.app")  # the module (exporter.cli.app is also the Typer app)
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    app.idle_threads_sleep()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    app.idle_threads_sleep()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
