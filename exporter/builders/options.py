@@ -118,7 +118,10 @@ class NncfStaticOptions(_Record):
     mean_no_outliers 0.953, histogram 0.973 / 0.942 (5 floated, 0.74x); SmoothQuant 0.75: 0.918, 0.95: 0.957,
     off 0.972 / 0.910; full bias correction 0.977 / 0.934 (6 floated, 0.66x); overflow fix off: identical (no
     Convolution); attention (SDPA) inputs in float 0.972 / 0.940; query tails 0.951 / 0.944 but only
-    **2 floated** (probe 0.9913 / 0.962, passes). No setting brings all-int8 itself to the 0.99 gate."""
+    **2 floated** (probe 0.9913 / 0.962, passes; 0.85x all-int8 in one 5-round run at load 3-5). From these
+    options (query tails on): activation range histogram 0.947 / 0.942, 2 floated (0.9945 / 0.963, 0.82x),
+    mean_no_outliers 2 floated (0.84x), SmoothQuant 0.95: 0.977 / 0.944 but 6 floated (0.63x). No setting
+    brings all-int8 itself to the 0.99 gate; NNCF accuracy control did worse (benchmarks/int8_anchor.py)."""
 
     preset: str = "mixed"  # symmetric weights, asymmetric activations (NNCF's default for transformers)
     model_type: str = "transformer"
