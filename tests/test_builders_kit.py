@@ -110,6 +110,8 @@ def test_catalogue_options_are_typed_and_frozen():
         options.OptimizeOptions("O9")
     with pytest.raises(ValueError, match="unknown int8 preset"):
         options.DynamicInt8Options("sse2")
+    with pytest.raises(ValueError, match="unknown activation range"):
+        options.NncfStaticOptions(activation_range="p99")
 
 
 def test_a_builder_refuses_options_of_another_builder():

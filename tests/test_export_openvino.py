@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from exporter.builders.context import BuildContext
-from exporter.builders.export_openvino import BASE_FILE
+from exporter.builders.export_openvino import BASE_FILE, read_base
+from exporter.builders.export_openvino_int8 import calibration_samples, query_tails
+from exporter.builders.options import NncfStaticOptions
 from exporter.errors import ExportFailed
 from exporter.variants import CATALOGUE, Backend, Precision
 
@@ -112,8 +114,42 @@ def test_build_records(built):
         assert results[derived].build["export_source"] == BASE_FILE
     q = results["openvino-qint8"].build
     assert q["model_type"] == "transformer" and q["preset"] == "mixed"
-    assert q["calibration"]["subset_size"] == len(CALIBRATION)
+    opts = SPECS["openvino-qint8"].options
+    assert q["activation_range"] == opts.activation_range and q["overflow_fix"] == opts.overflow_fix
+    assert q["smooth_quant_alpha_matmul"] == opts.smooth_quant_alpha
+    assert q["fast_bias_correction"] == opts.fast_bias_correction
+    tails = query_tails(CALIBRATION) if opts.query_tails else []
+    assert q["query_tails"] == opts.query_tails
+    assert q["calibration"]["subset_size"] == min(len(CALIBRATION) + len(tails), opts.subset_size)
     assert results["openvino-int8-weights"].build["calibration"] is None
+
+
+def test_query_tails_add_short_samples_within_the_subset(built, tiny_model_dir):
+    """Traffic-like calibration: each longer text's last 1-3 words become a sample of their own."""
+    stage, _ = built
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=stage, calibration_texts=lambda: list(CALIBRATION))
+    base = read_base(ctx)
+    tails = query_tails(CALIBRATION)
+    assert tails[:3] == ["slow", "it rains", "embed a sentence"] and len(tails) == len(CALIBRATION)
+    assert query_tails(["a b c", "ok!"]) == []  # 3 words or fewer: already short
+    off = calibration_samples(ctx, base, NncfStaticOptions(query_tails=False))
+    on = calibration_samples(ctx, base, NncfStaticOptions(query_tails=True))
+    assert len(off) == len(CALIBRATION) and len(on) == len(CALIBRATION) + len(tails)
+    assert len(calibration_samples(ctx, base, NncfStaticOptions(query_tails=True, subset_size=10))) == 10
+    assert on[len(CALIBRATION)]["input_ids"].shape[1] < on[0]["input_ids"].shape[1]  # a tail, tokenised alone
+
+
+def test_every_activation_range_is_an_nncf_range_estimator():
+    """The options name NNCF's sets; a renamed member fails here, not in a user's export."""
+    import dataclasses
+
+    from exporter.builders.export_openvino_int8 import advanced_parameters
+    from exporter.builders.options import ACTIVATION_RANGES, NncfStaticOptions
+
+    for name in ACTIVATION_RANGES:
+        params = advanced_parameters(dataclasses.replace(NncfStaticOptions(), activation_range=name))
+        assert params.activations_range_estimator_params is not None, name
+    assert advanced_parameters(NncfStaticOptions()).overflow_fix.value == NncfStaticOptions().overflow_fix
 
 
 def test_fidelity_int8_records_its_search(built):

@@ -196,7 +196,7 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     opts = kit.options_of(spec, OvFidelityOptions)
     start = time.perf_counter()
     model = read_base(ctx)
-    samples = calibration_samples(ctx, model, opts.nncf.subset_size)
+    samples = calibration_samples(ctx, model, opts.nncf)
     texts = fidelity_search.search_texts(ctx)
     with kit.backend_errors("OpenVINO fidelity int8"):
         scorer = OvScorer(ctx, texts, fidelity_search.calibration_reference(ctx, texts))

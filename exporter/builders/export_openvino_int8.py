@@ -60,16 +60,25 @@ def build_int8_weights(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
 # int8 static: NNCF post-training quantisation
 
 
-def calibration_samples(ctx: BuildContext, model, limit: int) -> list[dict]:
-    """Calibration texts tokenised by the model's own tokenizer for the IR ``model``'s inputs, one text per
-    sample (no padding), at most ``limit``."""
+def query_tails(texts: list[str]) -> list[str]:
+    """The last 1-3 words of each text of more than 3 words (trailing punctuation dropped): short, query-like
+    texts made from the calibration set itself, as traffic holds many 1-3 word queries."""
+    words = [t.split() for t in texts]
+    return [" ".join(w[-1 - i % 3 :]).strip(".,;:!?") for i, w in enumerate(words) if len(w) > 3]
+
+
+def calibration_samples(ctx: BuildContext, model, opts: NncfStaticOptions) -> list[dict]:
+    """Calibration texts (then their query tails, when ``opts.query_tails``) tokenised by the model's own
+    tokenizer for the IR ``model``'s inputs, one text per sample (no padding), at most ``opts.subset_size``."""
     input_names = [p.get_any_name() for p in model.inputs]
     texts = [t for t in ctx.calibration_texts() if t and t.strip()]
     if not texts:
         raise ExportFailed("no calibration texts for OpenVINO static int8.", "Pass --calibration FILE.")
+    if opts.query_tails:
+        texts += [t for t in query_tails(texts) if t.strip()]
     reference = ctx.reference_model()
     samples = []
-    for text in texts[:limit]:
+    for text in texts[: opts.subset_size]:
         features = reference.tokenize([text])
         sample = {}
         for name in input_names:
@@ -93,6 +102,22 @@ def _ignored_scope(scope: IgnoredScope | None):
     )
 
 
+def advanced_parameters(opts: NncfStaticOptions):
+    """NNCF's ``AdvancedQuantizationParameters`` for the options (shared with accuracy control's anchor)."""
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+        OverflowFix,
+    )
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    return AdvancedQuantizationParameters(
+        overflow_fix=OverflowFix(opts.overflow_fix),
+        activations_range_estimator_params=getattr(RangeEstimatorParametersSet, opts.activation_range.upper()),
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=float(opts.smooth_quant_alpha)),
+    )
+
+
 def quantize_static(ctx: BuildContext, model, samples: list[dict], opts: NncfStaticOptions):
     """``nncf.quantize`` of the fp32 IR, once per export for the same options and calibration samples:
     ``openvino-qint8`` and the fidelity search (which starts from all-int8) share it."""
@@ -100,7 +125,6 @@ def quantize_static(ctx: BuildContext, model, samples: list[dict], opts: NncfSta
     import json
 
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     digest = hashlib.sha256(json.dumps([opts.to_dict(), len(samples)], sort_keys=True).encode())
     for sample in samples:
@@ -115,9 +139,7 @@ def quantize_static(ctx: BuildContext, model, samples: list[dict], opts: NncfSta
             subset_size=len(samples),
             fast_bias_correction=opts.fast_bias_correction,
             ignored_scope=_ignored_scope(opts.ignored_scope),
-            advanced_parameters=AdvancedQuantizationParameters(
-                smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=float(opts.smooth_quant_alpha))
-            ),
+            advanced_parameters=advanced_parameters(opts),
         )
 
     return ctx.memo(f"ov-static-int8:{digest.hexdigest()}", run)
@@ -132,12 +154,15 @@ def nncf_record(opts: NncfStaticOptions) -> dict[str, Any]:
         "model_type": opts.model_type,
         "fast_bias_correction": opts.fast_bias_correction,
         "smooth_quant_alpha_matmul": float(opts.smooth_quant_alpha),
+        "activation_range": opts.activation_range,
+        "overflow_fix": opts.overflow_fix,
+        "query_tails": opts.query_tails,
     }
 
 
 def calibration_info(ctx: BuildContext, samples: list[dict]) -> dict[str, Any]:
     return {
-        "method": "NNCF statistics over the calibration subset (default range estimators)",
+        "method": "NNCF statistics over the calibration subset (activation ranges: see activation_range)",
         "tokenisation": "model tokenizer, one text per sample, no padding, truncated at max_seq_length",
         "subset_size": len(samples),
         "texts_available": len(ctx.calibration_texts()),
@@ -149,7 +174,7 @@ def build_qint8(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     opts = kit.options_of(spec, NncfStaticOptions)
     start = time.perf_counter()
     model = read_base(ctx)
-    samples = calibration_samples(ctx, model, opts.subset_size)
+    samples = calibration_samples(ctx, model, opts)
     with kit.backend_errors("NNCF static quantisation"):
         quantized = quantize_static(ctx, model, samples, opts)
         files = kit.save_ir(quantized, ctx.stage_dir, spec.file_name)
