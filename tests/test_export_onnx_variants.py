@@ -216,6 +216,44 @@ def test_fidelity_search_stops_at_its_screen_bound(base_stage):
     assert build["nodes_in_float"] == [] and search["sensitivity"] == {}
 
 
+def test_floating_matmuls_in_the_int8_graph_is_requantising_without_them(base_stage, tmp_path):
+    """The search scores its candidates by graph surgery on one quantised graph (``float_matmuls``): each must be
+    the graph ``quantize_dynamic`` makes with those MatMuls excluded, with the same outputs bit for bit."""
+    import numpy as np
+
+    from exporter.builders.export_onnx_fidelity import (
+        NotQuantizedHere,
+        OnnxScorer,
+        float_matmuls,
+        quantizable_nodes,
+        quantize_dynamic_to,
+    )
+    from exporter.builders.export_onnx_optimize import base_graph
+
+    opts = variants.BY_ID["onnx-qint8-fidelity"].options
+    base = base_graph(base_stage)
+    names = quantizable_nodes(base, opts.op_types)
+    quantize_dynamic_to(base, tmp_path / "int8.onnx", opts, [])
+    quantized, base_model = onnx.load(str(tmp_path / "int8.onnx")), onnx.load(str(base))
+    texts = base_stage.calibration_texts()
+    scorer, idx = OnnxScorer(base_stage.stage_dir, texts, np.zeros((len(texts), 1))), np.arange(len(texts))
+    queries = [n for n in names if "query" in n]  # query, key and value read one activation quantiser
+    shared = [n for n in names if "layer.0/attention/self" in n]
+    assert len(queries) == 2 and len(shared) == 3, names
+    for kept in ([names[0]], queries, shared, names[::3], names):
+        quantize_dynamic_to(base, tmp_path / "excluded.onnx", opts, kept)
+        excluded = onnx.load(str(tmp_path / "excluded.onnx"))
+        floated = float_matmuls(quantized, base_model, kept)
+        assert sorted((n.op_type, n.name) for n in floated.graph.node) == sorted(
+            (n.op_type, n.name) for n in excluded.graph.node
+        ), kept
+        assert sorted(t.name for t in floated.graph.initializer) == sorted(t.name for t in excluded.graph.initializer)
+        want = scorer.encode(tmp_path / "excluded.onnx", idx)
+        assert np.array_equal(scorer.encode(floated.SerializeToString(), idx), want), kept
+    with pytest.raises(NotQuantizedHere):  # a MatMul not in the integer form: the search re-quantises instead
+        float_matmuls(base_model, base_model, [names[0]])
+
+
 @pytest.mark.slow
 def test_fidelity_int8_keeps_099_on_the_embedded_default(tmp_path, capsys):
     """The issue's claim on all-MiniLM-L6-v2: >= 0.99 min cosine and nn@10 >= 0.95 on the built-in probes."""

@@ -55,20 +55,29 @@ class Scorer:
     def __init__(self, texts: list[str], reference: np.ndarray):
         self.texts = texts
         self.reference = reference
+        self._all: tuple[Any, np.ndarray] | None = None  # (model, every text through it): the last one
 
     def encode(self, model: Any, idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def encode_all(self, model: Any) -> np.ndarray:
+        """Every text through ``model``, encoded once for the same model object (the search scores the
+        all-int8 model twice: per text, then the gate's metrics)."""
+        if self._all is None or self._all[0] is not model:
+            self._all = (model, self.encode(model, np.arange(len(self.texts))))
+        return self._all[1]
+
     def cosines(self, model: Any, idx: np.ndarray | None = None) -> np.ndarray:
         """Cosine to the reference of each text (``idx``: a subset, encoded as its own batches)."""
-        idx = np.arange(len(self.texts)) if idx is None else idx
+        if idx is None:
+            return kit.row_cosines(self.encode_all(model), self.reference)
         return kit.row_cosines(self.encode(model, idx), self.reference[idx])
 
     def metrics(self, model: Any) -> dict[str, float | None]:
         """The gate's metrics on all calibration texts."""
         from exporter.quality import parity
 
-        m = parity.compare(self.reference, self.encode(model, np.arange(len(self.texts))))
+        m = parity.compare(self.reference, self.encode_all(model))
         nn = m.neighbour_agreement_at_10
         return {
             "cosine_min": round(m.cosine_min, 6),
