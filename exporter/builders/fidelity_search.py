@@ -16,8 +16,9 @@ search and the manifest records are shared. The search never sees the probe set.
 The bounds are counts (``max_screen`` candidates screened, ``max_float_fraction`` kept), not seconds: the same
 model and texts give the same variant on a loaded machine as on an idle one.
 
-``keep_in_float`` is cheap where the backend can float an op in the already-quantised model (OpenVINO:
-graph surgery, no re-calibration) and a re-quantisation where it cannot (ONNX Runtime dynamic int8, ~1 s).
+``keep_in_float`` is graph surgery on the already-quantised model in both backends (OpenVINO: no
+re-calibration; ONNX Runtime dynamic int8: no re-quantisation, ~1 s a step before), so a step costs an
+encode of the texts it is scored on.
 """
 
 from __future__ import annotations
