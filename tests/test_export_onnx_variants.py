@@ -218,6 +218,7 @@ def test_fidelity_search_screens_every_candidate_and_keeps_the_worst_in_float(ba
     assert kept == ranked[:3]
     assert not search["reached"] and search["stopped_by"].startswith("max_float_fraction")
     assert [s["kept_float"] for s in search["steps"]] == list(range(len(kept) + 1))
+    assert all(v is not None for v in search["calibration_result"].values())  # the last step scored in full
     assert (base_stage.stage_dir / spec.file_name).is_file()
 
 
@@ -269,6 +270,30 @@ def test_floating_matmuls_in_the_int8_graph_is_requantising_without_them(base_st
         assert np.array_equal(scorer.encode(floated.SerializeToString(), idx), want), kept
     with pytest.raises(NotQuantizedHere):  # a MatMul not in the integer form: the search re-quantises instead
         float_matmuls(base_model, base_model, [names[0]])
+
+
+def test_a_greedy_step_stops_at_the_first_batch_below_the_goal_and_otherwise_scores_every_text(base_stage, tmp_path):
+    """``Scorer.scan`` encodes the batches a full encode forms, worst first: a batch on its own gives the very rows
+    the full encode gives, and a text below the floor ends the scan after its batch."""
+    import numpy as np
+
+    from exporter.builders.export_onnx_fidelity import OnnxScorer, quantize_dynamic_to
+    from exporter.builders.export_onnx_optimize import base_graph
+
+    quantize_dynamic_to(
+        base_graph(base_stage), tmp_path / "int8.onnx", variants.BY_ID["onnx-qint8-fidelity"].options, []
+    )
+    texts = [f"{t} {i}" * (1 + i % 5) for i, t in enumerate(base_stage.calibration_texts() * 7)]  # 84: 3 batches
+    scorer = OnnxScorer(base_stage.stage_dir, texts, np.ones((len(texts), 32), dtype=np.float32))
+    graph, n = tmp_path / "int8.onnx", len(texts)
+    full = scorer.encode(graph, np.arange(n))
+    worst_first = np.linspace(1.0, 0.5, n)  # the last text is the "worst": its batch goes first
+    cos, scored = scorer.scan(graph, 2.0, worst_first)  # every cosine is below 2: the first batch settles it
+    first = next(b for b in scorer.batches() if n - 1 in b)
+    assert scored == len(first) < n and set(np.flatnonzero(~np.isnan(cos))) == set(first.tolist())
+    cos, scored = scorer.scan(graph, -2.0, worst_first)
+    assert scored == n and not np.isnan(cos).any()
+    assert np.array_equal(scorer.encode_all(graph), full)  # the scan's rows, put together, are the full encode's
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ MatMuls excluded. The manifest records every MatMul kept out of int8 with the me
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,7 @@ class OnnxScorer(fidelity_search.Scorer):
         super().__init__(texts, reference)
         self.facts = st_modules.read(stage_dir)
         self.tokenizer = runtime.load_tokenizer(self.facts)
+        self._encoder: tuple[Path | bytes, Any] | None = None  # (graph, its encoder): a scan's batches share one
 
     def encode(self, graph: Path | bytes, idx: np.ndarray) -> np.ndarray:
         """``graph``: a file, or a serialised model (what :class:`_DynamicInt8` scores from memory)."""
@@ -80,11 +82,12 @@ class OnnxScorer(fidelity_search.Scorer):
 
         from exporter import runtime
 
-        source = graph if isinstance(graph, bytes) else str(graph)
-        session = runtime._OnnxSession(ort.InferenceSession(source, providers=["CPUExecutionProvider"]))
-        path = graph if isinstance(graph, Path) else Path("fidelity-candidate.onnx")  # named in errors only
-        encoder = runtime.Encoder(session, self.tokenizer, self.facts, "onnx", path)
-        return encoder.encode([self.texts[i] for i in idx], batch_size=32, prompt="")
+        if self._encoder is None or self._encoder[0] is not graph:
+            source = graph if isinstance(graph, bytes) else str(graph)
+            session = runtime._OnnxSession(ort.InferenceSession(source, providers=["CPUExecutionProvider"]))
+            path = graph if isinstance(graph, Path) else Path("fidelity-candidate.onnx")  # named in errors only
+            self._encoder = (graph, runtime.Encoder(session, self.tokenizer, self.facts, "onnx", path))
+        return self._encoder[1].encode([self.texts[i] for i in idx], batch_size=fidelity_search.BATCH, prompt="")
 
 
 class NotQuantizedHere(Exception):
