@@ -27,8 +27,6 @@ from exporter.builders.options import OnnxFidelityOptions
 from exporter.errors import ExportFailed
 from exporter.variants import VariantSpec
 
-PROTOBUF_LIMIT = 2**31 - 1  # bytes: a larger graph is scored from a file (its tensors as external data)
-
 
 def quantizable_nodes(path: Path, op_types: tuple[str, ...]) -> list[str]:
     """Names of the nodes dynamic quantisation would touch: ``op_types`` with a constant second input."""
@@ -174,11 +172,11 @@ class _DynamicInt8:
 
     def keep_in_float(self, names: list[str]) -> Path | bytes:
         if self._models is not None:
+            from google.protobuf.message import EncodeError
+
             try:
-                model = float_matmuls(*self._models, names)
-                if model.ByteSize() < PROTOBUF_LIMIT:
-                    return model.SerializeToString()
-            except NotQuantizedHere:
+                return float_matmuls(*self._models, names).SerializeToString()
+            except (NotQuantizedHere, ValueError, EncodeError):  # ValueError: over protobuf's 2 GB
                 pass
         out = self.work / "step.onnx"
         quantize_dynamic_to(self.base, out, self.opts, names)
