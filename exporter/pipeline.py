@@ -11,6 +11,7 @@ files and re-run reuse are ``exporter.artifact``'s.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -285,6 +286,17 @@ def raise_for_failures(outcome: ExportOutcome) -> None:
         )
 
 
+def _twin_key(spec, entry: dict, threshold, consumers) -> str:
+    """What a variant's parity check depends on besides the probe and reference: its files' bytes, how it is
+    loaded but for the file's name, how its probe batches form (``parity_run.candidate_run``), its thresholds
+    and consumers. Two variants with the same key (e.g. ISA presets that quantise alike) get the same check."""
+    import json
+
+    load = {k: v for k, v in entry["load"].items() if k != "file_name"}
+    files = sorted(f["sha256"] for f in entry["files"])
+    return json.dumps([files, load, spec.precision.value, repr(threshold), consumers], default=str)
+
+
 def _check_truncate_dim(truncate_dim: int | None, reference) -> None:
     """UsageError when ``truncate_dim`` is not below the model's full embedding width."""
     if not truncate_dim:
@@ -317,6 +329,14 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
                 result.files = external_data.settle_all(result.files)
         entry["files"] = [r.to_dict() for r in record_files(stage, result.files)]
         entry["build"] = result.build
+        twins = ctx.memo("parity-twins", dict)  # twin key -> (variant id, its parity entry)
+        twin_key = _twin_key(spec, entry, threshold, ctx.options.get("consumers"))
+        twin = twins.get(twin_key)
+        if twin is not None:  # the same bytes loaded the same way: the same outputs, the same verdicts
+            entry["parity"] = {**twin[1], "same_files_as": twin[0]}
+            entry["status"] = "passed" if entry["parity"]["passed"] else "failed"
+            progress.note(f"{spec.id}: the same files as {twin[0]}, whose parity check applies unchanged")
+            return entry
         model = load_variant(stage, entry, ctx.kind)  # as verify loads it, by the same function
         tape = parity_replay.record(model)  # the runtime path reuses this path's graph runs (same feeds)
         label = f"Running {spec.id} on the probe {kspec.unit}"
@@ -347,6 +367,7 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
                 rows = consumers.rows_for(stage, entry, ctx.kind, names, probe, ref_out, threshold, entry["parity"])
             entry["parity"] = consumers.with_rows(entry["parity"], rows)
         entry["status"] = "passed" if entry["parity"]["passed"] else "failed"
+        twins[twin_key] = (spec.id, copy.deepcopy(entry["parity"]))
     except UsageError:
         raise
     except FidelityError as exc:  # broken output (NaN, wrong shape) fails the gate, it is not a crash

@@ -161,6 +161,23 @@ def test_fidelity_int8_records_its_search(built):
     assert build["calibration"]["sha256"] == manifest["calibration"]["sha256"]
 
 
+def test_presets_that_quantise_alike_share_one_parity_check(built):
+    """ISA presets whose graphs come out byte-identical (the avx512 ones and arm64, with ONNX Runtime 1.32) are
+    checked once: the others carry that check's parity, naming the variant it ran on; other bytes run their own."""
+    _, entries, _ = built
+    first = entries[DYNAMIC[0]]
+    twins = 0
+    for vid in DYNAMIC[1:]:
+        parity = dict(entries[vid]["parity"])
+        if entries[vid]["files"][0]["sha256"] == first["files"][0]["sha256"]:
+            assert parity.pop("same_files_as") == DYNAMIC[0]
+            assert parity == first["parity"] and entries[vid]["status"] == first["status"]
+            twins += 1
+        else:
+            assert "same_files_as" not in parity and parity["serving_paths"]["runtime"]
+    assert twins >= 1 and "same_files_as" not in first["parity"]
+
+
 @pytest.fixture(scope="module")
 def base_stage(tiny_model_dir, tmp_path_factory):
     """A stage holding the tiny model's base graph, and a context over a few calibration texts."""
@@ -201,6 +218,7 @@ def test_fidelity_search_screens_every_candidate_and_keeps_the_worst_in_float(ba
     assert kept == ranked[:3]
     assert not search["reached"] and search["stopped_by"].startswith("max_float_fraction")
     assert [s["kept_float"] for s in search["steps"]] == list(range(len(kept) + 1))
+    assert all(v is not None for v in search["calibration_result"].values())  # the last step scored in full
     assert (base_stage.stage_dir / spec.file_name).is_file()
 
 
@@ -214,6 +232,68 @@ def test_fidelity_search_stops_at_its_screen_bound(base_stage):
     search = build["search"]
     assert not search["reached"] and search["stopped_by"].startswith("max_screen: 0 of 12")
     assert build["nodes_in_float"] == [] and search["sensitivity"] == {}
+
+
+def test_floating_matmuls_in_the_int8_graph_is_requantising_without_them(base_stage, tmp_path):
+    """The search scores its candidates by graph surgery on one quantised graph (``float_matmuls``): each must be
+    the graph ``quantize_dynamic`` makes with those MatMuls excluded, with the same outputs bit for bit."""
+    import numpy as np
+
+    from exporter.builders.export_onnx_fidelity import (
+        NotQuantizedHere,
+        OnnxScorer,
+        float_matmuls,
+        quantizable_nodes,
+        quantize_dynamic_to,
+    )
+    from exporter.builders.export_onnx_optimize import base_graph
+
+    opts = variants.BY_ID["onnx-qint8-fidelity"].options
+    base = base_graph(base_stage)
+    names = quantizable_nodes(base, opts.op_types)
+    quantize_dynamic_to(base, tmp_path / "int8.onnx", opts, [])
+    quantized, base_model = onnx.load(str(tmp_path / "int8.onnx")), onnx.load(str(base))
+    texts = base_stage.calibration_texts()
+    scorer, idx = OnnxScorer(base_stage.stage_dir, texts, np.zeros((len(texts), 1))), np.arange(len(texts))
+    queries = [n for n in names if "query" in n]  # query, key and value read one activation quantiser
+    shared = [n for n in names if "layer.0/attention/self" in n]
+    assert len(queries) == 2 and len(shared) == 3, names
+    for kept in ([names[0]], queries, shared, names[::3], names):
+        quantize_dynamic_to(base, tmp_path / "excluded.onnx", opts, kept)
+        excluded = onnx.load(str(tmp_path / "excluded.onnx"))
+        floated = float_matmuls(quantized, base_model, kept)
+        assert sorted((n.op_type, n.name) for n in floated.graph.node) == sorted(
+            (n.op_type, n.name) for n in excluded.graph.node
+        ), kept
+        assert sorted(t.name for t in floated.graph.initializer) == sorted(t.name for t in excluded.graph.initializer)
+        want = scorer.encode(tmp_path / "excluded.onnx", idx)
+        assert np.array_equal(scorer.encode(floated.SerializeToString(), idx), want), kept
+    with pytest.raises(NotQuantizedHere):  # a MatMul not in the integer form: the search re-quantises instead
+        float_matmuls(base_model, base_model, [names[0]])
+
+
+def test_a_greedy_step_stops_at_the_first_batch_below_the_goal_and_otherwise_scores_every_text(base_stage, tmp_path):
+    """``Scorer.scan`` encodes the batches a full encode forms, worst first: a batch on its own gives the very rows
+    the full encode gives, and a text below the floor ends the scan after its batch."""
+    import numpy as np
+
+    from exporter.builders.export_onnx_fidelity import OnnxScorer, quantize_dynamic_to
+    from exporter.builders.export_onnx_optimize import base_graph
+
+    quantize_dynamic_to(
+        base_graph(base_stage), tmp_path / "int8.onnx", variants.BY_ID["onnx-qint8-fidelity"].options, []
+    )
+    texts = [f"{t} {i}" * (1 + i % 5) for i, t in enumerate(base_stage.calibration_texts() * 7)]  # 84: 3 batches
+    scorer = OnnxScorer(base_stage.stage_dir, texts, np.ones((len(texts), 32), dtype=np.float32))
+    graph, n = tmp_path / "int8.onnx", len(texts)
+    full = scorer.encode(graph, np.arange(n))
+    worst_first = np.linspace(1.0, 0.5, n)  # the last text is the "worst": its batch goes first
+    cos, scored = scorer.scan(graph, 2.0, worst_first)  # every cosine is below 2: the first batch settles it
+    first = next(b for b in scorer.batches() if n - 1 in b)
+    assert scored == len(first) < n and set(np.flatnonzero(~np.isnan(cos))) == set(first.tolist())
+    cos, scored = scorer.scan(graph, -2.0, worst_first)
+    assert scored == n and not np.isnan(cos).any()
+    assert np.array_equal(scorer.encode_all(graph), full)  # the scan's rows, put together, are the full encode's
 
 
 @pytest.mark.slow

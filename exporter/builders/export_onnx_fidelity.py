@@ -3,14 +3,18 @@
 Dynamic int8 of the base graph's weight MatMuls (per channel, s8 weights, u8 activations; the embedding
 Gathers stay float), then ``exporter.builders.fidelity_search`` keeps the MatMuls whose quantisation hurts
 most in float until the *calibration* set clears the int8 gate with a margin; the probe set is never used
-for tuning. Dynamic int8 has no calibration to redo, so each step re-quantises the graph with the kept
-MatMuls excluded (~1 s on all-MiniLM-L6-v2). The manifest records every MatMul kept out of int8 with the
-measured reason (``nodes_in_float``) and the search (``search``).
+for tuning. The graph is quantised once; each candidate the search scores is that graph with the kept
+MatMuls put back in float by graph surgery (:func:`float_matmuls`), the graph ``quantize_dynamic`` makes
+with those nodes excluded (the same outputs bit for bit; re-quantising took ~1 s a step, 50 steps on
+all-MiniLM-L6-v2), scored from memory. The variant's own graph is ``quantize_dynamic``'s, with the kept
+MatMuls excluded. The manifest records every MatMul kept out of int8 with the measured reason
+(``nodes_in_float``) and the search (``search``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,48 +72,120 @@ class OnnxScorer(fidelity_search.Scorer):
         super().__init__(texts, reference)
         self.facts = st_modules.read(stage_dir)
         self.tokenizer = runtime.load_tokenizer(self.facts)
+        self._encoder: tuple[Path | bytes, Any] | None = None  # (graph, its encoder): a scan's batches share one
 
-    def encode(self, graph: Path, idx: np.ndarray) -> np.ndarray:
+    def encode(self, graph: Path | bytes, idx: np.ndarray) -> np.ndarray:
+        """``graph``: a file, or a serialised model (what :class:`_DynamicInt8` scores from memory)."""
         import onnxruntime as ort
 
         from exporter import runtime
 
-        session = runtime._OnnxSession(ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]))
-        encoder = runtime.Encoder(session, self.tokenizer, self.facts, "onnx", graph)
-        return encoder.encode([self.texts[i] for i in idx], batch_size=32, prompt="")
+        if self._encoder is None or self._encoder[0] is not graph:
+            source = graph if isinstance(graph, bytes) else str(graph)
+            session = runtime._OnnxSession(ort.InferenceSession(source, providers=["CPUExecutionProvider"]))
+            path = graph if isinstance(graph, Path) else Path("fidelity-candidate.onnx")  # named in errors only
+            self._encoder = (graph, runtime.Encoder(session, self.tokenizer, self.facts, "onnx", path))
+        return self._encoder[1].encode([self.texts[i] for i in idx], batch_size=fidelity_search.BATCH, prompt="")
+
+
+class NotQuantizedHere(Exception):
+    """A MatMul :func:`float_matmuls` cannot find in the quantised graph as ``quantize_dynamic`` writes it."""
+
+
+def _quantized_group(nodes: list, producer: dict[str, int], output: str) -> list[int]:
+    """Indices of the nodes ``quantize_dynamic`` (IntegerOps) put in place of the MatMul writing ``output``:
+    its ``Mul(Cast(MatMulInteger(..)), Mul(scales))``, MatMulInteger first; NotQuantizedHere otherwise."""
+
+    def made_by(tensor: str, op_type: str) -> int:
+        i = producer.get(tensor)
+        if i is None or nodes[i].op_type != op_type:
+            raise NotQuantizedHere(output)
+        return i
+
+    mul = made_by(output, "Mul")
+    if len(nodes[mul].input) != 2:
+        raise NotQuantizedHere(output)
+    cast, scales = made_by(nodes[mul].input[0], "Cast"), made_by(nodes[mul].input[1], "Mul")
+    return [made_by(nodes[cast].input[0], "MatMulInteger"), cast, scales, mul]
+
+
+def float_matmuls(quantized, base, names: list[str]):
+    """``quantized`` (``quantize_dynamic`` of ``base``) with the MatMuls ``names`` put back in float: each
+    one's integer group replaced by the base graph's node and float weight, and the activation quantisers
+    and quantised weights nothing reads any more dropped. That is the graph ``quantize_dynamic`` makes with
+    ``nodes_to_exclude=names``, but for the order of its nodes (ONNX Runtime sorts them itself); the
+    outputs are the same bit for bit (tests/test_export_onnx_variants.py)."""
+    import onnx
+
+    base_nodes = {n.name: n for n in base.graph.node}
+    nodes = list(quantized.graph.node)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    floated: dict[int, onnx.NodeProto] = {}  # MatMulInteger's index -> the float node it stands for
+    dropped: set[int] = set()
+    for name in names:
+        group = _quantized_group(nodes, producer, base_nodes[name].output[0])
+        floated[group[0]] = base_nodes[name]
+        dropped.update(group)
+    kept = []
+    for i, node in enumerate(nodes):
+        if i in floated:
+            kept.append(floated[i])
+        elif i not in dropped:
+            kept.append(node)
+    outputs = {o.name for o in quantized.graph.output}
+    while True:  # an activation quantiser whose every reader went back to float goes too
+        read = {t for n in kept for t in n.input} | outputs
+        live = [n for n in kept if n.op_type != "DynamicQuantizeLinear" or read.intersection(n.output)]
+        if len(live) == len(kept):
+            break
+        kept = live
+    read = {t for n in kept for t in n.input}
+    inits = [t for t in quantized.graph.initializer if t.name in read]
+    have = {t.name for t in inits}
+    inits += [t for t in base.graph.initializer if t.name in read and t.name not in have]
+    model = onnx.ModelProto()
+    model.CopyFrom(quantized)
+    del model.graph.node[:], model.graph.initializer[:]
+    model.graph.node.extend(kept)
+    model.graph.initializer.extend(inits)
+    return model
 
 
 class _DynamicInt8:
-    """The search hooks for ONNX Runtime dynamic int8: every model is a re-quantisation of the base graph
-    into the scratch folder ``work``, with the kept MatMuls excluded (one graph on disk at a time)."""
+    """The search hooks for ONNX Runtime dynamic int8: the all-int8 graph is quantised once into the scratch
+    folder ``work``; a model with MatMuls kept in float is made from it by :func:`float_matmuls` and scored
+    from memory (a re-quantisation with them excluded when the surgery does not apply, or the serialised
+    graph would pass protobuf's 2 GB)."""
 
     def __init__(self, base: Path, work: Path, opts: OnnxFidelityOptions):
         self.base, self.work, self.opts = base, work, opts
         self.candidates = quantizable_nodes(base, opts.op_types)
-        self.made: list[Path] = []
+        self._models = None  # (quantised, base) ModelProtos, after quantize_all
 
     def quantize_all(self) -> Path:
-        return self.keep_in_float([])
+        import onnx
 
-    def keep_in_float(self, names: list[str]) -> Path:
-        self.clean()
-        out = self.work / f"step-{len(self.made)}.onnx"
-        quantize_dynamic_to(self.base, out, self.opts, names)
-        self.made.append(out)
+        out = self.work / "all-int8.onnx"
+        quantize_dynamic_to(self.base, out, self.opts, [])
+        self._models = (onnx.load(str(out)), onnx.load(str(self.base)))
         return out
 
-    def clean(self) -> None:
-        for old in self.made:  # the builder re-quantises the final set itself
-            old.unlink(missing_ok=True)
+    def keep_in_float(self, names: list[str]) -> Path | bytes:
+        if self._models is not None:
+            from google.protobuf.message import EncodeError
+
+            try:
+                return float_matmuls(*self._models, names).SerializeToString()
+            except (NotQuantizedHere, ValueError, EncodeError):  # ValueError: over protobuf's 2 GB
+                pass
+        out = self.work / "step.onnx"
+        quantize_dynamic_to(self.base, out, self.opts, names)
+        return out
 
 
 def sensitivity_search(base: Path, work: Path, scorer: OnnxScorer, opts: OnnxFidelityOptions) -> SearchResult:
     """``exporter.builders.fidelity_search.search`` over the graph's weight MatMuls (see the module doc)."""
-    backend = _DynamicInt8(base, work, opts)
-    try:
-        _, result = fidelity_search.search(backend, scorer, opts.search)
-    finally:
-        backend.clean()
+    _, result = fidelity_search.search(_DynamicInt8(base, work, opts), scorer, opts.search)
     return result
 
 

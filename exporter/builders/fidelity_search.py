@@ -11,13 +11,17 @@ search and the manifest records are shared. The search never sees the probe set.
 2. Rank once: for each candidate alone in float, the cut in mean ``1 - cosine`` over the ``screen_texts``
    texts that are worst under all-int8 (what the minimum-cosine gate sees), and the rise of their minimum.
 3. Greedy: keep candidates in float in ranked order, measuring the whole calibration set after each, until
-   the goal holds; stop at ``max_float_fraction`` of the candidates.
+   the goal holds; stop at ``max_float_fraction`` of the candidates. A step's batches run worst first
+   (``Scorer.scan``) and the step ends at the first batch holding a text clearly below the goal's minimum
+   cosine: that step misses the goal whatever the rest give (recorded with ``texts_scored`` and only the
+   minimum seen). The search's result is the same as scoring every text; the final step is always whole.
 
 The bounds are counts (``max_screen`` candidates screened, ``max_float_fraction`` kept), not seconds: the same
 model and texts give the same variant on a loaded machine as on an idle one.
 
-``keep_in_float`` is cheap where the backend can float an op in the already-quantised model (OpenVINO:
-graph surgery, no re-calibration) and a re-quantisation where it cannot (ONNX Runtime dynamic int8, ~1 s).
+``keep_in_float`` is graph surgery on the already-quantised model in both backends (OpenVINO: no
+re-calibration; ONNX Runtime dynamic int8: no re-quantisation, ~1 s a step before), so a step costs an
+encode of the texts it is scored on.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ from exporter.builders.options import SearchOptions
 from exporter.errors import ExportFailed
 
 METRIC_KEYS = ("cosine_min", "cosine_mean", "neighbour_agreement_at_10")
+BATCH = 32  # texts per batch, longest first: how both scorers encode (as sentence-transformers)
+# A greedy step stops at a text this far below the goal's cosine (Scorer.scan); nearer ones are scored in full, so
+# the row cosine here and the gate metric's rounding (6 digits) can never disagree on the verdict.
+SCAN_MARGIN = 1e-5
 
 
 class SearchBackend(Protocol):
@@ -55,20 +63,53 @@ class Scorer:
     def __init__(self, texts: list[str], reference: np.ndarray):
         self.texts = texts
         self.reference = reference
+        self._all: tuple[Any, np.ndarray] | None = None  # (model, every text through it): the last one
 
     def encode(self, model: Any, idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def encode_all(self, model: Any) -> np.ndarray:
+        """Every text through ``model``, encoded once for the same model object (the search scores the
+        all-int8 model twice: per text, then the gate's metrics)."""
+        if self._all is None or self._all[0] is not model:
+            self._all = (model, self.encode(model, np.arange(len(self.texts))))
+        return self._all[1]
+
+    def batches(self) -> list[np.ndarray]:
+        """The batches ``encode(model, every text)`` forms: longest text first (a stable sort), ``BATCH`` texts
+        each, as both scorers (and sentence-transformers) batch. One of them encoded on its own is the very
+        same batch, so it gives the same rows."""
+        order = np.argsort([-len(t) for t in self.texts], kind="stable")
+        return [order[s : s + BATCH] for s in range(0, len(order), BATCH)]
+
+    def scan(self, model: Any, floor: float, worst_first: np.ndarray) -> tuple[np.ndarray, int]:
+        """Encode every text, batch by batch, the batches with the lowest ``worst_first`` (a cosine per text)
+        first, and stop at the first batch holding a text whose cosine is below ``floor``: such a model
+        misses the goal whatever the other texts give. Returns each text's cosine (NaN where not encoded)
+        and how many texts were encoded; when all were, :meth:`encode_all` has them."""
+        cos, parts = np.full(len(self.texts), np.nan), []
+        for batch in sorted(self.batches(), key=lambda b: float(worst_first[b].min())):
+            parts.append((batch, self.encode(model, batch)))
+            cos[batch] = kit.row_cosines(parts[-1][1], self.reference[batch])
+            if cos[batch].min() < floor:
+                return cos, sum(len(b) for b, _ in parts)
+        out = np.empty((len(self.texts), *parts[0][1].shape[1:]), dtype=parts[0][1].dtype)
+        for batch, rows in parts:
+            out[batch] = rows
+        self._all = (model, out)
+        return cos, len(self.texts)
+
     def cosines(self, model: Any, idx: np.ndarray | None = None) -> np.ndarray:
         """Cosine to the reference of each text (``idx``: a subset, encoded as its own batches)."""
-        idx = np.arange(len(self.texts)) if idx is None else idx
+        if idx is None:
+            return kit.row_cosines(self.encode_all(model), self.reference)
         return kit.row_cosines(self.encode(model, idx), self.reference[idx])
 
     def metrics(self, model: Any) -> dict[str, float | None]:
         """The gate's metrics on all calibration texts."""
         from exporter.quality import parity
 
-        m = parity.compare(self.reference, self.encode(model, np.arange(len(self.texts))))
+        m = parity.compare(self.reference, self.encode_all(model))
         nn = m.neighbour_agreement_at_10
         return {
             "cosine_min": round(m.cosine_min, 6),
@@ -153,11 +194,21 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
         nn = metrics["neighbour_agreement_at_10"]
         return metrics["cosine_min"] >= opts.goal_cosine_min and (nn is None or nn >= opts.goal_nn10)
 
-    def step(kept: list[str], added: str | None, model) -> dict[str, Any]:
-        return {"kept_float": len(kept), "added": added, **scorer.metrics(model), "seconds": round(elapsed(), 1)}
+    def step(kept: list[str], added: str | None, model, scan: bool = False) -> dict[str, Any]:
+        head = {"kept_float": len(kept), "added": added}
+        if scan:  # a text clearly below the goal's cosine settles the step before every text is encoded
+            cos, scored = scorer.scan(model, opts.goal_cosine_min - SCAN_MARGIN, last_cos)
+            seen = ~np.isnan(cos)
+            last_cos[seen] = cos[seen]
+            if scored < len(cos):
+                early = {"cosine_min": round(float(np.nanmin(cos)), 6), "cosine_mean": None}
+                early |= {"neighbour_agreement_at_10": None, "texts_scored": scored}
+                return {**head, **early, "seconds": round(elapsed(), 1)}
+        return {**head, **scorer.metrics(model), "seconds": round(elapsed(), 1)}
 
     model = backend.quantize_all()
     all_cos = scorer.cosines(model, None)
+    last_cos = all_cos.copy()  # each text's latest cosine: the scan's batch order, worst first
     steps = [step([], None, model)]
     n_screen = min(int(opts.screen_texts), len(all_cos))
     result = SearchResult(candidates, {}, [], steps, good(steps[0]), None, 0.0, n_screen)
@@ -175,10 +226,12 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
             break
         result.kept_float.append(name)
         model = backend.keep_in_float(list(result.kept_float))
-        steps.append(step(result.kept_float, name, model))
+        steps.append(step(result.kept_float, name, model, scan=True))
         if good(steps[-1]):
             result.reached = True
             break
+    if "texts_scored" in steps[-1]:  # the search ends on this model: its calibration result in full
+        steps[-1] = step(result.kept_float, steps[-1]["added"], model)
     result.stopped_by = None if result.reached else stopped_by or "ran out of candidates"
     result.seconds = elapsed()
     return model, result
