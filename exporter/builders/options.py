@@ -82,8 +82,8 @@ class SearchOptions(_Record):
 class OnnxFidelityOptions(_Record):
     """``exporter.builders.export_onnx_fidelity``: dynamic int8 of the weight MatMuls, searched.
 
-    Budget: measured ~2-3 min for all-MiniLM-L6-v2 (36 weight MatMuls) on 2 busy cores; a few seconds
-    on the tiny test model."""
+    Cost: one quantisation, then graph surgery per candidate; on all-MiniLM-L6-v2 (36 weight MatMuls) the
+    search took 76-79 s on 2 busy cores (135-189 s when it re-quantised per step); seconds on the tiny model."""
 
     op_types: tuple[str, ...] = ("MatMul",)  # weight MatMuls; Gather (embedding tables) left float: ~0.01 cosine
     per_channel: bool = True
