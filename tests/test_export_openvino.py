@@ -121,6 +121,7 @@ def test_build_records(built):
     tails = query_tails(CALIBRATION) if opts.query_tails else []
     assert q["query_tails"] == opts.query_tails
     assert q["calibration"]["subset_size"] == min(len(CALIBRATION) + len(tails), opts.subset_size)
+    assert q["calibration"]["query_tail_samples"] == q["calibration"]["subset_size"] - len(CALIBRATION)
     assert results["openvino-int8-weights"].build["calibration"] is None
 
 
@@ -159,10 +160,11 @@ def test_fidelity_int8_records_its_search(built):
     search = f["search"]
     assert search["steps"][0]["added"] is None and search["steps"][0]["kept_float"] == 0
     assert search["max_screen"] > 0 and search["goal"]["measured_on"].startswith("calibration")
-    kept = [o["op"] for o in f["ops_in_float"]]
-    assert kept == search["kept_float"] and set(kept) <= set(search["candidate_names"])
-    assert search["candidates"] == len(search["candidate_names"]) and list(search["sensitivity"])[: len(kept)] == kept
-    assert all(o["why"].startswith("measured sensitivity") for o in f["ops_in_float"])
+    kept = [o["op"] for o in f["ops_in_float"] + f["ops_split"]]  # whole ops and split ones: what the search kept
+    assert sorted(kept) == sorted(search["kept_float"]) and set(kept) <= set(search["candidate_names"])
+    ranked = list(search["sensitivity"])[: len(kept)]
+    assert search["candidates"] == len(search["candidate_names"]) and sorted(ranked) == sorted(kept)
+    assert all(o["why"].startswith("measured sensitivity") for o in f["ops_in_float"] + f["ops_split"])
     assert search["seconds"] < 120  # bounded, and quick on the tiny model
     assert set(search["calibration_result"]) == {"cosine_min", "cosine_mean", "neighbour_agreement_at_10"}
 
@@ -207,7 +209,7 @@ def test_outlier_split_computes_the_outlier_channels_exactly_and_the_rest_in_int
     base = core.read_model(stage / BASE_FILE)
     quantized = core.read_model(stage / SPECS["openvino-qint8"].file_name)
     ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=stage, calibration_texts=lambda: list(CALIBRATION))
-    samples = calibration_samples(ctx, base, len(CALIBRATION))
+    samples = calibration_samples(ctx, base, NncfStaticOptions(query_tails=False, subset_size=len(CALIBRATION)))
     name = residual_writers(base)[-1]
     channels = np.array([1, 5], dtype=np.int64)
     split = outlier_split.split_matmuls(quantized, base, {name: {"channels": channels}})
@@ -218,6 +220,8 @@ def test_outlier_split_computes_the_outlier_channels_exactly_and_the_rest_in_int
     probe.add_outputs(
         [probe_ops[gather.get_friendly_name()].input_value(0), probe_ops[branch.get_friendly_name()].output(0)]
     )
+    source = gather.input_value(0).get_node()  # the activation before SmoothQuant's scale and the FakeQuantize
+    assert source.get_type_name() != "FakeQuantize" and "nncf_smooth_quant" not in source.get_friendly_name()
     compiled = core.compile_model(probe, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     result = compiled(samples[-1])
     x, got = (np.asarray(result[port]) for port in compiled.outputs[-2:])
@@ -232,9 +236,9 @@ def test_outlier_split_computes_the_outlier_channels_exactly_and_the_rest_in_int
     assert precision[name] in ("u8", "i8"), precision[name]
 
 
-def test_fidelity_int8_records_each_split_op_with_its_channels(built, tiny_model_dir, tmp_path):
-    """Every candidate with a channel above a low outlier ratio is split, not floated; an unreachable goal
-    keeps a quarter of the candidates out of int8, and the manifest says which channels and why."""
+def _fidelity_build(built, tiny_model_dir, tmp_path, **search):
+    """openvino-qint8-fidelity built again into a copy of the stage, every channel above its median an outlier
+    (random weights), with the search options ``search``."""
     from dataclasses import replace
 
     stage, _ = built
@@ -242,17 +246,49 @@ def test_fidelity_int8_records_each_split_op_with_its_channels(built, tiny_model
     shutil.copytree(stage, copy)
     ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=copy, calibration_texts=lambda: list(CALIBRATION))
     spec = SPECS["openvino-qint8-fidelity"]
-    search = replace(spec.options.search, target_cosine_min=1.0, margin=0.001, max_float_fraction=0.25, max_screen=3)
-    spec = replace(spec, options=replace(spec.options, outlier_ratio=1.0, max_outlier_channels=2, search=search))
-    build = spec.build_fn()(ctx, spec).build
-    split, whole = build["ops_split"], build["ops_in_float"]
-    assert build["outlier_ratio"] == 1.0 and build["max_outlier_channels"] == 2
-    assert [o["op"] for o in split] + [o["op"] for o in whole] == build["search"]["kept_float"] != []
+    searched = replace(spec.options.search, **search)
+    opts = replace(spec.options, outlier_ratio=1.0, max_outlier_channels=2, search=searched)
+    return ctx, replace(spec, options=opts)
+
+
+def test_fidelity_int8_records_each_split_op_with_its_channels(built, tiny_model_dir, tmp_path):
+    """Every candidate with a channel above a low outlier ratio is split, not floated, and the manifest's
+    records say which channels and why (the search hooks' records of an unreachable goal's search)."""
+    from exporter.builders import fidelity_search, outlier_split
+    from exporter.builders.export_openvino_fidelity import OvScorer, _KeepOutOfInt8, residual_writers
+    from exporter.builders.export_openvino_int8 import quantize_static
+
+    ctx, spec = _fidelity_build(built, tiny_model_dir, tmp_path)
+    opts = spec.options
+    search = type(opts.search)(target_cosine_min=1.0, margin=0.001, max_float_fraction=0.25, max_screen=3)
+    base = read_base(ctx)
+    samples = calibration_samples(ctx, base, opts.nncf)
+    quantized = quantize_static(ctx, base, samples, opts.nncf)
+    splits = outlier_split.plan(quantized, base, samples, residual_writers(base), 1.0, 2)
+    hooks = _KeepOutOfInt8(quantized, base, splits)
+    texts = fidelity_search.search_texts(ctx)
+    scorer = OvScorer(ctx, texts, fidelity_search.calibration_reference(ctx, texts))
+    _, result = fidelity_search.search(hooks, scorer, search)
+    whole, split = hooks.records(result)
+    assert [o["op"] for o in split] == result.kept_float != []
     assert whole == []  # every random-weight op has a channel above its median score
     for entry in split:
         assert 1 <= len(entry["channels"]) <= 2 and len(entry["channel_scores"]) == len(entry["channels"])
         assert all(score >= 1.0 for score in entry["channel_scores"]) and "outlier_ratio" in entry["channels_why"]
         assert entry["why"].startswith("measured sensitivity")
+
+
+def test_when_splits_fall_short_the_search_floats_whole_ops(built, tiny_model_dir, tmp_path):
+    """An unreachable goal: the split attempt falls short and is recorded; the search runs again with whole ops
+    in float (the unit that can fix an error the split cannot), and the manifest lists those."""
+    ctx, spec = _fidelity_build(
+        built, tiny_model_dir, tmp_path, target_cosine_min=1.0, margin=0.001, max_float_fraction=0.25, max_screen=3
+    )
+    build = spec.build_fn()(ctx, spec).build
+    fell = build["split_search_fell_short"]
+    assert fell is not None and fell["kept"] != [] and fell["stopped_by"]
+    assert build["outlier_ratio"] == 1.0 and build["max_outlier_channels"] == 2
+    assert build["ops_split"] == [] and [o["op"] for o in build["ops_in_float"]] == build["search"]["kept_float"] != []
 
 
 def test_weights_are_smaller_than_fp32(built):

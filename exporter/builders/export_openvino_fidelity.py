@@ -7,12 +7,13 @@ unit kept out is as small as measured to matter: a MatMul with outlier input cha
 float (:mod:`exporter.builders.outlier_split`), any other goes back to float whole (:func:`float_matmuls`).
 Both are graph surgery on the quantised model, so the search costs one calibration plus a few encodes of
 the calibration texts, not one NNCF run per step. The manifest records every op kept out of int8 with the
-measured reason (``ops_split`` with its channels, ``ops_in_float``).
+measured reason (``ops_split`` with its channels, ``ops_in_float``). When the split unit cannot reach the
+goal, the search runs again with whole ops only (``split_search_fell_short`` records the first attempt).
 
-Measured on all-MiniLM-L6-v2 (AMD EPYC, avx512_vnni, loaded machine; benchmarks/fidelity_units.py): the
-search splits the FFN outputs of layers 0-2 (1-2 channels each) and floats layer 4's attention output;
-probe min cosine 0.9901 (nn@10 0.955) at 0.96 of all-int8's throughput, where floating the same four
-MatMuls whole gives 0.9934 at 0.81.
+Measured on all-MiniLM-L6-v2 with the catalogue's options (query tails in the calibration; AMD EPYC,
+avx512_vnni + avx512_bf16; benchmarks/fidelity_units.py and best_variant.py): the search splits the FFN
+outputs of layers 0-2 (1-2 channels each) and floats nothing whole; probe min cosine 0.9913 (nn@10 0.959)
+at 0.97-1.02 of all-int8's throughput, where the same ops floated whole run at 0.77.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def residual_writers(model) -> list[str]:
 
 class OvScorer(fidelity_search.Scorer):
     """Embeds calibration texts through a candidate IR as sentence-transformers does (its pooling/normalise
-    modules after the IR), f32 pinned like the variant, longest texts first in batches of 32."""
+    modules after the IR), f32 pinned like the variant, longest texts first in batches of
+    ``fidelity_search.BATCH`` (the batches ``Scorer.scan`` forms)."""
 
     def __init__(self, ctx: BuildContext, texts: list[str], reference):
         super().__init__(texts, reference)
@@ -95,8 +97,8 @@ class OvScorer(fidelity_search.Scorer):
         names = [p.get_any_name() for p in ov_model.inputs]
         order = idx[np.argsort([-len(self.texts[j]) for j in idx], kind="stable")]
         out = np.zeros((len(self.texts), self.reference.shape[1]), dtype=np.float32)
-        for i in range(0, len(order), 32):
-            chunk = order[i : i + 32]
+        for i in range(0, len(order), fidelity_search.BATCH):
+            chunk = order[i : i + fidelity_search.BATCH]
             features = self.model.tokenize([self.texts[j] for j in chunk])
             ids = features["input_ids"]
             inputs = {n: (features[n] if n in features else torch.zeros_like(ids)).numpy() for n in names}
@@ -192,7 +194,7 @@ class _KeepOutOfInt8:
 
 
 def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
-    """NNCF static int8 with the fewest ranked residual-writing MatMuls put back in float (see the search)."""
+    """NNCF static int8 with the fewest ranked residual-writing MatMuls kept out of int8 (see the module doc)."""
     opts = kit.options_of(spec, OvFidelityOptions)
     start = time.perf_counter()
     model = read_base(ctx)
@@ -205,6 +207,12 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
         splits = outlier_split.plan(all_int8, model, samples, names, opts.outlier_ratio, opts.max_outlier_channels)
         hooks = _KeepOutOfInt8(all_int8, model, splits)
         quantized, result = fidelity_search.search(hooks, scorer, opts.search)
+        fell_short = None
+        if not result.reached and splits:  # the split keeps NNCF's activation range: where that range is the
+            # error, only whole ops in float help, as before the split existed; search again with that unit
+            fell_short = {"kept": list(result.kept_float), "stopped_by": result.stopped_by, **result.steps[-1]}
+            hooks = _KeepOutOfInt8(all_int8, model, {})
+            quantized, result = fidelity_search.search(hooks, scorer, opts.search)
         ops_in_float, ops_split = hooks.records(result)
         files = kit.save_ir(quantized, ctx.stage_dir, spec.file_name)
     return BuildResult(
@@ -221,6 +229,7 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "ops_in_float": ops_in_float,
             "ops_split": ops_split,
             "search": fidelity_search.search_record(result, opts.search),
+            "split_search_fell_short": fell_short,  # None: the search above used the split unit
             "calibration": {**calibration_info(ctx, samples), "search_texts": len(texts)},
             **io_names(quantized),
             "build_seconds": round(time.perf_counter() - start, 2),

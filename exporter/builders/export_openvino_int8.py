@@ -161,11 +161,15 @@ def nncf_record(opts: NncfStaticOptions) -> dict[str, Any]:
 
 
 def calibration_info(ctx: BuildContext, samples: list[dict]) -> dict[str, Any]:
+    """The calibration as the manifest records it; ``query_tail_samples``: how many of the samples are query
+    tails (they follow the texts, so a large calibration set can leave no room for them)."""
+    texts = len([t for t in ctx.calibration_texts() if t and t.strip()])
     return {
         "method": "NNCF statistics over the calibration subset (activation ranges: see activation_range)",
         "tokenisation": "model tokenizer, one text per sample, no padding, truncated at max_seq_length",
         "subset_size": len(samples),
         "texts_available": len(ctx.calibration_texts()),
+        "query_tail_samples": max(0, len(samples) - texts),
     }
 
 

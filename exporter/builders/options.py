@@ -121,7 +121,10 @@ class NncfStaticOptions(_Record):
     **2 floated** (probe 0.9913 / 0.962, passes; 0.85x all-int8 in one 5-round run at load 3-5). From these
     options (query tails on): activation range histogram 0.947 / 0.942, 2 floated (0.9945 / 0.963, 0.82x),
     mean_no_outliers 2 floated (0.84x), SmoothQuant 0.95: 0.977 / 0.944 but 6 floated (0.63x). No setting
-    brings all-int8 itself to the 0.99 gate; NNCF accuracy control did worse (benchmarks/int8_anchor.py)."""
+    brings all-int8 itself to the 0.99 gate; NNCF accuracy control did worse (benchmarks/int8_anchor.py).
+    These counts are of whole MatMuls floated; with the outlier split (OvFidelityOptions) on top of these
+    options the search splits 3 FFN output projections and floats none (probe 0.9913 / 0.959, 0.97-1.02x
+    all-int8; benchmarks/fidelity_units.py, best_variant.py)."""
 
     preset: str = "mixed"  # symmetric weights, asymmetric activations (NNCF's default for transformers)
     model_type: str = "transformer"

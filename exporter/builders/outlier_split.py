@@ -16,7 +16,11 @@ For a weight MatMul ``Y = X·Wᵀ + b`` whose int8 error comes from a few input 
   layers 0-2 split, attention output of layer 4 in float; min cosine on calibration / probe texts): NNCF's
   range 0.9945 / 0.9901, global min-max refit 0.9934 / 0.9798, NNCF's MEAN_MINMAX refit 0.9901 / 0.9635 -
   a narrower range clips the other channels on unseen texts. The gain is the weight: SmoothQuant put the
-  outliers' magnitude into W's columns S, which set every row's int8 scale.
+  outliers' magnitude into W's columns S, which set every row's int8 scale;
+- the bias Add stays the quantised model's (NNCF's fast bias correction, tuned for its own int8 weight); on
+  all-MiniLM-L6-v2 it equals the fp32 bias for every split op, so the split changes nothing there. Where it
+  does not, the search measures the split with that bias, and the build falls back to whole ops in float
+  when splits cannot reach the goal (``export_openvino_fidelity``).
 
 ``S`` is the channels whose score ``max|x_c| · max_o|W[o, c]|`` (the largest contribution a channel makes to
 any output, invariant under SmoothQuant's per-channel rescaling) is at least ``ratio`` times the median
@@ -85,7 +89,12 @@ def _site(mm, ref) -> _Site | None:
     if node.get_type_name() == "Multiply" and SMOOTH_QUANT_TAG in node.get_friendly_name():
         smooth = np.asarray(const_source(node.input_value(1)).get_data(), dtype=np.float32).reshape(-1)
         act = node.input_value(0)
-    weight = np.asarray(const_source(ref.input_value(1)).get_data(), dtype=np.float32)
+    source = ref.input_value(1).get_node()
+    while source.get_type_name() == "Convert":  # only a cast: a Reshape or Transpose would change the layout
+        source = source.input_value(0).get_node()
+    if source.get_type_name() != "Constant":
+        return None  # a weight computed in the graph: the search floats this op whole instead
+    weight = np.asarray(source.get_data(), dtype=np.float32)
     if not mm.get_attributes().get("transpose_b", False):
         weight = weight.T
     return _Site(mm, fq, act, smooth, weight, wdq)
