@@ -25,10 +25,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from _common import load_average, machine
+from _common import load_average, machine, stopwatch
 
 IDS = ("openvino-qint8", "openvino-qint8-fidelity")
 ALL_INT8, SPLIT, WHOLE = IDS[0], IDS[1], "whole-ops"
@@ -41,9 +40,9 @@ def build(out: Path) -> None:
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "exporter", "export", DEFAULT_MODEL, "--out", str(out), "--variants", ",".join(IDS)]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    print(f"export of {', '.join(IDS)}: {time.perf_counter() - start:.0f}s (exit {proc.returncode})")
+    with stopwatch() as t:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    print(f"export of {', '.join(IDS)}: {t.seconds:.0f}s (exit {proc.returncode})")
     if proc.returncode not in (0, 3):  # 3: all-int8 fails its gate, which this benchmark reports
         sys.exit(proc.stderr[-3000:])
 
@@ -112,11 +111,11 @@ def speeds(files: dict[str, Path], data: list[dict], rounds: int) -> dict[tuple[
     times: dict[tuple[str, str], list[float]] = {key: [] for key in compiled}
     for r in range(rounds + 1):  # round 0 warms up
         for key, request in compiled.items():
-            start = time.perf_counter()
-            for batch in data:
-                request.infer({k: v for k, v in batch.items() if k in {p.any_name for p in request.model_inputs}})
+            with stopwatch() as t:
+                for batch in data:
+                    request.infer({k: v for k, v in batch.items() if k in {p.any_name for p in request.model_inputs}})
             if r:
-                times[key].append(time.perf_counter() - start)
+                times[key].append(t.seconds)
     return {key: texts / statistics.median(t) for key, t in times.items()}
 
 
