@@ -106,7 +106,7 @@ def accuracy_control(ctx, base, samples, scorer, opts):
     import nncf
     import numpy as np
 
-    from exporter.builders.export_openvino_int8 import _ignored_scope, advanced_parameters
+    from exporter.builders.export_openvino_int8 import quantize_arguments
 
     def validate(compiled, items):
         idx = np.asarray(list(items), dtype=np.int64)
@@ -127,13 +127,8 @@ def accuracy_control(ctx, base, samples, scorer, opts):
             validate,
             max_drop=max_drop,
             drop_type=nncf.DropType.ABSOLUTE,
-            preset=nncf.QuantizationPreset(opts.preset),
-            model_type=nncf.ModelType(opts.model_type),
-            subset_size=len(samples),
-            fast_bias_correction=opts.fast_bias_correction,
-            ignored_scope=_ignored_scope(opts.ignored_scope),
-            advanced_quantization_parameters=advanced_parameters(opts),
             advanced_accuracy_restorer_parameters=params,
+            **quantize_arguments(opts, len(samples), advanced="advanced_quantization_parameters"),
         )
     return model, t.seconds
 

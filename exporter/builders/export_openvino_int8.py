@@ -131,16 +131,7 @@ def quantize_static(ctx: BuildContext, model, samples: list[dict], opts: NncfSta
         digest.update(b"".join(np.ascontiguousarray(v).tobytes() for _, v in sorted(sample.items())))
 
     def run():
-        return nncf.quantize(
-            model,
-            nncf.Dataset(samples),
-            preset=nncf.QuantizationPreset(opts.preset),
-            model_type=nncf.ModelType(opts.model_type),
-            subset_size=len(samples),
-            fast_bias_correction=opts.fast_bias_correction,
-            ignored_scope=_ignored_scope(opts.ignored_scope),
-            advanced_parameters=advanced_parameters(opts),
-        )
+        return nncf.quantize(model, nncf.Dataset(samples), **quantize_arguments(opts, len(samples)))
 
     return ctx.memo(f"ov-static-int8:{digest.hexdigest()}", run)
 
@@ -157,6 +148,21 @@ def nncf_record(opts: NncfStaticOptions) -> dict[str, Any]:
         "activation_range": opts.activation_range,
         "overflow_fix": opts.overflow_fix,
         "query_tails": opts.query_tails,
+    }
+
+
+def quantize_arguments(opts: NncfStaticOptions, subset_size: int, advanced: str = "advanced_parameters") -> dict:
+    """The keyword arguments ``nncf.quantize`` takes for ``opts`` (``advanced``: the name the advanced
+    parameters go by: ``advanced_quantization_parameters`` in ``nncf.quantize_with_accuracy_control``)."""
+    import nncf
+
+    return {
+        "preset": nncf.QuantizationPreset(opts.preset),
+        "model_type": nncf.ModelType(opts.model_type),
+        "subset_size": subset_size,
+        "fast_bias_correction": opts.fast_bias_correction,
+        "ignored_scope": _ignored_scope(opts.ignored_scope),
+        advanced: advanced_parameters(opts),
     }
 
 
