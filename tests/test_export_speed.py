@@ -13,6 +13,27 @@ from exporter.quality import refcache
 from tests.test_export_onnx import TEXTS, exported_tiny, stage_artifact
 
 
+class _LinesOf:
+    """Collects what a logger hands its handlers while in a ``with`` block (a logger's filters come first)."""
+
+    def __init__(self, name: str) -> None:
+        import logging
+
+        self.logger, self.lines = logging.getLogger(name), []
+        self.handler = logging.Handler(logging.DEBUG)
+        self.handler.emit = lambda record: self.lines.append(record.getMessage())
+
+    def __enter__(self):
+        self.level = self.logger.level
+        self.logger.setLevel("DEBUG")
+        self.logger.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)
+
+
 def test_the_base_graph_is_built_from_the_shared_reference_and_its_check_is_cached(
     tiny_model_dir, tmp_path, monkeypatch
 ):
@@ -25,13 +46,16 @@ def test_the_base_graph_is_built_from_the_shared_reference_and_its_check_is_cach
     real_load = reference.load_reference
     monkeypatch.setattr(reference, "load_reference", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     ctx.stage_dir = stage_artifact(tiny_model_dir, tmp_path / "a")
-    first = export_onnx.build_embedder_graph(ctx, None)
+    seen = _LinesOf("optimum.exporters.onnx.base")  # what reaches that logger's handlers
+    with seen:
+        first = export_onnx.build_embedder_graph(ctx, None)
     assert loads == [] and ctx.reference_model() is model  # the one loaded model, traced
     np.testing.assert_array_equal(model.encode(TEXTS, batch_size=4, convert_to_numpy=True), before)  # unchanged
     assert first.build["graph_min_cosine"] >= export_onnx.CHECK_MIN_COSINE
     assert first.build["runtime_min_cosine"] >= export_onnx.CHECK_MIN_COSINE
     assert first.build["outputs"][:2] == [export_onnx.TOKEN_OUTPUT, export_onnx.SENTENCE_OUTPUT]
     assert list((refcache.cache_dir() / "reference").glob("*.npy"))  # the torch side of the check
+    assert not [line for line in seen.lines if "Weight deduplication" in line]  # exporter.upstream_noise
 
     model.encode = lambda *a, **k: (_ for _ in ()).throw(AssertionError("the cache should have answered"))
     ctx.stage_dir = stage_artifact(tiny_model_dir, tmp_path / "b")
@@ -67,3 +91,20 @@ def test_every_command_lets_torchs_idle_threads_sleep_unless_the_user_chose(monk
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     app.idle_threads_sleep()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_only_the_listed_upstream_lines_are_dropped(caplog):
+    import logging
+
+    from exporter import upstream_noise
+
+    upstream_noise.quiet()
+    upstream_noise.quiet()  # idempotent: one filter per line
+    with caplog.at_level(logging.WARNING):
+        for noise in upstream_noise.NOISE:
+            log = logging.getLogger(noise.logger)
+            assert len(log.filters) == len({f.starts_with for f in log.filters})
+            log.warning(noise.starts_with + " ... and the rest of the line")
+            log.warning("a warning that matters, from %s", noise.logger)
+    shown = [r.getMessage() for r in caplog.records]
+    assert shown == [f"a warning that matters, from {noise.logger}" for noise in upstream_noise.NOISE]

@@ -189,6 +189,9 @@ def _trace_to(model, dest: Path, *, opset: int | None, task: str, config=None, p
     ``dest`` (``exporter.builders.kit.place``). Returns the files written."""
     from optimum.exporters.onnx import onnx_export_from_model
 
+    from exporter import upstream_noise
+
+    upstream_noise.quiet()
     with kit.scratch(dest.parent, prefix=".onnx-export-") as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

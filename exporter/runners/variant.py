@@ -18,24 +18,10 @@ Without it, each library's defaults apply, as a user gets them (the export's par
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
+from exporter import upstream_noise
 from exporter.errors import UsageError
-
-# optimum-intel guesses whether a folder already holds an IR by asking the Hub cache for its revision; for a
-# local artifact that guess fails and it logs a two-line warning with the exception ("expected str, bytes or
-# os.PathLike object, not NoneType") although the load goes on with the recorded file. Not the user's problem.
-_OV_GUESS = ("optimum.intel.openvino.modeling_base", "Could not infer whether the model was already converted")
-
-
-class _DropLine(logging.Filter):
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.prefix = prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.prefix)
 
 
 def load_variant(artifact: Path, variant: dict, kind: str | None, *, threads: int | None = None):
@@ -62,20 +48,12 @@ def _through_model_class(artifact: Path, variant: dict, kind: str | None, thread
     if export_onnx_static.is_static(artifact):  # ST has no ONNX backend for StaticEmbedding: the runtime serves it
         truncate_dim = load.get("truncate_dim")
         return export_onnx_static.load_variant(artifact, backend, file_name, truncate_dim, **model_kwargs)
-    if backend == "openvino":
-        _quiet(*_OV_GUESS)
+    upstream_noise.quiet()
     kwargs = {"file_name": file_name, **model_kwargs} if file_name else model_kwargs
     extra = {"truncate_dim": load["truncate_dim"]} if load.get("truncate_dim") else {}
     return kinds.get(kind).model_cls()(
         str(artifact), device="cpu", backend=backend, model_kwargs=kwargs, local_files_only=True, **extra
     )
-
-
-def _quiet(logger: str, prefix: str) -> None:
-    """Drop one upstream log line (by its start) from ``logger``, once per process."""
-    log = logging.getLogger(logger)
-    if not any(isinstance(f, _DropLine) and f.prefix == prefix for f in log.filters):
-        log.addFilter(_DropLine(prefix))
 
 
 def _own_loader(artifact: Path, variant: dict, kind: str | None, threads: int | None):
