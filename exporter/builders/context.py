@@ -32,6 +32,10 @@ class BuildContext:
             self._cache[key] = make()
         return self._cache[key]
 
+    def usable_calibration_texts(self) -> list[str]:
+        """The calibration texts a builder calibrates on: the set without blank entries."""
+        return [t for t in self.calibration_texts() if t and t.strip()]
+
     def reference_model(self):
         """The torch model at the pinned source (SentenceTransformer / CrossEncoder / SparseEncoder, by
         ``kind``), loaded once by ``exporter.runners.reference`` as verify and bench load it, with the

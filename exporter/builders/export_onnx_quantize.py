@@ -159,7 +159,7 @@ def build_static(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     opts = kit.options_of(spec, StaticQdqOptions)
-    texts = [t for t in ctx.calibration_texts() if t and t.strip()]
+    texts = ctx.usable_calibration_texts()
     if not texts:
         raise ExportFailed("no calibration texts for static int8.", "Pass --calibration FILE.")
     used = texts[: opts.max_calibration_texts]

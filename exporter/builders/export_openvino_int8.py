@@ -71,7 +71,7 @@ def calibration_samples(ctx: BuildContext, model, opts: NncfStaticOptions) -> li
     """Calibration texts (then their query tails, when ``opts.query_tails``) tokenised by the model's own
     tokenizer for the IR ``model``'s inputs, one text per sample (no padding), at most ``opts.subset_size``."""
     input_names = [p.get_any_name() for p in model.inputs]
-    texts = [t for t in ctx.calibration_texts() if t and t.strip()]
+    texts = ctx.usable_calibration_texts()
     if not texts:
         raise ExportFailed("no calibration texts for OpenVINO static int8.", "Pass --calibration FILE.")
     if opts.query_tails:
@@ -169,7 +169,7 @@ def quantize_arguments(opts: NncfStaticOptions, subset_size: int, advanced: str 
 def calibration_info(ctx: BuildContext, samples: list[dict]) -> dict[str, Any]:
     """The calibration as the manifest records it; ``query_tail_samples``: how many of the samples are query
     tails (they follow the texts, so a large calibration set can leave no room for them)."""
-    texts = len([t for t in ctx.calibration_texts() if t and t.strip()])
+    texts = len(ctx.usable_calibration_texts())
     return {
         "method": "NNCF statistics over the calibration subset (activation ranges: see activation_range)",
         "tokenisation": "model tokenizer, one text per sample, no padding, truncated at max_seq_length",

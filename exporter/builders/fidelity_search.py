@@ -133,7 +133,7 @@ class SearchResult:
 # ------------------------------------------------------------------------------------------ inputs
 def search_texts(ctx: BuildContext) -> list[str]:
     """The non-blank calibration texts the search scores on; ExportFailed when fewer than two."""
-    texts = [t for t in ctx.calibration_texts() if t and t.strip()]
+    texts = ctx.usable_calibration_texts()
     if len(texts) < 2:
         raise ExportFailed("the fidelity int8 search needs at least 2 calibration texts.", "Pass --calibration FILE.")
     return texts
