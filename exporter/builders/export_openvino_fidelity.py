@@ -125,13 +125,7 @@ def float_matmuls(quantized, base, names: list[str]):
     base_ops = {op.get_friendly_name(): op for op in base.get_ordered_ops()}
     for name in names:
         mm, ref = ops[name], base_ops[name]
-        act = mm.input_value(0)
-        if act.get_node().get_type_name() == "FakeQuantize":
-            act = act.get_node().input_value(0)
-        node = act.get_node()
-        if node.get_type_name() == "Multiply" and "nncf_smooth_quant" in node.get_friendly_name():
-            act = node.input_value(0)
-        mm.input(0).replace_source_output(act)
+        mm.input(0).replace_source_output(outlier_split.float_activation(mm)[0])
         weight = outlier_split.const_source(ref.input_value(1))
         mm.input(1).replace_source_output(ov.op.Constant(np.asarray(weight.get_data(), dtype=np.float32)).output(0))
         for target in mm.output(0).get_target_inputs():  # the bias Add: the fp32 IR's bias, uncorrected

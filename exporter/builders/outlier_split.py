@@ -62,11 +62,9 @@ class _Site:
     """Where one quantised MatMul reads and what the fp32 IR holds for it."""
 
     mm: object  # the MatMul in the quantised model
-    fq: object  # its activation FakeQuantize
     act: object  # the activation before SmoothQuant and FakeQuantize (an ov Output)
     smooth: np.ndarray  # SmoothQuant's per-channel activation multiplier (ones without SmoothQuant)
     weight: np.ndarray  # fp32 weight as [out, in]
-    weight_scale_node: object  # the Multiply dequantising the int8 weight
 
 
 def const_source(output):
@@ -77,18 +75,28 @@ def const_source(output):
     return node if node.get_type_name() == "Constant" else None
 
 
-def _site(mm, ref) -> _Site | None:
-    fq = mm.input_value(0).get_node()
-    wdq = mm.input_value(1).get_node()
-    if fq.get_type_name() != "FakeQuantize" or wdq.get_type_name() != "Multiply":
-        return None  # not an int8 MatMul NNCF quantised
-    act = fq.input_value(0)
-    channels = act.get_partial_shape()[-1].get_length()
-    smooth = np.ones(channels, dtype=np.float32)
+def float_activation(mm):
+    """What the quantised MatMul ``mm`` reads before NNCF's FakeQuantize and SmoothQuant scale (an ov Output),
+    and that scale's Multiply (None without SmoothQuant)."""
+    act = mm.input_value(0)
+    if act.get_node().get_type_name() == "FakeQuantize":
+        act = act.get_node().input_value(0)
     node = act.get_node()
     if node.get_type_name() == "Multiply" and SMOOTH_QUANT_TAG in node.get_friendly_name():
-        smooth = np.asarray(const_source(node.input_value(1)).get_data(), dtype=np.float32).reshape(-1)
-        act = node.input_value(0)
+        return node.input_value(0), node
+    return act, None
+
+
+def _site(mm, ref) -> _Site | None:
+    if (
+        mm.input_value(0).get_node().get_type_name() != "FakeQuantize"
+        or mm.input_value(1).get_node().get_type_name() != "Multiply"
+    ):
+        return None  # not an int8 MatMul NNCF quantised
+    act, scale = float_activation(mm)
+    smooth = np.ones(act.get_partial_shape()[-1].get_length(), dtype=np.float32)
+    if scale is not None:
+        smooth = np.asarray(const_source(scale.input_value(1)).get_data(), dtype=np.float32).reshape(-1)
     source = ref.input_value(1).get_node()
     while source.get_type_name() == "Convert":  # only a cast: a Reshape or Transpose would change the layout
         source = source.input_value(0).get_node()
@@ -97,7 +105,7 @@ def _site(mm, ref) -> _Site | None:
     weight = np.asarray(source.get_data(), dtype=np.float32)
     if not mm.get_attributes().get("transpose_b", False):
         weight = weight.T
-    return _Site(mm, fq, act, smooth, weight, wdq)
+    return _Site(mm, act, smooth, weight)
 
 
 def channel_scores(absmax: np.ndarray, weight: np.ndarray) -> np.ndarray:
