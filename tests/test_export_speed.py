@@ -9,7 +9,7 @@ import numpy as np
 from exporter import runtime
 from exporter.builders import export_onnx
 from exporter.builders.context import BuildContext
-from exporter.quality import refcache
+from exporter.quality import parity_replay, refcache
 from tests.test_export_onnx import TEXTS, exported_tiny, stage_artifact
 
 
@@ -69,14 +69,15 @@ def test_the_runtime_reuses_only_a_run_with_the_graph_checks_exact_feeds(tmp_pat
     texts = sorted(TEXTS, key=len, reverse=True)
     feeds, _ = encoder.tokenize(texts)
     (result,) = encoder.session.run([export_onnx.SENTENCE_OUTPUT], feeds)
-    session = export_onnx._GraphCheckRun(encoder.session, export_onnx.SENTENCE_OUTPUT, feeds, result)
+    tape = parity_replay.Tape().add(feeds, {export_onnx.SENTENCE_OUTPUT: result})
+    session = parity_replay.ReplayingSession(encoder.session, tape, same_session=True)
     encoder.session = session
-    assert encoder.encode(texts) is not None and session.reused == 1
+    assert encoder.encode(texts) is not None and session.replayed == 1
     fresh = runtime.load(art).encode(texts)
     np.testing.assert_array_equal(encoder.encode(texts), fresh)
     encoder.encode(texts[1:])  # other feeds: a real run
     encoder.encode(texts, prompt="query: ")
-    assert session.reused == 2
+    assert session.replayed == 2
 
 
 def test_every_command_lets_torchs_idle_threads_sleep_unless_the_user_chose(monkeypatch):
@@ -91,20 +92,3 @@ def test_every_command_lets_torchs_idle_threads_sleep_unless_the_user_chose(monk
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     app.idle_threads_sleep()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
-
-
-def test_only_the_listed_upstream_lines_are_dropped(caplog):
-    import logging
-
-    from exporter import upstream_noise
-
-    upstream_noise.quiet()
-    upstream_noise.quiet()  # idempotent: one filter per line
-    with caplog.at_level(logging.WARNING):
-        for noise in upstream_noise.NOISE:
-            log = logging.getLogger(noise.logger)
-            assert len(log.filters) == len({f.starts_with for f in log.filters})
-            log.warning(noise.starts_with + " ... and the rest of the line")
-            log.warning("a warning that matters, from %s", noise.logger)
-    shown = [r.getMessage() for r in caplog.records]
-    assert shown == [f"a warning that matters, from {noise.logger}" for noise in upstream_noise.NOISE]

@@ -111,27 +111,6 @@ def _real_tokens(feeds) -> list[list[int]]:
     return [row[mask.astype(bool)].tolist() for row, mask in pairs]
 
 
-class _GraphCheckRun:
-    """The runtime's session, answering the one run whose feeds are exactly the graph check's (same session,
-    same feeds: the same numbers) from that check's result; every other run runs for real."""
-
-    def __init__(self, real, output: str, feeds: dict, result) -> None:
-        self._real, self._output, self._feeds, self._result = real, output, feeds, result
-        self.reused = 0
-
-    def __getattr__(self, name):  # input_names, output_names, providers, optional_input_names
-        return getattr(self._real, name)
-
-    def run(self, output_names, feeds):
-        import numpy as np
-
-        same = list(output_names) == [self._output] and feeds.keys() == self._feeds.keys()
-        if same and all(np.array_equal(feeds[k], self._feeds[k]) for k in feeds):
-            self.reused += 1
-            return [self._result]
-        return self._real.run(output_names, feeds)
-
-
 def torch_encoder(model):
     """``encode(texts, prompt)``: the torch model's embeddings of ``texts`` in one batch, as ``verify`` compares."""
     return lambda texts, prompt: model.encode(texts, prompt=prompt, convert_to_numpy=True, batch_size=len(texts))
@@ -146,6 +125,7 @@ def verify(model, artifact_dir: Path, file_name: str, reference=None) -> dict[st
     import numpy as np
 
     from exporter import runtime
+    from exporter.quality import parity_replay
 
     reference = reference or torch_encoder(model)
     texts = sorted(CHECK_TEXTS, key=len, reverse=True)  # stable, as the runtime's own order
@@ -170,7 +150,8 @@ def verify(model, artifact_dir: Path, file_name: str, reference=None) -> dict[st
             "(transformers applies settings from tokenizer_config.json that the fast tokenizer file lacks).",
             "Re-save the tokenizer with transformers (save_pretrained) so tokenizer.json carries them.",
         )
-    encoder.session = _GraphCheckRun(encoder.session, SENTENCE_OUTPUT, feeds, graph_emb)
+    tape = parity_replay.Tape().add(feeds, {SENTENCE_OUTPUT: graph_emb})  # the bare run below: these feeds
+    encoder.session = parity_replay.ReplayingSession(encoder.session, tape, same_session=True)
     runtime_min = float(kit.row_cosines(bare, encoder.encode(texts, prompt="")).min())
     for prompt in list(dict.fromkeys(p for p in model.prompts.values() if p))[:CHECK_PROMPTS]:
         with_prompt = reference(texts, prompt)

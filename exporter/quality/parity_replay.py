@@ -39,14 +39,21 @@ def feeds_key(feeds: dict[str, Any]) -> bytes:
 
 
 class Tape:
-    """The recorded outputs of one ONNX Runtime session, by feeds; ``close`` stops recording."""
+    """The recorded outputs of one ONNX Runtime session, by feeds; ``close`` stops recording. Without a
+    session, an empty tape that :meth:`add` fills with runs already made."""
 
-    def __init__(self, session) -> None:
+    def __init__(self, session=None) -> None:
         self.runs: dict[bytes, dict[str, np.ndarray]] = {}
         self._session = session
-        self._real_run = session.run
-        self._names = [o.name for o in session.get_outputs()]
-        session.run = self._run  # an instance attribute: only this session object records
+        if session is not None:
+            self._real_run = session.run
+            self._names = [o.name for o in session.get_outputs()]
+            session.run = self._run  # an instance attribute: only this session object records
+
+    def add(self, feeds: dict[str, Any], outputs: dict[str, np.ndarray]) -> Tape:
+        """Keep the outputs of one run already made on ``feeds``."""
+        self.runs[feeds_key(feeds)] = outputs
+        return self
 
     def _run(self, output_names, input_feed, run_options=None):
         result = self._real_run(output_names, input_feed, run_options)
@@ -57,7 +64,7 @@ class Tape:
         return result
 
     def close(self) -> None:
-        if self._session.__dict__.get("run") == self._run:
+        if self._session is not None and self._session.__dict__.get("run") == self._run:
             del self._session.run
 
 
@@ -81,12 +88,14 @@ def record(model) -> Tape | None:
 
 
 class ReplayingSession:
-    """An ``exporter.runtime`` session that serves taped batches (see the module doc)."""
+    """An ``exporter.runtime`` session that serves taped batches (see the module doc). ``same_session``: the
+    tape holds runs of ``real`` itself (the same session on the same feeds gives the same numbers), so no
+    batch is re-run to check it."""
 
-    def __init__(self, real, tape: Tape) -> None:
+    def __init__(self, real, tape: Tape, *, same_session: bool = False) -> None:
         self._real = real
         self._tape: Tape | None = tape
-        self._checked = False
+        self._checked = same_session
         self.replayed = 0  # batches served from the tape
         self.ran = 0  # batches run for real
 
