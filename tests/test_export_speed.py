@@ -81,14 +81,14 @@ def test_the_runtime_reuses_only_a_run_with_the_graph_checks_exact_feeds(tmp_pat
 
 
 def test_every_command_lets_torchs_idle_threads_sleep_unless_the_user_chose(monkeypatch):
-    import importlib
     import os
 
-    app = importlib.import_module("exporter.cli.app")  # the module (exporter.cli.app is also the Typer app)
+    from exporter import environment
 
+    monkeypatch.delitem(__import__("sys").modules, "torch", raising=False)  # as at a command's start
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    app.idle_threads_sleep()
+    environment.idle_threads_sleep()
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    app.idle_threads_sleep()
+    environment.idle_threads_sleep()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

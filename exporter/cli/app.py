@@ -11,7 +11,6 @@ library, never this module; heavy packages are imported inside the commands, so 
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from exporter import __version__
+from exporter import __version__, environment
 from exporter.cli import export, quality, recipes, registry
 from exporter.errors import ExitCode, ExporterError
 
@@ -138,25 +137,16 @@ def run_guarded(entry: Callable[[], object], *, traceback_unexpected: bool = Fal
         raise SystemExit(record["exit_code"]) from None
 
 
-def idle_threads_sleep() -> None:
-    """Unless the user chose a policy, torch's idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) in every
-    command and the processes it starts, as ONNX Runtime's do in bench. libgomp reads the policy when torch
-    loads, so it is set here, before any command imports torch. Plain ``export`` of the default, torch and
-    ONNX Runtime taking turns on 2 busy cores (load 7): 13.3 s of CPU against 14.1 s spinning, 4 rounds each,
-    alternated. Bench records the policy in force (``bench.torch_idle_threads``)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def main() -> None:
     """The ``exporter`` console script (``exporter.cli:main``)."""
-    idle_threads_sleep()
+    environment.idle_threads_sleep()
     run_guarded(app)
 
 
 def fleet_worker_main() -> None:
     """``python -m exporter.cli.fleet_worker RECIPE [--json] ...``: one recipe of ``exporter run``, in its own
     process (started by ``exporter.fleet.runs``); an unexpected error also leaves its traceback in its log."""
-    idle_threads_sleep()
+    environment.idle_threads_sleep()
     worker = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
     worker.command()(recipes.worker)
     run_guarded(worker, traceback_unexpected=True)

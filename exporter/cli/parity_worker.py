@@ -11,12 +11,13 @@ import json
 import os
 import sys
 
-from exporter.cli.app import error_record, idle_threads_sleep
+from exporter import environment
+from exporter.cli.app import error_record
 from exporter.errors import ExporterError
 
 
 def main() -> None:
-    idle_threads_sleep()  # before torch loads, also when a library caller (not the CLI) started this worker
+    environment.idle_threads_sleep()  # before torch loads, also when a library caller started this worker
     from exporter.quality.verify import parity_answer
 
     request = json.loads(sys.stdin.read())

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from exporter import memory
+from exporter import environment, memory
 from exporter.errors import BenchError, UsageError
 from exporter.runners.runner import REFERENCE, Runner
 
@@ -115,7 +115,6 @@ def bench(
     """
     from exporter import kinds
     from exporter import manifest as mf
-    from exporter.environment import cpu_info
     from exporter.quality import probes
     from exporter.quality.verify import not_applicable
 
@@ -142,7 +141,7 @@ def bench(
     kspec = kinds.get(kind)
     inputs = kspec.probe(sample).inputs[:max_texts]  # texts, or (query, passage) pairs for a reranker
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # the tokenizers' pool, before first use
-    idle = _torch_idle_threads()
+    idle = environment.idle_threads_sleep()
 
     loaders = _loaders(artifact, manifest, chosen, threads)
     load_before, peak_before = os.getloadavg()[0], memory.peak_rss_mb()
@@ -159,7 +158,7 @@ def bench(
         "kind": kind,
         "unit": kspec.unit,  # throughput is in these per second
         "n_inputs": len(inputs),
-        "cpu": cpu_info(),
+        "cpu": environment.cpu_info(),
         "loadavg_1min": {"before": load_before, "after": load_after},  # other work on the machine
         "method": METHOD,
         "not_applicable": skipped,  # variant id -> why this CPU cannot run it (not timed)
@@ -180,20 +179,6 @@ def _loaders(artifact: Path, manifest: dict, chosen: list[dict], threads: int) -
     pin = {"max_seq_length": model.get("max_seq_length"), "truncate_dim": model.get("truncate_dim")}
     loaders = [(REFERENCE, lambda: reference_runner(src.path, model["kind"], threads, **pin))]
     return loaders + [(v["id"], lambda v=v: variant_runner(artifact, v, model["kind"], threads)) for v in chosen]
-
-
-def _torch_idle_threads() -> str:
-    """Let torch's idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) as ONNX Runtime's do here, unless
-    the user chose a policy. Spinning threads on busy cores made torch up to 30x slower than on a quiet
-    machine (a 2-layer model: 692 ms a text against 2.1 ms passive, 2 threads, load average 11), which
-    inflates every ratio to torch. libgomp reads the policy when torch loads: once loaded, it is too late."""
-    import sys
-
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        return f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
-    policy = os.environ.get("OMP_WAIT_POLICY")
-    return f"OMP_WAIT_POLICY={policy} (set before torch loaded)" if policy else "as torch loaded (spinning allowed)"
 
 
 def _memory_record(samples: dict[str, Samples], peak_before: float) -> dict:
