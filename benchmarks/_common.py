@@ -12,6 +12,7 @@ on a shared machine, load inflates wall times, so a figure without it cannot be 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -65,3 +66,33 @@ def machine() -> str:
         f"CPU: {cpu_info()['model']} | {os.cpu_count()} logical cores | {this_host().describe()} "
         f"| load {load_average()}"
     )
+
+
+def ov_throughput(models: dict, batches: list[dict], rounds: int) -> dict:
+    """Texts per second of OpenVINO models side by side in this process: ``models`` maps a key to (an
+    ``ov.Model`` or an IR path, its compile config); each is compiled once and warmed up with one pass over
+    ``batches`` (dicts of input arrays; inputs a model lacks are left out), then ``rounds`` rounds alternate
+    over all models, so drifting load hits them alike; the median round per key."""
+    import openvino as ov
+
+    core = ov.Core()
+    requests = {}
+    for key, (model, config) in models.items():
+        compiled = core.compile_model(core.read_model(model) if isinstance(model, str | Path) else model, "CPU", config)
+        requests[key] = (compiled.create_infer_request(), {p.get_any_name() for p in compiled.inputs})
+
+    def one_pass(key) -> float:
+        request, names = requests[key]
+        with stopwatch() as t:
+            for batch in batches:
+                request.infer({k: v for k, v in batch.items() if k in names})
+        return t.seconds
+
+    times = {key: [] for key in requests}
+    for r in range(rounds + 1):  # round 0 warms up
+        for key in requests:
+            seconds = one_pass(key)
+            if r:
+                times[key].append(seconds)
+    texts = sum(len(b["input_ids"]) for b in batches)
+    return {key: texts / statistics.median(t) for key, t in times.items()}

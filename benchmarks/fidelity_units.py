@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import load_average, machine, stopwatch
+from _common import load_average, machine, ov_throughput, stopwatch
 
 IDS = ("openvino-qint8", "openvino-qint8-fidelity")
 ALL_INT8, SPLIT, WHOLE = IDS[0], IDS[1], "whole-ops"
@@ -99,24 +98,11 @@ def batches(artifact: Path) -> list[dict]:
 
 def speeds(files: dict[str, Path], data: list[dict], rounds: int) -> dict[tuple[str, str], float]:
     """Texts per second, median of ``rounds`` alternating rounds, per (variant, hint)."""
-    import openvino as ov
-
-    core = ov.Core()
-    compiled = {}
-    for vid, xml in files.items():
-        for hint in HINTS:
-            config = {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": 2, "PERFORMANCE_HINT": "LATENCY"}
-            compiled[vid, hint] = core.compile_model(core.read_model(xml), "CPU", config).create_infer_request()
-    texts = sum(len(b["input_ids"]) for b in data)
-    times: dict[tuple[str, str], list[float]] = {key: [] for key in compiled}
-    for r in range(rounds + 1):  # round 0 warms up
-        for key, request in compiled.items():
-            with stopwatch() as t:
-                for batch in data:
-                    request.infer({k: v for k, v in batch.items() if k in {p.any_name for p in request.model_inputs}})
-            if r:
-                times[key].append(t.seconds)
-    return {key: texts / statistics.median(t) for key, t in times.items()}
+    config = {"INFERENCE_NUM_THREADS": 2, "PERFORMANCE_HINT": "LATENCY"}
+    models = {
+        (vid, hint): (xml, {**config, "INFERENCE_PRECISION_HINT": hint}) for vid, xml in files.items() for hint in HINTS
+    }
+    return ov_throughput(models, data, rounds)
 
 
 def runtime_precisions(xml: Path) -> dict[str, int]:

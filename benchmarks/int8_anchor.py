@@ -30,13 +30,12 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import load_average, machine, stopwatch
+from _common import load_average, machine, ov_throughput, stopwatch
 
 from exporter.builders.options import IgnoredScope
 
@@ -174,51 +173,22 @@ def searched(ctx, nncf_opts):
     return ov.Core().read_model(stage / spec.file_name), t.seconds
 
 
-class Timer:
-    """Throughput of compiled models on the probe texts at batch 32 (length-sorted batches), 2 threads, f32
-    hint, latency hint, in interleaved rounds."""
+def probe_batches(tokenizer_model, texts: list[str]) -> list[dict]:
+    """The texts in length-sorted batches of 32, tokenised by the model's own tokenizer."""
+    import numpy as np
 
-    def __init__(self, tokenizer_model, texts: list[str]):
-        import numpy as np
+    order = sorted(texts, key=len)
+    batches = []
+    for i in range(0, len(order), 32):
+        f = tokenizer_model.tokenize(order[i : i + 32])
+        ids = f["input_ids"].numpy()
+        batches.append({"input_ids": ids, "attention_mask": f["attention_mask"].numpy(),
+                        "token_type_ids": np.zeros_like(ids)})  # fmt: skip
+    return batches
 
-        order = sorted(texts, key=len)
-        self.batches = []
-        for i in range(0, len(order), 32):
-            f = tokenizer_model.tokenize(order[i : i + 32])
-            ids = f["input_ids"].numpy()
-            self.batches.append({"input_ids": ids, "attention_mask": f["attention_mask"].numpy(),
-                                 "token_type_ids": np.zeros_like(ids)})  # fmt: skip
-        self.n = len(texts)
-        self.models: dict[str, object] = {}
-        self.times: dict[str, list[float]] = {}
 
-    def add(self, name: str, model) -> None:
-        import openvino as ov
-
-        config = {
-            "INFERENCE_PRECISION_HINT": "f32",
-            "INFERENCE_NUM_THREADS": str(THREADS),
-            "PERFORMANCE_HINT": "LATENCY",
-        }
-        compiled = ov.Core().compile_model(model, "CPU", config)
-        names = {p.get_any_name() for p in compiled.inputs}
-        request = compiled.create_infer_request()
-        self.models[name] = (request, names)
-        self.times[name] = []
-        self._pass(name)  # warm-up
-
-    def _pass(self, name: str) -> float:
-        request, names = self.models[name]
-        with stopwatch() as t:
-            for batch in self.batches:
-                request.infer({k: v for k, v in batch.items() if k in names})
-        return t.seconds
-
-    def run(self, rounds: int) -> dict[str, float]:
-        for _ in range(rounds):
-            for name in self.models:
-                self.times[name].append(self._pass(name))
-        return {name: self.n / statistics.median(t) for name, t in self.times.items()}
+# Throughput: batch 32, 2 threads, f32 hint, latency hint, interleaved rounds (_common.ov_throughput)
+TIMING = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": str(THREADS), "PERFORMANCE_HINT": "LATENCY"}
 
 
 def passes(m: dict) -> bool:
@@ -276,12 +246,12 @@ def main() -> None:
     on_calib = Scorer(ctx, calibration, fidelity_search.calibration_reference(ctx, calibration))
     opts = BY_ID["openvino-qint8"].options
     samples = calibration_samples(ctx, base, opts)
-    timer = Timer(ctx.reference_model(), probe)
     rows: dict[str, dict] = {}
+    timed: dict[str, tuple] = {}
 
     def add(name: str, model, build_s: float | None = None) -> None:
         rows[name] = {"metrics": on_probe.metrics(model), "build_s": build_s, "float_ops": float_ops(model)}
-        timer.add(name, model)
+        timed[name] = (model, TIMING)
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
 
     files = {v["id"]: v["load"]["file_name"] for v in manifest["variants"] if v.get("files")}
@@ -304,7 +274,7 @@ def main() -> None:
         if not args.skip_ac:
             model, seconds = accuracy_control(ctx, base, samples, on_calib, opts)
             add("nncf-accuracy-control", model, seconds)
-    tput = timer.run(args.rounds)
+    tput = ov_throughput(timed, probe_batches(ctx.reference_model(), probe), args.rounds)
     print(f"\n{len(probe)} probe texts, batch 32, {THREADS} threads, f32 hint, median of {args.rounds} "
           f"interleaved rounds; load {load_average()}")  # fmt: skip
     ok = print_table(rows, tput, "openvino-qint8")
