@@ -298,13 +298,11 @@ def build_embedder_graph(ctx, spec):
 def _cached_reference(encode, reference_key: str | None):
     """``encode(texts, prompt)`` with its arrays kept in ``exporter.quality.refcache`` under the export's
     reference key (source, probe, settings, packages, CPU), as the probe set's reference is."""
-    if not reference_key:
-        return encode
     from exporter.quality import refcache
 
     def cached(texts: list[str], prompt: str):
-        key = refcache.key(reference=reference_key, check_texts=texts, prompt=prompt, batch=len(texts))
-        return refcache.cached(key, lambda: encode(texts, prompt))[0]
+        make = lambda: encode(texts, prompt)  # noqa: E731
+        return refcache.under_reference(reference_key, make, check_texts=texts, prompt=prompt, batch=len(texts))
 
     return cached
 

@@ -154,11 +154,11 @@ def calibration_reference(ctx: BuildContext, texts: list[str]) -> np.ndarray:
         return parity_run.outputs_length_sorted(embed, ctx.reference_model(), texts, 32)
 
     sha = texts_sha256(texts)
-    compute = encode
-    if ctx.options.get("reference_key"):
-        key = refcache.key(reference=ctx.options["reference_key"], calibration=sha, prompt="")
-        compute = lambda: refcache.cached(key, encode)[0]  # noqa: E731
-    return ctx.memo(f"calibration-reference:{sha}", compute)
+
+    def cached():
+        return refcache.under_reference(ctx.options.get("reference_key"), encode, calibration=sha, prompt="")
+
+    return ctx.memo(f"calibration-reference:{sha}", cached)
 
 
 # ------------------------------------------------------------------------------------------ search

@@ -37,6 +37,15 @@ def key(**facts: Any) -> str:
     return sha256_bytes(json.dumps(facts, sort_keys=True, default=str).encode())
 
 
+def under_reference(reference_key: str | None, compute: Callable[[], Any], **facts: Any) -> Any:
+    """``compute()`` of something else the export's torch reference gives (the calibration texts' embeddings,
+    the post-export check's), cached under the export's reference key plus ``facts``; computed afresh when
+    the export has no key (a builder called outside the pipeline)."""
+    if not reference_key:
+        return compute()
+    return cached(key(reference=reference_key, **facts), compute)[0]
+
+
 def cached(cache_key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:
     """``(value, hit)``: the cached array for ``cache_key``, else ``compute()`` (stored when it is an array)."""
     import numpy as np
