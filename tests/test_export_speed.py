@@ -92,3 +92,20 @@ def test_every_command_lets_torchs_idle_threads_sleep_unless_the_user_chose(monk
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     environment.idle_threads_sleep()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_only_the_listed_upstream_lines_are_dropped(caplog):
+    import logging
+
+    from exporter import upstream_noise
+
+    upstream_noise.quiet()
+    upstream_noise.quiet()  # idempotent: one filter per line
+    with caplog.at_level(logging.WARNING):
+        for noise in upstream_noise.NOISE:
+            log = logging.getLogger(noise.logger)
+            assert len(log.filters) == len({f.starts_with for f in log.filters})
+            log.warning(noise.starts_with + " ... and the rest of the line")
+            log.warning("a warning that matters, from %s", noise.logger)
+    shown = [r.getMessage() for r in caplog.records]
+    assert shown == [f"a warning that matters, from {noise.logger}" for noise in upstream_noise.NOISE]
