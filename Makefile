@@ -25,8 +25,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash .ci/install-system-deps
 	$(VENV)/bin/ruff check exporter tests
+	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check exporter tests
 	$(VENV)/bin/ruff format --check exporter tests
+	$(VENV)/bin/actionlint .github/workflows/*.yml
