@@ -79,6 +79,12 @@ class VariantSpec:
     kinds: tuple[ModelKind, ...] = (ModelKind.SENTENCE_TRANSFORMER,)  # model kinds it applies to
     requires: tuple[CpuFlag, ...] = ()  # the host must have one of these to build or serve it (empty: any)
     best: BestIf | None = None  # a candidate of --variants best (None: never)
+    compute: str | None = None  # the number format it computes in, where the precision class does not say it
+
+    @property
+    def compute_label(self) -> str:
+        """What list-variants shows: the number format the variant computes in (bf16 is gated as fp16)."""
+        return self.compute or self.precision.value
 
     def missing_on(self, host: Host) -> str | None:
         """Why this host cannot run it (the flags it lacks), or None when it can."""
@@ -224,6 +230,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         builder="exporter.builders.export_openvino:build_bf16",
         model_kwargs=OV_BF16,
         derives_from="openvino",
+        compute="bf16",
         requires=BF16_UNITS,
         best=BestIf(),
     ),
@@ -287,6 +294,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         builder="exporter.builders.export_openvino:build_bf16",
         model_kwargs=OV_BF16,
         derives_from="openvino-qint8-fidelity",
+        compute="int8+bf16",
         requires=BF16_UNITS,
         best=BestIf(),
     ),

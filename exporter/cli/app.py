@@ -37,6 +37,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 # Every command, in the order `exporter --help` lists them: (name, function).
@@ -72,11 +73,17 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr; results and errors still print.")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
+    from exporter.cli import output
+
     _state["verbose"] = verbose
+    output.SETTINGS["quiet"] = quiet
     _log_to_stderr(verbose)
 
 
@@ -137,10 +144,32 @@ def run_guarded(entry: Callable[[], object], *, traceback_unexpected: bool = Fal
         raise SystemExit(record["exit_code"]) from None
 
 
+def readable_metavars(command) -> None:
+    """Name each option's value after the option (``--probe PROBE``), as click does by default, where
+    typer would print its Python type (``<list[str]>``); an explicit metavar is kept. Recurses into groups."""
+    from typer.core import TyperArgument, TyperOption
+
+    for param in command.params:
+        if isinstance(param, TyperOption) and not (param.is_flag or param.count) and param.metavar is None:
+            param.metavar = param.name.upper()
+        elif isinstance(param, TyperArgument) and param.metavar is None:
+            param.metavar = param.name.upper()
+            param.display_type_rich = lambda ctx: None  # the name says it; typer would add "<list[Path]>"
+    for sub in getattr(command, "commands", {}).values():
+        readable_metavars(sub)
+
+
+def cli_command():
+    """The click command ``main`` runs: the typer app with readable metavars and ``-h``."""
+    command = typer.main.get_command(app)
+    readable_metavars(command)
+    return command
+
+
 def main() -> None:
     """The ``exporter`` console script (``exporter.cli:main``)."""
     environment.idle_threads_sleep()
-    run_guarded(app)
+    run_guarded(lambda: cli_command()(prog_name="exporter"))
 
 
 def fleet_worker_main() -> None:

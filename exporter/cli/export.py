@@ -138,7 +138,8 @@ def list_variants(
         {
             "id": s.id,
             "backend": s.backend.value,
-            "precision": s.precision.value,
+            "precision": s.precision.value,  # the gate's precision class
+            "compute": s.compute_label,
             "file_name": s.file_name,
             "derives_from": s.derives_from,
             "default_threshold": DEFAULT_THRESHOLDS[s.precision].to_dict(),
@@ -158,7 +159,7 @@ def list_variants(
         if r["not_applicable_here"]:
             extra += f" [not applicable here: needs {' or '.join(r['requires_any_of'])}]"
         typer.echo(
-            f"{r['id']:<24} {r['backend']:<9} {r['precision']:<5} {r['file_name']:<46} "
+            f"{r['id']:<28} {r['backend']:<9} {r['compute']:<9} {r['file_name']:<46} "
             f"cos>={r['default_threshold']['cosine_min']}{extra}\n    {r['summary']}"
         )
 

@@ -14,6 +14,14 @@ from collections.abc import Iterator
 
 import typer
 
+# Process-wide output settings, set once by the root callback (``exporter -q ...``).
+SETTINGS = {"quiet": False}
+
+
+def quiet() -> bool:
+    """True under ``exporter --quiet``: no progress, notes or tick lines; results and errors still print."""
+    return SETTINGS["quiet"]
+
 
 def stderr_console():
     from rich.console import Console
@@ -24,9 +32,9 @@ def stderr_console():
 class RichProgress:
     """Shows a spinner per long step on stderr and leaves a tick line with its duration."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool | None = None) -> None:
         self.console = stderr_console()
-        self.quiet = quiet
+        self.quiet = globals()["quiet"]() if quiet is None else quiet
 
     @contextlib.contextmanager
     def step(self, label: str) -> Iterator[None]:
@@ -41,6 +49,9 @@ class RichProgress:
     def note(self, message: str) -> None:
         """A line about something done on the user's behalf (e.g. a killed run's leftovers removed)."""
         from rich.markup import escape
+
+        if self.quiet:
+            return
 
         self.console.print(f"[yellow]![/] {escape(message)}", soft_wrap=True)  # one line, never wrapped
 
@@ -86,6 +97,9 @@ def bench_bar() -> Iterator:
     from rich.markup import escape
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
+    if quiet():
+        yield lambda step: None
+        return
     console = stderr_console()
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:

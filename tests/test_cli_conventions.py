@@ -1,0 +1,36 @@
+"""CLI conventions every command follows: ``-h`` beside ``--help``, readable metavars, ``--quiet``, and
+list-variants naming the number format a variant computes in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from exporter.cli.app import COMMANDS
+from tests import hub_fixtures as hf
+from tests.cli_runner import invoke
+
+
+@pytest.mark.parametrize("args", [(), *((name,) for name, _ in COMMANDS)])
+def test_dash_h_is_help_everywhere_and_metavars_are_readable(args):
+    short, long = invoke(*args, "-h"), invoke(*args, "--help")
+    assert short.code == 0 and short.out == long.out and short.out.startswith("Usage: exporter")
+    assert "<list[" not in short.out and "<str>" not in short.out.split("Options:")[-1], short.out
+
+
+def test_list_variants_names_bf16_as_bf16():
+    rows = {r["id"]: r for r in json.loads(invoke("list-variants", "--json").out)}
+    assert rows["openvino-bf16"]["compute"] == "bf16" and rows["openvino-bf16"]["precision"] == "fp16"
+    assert rows["onnx"]["compute"] == "fp32"
+    line = next(x for x in invoke("list-variants").out.splitlines() if x.startswith("openvino-bf16 "))
+    assert line.split()[2] == "bf16", line
+
+
+def test_quiet_keeps_the_result_and_drops_progress(tiny_model_dir, tmp_path):
+    hf.seed_tiny(tiny_model_dir)
+    out = tmp_path / "art"
+    res = invoke("-q", "export", f"{hf.TINY_REPO}@{hf.TINY_SHA}", "--out", str(out), "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["artifact"] == str(out)
+    assert "✓" not in res.err and "..." not in res.err, res.err
