@@ -1,13 +1,16 @@
-"""Upstream log lines that tell our users nothing, dropped by where they come from and how they start.
+"""Upstream log lines and warnings that tell our users nothing, dropped by where they come from and how
+they start.
 
-A table, one entry per line, each with why it is noise; :func:`quiet` installs a filter on each entry's logger
-(once per process; cheap: no upstream package is imported). Only these exact lines go: every other warning of
-those loggers still shows.
+Two tables, one entry per line, each with why it is noise; :func:`quiet` installs a filter on each entry's
+logger and a ``warnings`` filter for each warning (once per process; cheap: no upstream package is imported).
+Only these exact lines go: every other warning of those loggers and modules still shows.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import warnings
 from dataclasses import dataclass
 
 
@@ -31,6 +34,28 @@ NOISE = (
         "the check deduplicates tied weights (an LM head's), which an embedding model's encoder does not have; "
         "the graph is the same without it",
     ),
+    Noise(
+        "transformers.modeling_utils",
+        "`loss_type=None` was set in the config but it is unrecognized",
+        "the ONNX export asks every model for its training loss; an embedding model has none, and nothing here trains",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class WarningNoise:
+    module: str  # the upstream module that issues the warning (``warnings``' module filter)
+    starts_with: str
+    why: str
+
+
+WARNING_NOISE = (
+    WarningNoise(
+        "transformers.modeling_attn_mask_utils",
+        "torch.tensor results are registered as constants in the trace",
+        "a TracerWarning on the constant 1.0 of the attention-mask inversion; the constant is the same for every "
+        "input, so the trace is correct (the gate compares the traced graph with torch on every probe text)",
+    ),
 )
 
 
@@ -44,8 +69,11 @@ class _DropLine(logging.Filter):
 
 
 def quiet() -> None:
-    """Drop every line in :data:`NOISE` from its logger (idempotent)."""
+    """Drop every line in :data:`NOISE` from its logger and every warning in :data:`WARNING_NOISE`
+    (idempotent)."""
     for noise in NOISE:
         log = logging.getLogger(noise.logger)
         if not any(isinstance(f, _DropLine) and f.starts_with == noise.starts_with for f in log.filters):
             log.addFilter(_DropLine(noise.starts_with))
+    for warning in WARNING_NOISE:
+        warnings.filterwarnings("ignore", message=re.escape(warning.starts_with), module=re.escape(warning.module))

@@ -109,3 +109,18 @@ def test_only_the_listed_upstream_lines_are_dropped(caplog):
             log.warning("a warning that matters, from %s", noise.logger)
     shown = [r.getMessage() for r in caplog.records]
     assert shown == [f"a warning that matters, from {noise.logger}" for noise in upstream_noise.NOISE]
+
+
+def test_only_the_listed_upstream_warnings_are_dropped():
+    import warnings
+
+    from exporter import upstream_noise
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        upstream_noise.quiet()
+        for noise in upstream_noise.WARNING_NOISE:
+            scope = {"__name__": noise.module}  # issued from the upstream module, as the trace does
+            exec(f"import warnings\nwarnings.warn({noise.starts_with + ' ...'!r})", scope)
+            exec("import warnings\nwarnings.warn('a warning that matters')", scope)
+    assert [str(w.message) for w in caught] == ["a warning that matters"] * len(upstream_noise.WARNING_NOISE)
