@@ -34,3 +34,21 @@ def test_quiet_keeps_the_result_and_drops_progress(tiny_model_dir, tmp_path):
     assert res.code == 0, res.err
     assert json.loads(res.out)["artifact"] == str(out)
     assert "✓" not in res.err and "..." not in res.err, res.err
+
+
+def test_max_seq_length_and_prompt_flags_are_the_recipe_keys(tiny_model_dir, tmp_path):
+    import yaml
+
+    hf.seed_tiny(tiny_model_dir)
+    recipe = tmp_path / "r.yaml"
+    args = ["export", f"{hf.TINY_REPO}@{hf.TINY_SHA}", "--max-seq-length", "64", "--prompt", "query=query: "]
+    res = invoke(*args, "--prompt", "passage=passage: ", "--save-recipe", str(recipe), "--dry-run")
+    assert res.code == 0, res.err
+    saved = yaml.safe_load(recipe.read_text())
+    assert saved["max_seq_length"] == 64 and saved["prompts"] == {"query": "query: ", "passage": "passage: "}
+
+
+@pytest.mark.parametrize("flag", ["title=x", "query", "query=a --prompt query=b"])
+def test_a_bad_prompt_flag_is_one_line_and_exit_2(flag):
+    res = invoke("export", "--prompt", *flag.replace(" --prompt ", "\0--prompt\0").split("\0"), "--dry-run")
+    assert res.code == 2 and res.err.startswith("Error: --prompt") and len(res.err.strip().splitlines()) == 1, res.err

@@ -57,6 +57,22 @@ TruncateDimOpt = Annotated[
         "recorded in the manifest, inside the ONNX graph, and in every variant's load options.",
     ),
 ]
+MaxSeqLengthOpt = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        max=32768,
+        help="Tokens per input the model keeps (the recipe's max_seq_length); default: the model's own. Recorded "
+        "in the manifest and the tokenizer files, so every consumer truncates there.",
+    ),
+]
+PromptOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="A prompt prepended to one role's inputs, NAME=TEXT (the recipe's prompts), e.g. "
+        "--prompt 'query=query: '. NAME is query or passage. Repeatable.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the summary.")]
 SaveRecipeOpt = Annotated[
     Path | None, typer.Option("--save-recipe", help="Write this command as a recipe file (YAML).")
@@ -88,6 +104,8 @@ def export(
     allow_pickle: AllowPickleOpt = False,
     kind: KindOpt = None,
     truncate_dim: TruncateDimOpt = None,
+    max_seq_length: MaxSeqLengthOpt = None,
+    prompt: PromptOpt = None,
     as_json: JsonOpt = False,
     save_recipe: SaveRecipeOpt = None,
     dry_run: DryRunOpt = False,
@@ -96,6 +114,7 @@ def export(
     """Resolve MODEL at a pinned commit, build variants, check parity against torch, write the manifest."""
     from exporter.cli.dry_run import handle_save_and_dry_run
     from exporter.cli.output import RichProgress, end_export, library_stdout_to_stderr
+    from exporter.fleet.recipe import parse_prompt_flags
     from exporter.pipeline import ExportPlan, run_export
     from exporter.quality import best
     from exporter.quality.consumers import parse_names
@@ -116,6 +135,8 @@ def export(
         kind=kind,
         consumers=parse_names(consumers),
         truncate_dim=truncate_dim,
+        max_seq_length=max_seq_length,
+        prompts=parse_prompt_flags(prompt or []),
     )
     if handle_save_and_dry_run(plan, save_recipe=save_recipe, dry_run=dry_run):
         return

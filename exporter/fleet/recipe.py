@@ -66,6 +66,27 @@ class Prompts(_Strict):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
+def parse_prompt_flags(flags: list[str]) -> dict[str, str] | None:
+    """``--prompt NAME=TEXT`` flags as the recipe's ``prompts`` mapping (None when none were given).
+
+    Raises:
+        UsageError: a flag without ``=``, a name the recipe has no field for, or a name given twice.
+    """
+    roles = tuple(Prompts.model_fields)
+    out: dict[str, str] = {}
+    for flag in flags:
+        name, sep, text = flag.partition("=")
+        if not sep or name not in roles:
+            raise UsageError(
+                f"--prompt {flag!r} is not NAME=TEXT with NAME one of {', '.join(roles)}.",
+                "Write e.g. --prompt 'query=query: '.",
+            )
+        if name in out:
+            raise UsageError(f"--prompt {name}= is given twice.", "Give each role's prompt once.")
+        out[name] = text
+    return out or None
+
+
 Scope = str  # a precision class, a variant id or "*"
 MetricValues = dict[str, float | None]
 
