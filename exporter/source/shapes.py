@@ -86,6 +86,15 @@ class Shape:
         }
 
 
+# The chain a family row covers: every Pooling mode (sentence-transformers concatenates several), left or right
+# padding, any number of Dense modules, Normalize or not (tests/test_families.py builds one tiny model per family
+# with all six modes concatenated and a Dense).
+ANY_CHAIN = ("Transformer", "Pooling[any mode]", "Dense*", "[Normalize]")
+_TRACED = "left or right padding; OpenVINO IR converted from the traced graph (optimum-intel's decoder export fails)"
+# model types ORTOptimizer (optimum.onnxruntime.utils.ORTConfigManager) has no fusion entry for
+_NO_ORT_FUSION_TYPES = ("qwen2", "qwen3", "phi3", "gemma2", "gemma3_text")
+
+
 def _no_ort_fusion(model_type: str) -> tuple[tuple[str, str], ...]:
     return tuple((v, f"{NO_ORT_FUSION} ({model_type})") for v in ORT_OPTIMIZER_LEVELS)
 
@@ -161,6 +170,47 @@ SHAPES: tuple[Shape, ...] = (
         examples=("google/embeddinggemma-300m",),
         note="OpenVINO IR converted from the traced graph (optimum-intel's Gemma3 export makes attention causal); "
         "openvino-fp16 stores fp16 weights and computes in fp32 (checked by the gate)",
+    ),
+    *(
+        Shape(
+            id=f"{model_type}-any-pooling",
+            family=family,
+            model_types=(model_type,),
+            architectures=(arch,),
+            chain=ANY_CHAIN,
+            refused=_no_ort_fusion(model_type) if model_type in _NO_ORT_FUSION_TYPES else (),
+            examples=examples,
+            note=note,
+        )
+        for model_type, family, arch, examples, note in (
+            ("roberta", "RoBERTa", "RobertaModel", ("sentence-transformers/all-distilroberta-v1",), ""),
+            (
+                "distilbert",
+                "DistilBERT",
+                "DistilBertModel",
+                ("sentence-transformers/distiluse-base-multilingual-cased-v2",),
+                "",
+            ),
+            ("electra", "ELECTRA", "ElectraModel", ("google/electra-small-discriminator (mean pooling)",), ""),
+            ("deberta-v2", "DeBERTa-v2/v3", "DebertaV2Model", ("microsoft/deberta-v3-small (mean pooling)",), ""),
+            ("llama", "Llama (decoder)", "LlamaModel", ("any Llama checkpoint with last-token pooling",), _TRACED),
+            (
+                "mistral",
+                "Mistral (decoder)",
+                "MistralModel",
+                ("intfloat/e5-mistral-7b-instruct", "Salesforce/SFR-Embedding-Mistral"),
+                _TRACED,
+            ),
+            (
+                "qwen2",
+                "Qwen2 (decoder)",
+                "Qwen2Model",
+                ("Alibaba-NLP/gte-Qwen2-1.5B-instruct", "dunzhang/stella_en_1.5B_v5"),
+                _TRACED,
+            ),
+            ("phi3", "Phi-3 (decoder)", "Phi3Model", ("microsoft/Phi-3-mini-4k-instruct (last-token pooling)",), _TRACED),
+            ("gemma2", "Gemma2 (decoder)", "Gemma2Model", ("BAAI/bge-multilingual-gemma2",), _TRACED),
+        )
     ),
     Shape(
         id="remote-code-nomic-bert",
@@ -284,6 +334,17 @@ OPENVINO_VIA_TRACED_GRAPH: dict[str, str] = {
     "mt5": "optimum-intel exports mT5 with its decoder (decoder_input_ids), not the encoder",
     "umt5": "optimum-intel exports UMT5 with its decoder (decoder_input_ids), not the encoder",
     "gemma3_text": "optimum-intel's Gemma3 export builds a causal mask; EmbeddingGemma attends bidirectionally",
+    **dict.fromkeys(
+        ("mistral", "phi3"),
+        "optimum-intel 1.27's decoder patcher assumes a *ForCausalLM wrapper (MistralModelPatcher.__exit__ reads "
+        "model.model) and fails on the base model an embedder loads",
+    ),
+    **dict.fromkeys(
+        ("llama", "qwen2"),
+        "optimum-intel 1.27's IR of the base decoder gives NaN rows that vary from run to run on the same input "
+        "(OpenVINO 2026.4 CPU), with or without padding; the traced graph is deterministic",
+    ),
+    "gemma2": "optimum-intel 1.27's IR of the base Gemma2 decoder does not match torch (cosine < 0 on probe texts)",
 }
 
 
@@ -317,6 +378,11 @@ def families() -> dict[str, tuple[str, ...]]:
         for mt in s.model_types:
             out[mt] = tuple(dict.fromkeys((*out.get(mt, ()), s.family)))
     return out
+
+
+def exportable_model_types(kind: str) -> list[str]:
+    """The model types of ``kind`` some row exports (remote-code rows excluded), sorted (for messages)."""
+    return sorted({mt for s in SHAPES if s.kind == kind and not s.remote_code for mt in s.model_types})
 
 
 def table_rows() -> list[dict]:
