@@ -283,8 +283,8 @@ def test_remote_code_of_an_unknown_model_type_names_what_is_exportable(tiny_mode
     result = invoke("export", str(src), "--trust-remote-code", "--out", str(tmp_path / "a"))
     assert result.code == 2
     assert "NomicBertModel (model_type my_custom_bert) is not exportable: remote-code architecture" in result.err
-    exportable = "bert, gemma3_text, modernbert, mpnet, mt5, qwen3, t5, umt5, xlm-roberta"
-    assert f"Exportable model types: {exportable}" in result.err
+    assert f"Exportable model types: {', '.join(shapes.exportable_model_types('sentence-transformer'))}" in result.err
+    assert "bert, deberta-v2, distilbert, electra, gemma2, gemma3_text, llama, mistral" in result.err
 
 
 @pytest.mark.parametrize(
@@ -419,24 +419,22 @@ def test_both_module_spellings_pass_the_preflight(tmp_path):
     assert [m.kind for m in st_modules.read(src).modules][2] is st_modules.ModuleKind.DENSE
 
 
-def test_architecture_without_an_openvino_exporter_is_refused_for_openvino_only(tiny_model_copy, tmp_path):
-    """An architecture outside the table that optimum-intel cannot export: openvino variants are refused before
-    loading anything, naming OpenVINO; an ONNX-only export is not refused (and never mentions OpenVINO)."""
+def test_architecture_without_an_openvino_exporter_is_refused_for_openvino_only(tiny_model_copy):
+    """Outside the table's sentence-transformer rules a model is refused outright (tests/test_families.py); for
+    kinds without family rows (cross-encoders) an architecture optimum-intel cannot export has its openvino
+    variants refused before loading anything, naming OpenVINO, and an ONNX-only export is not refused."""
     from exporter import variants
     from exporter.source import preflight
 
     config = json.loads((tiny_model_copy / "config.json").read_text())
     config.update(model_type="funnel", architectures=["FunnelModel"])
     (tiny_model_copy / "config.json").write_text(json.dumps(config))
-    result = invoke("export", str(tiny_model_copy), "--variants", "onnx,openvino", "--out", str(tmp_path / "a"))
-    assert result.code == 2 and not (tmp_path / "a").exists()
-    assert "openvino refused for FunnelModel (model_type funnel)" in result.err
-    assert "optimum-intel has no OpenVINO exporter for model_type funnel (feature-extraction)" in result.err
-    facts = preflight.inspect(tiny_model_copy, "sentence-transformer")
-    onnx_only = variants.select_for_kind(["onnx", "onnx-o2"], "sentence-transformer")
-    assert preflight.select(onnx_only, ["onnx", "onnx-o2"], "sentence-transformer", facts) == onnx_only
-    with_ov = variants.select_for_kind(["onnx", "OpenVINO"], "sentence-transformer")
-    with pytest.raises(UsageError, match="openvino refused for FunnelModel"):  # the user's spelling is an id too
-        preflight.select(with_ov, [" OpenVINO", "onnx"], "sentence-transformer", facts)
-    kept = preflight.select(with_ov, ["best"], "sentence-transformer", facts)  # best is not a request by id
+    kind = "cross-encoder"
+    facts = preflight.inspect(tiny_model_copy, kind)
+    onnx_only = variants.select_for_kind(["onnx", "onnx-o2"], kind)
+    assert preflight.select(onnx_only, ["onnx", "onnx-o2"], kind, facts) == onnx_only
+    with_ov = variants.select_for_kind(["onnx", "OpenVINO"], kind)
+    with pytest.raises(UsageError, match="openvino refused for FunnelModel .*optimum-intel has no OpenVINO exporter"):
+        preflight.select(with_ov, [" OpenVINO", "onnx"], kind, facts)  # the user's spelling is an id too
+    kept = preflight.select(with_ov, ["best"], kind, facts)  # best is not a request by id
     assert [s.id for s in kept] == ["onnx"]

@@ -230,6 +230,28 @@ def _hf_config(family: str, vocab_size: int, hidden: int):
     decoder = {**common, **heads, "num_key_value_heads": 1, "head_dim": hidden // 2, "max_position_embeddings": 64}
     table = {
         "bert": (tf.BertConfig, tf.BertModel, {**common, **heads, "max_position_embeddings": 64}),
+        "roberta": (
+            tf.RobertaConfig,
+            tf.RobertaModel,
+            {**common, **heads, "max_position_embeddings": 66, "pad_token_id": 0, "type_vocab_size": 1},
+        ),
+        "distilbert": (
+            tf.DistilBertConfig,
+            tf.DistilBertModel,
+            {"vocab_size": vocab_size, "dim": hidden, "n_layers": 2, "n_heads": 2, "hidden_dim": hidden * 2,
+             "max_position_embeddings": 64, "pad_token_id": 0},
+        ),
+        "electra": (
+            tf.ElectraConfig,
+            tf.ElectraModel,
+            {**common, **heads, "embedding_size": hidden, "max_position_embeddings": 64},
+        ),
+        "deberta-v2": (
+            tf.DebertaV2Config,
+            tf.DebertaV2Model,
+            {**common, **heads, "max_position_embeddings": 64, "pad_token_id": 0, "type_vocab_size": 0,
+             "relative_attention": True, "position_buckets": 16, "pos_att_type": ["p2c", "c2p"]},
+        ),
         "mpnet": (tf.MPNetConfig, tf.MPNetModel, {**common, **heads, "max_position_embeddings": 66, "pad_token_id": 0}),
         "xlm-roberta": (
             tf.XLMRobertaConfig,
@@ -268,6 +290,11 @@ def _hf_config(family: str, vocab_size: int, hidden: int):
             },
         ),
         "qwen3": (tf.Qwen3Config, tf.Qwen3Model, {**decoder, "pad_token_id": 0}),
+        "llama": (tf.LlamaConfig, tf.LlamaModel, {**decoder, "pad_token_id": 0}),
+        "mistral": (tf.MistralConfig, tf.MistralModel, {**decoder, "pad_token_id": 0}),
+        "qwen2": (tf.Qwen2Config, tf.Qwen2Model, {**decoder, "pad_token_id": 0}),
+        "phi3": (tf.Phi3Config, tf.Phi3Model, {**decoder, "pad_token_id": 0}),
+        "gemma2": (tf.Gemma2Config, tf.Gemma2Model, {**decoder, "pad_token_id": 0, "sliding_window": 16}),
         "gemma3": (
             tf.Gemma3TextConfig,
             tf.Gemma3TextModel,
@@ -309,8 +336,8 @@ def build_tiny_embedder(
 
     torch.manual_seed(seed)
     work = out.parent / f".{out.name}.hf"
-    # Only BERT takes token_type_ids.
-    inputs = {} if family == "bert" else {"model_input_names": ["input_ids", "attention_mask"]}
+    # Only BERT and ELECTRA take token_type_ids.
+    inputs = {} if family in ("bert", "electra") else {"model_input_names": ["input_ids", "attention_mask"]}
     _tokenizer_files(work, max_seq_length, padding_side=padding_side, **inputs)
     tokenizer = AutoTokenizer.from_pretrained(work)
     model_cls, config = _hf_config(family, len(tokenizer), hidden)
@@ -337,4 +364,35 @@ def build_tiny_embedder(
         modules.append(models.Normalize())
     SentenceTransformer(modules=modules, device="cpu", prompts=prompts).save(str(out), safe_serialization=True)
     shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def build_tiny_word_embeddings(out: Path, *, dim: int = 16, seed: int = 0, layout: str = "folder") -> Path:
+    """Write a GloVe-style model (WordEmbeddings with its WhitespaceTokenizer -> Pooling[mean]), as
+    sentence-transformers/average_word_embeddings_glove.6B.300d ships it: no tokenizer.json, no config.json,
+    ``0_WordEmbeddings/`` with ``wordembedding_config.json``, ``whitespacetokenizer_config.json`` and the vectors,
+    and modules.json naming ``sentence_transformers.models.WordEmbeddings`` / ``...Pooling``."""
+    import json
+
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, WordEmbeddings
+    from sentence_transformers.sentence_transformer.modules.tokenizer import WhitespaceTokenizer
+
+    vocab = ["", *sorted(set(_WORDS))]
+    weights = np.random.default_rng(seed).standard_normal((len(vocab), dim)).astype(np.float32)
+    weights[0] = 0.0  # padding
+    words = WordEmbeddings(WhitespaceTokenizer(vocab, do_lower_case=True), weights)
+    modules = [words, Pooling(dim, pooling_mode="mean")]
+    SentenceTransformer(modules=modules, device="cpu").save(str(out), safe_serialization=True)
+    if layout == "folder":
+        entries = json.loads((out / "modules.json").read_text())
+        for entry, name in zip(entries, ("WordEmbeddings", "Pooling"), strict=True):
+            entry["type"] = f"sentence_transformers.models.{name}"
+        folder = out / "0_WordEmbeddings"
+        folder.mkdir()
+        for name in ("model.safetensors", "wordembedding_config.json", "whitespacetokenizer_config.json"):
+            (out / name).rename(folder / name)
+        entries[0]["path"] = folder.name
+        (out / "modules.json").write_text(json.dumps(entries, indent=2))
     return out

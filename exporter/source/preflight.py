@@ -12,7 +12,9 @@ to do (UsageError, exit 2); it names a backend only when the refused variants ar
   asymmetric SPLADE), a SparseStaticEmbedding outside a Router, a sparse encoder without SpladePooling (e.g.
   SparseAutoEncoder / CSR) and a StaticEmbedding followed by other modules are refused.
 - A dense sentence-transformer's module chain must be ``Transformer -> Pooling -> Dense* -> [Normalize]``
-  (``check_chain``): anything else names the first module out of place.
+  (``check_chain``): anything else names the first module out of place. Word-vector modules (``WordEmbeddings``
+  and what stacks on them) are refused by name before the source's tokenizer is looked for (``check_modules``).
+- A sentence-transformer whose ``model_type`` no table row names is refused, naming it (``select``).
 - A variant a table row refuses for the model's architecture is refused when asked for by id, and left
   out of ``all`` (``select``). For an architecture outside the table, OpenVINO variants are refused the
   same way when optimum-intel has no exporter for its model_type (the only check that imports optimum).
@@ -37,6 +39,20 @@ _MAY_FOLLOW: dict[K, tuple[K | None, ...]] = {
     K.NORMALIZE: (K.POOLING, K.DENSE),
 }
 SUPPORTED_CHAIN = "Transformer -> Pooling -> Dense (any number) -> Normalize (optional)"
+# Modules of sentence-transformers' pre-transformer models (GloVe-style word vectors and what stacks on them):
+# class name -> why no graph is exported. They carry their own tokenizer (WhitespaceTokenizer in
+# wordembedding/whitespacetokenizer_config.json), so such a model is complete without a tokenizer.json.
+_WORD_VECTORS = (
+    "word-vector lookup with sentence-transformers' own WhitespaceTokenizer (punctuation stripping, stop "
+    "words), which neither the graph nor the runtime's tokenizers reproduce"
+)
+REFUSED_MODULES: dict[str, str] = {
+    "WordEmbeddings": _WORD_VECTORS,
+    "WordWeights": "per-word weights over a WordEmbeddings lookup",
+    "LSTM": "recurrent layer over word vectors",
+    "CNN": "convolution over word vectors",
+    "BoW": "bag-of-words counts with sentence-transformers' own tokenizer",
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,23 @@ class ShapeFacts:
             "support_rows": list(self.rows),
             "remote_code": self.remote_code,
         }
+
+
+def check_modules(root: Path) -> None:
+    """UsageError naming the first module of ``modules.json`` that no export can hold (``REFUSED_MODULES``):
+    read before the tokenizer check, so a complete word-vector model is refused for what it is, not called
+    incomplete."""
+    if not (Path(root) / "modules.json").is_file():
+        return
+    for entry in st_modules.read_modules(Path(root)):
+        why = REFUSED_MODULES.get(entry.type.rsplit(".", 1)[-1])
+        if why:
+            raise UsageError(
+                f"modules.json module {entry.idx} is {entry.type} ({why}): the model is complete, but no ONNX "
+                "or OpenVINO graph is exported for it.",
+                "Serve it with sentence-transformers, or use a StaticEmbedding model (model2vec), which exports "
+                "(see `exporter list-architectures`).",
+            )
 
 
 # ------------------------------------------------------------------ sparse and static chains
@@ -232,9 +265,15 @@ def select(specs: list, requested: list[str] | None, kind: str, facts: ShapeFact
     if "*" in refused:
         raise UsageError(f"{label} is not exportable: {refused['*']}.", "See `exporter list-architectures`.")
     if facts.remote_code and not any(not shapes.BY_ID[r].remote_code for r in facts.rows):
-        known = sorted({mt for s in shapes.SHAPES if s.kind == kind and not s.remote_code for mt in s.model_types})
+        known = shapes.exportable_model_types(kind)
         raise UsageError(
             f"{label} is not exportable: {shapes.REMOTE_CODE}.",
+            f"Exportable model types: {', '.join(known)} (see `exporter list-architectures`).",
+        )
+    if kind == ModelKind.SENTENCE_TRANSFORMER and facts.model_type and not facts.rows:
+        known = shapes.exportable_model_types(kind)
+        raise UsageError(
+            f"{label} is outside every support rule: no tested export route for model_type {facts.model_type}.",
             f"Exportable model types: {', '.join(known)} (see `exporter list-architectures`).",
         )
     refused = {**refused, **_openvino_refusals(specs, kind, facts)}

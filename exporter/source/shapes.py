@@ -60,6 +60,13 @@ class Shape:
     examples: tuple[str, ...] = ()
     remote_code: bool = False
     note: str = ""
+    # why the OpenVINO IR is converted (openvino.convert_model) from an ONNX graph (the traced token graph, the
+    # one the ONNX export traces; a static model's own graph) instead of optimum-intel's export of the
+    # transformer; "" when optimum-intel exports it
+    openvino_via_traced_graph: str = ""
+
+    def openvino_route(self) -> str:
+        return "from the ONNX graph" if self.openvino_via_traced_graph else "optimum-intel"
 
     def refusals(self) -> dict[str, str]:
         return dict(self.refused)
@@ -82,8 +89,32 @@ class Shape:
             "refused": self.refusals(),
             "examples": list(self.examples),
             "remote_code": self.remote_code,
+            "openvino_route": self.openvino_route(),
+            "openvino_via_traced_graph": self.openvino_via_traced_graph,
             "note": self.note,
         }
+
+
+# The chain a family row covers: every Pooling mode (sentence-transformers concatenates several), left or right
+# padding, any number of Dense modules, Normalize or not (tests/test_families.py builds one tiny model per family
+# with all six modes concatenated and a Dense).
+ANY_CHAIN = ("Transformer", "Pooling[any mode]", "Dense*", "[Normalize]")
+_DECODER_NOTE = "left or right padding"
+# model types ORTOptimizer (optimum.onnxruntime.utils.ORTConfigManager) has no fusion entry for
+_NO_ORT_FUSION_TYPES = ("qwen2", "qwen3", "phi3", "gemma2", "gemma3_text")
+
+
+_T5_DECODER = "optimum-intel exports T5 with its decoder (decoder_input_ids), not the encoder sentence-t5 uses"
+_GEMMA3_CAUSAL = "optimum-intel's Gemma3 export builds a causal mask; EmbeddingGemma attends bidirectionally"
+_PATCHER_NEEDS_LM = (
+    "optimum-intel 1.27's decoder patcher assumes a *ForCausalLM wrapper (MistralModelPatcher.__exit__ reads "
+    "model.model) and fails on the base model an embedder loads"
+)
+_NAN_ROWS = (
+    "optimum-intel 1.27's IR of the base decoder gives NaN rows that vary from run to run on the same input "
+    "(OpenVINO 2026.4 CPU), with or without padding; the traced graph is deterministic"
+)
+_GEMMA2_MISMATCH = "optimum-intel 1.27's IR of the base Gemma2 decoder does not match torch (cosine < 0 on probe texts)"
 
 
 def _no_ort_fusion(model_type: str) -> tuple[tuple[str, str], ...]:
@@ -139,7 +170,7 @@ SHAPES: tuple[Shape, ...] = (
         architectures=("T5EncoderModel",),
         chain=("Transformer", "Pooling[mean]", "Dense[identity, no bias]", "Normalize"),
         examples=("sentence-transformers/sentence-t5-base", "sentence-transformers/gtr-t5-base"),
-        note="OpenVINO IR converted from the traced encoder graph (optimum-intel exports T5 with its decoder)",
+        openvino_via_traced_graph=_T5_DECODER,
     ),
     Shape(
         id="qwen3-lasttoken-left-normalize",
@@ -159,8 +190,50 @@ SHAPES: tuple[Shape, ...] = (
         chain=("Transformer", "Pooling[mean]", "Dense[identity, no bias]", "Dense[identity, no bias]", "Normalize"),
         refused=(*_no_ort_fusion("gemma3_text")[:3], ("onnx-o4", FP16_OVERFLOW)),
         examples=("google/embeddinggemma-300m",),
-        note="OpenVINO IR converted from the traced graph (optimum-intel's Gemma3 export makes attention causal); "
-        "openvino-fp16 stores fp16 weights and computes in fp32 (checked by the gate)",
+        note="openvino-fp16 stores fp16 weights and computes in fp32 (checked by the gate)",
+        openvino_via_traced_graph=_GEMMA3_CAUSAL,
+    ),
+    *(
+        Shape(
+            id=f"{model_type}-any-pooling",
+            family=family,
+            model_types=(model_type,),
+            architectures=(arch,),
+            chain=ANY_CHAIN,
+            refused=_no_ort_fusion(model_type) if model_type in _NO_ORT_FUSION_TYPES else (),
+            examples=examples,
+            note=_DECODER_NOTE if traced else "",
+            openvino_via_traced_graph=traced,
+        )
+        for model_type, family, arch, examples, traced in (
+            ("roberta", "RoBERTa", "RobertaModel", ("sentence-transformers/all-distilroberta-v1",), ""),
+            (
+                "distilbert",
+                "DistilBERT",
+                "DistilBertModel",
+                ("sentence-transformers/distiluse-base-multilingual-cased-v2",),
+                "",
+            ),
+            ("electra", "ELECTRA", "ElectraModel", ("google/electra-small-discriminator (mean pooling)",), ""),
+            ("deberta-v2", "DeBERTa-v2/v3", "DebertaV2Model", ("microsoft/deberta-v3-small (mean pooling)",), ""),
+            ("llama", "Llama (decoder)", "LlamaModel", ("any Llama checkpoint with last-token pooling",), _NAN_ROWS),
+            (
+                "mistral",
+                "Mistral (decoder)",
+                "MistralModel",
+                ("intfloat/e5-mistral-7b-instruct", "Salesforce/SFR-Embedding-Mistral"),
+                _PATCHER_NEEDS_LM,
+            ),
+            (
+                "qwen2",
+                "Qwen2 (decoder)",
+                "Qwen2Model",
+                ("Alibaba-NLP/gte-Qwen2-1.5B-instruct", "dunzhang/stella_en_1.5B_v5"),
+                _NAN_ROWS,
+            ),
+            ("phi3", "Phi-3 (decoder)", "Phi3Model", ("microsoft/Phi-3-mini-4k-instruct (last-token pooling)",), _PATCHER_NEEDS_LM),
+            ("gemma2", "Gemma2 (decoder)", "Gemma2Model", ("BAAI/bge-multilingual-gemma2",), _GEMMA2_MISMATCH),
+        )
     ),
     Shape(
         id="remote-code-nomic-bert",
@@ -256,6 +329,9 @@ def _short(module_type: str) -> str:
     return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", module_type)
 
 
+_STATIC_OV = "no transformer: the exporter's own StaticEmbedding graph (lookup and masked mean)"
+
+
 def _chain_shapes() -> tuple[Shape, ...]:
     """The sparse and static rows (``chain_rows``) as rows of this table; they match a model by their first
     module (no transformers model_type)."""
@@ -269,6 +345,7 @@ def _chain_shapes() -> tuple[Shape, ...]:
             kind=row["kind"],
             refused=tuple(row["refused_variants"].items()),
             examples=tuple(row["examples"]),
+            openvino_via_traced_graph=_STATIC_OV if row["id"] == "static-embedding" else "",
         )
         for row in chain_rows()
     )
@@ -278,12 +355,10 @@ SHAPES = (*SHAPES, *_chain_shapes())
 BY_ID: dict[str, Shape] = {s.id: s for s in SHAPES}
 
 # model_type -> why its OpenVINO IR is converted from the traced sentence-transformers graph (the transformer's
-# token output, as the ONNX export traces it) instead of optimum-intel's own export of the transformer.
+# token output, as the ONNX export traces it) instead of optimum-intel's own export of the transformer: the rows'
+# own ``openvino_via_traced_graph``.
 OPENVINO_VIA_TRACED_GRAPH: dict[str, str] = {
-    "t5": "optimum-intel exports T5 with its decoder (decoder_input_ids), not the encoder sentence-t5 uses",
-    "mt5": "optimum-intel exports mT5 with its decoder (decoder_input_ids), not the encoder",
-    "umt5": "optimum-intel exports UMT5 with its decoder (decoder_input_ids), not the encoder",
-    "gemma3_text": "optimum-intel's Gemma3 export builds a causal mask; EmbeddingGemma attends bidirectionally",
+    mt: s.openvino_via_traced_graph for s in SHAPES if s.openvino_via_traced_graph for mt in s.model_types
 }
 
 
@@ -319,15 +394,28 @@ def families() -> dict[str, tuple[str, ...]]:
     return out
 
 
+def exportable_model_types(kind: str) -> list[str]:
+    """The model types of ``kind`` some row exports (remote-code rows excluded), sorted (for messages)."""
+    return sorted({mt for s in SHAPES if s.kind == kind and not s.remote_code for mt in s.model_types})
+
+
 def table_rows() -> list[dict]:
     return [s.to_dict() for s in SHAPES]
+
+
+def _route_cell(row: dict) -> str:
+    """``optimum-intel``, ``traced graph: <why>``, or ``-`` where no openvino variant is allowed."""
+    if not any(v.startswith("openvino") for v in row["allowed"]):
+        return "-"
+    why = row["openvino_via_traced_graph"]
+    return f"{row['openvino_route']}: {why}" if why else row["openvino_route"]
 
 
 def markdown_table() -> str:
     """The support table in the Markdown form README.md reproduces (``exporter list-architectures --markdown``)."""
     lines = [
-        "| id | family | kind | model_type | chain | allowed variants | refused variants | examples |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| id | family | kind | model_type | chain | OpenVINO route | allowed variants | refused variants | examples |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in table_rows():
         by_reason: dict[str, list[str]] = {}
@@ -337,6 +425,6 @@ def markdown_table() -> str:
         allowed = ", ".join(r["allowed"]) or "-"
         lines.append(
             f"| {r['id']} | {r['family']} | {r['kind']} | {', '.join(r['model_types'])} | {r['chain']} | "
-            f"{allowed} | {refused} | {', '.join(r['examples'])} |"
+            f"{_route_cell(r)} | {allowed} | {refused} | {', '.join(r['examples'])} |"
         )
     return "\n".join(lines)
