@@ -52,3 +52,22 @@ def test_max_seq_length_and_prompt_flags_are_the_recipe_keys(tiny_model_dir, tmp
 def test_a_bad_prompt_flag_is_one_line_and_exit_2(flag):
     res = invoke("export", "--prompt", *flag.replace(" --prompt ", "\0--prompt\0").split("\0"), "--dry-run")
     assert res.code == 2 and res.err.startswith("Error: --prompt") and len(res.err.strip().splitlines()) == 1, res.err
+
+
+def test_the_command_reference_is_generated_from_the_commands():
+    from pathlib import Path
+
+    from exporter.cli import reference
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+    assert doc.read_text(encoding="utf-8") == reference.markdown(), (
+        "docs/cli.md is stale: run `python -m exporter.cli.reference > docs/cli.md`"
+    )
+
+
+def test_on_off_flags_are_plain_flags():
+    """One spelling: ``--force``, never ``--force/--no-force``; only a flag that defaults on has a ``--no-`` form."""
+    from exporter.cli import reference
+
+    pairs = [line.split()[0] for line in reference.markdown().splitlines() if " / --no-" in line]
+    assert pairs == ["--report"], pairs

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -51,7 +50,9 @@ for job in jobs:
     for v in job["variants"]:
         load = v["load"]
         model_kwargs = {"file_name": load["file_name"], **load.get("model_kwargs", {})}
-        model = SentenceTransformer(job["art"], backend=load["backend"], local_files_only=True, model_kwargs=model_kwargs)
+        model = SentenceTransformer(
+            job["art"], backend=load["backend"], local_files_only=True, model_kwargs=model_kwargs
+        )
         results[f"{job['name']}|{v['id']}|st|"] = model.encode(texts, batch_size=3).tolist()
         if load["backend"] == "onnx":
             enc = runtime.load(job["art"], file_name=load["file_name"])
@@ -82,7 +83,11 @@ def fresh(built, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("families-fresh")
     jobs = [
-        {"name": n, "art": str(b["art"]), "variants": [{"id": v["id"], "load": v["load"]} for v in b["manifest"]["variants"]]}
+        {
+            "name": n,
+            "art": str(b["art"]),
+            "variants": [{"id": v["id"], "load": v["load"]} for v in b["manifest"]["variants"]],
+        }
         for n, b in built.items()
     ]
     (root / "jobs.json").write_text(json.dumps(jobs))
@@ -119,8 +124,10 @@ def test_every_decoder_the_issue_names_has_a_rule():
 def _one_error_line(err: str) -> bool:
     """The error is one line (progress lines such as "✓ Resolving source" may precede it), and no model loaded."""
     lines = err.strip().splitlines()
-    return len([line for line in lines if line.startswith("Error:")]) == 1 and lines[-1].startswith("Error:") and (
-        "Loading" not in err
+    return (
+        len([line for line in lines if line.startswith("Error:")]) == 1
+        and lines[-1].startswith("Error:")
+        and ("Loading" not in err)
     )
 
 

@@ -238,8 +238,15 @@ def _hf_config(family: str, vocab_size: int, hidden: int):
         "distilbert": (
             tf.DistilBertConfig,
             tf.DistilBertModel,
-            {"vocab_size": vocab_size, "dim": hidden, "n_layers": 2, "n_heads": 2, "hidden_dim": hidden * 2,
-             "max_position_embeddings": 64, "pad_token_id": 0},
+            {
+                "vocab_size": vocab_size,
+                "dim": hidden,
+                "n_layers": 2,
+                "n_heads": 2,
+                "hidden_dim": hidden * 2,
+                "max_position_embeddings": 64,
+                "pad_token_id": 0,
+            },
         ),
         "electra": (
             tf.ElectraConfig,
@@ -249,8 +256,16 @@ def _hf_config(family: str, vocab_size: int, hidden: int):
         "deberta-v2": (
             tf.DebertaV2Config,
             tf.DebertaV2Model,
-            {**common, **heads, "max_position_embeddings": 64, "pad_token_id": 0, "type_vocab_size": 0,
-             "relative_attention": True, "position_buckets": 16, "pos_att_type": ["p2c", "c2p"]},
+            {
+                **common,
+                **heads,
+                "max_position_embeddings": 64,
+                "pad_token_id": 0,
+                "type_vocab_size": 0,
+                "relative_attention": True,
+                "position_buckets": 16,
+                "pos_att_type": ["p2c", "c2p"],
+            },
         ),
         "mpnet": (tf.MPNetConfig, tf.MPNetModel, {**common, **heads, "max_position_embeddings": 66, "pad_token_id": 0}),
         "xlm-roberta": (

@@ -36,12 +36,17 @@ ThresholdOpt = Annotated[
         help="Override a fidelity threshold: [CLASS_OR_VARIANT:]metric=value, e.g. int8:cosine_min=0.985. Repeatable."
     ),
 ]
-ForceOpt = Annotated[bool, typer.Option(help="Rebuild even if a complete artifact is already there.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Rebuild even if a complete artifact is already there.")]
 AllowUnpinnedOpt = Annotated[
-    bool, typer.Option(help="Accept a branch/tag; it is resolved to its commit and both are recorded.")
+    bool,
+    typer.Option("--allow-unpinned", help="Accept a branch/tag; it is resolved to its commit and both are recorded."),
 ]
-TrustRemoteCodeOpt = Annotated[bool, typer.Option(help="Allow models that ship their own Python code.")]
-AllowPickleOpt = Annotated[bool, typer.Option(help="Allow pickle weights (*.bin/*.pt) when no safetensors.")]
+TrustRemoteCodeOpt = Annotated[
+    bool, typer.Option("--trust-remote-code", help="Allow models that ship their own Python code.")
+]
+AllowPickleOpt = Annotated[
+    bool, typer.Option("--allow-pickle", help="Allow pickle weights (*.bin/*.pt) when no safetensors.")
+]
 KindOpt = Annotated[
     str | None,
     typer.Option(

@@ -26,7 +26,7 @@ def run(
     artifacts: Annotated[
         Path, typer.Option("--artifacts", help="Root folder of the artifacts (artifacts/<org>--<name>/<sha12>/).")
     ] = Path("artifacts"),
-    force: Annotated[bool, typer.Option(help="Rebuild every variant, even those already complete.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild every variant, even those already complete.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
 ) -> None:
     """Run recipes, each model in its own process; resumable; a summary table and non-zero exit on any failure."""
@@ -59,7 +59,7 @@ def worker(
     path: Annotated[Path, typer.Argument(help="One recipe file.")],
     variants: Annotated[str | None, typer.Option()] = None,
     artifacts: Annotated[Path, typer.Option("--artifacts")] = Path("artifacts"),
-    force: Annotated[bool, typer.Option()] = False,
+    force: Annotated[bool, typer.Option("--force")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     result: Annotated[Path | None, typer.Option("--result", help="Also write the summary JSON here.")] = None,
 ) -> None:

@@ -231,7 +231,13 @@ SHAPES: tuple[Shape, ...] = (
                 ("Alibaba-NLP/gte-Qwen2-1.5B-instruct", "dunzhang/stella_en_1.5B_v5"),
                 _NAN_ROWS,
             ),
-            ("phi3", "Phi-3 (decoder)", "Phi3Model", ("microsoft/Phi-3-mini-4k-instruct (last-token pooling)",), _PATCHER_NEEDS_LM),
+            (
+                "phi3",
+                "Phi-3 (decoder)",
+                "Phi3Model",
+                ("microsoft/Phi-3-mini-4k-instruct (last-token pooling)",),
+                _PATCHER_NEEDS_LM,
+            ),
             ("gemma2", "Gemma2 (decoder)", "Gemma2Model", ("BAAI/bge-multilingual-gemma2",), _GEMMA2_MISMATCH),
         )
     ),
