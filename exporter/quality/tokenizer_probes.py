@@ -1,0 +1,235 @@
+"""Probe texts derived from a model's own tokenizer: its edge cases, not only English ones.
+
+Generated at export time from the pinned tokenizer files, deterministically, and appended to the built-in
+probe set in four strata (``exporter.quality.probes.STRATA``):
+
+- ``tok_vocab``: single vocabulary tokens, sampled (word-continuation pieces such as ``##ing`` and
+  placeholder tokens such as ``[unused7]`` left out);
+- ``tok_random``: random sequences of 2 to 32 vocabulary tokens;
+- ``tok_unknown``: runs of "words" made of characters the tokenizer maps to its unknown token, taken from
+  the fixed table ``UNCOVERED_RANGES`` (letters of scripts many vocabularies lack); half of them mixed
+  with a few vocabulary tokens. A tokenizer without an unknown token (byte-level BPE) gets the characters
+  it splits into the most tokens instead;
+- ``tok_max_length``: random token sequences at the model's ``max_seq_length`` (re-encoded and cut to fit
+  exactly) and at twice it (past it: the model truncates).
+
+Every text is decoded back to text, so every consumer (torch, ONNX, OpenVINO, the JS runtime) sees text.
+Randomness comes from sha256 of ``(seed, stream, counter)``, not from a library's generator, so the same
+files, seed and generator version give the same texts with any Python or numpy (the tokenizer library's
+decode must agree too: ``record`` keeps the texts' sha256, and verify says when a regeneration differs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from exporter.errors import ProbeError
+
+GENERATOR = "tokenizer-probes-v1"  # bump when anything below changes what is generated
+SEED = 20
+COUNTS: dict[str, int] = {"tok_vocab": 24, "tok_random": 24, "tok_unknown": 16, "tok_max_length": 8}
+RANDOM_MAX_TOKENS = 32
+
+# Letters (no combining marks: BERT-style normalisers strip them) of scripts many vocabularies lack, as
+# fixed code point ranges (assigned since Unicode 3-4): the candidates for unknown-token runs.
+UNCOVERED_RANGES: tuple[tuple[str, int, int], ...] = (
+    ("tibetan", 0x0F40, 0x0F47),
+    ("ethiopic", 0x1200, 0x1246),
+    ("canadian-syllabics", 0x1401, 0x166C),
+    ("telugu", 0x0C15, 0x0C28),
+    ("sinhala", 0x0D9A, 0x0DB1),
+    ("myanmar", 0x1000, 0x1021),
+    ("khmer", 0x1780, 0x17A2),
+    ("cherokee", 0x13A0, 0x13F4),
+    ("mongolian", 0x1820, 0x1877),
+    ("yi", 0xA000, 0xA48C),
+    ("runic", 0x16A0, 0x16EA),
+    ("thaana", 0x0780, 0x07A5),
+    ("georgian", 0x10D0, 0x10F0),
+    ("armenian", 0x0531, 0x0556),
+)
+
+
+class _Draws:
+    """Deterministic integers from sha256(seed, stream, counter): reproducible in any language."""
+
+    def __init__(self, seed: int, stream: str) -> None:
+        self.prefix = f"{GENERATOR}:{seed}:{stream}:".encode()
+        self.i = 0
+
+    def below(self, n: int) -> int:
+        self.i += 1
+        digest = hashlib.sha256(self.prefix + str(self.i).encode()).digest()
+        return int.from_bytes(digest[:8], "big") % n
+
+    def pick(self, items: list):
+        return items[self.below(len(items))]
+
+
+def load_tokenizer(folder: Path):
+    """The model's tokenizer from its files (the folder, or the Transformer module's subfolder)."""
+    from transformers import AutoTokenizer
+
+    folder = Path(folder)
+    candidates = [folder]
+    modules = folder / "modules.json"
+    if modules.is_file():
+        candidates += [folder / m["path"] for m in json.loads(modules.read_text()) if m.get("path")]
+    last: Exception | None = None
+    for path in candidates:
+        try:
+            return AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError) as exc:
+            last = exc
+    raise ProbeError(
+        f"cannot load the tokenizer from {folder} to derive its probe texts: {last}.",
+        "Check that the model folder holds its tokenizer files.",
+    )
+
+
+def max_length_of(folder: Path, tokenizer, override: int | None = None) -> int:
+    """The tokens per input the model takes: the override, sentence_bert_config.json's max_seq_length, else
+    the tokenizer's model_max_length capped by config.json's max_position_embeddings (else 512)."""
+    if override:
+        return int(override)
+    folder = Path(folder)
+    st = folder / "sentence_bert_config.json"
+    if st.is_file():
+        value = json.loads(st.read_text()).get("max_seq_length")
+        if isinstance(value, int) and value > 0:
+            return value
+    cap = 512
+    cfg = folder / "config.json"
+    if cfg.is_file():
+        cap = int(json.loads(cfg.read_text()).get("max_position_embeddings") or cap)
+    tmax = getattr(tokenizer, "model_max_length", None)
+    return int(min(tmax, cap)) if isinstance(tmax, int) and tmax > 0 else cap
+
+
+def _vocabulary(tok) -> tuple[list[int], list[int]]:
+    """Ids usable as text (no special or placeholder tokens, non-blank) and those that start a word."""
+    special = set(tok.all_special_ids)
+    tokens = tok.convert_ids_to_tokens(list(range(len(tok))))
+    usable, starts = [], []
+    for i, t in enumerate(tokens):
+        if i in special or t is None or not t.strip() or t.startswith(("[unused", "<unused", "<extra_id")):
+            continue
+        usable.append(i)
+        if not t.startswith("##"):
+            starts.append(i)
+    return usable, starts
+
+
+def _decode(tok, ids: list[int]) -> str:
+    return tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False).strip()
+
+
+def _uncovered_letters(tok) -> dict[str, list[str]]:
+    """Per script of ``UNCOVERED_RANGES``: its letters the tokenizer maps to the unknown token alone, or (no
+    unknown token, or none mapped to it) the letters split into the most tokens."""
+    chars = [(name, chr(cp)) for name, lo, hi in UNCOVERED_RANGES for cp in range(lo, hi + 1)]
+    ids = tok([c for _, c in chars], add_special_tokens=False)["input_ids"]
+    unk = tok.unk_token_id
+    out: dict[str, list[str]] = {}
+    if unk is not None:
+        for (name, c), seq in zip(chars, ids, strict=True):
+            if seq and all(i == unk for i in seq):
+                out.setdefault(name, []).append(c)
+    if not out:
+        most = max(len(seq) for seq in ids)
+        for (name, c), seq in zip(chars, ids, strict=True):
+            if len(seq) == most:
+                out.setdefault(name, []).append(c)
+    return out
+
+
+def generate(folder: Path, max_length: int | None = None, seed: int = SEED, tokenizer=None) -> tuple[list, list, dict]:
+    """``(texts, strata, record)`` derived from the tokenizer in ``folder`` (see the module doc).
+
+    Raises:
+        ProbeError: the tokenizer cannot be loaded, or has no vocabulary usable as text.
+    """
+    tok = tokenizer or load_tokenizer(folder)
+    max_length = max_length_of(folder, tok, max_length)
+    usable, starts = _vocabulary(tok)
+    if not usable:
+        raise ProbeError(f"the tokenizer in {folder} has no vocabulary tokens usable as text.", "")
+    starts = starts or usable
+    texts: list[str] = []
+    strata: list[str] = []
+
+    def add(stratum: str, make) -> None:
+        draws = _Draws(seed, stratum)
+        made, tries = 0, 0
+        while made < COUNTS[stratum] and tries < 20 * COUNTS[stratum]:
+            tries += 1
+            text = make(draws)
+            if text.strip() and text not in texts:
+                texts.append(text)
+                strata.append(stratum)
+                made += 1
+
+    add("tok_vocab", lambda d: _decode(tok, [d.pick(starts)]))
+
+    def sequence(d: _Draws, n: int) -> list[int]:  # starts with a word, so no text opens with "##"
+        return [d.pick(starts)] + [d.pick(usable) for _ in range(n - 1)]
+
+    add("tok_random", lambda d: _decode(tok, sequence(d, 2 + d.below(RANDOM_MAX_TOKENS - 1))))
+    letters = _uncovered_letters(tok)
+    scripts = sorted(letters)
+
+    def unknown_run(d: _Draws) -> str:
+        script = letters[d.pick(scripts)]
+        words = ["".join(d.pick(script) for _ in range(2 + d.below(5))) for _ in range(1 + d.below(6))]
+        if d.below(2):  # mostly unknown: a few vocabulary tokens among the words
+            for _ in range(1 + d.below(3)):
+                words.insert(d.below(len(words) + 1), _decode(tok, [d.pick(starts)]))
+        return " ".join(words)
+
+    if scripts:
+        add("tok_unknown", unknown_run)
+    room = max(1, max_length - (len(tok.build_inputs_with_special_tokens([])) or 0))
+
+    def long_text(d: _Draws) -> str:
+        past = d.below(2) == 1
+        text = _decode(tok, sequence(d, 2 * room if past else room + 8))
+        if not past:  # re-encode and cut, so the text fills the window as the model tokenizes it
+            text = _decode(tok, tok(text, add_special_tokens=False)["input_ids"][:room])
+        return text
+
+    add("tok_max_length", long_text)
+    record = {
+        "generator": GENERATOR,
+        "seed": seed,
+        "max_length": max_length,
+        "n": len(texts),
+        "sha256": _sha(texts),
+        "counts": {s: strata.count(s) for s in COUNTS},
+    }
+    return texts, strata, record
+
+
+def _sha(texts: list[str]) -> str:
+    from exporter.quality.probes import texts_sha256
+
+    return texts_sha256(texts)
+
+
+def extend(text_set, folder: Path, max_length: int | None = None, seed: int = SEED):
+    """``text_set`` with the tokenizer-derived probes of ``folder`` appended (``TextSet.extended``)."""
+    texts, strata, record = generate(folder, max_length, seed)
+    return text_set.extended(texts, strata, record)
+
+
+def regenerate(text_set, folder: Path, record: dict):
+    """The set extended as the export ``record`` (its ``generated`` entry) says: same generator version,
+    seed and length. ProbeError when the generator version is not this one (the texts cannot be re-made)."""
+    if record.get("generator") != GENERATOR:
+        raise ProbeError(
+            f"the artifact's tokenizer probes were made by {record.get('generator')!r}; this exporter makes "
+            f"{GENERATOR!r}.",
+            "Verify with the exporter version that exported it, or re-export.",
+        )
+    return extend(text_set, folder, record.get("max_length"), int(record.get("seed", SEED)))
