@@ -135,7 +135,7 @@ def _resolve(plan: ExportPlan, progress: Progress):
     from exporter.source import resolve as source
 
     ref = source.parse_model_ref(plan.model, plan.revision)
-    probe_set = probes.with_prompts(probes.load_text_set(plan.probe, "probe"), plan.prompts)
+    base = probes.load_text_set(plan.probe, "probe")
     calib_set = probes.load_text_set(plan.calibration, "calibration") if plan.calibration else None
     with progress.step("Resolving source"):
         src = source.resolve(
@@ -144,6 +144,9 @@ def _resolve(plan: ExportPlan, progress: Progress):
             trust_remote_code=plan.trust_remote_code,
             allow_pickle=plan.allow_pickle,
         )
+    from exporter.quality import tokenizer_probes
+
+    probe_set = tokenizer_probes.for_model(base, src.path, max_length=plan.max_seq_length, prompts=plan.prompts)
     return src, probe_set, calib_set
 
 
@@ -225,7 +228,7 @@ def _run_reference(job: _Export, ctx, source_entry: dict, env: dict):
     with progress.step(f"Loading the torch reference ({kspec.label})"):
         reference = ctx.reference_model()
         _check_truncate_dim(plan.truncate_dim, reference)
-    probe = kspec.probe(job.probe_set.texts)
+    probe = kspec.probe(job.probe_set.texts, job.probe_set.labels())
     label = f"Running the reference on {len(probe.inputs)} probe {kspec.unit}"
     ref_key = refcache.key(
         source=[(f["path"], f["sha256"]) for f in source_entry["files"]],

@@ -342,6 +342,7 @@ MANIFEST_KEYS = {
     "neighbour_queries",
     "spearman_pairs",
     "skipped",
+    "strata",
     "threshold",
     "passed",
     "failures",

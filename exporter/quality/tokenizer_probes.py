@@ -69,24 +69,18 @@ class _Draws:
 
 
 def load_tokenizer(folder: Path):
-    """The model's tokenizer from its files (the folder, or the Transformer module's subfolder)."""
+    """The model's tokenizer from its files (the Transformer module's folder)."""
     from transformers import AutoTokenizer
 
-    folder = Path(folder)
-    candidates = [folder]
-    modules = folder / "modules.json"
-    if modules.is_file():
-        candidates += [folder / m["path"] for m in json.loads(modules.read_text()) if m.get("path")]
-    last: Exception | None = None
-    for path in candidates:
-        try:
-            return AutoTokenizer.from_pretrained(str(path))
-        except (OSError, ValueError) as exc:
-            last = exc
-    raise ProbeError(
-        f"cannot load the tokenizer from {folder} to derive its probe texts: {last}.",
-        "Check that the model folder holds its tokenizer files.",
-    )
+    from exporter.builders.kit import transformer_dir
+
+    try:
+        return AutoTokenizer.from_pretrained(str(transformer_dir(Path(folder))))
+    except (OSError, ValueError) as exc:
+        raise ProbeError(
+            f"cannot load the tokenizer from {folder} to derive its probe texts: {exc}.",
+            "Check that the model folder holds its tokenizer files.",
+        ) from exc
 
 
 def max_length_of(folder: Path, tokenizer, override: int | None = None) -> int:
@@ -217,19 +211,26 @@ def _sha(texts: list[str]) -> str:
     return texts_sha256(texts)
 
 
-def extend(text_set, folder: Path, max_length: int | None = None, seed: int = SEED):
-    """``text_set`` with the tokenizer-derived probes of ``folder`` appended (``TextSet.extended``)."""
-    texts, strata, record = generate(folder, max_length, seed)
-    return text_set.extended(texts, strata, record)
+def for_model(base, folder: Path, *, max_length: int | None = None, prompts=None, record: dict | None = None):
+    """The probe set a model is judged on, at export and at verify alike: ``base`` (a ``TextSet``) with, when
+    it is the built-in set, the tokenizer-derived probes of ``folder`` appended (``TextSet.extended``), then
+    once per prompt (``probes.with_prompts``). A user's file is judged as given.
 
+    ``record``: the ``generated`` entry of an export's manifest; verify passes it to re-make exactly that
+    set (same generator version, seed and length). ProbeError when it names another generator version.
+    """
+    from exporter.quality import probes
 
-def regenerate(text_set, folder: Path, record: dict):
-    """The set extended as the export ``record`` (its ``generated`` entry) says: same generator version,
-    seed and length. ProbeError when the generator version is not this one (the texts cannot be re-made)."""
-    if record.get("generator") != GENERATOR:
-        raise ProbeError(
-            f"the artifact's tokenizer probes were made by {record.get('generator')!r}; this exporter makes "
-            f"{GENERATOR!r}.",
-            "Verify with the exporter version that exported it, or re-export.",
-        )
-    return extend(text_set, folder, record.get("max_length"), int(record.get("seed", SEED)))
+    if base.source.startswith("builtin:"):
+        seed = SEED
+        if record is not None:
+            if record.get("generator") != GENERATOR:
+                raise ProbeError(
+                    f"the artifact's tokenizer probes were made by {record.get('generator')!r}; this exporter "
+                    f"makes {GENERATOR!r}.",
+                    "Verify with the exporter version that exported it, or re-export.",
+                )
+            seed, max_length = int(record["seed"]), record.get("max_length")
+        texts, strata, made = generate(folder, max_length, seed)
+        base = base.extended(texts, strata, made)
+    return probes.with_prompts(base, prompts)
