@@ -147,6 +147,7 @@ def generate(folder: Path, max_length: int | None = None, seed: int = SEED, toke
     """
     tok = tokenizer or load_tokenizer(folder)
     max_length = max_length_of(folder, tok, max_length)
+    tok.model_max_length = 1 << 30  # texts past the window are the point here: no warning per text
     usable, starts = _vocabulary(tok)
     if not usable:
         raise ProbeError(f"the tokenizer in {folder} has no vocabulary tokens usable as text.", "")
@@ -184,14 +185,22 @@ def generate(folder: Path, max_length: int | None = None, seed: int = SEED, toke
 
     if scripts:
         add("tok_unknown", unknown_run)
-    room = max(1, max_length - (len(tok.build_inputs_with_special_tokens([])) or 0))
+    room = max(1, max_length - len(tok("")["input_ids"]))  # the window less the special tokens
+
+    def count(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
 
     def long_text(d: _Draws) -> str:
-        past = d.below(2) == 1
-        text = _decode(tok, sequence(d, 2 * room if past else room + 8))
-        if not past:  # re-encode and cut, so the text fills the window as the model tokenizes it
-            text = _decode(tok, tok(text, add_special_tokens=False)["input_ids"][:room])
-        return text
+        if d.below(2):  # past the window: the model truncates it
+            return _decode(tok, sequence(d, 2 * room))
+        words: list[str] = []  # at the window: whole vocabulary words until the text re-encodes to fill it
+        total = 0
+        while total < room:
+            words.append(_decode(tok, [d.pick(starts)]))
+            total += max(1, count(words[-1]))
+        while len(words) > 1 and count(" ".join(words)) > room:
+            words.pop()
+        return " ".join(words)
 
     add("tok_max_length", long_text)
     record = {
