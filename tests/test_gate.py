@@ -216,7 +216,9 @@ def test_strata_reach_every_verdict(good_artifacts, seeded_both, tmp_path):
     for v in m["variants"]:
         strata = v["parity"]["strata"]
         assert set(strata) == names
-        assert all({"n", "cosine_min", "neighbour_agreement_at_10", "worst_text_index"} <= set(e) for e in strata.values())
+        assert all(
+            {"n", "cosine_min", "neighbour_agreement_at_10", "worst_text_index"} <= set(e) for e in strata.values()
+        )
         assert min(e["cosine_min"] for e in strata.values()) == v["parity"]["cosine_min"]
 
     md = report.render_markdown(m)

@@ -220,8 +220,11 @@ BAD_FILES = [
     ("texts.csv", b"a,b\n", ["unsupported extension", ".csv", ".txt", ".jsonl"]),
     ("texts.json", b'["a"]', ["unsupported extension", ".json"]),
     ("noext", b"hello\n", ["unsupported extension", "(none)"]),
-    ("stratum.jsonl", b'{"text": "ok"}\n{"text": "x", "stratum": "typo"}\n', ["line 2", "unknown stratum", "'typo'",
-        "prose_en", "uncovered_script", "user"]),
+    (
+        "stratum.jsonl",
+        b'{"text": "ok"}\n{"text": "x", "stratum": "typo"}\n',
+        ["line 2", "unknown stratum", "'typo'", "prose_en", "uncovered_script", "user"],
+    ),
 ]
 
 
@@ -277,12 +280,14 @@ UNCOVERED = {"Tibetan": r"[\u0f00-\u0fff]", "Ge'ez": r"[\u1200-\u137f]", "Canadi
 @pytest.mark.parametrize("script", sorted(UNCOVERED))
 def test_uncovered_script_stratum_holds_each_script(script):
     pattern = re.compile(UNCOVERED[script])
-    uncovered = [t for t, s in zip(probes.builtin_probes(), probes.builtin_strata()) if s == "uncovered_script"]
+    uncovered = [
+        t for t, s in zip(probes.builtin_probes(), probes.builtin_strata(), strict=True) if s == "uncovered_script"
+    ]
     assert sum(bool(pattern.search(t)) for t in uncovered) >= 2
 
 
 def test_one_word_stratum_is_single_words_with_stopwords():
-    words = [t for t, s in zip(probes.builtin_probes(), probes.builtin_strata()) if s == "one_word"]
+    words = [t for t, s in zip(probes.builtin_probes(), probes.builtin_strata(), strict=True) if s == "one_word"]
     assert all(len(w.split()) == 1 for w in words)
     assert {"the", "of", "and", "which"} <= set(words)
 

@@ -2,7 +2,8 @@
 
 REPORT.md: source and pin, environment and bench set-up, one table row per variant (size, the fidelity
 metrics of the model's kind, ``KindSpec.report``, speed ratios to torch, verdict), the recommendation and
-its rule, and the worst case per probe stratum of every variant (``KindSpec.strata``). report.png (matplotlib, Agg): speed ratio to torch at the rule's batch size against fidelity loss
+its rule, and the worst case per probe stratum of every variant (``KindSpec.strata``). report.png
+(matplotlib, Agg): speed ratio to torch at the rule's batch size against fidelity loss
 ``1 - primary metric`` (``KindSpec.primary``: cosine_min for embedders, score_spearman for rerankers; log
 scale), the Pareto front (no other variant is both faster and closer to torch) and the recommended variant
 marked.
