@@ -85,6 +85,7 @@ from exporter.quality.parity_gates import (  # noqa: F401 - re-exported: the gat
     to_manifest,
 )
 from exporter.quality.parity_rank import NN_MAX_QUERIES, SPEARMAN_MAX_TEXTS, TIE_TOL  # noqa: F401
+from exporter.quality.probes import STRATA
 
 _ZERO_NORM = 1e-12
 
@@ -114,7 +115,7 @@ class ParityMetrics:
 def strata_summary(
     strata: list[str] | None, worst: tuple[str, np.ndarray, bool], **per_row: tuple[np.ndarray, str]
 ) -> dict[str, dict] | None:
-    """Per stratum (in order of first appearance): ``n``, ``worst_text_index`` (the row where the
+    """Per stratum (in ``STRATA`` order, unknown labels last): ``n``, ``worst_text_index`` (the row where the
     ``worst`` metric, ``(name, values, higher_is_better)``, is worst) and each metric of ``per_row``
     (``name=(values per row, "min" | "max" | "mean")``, NaN rows left out; None when a stratum has none).
     None when no strata were given."""
@@ -125,8 +126,9 @@ def strata_summary(
     if len(labels) != len(values):
         raise ValueError(f"{len(labels)} stratum labels for {len(values)} rows")
     reduce = {"min": np.min, "max": np.max, "mean": np.mean}
+    order = list(STRATA)  # the table's order (a reranker's pairs meet the strata in list order)
     out: dict[str, dict] = {}
-    for stratum in dict.fromkeys(strata):
+    for stratum in sorted(dict.fromkeys(strata), key=lambda s: order.index(s) if s in order else len(order)):
         rows = np.flatnonzero(labels == stratum)
         sel = values[rows]
         entry: dict[str, Any] = {"n": int(len(rows))}
