@@ -574,3 +574,14 @@ def test_score_strata_attribute_each_pair():
     assert m.strata["q"]["score_rel_err_max"] == pytest.approx(0.5 / 4.0)
     verdict = parity.judge(m, parity.SCORE_THRESHOLDS[PrecisionClass.FP32])
     assert any(f.startswith("stratum q (10 texts): score_max_abs_diff") for f in verdict.failures)
+
+
+def test_stratum_neighbour_agreement_is_exact_at_the_threshold():
+    """95 of 100 agreeing neighbours is 0.95, not 0.9499999: a stratum exactly at its threshold passes."""
+    ref = _clustered(n=40)
+    m = parity.compare(ref, ref.copy(), strata=["s"] * 40)
+    assert m.strata["s"]["neighbour_agreement_at_10"] == 1.0
+    hits = np.array([9.0] * 10 + [10.0] * 10)  # 190 of 200
+    assert parity.strata_summary(
+        ["s"] * 20, ("cosine_min", np.ones(20), True), nn=(hits, lambda h: int(h.sum()) / (len(h) * 10))
+    )["s"]["nn"] == 0.95

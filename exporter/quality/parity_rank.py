@@ -37,7 +37,7 @@ class RankResult:
     value: float | None
     reason: str | None
     used: int  # queries (neighbours) or pairs (Spearman) the value is computed over
-    per_item: np.ndarray | None = None  # neighbours: each text's own agreement (NaN: not a query, or no order)
+    per_item: np.ndarray | None = None  # neighbours: each text's agreeing neighbours (NaN: not a query / no order)
 
 
 def _block_rows(n: int, width: int) -> int:
@@ -113,7 +113,7 @@ def neighbour_agreement(
         ref_s[rows, q] = -np.inf
         cand_top = np.argpartition(cand_s, n - k, axis=1)[:, n - k :]
         agree = np.take_along_axis(ref_s, cand_top, axis=1) >= (ref_kth - tol)[:, None]
-        per_item[q[informative]] = agree[informative].sum(axis=1) / k
+        per_item[q[informative]] = agree[informative].sum(axis=1)
         hits += int(agree[informative].sum())
         used += int(informative.sum())
     if used == 0:
