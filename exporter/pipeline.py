@@ -100,9 +100,18 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
 
     progress = progress or NoProgress()
     plan_check.decide(plan)  # bad ids and thresholds (and, with a stated kind, its own) fail before resolving
-    src, probe_set, calib_set = _resolve(plan, progress)
+    from exporter.quality import tokenizer_probes
+
+    src, base_probes, calib_set = _resolve(plan, progress)
     kind = _kind_of(src, plan)
     decided = plan_check.decide(plan, kind=kind, folder=src.path, narrow=True)  # as the dry run decides
+    probe_set = tokenizer_probes.for_model(
+        base_probes,
+        src.path,
+        max_length=plan.max_seq_length,
+        prompts=plan.prompts,
+        trust_remote_code=plan.trust_remote_code,
+    )
     specs, shape, thresholds = decided.specs, decided.shape, decided.thresholds
     out = plan.out or default_out(plan.artifacts_root, src)
     outdir.check_out(out)  # before anything heavy: writable, and nothing there the tool did not write
@@ -130,7 +139,8 @@ class _Export:
 
 
 def _resolve(plan: ExportPlan, progress: Progress):
-    """The resolved source and the probe / calibration text sets (bad files refused before resolving)."""
+    """The resolved source and the probe / calibration text sets (bad files refused before resolving; the
+    probes derived from the model's tokenizer are added once the plan is decided)."""
     from exporter.quality import probes
     from exporter.source import resolve as source
 
@@ -144,10 +154,7 @@ def _resolve(plan: ExportPlan, progress: Progress):
             trust_remote_code=plan.trust_remote_code,
             allow_pickle=plan.allow_pickle,
         )
-    from exporter.quality import tokenizer_probes
-
-    probe_set = tokenizer_probes.for_model(base, src.path, max_length=plan.max_seq_length, prompts=plan.prompts)
-    return src, probe_set, calib_set
+    return src, base, calib_set
 
 
 def _kind_of(src, plan: ExportPlan) -> str:

@@ -582,6 +582,9 @@ def test_stratum_neighbour_agreement_is_exact_at_the_threshold():
     m = parity.compare(ref, ref.copy(), strata=["s"] * 40)
     assert m.strata["s"]["neighbour_agreement_at_10"] == 1.0
     hits = np.array([9.0] * 10 + [10.0] * 10)  # 190 of 200
-    assert parity.strata_summary(
-        ["s"] * 20, ("cosine_min", np.ones(20), True), nn=(hits, lambda h: int(h.sum()) / (len(h) * 10))
-    )["s"]["nn"] == 0.95
+    assert (
+        parity.strata_summary(
+            ["s"] * 20, ("cosine_min", np.ones(20), True), nn=(hits, lambda h: int(h.sum()) / (len(h) * 10))
+        )["s"]["nn"]
+        == 0.95
+    )

@@ -68,19 +68,38 @@ class _Draws:
         return items[self.below(len(items))]
 
 
-def load_tokenizer(folder: Path):
-    """The model's tokenizer from its files (the Transformer module's folder)."""
+def load_tokenizer(folder: Path, trust_remote_code: bool = False):
+    """The model's tokenizer from its files: the Transformer module's folder, else the first module folder
+    holding tokenizer files (a StaticEmbedding keeps its own)."""
     from transformers import AutoTokenizer
 
     from exporter.builders.kit import transformer_dir
 
-    try:
-        return AutoTokenizer.from_pretrained(str(transformer_dir(Path(folder))))
-    except (OSError, ValueError) as exc:
+    folder = Path(folder)
+    candidates = [transformer_dir(folder)]
+    modules = folder / "modules.json"
+    if modules.is_file():
+        candidates += [folder / m["path"] for m in json.loads(modules.read_text("utf-8")) if m.get("path")]
+    found = [p for p in dict.fromkeys(candidates) if any((p / n).is_file() for n in _TOKENIZER_FILES)]
+    if not found:
         raise ProbeError(
-            f"cannot load the tokenizer from {folder} to derive its probe texts: {exc}.",
+            f"no tokenizer files in {folder} to derive its probe texts from.",
+            "Check that the model folder holds its tokenizer (tokenizer.json or tokenizer_config.json).",
+        )
+    try:
+        return AutoTokenizer.from_pretrained(str(found[0]), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        if (found[0] / "tokenizer.json").is_file():  # a bare tokenizers file (StaticEmbedding): no config
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast(tokenizer_file=str(found[0] / "tokenizer.json"))
+        raise ProbeError(
+            f"cannot load the tokenizer from {found[0]} to derive its probe texts: {exc}.",
             "Check that the model folder holds its tokenizer files.",
         ) from exc
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "sentencepiece.bpe.model", "spiece.model")
 
 
 def max_length_of(folder: Path, tokenizer, override: int | None = None) -> int:
@@ -139,13 +158,15 @@ def _uncovered_letters(tok) -> dict[str, list[str]]:
     return out
 
 
-def generate(folder: Path, max_length: int | None = None, seed: int = SEED, tokenizer=None) -> tuple[list, list, dict]:
+def generate(
+    folder: Path, max_length: int | None = None, seed: int = SEED, *, trust_remote_code: bool = False
+) -> tuple[list, list, dict]:
     """``(texts, strata, record)`` derived from the tokenizer in ``folder`` (see the module doc).
 
     Raises:
         ProbeError: the tokenizer cannot be loaded, or has no vocabulary usable as text.
     """
-    tok = tokenizer or load_tokenizer(folder)
+    tok = load_tokenizer(folder, trust_remote_code)
     max_length = max_length_of(folder, tok, max_length)
     tok.model_max_length = 1 << 30  # texts past the window are the point here: no warning per text
     usable, starts = _vocabulary(tok)
@@ -220,7 +241,15 @@ def _sha(texts: list[str]) -> str:
     return texts_sha256(texts)
 
 
-def for_model(base, folder: Path, *, max_length: int | None = None, prompts=None, record: dict | None = None):
+def for_model(
+    base,
+    folder: Path,
+    *,
+    max_length: int | None = None,
+    prompts=None,
+    record: dict | None = None,
+    trust_remote_code: bool = False,
+):
     """The probe set a model is judged on, at export and at verify alike: ``base`` (a ``TextSet``) with, when
     it is the built-in set, the tokenizer-derived probes of ``folder`` appended (``TextSet.extended``), then
     once per prompt (``probes.with_prompts``). A user's file is judged as given.
@@ -240,6 +269,6 @@ def for_model(base, folder: Path, *, max_length: int | None = None, prompts=None
                     "Verify with the exporter version that exported it, or re-export.",
                 )
             seed, max_length = int(record["seed"]), record.get("max_length")
-        texts, strata, made = generate(folder, max_length, seed)
+        texts, strata, made = generate(folder, max_length, seed, trust_remote_code=trust_remote_code)
         base = base.extended(texts, strata, made)
     return probes.with_prompts(base, prompts)

@@ -231,6 +231,7 @@ def run_parity_subprocess(
         "truncate_dim": manifest["model"].get("truncate_dim"),
         "kind": manifest["model"]["kind"],
         "generated": None if probe else manifest["probe"].get("generated"),  # re-made from the artifact's files
+        "trust_remote_code": bool(manifest["source"].get("trust_remote_code")),
         "consumers": list(consumers or []),
         "variants": [
             {"id": v["id"], "precision": v["precision"], "load": v["load"], "threshold": _threshold_of(v)}
@@ -324,7 +325,11 @@ def parity_answer(request: dict) -> dict:
         probe_set = probes.with_prompts(probe_set, request.get("prompts"))  # an export from before the strata
     else:  # the tokenizer-derived probes re-made from the artifact's own (integrity-checked) tokenizer files
         probe_set = tokenizer_probes.for_model(
-            probe_set, artifact, prompts=request.get("prompts"), record=request.get("generated")
+            probe_set,
+            artifact,
+            prompts=request.get("prompts"),
+            record=request.get("generated"),
+            trust_remote_code=bool(request.get("trust_remote_code")),
         )
     probe = kspec.probe(probe_set.texts, probe_set.labels())
     threads = os.cpu_count() or 1
