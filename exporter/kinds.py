@@ -11,8 +11,8 @@ For each kind the table says:
 - the probe inputs, the model call and the comparison (``exporter.quality.kind_metrics``), its default
   thresholds by precision class (``exporter.quality.parity_gates``) and the manifest facts
   (``exporter.source.kind_facts``);
-- which metrics each printer shows: the export summary, verify's line, REPORT.md's columns, and the one
-  primary metric of the fleet table and the report's plot;
+- which metrics each printer shows: the export summary, verify's line, REPORT.md's columns, the one
+  primary metric of the fleet table and the report's plot, and the per-stratum worst cases;
 - how its graphs are exported: the base ONNX builder and optimum's task (the ONNX Runtime / OpenVINO
   model classes sentence-transformers loads them with read ``logits`` for both cross-encoders,
   ``ORTModelForSequenceClassification``, and sparse encoders, ``ORTModelForMaskedLM``, which then run
@@ -74,6 +74,7 @@ _TERMS = _metrics(("top_terms_overlap_at_10", "top terms@10", ".4f"), ("weights_
 _SCORE_SP = _metrics(("score_spearman", "score spearman", ".6f"))
 _SCORE_ERR = _metrics(("score_rel_err_max", "score err", ".2g"))
 _TOPS = _metrics(("top1_agreement", "top-1", ".4f"), ("top3_agreement", "top-3", ".4f"))
+_STRATA_EMBED = _metrics(("cosine_min", "cos min", ".6f"), ("neighbour_agreement_at_10", "nn@10", ".3f"))
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class KindSpec:
     verify: tuple[Metric, ...]  # verify's line per variant
     report: tuple[Metric, ...]  # REPORT.md's fidelity columns
     primary: Metric  # the fleet table and the report's plot; higher is better, at most 1 (loss = 1 - value)
+    strata: tuple[Metric, ...]  # each stratum's worst case in every verdict (parity entry ``strata``)
     # building
     onnx_builder: str  # "module:function(ctx, spec) -> BuildResult": the base fp32 graph
     onnx_task: str  # optimum's task for the export
@@ -121,8 +123,8 @@ class KindSpec:
         """Default thresholds by precision class."""
         return _resolve(self.default_thresholds)
 
-    def probe(self, texts: list[str]) -> Any:  # exporter.quality.kind_metrics.Probe
-        return _resolve(self.probe_fn)(texts)
+    def probe(self, texts: list[str], strata: list[str] | None = None) -> Any:  # kind_metrics.Probe
+        return _resolve(self.probe_fn)(texts, strata)
 
     def outputs(self, model, inputs: list, batch_size: int = PARITY_BATCH):
         return _resolve(self.outputs_fn)(model, inputs, batch_size)
@@ -135,6 +137,24 @@ class KindSpec:
 
     def set_max_length(self, model, n: int) -> None:
         setattr(model, self.max_length_attr, n)
+
+    def stratum_cell(self, entry: dict | None) -> str:
+        """One stratum's worst case as the printers show it, e.g. ``0.998731 / 0.970``."""
+        return " / ".join(m.format((entry or {}).get(m.key)) for m in self.strata) if entry else "-"
+
+    def strata_rows(self, parities: list[dict | None]) -> list[list[str]]:
+        """Rows ``[stratum (n), one cell per parity entry]`` over the strata of the given parity entries."""
+        names: dict[str, int] = {}
+        for p in parities:
+            for name, entry in ((p or {}).get("strata") or {}).items():
+                names.setdefault(name, entry["n"])
+        return [
+            [f"{name} ({n})", *(self.stratum_cell(((p or {}).get("strata") or {}).get(name)) for p in parities)]
+            for name, n in names.items()
+        ]
+
+    def strata_label(self) -> str:
+        return " / ".join(m.label for m in self.strata)
 
 
 _KM = "exporter.quality.kind_metrics"
@@ -158,6 +178,7 @@ KINDS: dict[ModelKind, KindSpec] = {
         verify=_EMBED_VERIFY,
         report=_EMBED_REPORT + _NN_SP,
         primary=_COS[0],
+        strata=_STRATA_EMBED,
         onnx_builder="exporter.builders.export_onnx:build_embedder_graph",
         onnx_task="feature-extraction",
         onnx_outputs=("last_hidden_state", "sentence_embedding"),
@@ -182,6 +203,7 @@ KINDS: dict[ModelKind, KindSpec] = {
         verify=_SCORE_SP + _SCORE_ERR + _TOPS,
         report=_SCORE_SP + _SCORE_ERR + _metrics(("score_max_abs_diff", "max diff", ".2g")) + _TOPS,
         primary=_SCORE_SP[0],
+        strata=_SCORE_ERR + _metrics(("score_max_abs_diff", "max diff", ".2g")),
         onnx_builder="exporter.builders.export_onnx:build_task_graph",
         onnx_task="text-classification",
         onnx_outputs=("logits",),
@@ -206,6 +228,7 @@ KINDS: dict[ModelKind, KindSpec] = {
         verify=_EMBED_VERIFY + _TERMS,
         report=_EMBED_REPORT + _NN_SP + _TERMS,
         primary=_COS[0],
+        strata=_STRATA_EMBED,
         onnx_builder="exporter.builders.export_onnx_sparse:build_sparse_graph",  # + SpladePooling as an output
         onnx_task="fill-mask",
         onnx_outputs=("logits",),

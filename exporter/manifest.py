@@ -181,8 +181,15 @@ def variant_entry(spec, truncate_dim: int | None = None) -> dict:
 
 
 def textset_entry(ts) -> dict:
-    """A probe or calibration text set as the manifest records it (``probes.TextSet``)."""
-    return {"name": ts.name, "sha256": ts.sha256, "n": len(ts.texts), "source": ts.source}
+    """A probe or calibration text set as the manifest records it (``probes.TextSet``): a probe set also
+    counts its texts per stratum and records the tokenizer-derived probes it holds (``generated``)."""
+    entry = {"name": ts.name, "sha256": ts.sha256, "n": len(ts.texts), "source": ts.source}
+    if getattr(ts, "strata", None) is not None:
+        labels = ts.labels()
+        entry["strata"] = {s: labels.count(s) for s in dict.fromkeys(labels)}
+    if getattr(ts, "generated", None):
+        entry["generated"] = ts.generated
+    return entry
 
 
 def build(

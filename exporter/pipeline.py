@@ -100,9 +100,18 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
 
     progress = progress or NoProgress()
     plan_check.decide(plan)  # bad ids and thresholds (and, with a stated kind, its own) fail before resolving
-    src, probe_set, calib_set = _resolve(plan, progress)
+    from exporter.quality import tokenizer_probes
+
+    src, base_probes, calib_set = _resolve(plan, progress)
     kind = _kind_of(src, plan)
     decided = plan_check.decide(plan, kind=kind, folder=src.path, narrow=True)  # as the dry run decides
+    probe_set = tokenizer_probes.for_model(
+        base_probes,
+        src.path,
+        max_length=plan.max_seq_length,
+        prompts=plan.prompts,
+        trust_remote_code=plan.trust_remote_code,
+    )
     specs, shape, thresholds = decided.specs, decided.shape, decided.thresholds
     out = plan.out or default_out(plan.artifacts_root, src)
     outdir.check_out(out)  # before anything heavy: writable, and nothing there the tool did not write
@@ -130,12 +139,13 @@ class _Export:
 
 
 def _resolve(plan: ExportPlan, progress: Progress):
-    """The resolved source and the probe / calibration text sets (bad files refused before resolving)."""
+    """The resolved source and the probe / calibration text sets (bad files refused before resolving; the
+    probes derived from the model's tokenizer are added once the plan is decided)."""
     from exporter.quality import probes
     from exporter.source import resolve as source
 
     ref = source.parse_model_ref(plan.model, plan.revision)
-    probe_set = probes.with_prompts(probes.load_text_set(plan.probe, "probe"), plan.prompts)
+    base = probes.load_text_set(plan.probe, "probe")
     calib_set = probes.load_text_set(plan.calibration, "calibration") if plan.calibration else None
     with progress.step("Resolving source"):
         src = source.resolve(
@@ -144,7 +154,7 @@ def _resolve(plan: ExportPlan, progress: Progress):
             trust_remote_code=plan.trust_remote_code,
             allow_pickle=plan.allow_pickle,
         )
-    return src, probe_set, calib_set
+    return src, base, calib_set
 
 
 def _kind_of(src, plan: ExportPlan) -> str:
@@ -225,7 +235,7 @@ def _run_reference(job: _Export, ctx, source_entry: dict, env: dict):
     with progress.step(f"Loading the torch reference ({kspec.label})"):
         reference = ctx.reference_model()
         _check_truncate_dim(plan.truncate_dim, reference)
-    probe = kspec.probe(job.probe_set.texts)
+    probe = kspec.probe(job.probe_set.texts, job.probe_set.labels())
     label = f"Running the reference on {len(probe.inputs)} probe {kspec.unit}"
     ref_key = refcache.key(
         source=[(f["path"], f["sha256"]) for f in source_entry["files"]],

@@ -197,3 +197,43 @@ def test_norm_fault_in_a_real_minilm_artifact_fails_verify(tmp_path):
     assert res.code == 3, res.out + res.err
     assert "runtime path: norm_rel_err_max 0.5" in res.out and "serving paths disagree: norm_rel_err_max" in res.out
     assert "cosine_min 1.000000" in res.out
+
+
+# ------------------------------------------------------------------------------------------ strata
+def test_strata_reach_every_verdict(good_artifacts, seeded_both, tmp_path):
+    """The built-in probes and the tokenizer-derived ones, in named strata, reach the manifest, the export
+    table and --json, REPORT.md and JUnit; verify re-makes the same set from the artifact's tokenizer."""
+    from exporter.quality import junit, probes, report, tokenizer_probes
+    from exporter.quality.verify import CaseResult, VerifyReport
+
+    art = copy_artifact(good_artifacts["cos"], tmp_path / "art")
+    m = mf.load(art)
+    names = set(probes.STRATA) - {probes.USER_STRATUM}
+    assert set(m["probe"]["strata"]) == names and sum(m["probe"]["strata"].values()) == m["probe"]["n"]
+    assert m["probe"]["generated"]["counts"] == tokenizer_probes.COUNTS
+    again = tokenizer_probes.for_model(probes.load_text_set(None, "probe"), art, record=m["probe"]["generated"])
+    assert again.sha256 == m["probe"]["sha256"]  # what verify re-runs on, from the artifact's own files
+    for v in m["variants"]:
+        strata = v["parity"]["strata"]
+        assert set(strata) == names
+        assert all(
+            {"n", "cosine_min", "neighbour_agreement_at_10", "worst_text_index"} <= set(e) for e in strata.values()
+        )
+        assert min(e["cosine_min"] for e in strata.values()) == v["parity"]["cosine_min"]
+
+    md = report.render_markdown(m)
+    assert "## Worst case per probe stratum" in md
+    assert f"| uncovered_script ({m['probe']['strata']['uncovered_script']}) |" in md and "tok_unknown" in md
+
+    table = invoke("export", PINNED, "--out", str(art))  # every variant kept: nothing rebuilt
+    assert table.code == 0, table.err
+    assert "worst case per probe stratum" in table.out and "tok_max_length" in table.out
+    summary = json.loads(invoke("export", PINNED, "--out", str(art), "--json").out)
+    assert all(set(v["strata"]) == names for v in summary["variants"])
+
+    v = m["variants"][0]
+    line = "stratum one_word (30 texts): cosine_min 0.5 is below the threshold 0.9999 (worst text #200)."
+    case = CaseResult(v["id"], "failed", "x", failures=[line], parity=v["parity"])
+    xml = junit.to_xml(VerifyReport(art, CaseResult("integrity", "passed"), [case]))
+    assert xml.count('classname="exporter.verify.stratum"') == len(names)
+    assert f'name="{v["id"]}[one_word]"' in xml and xml.count("<failure") == 2  # the variant and its stratum

@@ -342,6 +342,7 @@ MANIFEST_KEYS = {
     "neighbour_queries",
     "spearman_pairs",
     "skipped",
+    "strata",
     "threshold",
     "passed",
     "failures",
@@ -520,3 +521,70 @@ def test_recorded_thresholds_get_defaults_for_metrics_they_predate():
     t = parity.thresholds_from_dict("sentence-transformer", old, "int8")
     assert t == Thresholds(0.99, None, 0.98, DEFAULT_THRESHOLDS[PrecisionClass.INT8].norm_rel_err_max)
     assert parity.thresholds_from_dict("sentence-transformer", old) == Thresholds(0.99, None, 0.98, None)
+
+
+# ------------------------------------------------------------------------------------------- strata
+def test_strata_report_each_worst_case_and_a_failing_stratum_is_named():
+    ref = _clustered(n=60)
+    cand = ref.copy()
+    cand[57] = ref[3]  # one text of the small stratum "c" embeds as another
+    strata = ["a"] * 30 + ["b"] * 25 + ["c"] * 5
+    m = parity.compare(ref, cand, strata=strata)
+    assert list(m.strata) == ["a", "b", "c"] and [e["n"] for e in m.strata.values()] == [30, 25, 5]
+    assert m.strata["c"]["worst_text_index"] == 57 and m.strata["c"]["cosine_min"] == pytest.approx(m.cosine_min)
+    assert m.strata["a"]["cosine_min"] == pytest.approx(1.0) and m.strata["a"]["norm_rel_err_max"] == 0.0
+    verdict = parity.judge(m, DEFAULT_THRESHOLDS[PrecisionClass.INT8])
+    named = [f for f in verdict.failures if f.startswith("stratum ")]
+    assert named and all(f.startswith("stratum c (5 texts): ") for f in named)
+    assert any("cosine_min" in f and "#57" in f for f in named)
+
+
+def test_stratum_neighbour_agreement_is_the_whole_sets_attributed_to_each_stratum():
+    ref = _clustered(n=80)
+    cand = ref + 0.05 * np.random.default_rng(1).normal(size=ref.shape)
+    strata = ["x", "y"] * 40
+    m = parity.compare(ref, cand, strata=strata)
+    per = [m.strata[s]["neighbour_agreement_at_10"] for s in ("x", "y")]
+    assert np.mean(per) == pytest.approx(m.neighbour_agreement_at_10)  # equal halves: the mean of the two
+    assert parity.compare(ref, cand).strata is None  # no labels: no strata
+
+
+def test_a_stratum_alone_can_fail_the_gate_the_whole_set_passes():
+    ref = _clustered(n=200)
+    cand = ref.copy()
+    rng = np.random.default_rng(2)
+    cand[190:] = ref[190:] + 0.3 * rng.normal(size=(10, ref.shape[1]))  # only the last stratum moves
+    strata = ["big"] * 190 + ["small"] * 10
+    thresholds = Thresholds(cosine_min=-1.0, neighbour_agreement_at_10=0.9)  # only the rank gate
+    m = parity.compare(ref, cand, strata=strata)
+    assert m.neighbour_agreement_at_10 >= 0.9  # the whole set passes...
+    verdict = parity.judge(m, thresholds)
+    assert not verdict.passed  # ...the stratum does not
+    assert len(verdict.failures) == 1
+    assert verdict.failures[0].startswith("stratum small (10 texts): neighbour_agreement_at_10 ")
+
+
+def test_score_strata_attribute_each_pair():
+    ref = np.linspace(-2, 2, 40)
+    cand = ref.copy()
+    cand[33] += 0.5
+    strata = ["p"] * 30 + ["q"] * 10
+    m = parity.compare_scores(ref, cand, [list(range(0, 10)), list(range(10, 20))], strata)
+    assert m.strata["p"]["score_max_abs_diff"] == 0.0 and m.strata["q"]["worst_text_index"] == 33
+    assert m.strata["q"]["score_rel_err_max"] == pytest.approx(0.5 / 4.0)
+    verdict = parity.judge(m, parity.SCORE_THRESHOLDS[PrecisionClass.FP32])
+    assert any(f.startswith("stratum q (10 texts): score_max_abs_diff") for f in verdict.failures)
+
+
+def test_stratum_neighbour_agreement_is_exact_at_the_threshold():
+    """95 of 100 agreeing neighbours is 0.95, not 0.9499999: a stratum exactly at its threshold passes."""
+    ref = _clustered(n=40)
+    m = parity.compare(ref, ref.copy(), strata=["s"] * 40)
+    assert m.strata["s"]["neighbour_agreement_at_10"] == 1.0
+    hits = np.array([9.0] * 10 + [10.0] * 10)  # 190 of 200
+    assert (
+        parity.strata_summary(
+            ["s"] * 20, ("cosine_min", np.ones(20), True), nn=(hits, lambda h: int(h.sum()) / (len(h) * 10))
+        )["s"]["nn"]
+        == 0.95
+    )

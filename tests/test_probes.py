@@ -220,6 +220,11 @@ BAD_FILES = [
     ("texts.csv", b"a,b\n", ["unsupported extension", ".csv", ".txt", ".jsonl"]),
     ("texts.json", b'["a"]', ["unsupported extension", ".json"]),
     ("noext", b"hello\n", ["unsupported extension", "(none)"]),
+    (
+        "stratum.jsonl",
+        b'{"text": "ok"}\n{"text": "x", "stratum": "typo"}\n',
+        ["line 2", "unknown stratum", "'typo'", "prose_en", "uncovered_script", "user"],
+    ),
 ]
 
 
@@ -255,3 +260,88 @@ def test_unreadable_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "read_bytes", denied)  # chmod 0 does not stop root
     with pytest.raises(ProbeError, match="cannot read .*Permission denied"):
         probes.read_texts(path)
+
+
+# ------------------------------------------------------------------------------------------- strata
+def test_builtin_probes_each_carry_a_known_stratum_and_every_builtin_stratum_is_populated():
+    texts, strata = probes.builtin_probes(), probes.builtin_strata()
+    assert len(strata) == len(texts)
+    counts = Counter(strata)
+    builtin = {s for s in probes.STRATA if not s.startswith("tok_") and s != probes.USER_STRATUM}
+    assert set(counts) == builtin, set(counts) ^ builtin
+    assert min(counts.values()) >= 10, counts
+    assert all(probes.STRATA[s] for s in probes.STRATA)  # each has its one-line description
+
+
+UNCOVERED = {"Tibetan": r"[\u0f00-\u0fff]", "Ge'ez": r"[\u1200-\u137f]", "Canadian syllabics": r"[\u1400-\u167f]",
+             "Telugu": r"[\u0c00-\u0c7f]"}  # fmt: skip
+
+
+@pytest.mark.parametrize("script", sorted(UNCOVERED))
+def test_uncovered_script_stratum_holds_each_script(script):
+    pattern = re.compile(UNCOVERED[script])
+    uncovered = [
+        t for t, s in zip(probes.builtin_probes(), probes.builtin_strata(), strict=True) if s == "uncovered_script"
+    ]
+    assert sum(bool(pattern.search(t)) for t in uncovered) >= 2
+
+
+def test_one_word_stratum_is_single_words_with_stopwords():
+    words = [t for t, s in zip(probes.builtin_probes(), probes.builtin_strata(), strict=True) if s == "one_word"]
+    assert all(len(w.split()) == 1 for w in words)
+    assert {"the", "of", "and", "which"} <= set(words)
+
+
+def test_user_file_is_its_own_stratum_unless_its_lines_name_one(tmp_path):
+    n = probes.LIMITS["probe"].min_texts
+    plain = probes.load_text_set(_write(tmp_path, "p.txt", "\n".join(f"text {i}" for i in range(n))), "probe")
+    assert plain.strata is None and plain.labels() == ["user"] * n
+    lines = [f'{{"text": "t{i}"' + (', "stratum": "code_logs"}' if i % 2 else "}") for i in range(n)]
+    labelled = probes.load_text_set(_write(tmp_path, "p.jsonl", "\n".join(lines)), "probe")
+    assert labelled.labels() == ["user", "code_logs"] * (n // 2)
+
+
+def test_prompts_keep_each_texts_stratum():
+    base = probes.load_text_set(None, "probe")
+    both = probes.with_prompts(base, {"query": "query: ", "passage": "passage: "})
+    assert both.labels() == base.labels() * 2 and len(both.labels()) == len(both.texts)
+
+
+# -------------------------------------------------------------------------------- tokenizer probes
+def test_tokenizer_probes_are_made_from_the_files_deterministically(tiny_model_dir, tmp_path):
+    import shutil
+
+    from exporter.quality import tokenizer_probes as tp
+
+    texts, strata, record = tp.generate(tiny_model_dir)
+    assert Counter(strata) == tp.COUNTS and record["counts"] == tp.COUNTS
+    assert record["sha256"] == probes.texts_sha256(texts) and record["seed"] == tp.SEED
+    assert len(set(texts)) == len(texts) and all(t.strip() for t in texts)
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)  # the same files elsewhere: the same texts
+    assert tp.generate(copy)[0] == texts
+    assert tp.generate(copy, seed=tp.SEED + 1)[0] != texts
+
+    tok = tp.load_tokenizer(tiny_model_dir)
+    unk = tok.unk_token_id
+    for text in (t for t, s in zip(texts, strata, strict=True) if s == "tok_unknown"):
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert ids.count(unk) >= 1 and ids.count(unk) >= len(ids) / 4, text
+    lengths = [len(tok(t)["input_ids"]) for t, s in zip(texts, strata, strict=True) if s == "tok_max_length"]
+    assert max(lengths) > record["max_length"] and min(lengths) >= record["max_length"] - 4, lengths
+
+
+def test_probe_set_for_a_model_extends_only_the_builtin_set(tiny_model_dir, tmp_path):
+    from exporter.quality import tokenizer_probes as tp
+
+    base = probes.load_text_set(None, "probe")
+    made = tp.for_model(base, tiny_model_dir)
+    assert made.texts[: len(base.texts)] == base.texts and made.generated["n"] == len(made.texts) - len(base.texts)
+    assert {"tok_vocab", "tok_random", "tok_unknown", "tok_max_length"} <= set(made.labels())
+    again = tp.for_model(base, tiny_model_dir, record=made.generated)  # what verify does
+    assert again.sha256 == made.sha256
+    with pytest.raises(ProbeError, match="tokenizer-probes-v0"):
+        tp.for_model(base, tiny_model_dir, record={**made.generated, "generator": "tokenizer-probes-v0"})
+    n = probes.LIMITS["probe"].min_texts
+    user = probes.load_text_set(_write(tmp_path, "u.txt", "\n".join(f"text {i}" for i in range(n))), "probe")
+    assert tp.for_model(user, tiny_model_dir) == user

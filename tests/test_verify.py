@@ -263,8 +263,8 @@ def test_junit_has_one_case_per_variant_and_integrity(artifact, tmp_path):
     root = ET.parse(path).getroot()
     suite = root.find("testsuite")
     cases = {c.get("name"): c for c in suite.findall("testcase")}
-    assert list(cases) == ["integrity", "onnx", "onnx-o1"]
-    assert suite.get("tests") == "3" and suite.get("failures") == "1" and suite.get("skipped") == "1"
+    assert list(cases) == ["integrity", "onnx", "onnx-o1", "onnx-o1[user]"]  # a user's probe file: one stratum
+    assert suite.get("tests") == "4" and suite.get("failures") == "1" and suite.get("skipped") == "1"
     failure = cases["integrity"].find("failure")
     assert failure is not None and "onnx/model.onnx" in failure.get("message")
     assert cases["onnx"].find("skipped") is not None

@@ -163,4 +163,9 @@ def _out_text(plan, pin: Pin) -> str:
 
 
 def _textset(ts) -> str:
-    return f"{ts.name} ({len(ts.texts)} texts, sha256 {ts.sha256[:12]})"
+    line = f"{ts.name} ({len(ts.texts)} texts, sha256 {ts.sha256[:12]})"
+    if ts.strata is not None and ts.source.startswith("builtin:"):
+        from exporter.quality.tokenizer_probes import COUNTS
+
+        line += f" + {sum(COUNTS.values())} derived from the model's tokenizer at export"
+    return line

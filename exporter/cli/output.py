@@ -157,6 +157,7 @@ def export_summary(outcome) -> dict:
                 "status": v["status"],
                 "file_name": v["load"].get("file_name"),
                 **{metric.key: (v["parity"] or {}).get(metric.key) for metric in shown},
+                "strata": (v["parity"] or {}).get("strata"),
                 "failures": (v["parity"] or {}).get("failures", []),
                 "error": v.get("error"),
             }
@@ -185,10 +186,26 @@ def print_export_summary(outcome) -> None:
             v["id"], v["load"].get("file_name") or "", *(metric.format(p.get(metric.key)) for metric in shown), verdict
         )
     console.print(table)
+    print_strata(console, kinds.of_manifest(m), m["variants"])
     for v in m["variants"]:
         for line in (v["parity"] or {}).get("failures", []) + ([v["error"]] if v.get("error") else []):
             console.print(f"  {v['id']}: {line}")
     console.print(f"Artifact: {outcome.artifact}")
+
+
+def print_strata(console, kspec, variants: list[dict]) -> None:
+    """The worst case per stratum of the probe set (rows) for each variant (columns)."""
+    from rich.table import Table
+
+    rows = kspec.strata_rows([v.get("parity") for v in variants])
+    if not rows:
+        return
+    table = Table(title=f"worst case per probe stratum ({kspec.strata_label()})")
+    for col in ("stratum (texts)", *(v["id"] for v in variants)):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 # --------------------------------------------------------------------------- bench and fleet tables

@@ -1,4 +1,5 @@
-"""JUnit XML for ``exporter verify``: one test case for integrity and one per variant.
+"""JUnit XML for ``exporter verify``: one test case for integrity, one per variant and one per (variant,
+probe stratum) named ``<variant>[<stratum>]``, failed when the gate failed that stratum.
 
 CI systems (GitLab, Jenkins, GitHub test reporters) display the file as it is: a failed fidelity gate is a
 ``<failure>`` (message: the failed checks), a variant that could not be run is an ``<error>``, a variant not
@@ -11,12 +12,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from exporter.fsutil import write_text_atomic
-from exporter.quality.verify import ERROR, FAILED, SKIPPED, CaseResult, VerifyReport
+from exporter.quality.verify import ERROR, FAILED, PASSED, SKIPPED, CaseResult, VerifyReport
 
 
 def to_xml(report: VerifyReport) -> str:
     """The report as a JUnit XML document (one ``<testsuite>`` inside ``<testsuites>``)."""
-    cases = report.cases
+    cases = [*report.cases, *(s for c in report.variants for s in _stratum_cases(c))]
     counts = {s: sum(c.status == s for c in cases) for s in (FAILED, ERROR, SKIPPED)}
     total_time = f"{sum(c.seconds for c in cases):.3f}"
     root = ET.Element(
@@ -62,8 +63,19 @@ def _properties(report: VerifyReport) -> dict[str, str]:
     return props
 
 
+def _stratum_cases(case: CaseResult) -> list[CaseResult]:
+    """One case per stratum of a variant's fresh parity: failed with the gate's lines that name it."""
+    out = []
+    for name, entry in ((case.parity or {}).get("strata") or {}).items():
+        lines = [f for f in case.failures if f.startswith(f"stratum {name} ")]
+        stats = ", ".join(f"{k} {v:.6g}" for k, v in entry.items() if isinstance(v, float))
+        message = f"{entry['n']} texts: {stats} (worst text #{entry['worst_text_index']})"
+        out.append(CaseResult(f"{case.name}[{name}]", FAILED if lines else PASSED, message, failures=lines))
+    return out
+
+
 def _case(suite: ET.Element, case: CaseResult) -> None:
-    kind = "integrity" if case.name == "integrity" else "fidelity"
+    kind = "integrity" if case.name == "integrity" else "stratum" if case.name.endswith("]") else "fidelity"
     el = ET.SubElement(
         suite, "testcase", classname=f"exporter.verify.{kind}", name=case.name, time=f"{case.seconds:.3f}"
     )

@@ -26,6 +26,7 @@ class Probe:
     texts: list[str]
     pairs: list[tuple[str, str]] | None = None  # cross-encoders: (query, passage)
     lists: list[list[int]] | None = None  # cross-encoders: per query, indices into ``pairs``
+    strata: list[str] | None = None  # one stratum per input (text, or pair: its passage's stratum)
 
     @property
     def inputs(self) -> list:
@@ -33,28 +34,33 @@ class Probe:
         return self.pairs if self.pairs is not None else self.texts
 
 
-def text_probe(texts: list[str]) -> Probe:
-    return Probe(texts=list(texts))
+def text_probe(texts: list[str], strata: list[str] | None = None) -> Probe:
+    return Probe(texts=list(texts), strata=list(strata) if strata is not None else None)
 
 
-def rerank_probe(texts: list[str]) -> Probe:
+def rerank_probe(texts: list[str], strata: list[str] | None = None) -> Probe:
     """Reranking lists from the probe texts, deterministically: up to ``RERANK_MAX_LISTS`` queries spread
     evenly over the texts, each with ``RERANK_LIST_SIZE`` other texts as candidate passages, also spread
     evenly (so every list mixes the probe set's kinds of text: sentences, code, other scripts, long ones).
+    A pair belongs to its passage's stratum (the passages of one list span the strata).
     """
     n = len(texts)
+    labels = list(strata) if strata is not None else None
     if n == 1:
-        return Probe(texts=list(texts), pairs=[(texts[0], texts[0])], lists=[[0]])
+        return Probe(texts=list(texts), pairs=[(texts[0], texts[0])], lists=[[0]], strata=labels)
     m = min(RERANK_LIST_SIZE, n - 1)
     step = max(1, (n - 1) // m)  # 1 + (m - 1) * step < n: the candidates are distinct and not the query
     n_lists = min(RERANK_MAX_LISTS, n)
     qstep = max(1, n // n_lists)
     pairs: list[tuple[str, str]] = []
     lists: list[list[int]] = []
+    passages: list[int] = []
     for q in range(0, qstep * n_lists, qstep):
         lists.append(list(range(len(pairs), len(pairs) + m)))
-        pairs.extend((texts[q], texts[(q + 1 + j * step) % n]) for j in range(m))
-    return Probe(texts=list(texts), pairs=pairs, lists=lists)
+        passages.extend((q + 1 + j * step) % n for j in range(m))
+        pairs.extend((texts[q], texts[p]) for p in passages[-m:])
+    pair_strata = [labels[p] for p in passages] if labels is not None else None
+    return Probe(texts=list(texts), pairs=pairs, lists=lists, strata=pair_strata)
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -84,12 +90,12 @@ def sparse(model, inputs: list, batch_size: int):
 
 # ------------------------------------------------------------------------------------------ compare
 def compare_embeddings(ref, cand, probe: Probe):
-    return parity.compare(ref, cand)
+    return parity.compare(ref, cand, strata=probe.strata)
 
 
 def compare_scores(ref, cand, probe: Probe):
-    return parity.compare_scores(ref, cand, probe.lists or [])
+    return parity.compare_scores(ref, cand, probe.lists or [], probe.strata)
 
 
 def compare_sparse(ref, cand, probe: Probe):
-    return parity.compare_sparse(ref, cand)
+    return parity.compare_sparse(ref, cand, strata=probe.strata)

@@ -41,6 +41,15 @@ probabilities alike), ``score_spearman`` (Spearman of all pair scores), and over
 of one query's candidate pairs) ``top1_agreement`` and ``top3_agreement`` (overlap of the top one / three,
 ties within ``TIE_TOL`` count), averaged over lists and, for a multi-label model, over labels; a list whose
 reference scores all tie is left out.
+
+Strata (``strata``: one ``exporter.quality.probes.STRATA`` name per row, optional): every compare also
+reports, per stratum, its worst case (``strata_summary``): ``n``, ``worst_text_index`` (the row of its worst
+text in the probe set) and, for embedders and sparse encoders, ``cosine_min``, ``norm_rel_err_max`` and
+``neighbour_agreement_at_10``; for cross-encoders (rows are pairs, each in its passage's stratum)
+``score_max_abs_diff`` and ``score_rel_err_max`` (over the whole set's reference range). Rule for the rank
+metric: a text's neighbours are searched among the whole probe set (ten nearest neighbours inside a
+stratum of a dozen texts would measure nothing), and its agreement is attributed to its own stratum; the
+stratum's value is the mean over its texts. ``judge`` holds every stratum to the same thresholds.
 """
 
 from __future__ import annotations
@@ -76,6 +85,7 @@ from exporter.quality.parity_gates import (  # noqa: F401 - re-exported: the gat
     to_manifest,
 )
 from exporter.quality.parity_rank import NN_MAX_QUERIES, SPEARMAN_MAX_TEXTS, TIE_TOL  # noqa: F401
+from exporter.quality.probes import STRATA
 
 _ZERO_NORM = 1e-12
 
@@ -96,9 +106,40 @@ class ParityMetrics:
     neighbour_queries: int | None = None  # texts whose neighbours were compared
     spearman_pairs: int | None = None  # pairs whose similarity ranks were correlated
     skipped: dict[str, str] = field(default_factory=dict)  # metric -> why the reference gives it nothing
+    strata: dict[str, dict] | None = None  # stratum -> its worst case (``strata_summary``)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def strata_summary(
+    strata: list[str] | None, worst: tuple[str, np.ndarray, bool], **per_row: tuple[np.ndarray, str]
+) -> dict[str, dict] | None:
+    """Per stratum (in ``STRATA`` order, unknown labels last): ``n``, ``worst_text_index`` (the row where the
+    ``worst`` metric, ``(name, values, higher_is_better)``, is worst) and each metric of ``per_row``
+    (``name=(values per row, "min" | "max" | a function of the stratum's values)``, NaN rows left out; None
+    when a stratum has none). None when no strata were given."""
+    if strata is None:
+        return None
+    labels = np.asarray(strata, dtype=object)
+    name, values, higher_is_better = worst
+    if len(labels) != len(values):
+        raise ValueError(f"{len(labels)} stratum labels for {len(values)} rows")
+    reduce = {"min": np.min, "max": np.max}
+    order = list(STRATA)  # the table's order (a reranker's pairs meet the strata in list order)
+    out: dict[str, dict] = {}
+    for stratum in sorted(dict.fromkeys(strata), key=lambda s: order.index(s) if s in order else len(order)):
+        rows = np.flatnonzero(labels == stratum)
+        sel = values[rows]
+        entry: dict[str, Any] = {"n": int(len(rows))}
+        entry[name] = float(sel.min() if higher_is_better else sel.max())
+        entry["worst_text_index"] = int(rows[np.argmin(sel) if higher_is_better else np.argmax(sel)])
+        for metric, (vals, how) in per_row.items():
+            v = vals[rows]
+            v = v[~np.isnan(v)]
+            entry[metric] = float(reduce.get(how, how)(v)) if len(v) else None
+        out[stratum] = entry
+    return out
 
 
 def _check_outputs(ref: np.ndarray, cand: np.ndarray, what: str) -> None:
@@ -134,8 +175,11 @@ def _relative(err: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.where(zero, (err > _ZERO_NORM).astype(np.float64), err / np.where(zero, 1.0, scale))
 
 
-def compare(reference: np.ndarray, candidate: np.ndarray, *, k: int = 10) -> ParityMetrics:
-    """Fidelity metrics of ``candidate`` against ``reference`` (both ``(n, dim)``, rows aligned).
+def compare(
+    reference: np.ndarray, candidate: np.ndarray, *, k: int = 10, strata: list[str] | None = None
+) -> ParityMetrics:
+    """Fidelity metrics of ``candidate`` against ``reference`` (both ``(n, dim)``, rows aligned), and per
+    stratum when ``strata`` labels the rows (module doc).
 
     Raises:
         FidelityError: shapes differ, a matrix is not 2-D or empty, or holds NaN/inf. A variant whose
@@ -175,6 +219,16 @@ def compare(reference: np.ndarray, candidate: np.ndarray, *, k: int = 10) -> Par
         neighbour_queries=nn.used,
         spearman_pairs=int(len(ref_sim)),
         skipped=skipped,
+        strata=strata_summary(
+            strata,
+            ("cosine_min", cos, True),
+            norm_rel_err_max=(norm_err, "max"),
+            # hits over (queries x k), as the whole set's: exactly 0.95 when 95 of 100 neighbours agree
+            neighbour_agreement_at_10=(
+                nn.per_item if nn.per_item is not None else np.full(n, np.nan),
+                lambda hits: int(hits.sum()) / (len(hits) * min(k, n - 1)),
+            ),
+        ),
     )
 
 
@@ -212,13 +266,15 @@ class SparseMetrics(ParityMetrics):
     active_terms_candidate: float | None = None
 
 
-def compare_sparse(reference: np.ndarray, candidate: np.ndarray, *, k: int = 10) -> SparseMetrics:
+def compare_sparse(
+    reference: np.ndarray, candidate: np.ndarray, *, k: int = 10, strata: list[str] | None = None
+) -> SparseMetrics:
     """``compare`` on dense ``(n, vocab)`` sparse-encoder outputs, plus the top-term overlap and weight error.
 
     Raises:
         FidelityError: as ``compare``.
     """
-    base = compare(reference, candidate)
+    base = compare(reference, candidate, strata=strata)
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     active = ref > 0
@@ -245,6 +301,7 @@ class ScoreMetrics:
     n_lists: int
     score_rel_err_max: float | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    strata: dict[str, dict] | None = None  # stratum -> its worst case (``strata_summary``)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -261,9 +318,11 @@ def _list_agreement(ref: np.ndarray, cand: np.ndarray, lists: list[list[int]], k
     return float(np.mean(per_list)) if per_list else None
 
 
-def compare_scores(reference: np.ndarray, candidate: np.ndarray, lists: list[list[int]]) -> ScoreMetrics:
+def compare_scores(
+    reference: np.ndarray, candidate: np.ndarray, lists: list[list[int]], strata: list[str] | None = None
+) -> ScoreMetrics:
     """Score fidelity: ``reference``/``candidate`` are ``(n_pairs,)`` or ``(n_pairs, labels)``; ``lists``
-    holds, per query, the indices of its candidate pairs (the reranking lists).
+    holds, per query, the indices of its candidate pairs (the reranking lists); ``strata`` one label per pair.
 
     Raises:
         FidelityError: shapes differ, no pairs, or NaN/inf scores.
@@ -274,7 +333,8 @@ def compare_scores(reference: np.ndarray, candidate: np.ndarray, lists: list[lis
     cand = cand.reshape(cand.shape[0], -1) if cand.ndim else cand.reshape(1, 1)
     _check_outputs(ref, cand, "scores")
     flat_r, flat_c = ref.ravel(), cand.ravel()
-    diff = float(np.abs(ref - cand).max())
+    pair_diff = np.abs(ref - cand).max(axis=1)  # per pair, over labels
+    diff = float(pair_diff.max())
     spread = float(flat_r.max() - flat_r.min())
     sp = rank.spearman(flat_r, flat_c, "scores") if flat_r.size >= 3 else rank.RankResult(None, None, flat_r.size)
     tops = {k: _list_agreement(ref, cand, lists, k) for k in (1, 3)}
@@ -292,4 +352,9 @@ def compare_scores(reference: np.ndarray, candidate: np.ndarray, lists: list[lis
         n_lists=len(lists),
         score_rel_err_max=diff / spread if spread > TIE_TOL else None,
         skipped=skipped,
+        strata=strata_summary(
+            strata,
+            ("score_max_abs_diff", pair_diff, False),
+            score_rel_err_max=(pair_diff / spread if spread > TIE_TOL else np.full(len(pair_diff), np.nan), "max"),
+        ),
     )

@@ -301,6 +301,9 @@ def judge(metrics, thresholds) -> Verdict:
     A threshold whose metric could not be computed (too few texts) fails: a gate that was asked for is
     never skipped silently. A metric the measurement skipped (``metrics.skipped``: the reference gives it
     nothing to measure, e.g. every probe text embeds alike) passes; the reason is recorded beside it.
+
+    Every stratum of the probe set (``metrics.strata``) is held to the same thresholds, for the metrics it
+    reports (``exporter.quality.parity``'s module doc); each failure names the stratum and its worst text.
     """
     failures = []
     skipped = getattr(metrics, "skipped", None) or {}
@@ -321,7 +324,27 @@ def judge(metrics, thresholds) -> Verdict:
                 failures.append(f"{name} {value:.6g} is above the threshold {limit}.")
         elif not value >= limit:  # also catches NaN
             failures.append(f"{name} {value:.6f} is below the threshold {limit}.")
+    failures += _stratum_failures(getattr(metrics, "strata", None) or {}, thresholds)
     return Verdict(passed=not failures, failures=failures)
+
+
+def _stratum_failures(strata: dict[str, dict], thresholds) -> list[str]:
+    """One line per (stratum, metric) that misses its threshold; a metric a stratum has no value for (no
+    query of it was informative) is left to the whole set's gate."""
+    out = []
+    for stratum, entry in strata.items():
+        for name in (f.name for f in fields(thresholds)):
+            limit, value = getattr(thresholds, name), entry.get(name)
+            if limit is None or value is None:
+                continue
+            bad = not value <= limit if name in UPPER_BOUNDS else not value >= limit  # NaN fails both
+            if bad:
+                side = "above" if name in UPPER_BOUNDS else "below"
+                out.append(
+                    f"stratum {stratum} ({entry['n']} texts): {name} {value:.6g} is {side} the threshold {limit} "
+                    f"(worst text #{entry['worst_text_index']})."
+                )
+    return out
 
 
 def to_dict(metrics, thresholds, verdict: Verdict) -> dict[str, Any]:

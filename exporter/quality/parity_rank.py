@@ -37,6 +37,7 @@ class RankResult:
     value: float | None
     reason: str | None
     used: int  # queries (neighbours) or pairs (Spearman) the value is computed over
+    per_item: np.ndarray | None = None  # neighbours: each text's agreeing neighbours (NaN: not a query / no order)
 
 
 def _block_rows(n: int, width: int) -> int:
@@ -96,6 +97,7 @@ def neighbour_agreement(
         return RankResult(None, None, 0)
     k = min(k, n - 1)
     hits, used = 0, 0
+    per_item = np.full(n, np.nan)
     step = _block_rows(n, 1)  # query rows per block: at most BLOCK_ELEMENTS similarities per matrix
     for s in range(0, len(queries), step):
         q = queries[s : s + step]
@@ -111,9 +113,10 @@ def neighbour_agreement(
         ref_s[rows, q] = -np.inf
         cand_top = np.argpartition(cand_s, n - k, axis=1)[:, n - k :]
         agree = np.take_along_axis(ref_s, cand_top, axis=1) >= (ref_kth - tol)[:, None]
+        per_item[q[informative]] = agree[informative].sum(axis=1)
         hits += int(agree[informative].sum())
         used += int(informative.sum())
     if used == 0:
         reason = f"every text's reference similarities to the other {n - 1} tie (within {tol:g}): no neighbour order"
-        return RankResult(None, reason, 0)
-    return RankResult(hits / (used * k), None, used)
+        return RankResult(None, reason, 0, per_item)
+    return RankResult(hits / (used * k), None, used, per_item)

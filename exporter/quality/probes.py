@@ -1,14 +1,20 @@
 """Probe texts (what parity is measured on) and calibration texts (what static int8 is tuned on).
 
 Built-in sets ship as ``exporter/data/probes.jsonl`` and ``exporter/data/calibration.jsonl``: one JSON
-object per line, ``{"text": ..., "category": ...}`` (JSON keeps newlines, tabs and odd unicode inside a
-text intact). The two sets share no text. Users may pass their own file:
+object per line, ``{"text": ..., "category": ..., "stratum": ...}`` (JSON keeps newlines, tabs and odd
+unicode inside a text intact). The two sets share no text. Users may pass their own file:
 
 - ``.txt``: one text per line (UTF-8, a BOM is ignored); lines that are empty or only whitespace are
   skipped; other lines are kept exactly, leading and trailing spaces included (only the line break
   goes).
 - ``.jsonl``: one JSON value per line, either an object with a string ``"text"`` or a plain JSON
   string; blank lines are skipped; a text that is empty or only whitespace is refused.
+
+Strata. Every probe text belongs to one stratum of ``STRATA`` (a closed table, name -> what it holds), and
+every verdict shows the worst case per stratum. The built-in file labels each line; the probes derived from
+the model's own tokenizer (``exporter.quality.tokenizer_probes``) carry the ``tok_*`` strata; a user's file
+is the stratum ``user``, or per line the ``"stratum"`` its objects give (an unknown label is refused with
+the list of known ones).
 
 ``texts_sha256`` identifies a set: the sha256 of the texts, in order, each encoded as a netstring
 (``<UTF-8 byte length in decimal>:<UTF-8 bytes>,``) and concatenated. Netstrings make the digest
@@ -28,6 +34,25 @@ from exporter.errors import ProbeError
 from exporter.fsutil import sha256_bytes
 
 Kind = Literal["probe", "calibration"]
+
+# The strata of the probe set: name -> what it holds (a closed set; a user's label must be one of these).
+STRATA: dict[str, str] = {
+    "prose_en": "natural English sentences, questions, passages, paraphrases and near-duplicates",
+    "short_query": "search queries of one to a few words",
+    "one_word": "one-token and one-word queries, stopwords and punctuation included",
+    "prose_multilingual": "natural prose in many languages and scripts",
+    "mixed_language": "texts mixing languages or scripts within one text",
+    "uncovered_script": "scripts common vocabularies do not cover (mostly unknown tokens): Tibetan, Ge'ez, ...",
+    "code_logs": "source code, log lines, stack traces, shell commands, URLs and paths",
+    "numbers_symbols": "numbers, identifiers, emoji, maths, odd whitespace and unusual unicode",
+    "long": "texts at and past the model's max_seq_length",
+    "tok_vocab": "single vocabulary tokens of the model's own tokenizer (sampled)",
+    "tok_random": "random sequences of the tokenizer's vocabulary tokens",
+    "tok_unknown": "runs of characters the tokenizer maps to its unknown token (or splits into bytes)",
+    "tok_max_length": "random token sequences at and past the model's max_seq_length",
+    "user": "a user's --probe file whose lines give no stratum",
+}
+USER_STRATUM = "user"
 
 BUILTIN_FILES: dict[str, str] = {"probe": "probes.jsonl", "calibration": "calibration.jsonl"}
 BUILTIN_VERSION = 1  # bump when a built-in file changes (the sha256 changes with it anyway)
@@ -58,6 +83,24 @@ class TextSet:
     texts: list[str]
     sha256: str
     source: str
+    strata: list[str] | None = None  # one ``STRATA`` name per text; None: every text is ``user``
+    generated: dict | None = None  # the tokenizer-derived probes appended to it (``tokenizer_probes.record``)
+
+    def labels(self) -> list[str]:
+        """One stratum name per text."""
+        return list(self.strata) if self.strata is not None else [USER_STRATUM] * len(self.texts)
+
+    def extended(self, texts: list[str], strata: list[str], generated: dict) -> TextSet:
+        """This set with ``texts`` (labelled ``strata``) appended; the name, hash and record follow."""
+        all_texts = self.texts + list(texts)
+        return TextSet(
+            name=f"{self.name}+{generated['generator']}",
+            texts=all_texts,
+            sha256=texts_sha256(all_texts),
+            source=self.source,
+            strata=self.labels() + list(strata),
+            generated=generated,
+        )
 
 
 def texts_sha256(texts: list[str] | tuple[str, ...]) -> str:
@@ -71,11 +114,19 @@ def texts_sha256(texts: list[str] | tuple[str, ...]) -> str:
 
 # ------------------------------------------------------------------------------------------ built-in
 @cache
-def _builtin_records(kind: str) -> tuple[tuple[str, str], ...]:
+def _builtin_lines(kind: str) -> tuple[_Line, ...]:
     name = BUILTIN_FILES[kind]
     data = resources.files("exporter").joinpath("data", name).read_bytes()
-    records = _parse_jsonl(_decode(data, f"built-in {name}"), f"built-in {name}")
-    return tuple((text, category or "") for text, category in records)
+    return tuple(_parse_jsonl(_decode(data, f"built-in {name}"), f"built-in {name}"))
+
+
+def _builtin_records(kind: str) -> tuple[tuple[str, str], ...]:
+    return tuple((line.text, line.category or "") for line in _builtin_lines(kind))
+
+
+def builtin_strata() -> list[str]:
+    """The stratum of each built-in probe text, in file order."""
+    return [line.stratum or USER_STRATUM for line in _builtin_lines("probe")]
 
 
 def builtin_records(kind: Kind) -> list[tuple[str, str]]:
@@ -96,11 +147,18 @@ def builtin_calibration() -> list[str]:
 
 # -------------------------------------------------------------------------------------------- files
 def read_texts(path: Path) -> list[str]:
-    """Texts of a user's ``.txt`` or ``.jsonl`` file (formats in the module doc).
+    """Texts of a user's ``.txt`` or ``.jsonl`` file (formats in the module doc)."""
+    return read_labelled(path)[0]
+
+
+def read_labelled(path: Path) -> tuple[list[str], list[str] | None]:
+    """Texts of a user's ``.txt`` or ``.jsonl`` file and their strata (None when no line names one; lines
+    that do not are ``user``).
 
     Raises:
         ProbeError: missing or unreadable file, unsupported extension, binary content (NUL bytes or
-            not UTF-8), a malformed JSONL line (with its number), or no texts at all.
+            not UTF-8), a malformed JSONL line (with its number), an unknown stratum label (with the known
+            ones), or no texts at all.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -122,14 +180,18 @@ def read_texts(path: Path) -> list[str]:
             f"cannot read text file {path}: {exc.strerror or exc}.", "Check the file's permissions."
         ) from exc
     text = _decode(data, f"text file {path}")
+    strata = None
     if suffix == ".txt":
         texts = [line.removesuffix("\r") for line in text.split("\n")]
         texts = [t for t in texts if t.strip()]
     else:
-        texts = [t for t, _ in _parse_jsonl(text, f"text file {path}")]
+        lines = _parse_jsonl(text, f"text file {path}")
+        texts = [line.text for line in lines]
+        if any(line.stratum for line in lines):
+            strata = [line.stratum or USER_STRATUM for line in lines]
     if not texts:
         raise ProbeError(f"text file {path} has no texts (it is empty or only blank lines).", _FORMAT_HINT)
-    return texts
+    return texts, strata
 
 
 def load_text_set(path: Path | None, kind: Kind, *, min_texts: int | None = None) -> TextSet:
@@ -146,11 +208,12 @@ def load_text_set(path: Path | None, kind: Kind, *, min_texts: int | None = None
             texts=texts,
             sha256=texts_sha256(texts),
             source=f"builtin:{BUILTIN_FILES[kind]}",
+            strata=builtin_strata() if kind == "probe" else None,
         )
     path = Path(path)
-    texts = read_texts(path)
+    texts, strata = read_labelled(path)
     _check_limits(texts, path, kind, min_texts)
-    return TextSet(name=path.name, texts=texts, sha256=texts_sha256(texts), source=str(path))
+    return TextSet(name=path.name, texts=texts, sha256=texts_sha256(texts), source=str(path), strata=strata)
 
 
 def _check_limits(texts: list[str], path: Path, kind: str, min_texts: int | None) -> None:
@@ -191,9 +254,16 @@ def _decode(data: bytes, what: str) -> str:
         raise ProbeError(f"{what} is not valid UTF-8 (bad byte at offset {exc.start}).", _FORMAT_HINT) from None
 
 
-def _parse_jsonl(text: str, what: str) -> list[tuple[str, str | None]]:
-    """``(text, category)`` per non-blank line; ProbeError naming the first bad line."""
-    out: list[tuple[str, str | None]] = []
+@dataclass(frozen=True)
+class _Line:
+    text: str
+    category: str | None = None
+    stratum: str | None = None
+
+
+def _parse_jsonl(text: str, what: str) -> list[_Line]:
+    """One ``_Line`` per non-blank line; ProbeError naming the first bad line (or unknown stratum label)."""
+    out: list[_Line] = []
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -204,9 +274,15 @@ def _parse_jsonl(text: str, what: str) -> list[tuple[str, str | None]]:
                 f"{what}, line {lineno}: not valid JSON ({exc.msg}).",
                 'Write one JSON object per line, e.g. {"text": "..."}, with newlines escaped as \\n.',
             ) from None
-        category = None
+        category = stratum = None
         if isinstance(value, dict):
             category = value.get("category") if isinstance(value.get("category"), str) else None
+            stratum = value.get("stratum")
+            if stratum is not None and stratum not in STRATA:
+                raise ProbeError(
+                    f"{what}, line {lineno}: unknown stratum {stratum!r}.",
+                    f"Use one of: {', '.join(STRATA)} (or leave it out: the line is then {USER_STRATUM!r}).",
+                )
             value = value.get("text")
         if not isinstance(value, str):
             raise ProbeError(
@@ -215,7 +291,7 @@ def _parse_jsonl(text: str, what: str) -> list[tuple[str, str | None]]:
             )
         if not value.strip():
             raise ProbeError(f"{what}, line {lineno}: the text is empty.", "Remove the line or give it a text.")
-        out.append((value, category))
+        out.append(_Line(value, category, stratum))
     return out
 
 
@@ -229,4 +305,11 @@ def with_prompts(text_set: TextSet, prompts: dict[str, str] | None) -> TextSet:
         return text_set
     texts = [prefix + text for prefix in prompts.values() for text in text_set.texts]
     names = "+".join(prompts)
-    return TextSet(name=f"{text_set.name}[{names}]", texts=texts, sha256=texts_sha256(texts), source=text_set.source)
+    return TextSet(
+        name=f"{text_set.name}[{names}]",
+        texts=texts,
+        sha256=texts_sha256(texts),
+        source=text_set.source,
+        strata=text_set.labels() * len(prompts),
+        generated=text_set.generated,
+    )

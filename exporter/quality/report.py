@@ -2,7 +2,8 @@
 
 REPORT.md: source and pin, environment and bench set-up, one table row per variant (size, the fidelity
 metrics of the model's kind, ``KindSpec.report``, speed ratios to torch, verdict), the recommendation and
-its rule. report.png (matplotlib, Agg): speed ratio to torch at the rule's batch size against fidelity loss
+its rule, and the worst case per probe stratum of every variant (``KindSpec.strata``). report.png
+(matplotlib, Agg): speed ratio to torch at the rule's batch size against fidelity loss
 ``1 - primary metric`` (``KindSpec.primary``: cosine_min for embedders, score_spearman for rerankers; log
 scale), the Pareto front (no other variant is both faster and closer to torch) and the recommended variant
 marked.
@@ -178,6 +179,13 @@ def render_markdown(manifest: dict) -> str:
         lines.append(f"No variant recommended: {recd.get('reason')}.")
     if recd:
         lines += ["", f"Rule: {recd['rule']}."]
+    kspec = kinds.of_manifest(manifest)
+    strata = kspec.strata_rows([v.get("parity") for v in manifest["variants"]])
+    if strata:
+        ids = [v["id"] for v in manifest["variants"]]
+        lines += ["", "## Worst case per probe stratum", "", f"Each cell: {kspec.strata_label()} over the stratum.", ""]
+        lines += ["| " + " | ".join(["stratum (texts)", *ids]) + " |", "|" + "---|" * (len(ids) + 1)]
+        lines += ["| " + " | ".join(row) + " |" for row in strata]
     failures = [(v["id"], line) for v in manifest["variants"] for line in _problems(v)]
     if failures:
         lines += ["", "## Failures", ""] + [f"- `{vid}`: {line}" for vid, line in failures]

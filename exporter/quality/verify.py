@@ -230,6 +230,8 @@ def run_parity_subprocess(
         "max_seq_length": manifest["model"].get("max_seq_length"),
         "truncate_dim": manifest["model"].get("truncate_dim"),
         "kind": manifest["model"]["kind"],
+        "generated": None if probe else manifest["probe"].get("generated"),  # re-made from the artifact's files
+        "trust_remote_code": bool(manifest["source"].get("trust_remote_code")),
         "consumers": list(consumers or []),
         "variants": [
             {"id": v["id"], "precision": v["precision"], "load": v["load"], "threshold": _threshold_of(v)}
@@ -285,9 +287,16 @@ def _threshold_of(variant: dict) -> dict | None:
 def _summary(parity: dict, manifest: dict, probe: dict | None) -> str:
     """One line per variant: the metrics the model's kind shows in verify (``KindSpec.verify``), and more."""
     from exporter import kinds
+    from exporter.quality import parity_gates
 
-    shown = kinds.of_manifest(manifest).verify
-    parts = [f"{m.label} {m.format(parity[m.key])}" for m in shown if parity.get(m.key) is not None]
+    kspec = kinds.of_manifest(manifest)
+    parts = [f"{m.label} {m.format(parity[m.key])}" for m in kspec.verify if parity.get(m.key) is not None]
+    if parity.get("strata"):  # the stratum where the kind's first stratum metric is worst
+        first = kspec.strata[0]
+        worst = (min if first.key not in parity_gates.UPPER_BOUNDS else max)(
+            parity["strata"].items(), key=lambda kv: kv[1].get(first.key) or 0.0
+        )
+        parts.append(f"worst stratum {worst[0]} ({kspec.strata_label()} {kspec.stratum_cell(worst[1])})")
     runtime = (parity.get("serving_paths") or {}).get("runtime") or {}
     if runtime.get("cosine_min") is not None:
         parts.append(f"runtime path cosine_min {runtime['cosine_min']:.6f}")
@@ -308,10 +317,21 @@ def parity_answer(request: dict) -> dict:
 
     kind = request.get("kind") or kinds.ModelKind.SENTENCE_TRANSFORMER.value
     kspec = kinds.get(kind)
-    probe_set = probes.load_text_set(Path(request["probe"]) if request["probe"] else None, "probe")
-    probe_set = probes.with_prompts(probe_set, request.get("prompts"))  # served with its prefixes, as exported
-    probe = kspec.probe(probe_set.texts)
+    from exporter.quality import tokenizer_probes
+
     artifact = Path(request["artifact"])
+    probe_set = probes.load_text_set(Path(request["probe"]) if request["probe"] else None, "probe")
+    if probe_set.source.startswith("builtin:") and request.get("generated") is None:
+        probe_set = probes.with_prompts(probe_set, request.get("prompts"))  # an export from before the strata
+    else:  # the tokenizer-derived probes re-made from the artifact's own (integrity-checked) tokenizer files
+        probe_set = tokenizer_probes.for_model(
+            probe_set,
+            artifact,
+            prompts=request.get("prompts"),
+            record=request.get("generated"),
+            trust_remote_code=bool(request.get("trust_remote_code")),
+        )
+    probe = kspec.probe(probe_set.texts, probe_set.labels())
     threads = os.cpu_count() or 1
     reference = reference_runner(
         Path(request["source_dir"]),
