@@ -302,3 +302,77 @@ def test_missing_reference_source(artifact):
     assert "reference unavailable" in report.variants[1].message
     with pytest.raises(IntegrityError):
         raise_for(report)
+
+
+# ------------------------------------------------------------------------------------- policy, not artifact
+def _forge(artifact: Path, file_name: str | None, variant_id: str) -> None:
+    """The forgery of issue 20: scale a LayerNorm's weight by 30 % (when ``file_name``), re-hash the file in
+    the manifest, and record thresholds that pass anything (and a perfect parity) for ``variant_id``."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from exporter.fsutil import record_files
+
+    manifest = mf.load(artifact)
+    variant = mf.get_variant(manifest, variant_id)
+    if file_name:
+        path = artifact / file_name
+        model = onnx.load(path)
+        scales = {n.input[1] for n in model.graph.node if n.op_type == "LayerNormalization"}
+        init = next(t for t in model.graph.initializer if t.name in scales or "LayerNorm.weight" in t.name)
+        arr = numpy_helper.to_array(init).copy()
+        arr *= np.where(np.arange(arr.size) % 2 == 0, 1.3, 0.7).reshape(arr.shape).astype(arr.dtype)
+        init.CopyFrom(numpy_helper.from_array(arr, init.name))
+        onnx.save(model, path)
+        variant["files"] = [r.to_dict() for r in record_files(artifact, [path])]
+    variant["parity"]["threshold"] = {
+        "cosine_min": -1.0,
+        "neighbour_agreement_at_10": 0.0,
+        "spearman_pairwise": -1.0,
+        "norm_rel_err_max": None,
+    }
+    variant["parity"].update(cosine_min=1.0, passed=True, failures=[])
+    mf.save(artifact, manifest)
+
+
+def test_forged_thresholds_do_not_judge_and_exit_3(artifact, tmp_path):
+    """Issue 20's forgery: a perturbed LayerNorm re-hashed into the manifest with thresholds of -1 fails the
+    policy's gate (exit 3); recorded thresholds looser than the policy fail an intact variant too, saying so.
+    A policy file can make the gate stricter than the record, never the record looser than the policy."""
+    _forge(artifact, "onnx/model_O1.onnx", "onnx-o1")
+    _forge(artifact, None, "onnx")
+    result = invoke("verify", str(artifact))
+    assert result.code == 3, result.err
+    lines = result.out.splitlines()
+    o1 = [line for line in lines if "onnx-o1" in line or line.startswith("       ")]
+    assert any("cosine_min" in line and "below the threshold 0.9999" in line for line in o1), result.out
+    assert any("looser than the policy" in line and "cosine_min >= -1 is looser than the policy's 0.9999" in line
+               for line in lines), result.out
+    assert "thresholds, policy (recorded): cosine_min >=0.9999 (-1.0)" in result.out
+    assert "onnx-o1" in result.err and "onnx:" in result.err
+
+
+def test_policy_file_sets_thresholds_and_bad_files_exit_2(artifact, tmp_path):
+    """--policy changes the thresholds (here: a cosine_min no fp32 graph reaches fails both variants), the
+    digest is in --json; a folder, an oversized file or an unknown key is refused with exit 2."""
+    from exporter.quality.policy import MAX_POLICY_BYTES, Policy
+
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("thresholds:\n  fp32: {norm_rel_err_max: 0.0}\n", encoding="utf-8")
+    result = invoke("verify", str(artifact), "--variants", "onnx-o1", "--policy", str(strict), "--json")
+    assert result.code == 3, result.err
+    data = json.loads(result.out)
+    assert data["policy"]["digest"] == Policy.load(strict).digest != Policy().digest
+    (case,) = data["variants"]
+    assert case["parity"]["threshold"]["norm_rel_err_max"] == 0.0
+    assert any(f.startswith("norm_rel_err_max") for f in case["failures"]), case["failures"]
+
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (MAX_POLICY_BYTES + 1))
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text('{"threshold": {}}')
+    for path, says in ((tmp_path, "not a regular file"), (big, "larger than"), (unknown, "unknown key(s): threshold")):
+        bad = invoke("verify", str(artifact), "--policy", str(path))
+        assert bad.code == 2 and says in bad.err, bad.err
+    assert "thresholds" in bad.err and "trusted_keys" in bad.err  # the known keys are listed

@@ -36,8 +36,9 @@ the reference's 10, fewer when the reference has fewer active terms; ties within
 
 Cross-encoders (rerankers), ``compare_scores`` over (query, passage) pairs, on the scale the model serves
 (``CrossEncoder.predict``: after its activation, e.g. sigmoid): ``score_max_abs_diff``,
-``score_rel_err_max`` (that difference over the reference scores' range, so it gates raw logits and
-probabilities alike), ``score_spearman`` (Spearman of all pair scores), and over reranking lists (the indices
+``score_spread_err_max`` (per label, that difference over the spread of the reference scores, their
+99th minus 1st percentile, floored at ``SCORE_SCALE_FLOOR``; the largest over labels: scale-free, so it gates
+raw logits and probabilities alike, and robust to a few outlying scores), ``score_spearman`` (Spearman of all pair scores), and over reranking lists (the indices
 of one query's candidate pairs) ``top1_agreement`` and ``top3_agreement`` (overlap of the top one / three,
 ties within ``TIE_TOL`` count), averaged over lists and, for a multi-label model, over labels; a list whose
 reference scores all tie is left out.
@@ -78,6 +79,12 @@ from exporter.quality.parity_gates import (  # noqa: F401 - re-exported: the gat
 from exporter.quality.parity_rank import NN_MAX_QUERIES, SPEARMAN_MAX_TEXTS, TIE_TOL  # noqa: F401
 
 _ZERO_NORM = 1e-12
+# The least score spread ``score_spread_err_max`` divides by, in the units the model serves (logit or
+# probability): a hundredth of one unit. Where the reference's middle 98% of scores spans less (a model that
+# barely ranks, e.g. a random one whose logits all sit near zero), the error is judged against this absolute
+# scale instead: fp32 rounding (~1e-7) is then 1e-5 of it, not a failure, while a real reranker's logits
+# spread over several units and never meet the floor.
+SCORE_SCALE_FLOOR = 0.01
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -243,7 +250,8 @@ class ScoreMetrics:
     top3_agreement: float | None
     n: int  # pairs
     n_lists: int
-    score_rel_err_max: float | None = None
+    score_spread_err_max: float | None = None
+    score_spread: float | None = None  # the smallest per-label p99 - p1 of the reference scores (before the floor)
     skipped: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -274,22 +282,21 @@ def compare_scores(reference: np.ndarray, candidate: np.ndarray, lists: list[lis
     cand = cand.reshape(cand.shape[0], -1) if cand.ndim else cand.reshape(1, 1)
     _check_outputs(ref, cand, "scores")
     flat_r, flat_c = ref.ravel(), cand.ravel()
-    diff = float(np.abs(ref - cand).max())
-    spread = float(flat_r.max() - flat_r.min())
+    err = np.abs(ref - cand).max(axis=0)  # per label
+    spread = np.percentile(ref, 99, axis=0) - np.percentile(ref, 1, axis=0)
     sp = rank.spearman(flat_r, flat_c, "scores") if flat_r.size >= 3 else rank.RankResult(None, None, flat_r.size)
     tops = {k: _list_agreement(ref, cand, lists, k) for k in (1, 3)}
     skipped = {"score_spearman": sp.reason} if sp.reason else {}
     tie = f"the reference scores all tie within every reranking list (within {TIE_TOL:g}): no ranking to compare"
     skipped |= {f"top{k}_agreement": tie for k, v in tops.items() if v is None and any(len(x) > 1 for x in lists)}
-    if spread <= TIE_TOL:
-        skipped["score_rel_err_max"] = f"the reference's {flat_r.size} scores all tie (within {TIE_TOL:g}): no range"
     return ScoreMetrics(
-        score_max_abs_diff=diff,
+        score_max_abs_diff=float(err.max()),
         score_spearman=sp.value,
         top1_agreement=tops[1],
         top3_agreement=tops[3],
         n=int(ref.shape[0]),
         n_lists=len(lists),
-        score_rel_err_max=diff / spread if spread > TIE_TOL else None,
+        score_spread_err_max=float((err / np.maximum(spread, SCORE_SCALE_FLOOR)).max()),
+        score_spread=float(spread.min()),
         skipped=skipped,
     )
