@@ -263,6 +263,29 @@ def test_failed_parity_attestation_is_refused_with_exit_3(registry, tmp_path, ke
     _nothing_at(tmp_path / "pulled")
 
 
+def test_policy_refuses_attested_thresholds_looser_than_its_own_with_exit_3(registry, artifact, keys, tmp_path):
+    """pull/promote --verify-key --policy: the attestation's thresholds (cosine_min 0.999 for an fp32 graph)
+    are looser than the default policy's 0.9999: refused, exit 3, nothing written; a policy that asks no more
+    than the attestation accepts it. Without --policy nothing changes."""
+    ref, _ = _publish_signed(registry, artifact, "policy/model", keys["release"][0])
+    pub = keys["release"][1]
+    strict, lax = tmp_path / "strict.yaml", tmp_path / "lax.json"
+    strict.write_text("thresholds: {}\n")
+    lax.write_text(json.dumps({"thresholds": {"fp32": {"cosine_min": 0.999}}}))
+    refused = _cli("pull", ref, tmp_path / "pulled", "--verify-key", pub, "--policy", strict)
+    assert refused.code == 3, refused.err
+    assert "cosine_min >= 0.999 is looser than the policy's 0.9999" in refused.err
+    _nothing_at(tmp_path / "pulled")
+    promote = _cli("promote", ref, f"oci://{registry.host}/policy/model:prod", "--verify-key", pub, "--policy", strict)
+    assert promote.code == 3, promote.err
+    assert _cli("pull", ref, tmp_path / "ok", "--verify-key", pub, "--policy", lax).code == 0
+    assert _cli("pull", ref, tmp_path / "plain", "--verify-key", pub).code == 0
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("trusted_key: []\n")
+    bad = _cli("pull", ref, tmp_path / "x", "--verify-key", pub, "--policy", unknown)
+    assert bad.code == 2 and "unknown key(s): trusted_key" in bad.err and "trusted_keys" in bad.err
+
+
 # ----------------------------------------------------------------------------------------- keys
 
 

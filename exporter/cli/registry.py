@@ -13,7 +13,10 @@ import typer
 
 _INSECURE = "Allow plain HTTP to a registry that is not on this machine (loopback always uses HTTP)."
 _VERIFY_KEY = "Trusted public key (PEM, EC); repeat for several. Requires a signature and a passing attestation."
-_POLICY = "Policy file (JSON) naming the trusted keys and what is required (see README)."
+_POLICY = (
+    "Policy file (YAML/JSON) naming the trusted keys, what is required and the thresholds an attestation may "
+    "not loosen (exit 3); with --verify-key, the keys come from the flag (see README)."
+)
 
 VerifyKeys = Annotated[list[Path] | None, typer.Option("--verify-key", help=_VERIFY_KEY)]
 PolicyFile = Annotated[Path | None, typer.Option("--policy", help=_POLICY)]
@@ -23,10 +26,8 @@ def _policy(verify_key: list[Path] | None, policy: Path | None, *, required: boo
     from exporter.errors import UsageError
     from exporter.ship.signing import key_policy, load_policy
 
-    if verify_key and policy:
-        raise UsageError("pass --verify-key or --policy, not both.", "Name the keys in the policy file.")
     if policy:
-        return load_policy(policy)
+        return load_policy(policy, verify_key)
     if verify_key:
         return key_policy(verify_key)
     if required:

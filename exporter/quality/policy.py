@@ -143,6 +143,17 @@ class _Scoped:
     precision: gates.PrecisionClass
 
 
+def kind_of_thresholds(recorded: dict) -> str:
+    """The model kind whose threshold set names every metric of ``recorded`` (retired ones aside), the
+    smallest such set first: an attestation records thresholds, not the kind."""
+    names = {n for n in recorded if n not in gates.RETIRED_METRICS}
+    sets = sorted(
+        ((k.value, set(spec.thresholds()[gates.PrecisionClass.FP32].to_dict())) for k, spec in kinds.KINDS.items()),
+        key=lambda kv: len(kv[1]),
+    )
+    return next((kind for kind, fields in sets if names <= fields), kinds.DEFAULT_KIND)
+
+
 def _bound(name: str) -> str:
     return "<=" if name in gates.UPPER_BOUNDS else ">="
 

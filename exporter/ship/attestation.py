@@ -67,6 +67,20 @@ def check(doc: dict, files: dict[str, str], where: str) -> dict:
     return doc["predicate"]
 
 
+def looser_than(predicate: dict, policy) -> list[str]:
+    """The attested thresholds (``predicate.policy.thresholds`` when the signer's gate recorded them, else the
+    parity record's) that are looser than ``policy``'s (an ``exporter.quality.policy.Policy``) for this
+    variant; an attestation that records none cannot show it meets the policy."""
+    from exporter.quality.policy import kind_of_thresholds
+
+    parity = predicate.get("parity") or {}
+    recorded = (predicate.get("policy") or {}).get("thresholds") or parity.get("threshold")
+    if not isinstance(recorded, dict) or not recorded:
+        return ["it records no thresholds"]
+    variant = predicate.get("variant") or {}
+    return policy.looser_than(recorded, kind_of_thresholds(recorded), variant.get("precision"), variant.get("id"))
+
+
 def summary(predicate: dict) -> str:
     """One line: verdict, cosine numbers, speed-up when benchmarked."""
     p = predicate.get("parity") or {}
