@@ -57,7 +57,9 @@ def test_exact_exports_of_near_zero_rerankers_pass(reranker, shape):
     from torch.nn import Identity
 
     src, out = reranker(shape)
-    pairs = [("what is a cat", "a cat sat on the mat"), ("rain", "the sun and a cloud"), ("open the book", "why")]
+    rng = np.random.default_rng(0)
+    words = "what why cat sat mat rain sun cloud river city train book read open close model query passage".split()
+    pairs = [(" ".join(rng.choice(words, 2)), " ".join(rng.choice(words, 9))) for _ in range(40)]
     logits = np.asarray(CrossEncoder(str(src), device="cpu", activation_fn=Identity()).predict(pairs))
     assert logits.min() < 0 < logits.max() and np.abs(logits).max() < 0.1  # near zero, both sides of it
     manifest = mf.load(out)

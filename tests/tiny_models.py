@@ -440,6 +440,23 @@ _RERANKERS = {
 NLI_LABELS = {0: "contradiction", 1: "entailment", 2: "neutral"}
 
 
+def _centre_at_zero(model, tokenizer, num_labels: int) -> None:
+    """Shift the output bias so each label's median logit over some pairs is zero: the scores then straddle
+    the decision boundary, where a real reranker puts many pairs (at init they share one sign)."""
+    import random
+
+    import torch
+
+    rng = random.Random(0)
+    words = sorted(set(_WORDS))
+    pairs = [(" ".join(rng.choices(words, k=2)), " ".join(rng.choices(words, k=8))) for _ in range(32)]
+    with torch.no_grad():
+        batch = tokenizer([q for q, _ in pairs], [p for _, p in pairs], padding=True, return_tensors="pt")
+        logits = model(**batch).logits
+        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_labels][-1]
+        head.bias -= logits.median(dim=0).values
+
+
 def build_tiny_reranker(
     out: Path, family: str = "bert", *, num_labels: int = 1, sigmoid_cross_encoder: bool = False, seed: int = 0
 ) -> Path:
@@ -473,7 +490,9 @@ def build_tiny_reranker(
         **({"embedding_size": 32} if family == "electra" else {}),
         **extra,
     )
-    getattr(tf, model_name)(config).save_pretrained(work, safe_serialization=True)
+    model = getattr(tf, model_name)(config).eval()
+    _centre_at_zero(model, AutoTokenizer.from_pretrained(work), num_labels)
+    model.save_pretrained(work, safe_serialization=True)
     if sigmoid_cross_encoder:
         from sentence_transformers import CrossEncoder
 

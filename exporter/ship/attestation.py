@@ -68,13 +68,12 @@ def check(doc: dict, files: dict[str, str], where: str) -> dict:
 
 
 def looser_than(predicate: dict, policy) -> list[str]:
-    """The attested thresholds (``predicate.policy.thresholds`` when the signer's gate recorded them, else the
-    parity record's) that are looser than ``policy``'s (an ``exporter.quality.policy.Policy``) for this
-    variant; an attestation that records none cannot show it meets the policy."""
+    """The attested thresholds (the parity record's) that are looser than ``policy``'s (an
+    ``exporter.quality.policy.Policy``) for this variant; an attestation that records none cannot show it
+    meets the policy."""
     from exporter.quality.policy import kind_of_thresholds
 
-    parity = predicate.get("parity") or {}
-    recorded = (predicate.get("policy") or {}).get("thresholds") or parity.get("threshold")
+    recorded = (predicate.get("parity") or {}).get("threshold")
     if not isinstance(recorded, dict) or not recorded:
         return ["it records no thresholds"]
     variant = predicate.get("variant") or {}
