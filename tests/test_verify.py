@@ -376,3 +376,37 @@ def test_policy_file_sets_thresholds_and_bad_files_exit_2(artifact, tmp_path):
         bad = invoke("verify", str(artifact), "--policy", str(path))
         assert bad.code == 2 and says in bad.err, bad.err
     assert "thresholds" in bad.err and "trusted_keys" in bad.err  # the known keys are listed
+
+
+def test_sign_attests_the_gate_it_runs_not_the_record(artifact, tmp_path):
+    """``sign`` re-runs the gate under the policy in force: the forged variant is refused (exit 3, nothing
+    written); a ``verify --json`` report of the same files and policy is attested without a re-run, with
+    the policy's digest and thresholds; ``--allow-failed`` attests the fresh failure, not the forged 1.0."""
+    from exporter.quality.policy import Policy
+    from exporter.ship.sign_artifact import bundle_path
+    from exporter.ship.signing import unverified_statement
+    from tests.signing_keys import make_keypair
+
+    key = make_keypair(tmp_path, "k")[0]
+    _forge(artifact, "onnx/model_O1.onnx", "onnx-o1")
+    report = tmp_path / "verify.json"
+    res = invoke("verify", str(artifact), "--json")
+    assert res.code == 3
+    report.write_text(res.out)
+    refused = invoke("sign", str(artifact), "--key", str(key), "--variant", "all", "--verified", str(report))
+    assert refused.code == 3 and "onnx-o1" in refused.err and "cosine_min" in refused.err, refused.err
+    assert not (artifact / "signatures").exists()
+
+    assert invoke("sign", str(artifact), "--key", str(key), "--variant", "onnx", "--verified", str(report)).code == 0
+
+    def predicate(vid):
+        path = bundle_path(artifact, vid, "fidelity")
+        return unverified_statement(path.read_bytes(), str(path))["predicate"]
+
+    onnx = predicate("onnx")
+    assert onnx["passed"] and onnx["policy"] == Policy().record("sentence-transformer", "fp32", "onnx")
+    forged = invoke("sign", str(artifact), "--key", str(key), "--variant", "onnx-o1", "--allow-failed")  # runs the gate
+    assert forged.code == 0, forged.err
+    o1 = predicate("onnx-o1")
+    assert not o1["passed"] and o1["parity"]["cosine_min"] < 0.9999 and o1["parity"]["threshold"]["cosine_min"] == 0.9999
+    assert any("looser than the policy" in f for f in o1["parity"]["failures"])

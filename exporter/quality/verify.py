@@ -57,6 +57,7 @@ class VerifyReport:
     probe: dict | None = None  # name, sha256, n of the texts parity was re-run on
     source: dict | None = None  # repo, revision, path of the reference
     policy: dict | None = None  # digest and sources of the policy the variants were judged by
+    files: dict | None = None  # variant id -> {path: sha256} of its and the shared files, as integrity checked
 
     @property
     def cases(self) -> list[CaseResult]:
@@ -73,6 +74,7 @@ class VerifyReport:
             "source": self.source,
             "probe": self.probe,
             "policy": self.policy,
+            "files": self.files,
             "integrity": asdict(self.integrity),
             "variants": [asdict(c) for c in self.variants],
         }
@@ -125,8 +127,9 @@ def verify(
         failures=[f"{label}: {p}" for label, ps in _labelled(check) for p in ps],
         seconds=time.perf_counter() - start,
     )
+    files = {v["id"]: {p: r["sha256"] for p, r in mf.listed_files(manifest, [v["id"]]).items()} for v in chosen}
     if integrity_only:
-        return VerifyReport(artifact, integrity, [])
+        return VerifyReport(artifact, integrity, [], files=files)
     damaged = set(check.mismatched) | set(check.missing)
     to_run, cases = [], {}
     for v in chosen:
@@ -161,7 +164,7 @@ def verify(
     for v in to_run:
         _judge_record(cases[v["id"]], v, policy, kind)
     policy_info = {"digest": policy.digest, "judged_by": policy.describe()}
-    return VerifyReport(artifact, integrity, [cases[v["id"]] for v in chosen], probe_info, source, policy_info)
+    return VerifyReport(artifact, integrity, [cases[v["id"]] for v in chosen], probe_info, source, policy_info, files)
 
 
 def _judge_record(case: CaseResult, variant: dict, policy, kind: str) -> None:
