@@ -7,7 +7,7 @@ import pytest
 from exporter.errors import UsageError
 from exporter.quality import parity
 from exporter.quality.policy import Policy, kind_of_thresholds
-from exporter.quality.verify import _judge_record, CaseResult
+from exporter.quality.verify import CaseResult, _judge_record
 
 EMBED = "sentence-transformer"
 RERANK = "cross-encoder"
@@ -54,5 +54,7 @@ def test_looser_records_are_named_and_retired_metrics_are_not_judged():
 
 def test_a_passed_case_with_a_looser_record_fails():
     case = CaseResult("onnx", "passed")
-    _judge_record(case, {"id": "onnx", "precision": "fp32", "parity": {"threshold": {"cosine_min": 0.5}}}, Policy(), EMBED)
+    _judge_record(
+        case, {"id": "onnx", "precision": "fp32", "parity": {"threshold": {"cosine_min": 0.5}}}, Policy(), EMBED
+    )
     assert case.status == "failed" and "looser than the policy" in case.failures[0]

@@ -9,7 +9,6 @@ fails at any scale, a real error fails at every scale.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

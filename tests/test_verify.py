@@ -347,8 +347,10 @@ def test_forged_thresholds_do_not_judge_and_exit_3(artifact, tmp_path):
     lines = result.out.splitlines()
     o1 = [line for line in lines if "onnx-o1" in line or line.startswith("       ")]
     assert any("cosine_min" in line and "below the threshold 0.9999" in line for line in o1), result.out
-    assert any("looser than the policy" in line and "cosine_min >= -1 is looser than the policy's 0.9999" in line
-               for line in lines), result.out
+    assert any(
+        "looser than the policy" in line and "cosine_min >= -1 is looser than the policy's 0.9999" in line
+        for line in lines
+    ), result.out
     assert "thresholds, policy (recorded): cosine_min >=0.9999 (-1.0)" in result.out
     assert "onnx-o1" in result.err and "onnx:" in result.err
 
@@ -408,5 +410,7 @@ def test_sign_attests_the_gate_it_runs_not_the_record(artifact, tmp_path):
     forged = invoke("sign", str(artifact), "--key", str(key), "--variant", "onnx-o1", "--allow-failed")  # runs the gate
     assert forged.code == 0, forged.err
     o1 = predicate("onnx-o1")
-    assert not o1["passed"] and o1["parity"]["cosine_min"] < 0.9999 and o1["parity"]["threshold"]["cosine_min"] == 0.9999
+    assert (
+        not o1["passed"] and o1["parity"]["cosine_min"] < 0.9999 and o1["parity"]["threshold"]["cosine_min"] == 0.9999
+    )
     assert any("looser than the policy" in f for f in o1["parity"]["failures"])

@@ -476,7 +476,9 @@ def build_tiny_reranker(
     torch.manual_seed(seed)
     work = out.parent / f".{out.name}.hf" if sigmoid_cross_encoder else out
     # RoBERTa has one segment: its tokenizer sends no token_type_ids (and its ONNX graph takes none)
-    _tokenizer_files(work, 32, **({"model_input_names": ["input_ids", "attention_mask"]} if family == "roberta" else {}))
+    _tokenizer_files(
+        work, 32, **({"model_input_names": ["input_ids", "attention_mask"]} if family == "roberta" else {})
+    )
     labels = NLI_LABELS if num_labels == 3 else {i: f"LABEL_{i}" for i in range(num_labels)}
     config = getattr(tf, config_name)(
         vocab_size=len(AutoTokenizer.from_pretrained(work)),

@@ -69,9 +69,7 @@ def verify(
     from exporter.quality.verify import verify as run_verify
 
     rules = Policy.load(policy, recipe=recipe, flags=threshold or [])
-    report = run_verify(
-        artifact, _ids(variants), probe, parse_names(consumers), integrity_only=integrity, policy=rules
-    )
+    report = run_verify(artifact, _ids(variants), probe, parse_names(consumers), integrity_only=integrity, policy=rules)
     if junit:
         junit_xml.write(junit, report)
     if as_json:
@@ -98,14 +96,14 @@ def verify(
 
 def threshold_line(policy: dict | None, recorded: dict | None) -> str:
     """``thresholds, policy (recorded): cosine_min 0.9999 (-1), ...``: what judged, and what the artifact says."""
-    from exporter.quality.parity_gates import UPPER_BOUNDS
+    from exporter.quality.parity_gates import RETIRED_METRICS, UPPER_BOUNDS
 
     rec = (recorded or {}).get("threshold") or {}
     names = [n for n, v in (policy or {}).items() if v is not None] + [n for n in rec if n not in (policy or {})]
     parts = []
     for name in names:
         mine = (policy or {}).get(name)
-        bound = "<=" if name in UPPER_BOUNDS else ">="
+        bound = "<=" if name in UPPER_BOUNDS | RETIRED_METRICS else ">="  # the retired one was a maximum
         said = f" ({rec[name] if rec[name] is not None else 'off'})" if name in rec else " (-)"
         parts.append(f"{name} {bound}{mine if mine is not None else ' not judged'}{said}")
     return "thresholds, policy (recorded): " + ", ".join(parts)

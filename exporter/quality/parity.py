@@ -36,12 +36,12 @@ the reference's 10, fewer when the reference has fewer active terms; ties within
 
 Cross-encoders (rerankers), ``compare_scores`` over (query, passage) pairs, on the scale the model serves
 (``CrossEncoder.predict``: after its activation, e.g. sigmoid): ``score_max_abs_diff``,
-``score_spread_err_max`` (per label, that difference over the spread of the reference scores, their
-99th minus 1st percentile, floored at ``SCORE_SCALE_FLOOR``; the largest over labels: scale-free, so it gates
-raw logits and probabilities alike, and robust to a few outlying scores), ``score_spearman`` (Spearman of all pair scores), and over reranking lists (the indices
-of one query's candidate pairs) ``top1_agreement`` and ``top3_agreement`` (overlap of the top one / three,
-ties within ``TIE_TOL`` count), averaged over lists and, for a multi-label model, over labels; a list whose
-reference scores all tie is left out.
+``score_spread_err_max`` (per label, that difference over the spread of the reference scores, their 99th minus
+1st percentile, floored at ``SCORE_SCALE_FLOOR``; the largest over labels: scale-free, so it gates raw logits
+and probabilities alike, and robust to a few outlying scores), ``score_spearman`` (Spearman of all pair
+scores), and over reranking lists (the indices of one query's candidate pairs) ``top1_agreement`` and
+``top3_agreement`` (overlap of the top one / three, ties within ``TIE_TOL`` count), averaged over lists and,
+for a multi-label model, over labels; a list whose reference scores all tie is left out.
 """
 
 from __future__ import annotations

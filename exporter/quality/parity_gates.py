@@ -154,8 +154,8 @@ SPARSE_THRESHOLDS: dict[PrecisionClass, SparseThresholds] = {
 # either sign), so it gates only fp32 (exact graphs: ~1e-6) and fp16 (~1e-3 relative) and is recorded, not
 # gated, for int8, whose absolute error grows with the logit scale; score_spread_err_max (that error over the
 # spread of the reference scores, p99 - p1, floored at an absolute SCORE_SCALE_FLOOR so that near-constant
-# scores cannot turn fp32 rounding into a failure) is scale-free and gates every class. These were set from the tiny test
-# models and the fp32/int8 error budgets of the embedding gates, not measured on a real reranker (no Hub
+# scores cannot turn fp32 rounding into a failure) is scale-free and gates every class. These were set from
+# the tiny test models and the fp32/int8 error budgets of the embedding gates, not measured on a real reranker (no Hub
 # access here): check them on the first real model.
 SCORE_THRESHOLDS: dict[PrecisionClass, ScoreThresholds] = {
     PrecisionClass.FP32: ScoreThresholds(

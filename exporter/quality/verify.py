@@ -173,9 +173,7 @@ def _judge_record(case: CaseResult, variant: dict, policy, kind: str) -> None:
     recorded = _threshold_of(variant)
     case.looser = policy.looser_than(recorded, kind, variant["precision"], variant["id"])
     if case.looser:
-        case.failures.append(
-            "the manifest records thresholds looser than the policy: " + "; ".join(case.looser) + "."
-        )
+        case.failures.append("the manifest records thresholds looser than the policy: " + "; ".join(case.looser) + ".")
         if case.status == PASSED:
             case.status = FAILED
 
@@ -266,7 +264,12 @@ def run_parity_subprocess(
         "kind": manifest["model"]["kind"],
         "consumers": list(consumers or []),
         "variants": [
-            {"id": v["id"], "precision": v["precision"], "load": v["load"], "threshold": (thresholds or {}).get(v["id"])}
+            {
+                "id": v["id"],
+                "precision": v["precision"],
+                "load": v["load"],
+                "threshold": (thresholds or {}).get(v["id"]),
+            }
             for v in variants
         ],
     }

@@ -1,14 +1,14 @@
 """``exporter sign``: sign one variant of an artifact folder (its files and its fidelity attestation).
 
-What is signed is exactly what ``pull`` writes for the variant: the shared files, the variant's own files
-and its narrowed ``manifest.json``, after checking every file against the manifest (and, unless
-``allow_failed``, that parity passed). The fidelity attestation states a verdict this run reached, never
-the one the manifest records: ``gate`` re-runs verify's gate under the policy in force
-(``exporter.quality.policy``), or reads a verify report (``exporter verify --json``) given with
-``verified`` when it covers exactly these files under the same policy digest; the attestation records the
-fresh parity, the policy's digest and the thresholds it judged by. Two bundles are written into ``ARTIFACT/signatures/``:
-``<variant>.model.sigstore.json`` (model_signing's file signature) and ``<variant>.fidelity.sigstore.json``
-(the signed fidelity attestation). ``publish`` attaches them, refusing bundles whose files no longer match.
+What is signed is exactly what ``pull`` writes for the variant: the shared files, the variant's own files and
+its narrowed ``manifest.json``, after checking every file against the manifest (and, unless ``allow_failed``,
+that parity passed). The fidelity attestation states a verdict this run reached, never the one the manifest
+records: ``gate`` re-runs verify's gate under the policy in force (``exporter.quality.policy``), or reads a
+verify report (``exporter verify --json``) given with ``verified`` when it covers exactly these files under
+the same policy digest; the attestation records the fresh parity, the policy's digest and the thresholds it
+judged by. Two bundles are written into ``ARTIFACT/signatures/``: ``<variant>.model.sigstore.json``
+(model_signing's file signature) and ``<variant>.fidelity.sigstore.json`` (the signed fidelity attestation).
+``publish`` attaches them, refusing bundles whose files no longer match.
 """
 
 from __future__ import annotations
@@ -122,7 +122,9 @@ def gate(
             raise IntegrityError(f"{where} verified other files than variant {vid!r} now holds.", "Re-verify it.")
         passed = case.get("status") == verify.PASSED
         if not passed:
-            failed.append(f"{vid}: {'; '.join(case.get('failures') or []) or case.get('message') or case.get('status')}")
+            failed.append(
+                f"{vid}: {'; '.join(case.get('failures') or []) or case.get('message') or case.get('status')}"
+            )
         v = mf.get_variant(manifest, vid)
         parity = case.get("parity") or {"passed": False, "failures": case.get("failures") or [case.get("message")]}
         parity = {**parity, "passed": passed, "failures": list(case.get("failures") or parity.get("failures") or [])}
