@@ -336,39 +336,71 @@ def _forge(artifact: Path, file_name: str | None, variant_id: str) -> None:
     mf.save(artifact, manifest)
 
 
-def test_forged_thresholds_do_not_judge_and_exit_3(artifact, tmp_path):
+def test_forged_thresholds_do_not_judge_and_sign_attests_its_own_gate(artifact, tmp_path):
     """Issue 20's forgery: a perturbed LayerNorm re-hashed into the manifest with thresholds of -1 fails the
-    policy's gate (exit 3); recorded thresholds looser than the policy fail an intact variant too, saying so.
-    A policy file can make the gate stricter than the record, never the record looser than the policy."""
+    policy's gate (exit 3); recorded thresholds looser than the policy fail an intact variant too, saying so,
+    with the recorded ones shown beside. ``sign`` attests no record: given the ``verify --json`` report of the
+    same files under the same policy it refuses both (exit 3, nothing written) and, with --allow-failed,
+    attests the measured failure with the policy's digest and thresholds; under a ``--policy`` file it runs
+    the gate itself."""
+    from exporter.quality.policy import Policy
+    from exporter.ship.sign_artifact import bundle_path
+    from exporter.ship.signing import unverified_statement
+    from tests.signing_keys import make_keypair
+
     _forge(artifact, "onnx/model_O1.onnx", "onnx-o1")
     _forge(artifact, None, "onnx")
-    result = invoke("verify", str(artifact))
-    assert result.code == 3, result.err
-    lines = result.out.splitlines()
-    o1 = [line for line in lines if "onnx-o1" in line or line.startswith("       ")]
-    assert any("cosine_min" in line and "below the threshold 0.9999" in line for line in o1), result.out
-    assert any(
-        "looser than the policy" in line and "cosine_min >= -1 is looser than the policy's 0.9999" in line
-        for line in lines
-    ), result.out
-    assert "thresholds, policy (recorded): cosine_min >=0.9999 (-1.0)" in result.out
-    assert "onnx-o1" in result.err and "onnx:" in result.err
+    res = invoke("verify", str(artifact), "--json")
+    assert res.code == 3, res.err
+    report = json.loads(res.out)
+    assert report["policy"]["digest"] == Policy().digest
+    cases = {c["name"]: c for c in report["variants"]}
+    assert any(f.startswith("cosine_min") and "below the threshold 0.9999" in f for f in cases["onnx-o1"]["failures"])
+    assert cases["onnx"]["parity"]["passed"] and cases["onnx"]["status"] == "failed"  # measured fine, recorded -1
+    (looser,) = cases["onnx"]["failures"]
+    assert "looser than the policy" in looser and "cosine_min >= -1 is looser than the policy's 0.9999" in looser
+    assert "spearman_pairwise >= -1" in looser and "norm_rel_err_max is switched off" in looser
+    assert "threshold" in cases["onnx"]["recorded"] and cases["onnx"]["recorded"]["threshold"]["cosine_min"] == -1
 
+    # sign attests the report's verdicts, never the record: both refused; onnx attested as failed on request
+    path = tmp_path / "verify.json"
+    path.write_text(res.out)
+    key = str(make_keypair(tmp_path, "k")[0])
+    refused = invoke("sign", str(artifact), "--key", key, "--variant", "all", "--verified", str(path))
+    assert refused.code == 3 and "onnx-o1" in refused.err and "cosine_min" in refused.err, refused.err
+    assert not (artifact / "signatures").exists()
+    signed = invoke("sign", str(artifact), "--key", key, "--variant", "onnx", "--verified", str(path), "--allow-failed")
+    assert signed.code == 0, signed.err
 
-def test_policy_file_sets_thresholds_and_bad_files_exit_2(artifact, tmp_path):
-    """--policy changes the thresholds (here: a cosine_min no fp32 graph reaches fails both variants), the
-    digest is in --json; a folder, an oversized file or an unknown key is refused with exit 2."""
-    from exporter.quality.policy import MAX_POLICY_BYTES, Policy
+    def predicate(vid):
+        bundle = bundle_path(artifact, vid, "fidelity")
+        return unverified_statement(bundle.read_bytes(), str(bundle))["predicate"]
 
+    onnx = predicate("onnx")
+    assert not onnx["passed"] and onnx["policy"] == Policy().record(EMBEDDER, "fp32", "onnx")
+    assert onnx["parity"]["threshold"]["cosine_min"] == 0.9999 and "looser" in onnx["parity"]["failures"][0]
     strict = tmp_path / "strict.yaml"
-    strict.write_text("thresholds:\n  fp32: {norm_rel_err_max: 0.0}\n", encoding="utf-8")
-    result = invoke("verify", str(artifact), "--variants", "onnx-o1", "--policy", str(strict), "--json")
-    assert result.code == 3, result.err
-    data = json.loads(result.out)
-    assert data["policy"]["digest"] == Policy.load(strict).digest != Policy().digest
-    (case,) = data["variants"]
-    assert case["parity"]["threshold"]["norm_rel_err_max"] == 0.0
-    assert any(f.startswith("norm_rel_err_max") for f in case["failures"]), case["failures"]
+    strict.write_text("thresholds:\n  fp32: {norm_rel_err_max: 0.0}\n")
+    other = invoke(
+        "sign", str(artifact), "--key", key, "--variant", "onnx", "--policy", str(strict), "--verified", str(path)
+    )
+    assert other.code == 2 and "not the policy in force" in other.err
+    gated = invoke(
+        "sign", str(artifact), "--key", key, "--variant", "onnx-o1", "--allow-failed", "--policy", str(strict)
+    )
+    assert gated.code == 0, gated.err
+    o1 = predicate("onnx-o1")
+    assert o1["policy"] == Policy.load(strict).record(EMBEDDER, "fp32", "onnx-o1") and not o1["passed"]
+    assert o1["parity"]["cosine_min"] < 0.9999 and o1["parity"]["threshold"]["norm_rel_err_max"] == 0.0
+    assert any("looser than the policy" in f for f in o1["parity"]["failures"])
+
+
+EMBEDDER = "sentence-transformer"
+
+
+def test_bad_policy_files_exit_2_naming_the_known_keys(artifact, tmp_path):
+    """A folder, an oversized file or an unknown key is refused (exit 2) before anything runs."""
+    from exporter.quality.policy import MAX_POLICY_BYTES
 
     big = tmp_path / "big.json"
     big.write_bytes(b" " * (MAX_POLICY_BYTES + 1))
@@ -380,37 +412,12 @@ def test_policy_file_sets_thresholds_and_bad_files_exit_2(artifact, tmp_path):
     assert "thresholds" in bad.err and "trusted_keys" in bad.err  # the known keys are listed
 
 
-def test_sign_attests_the_gate_it_runs_not_the_record(artifact, tmp_path):
-    """``sign`` re-runs the gate under the policy in force: the forged variant is refused (exit 3, nothing
-    written); a ``verify --json`` report of the same files and policy is attested without a re-run, with
-    the policy's digest and thresholds; ``--allow-failed`` attests the fresh failure, not the forged 1.0."""
-    from exporter.quality.policy import Policy
-    from exporter.ship.sign_artifact import bundle_path
-    from exporter.ship.signing import unverified_statement
-    from tests.signing_keys import make_keypair
+def test_threshold_line_shows_the_policy_beside_the_record():
+    from exporter.cli.quality import threshold_line
 
-    key = make_keypair(tmp_path, "k")[0]
-    _forge(artifact, "onnx/model_O1.onnx", "onnx-o1")
-    report = tmp_path / "verify.json"
-    res = invoke("verify", str(artifact), "--json")
-    assert res.code == 3
-    report.write_text(res.out)
-    refused = invoke("sign", str(artifact), "--key", str(key), "--variant", "all", "--verified", str(report))
-    assert refused.code == 3 and "onnx-o1" in refused.err and "cosine_min" in refused.err, refused.err
-    assert not (artifact / "signatures").exists()
-
-    assert invoke("sign", str(artifact), "--key", str(key), "--variant", "onnx", "--verified", str(report)).code == 0
-
-    def predicate(vid):
-        path = bundle_path(artifact, vid, "fidelity")
-        return unverified_statement(path.read_bytes(), str(path))["predicate"]
-
-    onnx = predicate("onnx")
-    assert onnx["passed"] and onnx["policy"] == Policy().record("sentence-transformer", "fp32", "onnx")
-    forged = invoke("sign", str(artifact), "--key", str(key), "--variant", "onnx-o1", "--allow-failed")  # runs the gate
-    assert forged.code == 0, forged.err
-    o1 = predicate("onnx-o1")
-    assert (
-        not o1["passed"] and o1["parity"]["cosine_min"] < 0.9999 and o1["parity"]["threshold"]["cosine_min"] == 0.9999
+    line = threshold_line(
+        {"cosine_min": 0.9999, "norm_rel_err_max": 0.01, "spearman_pairwise": None},
+        {"threshold": {"cosine_min": -1, "score_rel_err_max": 0.001}},
     )
-    assert any("looser than the policy" in f for f in o1["parity"]["failures"])
+    assert line.startswith("thresholds, policy (recorded): cosine_min >=0.9999 (-1), norm_rel_err_max <=0.01 (-)")
+    assert "score_rel_err_max <= not judged (0.001)" in line
