@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from exporter.errors import OutputError
+from exporter.errors import OutputError, UsageError
 
 _CHUNK = 1 << 20
 
@@ -29,6 +29,27 @@ def sha256_file(path: Path) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def read_regular_file(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a user-named file: a regular file (links followed) of at most ``limit`` bytes, read from
+    the one descriptor that was checked. UsageError (exit 2) otherwise, naming the file and the cap."""
+    import stat
+
+    path = Path(path)
+    hint = f"Pass a regular file of at most {limit} bytes."
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}.", "Check the path.") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"{what} {path} is not a regular file.", hint)
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise UsageError(f"{what} {path} is larger than {limit} bytes.", hint)
+    return data
 
 
 @dataclass(frozen=True)

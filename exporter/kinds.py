@@ -72,7 +72,7 @@ _EMBED_REPORT = _metrics(
 )
 _TERMS = _metrics(("top_terms_overlap_at_10", "top terms@10", ".4f"), ("weights_rel_l2_max", "weights err", ".2g"))
 _SCORE_SP = _metrics(("score_spearman", "score spearman", ".6f"))
-_SCORE_ERR = _metrics(("score_rel_err_max", "score err", ".2g"))
+_SCORE_ERR = _metrics(("score_spread_err_max", "score err/spread", ".2g"))
 _TOPS = _metrics(("top1_agreement", "top-1", ".4f"), ("top3_agreement", "top-3", ".4f"))
 _STRATA_EMBED = _metrics(("cosine_min", "cos min", ".6f"), ("neighbour_agreement_at_10", "nn@10", ".3f"))
 

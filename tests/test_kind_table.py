@@ -104,7 +104,7 @@ def test_a_reranker_report_row_and_plot_use_its_own_metrics(tmp_path):
     assert [round(p["loss"], 6) for p in pts] == [0.001, 0.101]  # 1 - score_spearman, not 1 - cosine_min
     text = report.render_markdown({**manifest, "bench": None})
     assert f"| variant | backend | precision | size MB | {' | '.join(m.label for m in spec.report)} |" in text
-    assert "score spearman | score err | max diff | top-1 | top-3 |" in text and "cos min" not in text
+    assert "score spearman | score err/spread | max diff | top-1 | top-3 |" in text and "cos min" not in text
     assert "| onnx | onnx | fp32 | 0.0 | 0.999000 | - | - | 1.0000 | 0.9500 |" in text
 
 

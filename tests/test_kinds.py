@@ -235,7 +235,8 @@ def test_every_onnx_and_openvino_variant_loads_in_a_fresh_process(artifacts, mod
 @pytest.mark.parametrize("kind", OTHER_KINDS, ids=[k.value for k in OTHER_KINDS])
 def test_verify_reruns_parity_with_the_kinds_metrics(artifacts, kind, capsys):
     out, _ = artifacts(kind)
-    res = run_cli(capsys, "verify", str(out), "--variants", "onnx,onnx-quint8-avx2,openvino", "--json")
+    same_policy = [a for o in TINY_OVERRIDES[kind] for a in ("--threshold", o)]  # verify judges by what it is given
+    res = run_cli(capsys, "verify", str(out), "--variants", "onnx,onnx-quint8-avx2,openvino", "--json", *same_policy)
     assert res.code == 0, res.err + res.out
     report = json.loads(res.out)
     recorded = {v["id"]: v["parity"] for v in mf.load(out)["variants"]}

@@ -20,7 +20,7 @@ from exporter.ship import registry as reg
 from exporter.ship.oci_client import RegistryClient
 from exporter.ship.oci_docs import INDEX_MEDIA_TYPE
 from exporter.ship.signing import BUNDLE_MEDIA_TYPE
-from tests.artifact_factory import REVISION, SHA12, make_artifact
+from tests.artifact_factory import REVISION, SHA12, make_artifact, verify_report
 from tests.cli_runner import invoke
 from tests.registry_server import AUTH_PASSWORD, AUTH_USER, running_registry
 from tests.signing_keys import make_keypair
@@ -79,7 +79,7 @@ def test_sign_publish_inspect_promote_pull(registry, artifact, keys, tmp_path):
         f"oci://{host}/serving/e2e:prod",
     )
     outputs = []
-    signed = _cli("sign", artifact, "--key", private)
+    signed = _cli("sign", artifact, "--key", private, "--verified", verify_report(artifact))
     assert signed.code == 0, signed.err
     assert signed.out.startswith("signed onnx: 6 files, key ")
     assert mf.check_files(artifact, mf.load(artifact)).ok  # the bundles are not "unlisted model files"
@@ -90,7 +90,8 @@ def test_sign_publish_inspect_promote_pull(registry, artifact, keys, tmp_path):
     # the referrers sit under the sha256-<hex> fallback tag (docker-registry 2.8 has no referrers API)
     assert sorted(registry.tags("team/e2e", auth=CREDS)) == ["candidate", referrers.fallback_tag(digest)]
 
-    again = _cli("publish", artifact, candidate, "--sign-key", private)  # same key: nothing new attached
+    again = _cli("publish", artifact, candidate, "--sign-key", private, "--verified", verify_report(artifact))
+    # same key, same statements: nothing new attached
     assert again.code == 0 and again.out.startswith("unchanged onnx: ")
     client = RegistryClient(host, credentials=reg.Credentials(*CREDS))
     assert len(referrers.listed(client, "team/e2e", digest)) == 2
@@ -143,8 +144,9 @@ def reg_sig_type() -> str:
 # ----------------------------------------------------------------------------------------- tamper cases
 
 
-def _publish_signed(registry, artifact, repo: str, key: Path) -> tuple[str, str]:
-    (result,) = reg.publish(artifact, f"oci://{registry.host}/{repo}:t", sign_key=key)
+def _publish_signed(registry, artifact, repo: str, key: Path, policy=None) -> tuple[str, str]:
+    report = verify_report(artifact, policy=policy)
+    (result,) = reg.publish(artifact, f"oci://{registry.host}/{repo}:t", sign_key=key, policy=policy, verified=report)
     assert result.signed
     return result.reference, result.digest
 
@@ -255,6 +257,7 @@ def test_failed_parity_attestation_is_refused_with_exit_3(registry, tmp_path, ke
         variant="onnx-qint8",
         allow_failed=True,
         sign_key=keys["release"][0],
+        verified=verify_report(art),
     )
     pulled = _cli("pull", result.reference, tmp_path / "pulled", "--verify-key", keys["release"][1])
     assert pulled.code == 3 and "parity did not pass" in pulled.err
@@ -263,7 +266,40 @@ def test_failed_parity_attestation_is_refused_with_exit_3(registry, tmp_path, ke
     _nothing_at(tmp_path / "pulled")
 
 
-# ----------------------------------------------------------------------------------------- keys
+def test_policy_refuses_attested_thresholds_looser_than_its_own_with_exit_3(registry, artifact, keys, tmp_path):
+    """pull/promote --verify-key --policy: signed under a lax policy (cosine_min 0.999 for an fp32 graph), the
+    attestation records that policy's digest and thresholds, looser than the default policy's 0.9999: refused,
+    exit 3, nothing written; a policy that asks no more than the attestation accepts it. Without --policy
+    nothing changes. A report judged under another policy than the one in force is not attested (exit 2)."""
+    from exporter.quality.policy import Policy
+    from exporter.ship.sign_artifact import bundle_path
+    from exporter.ship.signing import unverified_statement
+
+    private, pub = keys["release"]
+    strict, lax = tmp_path / "strict.yaml", tmp_path / "lax.json"
+    strict.write_text("thresholds: {}\n")
+    lax.write_text(json.dumps({"thresholds": {"fp32": {"cosine_min": 0.999}}}))
+    report = verify_report(artifact, policy=Policy.load(lax))
+    other = _cli("sign", artifact, "--key", private, "--verified", report)  # in force: the defaults
+    assert other.code == 2 and "not the policy in force" in other.err
+    assert _cli("sign", artifact, "--key", private, "--policy", lax, "--verified", report).code == 0
+    path = bundle_path(artifact, "onnx", "fidelity")
+    predicate = unverified_statement(path.read_bytes(), str(path))["predicate"]
+    assert predicate["policy"] == Policy.load(lax).record("sentence-transformer", "fp32", "onnx")
+    ref = f"oci://{registry.host}/policy/model:t"
+    assert _cli("publish", artifact, ref).code == 0
+    refused = _cli("pull", ref, tmp_path / "pulled", "--verify-key", pub, "--policy", strict)
+    assert refused.code == 3, refused.err
+    assert "cosine_min >= 0.999 is looser than the policy's 0.9999" in refused.err
+    _nothing_at(tmp_path / "pulled")
+    promote = _cli("promote", ref, f"oci://{registry.host}/policy/model:prod", "--verify-key", pub, "--policy", strict)
+    assert promote.code == 3, promote.err
+    assert _cli("pull", ref, tmp_path / "ok", "--verify-key", pub, "--policy", lax).code == 0
+    assert _cli("pull", ref, tmp_path / "plain", "--verify-key", pub).code == 0
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("trusted_key: []\n")
+    bad = _cli("pull", ref, tmp_path / "x", "--verify-key", pub, "--policy", unknown)
+    assert bad.code == 2 and "unknown key(s): trusted_key" in bad.err and "trusted_keys" in bad.err
 
 
 def test_loose_or_wrong_keys_are_refused_in_one_line_without_printing_them(registry, artifact, keys, tmp_path):
@@ -307,13 +343,13 @@ def test_encrypted_key_takes_its_password_from_the_environment(artifact, tmp_pat
     monkeypatch.setenv("EXPORTER_SIGN_KEY_PASSWORD", "wrong")
     assert _cli("sign", artifact, "--key", key).code == 2
     monkeypatch.setenv("EXPORTER_SIGN_KEY_PASSWORD", "pass-phrase-not-printed")
-    unlocked = _cli("sign", artifact, "--key", key, "--variant", "all")
+    unlocked = _cli("sign", artifact, "--key", key, "--variant", "all", "--verified", verify_report(artifact))
     assert unlocked.code == 0 and unlocked.out.count("signed ") == 2
     assert "pass-phrase" not in locked.err + unlocked.out
 
 
 def test_stale_signature_is_not_attached(registry, artifact, keys):
-    assert _cli("sign", artifact, "--key", keys["release"][0]).code == 0
+    assert _cli("sign", artifact, "--key", keys["release"][0], "--verified", verify_report(artifact)).code == 0
     manifest = mf.load(artifact)
     manifest["created_at"] = "2026-11-27T00:00:00Z"  # the manifest.json that travels changes
     mf.save(artifact, manifest)

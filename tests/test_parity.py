@@ -495,15 +495,16 @@ def test_sparse_weights_are_gated_not_only_top_terms():
     assert same.weights_rel_l2_max == 0.0 and parity.judge(same, parity.SPARSE_THRESHOLDS[PrecisionClass.FP32]).passed
 
 
-def test_score_error_relative_to_the_reference_range():
+def test_score_error_relative_to_the_reference_spread():
     ref = np.linspace(-4.0, 4.0, 40)  # raw logits
     lists = [list(range(i, i + 10)) for i in range(0, 40, 10)]
     m = parity.compare_scores(ref, ref + 0.08, lists)
-    assert m.score_rel_err_max == pytest.approx(0.01) and m.score_spearman == pytest.approx(1.0)
+    spread = np.percentile(ref, 99) - np.percentile(ref, 1)
+    assert m.score_spread_err_max == pytest.approx(0.08 / spread) and m.score_spearman == pytest.approx(1.0)
     verdict = parity.judge(m, parity.SCORE_THRESHOLDS[PrecisionClass.INT8])
     assert verdict.passed
     assert any(
-        f.startswith("score_rel_err_max 0.01") for f in parity.judge(m, parity.SCORE_THRESHOLDS["fp32"]).failures
+        f.startswith("score_spread_err_max 0.01") for f in parity.judge(m, parity.SCORE_THRESHOLDS["fp32"]).failures
     )
 
 
@@ -511,7 +512,8 @@ def test_tied_reference_scores_skip_the_rank_gates():
     ref = np.full(20, 0.5)
     lists = [list(range(0, 10)), list(range(10, 20))]
     m = parity.compare_scores(ref, ref + 1e-8, lists)
-    assert set(m.skipped) == {"score_spearman", "top1_agreement", "top3_agreement", "score_rel_err_max"}
+    assert set(m.skipped) == {"score_spearman", "top1_agreement", "top3_agreement"}
+    assert m.score_spread_err_max == pytest.approx(1e-8 / parity.SCORE_SCALE_FLOOR)  # the floor, not 0 spread
     verdict = parity.judge(m, parity.SCORE_THRESHOLDS[PrecisionClass.FP32])
     assert verdict.passed, verdict.failures
 
@@ -571,7 +573,9 @@ def test_score_strata_attribute_each_pair():
     strata = ["p"] * 30 + ["q"] * 10
     m = parity.compare_scores(ref, cand, [list(range(0, 10)), list(range(10, 20))], strata)
     assert m.strata["p"]["score_max_abs_diff"] == 0.0 and m.strata["q"]["worst_text_index"] == 33
-    assert m.strata["q"]["score_rel_err_max"] == pytest.approx(0.5 / 4.0)
+    assert m.strata["q"]["score_spread_err_max"] == pytest.approx(
+        0.5 / (np.percentile(ref, 99) - np.percentile(ref, 1))
+    )
     verdict = parity.judge(m, parity.SCORE_THRESHOLDS[PrecisionClass.FP32])
     assert any(f.startswith("stratum q (10 texts): score_max_abs_diff") for f in verdict.failures)
 

@@ -21,7 +21,7 @@ from exporter.ship import registry as reg
 from exporter.ship.oci_ops import inspect
 from exporter.ship.package import manifest_bytes
 from exporter.ship.signing import key_policy
-from tests.artifact_factory import SHA12, make_artifact
+from tests.artifact_factory import SHA12, make_artifact, verify_report
 from tests.cli_runner import invoke
 from tests.registry_server import AUTH_PASSWORD, AUTH_USER, running_registry
 from tests.signing_keys import make_keypair
@@ -171,7 +171,8 @@ def test_round_trip_is_byte_identical_and_annotated(open_registry, artifact, tmp
 def test_v1_exporter_format_still_publishes_and_pulls_signed(open_registry, artifact, tmp_path):
     target = f"oci://{open_registry.host}/team/legacy"
     private, public = make_keypair(tmp_path, "k")
-    (result,) = reg.publish(artifact, target, artifact_format="exporter", sign_key=private, retry=FAST)
+    report = verify_report(artifact)
+    (result,) = reg.publish(artifact, target, artifact_format="exporter", sign_key=private, verified=report, retry=FAST)
     remote = _remote_manifest(open_registry, "team/legacy", f"{SHA12}-onnx")
     assert remote["artifactType"] == reg.ARTIFACT_TYPE and remote["config"]["mediaType"] == reg.CONFIG_MEDIA_TYPE
     pulled = reg.pull(result.reference, tmp_path / "pulled", policy=key_policy([public]), retry=FAST)

@@ -302,3 +302,122 @@ def test_missing_reference_source(artifact):
     assert "reference unavailable" in report.variants[1].message
     with pytest.raises(IntegrityError):
         raise_for(report)
+
+
+# ------------------------------------------------------------------------------------- policy, not artifact
+def _forge(artifact: Path, file_name: str | None, variant_id: str) -> None:
+    """The forgery of issue 20: scale a LayerNorm's weight by 30 % (when ``file_name``), re-hash the file in
+    the manifest, and record thresholds that pass anything (and a perfect parity) for ``variant_id``."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from exporter.fsutil import record_files
+
+    manifest = mf.load(artifact)
+    variant = mf.get_variant(manifest, variant_id)
+    if file_name:
+        path = artifact / file_name
+        model = onnx.load(path)
+        scales = {n.input[1] for n in model.graph.node if n.op_type == "LayerNormalization"}
+        init = next(t for t in model.graph.initializer if t.name in scales or "LayerNorm.weight" in t.name)
+        arr = numpy_helper.to_array(init).copy()
+        arr *= np.where(np.arange(arr.size) % 2 == 0, 1.3, 0.7).reshape(arr.shape).astype(arr.dtype)
+        init.CopyFrom(numpy_helper.from_array(arr, init.name))
+        onnx.save(model, path)
+        variant["files"] = [r.to_dict() for r in record_files(artifact, [path])]
+    variant["parity"]["threshold"] = {
+        "cosine_min": -1.0,
+        "neighbour_agreement_at_10": 0.0,
+        "spearman_pairwise": -1.0,
+        "norm_rel_err_max": None,
+    }
+    variant["parity"].update(cosine_min=1.0, passed=True, failures=[])
+    mf.save(artifact, manifest)
+
+
+def test_forged_thresholds_do_not_judge_and_sign_attests_its_own_gate(artifact, tmp_path):
+    """Issue 20's forgery: a perturbed LayerNorm re-hashed into the manifest with thresholds of -1 fails the
+    policy's gate (exit 3); recorded thresholds looser than the policy fail an intact variant too, saying so,
+    with the recorded ones shown beside. ``sign`` attests no record: given the ``verify --json`` report of the
+    same files under the same policy it refuses both (exit 3, nothing written) and, with --allow-failed,
+    attests the measured failure with the policy's digest and thresholds; under a ``--policy`` file it runs
+    the gate itself."""
+    from exporter.quality.policy import Policy
+    from exporter.ship.sign_artifact import bundle_path
+    from exporter.ship.signing import unverified_statement
+    from tests.signing_keys import make_keypair
+
+    _forge(artifact, "onnx/model_O1.onnx", "onnx-o1")
+    _forge(artifact, None, "onnx")
+    res = invoke("verify", str(artifact), "--json")
+    assert res.code == 3, res.err
+    report = json.loads(res.out)
+    assert report["policy"]["digest"] == Policy().digest
+    cases = {c["name"]: c for c in report["variants"]}
+    assert any(f.startswith("cosine_min") and "below the threshold 0.9999" in f for f in cases["onnx-o1"]["failures"])
+    assert cases["onnx"]["parity"]["passed"] and cases["onnx"]["status"] == "failed"  # measured fine, recorded -1
+    (looser,) = cases["onnx"]["failures"]
+    assert "looser than the policy" in looser and "cosine_min >= -1 is looser than the policy's 0.9999" in looser
+    assert "spearman_pairwise >= -1" in looser and "norm_rel_err_max is switched off" in looser
+    assert "threshold" in cases["onnx"]["recorded"] and cases["onnx"]["recorded"]["threshold"]["cosine_min"] == -1
+
+    # sign attests the report's verdicts, never the record: both refused; onnx attested as failed on request
+    path = tmp_path / "verify.json"
+    path.write_text(res.out)
+    key = str(make_keypair(tmp_path, "k")[0])
+    refused = invoke("sign", str(artifact), "--key", key, "--variant", "all", "--verified", str(path))
+    assert refused.code == 3 and "onnx-o1" in refused.err and "cosine_min" in refused.err, refused.err
+    assert not (artifact / "signatures").exists()
+    signed = invoke("sign", str(artifact), "--key", key, "--variant", "onnx", "--verified", str(path), "--allow-failed")
+    assert signed.code == 0, signed.err
+
+    def predicate(vid):
+        bundle = bundle_path(artifact, vid, "fidelity")
+        return unverified_statement(bundle.read_bytes(), str(bundle))["predicate"]
+
+    onnx = predicate("onnx")
+    assert not onnx["passed"] and onnx["policy"] == Policy().record(EMBEDDER, "fp32", "onnx")
+    assert onnx["parity"]["threshold"]["cosine_min"] == 0.9999 and "looser" in onnx["parity"]["failures"][0]
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("thresholds:\n  fp32: {norm_rel_err_max: 0.0}\n")
+    other = invoke(
+        "sign", str(artifact), "--key", key, "--variant", "onnx", "--policy", str(strict), "--verified", str(path)
+    )
+    assert other.code == 2 and "not the policy in force" in other.err
+    gated = invoke(
+        "sign", str(artifact), "--key", key, "--variant", "onnx-o1", "--allow-failed", "--policy", str(strict)
+    )
+    assert gated.code == 0, gated.err
+    o1 = predicate("onnx-o1")
+    assert o1["policy"] == Policy.load(strict).record(EMBEDDER, "fp32", "onnx-o1") and not o1["passed"]
+    assert o1["parity"]["cosine_min"] < 0.9999 and o1["parity"]["threshold"]["norm_rel_err_max"] == 0.0
+    assert any("looser than the policy" in f for f in o1["parity"]["failures"])
+
+
+EMBEDDER = "sentence-transformer"
+
+
+def test_bad_policy_files_exit_2_naming_the_known_keys(artifact, tmp_path):
+    """A folder, an oversized file or an unknown key is refused (exit 2) before anything runs."""
+    from exporter.quality.policy import MAX_POLICY_BYTES
+
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (MAX_POLICY_BYTES + 1))
+    unknown = tmp_path / "unknown.json"
+    unknown.write_text('{"threshold": {}}')
+    for path, says in ((tmp_path, "not a regular file"), (big, "larger than"), (unknown, "unknown key(s): threshold")):
+        bad = invoke("verify", str(artifact), "--policy", str(path))
+        assert bad.code == 2 and says in bad.err, bad.err
+    assert "thresholds" in bad.err and "trusted_keys" in bad.err  # the known keys are listed
+
+
+def test_threshold_line_shows_the_policy_beside_the_record():
+    from exporter.cli.quality import threshold_line
+
+    line = threshold_line(
+        {"cosine_min": 0.9999, "norm_rel_err_max": 0.01, "spearman_pairwise": None},
+        {"threshold": {"cosine_min": -1, "score_rel_err_max": 0.001}},
+    )
+    assert line.startswith("thresholds, policy (recorded): cosine_min >=0.9999 (-1), norm_rel_err_max <=0.01 (-)")
+    assert "score_rel_err_max <= not judged (0.001)" in line

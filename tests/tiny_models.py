@@ -411,3 +411,94 @@ def build_tiny_word_embeddings(out: Path, *, dim: int = 16, seed: int = 0, layou
         entries[0]["path"] = folder.name
         (out / "modules.json").write_text(json.dumps(entries, indent=2))
     return out
+
+
+# Rerankers in the shapes users ship, at transformers' default init (initializer_range 0.02): a random head
+# whose logits all sit near zero, on both sides of it, as a real reranker's do at its decision boundary.
+# family -> (config class, sequence-classification class, config kwargs beyond the common ones)
+_RERANKERS = {
+    "bert": ("BertConfig", "BertForSequenceClassification", {"max_position_embeddings": 64}),
+    "electra": ("ElectraConfig", "ElectraForSequenceClassification", {"max_position_embeddings": 64}),
+    "roberta": (
+        "RobertaConfig",
+        "RobertaForSequenceClassification",
+        {"max_position_embeddings": 66, "pad_token_id": 0, "type_vocab_size": 1},
+    ),
+    "deberta-v2": (
+        "DebertaV2Config",
+        "DebertaV2ForSequenceClassification",
+        {
+            "max_position_embeddings": 64,
+            "pad_token_id": 0,
+            "relative_attention": True,
+            "position_buckets": 16,
+            "pos_att_type": ["p2c", "c2p"],
+            "position_biased_input": False,
+        },
+    ),
+}
+NLI_LABELS = {0: "contradiction", 1: "entailment", 2: "neutral"}
+
+
+def _centre_at_zero(model, tokenizer, num_labels: int) -> None:
+    """Shift the output bias so each label's median logit over some pairs is zero: the scores then straddle
+    the decision boundary, where a real reranker puts many pairs (at init they share one sign)."""
+    import random
+
+    import torch
+
+    rng = random.Random(0)
+    words = sorted(set(_WORDS))
+    pairs = [(" ".join(rng.choices(words, k=2)), " ".join(rng.choices(words, k=8))) for _ in range(32)]
+    with torch.no_grad():
+        batch = tokenizer([q for q, _ in pairs], [p for _, p in pairs], padding=True, return_tensors="pt")
+        logits = model(**batch).logits
+        head = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == num_labels][-1]
+        head.bias -= logits.median(dim=0).values
+
+
+def build_tiny_reranker(
+    out: Path, family: str = "bert", *, num_labels: int = 1, sigmoid_cross_encoder: bool = False, seed: int = 0
+) -> Path:
+    """Write a 2-layer ``family`` reranker (``*ForSequenceClassification``) at the default init.
+
+    Saved as plain transformers files (what most Hub rerankers are), or with ``sigmoid_cross_encoder`` by
+    sentence-transformers' ``CrossEncoder.save_pretrained`` with a Sigmoid activation (ST 5's own layout).
+    ``num_labels=3`` labels it as an NLI model (contradiction / entailment / neutral).
+    """
+    import shutil
+
+    import torch
+    import transformers as tf
+    from transformers import AutoTokenizer
+
+    config_name, model_name, extra = _RERANKERS[family]
+    torch.manual_seed(seed)
+    work = out.parent / f".{out.name}.hf" if sigmoid_cross_encoder else out
+    # RoBERTa has one segment: its tokenizer sends no token_type_ids (and its ONNX graph takes none)
+    _tokenizer_files(
+        work, 32, **({"model_input_names": ["input_ids", "attention_mask"]} if family == "roberta" else {})
+    )
+    labels = NLI_LABELS if num_labels == 3 else {i: f"LABEL_{i}" for i in range(num_labels)}
+    config = getattr(tf, config_name)(
+        vocab_size=len(AutoTokenizer.from_pretrained(work)),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=num_labels,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+        **({"embedding_size": 32} if family == "electra" else {}),
+        **extra,
+    )
+    model = getattr(tf, model_name)(config).eval()
+    _centre_at_zero(model, AutoTokenizer.from_pretrained(work), num_labels)
+    model.save_pretrained(work, safe_serialization=True)
+    if sigmoid_cross_encoder:
+        from sentence_transformers import CrossEncoder
+
+        model = CrossEncoder(str(work), device="cpu", max_length=32, activation_fn=torch.nn.Sigmoid())
+        model.save_pretrained(str(out), safe_serialization=True)
+        shutil.rmtree(work, ignore_errors=True)
+    return out

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from exporter.cli.export import ThresholdOpt
 from exporter.cli.output import print_json
 
 ArtifactArg = Annotated[Path, typer.Argument(help="The artifact folder (with manifest.json).")]
@@ -18,6 +19,15 @@ VariantsOpt = Annotated[
     str | None, typer.Option("--variants", help="Comma-separated variant ids (default: every variant in the artifact).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the summary.")]
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        help="Policy file (YAML/JSON, under 1 MB) whose thresholds: {SCOPE: {metric: value}} change the kind's "
+        "defaults; the artifact's recorded thresholds never judge.",
+    ),
+]
+RecipeOpt = Annotated[Path | None, typer.Option("--recipe", help="Judge by this recipe's thresholds (after --policy).")]
 
 
 def _ids(variants: str | None) -> list[str] | None:
@@ -43,17 +53,23 @@ def verify(
     integrity: Annotated[
         bool, typer.Option("--integrity", help="Only re-hash the files (exit 4 on a mismatch); needs no torch.")
     ] = False,
+    policy: PolicyOpt = None,
+    recipe: RecipeOpt = None,
+    threshold: ThresholdOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-hash every file (exit 4 on a mismatch) and re-run each variant's parity against the pinned torch
-    reference in a fresh process (exit 3 if a variant, or with --consumers any consumer, misses its recorded
-    thresholds)."""
+    reference in a fresh process, judged by the policy (the kind's defaults, changed only by --policy,
+    --recipe, --threshold; never by the artifact): exit 3 if a variant, or with --consumers any consumer,
+    misses it, or if the manifest records looser thresholds than it."""
     from exporter.quality import junit as junit_xml
     from exporter.quality.consumers import parse_names
+    from exporter.quality.policy import Policy
     from exporter.quality.verify import raise_for
     from exporter.quality.verify import verify as run_verify
 
-    report = run_verify(artifact, _ids(variants), probe, parse_names(consumers), integrity_only=integrity)
+    rules = Policy.load(policy, recipe=recipe, flags=threshold or [])
+    report = run_verify(artifact, _ids(variants), probe, parse_names(consumers), integrity_only=integrity, policy=rules)
     if junit:
         junit_xml.write(junit, report)
     if as_json:
@@ -62,6 +78,8 @@ def verify(
         for case in report.cases:
             mark = {"passed": "ok  ", "failed": "FAIL", "error": "ERR ", "skipped": "skip"}[case.status]
             typer.echo(f"{mark} {case.name:<28} {case.message}")
+            if case.parity:
+                typer.echo(f"       {threshold_line(case.parity.get('threshold'), case.recorded)}")
             for line in case.failures if case.status != "passed" else []:
                 if not line.startswith("consumer "):  # said on the consumer's own row below
                     typer.echo(f"       {line}")
@@ -69,9 +87,26 @@ def verify(
                 mark = {"passed": "ok  ", "failed": "FAIL", "error": "ERR ", "skipped": "skip"}[row["status"]]
                 metric = f"cosine_min {row['cosine_min']:.6f}" if row.get("cosine_min") is not None else ""
                 typer.echo(f"  {mark} {case.name + ' x ' + row['consumer']:<36} {row['message'] or metric}".rstrip())
+        if report.policy:
+            typer.echo(f"policy: {report.policy['judged_by']}")
         if junit:
             typer.echo(f"JUnit: {junit}")
     raise_for(report)
+
+
+def threshold_line(policy: dict | None, recorded: dict | None) -> str:
+    """``thresholds, policy (recorded): cosine_min 0.9999 (-1), ...``: what judged, and what the artifact says."""
+    from exporter.quality.parity_gates import RETIRED_METRICS, UPPER_BOUNDS
+
+    rec = (recorded or {}).get("threshold") or {}
+    names = [n for n, v in (policy or {}).items() if v is not None] + [n for n in rec if n not in (policy or {})]
+    parts = []
+    for name in names:
+        mine = (policy or {}).get(name)
+        bound = "<=" if name in UPPER_BOUNDS | RETIRED_METRICS else ">="  # the retired one was a maximum
+        said = f" ({rec[name] if rec[name] is not None else 'off'})" if name in rec else " (-)"
+        parts.append(f"{name} {bound}{mine if mine is not None else ' not judged'}{said}")
+    return "thresholds, policy (recorded): " + ", ".join(parts)
 
 
 def bench(

@@ -13,20 +13,42 @@ import typer
 
 _INSECURE = "Allow plain HTTP to a registry that is not on this machine (loopback always uses HTTP)."
 _VERIFY_KEY = "Trusted public key (PEM, EC); repeat for several. Requires a signature and a passing attestation."
-_POLICY = "Policy file (JSON) naming the trusted keys and what is required (see README)."
+_POLICY = (
+    "Policy file (YAML/JSON) naming the trusted keys, what is required and the thresholds an attestation may "
+    "not loosen (exit 3); with --verify-key, the keys come from the flag (see README)."
+)
 
 VerifyKeys = Annotated[list[Path] | None, typer.Option("--verify-key", help=_VERIFY_KEY)]
 PolicyFile = Annotated[Path | None, typer.Option("--policy", help=_POLICY)]
+GatePolicy = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        help="Policy file (YAML/JSON) whose thresholds the gate run before signing judges by (default: the kind's).",
+    ),
+]
+Verified = Annotated[
+    Path | None,
+    typer.Option(
+        "--verified",
+        help="A report of `exporter verify --json` under the same policy, covering the same files: attest its "
+        "verdicts instead of re-running the gate.",
+    ),
+]
+
+
+def _gate_policy(policy: Path | None):
+    from exporter.quality.policy import Policy
+
+    return Policy.load(policy)
 
 
 def _policy(verify_key: list[Path] | None, policy: Path | None, *, required: bool = False):
     from exporter.errors import UsageError
     from exporter.ship.signing import key_policy, load_policy
 
-    if verify_key and policy:
-        raise UsageError("pass --verify-key or --policy, not both.", "Name the keys in the policy file.")
     if policy:
-        return load_policy(policy)
+        return load_policy(policy, verify_key)
     if verify_key:
         return key_policy(verify_key)
     if required:
@@ -91,6 +113,8 @@ def publish(
     artifact_format: Annotated[
         str, typer.Option("--format", help="modelpack (CNCF ModelPack, default) or exporter (the v1 dialect).")
     ] = "modelpack",
+    policy: GatePolicy = None,
+    verified: Verified = None,
 ) -> None:
     """Push each variant as an OCI artifact (one layer per file); the same content again is a no-op."""
     from exporter.ship.registry import publish as do_publish
@@ -104,6 +128,8 @@ def publish(
         insecure=insecure,
         sign_key=sign_key,
         artifact_format=artifact_format,
+        policy=_gate_policy(policy) if sign_key else None,
+        verified=verified,
     )
     for r in results:
         note = " (parity failed: published with --allow-failed)" if r.allow_failed else ""
@@ -146,11 +172,17 @@ def sign(
     allow_failed: Annotated[
         bool, typer.Option("--allow-failed", help="Sign a variant whose parity check did not pass.")
     ] = False,
+    policy: GatePolicy = None,
+    verified: Verified = None,
 ) -> None:
-    """Sign a variant's files and its fidelity attestation (model-signing bundles in ARTIFACT/signatures/)."""
+    """Sign a variant's files and its fidelity attestation (model-signing bundles in ARTIFACT/signatures/).
+
+    The attestation states the verdict of the gate run now under the policy in force (exit 3 if it fails,
+    unless --allow-failed), or of a matching --verified report; with its policy digest and thresholds."""
     from exporter.ship.sign_artifact import sign_artifact
 
-    for r in sign_artifact(artifact, key, variant=variant, allow_failed=allow_failed):
+    rules = _gate_policy(policy)
+    for r in sign_artifact(artifact, key, variant=variant, allow_failed=allow_failed, policy=rules, verified=verified):
         names = ", ".join(str(p.relative_to(artifact)) for p in r.paths)
         typer.echo(f"signed {r.variant}: {r.files} files, key {r.fingerprint[:16]}: {names}")
 

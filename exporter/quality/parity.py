@@ -36,20 +36,21 @@ the reference's 10, fewer when the reference has fewer active terms; ties within
 
 Cross-encoders (rerankers), ``compare_scores`` over (query, passage) pairs, on the scale the model serves
 (``CrossEncoder.predict``: after its activation, e.g. sigmoid): ``score_max_abs_diff``,
-``score_rel_err_max`` (that difference over the reference scores' range, so it gates raw logits and
-probabilities alike), ``score_spearman`` (Spearman of all pair scores), and over reranking lists (the indices
-of one query's candidate pairs) ``top1_agreement`` and ``top3_agreement`` (overlap of the top one / three,
-ties within ``TIE_TOL`` count), averaged over lists and, for a multi-label model, over labels; a list whose
-reference scores all tie is left out.
+``score_spread_err_max`` (per label, that difference over the spread of the reference scores, their 99th minus
+1st percentile, floored at ``SCORE_SCALE_FLOOR``; the largest over labels: scale-free, so it gates raw logits
+and probabilities alike, and robust to a few outlying scores), ``score_spearman`` (Spearman of all pair
+scores), and over reranking lists (the indices of one query's candidate pairs) ``top1_agreement`` and
+``top3_agreement`` (overlap of the top one / three, ties within ``TIE_TOL`` count), averaged over lists and,
+for a multi-label model, over labels; a list whose reference scores all tie is left out.
 
 Strata (``strata``: one ``exporter.quality.probes.STRATA`` name per row, optional): every compare also
 reports, per stratum, its worst case (``strata_summary``): ``n``, ``worst_text_index`` (the row of its worst
 text in the probe set) and, for embedders and sparse encoders, ``cosine_min``, ``norm_rel_err_max`` and
 ``neighbour_agreement_at_10``; for cross-encoders (rows are pairs, each in its passage's stratum)
-``score_max_abs_diff`` and ``score_rel_err_max`` (over the whole set's reference range). Rule for the rank
-metric: a text's neighbours are searched among the whole probe set (ten nearest neighbours inside a
-stratum of a dozen texts would measure nothing), and its agreement is attributed to its own stratum; the
-stratum's value is the mean over its texts. ``judge`` holds every stratum to the same thresholds.
+``score_max_abs_diff`` and ``score_spread_err_max`` (each pair's error over the whole set's reference spread).
+Rule for the rank metric: a text's neighbours are searched among the whole probe set (ten nearest neighbours
+inside a stratum of a dozen texts would measure nothing), and its agreement is attributed to its own stratum;
+the stratum's value is the mean over its texts. ``judge`` holds every stratum to the same thresholds.
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ from exporter.quality.parity_rank import NN_MAX_QUERIES, SPEARMAN_MAX_TEXTS, TIE
 from exporter.quality.probes import STRATA
 
 _ZERO_NORM = 1e-12
+# The least score spread ``score_spread_err_max`` divides by, in the units the model serves (logit or
+# probability): a hundredth of one unit. Where the reference's middle 98% of scores spans less (a model that
+# barely ranks, e.g. a random one whose logits all sit near zero), the error is judged against this absolute
+# scale instead: fp32 rounding (~1e-7) is then 1e-5 of it, not a failure, while a real reranker's logits
+# spread over several units and never meet the floor.
+SCORE_SCALE_FLOOR = 0.01
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -299,7 +306,8 @@ class ScoreMetrics:
     top3_agreement: float | None
     n: int  # pairs
     n_lists: int
-    score_rel_err_max: float | None = None
+    score_spread_err_max: float | None = None
+    score_spread: float | None = None  # the smallest per-label p99 - p1 of the reference scores (before the floor)
     skipped: dict[str, str] = field(default_factory=dict)
     strata: dict[str, dict] | None = None  # stratum -> its worst case (``strata_summary``)
 
@@ -333,28 +341,29 @@ def compare_scores(
     cand = cand.reshape(cand.shape[0], -1) if cand.ndim else cand.reshape(1, 1)
     _check_outputs(ref, cand, "scores")
     flat_r, flat_c = ref.ravel(), cand.ravel()
-    pair_diff = np.abs(ref - cand).max(axis=1)  # per pair, over labels
-    diff = float(pair_diff.max())
-    spread = float(flat_r.max() - flat_r.min())
+    abs_err = np.abs(ref - cand)  # (pairs, labels)
+    err = abs_err.max(axis=0)  # per label
+    spread = np.percentile(ref, 99, axis=0) - np.percentile(ref, 1, axis=0)
+    pair_diff = abs_err.max(axis=1)  # per pair, over labels (for the strata)
+    pair_spread_err = (abs_err / np.maximum(spread, SCORE_SCALE_FLOOR)).max(axis=1)
     sp = rank.spearman(flat_r, flat_c, "scores") if flat_r.size >= 3 else rank.RankResult(None, None, flat_r.size)
     tops = {k: _list_agreement(ref, cand, lists, k) for k in (1, 3)}
     skipped = {"score_spearman": sp.reason} if sp.reason else {}
     tie = f"the reference scores all tie within every reranking list (within {TIE_TOL:g}): no ranking to compare"
     skipped |= {f"top{k}_agreement": tie for k, v in tops.items() if v is None and any(len(x) > 1 for x in lists)}
-    if spread <= TIE_TOL:
-        skipped["score_rel_err_max"] = f"the reference's {flat_r.size} scores all tie (within {TIE_TOL:g}): no range"
     return ScoreMetrics(
-        score_max_abs_diff=diff,
+        score_max_abs_diff=float(err.max()),
         score_spearman=sp.value,
         top1_agreement=tops[1],
         top3_agreement=tops[3],
         n=int(ref.shape[0]),
         n_lists=len(lists),
-        score_rel_err_max=diff / spread if spread > TIE_TOL else None,
+        score_spread_err_max=float((err / np.maximum(spread, SCORE_SCALE_FLOOR)).max()),
+        score_spread=float(spread.min()),
         skipped=skipped,
         strata=strata_summary(
             strata,
             ("score_max_abs_diff", pair_diff, False),
-            score_rel_err_max=(pair_diff / spread if spread > TIE_TOL else np.full(len(pair_diff), np.nan), "max"),
+            score_spread_err_max=(pair_spread_err, "max"),
         ),
     )

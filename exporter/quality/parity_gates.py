@@ -74,7 +74,7 @@ class ScoreThresholds(_Gates):
     score_max_abs_diff: float | None = None
     top1_agreement: float | None = None
     top3_agreement: float | None = None
-    score_rel_err_max: float | None = None
+    score_spread_err_max: float | None = None
 
 
 METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Thresholds))
@@ -99,11 +99,15 @@ _RANGES = {
     "top3_agreement": (0.0, 1.0),
     "norm_rel_err_max": (0.0, math.inf),
     "weights_rel_l2_max": (0.0, math.inf),
-    "score_rel_err_max": (0.0, math.inf),
+    "score_spread_err_max": (0.0, math.inf),
 }
+# Metrics an older exporter gated that no policy judges now: a manifest recording one stays readable (verify
+# shows it beside the policy's thresholds, ``thresholds_from_dict`` drops it). ``score_rel_err_max`` divided
+# the score error by the reference's whole range, so near-constant scores made fp32 rounding fail it.
+RETIRED_METRICS = frozenset({"score_rel_err_max"})
 MANDATORY = frozenset({"cosine_min", "score_spearman"})  # the gate of each kind that cannot be switched off
 # Metrics that must stay at or below their threshold (errors); the rest are minimums.
-UPPER_BOUNDS = frozenset({"score_max_abs_diff", "norm_rel_err_max", "weights_rel_l2_max", "score_rel_err_max"})
+UPPER_BOUNDS = frozenset({"score_max_abs_diff", "norm_rel_err_max", "weights_rel_l2_max", "score_spread_err_max"})
 
 # Defaults by precision class. cosine_min per issue #3. The rank gates are looser than the cosine gate
 # because they are discrete or relative: with ~320 probe texts, near-duplicate neighbours whose
@@ -148,9 +152,10 @@ SPARSE_THRESHOLDS: dict[PrecisionClass, SparseThresholds] = {
 # reranker is for, so score_spearman is the gate that is always on and top-1 / top-3 agreement check the
 # lists; score_max_abs_diff is on the score scale the model serves (sigmoid in [0, 1] or raw logits of
 # either sign), so it gates only fp32 (exact graphs: ~1e-6) and fp16 (~1e-3 relative) and is recorded, not
-# gated, for int8, whose absolute error grows with the logit scale; score_rel_err_max (that error over the
-# reference scores' range) is scale-free and gates every class. These were set from the tiny test
-# models and the fp32/int8 error budgets of the embedding gates, not measured on a real reranker (no Hub
+# gated, for int8, whose absolute error grows with the logit scale; score_spread_err_max (that error over the
+# spread of the reference scores, p99 - p1, floored at an absolute SCORE_SCALE_FLOOR so that near-constant
+# scores cannot turn fp32 rounding into a failure) is scale-free and gates every class. These were set from
+# the tiny test models and the fp32/int8 error budgets of the embedding gates, not measured on a real reranker (no Hub
 # access here): check them on the first real model.
 SCORE_THRESHOLDS: dict[PrecisionClass, ScoreThresholds] = {
     PrecisionClass.FP32: ScoreThresholds(
@@ -158,21 +163,21 @@ SCORE_THRESHOLDS: dict[PrecisionClass, ScoreThresholds] = {
         score_max_abs_diff=1e-3,
         top1_agreement=0.99,
         top3_agreement=0.99,
-        score_rel_err_max=1e-3,
+        score_spread_err_max=1e-3,
     ),
     PrecisionClass.FP16: ScoreThresholds(
         score_spearman=0.99,
         score_max_abs_diff=0.05,
         top1_agreement=0.9,
         top3_agreement=0.95,
-        score_rel_err_max=0.02,
+        score_spread_err_max=0.02,
     ),
     PrecisionClass.INT8: ScoreThresholds(
         score_spearman=0.95,
         score_max_abs_diff=None,
         top1_agreement=0.8,
         top3_agreement=0.85,
-        score_rel_err_max=0.1,
+        score_spread_err_max=0.1,
     ),
 }
 
@@ -189,6 +194,7 @@ def thresholds_from_dict(kind: str, values: dict[str, float | None], precision: 
     With ``precision``, a metric the record does not name (it predates the metric, e.g. ``norm_rel_err_max``)
     gets its class default, so older artifacts are held to every gate; a metric recorded as None stays off."""
     base = defaults(kind, precision)
+    values = {k: v for k, v in values.items() if k not in RETIRED_METRICS}
     merged = {**base.to_dict(), **values} if precision else values
     return type(base)(**merged)
 
@@ -200,7 +206,10 @@ ALL_SCOPE = "*"  # overrides that apply to every variant
 def check_threshold(name: str, value: float | None) -> None:
     """UsageError unless ``name`` is a known metric (of any kind) and ``value`` is in its range (or None)."""
     if name not in ALL_METRIC_NAMES:
-        raise UsageError(f"unknown fidelity threshold {name!r}.", f"Use one of: {', '.join(ALL_METRIC_NAMES)}.")
+        retired = " (retired: see score_spread_err_max)" if name in RETIRED_METRICS else ""
+        raise UsageError(
+            f"unknown fidelity threshold {name!r}{retired}.", f"Use one of: {', '.join(ALL_METRIC_NAMES)}."
+        )
     if value is None:
         if name in MANDATORY:
             raise UsageError(f"the {name} threshold cannot be switched off.", f"Give a number, e.g. {name}=0.99.")

@@ -7,7 +7,9 @@ Two checks, results as data (``VerifyReport``); ``raise_for`` turns them into th
 - fidelity: parity is re-run for each variant against the torch reference at the manifest's pinned source
   (resolved from the Hub cache, its files checked against the manifest's hashes), in a fresh Python process
   (``python -m exporter.cli.parity_worker``: a JSON request on stdin, one JSON object on stdout), and
-  judged against the thresholds recorded in the manifest. A failure is a ``FidelityError`` (exit 3).
+  judged against the policy in force (``exporter.quality.policy``: the kind's defaults, changed only by what
+  the caller brings), never the thresholds the manifest records: those are shown beside, and a recorded
+  threshold looser than the policy's fails the variant. A failure is a ``FidelityError`` (exit 3).
   The model kind recorded in the manifest (``exporter.kinds``) picks the class that loads the reference
   and the variants, the probe inputs (texts, or reranking pairs) and the metrics.
 """
@@ -37,8 +39,9 @@ class CaseResult:
     status: str  # passed | failed | error | skipped
     message: str = ""
     failures: list[str] = field(default_factory=list)  # one line per failed check
-    parity: dict | None = None  # the fresh parity (manifest ``parity`` format)
+    parity: dict | None = None  # the fresh parity (manifest ``parity`` format), judged under the policy
     recorded: dict | None = None  # the parity recorded at export time
+    looser: list[str] = field(default_factory=list)  # recorded thresholds looser than the policy's
     seconds: float = 0.0
 
     @property
@@ -53,6 +56,8 @@ class VerifyReport:
     variants: list[CaseResult]
     probe: dict | None = None  # name, sha256, n of the texts parity was re-run on
     source: dict | None = None  # repo, revision, path of the reference
+    policy: dict | None = None  # digest and sources of the policy the variants were judged by
+    files: dict | None = None  # variant id -> {path: sha256} of its and the shared files, as integrity checked
 
     @property
     def cases(self) -> list[CaseResult]:
@@ -68,6 +73,8 @@ class VerifyReport:
             "ok": self.ok,
             "source": self.source,
             "probe": self.probe,
+            "policy": self.policy,
+            "files": self.files,
             "integrity": asdict(self.integrity),
             "variants": [asdict(c) for c in self.variants],
         }
@@ -81,6 +88,7 @@ def verify(
     *,
     integrity_only: bool = False,
     host=None,
+    policy=None,
 ) -> VerifyReport:
     """Check ``artifact``'s files and re-run every chosen variant's parity in a fresh process.
 
@@ -89,14 +97,17 @@ def verify(
     ``integrity_only`` checks the files alone (no torch needed: what a serving host runs after a copy).
     A variant ``host`` (default: this CPU) cannot run (``VariantSpec.requires``, e.g. bf16 units) is skipped
     as not applicable: run anyway it would silently compute in f32 and prove nothing about the variant.
+    ``policy`` (``exporter.quality.policy.Policy``; default: the kind's defaults) gives the thresholds.
 
     Raises UsageError for a bad manifest / unknown variant id, SourceError when the pinned source cannot be
     resolved, IntegrityError when the resolved source files differ from the manifest's. Variant outcomes
     (and the artifact's own file check) are returned, not raised: see ``raise_for``.
     """
     from exporter import manifest as mf
+    from exporter.quality.policy import DEFAULT
     from exporter.runners import reference
 
+    policy = policy or DEFAULT
     manifest = mf.load(artifact)
     if probe is not None:  # a bad probe file is bad input (exit 2), found before anything heavy runs
         from exporter.quality import probes
@@ -105,6 +116,8 @@ def verify(
     elif not integrity_only:
         probe = export_probe(manifest)
     chosen = [mf.get_variant(manifest, v) for v in variant_ids] if variant_ids else list(manifest["variants"])
+    kind = manifest["model"]["kind"]
+    thresholds = {v["id"]: policy.thresholds_for(kind, v["precision"], v["id"]).to_dict() for v in chosen}
     start = time.perf_counter()
     check = _check_files(artifact, manifest, [v["id"] for v in chosen] if variant_ids else None)
     integrity = CaseResult(
@@ -114,8 +127,9 @@ def verify(
         failures=[f"{label}: {p}" for label, ps in _labelled(check) for p in ps],
         seconds=time.perf_counter() - start,
     )
+    files = {v["id"]: {p: r["sha256"] for p, r in mf.listed_files(manifest, [v["id"]]).items()} for v in chosen}
     if integrity_only:
-        return VerifyReport(artifact, integrity, [])
+        return VerifyReport(artifact, integrity, [], files=files)
     damaged = set(check.mismatched) | set(check.missing)
     to_run, cases = [], {}
     for v in chosen:
@@ -143,9 +157,25 @@ def verify(
                 cases[v["id"]] = CaseResult(v["id"], ERROR, f"reference unavailable: {exc}")
         else:
             source["path"] = str(src.path)
-            probe_info, fresh = run_parity_subprocess(artifact, src.path, to_run, probe, manifest, consumers)
+            probe_info, fresh = run_parity_subprocess(
+                artifact, src.path, to_run, probe, manifest, consumers, thresholds
+            )
             cases.update(fresh)
-    return VerifyReport(artifact, integrity, [cases[v["id"]] for v in chosen], probe_info, source)
+    for v in to_run:
+        _judge_record(cases[v["id"]], v, policy, kind)
+    policy_info = {"digest": policy.digest, "judged_by": policy.describe()}
+    return VerifyReport(artifact, integrity, [cases[v["id"]] for v in chosen], probe_info, source, policy_info, files)
+
+
+def _judge_record(case: CaseResult, variant: dict, policy, kind: str) -> None:
+    """Fail ``case`` when the thresholds its manifest records are looser than the policy's: an artifact that
+    claims a laxer gate than the one it is held to was built, or edited, to pass less."""
+    recorded = _threshold_of(variant)
+    case.looser = policy.looser_than(recorded, kind, variant["precision"], variant["id"])
+    if case.looser:
+        case.failures.append("the manifest records thresholds looser than the policy: " + "; ".join(case.looser) + ".")
+        if case.status == PASSED:
+            case.status = FAILED
 
 
 def not_applicable(variant_id: str, host=None) -> str | None:
@@ -220,8 +250,10 @@ def run_parity_subprocess(
     probe: Path | None,
     manifest: dict,
     consumers: list[str] | None = None,
+    thresholds: dict[str, dict] | None = None,
 ) -> tuple[dict | None, dict[str, CaseResult]]:
-    """Re-run parity for ``variants`` in a fresh ``python -m exporter.cli.parity_worker``; recorded thresholds."""
+    """Re-run parity for ``variants`` in a fresh ``python -m exporter.cli.parity_worker``, judged by
+    ``thresholds`` (variant id -> the policy's thresholds; a missing id: its class default)."""
     request = {
         "artifact": str(artifact.resolve()),
         "source_dir": str(source_dir),
@@ -234,7 +266,12 @@ def run_parity_subprocess(
         "trust_remote_code": bool(manifest["source"].get("trust_remote_code")),
         "consumers": list(consumers or []),
         "variants": [
-            {"id": v["id"], "precision": v["precision"], "load": v["load"], "threshold": _threshold_of(v)}
+            {
+                "id": v["id"],
+                "precision": v["precision"],
+                "load": v["load"],
+                "threshold": (thresholds or {}).get(v["id"]),
+            }
             for v in variants
         ],
     }
@@ -280,7 +317,7 @@ def run_parity_subprocess(
 
 
 def _threshold_of(variant: dict) -> dict | None:
-    """The thresholds the export recorded for a variant (None: the default of its precision class)."""
+    """The thresholds the export recorded for a variant (None: none recorded). Shown, never judged by."""
     return (variant.get("parity") or {}).get("threshold")
 
 

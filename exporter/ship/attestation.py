@@ -27,11 +27,13 @@ def schema() -> dict:
     return json.loads(resources.files("exporter").joinpath("schema/fidelity-attestation.v1.schema.json").read_text())
 
 
-def statement(narrowed: dict, files: list[dict]) -> dict:
-    """The statement for the (single) variant of ``narrowed``; ``files`` as ``modelpack.files_of`` gives."""
+def statement(narrowed: dict, files: list[dict], verdict) -> dict:
+    """The statement for the (single) variant of ``narrowed``; ``files`` as ``modelpack.files_of`` gives;
+    ``verdict`` (``sign_artifact.Gate``) is the gate run at signing: its parity and policy are attested, never
+    the parity the manifest records."""
     v = narrowed["variants"][0]
-    parity = dict(v.get("parity") or {})
-    passed = v["status"] == "passed" and bool(parity.get("passed"))
+    parity = dict(verdict.parity)
+    passed = v["status"] == "passed" and bool(verdict.passed)
     env = narrowed.get("environment") or {}
     doc = {
         "_type": STATEMENT_TYPE,
@@ -42,6 +44,7 @@ def statement(narrowed: dict, files: list[dict]) -> dict:
             "variant": {"id": v["id"], "backend": v["backend"], "precision": v["precision"], "status": v["status"]},
             "passed": passed,
             "parity": parity,
+            "policy": dict(verdict.policy),
             "bench": v.get("bench"),
             "probe": narrowed.get("probe"),
             "cpu": env.get("cpu"),
@@ -65,6 +68,19 @@ def check(doc: dict, files: dict[str, str], where: str) -> dict:
     if len(subjects) != len(doc["subject"]) or subjects != files:
         raise IntegrityError(f"{where} attests other files than the artifact holds.", "Refusing it.")
     return doc["predicate"]
+
+
+def looser_than(predicate: dict, policy) -> list[str]:
+    """The attested thresholds (those of the policy the signer's gate ran under; in attestations before that,
+    the parity record's) that are looser than ``policy``'s (an ``exporter.quality.policy.Policy``) for this
+    variant; an attestation that records none cannot show it meets the policy."""
+    from exporter.quality.policy import kind_of_thresholds
+
+    recorded = (predicate.get("policy") or {}).get("thresholds") or (predicate.get("parity") or {}).get("threshold")
+    if not isinstance(recorded, dict) or not recorded:
+        return ["it records no thresholds"]
+    variant = predicate.get("variant") or {}
+    return policy.looser_than(recorded, kind_of_thresholds(recorded), variant.get("precision"), variant.get("id"))
 
 
 def summary(predicate: dict) -> str:

@@ -170,3 +170,11 @@ def _require(trust: Trust, policy: Policy, where: str) -> None:
         raise IntegrityError(f"{where} has no fidelity attestation by a trusted key ({why}).", hint)
     if policy.require_parity_passed and trust.predicate is not None and not trust.predicate.get("passed"):
         raise FidelityError(f"{where}: its signed fidelity attestation says parity did not pass.", hint)
+    if policy.fidelity is not None and trust.predicate is not None:
+        looser = attestation.looser_than(trust.predicate, policy.fidelity)
+        if looser:
+            raise FidelityError(
+                f"{where}: its signed fidelity attestation was judged by thresholds looser than the policy's "
+                f"({'; '.join(looser)}).",
+                "Re-verify and re-sign it under this policy, or pull another variant. Nothing was written.",
+            )

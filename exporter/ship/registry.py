@@ -44,7 +44,7 @@ from exporter.ship.package import (
     select_variants,
     variant_files,
 )
-from exporter.ship.sign_artifact import Bundles, VariantPayload, make_bundles, payload, stored_bundles
+from exporter.ship.sign_artifact import Bundles, VariantPayload, gate, make_bundles, payload, stored_bundles
 from exporter.ship.signing import Policy, load_signer, verify_folder
 
 __all__ = ["Credentials", "PASSWORD_ENV", "USER_ENV", "find_credentials", "is_loopback"]
@@ -144,11 +144,14 @@ def publish(
     retry: RetryPolicy | None = None,
     sign_key: Path | None = None,
     artifact_format: str = "modelpack",
+    policy=None,
+    verified: Path | None = None,
 ) -> list[PublishResult]:
     """Push each chosen variant of ``artifact`` as an OCI artifact (all are checked before any is sent).
 
-    ``sign_key`` signs the files and the fidelity attestation now; without it, bundles that
-    ``exporter sign`` left in the artifact are attached (after checking they cover the same files).
+    ``sign_key`` signs the files and a fidelity attestation of the gate run now under ``policy`` (or of the
+    verify report ``verified``: ``sign_artifact.gate``); without it, bundles that ``exporter sign`` left in
+    the artifact are attached (after checking they cover the same files).
     """
     artifact = Path(artifact)
     ref = Reference.parse(target)
@@ -161,11 +164,13 @@ def publish(
     ids = select_variants(manifest, variant)
     if ref.tag and len(ids) > 1:
         raise UsageError("one tag cannot name several variants.", "Drop the :TAG (default <sha12>-<variant>).")
+    forced_ids = [vid for vid in ids if require_publishable(artifact, manifest, vid, allow_failed=allow_failed)]
+    verdicts = gate(artifact, manifest, ids, policy, verified, allow_failed=allow_failed) if signer else {}
     plans = []
     for vid in ids:
-        forced = require_publishable(artifact, manifest, vid, allow_failed=allow_failed)
+        forced = vid in forced_ids
         p = payload(manifest, vid)
-        bundles = make_bundles(p, *signer) if signer else stored_bundles(artifact, p)
+        bundles = make_bundles(p, *signer, verdicts[vid]) if signer else stored_bundles(artifact, p)
         data, blobs = _encode(artifact, p, forced, artifact_format)
         plans.append((vid, ref.tag or default_tag(manifest, vid), data, blobs, bundles, forced))
     results = []

@@ -11,12 +11,16 @@ A private key readable by group or others is refused; an encrypted one takes its
 ``EXPORTER_SIGN_KEY_PASSWORD``. No message ever holds key material: keys are named by path and by
 fingerprint (the sha256 of the public key's PEM, which the bundle carries as its key hint).
 
-A policy file (JSON) names the keys a fleet trusts::
+A policy file (YAML or JSON, ``exporter.quality.policy``) names the keys a fleet trusts::
 
     {"trusted_keys": [{"name": "release-ci", "public_key": "keys/release.pub"}],
-     "require_signature": true, "require_attestation": true, "require_parity_passed": true}
+     "require_signature": true, "require_attestation": true, "require_parity_passed": true,
+     "thresholds": {"int8": {"cosine_min": 0.995}}}
 
-Paths are relative to the policy file. ``--verify-key PUB`` is the same policy with one key.
+Paths are relative to the policy file. ``--verify-key PUB`` is the same policy with one key; given with a
+policy file that names no keys, the file's thresholds still apply. A policy file with ``thresholds`` (``{}``:
+the kind's defaults) refuses an attestation whose thresholds are looser than the policy's (exit 3, as
+``verify`` fails such a manifest); one without that key checks signatures and the verdict only.
 
 Pinned internals of model-signing 1.1.1 used here (no public API does these): ``manifest._FileSerialization``
 (to build the signed manifest from known digests) and ``Verifier._verify_signed_content`` (the DSSE check
@@ -56,6 +60,7 @@ class Policy:
     require_signature: bool = True
     require_attestation: bool = True
     require_parity_passed: bool = True
+    fidelity: object | None = None  # exporter.quality.policy.Policy: attested thresholds may not be looser
 
     def describe(self) -> str:
         return ", ".join(f"{k.name} ({k.fingerprint[:16]})" for k in self.keys)
@@ -149,15 +154,20 @@ def _key_signer(key):
     return _LoadedKeySigner(key)
 
 
-def load_policy(path: Path) -> Policy:
-    """Read a policy file (see the module docstring); every key it names is loaded and checked."""
+def load_policy(path: Path, verify_keys: list[Path] | None = None) -> Policy:
+    """Read a policy file (see the module docstring); every key it names is loaded and checked. Its
+    thresholds become ``Policy.fidelity``; ``verify_keys`` are the trusted keys when the file names none."""
+    from exporter.quality import policy as fidelity
+
     path = Path(path)
     hint = 'Write it as {"trusted_keys": [{"name": "...", "public_key": "FILE.pub"}]}.'
-    try:
-        doc = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"cannot read policy file {path} as JSON.", hint) from exc
-    entries = doc.get("trusted_keys") if isinstance(doc, dict) else None
+    doc = fidelity.read_file(path)[1]
+    rules = fidelity.Policy.load(path) if "thresholds" in doc else None  # ``thresholds: {}``: the defaults
+    if verify_keys:
+        if "trusted_keys" in doc:
+            raise UsageError("pass --verify-key or name trusted_keys in the policy file, not both.", hint)
+        return Policy(key_policy(verify_keys).keys, fidelity=rules)
+    entries = doc.get("trusted_keys")
     if not isinstance(entries, list) or not entries:
         raise UsageError(f"policy file {path} names no trusted_keys.", hint)
     keys = []
@@ -171,7 +181,7 @@ def load_policy(path: Path) -> Policy:
         if not isinstance(value, bool):
             raise UsageError(f"policy file {path}: {flag} must be true or false.", hint)
         flags[flag] = value
-    return Policy(tuple(keys), **flags)
+    return Policy(tuple(keys), **flags, fidelity=rules)
 
 
 def key_policy(paths: list[Path]) -> Policy:
