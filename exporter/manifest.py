@@ -14,10 +14,11 @@ from importlib import resources
 from pathlib import Path
 
 from exporter.errors import IntegrityError, UsageError
-from exporter.fsutil import find_links, sha256_file, write_json_atomic
+from exporter.fsutil import find_links, read_user_json, sha256_file, write_json_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+MANIFEST_MAX_BYTES = 16_000_000  # a manifest lists files and numbers; the default model's is ~60 kB
 # Files that describe an artifact rather than belong to a model; never listed as model files.
 META_FILES = frozenset({MANIFEST_NAME, "REPORT.md", "report.png"})
 META_DIRS = ("signatures/",)  # `exporter sign` writes its bundles there
@@ -58,9 +59,9 @@ def load(artifact: Path) -> dict:
             "Pass the artifact folder that `exporter export` printed.",
         )
     try:
-        data = json.loads(path.read_text("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}.", "Re-create the artifact with `exporter export`.") from exc
+        data = read_user_json(path, what="manifest", max_bytes=MANIFEST_MAX_BYTES)
+    except UsageError as exc:
+        raise UsageError(exc.message, exc.hint or "Re-create the artifact with `exporter export`.") from None
     validate(data, str(path))
     return data
 

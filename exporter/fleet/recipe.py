@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.errors import UsageError
+from exporter.fsutil import read_user_file
 from exporter.kinds import ModelKind, get
 
 if TYPE_CHECKING:
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 
 RECIPE_VERSION = 1
 RECIPE_SUFFIXES = (".yaml", ".yml")
+# A recipe is a page of fields; ``plan`` runs on pull-request content, so a recipe is capped before it is
+# parsed and may hold no YAML alias (``*name``): without aliases its node count is bounded by its size.
+RECIPE_MAX_BYTES = 256_000
+RECIPE_MAX_LINES = 5_000
 _REPO_RE = r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$"
 _SHA_RE = r"^[0-9a-f]{40}$"
 _OCI_RE = r"^oci://[A-Za-z0-9.-]+(:[0-9]+)?/[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$"
@@ -172,12 +177,13 @@ def load_recipe(path: Path) -> Recipe:
     path = Path(path)
     if path.suffix not in RECIPE_SUFFIXES:
         raise UsageError(f"{path} is not a recipe file.", "Recipes are YAML files ending in .yaml or .yml.")
+    data = read_user_file(path, what="recipe", max_bytes=RECIPE_MAX_BYTES, max_lines=RECIPE_MAX_LINES)
     try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read recipe {path}: {exc}.", "Check the path.") from exc
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"recipe {path} is not UTF-8 (bad byte at offset {exc.start}).", "Save it as UTF-8.") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_recipe_loader())  # noqa: S506 - a SafeLoader that also refuses aliases
     except yaml.YAMLError as exc:
         raise UsageError(f"recipe {path} is not valid YAML: {_one_line(str(exc))}.", "Fix the YAML syntax.") from None
     if not isinstance(data, dict):
@@ -234,6 +240,23 @@ def _describe(err: dict) -> str:
 
 def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
+
+
+def _recipe_loader():
+    """PyYAML's SafeLoader, refusing any alias (``*name``, ``<<: *name``) where it meets one: an alias
+    bomb (a few hundred bytes that expand to gigabytes) never gets past its first alias."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, "YAML aliases (*name) are not allowed in a recipe; write the value out", mark
+                )
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
 
 
 def _one_line(text: str) -> str:
@@ -371,8 +394,8 @@ def find_recipes(paths: list[Path]) -> list[Path]:
             if not inside:
                 raise UsageError(f"no recipe files (*.yaml) in {p}.", "Pass a folder of recipes or recipe files.")
             found.extend(inside)
-        elif p.is_file():
-            found.append(p)
+        elif p.exists():
+            found.append(p)  # not a regular file (a FIFO, a device): load_recipe refuses it without reading
         else:
             raise UsageError(f"recipe path {p} does not exist.", "Pass recipe files or folders of them.")
     unique = list(dict.fromkeys(f.resolve() for f in found))

@@ -1,0 +1,136 @@
+"""Nothing lost, nothing leaked, round two (issue 21): each row of the attack run's table as a case through
+the real CLI entry point (``tests.cli_runner.invoke``), with a real registry where one is involved.
+
+Every refusal ends as ONE ``Error:`` line and its exit code; what the user had is still there afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import hub_fixtures as hf
+from tests.artifact_factory import make_artifact
+from tests.cli_runner import invoke
+
+PINNED = f"{hf.TINY_REPO}@{hf.TINY_SHA}"
+RECIPE = "source: {repo: sentence-transformers/all-MiniLM-L6-v2, revision: " + "1" * 40 + "}\nvariants: [onnx]\n"
+
+
+def one_error(res, code: int, *fragments: str) -> str:
+    """The single ``Error:`` line of a run that must end with ``code``; it holds every fragment."""
+    assert res.code == code, res.err
+    errors = [line for line in res.err.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, res.err
+    assert "unexpected" not in res.err and "Traceback" not in res.err, res.err
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def _texts(path: Path, n: int = 30) -> Path:
+    path.write_text("".join(f"an ordinary probe text number {i}\n" for i in range(n)), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------- row 4: a YAML alias bomb in a recipe
+def test_row4_a_recipe_alias_bomb_is_refused_fast(tmp_path):
+    bomb = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i, name in enumerate("bcdefghi"):
+        prev = "abcdefghi"[i]
+        bomb.append(f"{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]")
+    recipe = tmp_path / "bomb.yaml"
+    recipe.write_text(RECIPE + "kind:\n" + "\n".join("  " + line for line in bomb) + "\n", encoding="utf-8")
+    started = time.monotonic()
+    res = invoke("plan", str(recipe))
+    one_error(res, 2, "bomb.yaml", "aliases")
+    assert time.monotonic() - started < 10
+
+
+# ------------------------------------------------------- row 5: every user file regular, non-blocking, capped
+def _probe_link_to_dev_zero(tmp):
+    (tmp / "p.txt").symlink_to("/dev/zero")
+    return tmp / "p.txt"
+
+
+def _probe_fifo(tmp):
+    os.mkfifo(tmp / "p.txt")
+    return tmp / "p.txt"
+
+
+def _probe_5mb(tmp):
+    (tmp / "p.txt").write_text(("y" * 99 + "\n") * 50_000, encoding="utf-8")
+    return tmp / "p.txt"
+
+
+def _probe_100k_lines(tmp):
+    (tmp / "p.txt").write_text("t\n" * 100_000, encoding="utf-8")
+    return tmp / "p.txt"
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (_probe_link_to_dev_zero, ["p.txt", "not a regular file"]),
+        (_probe_fifo, ["p.txt", "not a regular file"]),
+        (_probe_5mb, ["5,000,000 bytes", "4,000,000-byte cap"]),
+        (_probe_100k_lines, ["100,000 lines", "20,000-line cap"]),
+    ],
+    ids=["link to /dev/zero", "fifo", "5 MB", "100k lines"],
+)
+def test_row5_a_probe_that_is_not_a_small_regular_file_is_refused(tmp_path, make, says):
+    art = make_artifact(tmp_path / "art")
+    res = invoke("verify", str(art), "--probe", str(make(tmp_path)))
+    one_error(res, 2, *says)
+
+
+def test_row5_export_calibration_from_a_fifo_is_refused_before_loading(tmp_path, tiny_model_dir):
+    hf.seed_tiny(tiny_model_dir)
+    os.mkfifo(tmp_path / "c.txt")
+    res = invoke("export", PINNED, "--out", str(tmp_path / "out"), "--calibration", str(tmp_path / "c.txt"))
+    one_error(res, 2, "c.txt", "not a regular file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_row5_a_policy_linked_to_dev_zero_is_refused(tmp_path):
+    (tmp_path / "policy.json").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "key.pub")
+    for option, name in (("--policy", "policy.json"), ("--verify-key", "key.pub")):  # read before any network
+        res = invoke("inspect", "oci://127.0.0.1:9/team/tiny:v1", option, str(tmp_path / name))
+        one_error(res, 2, name, "not a regular file")
+
+
+def test_row5_a_recipe_that_is_a_fifo_or_too_big_is_refused(tmp_path):
+    os.mkfifo(tmp_path / "fifo.yaml")
+    one_error(invoke("plan", str(tmp_path / "fifo.yaml")), 2, "fifo.yaml", "not a regular file")
+    (tmp_path / "big.yaml").write_text(RECIPE + "#" * 300_000 + "\n", encoding="utf-8")
+    one_error(invoke("plan", str(tmp_path / "big.yaml")), 2, "big.yaml", "256,000-byte cap")
+
+
+def test_row5_a_manifest_that_is_a_fifo_is_refused(tmp_path):
+    art = make_artifact(tmp_path / "art")
+    (art / "manifest.json").unlink()
+    os.mkfifo(art / "manifest.json")
+    res = invoke("verify", str(art))
+    one_error(res, 2, "manifest.json")
+
+
+# -------------------------------------------------------------- row 10: a JSONL probe line of 100k '['
+def test_row10_a_deeply_nested_jsonl_line_is_named(tmp_path):
+    art = make_artifact(tmp_path / "art")
+    probe = tmp_path / "p.jsonl"
+    lines = [json.dumps({"text": f"text {i}"}) for i in range(25)]
+    probe.write_text("\n".join([*lines[:7], "[" * 100_000, *lines[7:]]) + "\n", encoding="utf-8")
+    res = invoke("verify", str(art), "--probe", str(probe))
+    one_error(res, 2, "line 8", "nested too deeply")
+
+
+def test_row10_a_deeply_nested_manifest_is_refused(tmp_path):
+    art = make_artifact(tmp_path / "art")
+    (art / "manifest.json").write_text("[" * 100_000, encoding="utf-8")
+    one_error(invoke("verify", str(art)), 2, "manifest", "nested too deeply")
