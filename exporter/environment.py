@@ -104,3 +104,25 @@ def idle_threads_sleep() -> str:
         return f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
     policy = os.environ.get("OMP_WAIT_POLICY")
     return f"OMP_WAIT_POLICY={policy} (set before torch loaded)" if policy else "as torch loaded (spinning allowed)"
+
+
+def dies_with_parent():
+    """A ``preexec_fn`` for a helper process (verify's parity process, a fleet worker) that must not outlive
+    the tool: on Linux the kernel sends it SIGKILL when the thread that started it ends, ``kill -9`` of the
+    tool included (``prctl(PR_SET_PDEATHSIG)``). None elsewhere. libc is resolved here, in the parent, so
+    the forked child only makes the one call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+
+    return arm

@@ -184,6 +184,35 @@ def ensure_writable_parent(dest: Path) -> None:
     os.unlink(name)
 
 
+def check_output_file(dest: Path, *, option: str, replace: bool) -> None:
+    """Refuse, before any work, a file output (``--out FILE``, ``--save-recipe``, ``--junit``) that is a
+    folder or a link, that exists while ``replace`` is False (the caller's ``--force``), or whose folder
+    cannot be written (a real probe write). OutputError (exit 2) naming ``option``."""
+    dest = Path(dest)
+    if dest.is_symlink():
+        raise OutputError(f"{option} {dest} is a symbolic link.", "Pass the path of a new file.")
+    if dest.is_dir():
+        raise OutputError(f"{option} {dest} is a folder; it takes a file path.", f"Pass a file path, e.g. {dest / 'out'}.")
+    if dest.exists() and not replace:
+        raise OutputError(
+            f"{option} {dest} already exists; exporter does not overwrite a file without --force.",
+            "Pass --force to replace it, or another path.",
+        )
+    hint = f"Choose a writable location for {option}."
+    try:
+        ensure_writable_parent(dest)
+    except OutputError as exc:
+        raise OutputError(exc.message, hint) from None
+
+
+def check_writable_folder(folder: Path, *, option: str) -> None:
+    """Refuse, before any work, an output root (``run --artifacts``) that cannot be created or written."""
+    try:
+        ensure_writable_parent(Path(folder) / ".exporter-write-probe")
+    except OutputError as exc:
+        raise OutputError(f"{option} {folder}: {exc.message}", f"Choose a writable folder for {option}.") from None
+
+
 @contextlib.contextmanager
 def staged_dir(
     dest: Path, *, replace: bool = False, clone: bool = False, exists_hint: str = "Pass --force to replace it."

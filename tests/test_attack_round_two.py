@@ -134,3 +134,90 @@ def test_row10_a_deeply_nested_manifest_is_refused(tmp_path):
     art = make_artifact(tmp_path / "art")
     (art / "manifest.json").write_text("[" * 100_000, encoding="utf-8")
     one_error(invoke("verify", str(art)), 2, "manifest", "nested too deeply")
+
+
+# ---------------------------------------------------------- row 8: a user's file is not overwritten silently
+def test_row8_package_out_over_a_user_file_needs_force(tmp_path):
+    art = make_artifact(tmp_path / "art")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    one_error(invoke("package", str(art), "--variant", "onnx", "--out", str(notes)), 2, "notes.txt", "--force")
+    assert notes.read_text() == "my notes"
+    res = invoke("package", str(art), "--variant", "onnx", "--out", str(notes), "--force")
+    assert res.code == 0, res.err
+    assert notes.read_bytes()[257:262] == b"ustar"  # it is a tar now, as asked
+
+
+def test_row8_save_recipe_over_a_user_file_needs_force_even_in_a_dry_run(tmp_path, tiny_model_dir):
+    hf.seed_tiny(tiny_model_dir)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("# my own recipe\n")
+    base = ["export", PINNED, "--out", str(tmp_path / "out"), "--save-recipe", str(recipe), "--dry-run"]
+    one_error(invoke(*base), 2, "r.yaml", "already exists", "--force")
+    assert recipe.read_text() == "# my own recipe\n"
+    res = invoke(*base, "--force")
+    assert res.code == 0, res.err
+    assert "written by `exporter export --save-recipe`" in recipe.read_text()
+
+
+# ------------------------------------------------- row 9: report and artifact destinations checked up front
+def test_row9_verify_junit_onto_a_folder_or_unwritable_place_is_refused_before_parity(tmp_path):
+    art = make_artifact(tmp_path / "art")  # its source is not in the Hub cache: parity would fail, later
+    (tmp_path / "reports").mkdir()
+    one_error(invoke("verify", str(art), "--junit", str(tmp_path / "reports")), 2, "--junit", "is a folder")
+    one_error(invoke("verify", str(art), "--junit", "/proc/exporter/junit.xml"), 2, "--junit")
+    assert list((tmp_path / "reports").iterdir()) == []
+
+
+def test_row9_run_artifacts_on_an_unwritable_place_is_refused_first(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE, encoding="utf-8")
+    one_error(invoke("run", str(recipe), "--artifacts", "/proc/exporter-artifacts"), 2, "--artifacts")
+    (tmp_path / "file").write_text("x")
+    one_error(invoke("run", str(recipe), "--artifacts", str(tmp_path / "file")), 2, "--artifacts")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+# ----------------------------------------------------------------- row 13: kill -9 of verify takes its worker
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads children from /proc (Linux)")
+def test_row13_the_parity_worker_dies_with_a_killed_verify(artifact):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "exporter", "verify", str(artifact)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (workers := _children(proc.pid)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert workers, "verify never started its parity process"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 3
+        while any(map(_alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not any(map(_alive, workers)), "the parity process outlived verify"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+from tests.test_verify import _artifact_template, artifact  # noqa: E402,F401 - the shared real artifact

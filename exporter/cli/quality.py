@@ -48,11 +48,14 @@ def verify(
     """Re-hash every file (exit 4 on a mismatch) and re-run each variant's parity against the pinned torch
     reference in a fresh process (exit 3 if a variant, or with --consumers any consumer, misses its recorded
     thresholds)."""
+    from exporter.fsutil import check_output_file
     from exporter.quality import junit as junit_xml
     from exporter.quality.consumers import parse_names
     from exporter.quality.verify import raise_for
     from exporter.quality.verify import verify as run_verify
 
+    if junit:  # before the parity run, not after it: a report that cannot be written is bad input
+        check_output_file(junit, option="--junit", replace=True)  # CI re-runs write the same report file
     report = run_verify(artifact, _ids(variants), probe, parse_names(consumers), integrity_only=integrity)
     if junit:
         junit_xml.write(junit, report)

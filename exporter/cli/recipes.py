@@ -31,7 +31,9 @@ def run(
 ) -> None:
     """Run recipes, each model in its own process; resumable; a summary table and non-zero exit on any failure."""
     from exporter.fleet import recipe as rc
+    from exporter.fsutil import check_writable_folder
 
+    check_writable_folder(artifacts, option="--artifacts")
     loaded = rc.load_all(recipes)
     for path, recipe in loaded:  # refuse what a run would refuse, before any model starts
         _plan_for(path, recipe, variants=variants, artifacts=artifacts, force=force)

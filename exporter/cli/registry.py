@@ -52,6 +52,7 @@ def package(
             help="Write the folder a server loads instead of a tar: st, tei, fastembed, transformers.js, ovms, triton."
         ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Write a deterministic package of one variant: its files, the shared files, the narrowed manifest
     (with --layout: the folder --out that the named server or library loads)."""
@@ -67,7 +68,7 @@ def package(
         typer.echo(f"{written['layout']} layout of {written['variant']}: {out} ({len(written['files'])} files)")
         typer.echo(f"start: {written['start']}")
         return
-    result = build_package(artifact, variant, out, allow_failed=allow_failed)
+    result = build_package(artifact, variant, out, allow_failed=allow_failed, replace=force)
     typer.echo(f"packaged {result.variant}: {result.path} ({result.files} files, {result.size} bytes)")
     typer.echo(f"sha256:{result.sha256}")
 

@@ -364,14 +364,17 @@ def _relative_to(path: Path, base_dir: Path | None) -> str:
 
 
 def save_recipe(plan, path: Path, revision: str | None = None) -> Path:
-    """Write the recipe of ``plan`` to ``path`` (YAML, atomically); probe paths relative to its folder."""
+    """Write the recipe of ``plan`` to ``path`` (YAML, atomically); probe paths relative to its folder.
+
+    An existing file is replaced only with the plan's ``force`` (``export --force``), dry run or not."""
     import yaml
 
-    from exporter.fsutil import write_text_atomic
+    from exporter.fsutil import check_output_file, write_text_atomic
 
     path = Path(path)
     if path.suffix not in RECIPE_SUFFIXES:
         raise UsageError(f"--save-recipe {path}: a recipe file ends in .yaml or .yml.", "Pick a .yaml file name.")
+    check_output_file(path, option="--save-recipe", replace=bool(getattr(plan, "force", False)))
     data = plan_to_recipe(plan, base_dir=path.parent, revision=revision)
     header = f"# exporter recipe: {data['source']['repo']} (written by `exporter export --save-recipe`)\n"
     try:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter import kinds
+from exporter.environment import dies_with_parent
 from exporter.errors import ExitCode
 
 
@@ -89,7 +90,8 @@ def run_fleet(
         )
         start = time.perf_counter()
         with open(log, "w", encoding="utf-8") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+            # this thread waits for it, so the worker dies with the run (kill -9 of `exporter run` too)
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, preexec_fn=dies_with_parent())
             with lock:
                 live.add(proc)
             try:
