@@ -221,3 +221,91 @@ def test_row13_the_parity_worker_dies_with_a_killed_verify(artifact):
 
 
 from tests.test_verify import _artifact_template, artifact  # noqa: E402,F401 - the shared real artifact
+
+
+# --------------------------------------- rows 3 and 14: what a registry serves is bound to what was signed
+@pytest.fixture
+def open_registry(tmp_path_factory, monkeypatch, tmp_path):
+    from tests.registry_server import running_registry
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    with running_registry(tmp_path_factory.mktemp("registry")) as server:
+        yield server
+
+
+def _signed(open_registry, tmp_path) -> tuple[str, Path]:
+    """A signed ModelPack publish of a factory artifact: (reference of the pushed manifest, public key)."""
+    from tests.signing_keys import make_keypair
+
+    private, public = make_keypair(tmp_path, "release")
+    art = make_artifact(tmp_path / "art", recommended="onnx")
+    res = invoke("publish", str(art), f"oci://{open_registry.host}/team/tiny:v1", "--sign-key", str(private))
+    assert res.code == 0, res.err
+    return f"oci://{open_registry.host}/team/tiny:v1", public
+
+
+def _repush(open_registry, edit_doc, edit_config=None) -> str:
+    """The manifest of team/tiny:v1 edited and pushed as :forged, its referrers re-pointed at it."""
+    import hashlib
+
+    from exporter.ship import referrers
+    from exporter.ship.oci_client import RegistryClient
+
+    client = RegistryClient(open_registry.host)
+    data, digest = client.get_manifest("team/tiny", "v1")
+    doc = json.loads(data)
+    if edit_config:
+        cfg = json.loads(client.get_blob("team/tiny", doc["config"]["digest"], doc["config"]["size"]))
+        edit_config(cfg)
+        blob = json.dumps(cfg).encode()
+        new = "sha256:" + hashlib.sha256(blob).hexdigest()
+        client.upload_blob("team/tiny", new, len(blob), lambda: blob)
+        doc["config"].update(digest=new, size=len(blob))
+    edit_doc(doc)
+    forged = json.dumps(doc).encode()
+    new_digest = client.put_manifest("team/tiny", "forged", forged)
+    subject = {"mediaType": doc["mediaType"], "digest": new_digest, "size": len(forged)}
+    for desc in referrers.listed(client, "team/tiny", digest):
+        bundle = referrers.fetch_bundle(client, "team/tiny", desc, digest)
+        kind = desc["annotations"][referrers.PREDICATE_ANNOTATION]
+        referrers.attach(client, "team/tiny", subject, bundle, kind)
+    return f"oci://{open_registry.host}/team/tiny:forged"
+
+
+def _evil_config(cfg):
+    cfg["descriptor"].update(name="evil/other-model", revision="0" * 40)
+
+
+def test_row3_a_forged_modelpack_config_fails_every_verifying_command_with_exit_4(open_registry, tmp_path):
+    ref, public = _signed(open_registry, tmp_path)
+    honest = invoke("inspect", ref, "--verify-key", str(public))
+    assert honest.code == 0 and "signature: verified" in honest.out, honest.err
+    forged = _repush(open_registry, lambda doc: None, _evil_config)
+    for args in (
+        ["inspect", forged, "--verify-key", str(public)],
+        ["pull", forged, str(tmp_path / "pulled"), "--verify-key", str(public)],
+        ["promote", forged, f"oci://{open_registry.host}/team/tiny:prod", "--verify-key", str(public)],
+    ):
+        res = invoke(*args)
+        one_error(res, 4, "does not match its signed manifest.json", "descriptor.name", "descriptor.revision")
+        assert "evil/other-model" not in res.out
+    assert not (tmp_path / "pulled").exists()
+
+
+def test_row14_pull_refuses_a_layer_whose_title_is_not_its_file_path(open_registry, tmp_path):
+    from exporter.ship import modelpack
+
+    ref, _ = _signed(open_registry, tmp_path)
+    def retitle(doc):
+        doc["layers"][0]["annotations"][modelpack.TITLE] = "../x"
+
+    forged = _repush(open_registry, retitle)
+    res = invoke("pull", forged, str(tmp_path / "pulled"))
+    one_error(res, 4, "titled '../x'", "file path")
+    assert not (tmp_path / "pulled").exists() and not (tmp_path / "x").exists()
+    honest = invoke("pull", ref, str(tmp_path / "ok"))  # and what publish writes: every title is its path
+    assert honest.code == 0, honest.err
+    from exporter.ship.oci_client import RegistryClient
+
+    layers = json.loads(RegistryClient(open_registry.host).get_manifest("team/tiny", "v1")[0])["layers"]
+    assert all(x["annotations"][modelpack.TITLE] == x["annotations"][modelpack.FILEPATH] for x in layers)

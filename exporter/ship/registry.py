@@ -361,7 +361,9 @@ def fetch_checked(client: RegistryClient, ref: Reference) -> Fetched:
     manifest_json = _small_blob(client, ref, {"digest": own[0][1], "size": own[0][2]}, where)
     narrowed = parse_narrowed_manifest(manifest_json, where)
     _match_manifest(rest, narrowed, where)
-    return Fetched(digest, doc, rest, {mf.MANIFEST_NAME: manifest_json}, narrowed, json.loads(config))
+    cfg = json.loads(config)
+    modelpack.check_bound(cfg, narrowed, manifest_json, where)
+    return Fetched(digest, doc, rest, {mf.MANIFEST_NAME: manifest_json}, narrowed, cfg)
 
 
 def _small_blob(client: RegistryClient, ref: Reference, desc: dict, where: str) -> bytes:
