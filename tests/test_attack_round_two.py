@@ -19,7 +19,7 @@ from tests.artifact_factory import make_artifact
 from tests.cli_runner import invoke
 
 PINNED = f"{hf.TINY_REPO}@{hf.TINY_SHA}"
-RECIPE = "source: {repo: sentence-transformers/all-MiniLM-L6-v2, revision: " + "1" * 40 + "}\nvariants: [onnx]\n"
+RECIPE = "source: {repo: sentence-transformers/all-MiniLM-L6-v2, revision: '" + "1" * 40 + "'}\nvariants: [onnx]\n"
 
 
 def one_error(res, code: int, *fragments: str) -> str:
@@ -309,3 +309,17 @@ def test_row14_pull_refuses_a_layer_whose_title_is_not_its_file_path(open_regist
 
     layers = json.loads(RegistryClient(open_registry.host).get_manifest("team/tiny", "v1")[0])["layers"]
     assert all(x["annotations"][modelpack.TITLE] == x["annotations"][modelpack.FILEPATH] for x in layers)
+
+
+# --------------------------------------------------- row 15: recipes that run remote code are shown, and gated
+def test_row15_plan_shows_and_run_gates_recipes_that_run_remote_code(tmp_path):
+    (tmp_path / "plain.yaml").write_text(RECIPE, encoding="utf-8")
+    (tmp_path / "custom.yaml").write_text(RECIPE + "trust_remote_code: true\n", encoding="utf-8")
+    planned = invoke("plan", str(tmp_path), "--format", "json")
+    assert planned.code == 0, planned.err
+    assert "runs remote code" in planned.err and "custom.yaml" in planned.err and "plain.yaml" not in planned.err
+    rows = {e["name"]: e["remote_code"] for e in json.loads(planned.out)}
+    assert rows == {"custom": "true", "plain": "false"}
+    res = invoke("run", str(tmp_path), "--artifacts", str(tmp_path / "arts"))
+    one_error(res, 2, "custom.yaml", "trust_remote_code", "--allow-remote-code")
+    assert not (tmp_path / "arts" / ".logs").exists(), "refused before any recipe ran"

@@ -384,6 +384,24 @@ def save_recipe(plan, path: Path, revision: str | None = None) -> Path:
     return path
 
 
+def remote_code_recipes(recipes: list[tuple[Path, Recipe]]) -> list[str]:
+    """The names of the recipes that run the model repository's own Python code (``trust_remote_code``)."""
+    return [p.name for p, r in recipes if r.trust_remote_code]
+
+
+def require_remote_code_allowed(recipes: list[tuple[Path, Recipe]], allowed: bool) -> list[str]:
+    """The recipes that run remote code; UsageError (exit 2) naming them unless ``allowed``
+    (``exporter run --allow-remote-code``): a fleet run never runs a repository's code unasked."""
+    names = remote_code_recipes(recipes)
+    if names and not allowed:
+        raise UsageError(
+            f"{len(names)} recipe(s) run the model repository's own Python code (trust_remote_code: true): "
+            f"{', '.join(names)}.",
+            "Review that code at the pinned revision, then pass --allow-remote-code.",
+        )
+    return names
+
+
 def find_recipes(paths: list[Path]) -> list[Path]:
     """Expand RECIPE|FOLDER arguments into recipe files (a folder: its *.yaml/*.yml, sorted, not recursive).
 
