@@ -230,25 +230,65 @@ def staged_dir(
     ensure_writable_parent(dest)
     if dest.exists() and not (replace or clone):
         raise OutputError(f"{dest} already exists.", exists_hint)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-{os.getpid()}-", dir=dest.parent))
+    tmp = _marked_dir(dest, "partial")
     try:
         if clone and dest.is_dir():
             shutil.copytree(dest, tmp, copy_function=os.link, dirs_exist_ok=True)
         yield tmp
         if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
+            old = _marked_dir(dest, "old")
+            try:
+                os.replace(dest, old / SET_ASIDE)
+            except BaseException:
+                shutil.rmtree(old, ignore_errors=True)
+                raise
+            (tmp / STAGING_MARKER).unlink(missing_ok=True)
             os.replace(tmp, dest)
             shutil.rmtree(old, ignore_errors=True)
         else:
+            (tmp / STAGING_MARKER).unlink(missing_ok=True)
             os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+# A staging folder is ``.NAME.partial-PID-XXXX`` (the new content) or ``.NAME.old-PID-XXXX`` (holding the
+# replaced ``dest`` as SET_ASIDE), and holds STAGING_MARKER: who made it (tool, pid, host, for which NAME).
+# ``clean_stale_staging`` touches only folders whose marker says a dead process of ours made them here:
+# a user's folder that merely has such a name is never deleted or "restored".
+STAGING_MARKER = ".exporter-staging.json"
+SET_ASIDE = "set-aside"
+_TOOL = "exporter"
 _PARTIAL = r"\.{name}\.partial-(?P<pid>\d+)-[^/]+"
-_OLD = r"\.{name}\.old-(?P<pid>\d+)"
+_OLD = r"\.{name}\.old-(?P<pid>\d+)-[^/]+"
+
+
+def _marked_dir(dest: Path, kind: str) -> Path:
+    """A new staging folder beside ``dest`` (``kind``: partial or old) holding its marker."""
+    import socket
+
+    folder = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{kind}-{os.getpid()}-", dir=dest.parent))
+    marker = {"tool": _TOOL, "pid": os.getpid(), "host": socket.gethostname(), "dest": dest.name, "kind": kind}
+    try:
+        (folder / STAGING_MARKER).write_text(json.dumps(marker), encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
+
+
+def _made_by_us(folder: Path, dest: Path, pid: int) -> bool:
+    """True when ``folder`` holds a marker of ours for ``dest`` and ``pid``, made on this machine."""
+    import socket
+
+    try:
+        marker = parse_json(read_user_file(folder / STAGING_MARKER, what="staging marker", max_bytes=4096), "marker")
+    except UsageError:
+        return False
+    return isinstance(marker, dict) and marker.get("tool") == _TOOL and marker.get("pid") == pid and (
+        marker.get("host") == socket.gethostname() and marker.get("dest") == dest.name
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -270,10 +310,11 @@ def _tree_size(path: Path) -> int:
 def clean_stale_staging(dest: Path) -> list[str]:
     """Remove the staging folders of ``dest`` that a killed ``staged_dir`` left; one line per folder.
 
-    Only folders named for this ``dest`` whose process (the pid in the name, on this machine) is gone
-    are touched; a live writer's are left alone, and so is anything not named by ``staged_dir``. A
-    previous ``dest`` set aside (``.NAME.old-PID``) is put back if the kill came before the new one was
-    renamed in, else removed. Call it while holding the lock of ``dest`` (``exporter.outdir.claim``).
+    Only folders named for this ``dest`` AND holding our marker for it, whose process (the pid in both,
+    on this machine) is gone, are touched; a live writer's are left alone, and so is anything not made
+    by ``staged_dir`` (a user's folder of the same name). A previous ``dest`` set aside (in
+    ``.NAME.old-PID-XXXX``) is put back if the kill came before the new one was renamed in, else removed.
+    Call it while holding the lock of ``dest`` (``exporter.outdir.claim``).
     """
     notes: list[str] = []
     parent, name = dest.parent, re.escape(dest.name)
@@ -282,10 +323,15 @@ def clean_stale_staging(dest: Path) -> list[str]:
     partial, old = re.compile(_PARTIAL.format(name=name)), re.compile(_OLD.format(name=name))
     for entry in sorted(parent.iterdir()):
         m = partial.fullmatch(entry.name) or old.fullmatch(entry.name)
-        if not m or entry.is_symlink() or not entry.is_dir() or _pid_alive(int(m["pid"])):
+        if not m or entry.is_symlink() or not entry.is_dir():
             continue
-        if m.re is old and not dest.exists():
-            os.replace(entry, dest)
+        pid = int(m["pid"])
+        if _pid_alive(pid) or not _made_by_us(entry, dest, pid):
+            continue
+        kept = entry / SET_ASIDE
+        if m.re is old and not dest.exists() and kept.is_dir() and not kept.is_symlink():
+            os.replace(kept, dest)
+            shutil.rmtree(entry)
             notes.append(f"Restored {dest} from {entry.name}, set aside by a killed run (pid {m['pid']}).")
             continue
         size = _tree_size(entry)

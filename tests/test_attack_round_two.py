@@ -323,3 +323,24 @@ def test_row15_plan_shows_and_run_gates_recipes_that_run_remote_code(tmp_path):
     res = invoke("run", str(tmp_path), "--artifacts", str(tmp_path / "arts"))
     one_error(res, 2, "custom.yaml", "trust_remote_code", "--allow-remote-code")
     assert not (tmp_path / "arts" / ".logs").exists(), "refused before any recipe ran"
+
+
+# ------------------------------------------- row 6: only our own marked staging folders are cleaned or restored
+def test_row6_user_folders_named_like_staging_folders_survive_a_pull(open_registry, tmp_path):
+    art = make_artifact(tmp_path / "art", recommended="onnx")
+    ref = f"oci://{open_registry.host}/team/tiny:v1"
+    assert invoke("publish", str(art), ref).code == 0
+    home = tmp_path / "home"
+    home.mkdir()
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    names = [f".out.partial-{dead}-w", f".out.old-{dead - 1}", f".out.old-{dead - 2}-x"]
+    for name in names:
+        (home / name).mkdir()
+        (home / name / "thesis.txt").write_text("mine")
+    (home / names[2] / "set-aside").mkdir()  # looks like a set-aside artifact, but carries no marker
+    res = invoke("pull", ref, str(home / "out"))
+    assert res.code == 0, res.err
+    assert "Removed" not in res.err and "Restored" not in res.err
+    for name in names:
+        assert (home / name / "thesis.txt").read_text() == "mine"
+    assert (home / "out" / "manifest.json").is_file() and not (home / "out" / "thesis.txt").exists()

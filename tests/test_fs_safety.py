@@ -332,6 +332,17 @@ def _dead_pid() -> int:
     return child.pid
 
 
+def _mark(folder: Path, dest: str, pid: int, kind: str = "partial") -> Path:
+    """The marker ``fsutil.staged_dir`` writes into its staging folders, as process ``pid`` would have."""
+    import socket
+
+    from exporter.fsutil import STAGING_MARKER
+
+    marker = {"tool": "exporter", "pid": pid, "host": socket.gethostname(), "dest": dest, "kind": kind}
+    (folder / STAGING_MARKER).write_text(json.dumps(marker))
+    return folder
+
+
 def test_claim_removes_only_dead_runs_staging_folders(tmp_path):
     out = tmp_path / "art"
     dead, alive = _dead_pid(), subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -339,26 +350,34 @@ def test_claim_removes_only_dead_runs_staging_folders(tmp_path):
         left = {
             "dead": tmp_path / f".art.partial-{dead}-k3j2", "alive": tmp_path / f".art.partial-{alive.pid}-x9",
             "unknown": tmp_path / ".art.partial-abc123", "other": tmp_path / f".other.partial-{dead}-q",
+            "unmarked": tmp_path / f".art.partial-{dead}-user",
         }  # fmt: skip
-        for folder in left.values():
+        for key, folder in left.items():
             (folder / "onnx").mkdir(parents=True)
             (folder / "onnx" / "model.onnx").write_bytes(b"x" * 1_000_000)
+            if key != "unmarked":
+                pid = alive.pid if key == "alive" else dead
+                _mark(folder, "other" if key == "other" else "art", pid)
         with outdir.claim(out) as notes:
             assert len(notes) == 1 and str(left["dead"]) in notes[0] and f"pid {dead} is gone" in notes[0]
             assert "1.0 MB" in notes[0]
         assert not left["dead"].exists()
-        assert all(left[k].is_dir() for k in ("alive", "unknown", "other"))
+        assert all(left[k].is_dir() for k in ("alive", "unknown", "other", "unmarked"))
     finally:
         alive.kill()
         alive.wait()
 
 
 def test_claim_puts_back_an_artifact_a_killed_swap_had_set_aside(tmp_path):
+    from exporter.fsutil import SET_ASIDE
+
     out, dead = tmp_path / "art", _dead_pid()
-    make_artifact(tmp_path / f".art.old-{dead}")
+    old = tmp_path / f".art.old-{dead}-x1"
+    make_artifact(old / SET_ASIDE)
+    _mark(old, "art", dead, "old")
     with outdir.claim(out) as notes:
-        assert notes == [f"Restored {out} from .art.old-{dead}, set aside by a killed run (pid {dead})."]
-    assert mf.check_files(out, mf.load(out)).ok
+        assert notes == [f"Restored {out} from {old.name}, set aside by a killed run (pid {dead})."]
+    assert mf.check_files(out, mf.load(out)).ok and not old.exists()
 
 
 @pytest.mark.slow
@@ -394,6 +413,7 @@ def test_pull_force_replaces_an_earlier_pull_and_cleans_a_killed_pulls_leftovers
         assert invoke("pull", pushed.reference, str(dest)).code == 0
         dead = _dead_pid()
         (tmp_path / f".pulled.partial-{dead}-zz").mkdir()
+        _mark(tmp_path / f".pulled.partial-{dead}-zz", "pulled", dead)
         res = invoke("pull", pushed.reference, str(dest), "--force")
     assert res.code == 0, res.err
     assert f"! Removed {tmp_path / f'.pulled.partial-{dead}-zz'} (0.0 MB)" in res.err
