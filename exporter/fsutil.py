@@ -220,8 +220,9 @@ def staged_dir(
     """Yield a temp folder beside ``dest``; when the block completes, rename it to ``dest``.
 
     On any exception (Ctrl-C included) the temp folder is removed and ``dest`` is untouched. The temp
-    folder is named ``.NAME.partial-PID-XXXX`` (and a replaced ``dest`` is set aside as ``.NAME.old-PID``),
-    so what a killed process left behind can be told from a live one's: see ``clean_stale_staging``.
+    folder is ``.NAME.partial-PID-XXXX/content`` (and a replaced ``dest`` is set aside in
+    ``.NAME.old-PID-XXXX/``), each staging folder marked as ours, so what a killed process left behind can be
+    told from a live one's and from a user's folder of the same name: see ``clean_stale_staging``.
     ``clone`` starts the temp folder as a hard-linked copy of an existing ``dest`` (cheap, no bytes
     copied) so a step can add files and swap the result in; builders must therefore write new files,
     never modify existing ones in place. ``replace`` allows swapping out an existing ``dest``; without it an
@@ -230,11 +231,14 @@ def staged_dir(
     ensure_writable_parent(dest)
     if dest.exists() and not (replace or clone):
         raise OutputError(f"{dest} already exists.", exists_hint)
-    tmp = _marked_dir(dest, "partial")
+    staging = _marked_dir(dest, "partial")
     try:
+        work = staging / CONTENT
         if clone and dest.is_dir():
-            shutil.copytree(dest, tmp, copy_function=os.link, dirs_exist_ok=True)
-        yield tmp
+            shutil.copytree(dest, work, copy_function=os.link)
+        else:
+            work.mkdir()
+        yield work
         if dest.exists():
             old = _marked_dir(dest, "old")
             try:
@@ -242,23 +246,22 @@ def staged_dir(
             except BaseException:
                 shutil.rmtree(old, ignore_errors=True)
                 raise
-            (tmp / STAGING_MARKER).unlink(missing_ok=True)
-            os.replace(tmp, dest)
+            os.replace(work, dest)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            (tmp / STAGING_MARKER).unlink(missing_ok=True)
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            os.replace(work, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
-# A staging folder is ``.NAME.partial-PID-XXXX`` (the new content) or ``.NAME.old-PID-XXXX`` (holding the
-# replaced ``dest`` as SET_ASIDE), and holds STAGING_MARKER: who made it (tool, pid, host, for which NAME).
+# A staging folder is ``.NAME.partial-PID-XXXX`` (the new content, in CONTENT) or ``.NAME.old-PID-XXXX`` (the
+# replaced ``dest``, in SET_ASIDE), and holds STAGING_MARKER: who made it (tool, pid, host, for which NAME).
+# The marker sits beside the content, never in it: what is renamed to ``dest`` holds only what was written.
 # ``clean_stale_staging`` touches only folders whose marker says a dead process of ours made them here:
 # a user's folder that merely has such a name is never deleted or "restored".
 STAGING_MARKER = ".exporter-staging.json"
 SET_ASIDE = "set-aside"
+CONTENT = "content"
 _TOOL = "exporter"
 _PARTIAL = r"\.{name}\.partial-(?P<pid>\d+)-[^/]+"
 _OLD = r"\.{name}\.old-(?P<pid>\d+)-[^/]+"

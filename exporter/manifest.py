@@ -91,7 +91,7 @@ def narrow(manifest: dict, variant_id: str) -> dict:
     """A copy of the manifest that describes only one variant (for packaging and publishing)."""
     out = copy.deepcopy(manifest)
     out["variants"] = [copy.deepcopy(get_variant(manifest, variant_id))]
-    out["publishable"] = out["variants"][0]["status"] == "passed"
+    out["publishable"] = out["variants"][0]["status"] == "passed" and bool(manifest["source"].get("pinned"))
     if out.get("recommended") and out["recommended"].get("variant") != variant_id:
         out["recommended"] = None
     return out

@@ -154,6 +154,9 @@ def _resolve(plan: ExportPlan, progress: Progress):
             trust_remote_code=plan.trust_remote_code,
             allow_pickle=plan.allow_pickle,
         )
+    if src.skipped:  # recorded in the manifest too (source.skipped)
+        shown = ", ".join(src.skipped[:5]) + (f" and {len(src.skipped) - 5} more" if len(src.skipped) > 5 else "")
+        progress.note(f"Not copied (the model does not load them): {shown}")
     return src, base, calib_set
 
 

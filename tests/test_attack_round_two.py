@@ -344,3 +344,51 @@ def test_row6_user_folders_named_like_staging_folders_survive_a_pull(open_regist
     for name in names:
         assert (home / name / "thesis.txt").read_text() == "mine"
     assert (home / "out" / "manifest.json").is_file() and not (home / "out" / "thesis.txt").exists()
+
+
+# ------------------------------------------ row 1: only what the model loads is copied; unpinned is not published
+SECRETS = {".env": "API_KEY=do-not-ship\n", "id_rsa": "-----BEGIN OPENSSH PRIVATE KEY-----\n", "private/creds.json": "{}"}
+
+
+@pytest.mark.slow
+def test_row1_a_local_folder_ships_only_the_model_and_publish_needs_a_flag(open_registry, tiny_model_copy, tmp_path):
+    import tarfile
+
+    from exporter.ship.oci_client import RegistryClient
+
+    for rel, text in SECRETS.items():
+        (tiny_model_copy / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tiny_model_copy / rel).write_text(text)
+    res = invoke("export", str(tiny_model_copy), "--out", str(tmp_path / "art"), "--variants", "onnx")
+    assert res.code == 0, res.err
+    art = tmp_path / "art"
+    (said,) = [line for line in res.err.splitlines() if "Not copied (the model does not load them): " in line]
+    assert all(rel in said for rel in SECRETS)
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert set(SECRETS) <= set(manifest["source"]["skipped"])
+    assert {"modules.json", "1_Pooling/config.json", "tokenizer.json"} <= {f["path"] for f in manifest["source"]["files"]}
+    everywhere = {p.relative_to(art).as_posix() for p in art.rglob("*")}
+    assert not everywhere & set(SECRETS) and "private" not in everywhere
+
+    assert invoke("package", str(art), "--out", str(tmp_path / "p.tar")).code == 0
+    with tarfile.open(tmp_path / "p.tar") as tar:
+        assert not {m.name for m in tar.getmembers()} & set(SECRETS)
+
+    ref = f"oci://{open_registry.host}/team/local:v1"
+    one_error(invoke("publish", str(art), ref), 2, "not publishable", "--allow-unpublishable")
+    client = RegistryClient(open_registry.host)
+    assert client.manifest_digest("team/local", "v1") is None, "nothing pushed"
+    res = invoke("publish", str(art), ref, "--allow-unpublishable")
+    assert res.code == 0, res.err
+    doc = json.loads(client.get_manifest("team/local", "v1")[0])
+    assert doc["annotations"]["dev.exporter.publishable"] == "false"
+    assert not {x["annotations"]["org.cncf.model.filepath"] for x in doc["layers"]} & set(SECRETS)
+
+
+def test_row1_publish_refuses_an_unpinned_artifact_before_any_network(tmp_path):
+    art = make_artifact(tmp_path / "art", recommended="onnx")
+    data = json.loads((art / "manifest.json").read_text())
+    data["source"].update(repo=None, revision=None, pinned=False, local_path=str(tmp_path / "model"))
+    data["publishable"] = False
+    (art / "manifest.json").write_text(json.dumps(data))
+    one_error(invoke("publish", str(art), "oci://127.0.0.1:9/team/x:v1"), 2, "not publishable", "--allow-unpublishable")

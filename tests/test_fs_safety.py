@@ -284,9 +284,9 @@ def test_hub_cache_snapshot_links_into_its_blobs_still_resolve(tiny_model_dir):
 def test_a_link_that_stays_inside_a_local_folder_is_accepted(tiny_model_copy):
     from exporter.source import resolve as source
 
-    (tiny_model_copy / "README.txt").symlink_to("1_Pooling/config.json")
+    (tiny_model_copy / "generation_config.json").symlink_to("1_Pooling/config.json")
     src = source.resolve(source.parse_model_ref(str(tiny_model_copy)))
-    assert "README.txt" in {f.path for f in src.files}
+    assert "generation_config.json" in {f.path for f in src.files}
 
 
 def test_empty_folders_and_our_own_artifacts_may_be_replaced(tmp_path):

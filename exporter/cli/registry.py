@@ -92,6 +92,13 @@ def publish(
     artifact_format: Annotated[
         str, typer.Option("--format", help="modelpack (CNCF ModelPack, default) or exporter (the v1 dialect).")
     ] = "modelpack",
+    allow_unpublishable: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unpublishable",
+            help="Push an artifact whose source is not pinned to a Hub commit (recorded as publishable: false).",
+        ),
+    ] = False,
 ) -> None:
     """Push each variant as an OCI artifact (one layer per file); the same content again is a no-op."""
     from exporter.ship.registry import publish as do_publish
@@ -105,6 +112,7 @@ def publish(
         insecure=insecure,
         sign_key=sign_key,
         artifact_format=artifact_format,
+        allow_unpublishable=allow_unpublishable,
     )
     for r in results:
         note = " (parity failed: published with --allow-failed)" if r.allow_failed else ""

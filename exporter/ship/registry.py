@@ -99,6 +99,7 @@ def annotations(narrowed: dict, allow_failed: bool) -> dict[str, str]:
         ANNOTATION + "parity": verdict,
         ANNOTATION + "tool-version": narrowed["tool_version"],
         ANNOTATION + "allow-failed": "true" if allow_failed else None,
+        ANNOTATION + "publishable": None if narrowed.get("publishable") else "false",
     }
     return {k: str(v) for k, v in found.items() if v is not None}
 
@@ -144,11 +145,15 @@ def publish(
     retry: RetryPolicy | None = None,
     sign_key: Path | None = None,
     artifact_format: str = "modelpack",
+    allow_unpublishable: bool = False,
 ) -> list[PublishResult]:
     """Push each chosen variant of ``artifact`` as an OCI artifact (all are checked before any is sent).
 
     ``sign_key`` signs the files and the fidelity attestation now; without it, bundles that
     ``exporter sign`` left in the artifact are attached (after checking they cover the same files).
+    An artifact whose source is not pinned to a Hub commit (a local folder, a branch) is not publishable
+    (``publishable: false``) and is refused unless ``allow_unpublishable``; the pushed manifest.json then
+    says ``publishable: false`` and the OCI manifest carries the annotation ``…publishable: false``.
     """
     artifact = Path(artifact)
     ref = Reference.parse(target)
@@ -158,6 +163,12 @@ def publish(
         raise UsageError(f"unknown artifact format {artifact_format!r}.", f"Use one of: {', '.join(FORMATS)}.")
     signer = load_signer(sign_key) if sign_key else None
     manifest = mf.load(artifact)
+    if not manifest["source"].get("pinned") and not allow_unpublishable:
+        raise UsageError(
+            f"{artifact} is not publishable: its source ({manifest['source'].get('repo') or 'a local folder'}) is "
+            "not pinned to a Hub commit, so nobody can rebuild or check it (manifest publishable: false).",
+            "Export from org/name@<commit sha>, or pass --allow-unpublishable to push it marked as such.",
+        )
     ids = select_variants(manifest, variant)
     if ref.tag and len(ids) > 1:
         raise UsageError("one tag cannot name several variants.", "Drop the :TAG (default <sha12>-<variant>).")

@@ -28,6 +28,46 @@ TOKENIZER_FILES = frozenset(
 )
 
 
+# What a sentence-transformers load reads from the model's root and from each module's folder (the paths
+# modules.json names): the configs, the tokenizer files and the weights, by name. Any other file of a model
+# folder (a .env, a key, notes, a private/ folder) is not loaded, so it is neither copied nor published.
+_LOADED_NAMES = TOKENIZER_FILES | frozenset(
+    {
+        "modules.json",
+        "config.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "merges.txt",
+        "generation_config.json",
+    }
+)
+
+
+def _is_loaded_name(name: str) -> bool:
+    return (
+        name in _LOADED_NAMES
+        or name.endswith(("config.json", SAFETENSORS, ".safetensors.index.json", ".spm", ".model"))
+        or _is_pickle_weight(name)
+    )
+
+
+def loaded_files(root: Path, chosen: list[str], label: str) -> list[str]:
+    """The files of ``chosen`` a sentence-transformers load reads: those named like a config, tokenizer or
+    weights file, directly in the root or in a module folder that ``modules.json`` names (no modules.json:
+    the root only). The rule, not the folder's content, decides what is copied into the artifact."""
+    folders = {PurePosixPath(".")}
+    if "modules.json" in chosen:
+        modules = read_json(root, "modules.json", label)
+        for mod in modules if isinstance(modules, list) else []:
+            path = mod.get("path") if isinstance(mod, dict) else None
+            if isinstance(path, str):
+                folders.add(PurePosixPath(path.strip("/") or "."))
+    return [r for r in chosen if PurePosixPath(r).parent in folders and _is_loaded_name(PurePosixPath(r).name)]
+
+
 def _is_pickle_weight(rel: str) -> bool:
     name = PurePosixPath(rel).name
     if name.endswith(".bin.index.json"):
