@@ -392,3 +392,122 @@ def test_row1_publish_refuses_an_unpinned_artifact_before_any_network(tmp_path):
     data["publishable"] = False
     (art / "manifest.json").write_text(json.dumps(data))
     one_error(invoke("publish", str(art), "oci://127.0.0.1:9/team/x:v1"), 2, "not publishable", "--allow-unpublishable")
+
+
+# ------------------------------------------------------ row 11: a registry that accepts and never answers
+@pytest.fixture
+def silent_registry():
+    """A loopback socket that accepts connections and never sends a byte."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held = []
+    import threading
+
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_row11_a_silent_registry_ends_within_the_deadline_in_one_line(silent_registry, tmp_path, monkeypatch):
+    from exporter.ship import oci_client
+
+    monkeypatch.setenv(oci_client.TIMEOUT_ENV, "0.5")
+    monkeypatch.setenv(oci_client.DEADLINE_ENV, "2")
+    started = time.monotonic()
+    res = invoke("pull", f"oci://{silent_registry}/team/tiny:v1", str(tmp_path / "pulled"))
+    took = time.monotonic() - started
+    one_error(res, 1, silent_registry, "gave up", "2s deadline")
+    assert took < 6, took
+    waits = [line for line in res.err.splitlines() if line.startswith("… waiting for registry")]
+    assert waits and all(silent_registry in w and "team/tiny:v1" in w for w in waits), res.err
+    assert not (tmp_path / "pulled").exists()
+
+
+# ---------------------------------------- row 2: credentials never go in clear text to another host
+def _own_address() -> str:
+    """This machine's non-loopback IPv4 address (no packet is sent), or a TEST-NET one when it has none."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            address = s.getsockname()[0]
+        except OSError:
+            return "192.0.2.1"
+    return address if not address.startswith("127.") else "192.0.2.1"
+
+
+@pytest.fixture
+def bearer_trap():
+    """A hostile loopback registry whose 401 points a Bearer realm at plain HTTP on a non-loopback address,
+    where a second server records every Authorization header it is sent."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+    address = _own_address()
+
+    class Realm(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            seen.append(self.headers.get("Authorization") or "")
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"token": "t"}')
+
+        def log_message(self, *args):
+            pass
+
+    realm = ThreadingHTTPServer(("0.0.0.0", 0), Realm)
+
+    class Registry(BaseHTTPRequestHandler):
+        def _challenge(self):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", f'Bearer realm="http://{address}:{realm.server_port}/token",service="r"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = _challenge  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    registry = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (realm, registry)]
+    for t in threads:
+        t.start()
+    yield f"127.0.0.1:{registry.server_port}", seen
+    for s in (realm, registry):
+        s.shutdown()
+        s.server_close()
+
+
+def test_row2_credentials_are_not_sent_to_a_plain_http_realm_elsewhere(bearer_trap, tmp_path, monkeypatch):
+    from exporter.ship import registry as reg
+
+    host, seen = bearer_trap
+    monkeypatch.setenv(reg.USER_ENV, "alice")
+    monkeypatch.setenv(reg.PASSWORD_ENV, "s3cret-password")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    res = invoke("pull", f"oci://{host}/team/tiny:v1", str(tmp_path / "pulled"))
+    line = one_error(res, 1, "plain HTTP", "refusing")
+    assert "s3cret" not in res.err + res.out and "alice" not in line
+    assert seen == [], "credentials reached the realm"
+    assert not (tmp_path / "pulled").exists()

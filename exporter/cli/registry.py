@@ -19,6 +19,13 @@ VerifyKeys = Annotated[list[Path] | None, typer.Option("--verify-key", help=_VER
 PolicyFile = Annotated[Path | None, typer.Option("--policy", help=_POLICY)]
 
 
+def _report_waits() -> None:
+    """Registry waits (a timeout, a retry) become a line on stderr as they happen."""
+    from exporter.ship import oci_client
+
+    oci_client.set_progress(lambda line: typer.echo(f"… {line}", err=True))
+
+
 def _policy(verify_key: list[Path] | None, policy: Path | None, *, required: bool = False):
     from exporter.errors import UsageError
     from exporter.ship.signing import key_policy, load_policy
@@ -103,6 +110,8 @@ def publish(
     """Push each variant as an OCI artifact (one layer per file); the same content again is a no-op."""
     from exporter.ship.registry import publish as do_publish
 
+    _report_waits()
+
     results = do_publish(
         artifact,
         target,
@@ -135,6 +144,8 @@ def pull(
     if either is missing, altered or signed by another key) and the downloaded bytes again after.
     """
     from exporter.ship.registry import pull as do_pull
+
+    _report_waits()
 
     trusted = _policy(verify_key, policy)
     r = do_pull(source, dest, force=force, insecure=insecure, policy=trusted)
@@ -174,6 +185,8 @@ def inspect(
     """Show a published artifact, its files and its signature/attestation, without downloading weights."""
     from exporter.ship.oci_ops import inspect as do_inspect
 
+    _report_waits()
+
     r = do_inspect(source, policy=_policy(verify_key, policy), insecure=insecure)
     if as_json:
         import json
@@ -207,6 +220,8 @@ def promote(
 ) -> None:
     """Re-tag by digest inside one registry after verifying the signature and the fidelity attestation."""
     from exporter.ship.oci_ops import promote as do_promote
+
+    _report_waits()
 
     r = do_promote(source, target, policy=_policy(verify_key, policy, required=True), insecure=insecure)
     moved = f" (was {r.previous[:19]}…)" if r.previous else ""
