@@ -24,6 +24,30 @@ META_FILES = frozenset({MANIFEST_NAME, "REPORT.md", "report.png"})
 META_DIRS = ("signatures/",)  # `exporter sign` writes its bundles there
 
 
+# The tool's record of the meta files it wrote into an artifact (REPORT.md, report.png, signature bundles):
+# path -> sha256. ``--force`` may delete a meta file only when it is recorded here with the same hash.
+WRITTEN_NAME = ".exporter-written.json"
+_WRITTEN_MAX_BYTES = 1_000_000
+
+
+def load_written(artifact: Path) -> dict[str, str]:
+    """The tool's record of the meta files it wrote into ``artifact`` (empty when there is none or it is unreadable)."""
+    try:
+        data = read_user_json(Path(artifact) / WRITTEN_NAME, what="record", max_bytes=_WRITTEN_MAX_BYTES)
+    except UsageError:
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+def record_written(artifact: Path, paths: list[Path]) -> None:
+    """Add ``paths`` (meta files just written into ``artifact``) with their sha256 to the tool's record."""
+    artifact = Path(artifact)
+    record = load_written(artifact)
+    for p in paths:
+        record[Path(p).relative_to(artifact).as_posix()] = sha256_file(p)
+    write_json_atomic(artifact / WRITTEN_NAME, dict(sorted(record.items())))
+
+
 def is_meta(rel: str) -> bool:
     """True for a path (relative, POSIX) that describes the artifact rather than belongs to the model."""
     return rel in META_FILES or rel.startswith(META_DIRS) or rel.startswith(".")

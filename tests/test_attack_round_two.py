@@ -511,3 +511,51 @@ def test_row2_credentials_are_not_sent_to_a_plain_http_realm_elsewhere(bearer_tr
     assert "s3cret" not in res.err + res.out and "alice" not in line
     assert seen == [], "credentials reached the realm"
     assert not (tmp_path / "pulled").exists()
+
+
+# ------------------------------------------- row 7: --force deletes only what the tool recorded, by hash
+def _signed_artifact(tmp_path) -> Path:
+    from tests.signing_keys import make_keypair
+
+    art = make_artifact(tmp_path / "art", recommended="onnx")
+    assert invoke("sign", str(art), "--key", str(make_keypair(tmp_path, "k")[0])).code == 0
+    return art
+
+
+@pytest.mark.parametrize(
+    ("planted", "named"),
+    [
+        ({"REPORT.md": "my own report"}, "REPORT.md"),
+        ({"signatures/mykey.pem": "-----BEGIN PRIVATE KEY-----"}, "signatures/mykey.pem"),
+        ({"config.json": '{"edited": "by hand"}'}, "config.json"),  # listed, but not the bytes recorded
+    ],
+    ids=["report", "key in signatures", "edited listed file"],
+)
+def test_row7_export_force_refuses_to_delete_a_user_file_naming_it(tmp_path, tiny_model_dir, planted, named):
+    hf.seed_tiny(tiny_model_dir)
+    art = _signed_artifact(tmp_path)
+    for rel, text in planted.items():
+        (art / rel).write_text(text)
+    one_error(invoke("export", PINNED, "--out", str(art), "--force"), 2, named, "changed since the tool wrote them")
+    for rel, text in planted.items():
+        assert (art / rel).read_text() == text
+
+
+def test_row7_what_the_tool_wrote_may_still_be_replaced(tmp_path):
+    from exporter import outdir
+
+    art = _signed_artifact(tmp_path)
+    assert any((art / "signatures").iterdir())
+    assert outdir.foreign_content(art) is None
+
+
+def test_row7_pull_force_keeps_a_users_key_in_signatures(open_registry, tmp_path):
+    art = make_artifact(tmp_path / "art", recommended="onnx")
+    ref = f"oci://{open_registry.host}/team/tiny:v1"
+    assert invoke("publish", str(art), ref).code == 0
+    dest = tmp_path / "pulled"
+    assert invoke("pull", ref, str(dest)).code == 0
+    (dest / "signatures").mkdir()
+    (dest / "signatures" / "user.pem").write_text("mine")
+    one_error(invoke("pull", ref, str(dest), "--force"), 2, "signatures/user.pem")
+    assert (dest / "signatures" / "user.pem").read_text() == "mine"

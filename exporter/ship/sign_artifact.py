@@ -132,5 +132,6 @@ def sign_artifact(
             with atomic_path(path) as tmp:
                 tmp.write_bytes(data)
             written.append(path)
+        mf.record_written(artifact, written)  # --force may replace only these bytes
         results.append(SignResult(vid, tuple(written), fingerprint, len(p.files)))
     return results
