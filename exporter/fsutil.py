@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from exporter.errors import OutputError, UsageError
+from exporter.errors import DiskFullError, OutputError, UsageError
 
 _CHUNK = 1 << 20
 
@@ -133,12 +134,75 @@ def record_files(root: Path, paths: Iterable[Path] | None = None) -> list[FileRe
     return sorted((FileRecord.of(root, Path(p)) for p in chosen), key=lambda r: r.path)
 
 
+# ------------------------------------------------------------------------------------------- disk full
+_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when ``exc``, or an exception it was raised from, is the disk running out of space (ENOSPC /
+    EDQUOT): backends wrap it in their own errors, and a caller that turns failures into a verdict must not."""
+    return _full_oserror(exc) is not None
+
+
+def _full_oserror(exc: BaseException | None) -> OSError | None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _mount_of(path: Path) -> Path:
+    """The mount point holding ``path`` (its nearest existing folder)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists():
+        path = path.parent
+    dev = path.stat().st_dev
+    while path.parent != path and path.parent.stat().st_dev == dev:
+        path = path.parent
+    return path
+
+
+def disk_full_error(where: Path, needed: int, exc: BaseException | None = None) -> DiskFullError:
+    """The one line for a write to ``where`` that ran out of space, ``needed`` bytes being about what it takes.
+
+    The mount named is the fuller of ``where``'s and that of the file the OS error names (a backend writing
+    to its temp folder), since an error's filename may also be the source of a copy."""
+    mounts = {_mount_of(where)}
+    refused = getattr(_full_oserror(exc), "filename", None)
+    if isinstance(refused, str | os.PathLike):
+        mounts.add(_mount_of(Path(refused)))
+    mount = min(mounts, key=_free_bytes)
+    return DiskFullError(
+        f"no space left on {mount} (needed about {max(1, round(needed / 1e6))} MB to write {where}).",
+        "Free space there or write elsewhere; nothing partial was left.",
+    )
+
+
+def _free_bytes(path: Path) -> int:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
+
+
+def _written(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else _tree_size(path)
+    except OSError:
+        return 0
+
+
 @contextlib.contextmanager
-def atomic_path(dest: Path, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(dest: Path, suffix: str = ".tmp", *, needs: int = 0) -> Iterator[Path]:
     """Yield a free temp path beside ``dest``; when the block completes, rename it onto ``dest``.
 
     Whatever the block writes there (a file, a symlink) replaces ``dest`` in one step; on any exception
-    (Ctrl-C included) the temp path is removed and ``dest`` is untouched.
+    (Ctrl-C included) the temp path is removed and ``dest`` is untouched. A full disk becomes one
+    DiskFullError naming the mount point and about how much was needed (``needs`` bytes, or what was written).
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=dest.parent)
@@ -148,9 +212,12 @@ def atomic_path(dest: Path, suffix: str = ".tmp") -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
+        written = _written(tmp) if tmp.exists() else 0
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if is_disk_full(exc):
+            raise disk_full_error(dest, max(needs, written), exc) from exc
         raise
 
 
@@ -215,7 +282,12 @@ def check_writable_folder(folder: Path, *, option: str) -> None:
 
 @contextlib.contextmanager
 def staged_dir(
-    dest: Path, *, replace: bool = False, clone: bool = False, exists_hint: str = "Pass --force to replace it."
+    dest: Path,
+    *,
+    replace: bool = False,
+    clone: bool = False,
+    exists_hint: str = "Pass --force to replace it.",
+    needs: int = 0,
 ) -> Iterator[Path]:
     """Yield a temp folder beside ``dest``; when the block completes, rename it to ``dest``.
 
@@ -227,6 +299,7 @@ def staged_dir(
     copied) so a step can add files and swap the result in; builders must therefore write new files,
     never modify existing ones in place. ``replace`` allows swapping out an existing ``dest``; without it an
     existing ``dest`` is refused with ``exists_hint`` (a caller without --force says what to do instead).
+    A full disk becomes one DiskFullError (see ``atomic_path``), ``needs`` being the bytes the caller expects.
     """
     ensure_writable_parent(dest)
     if dest.exists() and not (replace or clone):
@@ -250,6 +323,12 @@ def staged_dir(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(work, dest)
+    except BaseException as exc:
+        if is_disk_full(exc):
+            written = _written(staging)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise disk_full_error(dest, max(needs, written), exc) from exc
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -275,8 +354,10 @@ def _marked_dir(dest: Path, kind: str) -> Path:
     marker = {"tool": _TOOL, "pid": os.getpid(), "host": socket.gethostname(), "dest": dest.name, "kind": kind}
     try:
         (folder / STAGING_MARKER).write_text(json.dumps(marker), encoding="utf-8")
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(folder, ignore_errors=True)
+        if is_disk_full(exc):
+            raise disk_full_error(dest, 0, exc) from exc
         raise
     return folder
 

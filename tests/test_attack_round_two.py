@@ -559,3 +559,45 @@ def test_row7_pull_force_keeps_a_users_key_in_signatures(open_registry, tmp_path
     (dest / "signatures" / "user.pem").write_text("mine")
     one_error(invoke("pull", ref, str(dest), "--force"), 2, "signatures/user.pem")
     assert (dest / "signatures" / "user.pem").read_text() == "mine"
+
+
+# --------------------------------------------------------- row 12: a full disk is one line and nothing partial
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 20 MB tmpfs (a real full disk: the kernel says ENOSPC at the real write)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _full(res, disk: Path, mb: int | None = None) -> None:
+    line = one_error(res, 1, f"no space left on {disk}")
+    if mb is not None:
+        assert f"needed about {mb} MB" in line, line
+    assert "opset" not in res.err
+    assert list(disk.iterdir()) == [], "something partial was left on the full disk"
+
+
+def test_row12_pull_package_and_layout_onto_a_full_disk(open_registry, small_disk, tmp_path):
+    art = make_artifact(tmp_path / "art", variants=("onnx",), size=25_000_000, recommended="onnx")
+    ref = f"oci://{open_registry.host}/team/big:v1"
+    assert invoke("publish", str(art), ref).code == 0
+    _full(invoke("pull", ref, str(small_disk / "pulled")), small_disk, 25)
+    _full(invoke("package", str(art), "--out", str(small_disk / "p.tar")), small_disk, 25)
+    _full(invoke("package", str(art), "--layout", "st", "--out", str(small_disk / "st")), small_disk)
+
+
+def test_row12_export_onto_a_full_disk(small_disk, tiny_model_dir):
+    hf.seed_tiny(tiny_model_dir)
+    (small_disk / "filler").write_bytes(b"\0" * (20 * 1024 * 1024 - 64 * 1024))  # 64 KB left
+    res = invoke("export", PINNED, "--out", str(small_disk / "art"), "--variants", "onnx")
+    (small_disk / "filler").unlink()
+    _full(res, small_disk)

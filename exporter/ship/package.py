@@ -189,7 +189,8 @@ def build_package(
         )
     check_output_file(out, option="--out", replace=replace)
     gz = out.name.endswith((".tar.gz", ".tgz"))
-    with atomic_path(out) as tmp:
+    needs = sum(r["size"] for r in mf.listed_files(mf.narrow(manifest, variant_id)).values())
+    with atomic_path(out, needs=needs) as tmp:
         with open(tmp, "wb") as raw:
             if gz:
                 with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as z:

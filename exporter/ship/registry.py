@@ -326,7 +326,8 @@ def pull(
     with client_for(ref, insecure, retry) as client, outdir.claim(dest) as cleaned:
         got = fetch_checked(client, ref)
         trust = referrers.check(client, ref.repository, got.digest, got.files, policy, where) if policy else None
-        with staged_dir(dest, replace=force) as tmp:
+        needs = sum(size for _, _, size in got.layers)
+        with staged_dir(dest, replace=force, needs=needs) as tmp:
             for path, blob_digest, size in got.layers:
                 target = tmp / path
                 target.parent.mkdir(parents=True, exist_ok=True)
