@@ -53,7 +53,9 @@ def open_user_file(path: Path, *, what: str, max_bytes: int, no_links: bool = Fa
     except OSError as exc:
         if no_links and path.is_symlink():
             raise UsageError(f"{what} {path} is a symbolic link.", "Pass the file itself.") from None
-        raise UsageError(f"cannot read {what} {path}: {exc.strerror or exc}.", "Check the path and its permissions.") from None
+        raise UsageError(
+            f"cannot read {what} {path}: {exc.strerror or exc}.", "Check the path and its permissions."
+        ) from None
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -81,7 +83,9 @@ def read_user_file(path: Path, *, what: str, max_bytes: int, max_lines: int | No
     with open_user_file(path, what=what, max_bytes=max_bytes) as (fh, _):
         data = fh.read(max_bytes + 1)
     if len(data) > max_bytes:
-        raise UsageError(f"{what} {path} grew past the {max_bytes:,}-byte cap for a {what} while read.", "Pass a smaller file.")
+        raise UsageError(
+            f"{what} {path} grew past the {max_bytes:,}-byte cap for a {what} while read.", "Pass a smaller file."
+        )
     if max_lines is not None:
         lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
         if lines > max_lines:
@@ -90,6 +94,9 @@ def read_user_file(path: Path, *, what: str, max_bytes: int, max_lines: int | No
                 "Pass a shorter file.",
             )
     return data
+
+
+MODEL_JSON_MAX_BYTES = 64_000_000  # a model's config/module JSON (not its tokenizer.json, which loaders read)
 
 
 def read_user_json(path: Path, *, what: str, max_bytes: int):
@@ -259,7 +266,9 @@ def check_output_file(dest: Path, *, option: str, replace: bool) -> None:
     if dest.is_symlink():
         raise OutputError(f"{option} {dest} is a symbolic link.", "Pass the path of a new file.")
     if dest.is_dir():
-        raise OutputError(f"{option} {dest} is a folder; it takes a file path.", f"Pass a file path, e.g. {dest / 'out'}.")
+        raise OutputError(
+            f"{option} {dest} is a folder; it takes a file path.", f"Pass a file path, e.g. {dest / 'out'}."
+        )
     if dest.exists() and not replace:
         raise OutputError(
             f"{option} {dest} already exists; exporter does not overwrite a file without --force.",
@@ -370,8 +379,11 @@ def _made_by_us(folder: Path, dest: Path, pid: int) -> bool:
         marker = parse_json(read_user_file(folder / STAGING_MARKER, what="staging marker", max_bytes=4096), "marker")
     except UsageError:
         return False
-    return isinstance(marker, dict) and marker.get("tool") == _TOOL and marker.get("pid") == pid and (
-        marker.get("host") == socket.gethostname() and marker.get("dest") == dest.name
+    return (
+        isinstance(marker, dict)
+        and marker.get("tool") == _TOOL
+        and marker.get("pid") == pid
+        and (marker.get("host") == socket.gethostname() and marker.get("dest") == dest.name)
     )
 
 

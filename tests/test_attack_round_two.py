@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from tests import hub_fixtures as hf
 from tests.artifact_factory import make_artifact
 from tests.cli_runner import invoke
+from tests.test_verify import _artifact_template, artifact  # noqa: F401 - the shared real artifact (row 13)
 
 PINNED = f"{hf.TINY_REPO}@{hf.TINY_SHA}"
 RECIPE = "source: {repo: sentence-transformers/all-MiniLM-L6-v2, revision: '" + "1" * 40 + "'}\nvariants: [onnx]\n"
@@ -197,7 +197,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads children from /proc (Linux)")
-def test_row13_the_parity_worker_dies_with_a_killed_verify(artifact):
+def test_row13_the_parity_worker_dies_with_a_killed_verify(artifact):  # noqa: F811 - the fixture
     import signal
     import subprocess
     import sys
@@ -218,9 +218,6 @@ def test_row13_the_parity_worker_dies_with_a_killed_verify(artifact):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-from tests.test_verify import _artifact_template, artifact  # noqa: E402,F401 - the shared real artifact
 
 
 # --------------------------------------- rows 3 and 14: what a registry serves is bound to what was signed
@@ -296,6 +293,7 @@ def test_row14_pull_refuses_a_layer_whose_title_is_not_its_file_path(open_regist
     from exporter.ship import modelpack
 
     ref, _ = _signed(open_registry, tmp_path)
+
     def retitle(doc):
         doc["layers"][0]["annotations"][modelpack.TITLE] = "../x"
 
@@ -347,7 +345,11 @@ def test_row6_user_folders_named_like_staging_folders_survive_a_pull(open_regist
 
 
 # ------------------------------------------ row 1: only what the model loads is copied; unpinned is not published
-SECRETS = {".env": "API_KEY=do-not-ship\n", "id_rsa": "-----BEGIN OPENSSH PRIVATE KEY-----\n", "private/creds.json": "{}"}
+SECRETS = {
+    ".env": "API_KEY=do-not-ship\n",
+    "id_rsa": "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+    "private/creds.json": "{}",
+}
 
 
 @pytest.mark.slow
@@ -366,7 +368,9 @@ def test_row1_a_local_folder_ships_only_the_model_and_publish_needs_a_flag(open_
     assert all(rel in said for rel in SECRETS)
     manifest = json.loads((art / "manifest.json").read_text())
     assert set(SECRETS) <= set(manifest["source"]["skipped"])
-    assert {"modules.json", "1_Pooling/config.json", "tokenizer.json"} <= {f["path"] for f in manifest["source"]["files"]}
+    assert {"modules.json", "1_Pooling/config.json", "tokenizer.json"} <= {
+        f["path"] for f in manifest["source"]["files"]
+    }
     everywhere = {p.relative_to(art).as_posix() for p in art.rglob("*")}
     assert not everywhere & set(SECRETS) and "private" not in everywhere
 
@@ -480,7 +484,9 @@ def bearer_trap():
     class Registry(BaseHTTPRequestHandler):
         def _challenge(self):
             self.send_response(401)
-            self.send_header("WWW-Authenticate", f'Bearer realm="http://{address}:{realm.server_port}/token",service="r"')
+            self.send_header(
+                "WWW-Authenticate", f'Bearer realm="http://{address}:{realm.server_port}/token",service="r"'
+            )
             self.send_header("Content-Length", "0")
             self.end_headers()
 

@@ -247,7 +247,12 @@ CASES = [
     Case("export --force onto a file", export_force_onto_file, 2, ["is a file, not a folder"], ["--force"]),
     # 10. text files too small or with absurd lines are refused up front
     Case("probe of one text", probe_one_text, 2, ["has 1 text(s)", "at least 20", "20,000 characters"]),
-    Case("probe with a 100k-character line", probe_huge_line, 2, ["text 31", "100,000 characters", "20,000", "at least 20"]),
+    Case(
+        "probe with a 100k-character line",
+        probe_huge_line,
+        2,
+        ["text 31", "100,000 characters", "20,000", "at least 20"],
+    ),
     Case("calibration of one text", calibration_one_text, 2, ["calibration file", "at least 10"]),
     Case("verify --probe of one text", verify_probe_one_text, 2, ["at least 20"]),
 ]

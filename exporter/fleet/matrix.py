@@ -40,8 +40,8 @@ def matrix_entries(
     one its files state when its snapshot is in the local Hub cache; "" when unknown), ``variants``
     (comma-separated; what to pass to ``exporter run --variants``), ``artifact`` (the folder the run
     writes), ``publish`` (the recipe's OCI target or ""), ``remote_code`` ("true" when the recipe runs the
-    model repository's own Python code, ``trust_remote_code: true``; else "false"). Per variant, each entry also has ``variant``;
-    a derived variant's job builds the base it derives from as well.
+    model repository's own Python code, ``trust_remote_code: true``; else "false"). Per variant, each entry
+    also has ``variant``; a derived variant's job builds the base it derives from as well.
 
     Variants and thresholds are checked as ``exporter run`` checks them (``plan_check.decide``). While a
     recipe's kind is unknown, ``all``/``best`` are not expanded per variant (what they stand for depends on

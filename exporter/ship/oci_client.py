@@ -56,6 +56,7 @@ def _seconds(env: str, default: float) -> float:
         raise RegistryError(f"{env}={raw!r} is not a positive number of seconds.", f"Unset {env} or fix it.")
     return value
 
+
 _CHUNK = 1 << 20
 _DIGEST = DIGEST_RE
 
@@ -174,7 +175,13 @@ class RegistryClient:
         payload = body() if callable(body) else body
         try:
             return self.session.request(
-                method, url, headers=headers, data=payload, stream=stream, timeout=self._timeouts(), allow_redirects=True
+                method,
+                url,
+                headers=headers,
+                data=payload,
+                stream=stream,
+                timeout=self._timeouts(),
+                allow_redirects=True,
             )
         except requests.exceptions.SSLError as exc:
             raise RegistryError(

@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path, PurePosixPath
 
-from exporter.errors import IntegrityError, SourceError
-from exporter.fsutil import FileRecord
+from exporter.errors import IntegrityError, SourceError, UsageError
+from exporter.fsutil import MODEL_JSON_MAX_BYTES, FileRecord, read_user_json
 from exporter.source.hubcache import blob_hash_matches
 
 SAFETENSORS = ".safetensors"
@@ -144,9 +144,9 @@ def listing(root: Path, label: str) -> list[str]:
 
 def read_json(root: Path, rel: str, label: str):
     try:
-        return json.loads((root / rel).read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{label}: {rel} is not valid JSON ({exc}).", "Fix or re-download the file.") from exc
+        return read_user_json(root / rel, what=f"{label}: {rel}", max_bytes=MODEL_JSON_MAX_BYTES)
+    except UsageError as exc:
+        raise SourceError(exc.message, "Fix or re-download the file.") from None
 
 
 def weights_policy(chosen: list[str], label: str, allow_pickle: bool) -> list[str]:
@@ -223,7 +223,7 @@ def safetensors_problem(path: Path) -> str | None:
         raw = fh.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return "the header is not valid JSON"
     if not isinstance(header, dict):
         return "the header is not a JSON object"
