@@ -14,7 +14,7 @@ from pathlib import Path
 
 from exporter import manifest as mf
 from exporter.errors import IntegrityError
-from exporter.fsutil import atomic_path
+from exporter.fsutil import atomic_path, read_user_file
 from exporter.ship import attestation, modelpack
 from exporter.ship.package import manifest_bytes, require_publishable, select_variants
 from exporter.ship.signing import (
@@ -90,7 +90,7 @@ def stored_bundles(artifact: Path, p: VariantPayload) -> Bundles | None:
     for kind, path in paths.items():
         if not path.is_file():
             raise IntegrityError(f"{path} is missing beside the variant's other signature.", hint)
-        data = path.read_bytes()
+        data = read_user_file(path, what="signature bundle", max_bytes=4 << 20)
         stmt = unverified_statement(data, str(path))
         covered = (
             {r.get("name"): r.get("digest") for r in (stmt.get("predicate") or {}).get("resources") or []}
