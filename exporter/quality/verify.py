@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from exporter import errors
-from exporter.environment import dies_with_parent
+from exporter.environment import helper_env
 from exporter.errors import ExporterError, FidelityError, IntegrityError
 
 PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
@@ -245,8 +245,7 @@ def run_parity_subprocess(
         input=json.dumps(request),
         capture_output=True,
         text=True,
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
-        preexec_fn=dies_with_parent(),  # a kill -9 of verify takes its parity process with it
+        env=helper_env(TOKENIZERS_PARALLELISM="false"),  # a kill -9 of verify takes its parity process with it
     )
     elapsed = time.perf_counter() - start
     try:
