@@ -104,3 +104,30 @@ def idle_threads_sleep() -> str:
         return f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
     policy = os.environ.get("OMP_WAIT_POLICY")
     return f"OMP_WAIT_POLICY={policy} (set before torch loaded)" if policy else "as torch loaded (spinning allowed)"
+
+
+PARENT_ENV = "EXPORTER_PARENT_PID"  # set for a helper process that must die with the process that started it
+
+
+def helper_env(**extra: str) -> dict[str, str]:
+    """The environment of a helper process (verify's parity process, a fleet worker): ours, plus who its
+    parent is, for ``die_with_parent``."""
+    return {**os.environ, **extra, PARENT_ENV: str(os.getpid())}
+
+
+def die_with_parent() -> None:
+    """First thing in a helper process started with ``helper_env``: on Linux the kernel sends it SIGKILL when
+    its parent ends, ``kill -9`` included (``prctl(PR_SET_PDEATHSIG)``); a parent already gone ends it now.
+    Done in the child, not as a ``preexec_fn`` (unsafe in a parent with threads, as ``exporter run`` has)."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if str(os.getppid()) != parent:  # the parent died before the call: nobody waits for this process
+        os._exit(1)

@@ -71,6 +71,10 @@ class RegistryError(ExporterError):
     """The OCI registry refused, failed or could not be reached."""
 
 
+class DiskFullError(ExporterError):
+    """The disk ran out of space while writing; nothing partial was left (exit 1)."""
+
+
 class HubError(ExporterError):
     """The Hub could not be reached or failed (network, server error); exit 1."""
 

@@ -26,7 +26,6 @@ apply to a kind is the catalogue's ``VariantSpec.kinds`` (``exporter.variants.fo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from enum import StrEnum
 from importlib import import_module
@@ -271,9 +270,12 @@ def from_model_type(model_type: object) -> ModelKind | None:
 def _stated(source_dir: Path) -> ModelKind | None:
     """The kind the model's files state (``config_sentence_transformers.json`` model_type), if any."""
     path = Path(source_dir) / "config_sentence_transformers.json"
+    from exporter.errors import UsageError
+    from exporter.fsutil import MODEL_JSON_MAX_BYTES, read_user_json
+
     try:
-        meta = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
+        meta = read_user_json(path, what="model file", max_bytes=MODEL_JSON_MAX_BYTES)
+    except UsageError:
         return None
     return from_model_type(meta.get("model_type")) if isinstance(meta, dict) else None
 
@@ -296,9 +298,13 @@ def _legacy_kind(source_dir: Path) -> ModelKind | None:
     root = Path(source_dir)
     if (root / "modules.json").is_file():
         return None
+    from exporter.errors import UsageError
+    from exporter.fsutil import MODEL_JSON_MAX_BYTES, read_user_json
+
     try:
-        arch = (json.loads((root / "config.json").read_text("utf-8")).get("architectures") or [""])[0]
-    except (OSError, ValueError, AttributeError):
+        config = read_user_json(root / "config.json", what="model file", max_bytes=MODEL_JSON_MAX_BYTES)
+        arch = (config.get("architectures") or [""])[0]
+    except (UsageError, AttributeError, TypeError, IndexError):
         return None
     legacy = (s.kind for s in KINDS.values() if s.legacy_architecture and str(arch).endswith(s.legacy_architecture))
     return next(legacy, None)

@@ -14,13 +14,38 @@ from importlib import resources
 from pathlib import Path
 
 from exporter.errors import IntegrityError, UsageError
-from exporter.fsutil import find_links, sha256_file, write_json_atomic
+from exporter.fsutil import find_links, read_user_json, sha256_file, write_json_atomic
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+MANIFEST_MAX_BYTES = 16_000_000  # a manifest lists files and numbers; the default model's is ~60 kB
 # Files that describe an artifact rather than belong to a model; never listed as model files.
 META_FILES = frozenset({MANIFEST_NAME, "REPORT.md", "report.png"})
 META_DIRS = ("signatures/",)  # `exporter sign` writes its bundles there
+
+
+# The tool's record of the meta files it wrote into an artifact (REPORT.md, report.png, signature bundles):
+# path -> sha256. ``--force`` may delete a meta file only when it is recorded here with the same hash.
+WRITTEN_NAME = ".exporter-written.json"
+_WRITTEN_MAX_BYTES = 1_000_000
+
+
+def load_written(artifact: Path) -> dict[str, str]:
+    """The tool's record of the meta files it wrote into ``artifact`` (empty when there is none or it is unreadable)."""
+    try:
+        data = read_user_json(Path(artifact) / WRITTEN_NAME, what="record", max_bytes=_WRITTEN_MAX_BYTES)
+    except UsageError:
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+def record_written(artifact: Path, paths: list[Path]) -> None:
+    """Add ``paths`` (meta files just written into ``artifact``) with their sha256 to the tool's record."""
+    artifact = Path(artifact)
+    record = load_written(artifact)
+    for p in paths:
+        record[Path(p).relative_to(artifact).as_posix()] = sha256_file(p)
+    write_json_atomic(artifact / WRITTEN_NAME, dict(sorted(record.items())))
 
 
 def is_meta(rel: str) -> bool:
@@ -58,9 +83,9 @@ def load(artifact: Path) -> dict:
             "Pass the artifact folder that `exporter export` printed.",
         )
     try:
-        data = json.loads(path.read_text("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{path} is not valid JSON: {exc}.", "Re-create the artifact with `exporter export`.") from exc
+        data = read_user_json(path, what="manifest", max_bytes=MANIFEST_MAX_BYTES)
+    except UsageError as exc:
+        raise UsageError(exc.message, exc.hint or "Re-create the artifact with `exporter export`.") from None
     validate(data, str(path))
     return data
 
@@ -90,7 +115,7 @@ def narrow(manifest: dict, variant_id: str) -> dict:
     """A copy of the manifest that describes only one variant (for packaging and publishing)."""
     out = copy.deepcopy(manifest)
     out["variants"] = [copy.deepcopy(get_variant(manifest, variant_id))]
-    out["publishable"] = out["variants"][0]["status"] == "passed"
+    out["publishable"] = out["variants"][0]["status"] == "passed" and bool(manifest["source"].get("pinned"))
     if out.get("recommended") and out["recommended"].get("variant") != variant_id:
         out["recommended"] = None
     return out

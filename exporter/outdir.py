@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from exporter.errors import OutputError, UsageError
-from exporter.fsutil import clean_stale_staging, ensure_writable_parent, sha256_bytes
+from exporter.fsutil import clean_stale_staging, ensure_writable_parent, sha256_bytes, sha256_file
 
 _NEVER = "exporter never deletes or overwrites what it did not write"
 UNRESOLVED_SHA = "<sha12 of the resolved commit>"  # a dry run's folder name before the pin is resolved
@@ -81,15 +81,25 @@ def foreign_content(folder: Path) -> str | None:
         manifest = mf.load(folder)
     except UsageError as exc:
         return f"{folder} exists and is not an exporter artifact ({exc.message.rstrip('.')})"
-    listed = set(mf.listed_files(manifest))
+    listed, written = mf.listed_files(manifest), mf.load_written(folder)
 
-    def ours(rel: str) -> bool:  # mf.is_meta, less its hidden files: a user's dotfile is not ours to delete
-        return rel in listed or (mf.is_meta(rel) and not rel.startswith("."))
+    def ours(p: Path, rel: str) -> bool:
+        """Listed by the manifest or the tool's record of what it wrote, with the bytes recorded there."""
+        if p.is_symlink():
+            return False
+        if rel in (mf.MANIFEST_NAME, mf.WRITTEN_NAME):
+            return True
+        if rel in listed:
+            return p.stat().st_size == listed[rel]["size"] and sha256_file(p) == listed[rel]["sha256"]
+        return rel in written and sha256_file(p) == written[rel]
 
-    unlisted = sorted(rel for p in entries if not ours(rel := p.relative_to(folder).as_posix()) or p.is_symlink())
+    unlisted = sorted(rel for p in entries if not ours(p, rel := p.relative_to(folder).as_posix()))
     if unlisted:
         more = f" and {len(unlisted) - _SHOWN} more" if len(unlisted) > _SHOWN else ""
-        return f"{folder} holds files its manifest does not list ({', '.join(unlisted[:_SHOWN])}{more})"
+        return (
+            f"{folder} holds files its manifest does not list or that changed since the tool wrote them "
+            f"({', '.join(unlisted[:_SHOWN])}{more})"
+        )
     return None
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from exporter.errors import ExporterError, ExportFailed, FidelityError, UsageError
-from exporter.fsutil import FileRecord, record_files, staged_dir
+from exporter.fsutil import FileRecord, is_disk_full, record_files, staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,9 @@ def _resolve(plan: ExportPlan, progress: Progress):
             trust_remote_code=plan.trust_remote_code,
             allow_pickle=plan.allow_pickle,
         )
+    if src.skipped:  # recorded in the manifest too (source.skipped)
+        shown = ", ".join(src.skipped[:5]) + (f" and {len(src.skipped) - 5} more" if len(src.skipped) > 5 else "")
+        progress.note(f"Not copied (the model does not load them): {shown}")
     return src, base, calib_set
 
 
@@ -380,13 +383,13 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
         twins[twin_key] = (spec.id, copy.deepcopy(entry["parity"]))
     except UsageError:
         raise
-    except FidelityError as exc:  # broken output (NaN, wrong shape) fails the gate, it is not a crash
-        entry["status"] = "failed"
-        entry["error"] = str(exc)
-    except ExporterError as exc:
-        entry["error"] = str(exc)
-        log.debug("variant %s could not be built", spec.id, exc_info=True)  # shown by --verbose
-    except Exception as exc:  # a backend crash fails this variant, not the others
-        entry["error"] = f"{type(exc).__name__}: {exc}"
-        log.debug("variant %s could not be built", spec.id, exc_info=True)
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise  # a full disk is not this variant's verdict: the export stops, staged_dir says where
+        if isinstance(exc, FidelityError):  # broken output (NaN, wrong shape) fails the gate, it is not a crash
+            entry["status"] = "failed"
+            entry["error"] = str(exc)
+        else:  # a backend crash fails this variant, not the others
+            entry["error"] = str(exc) if isinstance(exc, ExporterError) else f"{type(exc).__name__}: {exc}"
+            log.debug("variant %s could not be built", spec.id, exc_info=True)  # shown by --verbose
     return entry

@@ -199,7 +199,7 @@ def probe_one_text(tmp, model):
 
 
 def probe_huge_line(tmp, model):
-    lines = [f"an ordinary text {i}" for i in range(30)] + ["x" * 5_000_000]
+    lines = [f"an ordinary text {i}" for i in range(30)] + ["x" * 100_000]
     return ["export", PINNED, "--out", str(tmp / "out"), "--probe", str(_texts(tmp, "p.txt", lines))], None
 
 
@@ -247,7 +247,12 @@ CASES = [
     Case("export --force onto a file", export_force_onto_file, 2, ["is a file, not a folder"], ["--force"]),
     # 10. text files too small or with absurd lines are refused up front
     Case("probe of one text", probe_one_text, 2, ["has 1 text(s)", "at least 20", "20,000 characters"]),
-    Case("probe with a 5 MB line", probe_huge_line, 2, ["text 31", "5,000,000 characters", "20,000", "at least 20"]),
+    Case(
+        "probe with a 100k-character line",
+        probe_huge_line,
+        2,
+        ["text 31", "100,000 characters", "20,000", "at least 20"],
+    ),
     Case("calibration of one text", calibration_one_text, 2, ["calibration file", "at least 10"]),
     Case("verify --probe of one text", verify_probe_one_text, 2, ["at least 20"]),
 ]
@@ -284,9 +289,9 @@ def test_hub_cache_snapshot_links_into_its_blobs_still_resolve(tiny_model_dir):
 def test_a_link_that_stays_inside_a_local_folder_is_accepted(tiny_model_copy):
     from exporter.source import resolve as source
 
-    (tiny_model_copy / "README.txt").symlink_to("1_Pooling/config.json")
+    (tiny_model_copy / "generation_config.json").symlink_to("1_Pooling/config.json")
     src = source.resolve(source.parse_model_ref(str(tiny_model_copy)))
-    assert "README.txt" in {f.path for f in src.files}
+    assert "generation_config.json" in {f.path for f in src.files}
 
 
 def test_empty_folders_and_our_own_artifacts_may_be_replaced(tmp_path):
@@ -332,6 +337,17 @@ def _dead_pid() -> int:
     return child.pid
 
 
+def _mark(folder: Path, dest: str, pid: int, kind: str = "partial") -> Path:
+    """The marker ``fsutil.staged_dir`` writes into its staging folders, as process ``pid`` would have."""
+    import socket
+
+    from exporter.fsutil import STAGING_MARKER
+
+    marker = {"tool": "exporter", "pid": pid, "host": socket.gethostname(), "dest": dest, "kind": kind}
+    (folder / STAGING_MARKER).write_text(json.dumps(marker))
+    return folder
+
+
 def test_claim_removes_only_dead_runs_staging_folders(tmp_path):
     out = tmp_path / "art"
     dead, alive = _dead_pid(), subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -339,26 +355,34 @@ def test_claim_removes_only_dead_runs_staging_folders(tmp_path):
         left = {
             "dead": tmp_path / f".art.partial-{dead}-k3j2", "alive": tmp_path / f".art.partial-{alive.pid}-x9",
             "unknown": tmp_path / ".art.partial-abc123", "other": tmp_path / f".other.partial-{dead}-q",
+            "unmarked": tmp_path / f".art.partial-{dead}-user",
         }  # fmt: skip
-        for folder in left.values():
+        for key, folder in left.items():
             (folder / "onnx").mkdir(parents=True)
             (folder / "onnx" / "model.onnx").write_bytes(b"x" * 1_000_000)
+            if key != "unmarked":
+                pid = alive.pid if key == "alive" else dead
+                _mark(folder, "other" if key == "other" else "art", pid)
         with outdir.claim(out) as notes:
             assert len(notes) == 1 and str(left["dead"]) in notes[0] and f"pid {dead} is gone" in notes[0]
             assert "1.0 MB" in notes[0]
         assert not left["dead"].exists()
-        assert all(left[k].is_dir() for k in ("alive", "unknown", "other"))
+        assert all(left[k].is_dir() for k in ("alive", "unknown", "other", "unmarked"))
     finally:
         alive.kill()
         alive.wait()
 
 
 def test_claim_puts_back_an_artifact_a_killed_swap_had_set_aside(tmp_path):
+    from exporter.fsutil import SET_ASIDE
+
     out, dead = tmp_path / "art", _dead_pid()
-    make_artifact(tmp_path / f".art.old-{dead}")
+    old = tmp_path / f".art.old-{dead}-x1"
+    make_artifact(old / SET_ASIDE)
+    _mark(old, "art", dead, "old")
     with outdir.claim(out) as notes:
-        assert notes == [f"Restored {out} from .art.old-{dead}, set aside by a killed run (pid {dead})."]
-    assert mf.check_files(out, mf.load(out)).ok
+        assert notes == [f"Restored {out} from {old.name}, set aside by a killed run (pid {dead})."]
+    assert mf.check_files(out, mf.load(out)).ok and not old.exists()
 
 
 @pytest.mark.slow
@@ -394,6 +418,7 @@ def test_pull_force_replaces_an_earlier_pull_and_cleans_a_killed_pulls_leftovers
         assert invoke("pull", pushed.reference, str(dest)).code == 0
         dead = _dead_pid()
         (tmp_path / f".pulled.partial-{dead}-zz").mkdir()
+        _mark(tmp_path / f".pulled.partial-{dead}-zz", "pulled", dead)
         res = invoke("pull", pushed.reference, str(dest), "--force")
     assert res.code == 0, res.err
     assert f"! Removed {tmp_path / f'.pulled.partial-{dead}-zz'} (0.0 MB)" in res.err

@@ -15,7 +15,7 @@ from tests.cli_runner import invoke
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 SHA = "0123456789abcdef0123456789abcdef01234567"
-KEYS = {"name", "recipe", "model", "revision", "kind", "variants", "artifact", "publish"}
+KEYS = {"name", "recipe", "model", "revision", "kind", "variants", "artifact", "publish", "remote_code"}
 
 
 def test_plan_of_the_shipped_folder_parses_as_a_github_matrix():

@@ -58,3 +58,12 @@ def test_a_passed_case_with_a_looser_record_fails():
         case, {"id": "onnx", "precision": "fp32", "parity": {"threshold": {"cosine_min": 0.5}}}, Policy(), EMBED
     )
     assert case.status == "failed" and "looser than the policy" in case.failures[0]
+
+
+def test_a_policy_file_with_a_yaml_alias_is_refused(tmp_path):
+    from exporter.errors import UsageError
+
+    bomb = tmp_path / "policy.yaml"
+    bomb.write_text('a: &a ["x", "x"]\nthresholds: {"*": {cosine_min: 0.99}}\nb: [*a, *a]\n')
+    with pytest.raises(UsageError, match="aliases"):
+        Policy.load(bomb)

@@ -254,10 +254,18 @@ def test_folder_is_refused(tmp_path):
 def test_unreadable_file_is_refused(tmp_path, monkeypatch):
     path = _write(tmp_path, "secret.txt", "hello\n")
 
-    def denied(self):
-        raise PermissionError(13, "Permission denied")
+    import os
 
-    monkeypatch.setattr(Path, "read_bytes", denied)  # chmod 0 does not stop root
+    from exporter import fsutil
+
+    real_open = os.open
+
+    def denied(name, *args, **kwargs):
+        if Path(name) == path:
+            raise PermissionError(13, "Permission denied")
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(fsutil.os, "open", denied)  # chmod 0 does not stop root
     with pytest.raises(ProbeError, match="cannot read .*Permission denied"):
         probes.read_texts(path)
 

@@ -194,12 +194,13 @@ def test_allow_unpinned_without_revision_uses_main(seeded):
     assert (src.revision, src.requested_ref, src.pinned) == (TINY_SHA, "main", False)
 
 
-def test_local_folder_is_unpinned_and_every_file_hashed(tiny_model_dir):
+def test_local_folder_is_unpinned_and_every_file_it_loads_hashed(tiny_model_dir):
     src = _resolve(str(tiny_model_dir))
     assert (src.repo_id, src.revision, src.requested_ref, src.pinned) == (None, None, None, False)
     assert src.local_path == src.path == tiny_model_dir.resolve()
     every = sorted(p.relative_to(tiny_model_dir).as_posix() for p in tiny_model_dir.rglob("*") if p.is_file())
-    assert [r.path for r in src.files] == every
+    assert sorted([r.path for r in src.files] + src.skipped) == every  # each file is either hashed or skipped
+    assert src.skipped == ["README.md"]  # a model card: not loaded, not copied (issue 21 row 1)
     assert all(r.sha256 == sha256_file(tiny_model_dir / r.path) for r in src.files)
 
 

@@ -53,7 +53,7 @@ ONNX_FILE = "onnx/model.onnx"
 # Files the staging folder must hold before export (relative to the Transformer module's folder).
 REQUIRED_STAGED = ("config.json", "tokenizer.json")
 CHECK_MIN_COSINE = 0.9999
-EXPORT_HINT = "Run with --verbose for the traceback; try another --opset."
+EXPORT_HINT = "Run with --verbose for the traceback, and report the model if it persists."
 CHECK_PROMPTS = 2  # the model's first prompts are checked too (prompt tokens left out of pooling or not)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from exporter.errors import ExporterError, ExportFailed
+from exporter.fsutil import is_disk_full
 
 ZERO_NORM = 1e-12  # a row at or below this L2 norm is the zero vector (as exporter.quality.parity)
 
@@ -120,6 +121,8 @@ def backend_errors(what: str, hint: str | None = None) -> Iterator[None]:
     except ExporterError:
         raise
     except Exception as exc:  # backends (optimum, onnxruntime, openvino, nncf, quanto) raise anything
+        if is_disk_full(exc):
+            raise  # not this variant's failure: the export stops (staged_dir says where and how much)
         raise ExportFailed(f"{what} failed: {type(exc).__name__}: {one_line(exc)}", hint) from exc
 
 

@@ -175,6 +175,7 @@ def main() -> None:
 def fleet_worker_main() -> None:
     """``python -m exporter.cli.fleet_worker RECIPE [--json] ...``: one recipe of ``exporter run``, in its own
     process (started by ``exporter.fleet.runs``); an unexpected error also leaves its traceback in its log."""
+    environment.die_with_parent()  # a kill -9 of `exporter run` takes its workers with it
     environment.idle_threads_sleep()
     worker = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
     worker.command()(recipes.worker)

@@ -20,13 +20,13 @@ def handle_save_and_dry_run(plan, *, save_recipe: Path | None, dry_run: bool) ->
     if save_recipe is None and not dry_run:
         return False
     pin = resolve_pin(plan) if (dry_run or plan.allow_unpinned) else None
-    if dry_run:
-        typer.echo(dry_run_text(plan, pin))
-    if save_recipe is not None:
+    if save_recipe is not None:  # first: an existing file refused is the only line a dry run prints
         from exporter.fleet.recipe import save_recipe as save
 
         path = save(plan, save_recipe, revision=pin.sha if pin else None)
         typer.echo(f"Recipe written: {path}", err=True)
+    if dry_run:
+        typer.echo(dry_run_text(plan, pin))
     return dry_run
 
 

@@ -17,6 +17,7 @@ from exporter.errors import ExporterError
 
 
 def main() -> None:
+    environment.die_with_parent()  # a kill -9 of verify takes this process with it
     environment.idle_threads_sleep()  # before torch loads, also when a library caller started this worker
     from exporter.quality.verify import parity_answer
 

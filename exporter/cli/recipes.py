@@ -28,11 +28,22 @@ def run(
     ] = Path("artifacts"),
     force: Annotated[bool, typer.Option("--force", help="Rebuild every variant, even those already complete.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of the table.")] = False,
+    allow_remote_code: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote-code", help="Run recipes with trust_remote_code: true (they run the repository's code)."
+        ),
+    ] = False,
 ) -> None:
     """Run recipes, each model in its own process; resumable; a summary table and non-zero exit on any failure."""
     from exporter.fleet import recipe as rc
+    from exporter.fsutil import check_writable_folder
 
+    check_writable_folder(artifacts, option="--artifacts")
     loaded = rc.load_all(recipes)
+    remote = rc.require_remote_code_allowed(loaded, allow_remote_code)
+    if remote:
+        typer.echo(f"Runs remote code (--allow-remote-code): {', '.join(remote)}", err=True)
     for path, recipe in loaded:  # refuse what a run would refuse, before any model starts
         _plan_for(path, recipe, variants=variants, artifacts=artifacts, force=force)
     code = _run_fleet(loaded, jobs=jobs, variants=variants, artifacts=artifacts, force=force, as_json=as_json)
@@ -113,10 +124,16 @@ def plan(
 ) -> None:
     """Print the work of a recipe folder as a matrix for a CI runner fleet (nothing runs)."""
     from exporter.fleet.matrix import matrix_entries, render
-    from exporter.fleet.recipe import load_all
+    from exporter.fleet.recipe import load_all, remote_code_recipes
 
     notes: list[str] = []
-    text = render(matrix_entries(load_all(folder), per_variant=per_variant, notes=notes), fmt)
+    loaded = load_all(folder)
+    text = render(matrix_entries(loaded, per_variant=per_variant, notes=notes), fmt)
+    remote = remote_code_recipes(loaded)
+    if remote:
+        notes.append(
+            f"runs remote code (trust_remote_code: true; `exporter run` needs --allow-remote-code): {', '.join(remote)}"
+        )
     for note in notes:
         typer.echo(f"Note: {note}", err=True)
     typer.echo(text)

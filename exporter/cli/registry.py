@@ -43,6 +43,13 @@ def _gate_policy(policy: Path | None):
     return Policy.load(policy)
 
 
+def _report_waits() -> None:
+    """Registry waits (a timeout, a retry) become a line on stderr as they happen."""
+    from exporter.ship import oci_client
+
+    oci_client.set_progress(lambda line: typer.echo(f"… {line}", err=True))
+
+
 def _policy(verify_key: list[Path] | None, policy: Path | None, *, required: bool = False):
     from exporter.errors import UsageError
     from exporter.ship.signing import key_policy, load_policy
@@ -74,6 +81,7 @@ def package(
             help="Write the folder a server loads instead of a tar: st, tei, fastembed, transformers.js, ovms, triton."
         ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
 ) -> None:
     """Write a deterministic package of one variant: its files, the shared files, the narrowed manifest
     (with --layout: the folder --out that the named server or library loads)."""
@@ -89,7 +97,7 @@ def package(
         typer.echo(f"{written['layout']} layout of {written['variant']}: {out} ({len(written['files'])} files)")
         typer.echo(f"start: {written['start']}")
         return
-    result = build_package(artifact, variant, out, allow_failed=allow_failed)
+    result = build_package(artifact, variant, out, allow_failed=allow_failed, replace=force)
     typer.echo(f"packaged {result.variant}: {result.path} ({result.files} files, {result.size} bytes)")
     typer.echo(f"sha256:{result.sha256}")
 
@@ -115,9 +123,18 @@ def publish(
     ] = "modelpack",
     policy: GatePolicy = None,
     verified: Verified = None,
+    allow_unpublishable: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unpublishable",
+            help="Push an artifact whose source is not pinned to a Hub commit (recorded as publishable: false).",
+        ),
+    ] = False,
 ) -> None:
     """Push each variant as an OCI artifact (one layer per file); the same content again is a no-op."""
     from exporter.ship.registry import publish as do_publish
+
+    _report_waits()
 
     results = do_publish(
         artifact,
@@ -130,6 +147,7 @@ def publish(
         artifact_format=artifact_format,
         policy=_gate_policy(policy) if sign_key else None,
         verified=verified,
+        allow_unpublishable=allow_unpublishable,
     )
     for r in results:
         note = " (parity failed: published with --allow-failed)" if r.allow_failed else ""
@@ -152,6 +170,8 @@ def pull(
     if either is missing, altered or signed by another key) and the downloaded bytes again after.
     """
     from exporter.ship.registry import pull as do_pull
+
+    _report_waits()
 
     trusted = _policy(verify_key, policy)
     r = do_pull(source, dest, force=force, insecure=insecure, policy=trusted)
@@ -197,6 +217,8 @@ def inspect(
     """Show a published artifact, its files and its signature/attestation, without downloading weights."""
     from exporter.ship.oci_ops import inspect as do_inspect
 
+    _report_waits()
+
     r = do_inspect(source, policy=_policy(verify_key, policy), insecure=insecure)
     if as_json:
         import json
@@ -230,6 +252,8 @@ def promote(
 ) -> None:
     """Re-tag by digest inside one registry after verifying the signature and the fidelity attestation."""
     from exporter.ship.oci_ops import promote as do_promote
+
+    _report_waits()
 
     r = do_promote(source, target, policy=_policy(verify_key, policy, required=True), insecure=insecure)
     moved = f" (was {r.previous[:19]}…)" if r.previous else ""

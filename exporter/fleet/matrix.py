@@ -39,8 +39,9 @@ def matrix_entries(
     relative to the working folder when inside it), ``model``, ``revision``, ``kind`` (the recipe's, or the
     one its files state when its snapshot is in the local Hub cache; "" when unknown), ``variants``
     (comma-separated; what to pass to ``exporter run --variants``), ``artifact`` (the folder the run
-    writes), ``publish`` (the recipe's OCI target or ""). Per variant, each entry also has ``variant``;
-    a derived variant's job builds the base it derives from as well.
+    writes), ``publish`` (the recipe's OCI target or ""), ``remote_code`` ("true" when the recipe runs the
+    model repository's own Python code, ``trust_remote_code: true``; else "false"). Per variant, each entry
+    also has ``variant``; a derived variant's job builds the base it derives from as well.
 
     Variants and thresholds are checked as ``exporter run`` checks them (``plan_check.decide``). While a
     recipe's kind is unknown, ``all``/``best`` are not expanded per variant (what they stand for depends on
@@ -66,6 +67,7 @@ def matrix_entries(
             "kind": decided.kind.value if decided.kind else "",
             "artifact": outdir.artifact_dir(artifacts_root, recipe.source.repo, recipe.source.revision).as_posix(),
             "publish": recipe.publish or "",
+            "remote_code": "true" if recipe.trust_remote_code else "false",
         }
         chosen = [s.id for s in decided.specs] if decided.kind else _ids_of_unknown_kind(path, recipe, notes)
         if not per_variant:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.errors import UsageError
+from exporter.fsutil import no_alias_yaml_loader, read_user_file
 from exporter.kinds import ModelKind, get
 
 if TYPE_CHECKING:
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 
 RECIPE_VERSION = 1
 RECIPE_SUFFIXES = (".yaml", ".yml")
+# A recipe is a page of fields; ``plan`` runs on pull-request content, so a recipe is capped before it is
+# parsed and may hold no YAML alias (``*name``): without aliases its node count is bounded by its size.
+RECIPE_MAX_BYTES = 256_000
+RECIPE_MAX_LINES = 5_000
 _REPO_RE = r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$"
 _SHA_RE = r"^[0-9a-f]{40}$"
 _OCI_RE = r"^oci://[A-Za-z0-9.-]+(:[0-9]+)?/[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$"
@@ -172,12 +177,13 @@ def load_recipe(path: Path) -> Recipe:
     path = Path(path)
     if path.suffix not in RECIPE_SUFFIXES:
         raise UsageError(f"{path} is not a recipe file.", "Recipes are YAML files ending in .yaml or .yml.")
+    data = read_user_file(path, what="recipe", max_bytes=RECIPE_MAX_BYTES, max_lines=RECIPE_MAX_LINES)
     try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read recipe {path}: {exc}.", "Check the path.") from exc
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"recipe {path} is not UTF-8 (bad byte at offset {exc.start}).", "Save it as UTF-8.") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=no_alias_yaml_loader("recipe"))  # noqa: S506 - a SafeLoader without aliases
     except yaml.YAMLError as exc:
         raise UsageError(f"recipe {path} is not valid YAML: {_one_line(str(exc))}.", "Fix the YAML syntax.") from None
     if not isinstance(data, dict):
@@ -341,14 +347,17 @@ def _relative_to(path: Path, base_dir: Path | None) -> str:
 
 
 def save_recipe(plan, path: Path, revision: str | None = None) -> Path:
-    """Write the recipe of ``plan`` to ``path`` (YAML, atomically); probe paths relative to its folder."""
+    """Write the recipe of ``plan`` to ``path`` (YAML, atomically); probe paths relative to its folder.
+
+    An existing file is replaced only with the plan's ``force`` (``export --force``), dry run or not."""
     import yaml
 
-    from exporter.fsutil import write_text_atomic
+    from exporter.fsutil import check_output_file, write_text_atomic
 
     path = Path(path)
     if path.suffix not in RECIPE_SUFFIXES:
         raise UsageError(f"--save-recipe {path}: a recipe file ends in .yaml or .yml.", "Pick a .yaml file name.")
+    check_output_file(path, option="--save-recipe", replace=bool(getattr(plan, "force", False)))
     data = plan_to_recipe(plan, base_dir=path.parent, revision=revision)
     header = f"# exporter recipe: {data['source']['repo']} (written by `exporter export --save-recipe`)\n"
     try:
@@ -356,6 +365,24 @@ def save_recipe(plan, path: Path, revision: str | None = None) -> Path:
     except OSError as exc:
         raise UsageError(f"cannot write recipe {path}: {exc.strerror or exc}.", "Choose a writable path.") from exc
     return path
+
+
+def remote_code_recipes(recipes: list[tuple[Path, Recipe]]) -> list[str]:
+    """The names of the recipes that run the model repository's own Python code (``trust_remote_code``)."""
+    return [p.name for p, r in recipes if r.trust_remote_code]
+
+
+def require_remote_code_allowed(recipes: list[tuple[Path, Recipe]], allowed: bool) -> list[str]:
+    """The recipes that run remote code; UsageError (exit 2) naming them unless ``allowed``
+    (``exporter run --allow-remote-code``): a fleet run never runs a repository's code unasked."""
+    names = remote_code_recipes(recipes)
+    if names and not allowed:
+        raise UsageError(
+            f"{len(names)} recipe(s) run the model repository's own Python code (trust_remote_code: true): "
+            f"{', '.join(names)}.",
+            "Review that code at the pinned revision, then pass --allow-remote-code.",
+        )
+    return names
 
 
 def find_recipes(paths: list[Path]) -> list[Path]:
@@ -371,8 +398,8 @@ def find_recipes(paths: list[Path]) -> list[Path]:
             if not inside:
                 raise UsageError(f"no recipe files (*.yaml) in {p}.", "Pass a folder of recipes or recipe files.")
             found.extend(inside)
-        elif p.is_file():
-            found.append(p)
+        elif p.exists():
+            found.append(p)  # not a regular file (a FIFO, a device): load_recipe refuses it without reading
         else:
             raise UsageError(f"recipe path {p} does not exist.", "Pass recipe files or folders of them.")
     unique = list(dict.fromkeys(f.resolve() for f in found))

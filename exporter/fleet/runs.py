@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter import kinds
+from exporter.environment import helper_env
 from exporter.errors import ExitCode
 
 
@@ -89,7 +90,8 @@ def run_fleet(
         )
         start = time.perf_counter()
         with open(log, "w", encoding="utf-8") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
+            # the worker dies with the thread that started it (environment.die_with_parent); this one waits for it
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, text=True, env=helper_env())
             with lock:
                 live.add(proc)
             try:

@@ -183,14 +183,15 @@ def read_file(path: Path) -> tuple[Overrides, dict]:
     """
     import yaml
 
-    from exporter.fsutil import read_regular_file
+    from exporter.fsutil import no_alias_yaml_loader, read_user_file
 
-    data = read_regular_file(path, MAX_POLICY_BYTES, "policy file")
+    data = read_user_file(path, what="policy file", max_bytes=MAX_POLICY_BYTES)
     hint = f"Write a YAML or JSON mapping with some of: {', '.join(KNOWN_KEYS)}."
     try:
-        doc = yaml.safe_load(data.decode("utf-8"))  # JSON is YAML
+        doc = yaml.load(data.decode("utf-8"), Loader=no_alias_yaml_loader("policy file"))  # noqa: S506; JSON is YAML
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise UsageError(f"policy file {path} is not YAML or JSON ({type(exc).__name__}).", hint) from None
+        detail = getattr(exc, "problem", None) or type(exc).__name__  # e.g. the refused alias
+        raise UsageError(f"policy file {path} is not YAML or JSON ({detail}).", hint) from None
     if not isinstance(doc, dict):
         raise UsageError(f"policy file {path} is not a mapping.", hint)
     unknown = sorted(str(k) for k in doc if k not in KNOWN_KEYS)

@@ -30,8 +30,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from exporter.errors import ProbeError
-from exporter.fsutil import sha256_bytes
+from exporter.errors import ProbeError, UsageError
+from exporter.fsutil import read_user_file, sha256_bytes
 
 Kind = Literal["probe", "calibration"]
 
@@ -73,6 +73,10 @@ class TextLimits:
 # text of more than 20,000 characters is far past any model's window (512 tokens is ~2,500 characters)
 # and nearly always means the file is not one text per line.
 LIMITS: dict[str, TextLimits] = {"probe": TextLimits(20, 20_000), "calibration": TextLimits(10, 20_000)}
+# A user's text file is read whole, so it is capped before it is read (fsutil.read_user_file): 4 MB and
+# 20,000 lines are far past any probe or calibration set that runs in reasonable time.
+TEXT_FILE_MAX_BYTES = 4_000_000
+TEXT_FILE_MAX_LINES = 20_000
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ def read_labelled(path: Path) -> tuple[list[str], list[str] | None]:
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise ProbeError(
             f"text file {path} does not exist.", "Check the path, or omit the option to use the built-in set."
         )
@@ -174,11 +178,9 @@ def read_labelled(path: Path) -> tuple[list[str], list[str] | None]:
             'Use .txt (one text per line) or .jsonl (one {"text": ...} object per line).',
         )
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ProbeError(
-            f"cannot read text file {path}: {exc.strerror or exc}.", "Check the file's permissions."
-        ) from exc
+        data = read_user_file(path, what="text file", max_bytes=TEXT_FILE_MAX_BYTES, max_lines=TEXT_FILE_MAX_LINES)
+    except UsageError as exc:
+        raise ProbeError(exc.message, exc.hint) from None
     text = _decode(data, f"text file {path}")
     strata = None
     if suffix == ".txt":
@@ -273,6 +275,11 @@ def _parse_jsonl(text: str, what: str) -> list[_Line]:
             raise ProbeError(
                 f"{what}, line {lineno}: not valid JSON ({exc.msg}).",
                 'Write one JSON object per line, e.g. {"text": "..."}, with newlines escaped as \\n.',
+            ) from None
+        except RecursionError:
+            raise ProbeError(
+                f"{what}, line {lineno}: JSON nested too deeply to be a text record.",
+                'Write one {"text": "..."} object (or one JSON string) per line.',
             ) from None
         category = stratum = None
         if isinstance(value, dict):

@@ -31,6 +31,7 @@ def write_report(artifact: Path, manifest: dict | None = None) -> tuple[Path, Pa
     plot(manifest, png)
     md = artifact / REPORT_MD
     write_text_atomic(md, render_markdown(manifest))
+    mf.record_written(artifact, [p for p in (md, png) if p.is_file()])  # --force may replace only these bytes
     return md, png
 
 

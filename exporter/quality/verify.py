@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from exporter import errors
+from exporter.environment import helper_env
 from exporter.errors import ExporterError, FidelityError, IntegrityError
 
 PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
@@ -281,7 +282,7 @@ def run_parity_subprocess(
         input=json.dumps(request),
         capture_output=True,
         text=True,
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        env=helper_env(TOKENIZERS_PARALLELISM="false"),  # a kill -9 of verify takes its parity process with it
     )
     elapsed = time.perf_counter() - start
     try:

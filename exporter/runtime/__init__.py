@@ -254,13 +254,13 @@ def load(
 
 def _manifest_truncate_dim(artifact_dir: Path) -> int | None:
     """``model.truncate_dim`` of the artifact's manifest.json, if it has one."""
-    import json
-
-    from exporter.manifest import MANIFEST_NAME
+    from exporter.errors import UsageError
+    from exporter.fsutil import read_user_json
+    from exporter.manifest import MANIFEST_MAX_BYTES, MANIFEST_NAME
 
     try:
-        data = json.loads((artifact_dir / MANIFEST_NAME).read_text("utf-8"))
-    except (OSError, ValueError):
+        data = read_user_json(artifact_dir / MANIFEST_NAME, what="manifest", max_bytes=MANIFEST_MAX_BYTES)
+    except UsageError:
         return None
     model = data.get("model") if isinstance(data, dict) else None
     return model.get("truncate_dim") if isinstance(model, dict) else None

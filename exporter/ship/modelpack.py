@@ -123,6 +123,26 @@ def config_bytes(narrowed: dict, files: list[dict]) -> bytes:
     return canonical_json(doc)
 
 
+def check_bound(cfg: dict, narrowed: dict, manifest_json: bytes, where: str) -> None:
+    """Refuse a ModelPack config that is not exactly the one ``narrowed`` makes (name, revision, pin, format,
+    diffIds...). The config blob itself is signed by nobody, but ``manifest.json`` is (it is a subject of the
+    signature and of the attestation): rebuilt from it, the config is bound to what was signed, so a
+    re-pushed manifest with a forged config fails with exit 4 instead of showing the forged name."""
+    expected = json.loads(config_bytes(narrowed, files_of(narrowed, manifest_json)))
+    if cfg == expected:
+        return
+    changed = sorted(
+        f"{part}.{k}"
+        for part in ("descriptor", "config", "modelfs")
+        for k in set((cfg.get(part) or {}) | (expected.get(part) or {}))
+        if (cfg.get(part) or {}).get(k) != (expected.get(part) or {}).get(k)
+    ) or ["(its other fields)"]
+    raise IntegrityError(
+        f"{where}: its ModelPack config does not match its signed manifest.json ({', '.join(changed[:4])}).",
+        "Refusing it; the config was changed after publishing.",
+    )
+
+
 def manifest_bytes(config: bytes, files: list[dict], annotations: dict[str, str], media_type: str) -> bytes:
     """The OCI image manifest (canonical JSON) of a ModelPack artifact."""
     layers = [
@@ -156,10 +176,12 @@ def read_layers(doc: dict, config: bytes, where: str) -> list[tuple[str, str, in
     except ValueError as exc:
         raise IntegrityError(f"{where}: its ModelPack config is not JSON.", "Refusing it.") from exc
     validate_config(cfg, where)
-    layers = []
+    layers, retitled = [], []
     for i, layer in enumerate(doc.get("layers") or []):
         ann = layer.get("annotations") or {}
         path = ann.get(FILEPATH) or ann.get(TITLE)
+        if TITLE in ann and FILEPATH in ann and ann[TITLE] != ann[FILEPATH]:
+            retitled.append((i, str(ann[TITLE])[:80], str(ann[FILEPATH])[:80]))
         if layer.get("mediaType") not in RAW_LAYER_TYPES or not isinstance(path, str):
             raise IntegrityError(
                 f"{where}: layer {i} is not a raw ModelPack file with a file path (tar layers are not read).",
@@ -175,4 +197,10 @@ def read_layers(doc: dict, config: bytes, where: str) -> list[tuple[str, str, in
         raise IntegrityError(f"{where} lists {mf.MANIFEST_NAME!r} twice or as a folder.", "Refusing it.")
     if cfg["modelfs"]["diffIds"] != [d for _, d, _ in layers]:
         raise IntegrityError(f"{where}: config.modelfs.diffIds do not match its layers.", "Refusing it.")
+    if retitled:  # a client that writes by title would write elsewhere than the path checked; we write them equal
+        i, title, path = retitled[0]
+        raise IntegrityError(
+            f"{where}: layer {i} is titled {title!r} but its file path is {path!r}.",
+            "Refusing it; a layer's title and file path must be the same.",
+        )
     return layers

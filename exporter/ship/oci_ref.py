@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -105,9 +104,11 @@ def find_credentials(host: str) -> Credentials | None:
     path = _docker_config_path()
     if not path.is_file():
         return None
+    from exporter.fsutil import read_user_json
+
     try:
-        auths = json.loads(path.read_text("utf-8")).get("auths") or {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        auths = read_user_json(path, what="docker config", max_bytes=1_000_000).get("auths") or {}
+    except (UsageError, AttributeError) as exc:
         raise UsageError(f"cannot read docker config {path}.", "Fix or remove that file.") from exc
     for key, entry in auths.items():
         bare = re.sub(r"^[a-z]+://", "", key).split("/", 1)[0]

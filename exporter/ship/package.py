@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from exporter import manifest as mf
 from exporter.errors import FidelityError, IntegrityError, OutputError, UsageError
-from exporter.fsutil import atomic_path, ensure_writable_parent, sha256_file, staged_dir
+from exporter.fsutil import atomic_path, check_output_file, sha256_file, staged_dir
 from exporter.outdir import check_out
 
 # 2000-01-01T00:00:00Z: a fixed, plausible timestamp (GNU tar warns about 0).
@@ -166,9 +166,16 @@ def _write_tar(fileobj, artifact: Path, manifest: dict, variant_id: str) -> int:
 
 
 def build_package(
-    artifact: Path, variant: str | None = None, out: Path | None = None, *, allow_failed: bool = False
+    artifact: Path,
+    variant: str | None = None,
+    out: Path | None = None,
+    *,
+    allow_failed: bool = False,
+    replace: bool = False,
 ) -> PackageResult:
-    """Write the deterministic package of one variant to ``out`` (atomically) and return its digest."""
+    """Write the deterministic package of one variant to ``out`` (atomically) and return its digest.
+
+    An existing ``out`` is refused unless ``replace`` (``--force``): it may be a file of the user's."""
     artifact = Path(artifact)
     manifest = mf.load(artifact)
     if variant == "all":
@@ -180,9 +187,10 @@ def build_package(
         raise OutputError(
             f"{out} is a folder; a package is one file.", f"Pass a file path, e.g. --out {out / 'model.tar'}."
         )
-    ensure_writable_parent(out)
+    check_output_file(out, option="--out", replace=replace)
     gz = out.name.endswith((".tar.gz", ".tgz"))
-    with atomic_path(out) as tmp:
+    needs = sum(r["size"] for r in mf.listed_files(mf.narrow(manifest, variant_id)).values())
+    with atomic_path(out, needs=needs) as tmp:
         with open(tmp, "wb") as raw:
             if gz:
                 with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=6) as z:

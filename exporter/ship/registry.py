@@ -99,6 +99,7 @@ def annotations(narrowed: dict, allow_failed: bool) -> dict[str, str]:
         ANNOTATION + "parity": verdict,
         ANNOTATION + "tool-version": narrowed["tool_version"],
         ANNOTATION + "allow-failed": "true" if allow_failed else None,
+        ANNOTATION + "publishable": None if narrowed.get("publishable") else "false",
     }
     return {k: str(v) for k, v in found.items() if v is not None}
 
@@ -146,12 +147,16 @@ def publish(
     artifact_format: str = "modelpack",
     policy=None,
     verified: Path | None = None,
+    allow_unpublishable: bool = False,
 ) -> list[PublishResult]:
     """Push each chosen variant of ``artifact`` as an OCI artifact (all are checked before any is sent).
 
     ``sign_key`` signs the files and a fidelity attestation of the gate run now under ``policy`` (or of the
     verify report ``verified``: ``sign_artifact.gate``); without it, bundles that ``exporter sign`` left in
     the artifact are attached (after checking they cover the same files).
+    An artifact whose source is not pinned to a Hub commit (a local folder, a branch) is not publishable
+    (``publishable: false``) and is refused unless ``allow_unpublishable``; the pushed manifest.json then
+    says ``publishable: false`` and the OCI manifest carries the annotation ``…publishable: false``.
     """
     artifact = Path(artifact)
     ref = Reference.parse(target)
@@ -161,6 +166,12 @@ def publish(
         raise UsageError(f"unknown artifact format {artifact_format!r}.", f"Use one of: {', '.join(FORMATS)}.")
     signer = load_signer(sign_key) if sign_key else None
     manifest = mf.load(artifact)
+    if not manifest["source"].get("pinned") and not allow_unpublishable:
+        raise UsageError(
+            f"{artifact} is not publishable: its source ({manifest['source'].get('repo') or 'a local folder'}) is "
+            "not pinned to a Hub commit, so nobody can rebuild or check it (manifest publishable: false).",
+            "Export from org/name@<commit sha>, or pass --allow-unpublishable to push it marked as such.",
+        )
     ids = select_variants(manifest, variant)
     if ref.tag and len(ids) > 1:
         raise UsageError("one tag cannot name several variants.", "Drop the :TAG (default <sha12>-<variant>).")
@@ -320,7 +331,8 @@ def pull(
     with client_for(ref, insecure, retry) as client, outdir.claim(dest) as cleaned:
         got = fetch_checked(client, ref)
         trust = referrers.check(client, ref.repository, got.digest, got.files, policy, where) if policy else None
-        with staged_dir(dest, replace=force) as tmp:
+        needs = sum(size for _, _, size in got.layers)
+        with staged_dir(dest, replace=force, needs=needs) as tmp:
             for path, blob_digest, size in got.layers:
                 target = tmp / path
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -366,7 +378,9 @@ def fetch_checked(client: RegistryClient, ref: Reference) -> Fetched:
     manifest_json = _small_blob(client, ref, {"digest": own[0][1], "size": own[0][2]}, where)
     narrowed = parse_narrowed_manifest(manifest_json, where)
     _match_manifest(rest, narrowed, where)
-    return Fetched(digest, doc, rest, {mf.MANIFEST_NAME: manifest_json}, narrowed, json.loads(config))
+    cfg = json.loads(config)
+    modelpack.check_bound(cfg, narrowed, manifest_json, where)
+    return Fetched(digest, doc, rest, {mf.MANIFEST_NAME: manifest_json}, narrowed, cfg)
 
 
 def _small_blob(client: RegistryClient, ref: Reference, desc: dict, where: str) -> bytes:

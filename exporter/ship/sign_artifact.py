@@ -19,7 +19,7 @@ from pathlib import Path
 
 from exporter import manifest as mf
 from exporter.errors import FidelityError, IntegrityError, UsageError
-from exporter.fsutil import atomic_path, read_regular_file
+from exporter.fsutil import atomic_path, read_user_file
 from exporter.ship import attestation, modelpack
 from exporter.ship.package import manifest_bytes, require_publishable, select_variants
 from exporter.ship.signing import (
@@ -144,7 +144,7 @@ def _files_of(p: VariantPayload) -> dict[str, str]:
 
 def _read_report(path: Path) -> dict:
     try:
-        doc = json.loads(read_regular_file(path, MAX_REPORT_BYTES, "verify report").decode("utf-8"))
+        doc = json.loads(read_user_file(path, what="verify report", max_bytes=MAX_REPORT_BYTES).decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise UsageError(f"verify report {path} is not JSON.", "Pass the output of `exporter verify --json`.") from None
     if not isinstance(doc, dict):
@@ -178,7 +178,7 @@ def stored_bundles(artifact: Path, p: VariantPayload) -> Bundles | None:
     for kind, path in paths.items():
         if not path.is_file():
             raise IntegrityError(f"{path} is missing beside the variant's other signature.", hint)
-        data = path.read_bytes()
+        data = read_user_file(path, what="signature bundle", max_bytes=4 << 20)
         stmt = unverified_statement(data, str(path))
         covered = (
             {r.get("name"): r.get("digest") for r in (stmt.get("predicate") or {}).get("resources") or []}
@@ -227,5 +227,6 @@ def sign_artifact(
             with atomic_path(path) as tmp:
                 tmp.write_bytes(data)
             written.append(path)
+        mf.record_written(artifact, written)  # --force may replace only these bytes
         results.append(SignResult(vid, tuple(written), fingerprint, len(p.files)))
     return results

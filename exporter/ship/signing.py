@@ -40,11 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from exporter.errors import IntegrityError, UsageError
+from exporter.fsutil import open_user_file
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 SIGNATURE_PREDICATE = "https://model_signing/signature/v1.0"
 PASSWORD_ENV = "EXPORTER_SIGN_KEY_PASSWORD"
 _MAX_KEY = 64 << 10
+POLICY_MAX_BYTES = 64 << 10  # a policy names a few keys and flags
 
 
 @dataclass(frozen=True)
@@ -69,17 +71,7 @@ class Policy:
 def _read_key_file(path: Path, private: bool) -> bytes:
     """The bytes of a key file, read from ONE descriptor that was checked (a private key: not a link)."""
     what = "private key" if private else "public key"
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | (getattr(os, "O_NOFOLLOW", 0) if private else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if private and path.is_symlink():
-            raise UsageError(f"private key {path} is a symbolic link.", "Pass the key file itself.") from exc
-        raise UsageError(f"cannot read {what} {path}.", "Check the path.") from exc
-    with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > _MAX_KEY:
-            raise UsageError(f"{what} {path} is not a PEM key file.", "Pass a PEM file.")
+    with open_user_file(path, what=what, max_bytes=_MAX_KEY, no_links=private) as (handle, st):
         if private and st.st_mode & 0o077:
             raise UsageError(
                 f"private key {path} is readable by group or others (mode {stat.S_IMODE(st.st_mode):04o}).",

@@ -22,11 +22,11 @@ to do (UsageError, exit 2); it names a backend only when the refused variants ar
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.errors import UsageError
+from exporter.fsutil import MODEL_JSON_MAX_BYTES, read_user_json
 from exporter.kinds import ModelKind
 from exporter.source import shapes, st_modules
 
@@ -108,8 +108,10 @@ def _router_routes(root: Path) -> str:
     """``query: SparseStaticEmbedding; document: Transformer, SpladePooling`` from router_config.json."""
     for name in ("router_config.json", "config.json"):
         try:
-            config = json.loads((root / name).read_text("utf-8"))
-        except (OSError, ValueError):
+            config = read_user_json(root / name, what="model file", max_bytes=MODEL_JSON_MAX_BYTES)
+        except UsageError:
+            continue
+        if not isinstance(config, dict):
             continue
         types, structure = config.get("types") or {}, config.get("structure") or {}
         if structure:
@@ -179,8 +181,8 @@ def restrict(root: Path, kind: str, specs: list, requested: list[str] | str | No
 # ------------------------------------------------------------------------ dense chains
 def _config(folder: Path) -> dict:
     try:
-        data = json.loads((folder / "config.json").read_text("utf-8"))
-    except (OSError, ValueError):
+        data = read_user_json(folder / "config.json", what="model file", max_bytes=MODEL_JSON_MAX_BYTES)
+    except UsageError:
         return {}
     return data if isinstance(data, dict) else {}
 

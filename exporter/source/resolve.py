@@ -31,6 +31,7 @@ from exporter.source.vetting import (
     check_weights,
     link_roots,
     listing,
+    loaded_files,
     prefer_safetensors,
     read_json,
     refuse_link_out,
@@ -73,6 +74,7 @@ class ResolvedSource:
     kind: str = kinds.DEFAULT_KIND  # the kind the files state (exporter.kinds), else the default
     weights_format: str = "safetensors"  # or "pickle" (only with allow_pickle)
     local_path: Path | None = None
+    skipped: list[str] = field(default_factory=list)  # files of the folder the model does not load: not copied
 
     def __str__(self) -> str:
         if self.repo_id:
@@ -90,6 +92,7 @@ class ResolvedSource:
             "kind": self.kind,
             "weights_format": self.weights_format,
             "files": [r.to_dict() for r in self.files],
+            "skipped": list(self.skipped),
         }
 
 
@@ -170,7 +173,8 @@ def resolve(
     files = record_files(path, [path / r for r in chosen])
     check_blobs(path, files, label, ref.repo_id, sha)
     check_weights(path, chosen, label, hub=True)
-    return ResolvedSource(ref.repo_id, sha, requested, pinned, path, files, kind, weights)
+    skipped = sorted(set(rels) - set(chosen))
+    return ResolvedSource(ref.repo_id, sha, requested, pinned, path, files, kind, weights, skipped=skipped)
 
 
 def _resolve_local(folder: Path, *, trust_remote_code: bool, allow_pickle: bool) -> ResolvedSource:
@@ -180,8 +184,9 @@ def _resolve_local(folder: Path, *, trust_remote_code: bool, allow_pickle: bool)
     rels = listing(folder, label)
     chosen, kind, weights = _vet(folder, rels, label, trust_remote_code, allow_pickle)
     check_weights(folder, chosen, label, hub=False)
-    files = record_files(folder, [folder / r for r in rels])  # a local folder: every file, hashed
-    return ResolvedSource(None, None, None, False, folder, files, kind, weights, local_path=folder)
+    files = record_files(folder, [folder / r for r in chosen])  # only what the model loads, hashed
+    skipped = sorted(set(rels) - set(chosen))
+    return ResolvedSource(None, None, None, False, folder, files, kind, weights, local_path=folder, skipped=skipped)
 
 
 def resolve_recorded(folder: Path, records: list[dict], *, allow_pickle: bool = False) -> ResolvedSource:
@@ -220,7 +225,7 @@ def resolve_recorded(folder: Path, records: list[dict], *, allow_pickle: bool = 
 
 def _vet(root: Path, rels: list[str], label: str, trust_remote_code: bool, allow_pickle: bool):
     """Apply the source rules; return (files used, kind, weights_format)."""
-    chosen = prefer_safetensors(select_candidates(rels))
+    chosen = loaded_files(root, prefer_safetensors(select_candidates(rels)), label)
     if not trust_remote_code:
         reason = remote_code_reason(root, chosen, label)
         if reason:

@@ -14,13 +14,13 @@ torch-free runtime truncate at the same token.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from exporter.errors import UsageError
+from exporter.fsutil import MODEL_JSON_MAX_BYTES, read_user_json
 
 # transformers' "no limit" sentinel for model_max_length (VERY_LARGE_INTEGER = int(1e30)).
 _NO_LIMIT = int(1e29)
@@ -151,9 +151,9 @@ def _read_json(path: Path, *, required: bool = False) -> dict | list | None:
             )
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}.", "The model folder looks damaged; re-resolve it.") from exc
+        return read_user_json(path, what="model file", max_bytes=MODEL_JSON_MAX_BYTES)
+    except UsageError as exc:
+        raise UsageError(exc.message, "The model folder looks damaged; re-resolve it.") from None
 
 
 def kind_of(type_name: str) -> ModuleKind:
@@ -287,10 +287,7 @@ def read_splade(root: Path) -> SpladeFacts | None:
     if entry is None:
         return None
     path = root / entry.path / "config.json"
-    try:
-        config = json.loads(path.read_text("utf-8")) if path.is_file() else {}
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}.", "The model folder looks damaged; re-resolve it.") from exc
+    config = (_read_json(path) or {}) if path.is_file() else {}
     facts = SpladeFacts(
         strategy=str(config.get("pooling_strategy", "max")),
         activation=str(config.get("activation_function", "relu")),

@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path, PurePosixPath
 
-from exporter.errors import IntegrityError, SourceError
-from exporter.fsutil import FileRecord
+from exporter.errors import IntegrityError, SourceError, UsageError
+from exporter.fsutil import MODEL_JSON_MAX_BYTES, FileRecord, read_user_json
 from exporter.source.hubcache import blob_hash_matches
 
 SAFETENSORS = ".safetensors"
@@ -26,6 +26,46 @@ _NOT_WEIGHTS = frozenset({"training_args.bin", "optimizer.pt", "scheduler.pt", "
 TOKENIZER_FILES = frozenset(
     {"tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model"}
 )
+
+
+# What a sentence-transformers load reads from the model's root and from each module's folder (the paths
+# modules.json names): the configs, the tokenizer files and the weights, by name. Any other file of a model
+# folder (a .env, a key, notes, a private/ folder) is not loaded, so it is neither copied nor published.
+_LOADED_NAMES = TOKENIZER_FILES | frozenset(
+    {
+        "modules.json",
+        "config.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "merges.txt",
+        "generation_config.json",
+    }
+)
+
+
+def _is_loaded_name(name: str) -> bool:
+    return (
+        name in _LOADED_NAMES
+        or name.endswith(("config.json", SAFETENSORS, ".safetensors.index.json", ".spm", ".model"))
+        or _is_pickle_weight(name)
+    )
+
+
+def loaded_files(root: Path, chosen: list[str], label: str) -> list[str]:
+    """The files of ``chosen`` a sentence-transformers load reads: those named like a config, tokenizer or
+    weights file, directly in the root or in a module folder that ``modules.json`` names (no modules.json:
+    the root only). The rule, not the folder's content, decides what is copied into the artifact."""
+    folders = {PurePosixPath(".")}
+    if "modules.json" in chosen:
+        modules = read_json(root, "modules.json", label)
+        for mod in modules if isinstance(modules, list) else []:
+            path = mod.get("path") if isinstance(mod, dict) else None
+            if isinstance(path, str):
+                folders.add(PurePosixPath(path.strip("/") or "."))
+    return [r for r in chosen if PurePosixPath(r).parent in folders and _is_loaded_name(PurePosixPath(r).name)]
 
 
 def _is_pickle_weight(rel: str) -> bool:
@@ -104,9 +144,9 @@ def listing(root: Path, label: str) -> list[str]:
 
 def read_json(root: Path, rel: str, label: str):
     try:
-        return json.loads((root / rel).read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{label}: {rel} is not valid JSON ({exc}).", "Fix or re-download the file.") from exc
+        return read_user_json(root / rel, what=f"{label}: {rel}", max_bytes=MODEL_JSON_MAX_BYTES)
+    except UsageError as exc:
+        raise SourceError(exc.message, "Fix or re-download the file.") from None
 
 
 def weights_policy(chosen: list[str], label: str, allow_pickle: bool) -> list[str]:
@@ -183,7 +223,7 @@ def safetensors_problem(path: Path) -> str | None:
         raw = fh.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return "the header is not valid JSON"
     if not isinstance(header, dict):
         return "the header is not a JSON object"
