@@ -78,7 +78,7 @@ def test_the_parity_process_sends_a_typed_error_as_the_cli_record(tmp_path):
     """verify's fresh process answers with ``error_record``; the parent raises the same class again."""
     from exporter import errors
 
-    request = {"kind": None, "probe": str(tmp_path / "missing.txt"), "variants": []}
+    request = {"kind": None, "artifact": str(tmp_path), "probe": str(tmp_path / "missing.txt"), "variants": []}
     proc = _run("exporter.cli.parity_worker", stdin=json.dumps(request))
     assert proc.returncode == 0, proc.stderr
     fatal = json.loads(proc.stdout.strip().splitlines()[-1])["fatal"]
