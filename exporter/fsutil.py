@@ -38,6 +38,7 @@ class FileRecord:
     path: str
     size: int
     sha256: str
+    adjusted_from: dict | None = None  # rewritten by the exporter: {sha256 (of the file it came from), reason}
 
     @classmethod
     def of(cls, root: Path, path: Path) -> FileRecord:
@@ -45,7 +46,7 @@ class FileRecord:
         return cls(path=rel, size=path.stat().st_size, sha256=sha256_file(path))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def record_files(root: Path, paths: Iterable[Path] | None = None) -> list[FileRecord]:
