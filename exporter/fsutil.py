@@ -31,6 +31,13 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def current_umask() -> int:
+    """The process umask (read by setting it and back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @dataclass(frozen=True)
 class FileRecord:
     """One file as the manifest records it: path relative to a root, size in bytes, sha256."""
@@ -124,6 +131,7 @@ def staged_dir(
     if dest.exists() and not (replace or clone):
         raise OutputError(f"{dest} already exists.", exists_hint)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-{os.getpid()}-", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700: the folder a user gets follows the umask
     try:
         if clone and dest.is_dir():
             shutil.copytree(dest, tmp, copy_function=os.link, dirs_exist_ok=True)
