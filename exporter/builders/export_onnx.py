@@ -239,6 +239,8 @@ def export_base(
         config = config_class(model[0].auto_model.config, task="feature-extraction")
 
         final_id = final_token.applies(staged_facts.transformer_dir, staged_facts.tokenizer.padding_side)
+        if final_id is not None and model.tokenizer("a b")["input_ids"][-1] != final_id:
+            final_id = None  # the tokenizer as loaded (tokenizer_config can drop it) does not end with it
 
         def prepare(path: Path) -> None:
             if final_id is not None and final_token.end_sequences_with(path, final_id):
