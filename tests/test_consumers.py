@@ -190,7 +190,8 @@ def test_a_consumer_truncating_elsewhere_fails_with_the_reason_and_the_layout_fi
     out = tmp_path / "fastembed"
     for rel, src in files.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_bytes(src if isinstance(src, bytes) else src.read_bytes())
+        content = layouts._content(src)  # a rewritten file is a Made (bytes, and the file it came from)
+        (out / rel).write_bytes(content if isinstance(content, bytes) else content.read_bytes())
     assert _rows_with(out, texts, reference, "fastembed")["status"] == "passed"
 
 
