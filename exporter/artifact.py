@@ -16,6 +16,7 @@ from exporter import manifest as mf
 from exporter.errors import UsageError
 from exporter.fsutil import FileRecord, record_files
 from exporter.kinds import DEFAULT_KIND
+from exporter.source import tokenizer_files
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".ckpt")
 
@@ -48,7 +49,25 @@ def copy_shared(src, stage: Path, max_seq_length: int | None = None) -> list[Fil
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n", "utf-8")
         if cfg_path not in copied:
             copied.append(cfg_path)
-    return record_files(stage, copied)
+    changed = tokenizer_files.align(stage)  # before hashing: the manifest records the files as written
+    return _with_adjustments(record_files(stage, copied), changed, src)
+
+
+def _with_adjustments(records: list[FileRecord], changed: dict[str, str], src) -> list[FileRecord]:
+    """``records`` with each file ``tokenizer_files.align`` rewrote marked with the source file's sha256."""
+    from dataclasses import replace
+
+    source = {rec.path: rec for rec in src.files}
+    return [
+        replace(
+            r,
+            adjusted_from={"sha256": changed[r.path], "reason": tokenizer_files.ADJUSTED}
+            | ({"source": r.path} if r.path in source else {}),
+        )
+        if r.path in changed
+        else r
+        for r in records
+    ]
 
 
 def kept_variants(

@@ -136,6 +136,13 @@ def parse_json(data: bytes | str, what: str):
         raise UsageError(f"{what} is nested too deeply to be JSON the tool wrote or reads.", "") from None
 
 
+def current_umask() -> int:
+    """The process umask (read by setting it and back: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @dataclass(frozen=True)
 class FileRecord:
     """One file as the manifest records it: path relative to a root, size in bytes, sha256."""
@@ -143,6 +150,7 @@ class FileRecord:
     path: str
     size: int
     sha256: str
+    adjusted_from: dict | None = None  # rewritten by the exporter: {sha256 (of the file it came from), reason}
 
     @classmethod
     def of(cls, root: Path, path: Path) -> FileRecord:
@@ -150,7 +158,7 @@ class FileRecord:
         return cls(path=rel, size=path.stat().st_size, sha256=sha256_file(path))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def record_files(root: Path, paths: Iterable[Path] | None = None) -> list[FileRecord]:

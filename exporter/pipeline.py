@@ -177,6 +177,7 @@ def _export_into(job: _Export) -> ExportOutcome:
     from exporter import artifact
     from exporter import manifest as mf
     from exporter.environment import environment
+    from exporter.quality import recorded_reference
 
     env = environment()
     source_entry = {**job.src.to_dict(), "trust_remote_code": job.plan.trust_remote_code}
@@ -195,6 +196,7 @@ def _export_into(job: _Export) -> ExportOutcome:
             ctx.stage_dir = stage
             if fresh:
                 shared = artifact.copy_shared(job.src, stage, job.plan.max_seq_length)
+                shared += record_files(stage, recorded_reference.write(stage, probe.texts, ref_out, job.kind))
                 fresh = False
             else:
                 shared = [FileRecord(**f) for f in mf.load(stage)["shared_files"]]

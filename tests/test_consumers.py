@@ -103,17 +103,35 @@ def test_cls_model_is_pooled_by_cls_in_every_consumer(tmp_path_factory):
     assert {n: r["status"] for n, r in rows.items()} == dict.fromkeys(rows, "passed"), rows
 
 
-def test_transformers_js_truncation_drops_the_final_sep_and_the_gate_catches_it(tmp_path_factory):
-    """A real divergence: on texts over max_seq_length transformers.js 4.3.1 truncates after adding
-    special tokens ([SEP] is cut off), so its vectors differ from sentence-transformers' on those texts."""
+def test_transformers_js_truncation_ends_with_the_final_sep_through_the_graph(tmp_path_factory, tmp_path):
+    """A real divergence, fixed in the graph: on texts over max_seq_length transformers.js 4.3.1 cuts the ids
+    after adding special tokens ([SEP] is cut off); the exported graph puts [SEP] back at each row's last
+    attended position (exporter.builders.final_token), so its vectors match sentence-transformers'. The same
+    graph without that step (tokens as transformers.js feeds them) would differ."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    from exporter.builders import final_token
     from tests.test_export_onnx import exported_tiny
 
-    src, art, _ = exported_tiny(tmp_path_factory, "mean", True)
+    src, art, info = exported_tiny(tmp_path_factory, "mean", True)
     long_texts = [" ".join(WORDS[i:] + WORDS[:i]) * 3 for i in range(12)]
     rows = _rows(art, src, long_texts, ["fastembed", "transformers.js"])
     assert rows["fastembed"]["status"] == "passed", rows["fastembed"]
-    assert rows["transformers.js"]["status"] == "failed"
-    assert "cosine_min" in rows["transformers.js"]["message"]
+    assert rows["transformers.js"]["status"] == "passed", rows["transformers.js"]
+    tok = Tokenizer.from_file(str(art / "tokenizer.json"))
+    sep = tok.token_to_id("[SEP]")
+    assert info["final_special_token"] == sep == final_token.final_special_token_id(art / "tokenizer.json")
+    tok.no_truncation()
+    ids = np.asarray([tok.encode(long_texts[0]).ids[:32]], dtype=np.int64)  # cut after [SEP], as transformers.js
+    assert ids[0, -1] != sep
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    fixed = ids.copy()
+    fixed[0, -1] = sep
+    session = ort.InferenceSession(str(art / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["sentence_embedding"], feeds)[0]
+    want = session.run(["sentence_embedding"], {**feeds, "input_ids": fixed})[0]
+    np.testing.assert_array_equal(got, want)
 
 
 def test_consumers_table_is_complete():
@@ -172,7 +190,8 @@ def test_a_consumer_truncating_elsewhere_fails_with_the_reason_and_the_layout_fi
     out = tmp_path / "fastembed"
     for rel, src in files.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out / rel).write_bytes(src if isinstance(src, bytes) else src.read_bytes())
+        content = layouts._content(src)  # a rewritten file is a Made (bytes, and the file it came from)
+        (out / rel).write_bytes(content if isinstance(content, bytes) else content.read_bytes())
     assert _rows_with(out, texts, reference, "fastembed")["status"] == "passed"
 
 

@@ -20,13 +20,37 @@ from tests.consumer_fixtures import FP32, ONNX, short_texts
 pytestmark = pytest.mark.usefixtures("node_env")
 
 
+GATED_BY = {  # the consumer each layout is run through before it is written, and how
+    "st": [("runtime", "in-process"), ("sentence-transformers", "in-process")],
+    "tei": [("tei", consumers.EMULATED)],
+    "fastembed": [("fastembed", "in-process")],
+    "transformers.js": [("transformers.js", "node subprocess")],
+    "ovms": [("ovms", consumers.EMULATED)],
+    "triton": [("triton", consumers.EMULATED)],
+}
+
+
 def _layout(art: Path, tmp_path: Path, layout: str, variant: str = "onnx") -> Path:
+    """The layout written by the CLI, gated, with a manifest listing exactly its files (integrity exit 0)."""
     out = tmp_path / layout
     res = invoke("package", str(art), "--variant", variant, "--layout", layout, "--out", str(out))
     assert res.code == 0, res.out + res.err
     assert f"{layout} layout of {variant}" in res.out and "start: " in res.out
     narrowed = json.loads((out / "manifest.json").read_text())
     assert [v["id"] for v in narrowed["variants"]] == [variant]
+    gate = narrowed["layout"]["gate"]
+    assert [(r["consumer"], r["runs"]) for r in gate] == GATED_BY[layout]
+    assert all(r["status"] == "passed" and r["cosine_min"] >= 0.9999 for r in gate), gate
+    for consumer, runs in GATED_BY[layout]:
+        assert f"gate: passed {consumer} ({runs}) on the probe set: cosine_min" in res.out
+    from exporter.fsutil import sha256_file
+
+    assert narrowed["layout"]["artifact_manifest_sha256"] == sha256_file(art / "manifest.json")
+    on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    listed = [f["path"] for f in narrowed["shared_files"] + narrowed["variants"][0]["files"]]
+    assert sorted([*listed, "manifest.json"]) == on_disk
+    res = invoke("verify", str(out), "--integrity")
+    assert res.code == 0, res.out + res.err
     return out
 
 
@@ -55,6 +79,8 @@ def test_library_layouts_load_in_their_library(consumer_artifact, tmp_path, layo
 
 @pytest.mark.parametrize("variant", ["onnx", "openvino"])
 def test_st_layout_serves_with_the_runtime_and_sentence_transformers(consumer_artifact, tmp_path, variant):
+    from exporter import runtime
+
     out = _layout(consumer_artifact, tmp_path, "st", variant)
     texts = short_texts()
     reference = _reference(consumer_artifact, texts)
@@ -64,6 +90,38 @@ def test_st_layout_serves_with_the_runtime_and_sentence_transformers(consumer_ar
     for name in ("runtime", "sentence-transformers"):
         row = consumers.check(consumers.BY_NAME[name], target, texts, reference, probe, "sentence-transformer", FP32)
         assert row["status"] == "passed", row
+    enc = runtime.load(out)  # the folder's single-variant manifest says which file and backend
+    assert enc.backend == variant and enc.path.name == Path(entry["load"]["file_name"]).name
+    if variant == "openvino":  # the f32 pin travels with the folder, in the options the start line passes
+        ov_config = json.loads((out / "openvino" / "ov_config.json").read_text())
+        assert ov_config == {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def test_layout_folders_follow_the_umask_and_a_change_fails_integrity(consumer_artifact, tmp_path):
+    """0755/0644 under umask 022 (mkdtemp staging made them 0700); one byte or one tokenizer setting
+    changed in a fresh layout is an integrity failure (exit 4)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = _layout(consumer_artifact, tmp_path, "fastembed")
+    finally:
+        os.umask(old)
+    for path in [out, *out.rglob("*")]:
+        want = 0o755 if path.is_dir() else 0o644
+        assert stat.S_IMODE(path.stat().st_mode) == want, path
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    (out / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 512}))
+    res = invoke("verify", str(out), "--integrity")
+    assert res.code == 4 and "tokenizer_config.json" in res.err, res.err
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    assert invoke("verify", str(out), "--integrity").code == 0
+    graph = bytearray((out / "onnx" / "model.onnx").read_bytes())
+    graph[len(graph) // 2] ^= 1
+    (out / "onnx" / "model.onnx").write_bytes(bytes(graph))
+    res = invoke("verify", str(out), "--integrity")
+    assert res.code == 4 and "onnx/model.onnx" in res.err, res.err
 
 
 def test_tei_layout_holds_the_files_and_graph_tei_reads(consumer_artifact, tmp_path):
@@ -84,23 +142,29 @@ def _triton_config(pb2, text: str):
 
 
 def _check_triton_io(pb2, config, variant: str) -> None:
+    """Batched: Triton owns the batch dimension (max_batch_size), so dims leave it out."""
+    assert config.max_batch_size == layouts.TRITON_MAX_BATCH and config.HasField("dynamic_batching")
+    assert [(g.count, pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in config.instance_group] == [(1, "KIND_CPU")]
     inputs = {i.name: (pb2.DataType.Name(i.data_type), list(i.dims)) for i in config.input}
-    assert inputs["input_ids"] == inputs["attention_mask"] == ("TYPE_INT64", [-1, -1])
+    assert inputs["input_ids"] == inputs["attention_mask"] == ("TYPE_INT64", [-1])
     outputs = [(o.name, pb2.DataType.Name(o.data_type), list(o.dims)) for o in config.output]
-    assert outputs[0] == ("last_hidden_state", "TYPE_FP32", [-1, -1, 32])
+    assert outputs[0] == ("last_hidden_state", "TYPE_FP32", [-1, 32])
     if variant == "onnx":
-        assert outputs[1] == ("sentence_embedding", "TYPE_FP32", [-1, 32])
+        assert outputs[1] == ("sentence_embedding", "TYPE_FP32", [32])
 
 
 def test_triton_layout_parses_with_tritons_model_config_schema(consumer_artifact, tmp_path):
     out = _layout(consumer_artifact, tmp_path, "triton", "onnx")
     (model_dir,) = [p for p in out.iterdir() if p.is_dir()]
     pb2 = layouts.triton_model_config_pb2()
-    config = _triton_config(pb2, (model_dir / "config.pbtxt").read_text())
-    assert config.name == model_dir.name and config.backend == "onnxruntime" and config.max_batch_size == 0
+    text = (model_dir / "config.pbtxt").read_text()
+    config = _triton_config(pb2, text)
+    assert config.name == model_dir.name and config.backend == "onnxruntime"
     assert sorted(p.name for p in (model_dir / "1").iterdir()) == ["model.onnx"]
     assert not config.parameters
     _check_triton_io(pb2, config, "onnx")
+    assert "# Client-side tokenizer contract" in text and "truncates at 32 tokens" in text
+    assert (model_dir / "tokenizer.json").is_file()  # what the contract tells the client to tokenize with
 
 
 def test_triton_openvino_carries_bf16_and_refuses_an_f32_pin(consumer_artifact, tmp_path):
@@ -201,6 +265,7 @@ def test_layout_into_an_existing_folder_exits_2_in_one_line(consumer_artifact, t
     [
         (["--layout", "tgi"], "unknown layout 'tgi'"),
         (["--layout", "tei", "--variant", "openvino"], "the tei layout takes onnx variants; openvino is openvino"),
+        (["--layout", "infinity"], "the infinity layout is not written: infinity-emb's optimum engine"),
     ],
 )
 def test_bad_layout_requests_exit_2(consumer_artifact, tmp_path, args, message):
@@ -211,30 +276,6 @@ def test_bad_layout_requests_exit_2(consumer_artifact, tmp_path, args, message):
     assert res.code == 2 and "--out DIR" in res.err
 
 
-def _ovms_pipeline(folder: Path, texts: list[str]):
-    """OVMS's embeddings data path on the layout's own files: the tokenizer IR, the model IR, the first
-    rank-3 output pooled as graph.pbtxt says, L2-normalised if it says so."""
-    import re
-
-    import openvino as ov
-    import openvino_tokenizers  # noqa: F401 - registers the tokenizer ops
-
-    graph = (folder / "graph.pbtxt").read_text()
-    pooling = re.search(r"pooling: (\w+)", graph).group(1)
-    normalize = re.search(r"normalize_embeddings: (\w+)", graph).group(1) == "true"
-    plugin_config = json.loads(json.loads(re.search(r"plugin_config: (\".*\")", graph).group(1)))
-    core = ov.Core()
-    tokenizer = core.compile_model(str(folder / "openvino_tokenizer.xml"), "CPU")
-    model = core.compile_model(str(folder / "openvino_model.xml"), "CPU", plugin_config)
-    tokens = {k.get_any_name(): v for k, v in tokenizer(texts).items()}
-    feeds = {p.get_any_name(): tokens[p.get_any_name()] for p in model.inputs}
-    first3 = next(p for p in model.outputs if p.get_partial_shape().rank.get_length() == 3)
-    hidden, mask = model(feeds)[first3], tokens["attention_mask"][..., None]
-    vectors = hidden[:, 0] if pooling == "CLS" else (hidden * mask).sum(1) / mask.sum(1)
-    assert pooling in ("CLS", "MEAN")
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True) if normalize else vectors
-
-
 def test_ovms_layout_runs_through_the_ovms_data_path(consumer_artifact, tmp_path):
     out = _layout(consumer_artifact, tmp_path, "ovms", "openvino")
     names = {p.name for p in out.iterdir()}
@@ -243,7 +284,7 @@ def test_ovms_layout_runs_through_the_ovms_data_path(consumer_artifact, tmp_path
     assert "pooling: MEAN" in (out / "graph.pbtxt").read_text()
     assert 'plugin_config: "{\\"INFERENCE_PRECISION_HINT\\": \\"f32\\"}"' in (out / "graph.pbtxt").read_text()
     texts = short_texts() + [" ".join(short_texts(30))]  # one over max_seq_length: the tokenizer IR truncates
-    got, want = _ovms_pipeline(out, texts), _reference(consumer_artifact, texts)
+    got, want = consumers.ovms_embeddings(out, texts), _reference(consumer_artifact, texts)
     cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     assert cos.min() >= 0.9999, cos.min()
 
@@ -255,3 +296,19 @@ def test_ovms_layout_refuses_a_model_it_cannot_pool_like(tmp_path_factory, tmp_p
     _, art, _ = exported_tiny(tmp_path_factory, "max", True)
     with pytest.raises(UsageError, match="OVMS pools the first rank-3 output with CLS/MEAN/LAST only"):
         layouts._ovms(art, {"shared_files": []}, {"load": {"file_name": "x.xml"}, "files": []}, tmp_path)
+
+
+def test_a_layout_whose_consumer_differs_exits_3_and_writes_nothing(tmp_path):
+    """A max-pooled model: fastembed pools the graph's token output with mean/cls/last only, so its layout
+    would serve other vectors; the gate (the real fastembed row) refuses it before anything is written."""
+    from tests.tiny_models import build_tiny_embedder
+
+    src = build_tiny_embedder(tmp_path / "src", pooling="max")
+    res = invoke("export", str(src), "--variants", "onnx", "--out", str(tmp_path / "art"))
+    assert res.code == 0, res.err + res.out
+    out = tmp_path / "fastembed"
+    res = invoke("package", str(tmp_path / "art"), "--variant", "onnx", "--layout", "fastembed", "--out", str(out))
+    assert res.code == 3, res.out + res.err
+    assert "fastembed (in-process): fastembed can only pool with mean/cls/lasttoken" in res.err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".fastembed")]
+    assert _layout(tmp_path / "art", tmp_path, "tei").is_dir()  # the graph pools inside: TEI serves it

@@ -7,7 +7,10 @@ chain (Transformer -> Pooling -> Normalize/Dense ...). Two adjustments to optimu
 - the token-level output is named ``last_hidden_state`` instead of optimum's ``token_embeddings``:
   sentence-transformers' ``backend="onnx"`` runs the graph through ``ORTModelForFeatureExtraction``,
   which reads exactly ``last_hidden_state`` and ignores any other output;
-- ``sentence_embedding`` gets a static width (the embedding dimension) when tracing left it symbolic.
+- ``sentence_embedding`` gets a static width (the embedding dimension) when tracing left it symbolic;
+- the id at each row's last attended position is set to the tokenizer's final special token
+  (``exporter.builders.final_token``): a no-op for every tokenizer that truncates before adding it, and
+  transformers.js, which cuts after it, then feeds what sentence-transformers feeds.
 
 Graph (the contract every consumer in ``exporter.quality.consumers`` loads): inputs ``input_ids``,
 ``attention_mask`` and, when the model's tokenizer emits them (BERT-like models), ``token_type_ids``
@@ -38,7 +41,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from exporter.builders import kit, prompt_graph
+from exporter.builders import final_token, kit, prompt_graph
 from exporter.builders.export_onnx_config import (
     SENTENCE_OUTPUT,
     TOKEN_OUTPUT,
@@ -235,7 +238,13 @@ def export_base(
         )
         config = config_class(model[0].auto_model.config, task="feature-extraction")
 
+        final_id = final_token.applies(staged_facts.transformer_dir, staged_facts.tokenizer.padding_side)
+        if final_id is not None and model.tokenizer("a b")["input_ids"][-1] != final_id:
+            final_id = None  # the tokenizer as loaded (tokenizer_config can drop it) does not end with it
+
         def prepare(path: Path) -> None:
+            if final_id is not None and final_token.end_sequences_with(path, final_id):
+                graph["final_special_token"] = final_id  # transformers.js cuts after it: the graph restores it
             graph.update(_fix_output_shapes(path, model.get_embedding_dimension()))
             if prompt_input:
                 prompt_graph.make_input_optional(path)  # an initializer: inputs and outputs unchanged

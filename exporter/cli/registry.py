@@ -78,7 +78,8 @@ def package(
     layout: Annotated[
         str | None,
         typer.Option(
-            help="Write the folder a server loads instead of a tar: st, tei, fastembed, transformers.js, ovms, triton."
+            help="Write the folder a server loads instead of a tar (run through its consumer first): st, tei, "
+            "fastembed, transformers.js, ovms, triton."
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
@@ -95,6 +96,9 @@ def package(
             raise UsageError("--layout writes a folder: give it with --out DIR.", "")
         written = write_layout(artifact, variant, layout, out, allow_failed=allow_failed)
         typer.echo(f"{written['layout']} layout of {written['variant']}: {out} ({len(written['files'])} files)")
+        for row in written["gate"]:
+            figure = f"cosine_min {row['cosine_min']:.6f}" if row.get("cosine_min") is not None else row["message"]
+            typer.echo(f"gate: {row['status']} {row['consumer']} ({row['runs']}) on the probe set: {figure}")
         typer.echo(f"start: {written['start']}")
         return
     result = build_package(artifact, variant, out, allow_failed=allow_failed, replace=force)

@@ -219,10 +219,13 @@ def prune(vectors: np.ndarray, top_k: int | None = None, threshold: float | None
     return vectors
 
 
+DEFAULT_FILE = ("onnx/model.onnx", "onnx")
+
+
 def load(
     artifact_dir: Path,
-    file_name: str = "onnx/model.onnx",
-    backend: str = "onnx",
+    file_name: str | None = None,
+    backend: str | None = None,
     *,
     providers: tuple[str, ...] | None = None,
     threads: int | None = None,
@@ -230,12 +233,19 @@ def load(
 ) -> Encoder:
     """Open ``file_name`` (relative to the Transformer module's folder, as ST resolves it) for serving.
 
+    Without ``file_name`` / ``backend``: the variant of a single-variant manifest (a pulled, packaged or
+    laid-out folder), else ``onnx/model.onnx`` on onnxruntime.
+
     ``truncate_dim`` (default: the artifact manifest's ``model.truncate_dim``) keeps the first N dimensions of
     each embedding, after pooling and Normalize and without re-normalising, as ``SentenceTransformer(
     truncate_dim=N).encode`` does; a graph that truncates already (exporter's ONNX) is unchanged by it."""
     artifact_dir = Path(artifact_dir)
     from exporter.ship.package import safe_relpath
 
+    if file_name is None:
+        file_name, backend = _manifest_variant(artifact_dir, backend)
+    elif backend is None:  # a named file runs on the backend that reads it
+        backend = "openvino" if file_name.endswith(".xml") else "onnx"
     opener = BACKENDS.get(backend)
     if opener is None:
         raise UsageError(f"unknown runtime backend {backend!r}.", f"Available: {', '.join(BACKENDS)}.")
@@ -252,15 +262,36 @@ def load(
     return encoder
 
 
-def _manifest_truncate_dim(artifact_dir: Path) -> int | None:
-    """``model.truncate_dim`` of the artifact's manifest.json, if it has one."""
+def _manifest(artifact_dir: Path) -> dict:
+    """The folder's manifest.json as plain JSON ({} when there is none, or it is not a capped regular JSON file)."""
     from exporter.errors import UsageError
     from exporter.fsutil import read_user_json
     from exporter.manifest import MANIFEST_MAX_BYTES, MANIFEST_NAME
 
+    path = artifact_dir / MANIFEST_NAME
     try:
-        data = read_user_json(artifact_dir / MANIFEST_NAME, what="manifest", max_bytes=MANIFEST_MAX_BYTES)
+        data = read_user_json(path, what="manifest", max_bytes=MANIFEST_MAX_BYTES)
     except UsageError:
-        return None
-    model = data.get("model") if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _manifest_variant(artifact_dir: Path, backend: str | None) -> tuple[str, str]:
+    """(file name, backend) of the one variant a manifest describes (pulled, packaged, laid out), or the
+    default ONNX graph when it describes several or none."""
+    variants = _manifest(artifact_dir).get("variants")
+    if isinstance(variants, list) and len(variants) == 1 and isinstance(variants[0], dict):
+        load_spec = variants[0].get("load") or {}
+        if (
+            load_spec.get("backend") in BACKENDS
+            and load_spec.get("file_name")
+            and backend in (None, load_spec["backend"])
+        ):
+            return load_spec["file_name"], load_spec["backend"]
+    return DEFAULT_FILE if backend in (None, DEFAULT_FILE[1]) else (DEFAULT_FILE[0], backend)
+
+
+def _manifest_truncate_dim(artifact_dir: Path) -> int | None:
+    """``model.truncate_dim`` of the artifact's manifest.json, if it has one."""
+    model = _manifest(artifact_dir).get("model")
     return model.get("truncate_dim") if isinstance(model, dict) else None
