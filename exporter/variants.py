@@ -29,6 +29,10 @@ from exporter.errors import UsageError
 from exporter.hostcaps import BF16_UNITS, CpuFlag, Host, this_host
 from exporter.kinds import ALL_KINDS, ModelKind
 
+# The kinds whose graphs are optimum's transformer export, which the optimisers and quantisers below take.
+# ColBERT's graph is its own (exporter.builders.export_onnx_colbert): only the fp32 onnx / openvino so far.
+TRANSFORMER_KINDS: tuple[ModelKind, ...] = tuple(k for k in ALL_KINDS if k is not ModelKind.COLBERT)
+
 
 class Backend(StrEnum):
     ONNX = "onnx"
@@ -133,7 +137,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
             builder="exporter.builders.export_onnx_optimize:build_optimized",
             derives_from="onnx",
             options=OptimizeOptions(level),
-            kinds=ALL_KINDS,
+            kinds=TRANSFORMER_KINDS,
         )
         for level, summary in (
             ("O1", "ORT basic graph optimisations (constant folding, node elimination); exact fp32."),
@@ -152,7 +156,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         derives_from="onnx",
         options=OptimizeOptions("O4"),
         on_request_only=True,
-        kinds=ALL_KINDS,
+        kinds=TRANSFORMER_KINDS,
     ),
     # Int8 ONNX (exporter.builders.export_onnx_quantize): dynamic ISA presets as sentence-transformers names them.
     *(
@@ -166,7 +170,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
             builder="exporter.builders.export_onnx_quantize:build_dynamic",
             derives_from="onnx",
             options=DynamicInt8Options(isa),
-            kinds=ALL_KINDS,
+            kinds=TRANSFORMER_KINDS,
             best=best,
         )
         for dtype, isa, label, best in (
@@ -243,7 +247,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         builder="exporter.builders.export_openvino:build_fp16",
         model_kwargs=OV_F32,
         derives_from="openvino",
-        kinds=ALL_KINDS,
+        kinds=TRANSFORMER_KINDS,
     ),
     VariantSpec(
         id="openvino-int8-weights",
@@ -255,7 +259,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         model_kwargs=OV_F32,
         derives_from="openvino",
         options=WeightCompressionOptions(mode="int8_asym"),
-        kinds=ALL_KINDS,
+        kinds=TRANSFORMER_KINDS,
         best=BestIf(),
     ),
     VariantSpec(

@@ -66,12 +66,14 @@ from exporter.quality.parity_gates import (  # noqa: F401 - re-exported: the gat
     ALL_METRIC_NAMES,
     ALL_SCOPE,
     DEFAULT_THRESHOLDS,
+    LATE_INTERACTION_THRESHOLDS,
     MANDATORY,
     METRIC_NAMES,
     SCORE_THRESHOLDS,
     SPARSE_THRESHOLDS,
     UPPER_BOUNDS,
     PrecisionClass,
+    LateInteractionThresholds,
     ScoreThresholds,
     SparseThresholds,
     Thresholds,
@@ -366,4 +368,80 @@ def compare_scores(
             ("score_max_abs_diff", pair_diff, False),
             score_spread_err_max=(pair_spread_err, "max"),
         ),
+    )
+
+
+# ------------------------------------------------------------------------------- late interaction
+@dataclass(frozen=True)
+class LateInteractionMetrics:
+    """Fidelity of a ColBERT model's token vectors and of the MaxSim scores they give query/document pairs."""
+
+    token_cosine_min: float
+    token_cosine_mean: float
+    maxsim_spearman: float | None
+    maxsim_rel_err_max: float | None
+    top1_agreement: float | None
+    top3_agreement: float | None
+    n: int  # texts (queries + documents)
+    n_tokens: int  # token vectors compared
+    n_pairs: int
+    n_lists: int
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def token_rows(vectors: np.ndarray) -> np.ndarray:
+    """Which rows of ``(texts, width, dim)`` padded token vectors are tokens (a served vector has norm 1,
+    padding is 0): a ``(texts, width)`` bool mask."""
+    return np.linalg.norm(vectors, axis=-1) > 0.5
+
+
+def maxsim(query: np.ndarray, document: np.ndarray) -> float:
+    """ColBERT's late-interaction score: the sum over query tokens of the best dot product with a document
+    token (the rows are token vectors; padding rows removed)."""
+    if not len(query) or not len(document):
+        return 0.0
+    return float((query @ document.T).max(axis=1).sum())
+
+
+def compare_late_interaction(
+    reference: np.ndarray, candidate: np.ndarray, pairs: list[tuple[int, int]], lists: list[list[int]]
+) -> LateInteractionMetrics:
+    """``reference`` / ``candidate`` are ``(texts, width, dim)`` token vectors, zero rows where a text has
+    no token; ``pairs`` are (query row, document row) and ``lists`` the pair indices of each query.
+
+    A token one side serves and the other does not has cosine 0 (a tokenisation or skiplist difference is a
+    failure, not a shape error). Raises FidelityError for mismatched shapes or non-finite values."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    if ref.shape != cand.shape or ref.ndim != 3:
+        raise FidelityError(
+            f"candidate token vectors have shape {tuple(cand.shape)}, the reference's have {tuple(ref.shape)}.",
+            "The variant is broken (wrong output or tokenisation); rebuild it.",
+        )
+    _check_outputs(ref.reshape(len(ref), -1), cand.reshape(len(cand), -1), "token vectors")
+    r_keep, c_keep = token_rows(ref), token_rows(cand)
+    either = r_keep | c_keep
+    dots = (ref * cand).sum(axis=-1)
+    norms = np.linalg.norm(ref, axis=-1) * np.linalg.norm(cand, axis=-1)
+    cos = np.where(r_keep & c_keep, dots / np.maximum(norms, 1e-12), 0.0)[either]
+    ref_scores = np.asarray([maxsim(ref[q][r_keep[q]], ref[d][r_keep[d]]) for q, d in pairs])
+    cand_scores = np.asarray([maxsim(cand[q][c_keep[q]], cand[d][c_keep[d]]) for q, d in pairs])
+    scores = compare_scores(ref_scores, cand_scores, lists) if pairs else None
+    renamed = {"score_spearman": "maxsim_spearman", "score_rel_err_max": "maxsim_rel_err_max"}
+    skipped = {renamed.get(k, k): v for k, v in (scores.skipped if scores else {}).items()}
+    return LateInteractionMetrics(
+        token_cosine_min=float(cos.min()) if cos.size else 1.0,
+        token_cosine_mean=float(cos.mean()) if cos.size else 1.0,
+        maxsim_spearman=scores.score_spearman if scores else None,
+        maxsim_rel_err_max=scores.score_rel_err_max if scores else None,
+        top1_agreement=scores.top1_agreement if scores else None,
+        top3_agreement=scores.top3_agreement if scores else None,
+        n=int(ref.shape[0]),
+        n_tokens=int(either.sum()),
+        n_pairs=len(pairs),
+        n_lists=len(lists),
+        skipped=skipped,
     )
