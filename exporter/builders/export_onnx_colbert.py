@@ -197,11 +197,19 @@ def load_reference(path, device: str = "cpu", trust_remote_code: bool = False, l
     """
     import json
 
-    from pylate import models
     from safetensors.torch import load_model
     from sentence_transformers.models import Transformer
 
     from exporter.errors import UsageError
+
+    try:
+        from pylate import models
+    except ImportError as exc:
+        raise UsageError(
+            f"exporting a ColBERT model needs PyLate, its reference ({exc}).",
+            'Install it as the Makefile does: pip install -e ".[export,colbert]" and then '
+            "pip install --no-deps pylate==1.6.0 datasets==4.8.5",
+        ) from None
 
     root = Path(path)
     chain = json.loads((root / "modules.json").read_text("utf-8"))
