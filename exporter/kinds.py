@@ -43,6 +43,9 @@ class ModelKind(StrEnum):
 
 
 ALL_KINDS: tuple[ModelKind, ...] = tuple(ModelKind)
+# The kinds whose graph is optimum's transformer export, which the catalogue's optimisers and quantisers take;
+# ColBERT's graph is its own (exporter.builders.export_onnx_colbert): only fp32 onnx / openvino so far.
+TRANSFORMER_KINDS: tuple[ModelKind, ...] = tuple(k for k in ALL_KINDS if k is not ModelKind.COLBERT)
 DEFAULT_KIND = ModelKind.SENTENCE_TRANSFORMER  # a model whose files state no kind
 PARITY_BATCH = 32
 

@@ -27,11 +27,7 @@ from exporter.builders.options import (
 )
 from exporter.errors import UsageError
 from exporter.hostcaps import BF16_UNITS, CpuFlag, Host, this_host
-from exporter.kinds import ALL_KINDS, ModelKind
-
-# The kinds whose graphs are optimum's transformer export, which the optimisers and quantisers below take.
-# ColBERT's graph is its own (exporter.builders.export_onnx_colbert): only the fp32 onnx / openvino so far.
-TRANSFORMER_KINDS: tuple[ModelKind, ...] = tuple(k for k in ALL_KINDS if k is not ModelKind.COLBERT)
+from exporter.kinds import ALL_KINDS, TRANSFORMER_KINDS, ModelKind
 
 
 class Backend(StrEnum):

@@ -22,6 +22,7 @@ from tests.artifact_faults import copy_artifact, scale_initializer
 from tests.cli_runner import invoke
 from tests.tiny_models import build_tiny_colbert
 
+EXERCISED_SHAPES = ("colbert-pylate",)
 QUERIES = ["hello world", "what is the quick brown fox?", ""]
 DOCUMENTS = ["The cat sat, on the mat.", "rain! sun; cloud: river...", "a", "the lazy dog " * 20]
 
