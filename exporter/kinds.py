@@ -269,6 +269,7 @@ KINDS: dict[ModelKind, KindSpec] = {
         verify=_TOKENS + _MAXSIM + _TOPS,
         report=_TOKENS + _metrics(("token_cosine_mean", "token cos mean", ".6f")) + _MAXSIM + _TOPS,
         primary=_TOKENS[0],
+        strata=_TOKENS,
         onnx_builder=f"{_COLBERT}:build_colbert_graph",
         onnx_task="feature-extraction",
         onnx_outputs=("token_embeddings", "attention_mask_out"),

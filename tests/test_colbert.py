@@ -56,6 +56,7 @@ def test_export_records_the_kind_and_gates_token_vectors_and_maxsim(colbert):
         assert p["passed"], p["failures"]
         assert p["token_cosine_min"] >= 0.9999 and p["maxsim_spearman"] >= 0.999
         assert p["n_pairs"] == 320 and p["n_lists"] == 32 and p["n_tokens"] > p["n"]
+        assert p["strata"] and all(e["token_cosine_min"] >= 0.9999 for e in p["strata"].values())  # per stratum
 
 
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
@@ -100,8 +101,14 @@ def test_late_interaction_metrics_see_a_missing_token_and_a_reordered_ranking():
     dropped = ref.copy()
     dropped[3, 1] = 0.0  # a document token the candidate does not serve (a skiplist difference)
     assert parity.compare_late_interaction(ref, dropped, pairs, lists).token_cosine_min == 0.0
-    probe = kind_metrics.late_interaction_probe([f"text {'x' * i}" for i in range(40)])
+    texts = [f"text {'x' * (40 - i)}" for i in range(40)]  # longest first: the probe reorders them
+    probe = kind_metrics.late_interaction_probe(texts, [f"s{i % 2}" for i in range(40)])
+    assert [probe.items[r][1] for r in range(40)] != texts and len(probe.strata) == len(probe.items) == 40
+    assert all(probe.strata[r] == f"s{texts.index(probe.items[r][1]) % 2}" for r in range(40))
+    labelled = parity.compare_late_interaction(ref, dropped, pairs, lists, ["a", "a", "a", "b", "b", "b"])
+    assert labelled.strata["b"]["token_cosine_min"] == 0.0 and labelled.strata["b"]["worst_text_index"] == 3
+    assert labelled.strata["a"]["token_cosine_min"] == pytest.approx(1.0)
     assert len(probe.lists) == 20 and all(len(x) == 10 for x in probe.lists)
     assert all(probe.items[q][0] == "query" and probe.items[d][0] == "document" for q, d in probe.pair_rows)
-    assert probe == kind_metrics.late_interaction_probe([f"text {'x' * i}" for i in range(40)])  # deterministic
+    assert probe == kind_metrics.late_interaction_probe(texts, [f"s{i % 2}" for i in range(40)])  # deterministic
     assert json.dumps(same.to_dict())

@@ -71,11 +71,12 @@ def rerank_probe(texts: list[str], strata: list[str] | None = None) -> Probe:
 QUERY, DOCUMENT = "query", "document"
 
 
-def late_interaction_probe(texts: list[str]) -> Probe:
+def late_interaction_probe(texts: list[str], strata: list[str] | None = None) -> Probe:
     """Query/document lists for a ColBERT model from the probe texts, deterministically: the shorter half
     (by characters, ties by position) are the queries, the longer half the documents; up to
     ``RERANK_MAX_LISTS`` queries spread evenly over the queries, each with ``RERANK_LIST_SIZE`` documents
-    spread evenly over the documents (starting at the query's own position, so lists differ)."""
+    spread evenly over the documents (starting at the query's own position, so lists differ). Each query and
+    document keeps its text's stratum."""
     order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
     half = max(1, len(order) // 2)
     queries = [texts[i] for i in order[:half]]
@@ -93,7 +94,9 @@ def late_interaction_probe(texts: list[str]) -> Probe:
         lists.append(list(range(len(pair_rows), len(pair_rows) + len(docs))))
         pair_rows.extend((q, d) for d in docs)
     pairs = [(items[q][1], items[d][1]) for q, d in pair_rows]
-    return Probe(texts=list(texts), pairs=pairs, lists=lists, items=items, pair_rows=pair_rows)
+    rows = order[:half] + (order[half:] or order[:half])  # each item's text index
+    labels = [strata[i] for i in rows] if strata is not None else None
+    return Probe(texts=list(texts), pairs=pairs, lists=lists, items=items, pair_rows=pair_rows, strata=labels)
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -160,4 +163,4 @@ def compare_sparse(ref, cand, probe: Probe):
 
 
 def compare_late_interaction(ref, cand, probe: Probe):
-    return parity.compare_late_interaction(ref, cand, probe.pair_rows or [], probe.lists or [])
+    return parity.compare_late_interaction(ref, cand, probe.pair_rows or [], probe.lists or [], probe.strata)

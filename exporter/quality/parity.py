@@ -387,6 +387,7 @@ class LateInteractionMetrics:
     n_pairs: int
     n_lists: int
     skipped: dict[str, str] = field(default_factory=dict)
+    strata: dict[str, dict] | None = None  # stratum -> its worst case (``strata_summary``), per text
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -407,13 +408,18 @@ def maxsim(query: np.ndarray, document: np.ndarray) -> float:
 
 
 def compare_late_interaction(
-    reference: np.ndarray, candidate: np.ndarray, pairs: list[tuple[int, int]], lists: list[list[int]]
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    pairs: list[tuple[int, int]],
+    lists: list[list[int]],
+    strata: list[str] | None = None,
 ) -> LateInteractionMetrics:
     """``reference`` / ``candidate`` are ``(texts, width, dim)`` token vectors, zero rows where a text has
     no token; ``pairs`` are (query row, document row) and ``lists`` the pair indices of each query.
 
     A token one side serves and the other does not has cosine 0 (a tokenisation or skiplist difference is a
-    failure, not a shape error). Raises FidelityError for mismatched shapes or non-finite values."""
+    failure, not a shape error); ``strata`` labels the texts (each stratum's worst text by its token cosine).
+    Raises FidelityError for mismatched shapes or non-finite values."""
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     if ref.shape != cand.shape or ref.ndim != 3:
@@ -426,7 +432,10 @@ def compare_late_interaction(
     either = r_keep | c_keep
     dots = (ref * cand).sum(axis=-1)
     norms = np.linalg.norm(ref, axis=-1) * np.linalg.norm(cand, axis=-1)
-    cos = np.where(r_keep & c_keep, dots / np.maximum(norms, 1e-12), 0.0)[either]
+    per_token = np.where(r_keep & c_keep, dots / np.maximum(norms, 1e-12), 0.0)
+    per_text = np.where(either, per_token, np.inf).min(axis=1)
+    per_text[~either.any(axis=1)] = 1.0  # no token on either side: nothing served, nothing lost
+    cos = per_token[either]
     ref_scores = np.asarray([maxsim(ref[q][r_keep[q]], ref[d][r_keep[d]]) for q, d in pairs])
     cand_scores = np.asarray([maxsim(cand[q][c_keep[q]], cand[d][c_keep[d]]) for q, d in pairs])
     scores = compare_scores(ref_scores, cand_scores, lists) if pairs else None
@@ -444,4 +453,5 @@ def compare_late_interaction(
         n_pairs=len(pairs),
         n_lists=len(lists),
         skipped=skipped,
+        strata=strata_summary(strata, ("token_cosine_min", per_text, True)),
     )
