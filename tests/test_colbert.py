@@ -16,7 +16,8 @@ import pytest
 
 from exporter import kinds
 from exporter import manifest as mf
-from exporter.quality import kind_metrics, parity
+from exporter.quality import kind_metrics
+from exporter.quality import parity_late as parity
 from exporter.runtime import colbert as rt
 from tests.artifact_faults import copy_artifact, scale_initializer
 from tests.cli_runner import invoke

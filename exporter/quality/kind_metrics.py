@@ -163,4 +163,6 @@ def compare_sparse(ref, cand, probe: Probe):
 
 
 def compare_late_interaction(ref, cand, probe: Probe):
-    return parity.compare_late_interaction(ref, cand, probe.pair_rows or [], probe.lists or [], probe.strata)
+    from exporter.quality import parity_late
+
+    return parity_late.compare_late_interaction(ref, cand, probe.pair_rows or [], probe.lists or [], probe.strata)

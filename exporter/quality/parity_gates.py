@@ -208,27 +208,12 @@ SCORE_THRESHOLDS: dict[PrecisionClass, ScoreThresholds] = {
 # the tiny test model and the error budgets of those gates, not measured on a real ColBERT (no Hub access
 # here): check them on the first real model.
 LATE_INTERACTION_THRESHOLDS: dict[PrecisionClass, LateInteractionThresholds] = {
-    PrecisionClass.FP32: LateInteractionThresholds(
-        token_cosine_min=0.9999,
-        maxsim_spearman=0.999,
-        maxsim_rel_err_max=1e-3,
-        top1_agreement=0.99,
-        top3_agreement=0.99,
-    ),
-    PrecisionClass.FP16: LateInteractionThresholds(
-        token_cosine_min=0.999,
-        maxsim_spearman=0.99,
-        maxsim_rel_err_max=0.02,
-        top1_agreement=0.9,
-        top3_agreement=0.95,
-    ),
-    PrecisionClass.INT8: LateInteractionThresholds(
-        token_cosine_min=0.99,
-        maxsim_spearman=0.95,
-        maxsim_rel_err_max=0.1,
-        top1_agreement=0.8,
-        top3_agreement=0.85,
-    ),
+    p: LateInteractionThresholds(*row)  # token_cosine_min, maxsim_spearman, maxsim_rel_err_max, top-1, top-3
+    for p, row in zip(
+        PrecisionClass,
+        ((0.9999, 0.999, 1e-3, 0.99, 0.99), (0.999, 0.99, 0.02, 0.9, 0.95), (0.99, 0.95, 0.1, 0.8, 0.85)),
+        strict=True,
+    )
 }
 
 
