@@ -79,7 +79,7 @@ _SCORE_ERR = _metrics(("score_spread_err_max", "score err/spread", ".2g"))
 _TOPS = _metrics(("top1_agreement", "top-1", ".4f"), ("top3_agreement", "top-3", ".4f"))
 _STRATA_EMBED = _metrics(("cosine_min", "cos min", ".6f"), ("neighbour_agreement_at_10", "nn@10", ".3f"))
 _TOKENS = _metrics(("token_cosine_min", "token cos min", ".6f"))
-_MAXSIM = _metrics(("maxsim_spearman", "maxsim spearman", ".6f"), ("maxsim_rel_err_max", "maxsim err", ".2g"))
+_MAXSIM = _metrics(("maxsim_spearman", "maxsim spearman", ".6f"), ("maxsim_spread_err_max", "maxsim err", ".2g"))
 
 
 @dataclass(frozen=True)

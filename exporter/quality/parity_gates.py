@@ -84,7 +84,7 @@ class LateInteractionThresholds(_Gates):
 
     token_cosine_min: float
     maxsim_spearman: float | None = None
-    maxsim_rel_err_max: float | None = None  # a maximum
+    maxsim_spread_err_max: float | None = None  # a maximum
     top1_agreement: float | None = None
     top3_agreement: float | None = None
 
@@ -114,7 +114,7 @@ _RANGES = {
     "score_spread_err_max": (0.0, math.inf),
     "token_cosine_min": (-1.0, 1.0),
     "maxsim_spearman": (-1.0, 1.0),
-    "maxsim_rel_err_max": (0.0, math.inf),
+    "maxsim_spread_err_max": (0.0, math.inf),
 }
 # Metrics an older exporter gated that no policy judges now: a manifest recording one stays readable (verify
 # shows it beside the policy's thresholds, ``thresholds_from_dict`` drops it). ``score_rel_err_max`` divided
@@ -124,7 +124,7 @@ RETIRED_METRICS = frozenset({"score_rel_err_max"})
 MANDATORY = frozenset({"cosine_min", "score_spearman", "token_cosine_min"})
 # Metrics that must stay at or below their threshold (errors); the rest are minimums.
 UPPER_BOUNDS = frozenset(
-    {"score_max_abs_diff", "norm_rel_err_max", "weights_rel_l2_max", "score_spread_err_max", "maxsim_rel_err_max"}
+    {"score_max_abs_diff", "norm_rel_err_max", "weights_rel_l2_max", "score_spread_err_max", "maxsim_spread_err_max"}
 )
 
 # Defaults by precision class. cosine_min per issue #3. The rank gates are looser than the cosine gate
@@ -203,12 +203,12 @@ SCORE_THRESHOLDS: dict[PrecisionClass, ScoreThresholds] = {
 # ColBERT (late interaction), over up to 32 short probe texts as queries, each against 10 longer ones as
 # documents. Every token vector is served, so token_cosine_min holds each one to the embedding gate's
 # cosine floor per class (0.9999 / 0.999 / 0.99). MaxSim sums a query's best token matches, so its error
-# is gated relative to the reference scores' range like a reranker's score_rel_err_max (1e-3 / 0.02 / 0.1),
+# is gated over the reference scores' spread like a reranker's score_spread_err_max (1e-3 / 0.02 / 0.1),
 # and the ranking of each query's documents by MaxSim with the reranker's spearman / top-k levels. Set from
 # the tiny test model and the error budgets of those gates, not measured on a real ColBERT (no Hub access
 # here): check them on the first real model.
 LATE_INTERACTION_THRESHOLDS: dict[PrecisionClass, LateInteractionThresholds] = {
-    p: LateInteractionThresholds(*row)  # token_cosine_min, maxsim_spearman, maxsim_rel_err_max, top-1, top-3
+    p: LateInteractionThresholds(*row)  # token_cosine_min, maxsim_spearman, maxsim_spread_err_max, top-1, top-3
     for p, row in zip(
         PrecisionClass,
         ((0.9999, 0.999, 1e-3, 0.99, 0.99), (0.999, 0.99, 0.02, 0.9, 0.95), (0.99, 0.95, 0.1, 0.8, 0.85)),

@@ -20,7 +20,7 @@ class LateInteractionMetrics:
     token_cosine_min: float
     token_cosine_mean: float
     maxsim_spearman: float | None
-    maxsim_rel_err_max: float | None
+    maxsim_spread_err_max: float | None
     top1_agreement: float | None
     top3_agreement: float | None
     n: int  # texts (queries + documents)
@@ -80,13 +80,13 @@ def compare_late_interaction(
     ref_scores = np.asarray([maxsim(ref[q][r_keep[q]], ref[d][r_keep[d]]) for q, d in pairs])
     cand_scores = np.asarray([maxsim(cand[q][c_keep[q]], cand[d][c_keep[d]]) for q, d in pairs])
     scores = compare_scores(ref_scores, cand_scores, lists) if pairs else None
-    renamed = {"score_spearman": "maxsim_spearman", "score_rel_err_max": "maxsim_rel_err_max"}
+    renamed = {"score_spearman": "maxsim_spearman", "score_spread_err_max": "maxsim_spread_err_max"}
     skipped = {renamed.get(k, k): v for k, v in (scores.skipped if scores else {}).items()}
     return LateInteractionMetrics(
         token_cosine_min=float(cos.min()) if cos.size else 1.0,
         token_cosine_mean=float(cos.mean()) if cos.size else 1.0,
         maxsim_spearman=scores.score_spearman if scores else None,
-        maxsim_rel_err_max=scores.score_rel_err_max if scores else None,
+        maxsim_spread_err_max=scores.score_spread_err_max if scores else None,
         top1_agreement=scores.top1_agreement if scores else None,
         top3_agreement=scores.top3_agreement if scores else None,
         n=int(ref.shape[0]),
