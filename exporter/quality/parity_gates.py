@@ -200,13 +200,10 @@ SCORE_THRESHOLDS: dict[PrecisionClass, ScoreThresholds] = {
 }
 
 
-# ColBERT (late interaction), over up to 32 short probe texts as queries, each against 10 longer ones as
-# documents. Every token vector is served, so token_cosine_min holds each one to the embedding gate's
-# cosine floor per class (0.9999 / 0.999 / 0.99). MaxSim sums a query's best token matches, so its error
-# is gated over the reference scores' spread like a reranker's score_spread_err_max (1e-3 / 0.02 / 0.1),
-# and the ranking of each query's documents by MaxSim with the reranker's spearman / top-k levels. Set from
-# the tiny test model and the error budgets of those gates, not measured on a real ColBERT (no Hub access
-# here): check them on the first real model.
+# ColBERT, up to 32 short probe texts as queries, each against 10 longer ones as documents: every served
+# token vector at the embedding gate's cosine floor (0.9999 / 0.999 / 0.99); the MaxSim error over the
+# reference spread as a reranker's score_spread_err_max, and each query's ranking of its documents at the
+# reranker's spearman / top-k levels. From those gates' budgets, not measured on a real ColBERT (no Hub here).
 LATE_INTERACTION_THRESHOLDS: dict[PrecisionClass, LateInteractionThresholds] = {
     p: LateInteractionThresholds(*row)  # token_cosine_min, maxsim_spearman, maxsim_spread_err_max, top-1, top-3
     for p, row in zip(
