@@ -201,6 +201,7 @@ def load_reference(path, device: str = "cpu", trust_remote_code: bool = False, l
     from sentence_transformers.models import Transformer
 
     from exporter.errors import UsageError
+    from exporter.fsutil import read_user_file
 
     try:
         from pylate import models
@@ -212,7 +213,9 @@ def load_reference(path, device: str = "cpu", trust_remote_code: bool = False, l
         ) from None
 
     root = Path(path)
-    chain = json.loads((root / "modules.json").read_text("utf-8"))
+    chain = json.loads(
+        read_user_file(root / "modules.json", what="modules.json", max_bytes=rt.MAX_CONFIG_BYTES).decode("utf-8")
+    )
     modules = []
     for entry in chain:
         folder = root / str(entry.get("path") or "")
@@ -220,7 +223,9 @@ def load_reference(path, device: str = "cpu", trust_remote_code: bool = False, l
         if kind.endswith("Transformer") and not modules:
             modules.append(Transformer(str(folder)))
         elif kind in _DENSE_TYPES or kind.endswith(".Dense"):
-            cfg = json.loads((folder / "config.json").read_text("utf-8"))
+            cfg = rt.read_json(folder / "config.json") or {}
+            if not {"in_features", "out_features"} <= set(cfg):
+                raise UsageError(f"{folder / 'config.json'} has no in_features / out_features.", "Re-save the model.")
             act = cfg.get("activation_function") or "torch.nn.modules.linear.Identity"
             if not act.startswith("torch."):
                 raise UsageError(

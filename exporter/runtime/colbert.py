@@ -50,15 +50,23 @@ class ColbertFacts:
         return asdict(self)
 
 
-def _config(model_dir: Path) -> dict | None:
-    path = Path(model_dir) / CONFIG_FILE
+def read_json(path: Path) -> dict | None:
+    """A JSON object from a regular file of at most ``MAX_CONFIG_BYTES`` (None if absent or not an object);
+    UsageError for a file that is not regular or too large."""
+    from exporter.fsutil import read_user_file
+
+    path = Path(path)
+    if not path.is_file():
+        return None
     try:
-        if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
-            return None
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_user_file(path, what=path.name, max_bytes=MAX_CONFIG_BYTES).decode("utf-8"))
+    except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def _config(model_dir: Path) -> dict | None:
+    return read_json(Path(model_dir) / CONFIG_FILE)
 
 
 def is_colbert(model_dir: Path) -> bool:
@@ -96,7 +104,7 @@ class ColbertEncoder:
         self.tokenizer = Tokenizer.from_file(str(tok_path))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
-        specials = json.loads((Path(model_dir) / "tokenizer_config.json").read_text("utf-8"))
+        specials = read_json(Path(model_dir) / "tokenizer_config.json") or {}
         unk = self.tokenizer.token_to_id(str(specials.get("unk_token") or "[UNK]"))
         mask = specials.get("mask_token")
         self.pad_id = self.tokenizer.token_to_id(str(mask)) if mask else None
