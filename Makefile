@@ -14,7 +14,12 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip
 	# torch first, pinned: this takes the CPU wheel; a looser range would pull a multi-GB CUDA build.
 	$(VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e ".[export,demo,test]"
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e ".[export,demo,test,colbert]"
+	# ColBERT's reference, PyLate 1.6.0 (the only release on the index), pins sentence-transformers==5.3.0,
+	# and datasets (imported by PyLate at load) caps fsspec below the installed one: both go in without
+	# their declared deps, so ST 5.7 stays. Their import-time deps are the [colbert] extra;
+	# exporter.builders.export_onnx_colbert bridges the two ST 5.7 renames PyLate trips on.
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps pylate==1.6.0 datasets==4.8.5
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Export the embedded default (all-MiniLM-L6-v2 @ 1110a243) from a hash-checked local Hub cache.

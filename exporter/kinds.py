@@ -39,9 +39,13 @@ class ModelKind(StrEnum):
     SENTENCE_TRANSFORMER = "sentence-transformer"
     CROSS_ENCODER = "cross-encoder"
     SPARSE_ENCODER = "sparse-encoder"
+    COLBERT = "colbert"
 
 
 ALL_KINDS: tuple[ModelKind, ...] = tuple(ModelKind)
+# The kinds whose graph is optimum's transformer export, which the catalogue's optimisers and quantisers take;
+# ColBERT's graph is its own (exporter.builders.export_onnx_colbert): only fp32 onnx / openvino so far.
+TRANSFORMER_KINDS: tuple[ModelKind, ...] = tuple(k for k in ALL_KINDS if k is not ModelKind.COLBERT)
 DEFAULT_KIND = ModelKind.SENTENCE_TRANSFORMER  # a model whose files state no kind
 PARITY_BATCH = 32
 
@@ -74,6 +78,8 @@ _SCORE_SP = _metrics(("score_spearman", "score spearman", ".6f"))
 _SCORE_ERR = _metrics(("score_spread_err_max", "score err/spread", ".2g"))
 _TOPS = _metrics(("top1_agreement", "top-1", ".4f"), ("top3_agreement", "top-3", ".4f"))
 _STRATA_EMBED = _metrics(("cosine_min", "cos min", ".6f"), ("neighbour_agreement_at_10", "nn@10", ".3f"))
+_TOKENS = _metrics(("token_cosine_min", "token cos min", ".6f"))
+_MAXSIM = _metrics(("maxsim_spearman", "maxsim spearman", ".6f"), ("maxsim_spread_err_max", "maxsim err", ".2g"))
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,10 @@ class KindSpec:
     prompts: bool  # takes query/passage prompts
     truncate_dim: bool  # takes a Matryoshka truncate_dim
     unit: str  # what bench counts per second
+    # kinds with a graph of their own that no sentence-transformers backend loads (ColBERT)
+    config_keys: tuple[str, ...] = ()  # config_sentence_transformers.json keys that state this kind
+    openvino_builder: str | None = None  # "module:function(ctx, spec)": the fp32 IR, instead of optimum-intel
+    variant_loader: str | None = None  # "module:function(artifact, variant, kind, threads)", instead of model_class
 
     def model_cls(self):
         return _resolve(self.model_class)
@@ -117,6 +127,12 @@ class KindSpec:
 
     def openvino_cls(self):
         return _resolve(self.openvino_class)
+
+    def openvino_build_fn(self):
+        return _resolve(self.openvino_builder) if self.openvino_builder else None
+
+    def variant_loader_fn(self):
+        return _resolve(self.variant_loader) if self.variant_loader else None
 
     def thresholds(self) -> dict:
         """Default thresholds by precision class."""
@@ -159,6 +175,7 @@ class KindSpec:
 _KM = "exporter.quality.kind_metrics"
 _FACTS = "exporter.source.kind_facts"
 _GATES = "exporter.quality.parity_gates"
+_COLBERT = "exporter.builders.export_onnx_colbert"
 
 KINDS: dict[ModelKind, KindSpec] = {
     ModelKind.SENTENCE_TRANSFORMER: KindSpec(
@@ -236,6 +253,34 @@ KINDS: dict[ModelKind, KindSpec] = {
         truncate_dim=False,
         unit="texts",
     ),
+    ModelKind.COLBERT: KindSpec(
+        kind=ModelKind.COLBERT,
+        label="ColBERT (late interaction, PyLate)",
+        st_type="ColBERT",  # no sentence-transformers model_type: PyLate's config keys state it (config_keys)
+        legacy_architecture=None,
+        model_class=f"{_COLBERT}:load_reference",
+        max_length_attr="document_length",
+        probe_fn=f"{_KM}:late_interaction_probe",
+        outputs_fn=f"{_KM}:token_vectors",
+        compare_fn=f"{_KM}:compare_late_interaction",
+        facts_fn=f"{_FACTS}:colbert_facts",
+        default_thresholds=f"{_GATES}:LATE_INTERACTION_THRESHOLDS",
+        summary=_TOKENS + _MAXSIM[:1] + _TOPS[:1],
+        verify=_TOKENS + _MAXSIM + _TOPS,
+        report=_TOKENS + _metrics(("token_cosine_mean", "token cos mean", ".6f")) + _MAXSIM + _TOPS,
+        primary=_TOKENS[0],
+        strata=_TOKENS,
+        onnx_builder=f"{_COLBERT}:build_colbert_graph",
+        onnx_task="feature-extraction",
+        onnx_outputs=("token_embeddings", "attention_mask_out"),
+        openvino_class="optimum.intel:OVModelForFeatureExtraction",  # unused: openvino_builder converts the graph
+        prompts=False,  # PyLate's [Q]/[D] prefixes are the model's own, applied by the runtime
+        truncate_dim=False,
+        unit="texts",
+        config_keys=("query_prefix", "document_prefix", "query_length", "document_length"),
+        openvino_builder=f"{_COLBERT}:build_colbert_openvino",
+        variant_loader=f"{_COLBERT}:load_variant",
+    ),
 }
 
 
@@ -267,6 +312,15 @@ def from_model_type(model_type: object) -> ModelKind | None:
     return next((spec.kind for spec in KINDS.values() if spec.st_type == model_type), None)
 
 
+def from_st_config(meta: object) -> ModelKind | None:
+    """The kind a parsed ``config_sentence_transformers.json`` states: by a kind's own keys (PyLate's
+    ColBERT settings; its ``model_type``, if any, is sentence-transformers'), else by ``model_type``."""
+    if not isinstance(meta, dict):
+        return None
+    by_keys = (s.kind for s in KINDS.values() if s.config_keys and all(k in meta for k in s.config_keys))
+    return next(by_keys, None) or from_model_type(meta.get("model_type"))
+
+
 def _stated(source_dir: Path) -> ModelKind | None:
     """The kind the model's files state (``config_sentence_transformers.json`` model_type), if any."""
     path = Path(source_dir) / "config_sentence_transformers.json"
@@ -277,7 +331,7 @@ def _stated(source_dir: Path) -> ModelKind | None:
         meta = read_user_json(path, what="model file", max_bytes=MODEL_JSON_MAX_BYTES)
     except UsageError:
         return None
-    return from_model_type(meta.get("model_type")) if isinstance(meta, dict) else None
+    return from_st_config(meta)
 
 
 def stated_kind(source_dir: Path) -> bool:

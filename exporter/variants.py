@@ -27,7 +27,7 @@ from exporter.builders.options import (
 )
 from exporter.errors import UsageError
 from exporter.hostcaps import BF16_UNITS, CpuFlag, Host, this_host
-from exporter.kinds import ALL_KINDS, ModelKind
+from exporter.kinds import ALL_KINDS, TRANSFORMER_KINDS, ModelKind
 
 
 class Backend(StrEnum):
@@ -133,7 +133,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
             builder="exporter.builders.export_onnx_optimize:build_optimized",
             derives_from="onnx",
             options=OptimizeOptions(level),
-            kinds=ALL_KINDS,
+            kinds=TRANSFORMER_KINDS,
         )
         for level, summary in (
             ("O1", "ORT basic graph optimisations (constant folding, node elimination); exact fp32."),
@@ -152,7 +152,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         derives_from="onnx",
         options=OptimizeOptions("O4"),
         on_request_only=True,
-        kinds=ALL_KINDS,
+        kinds=TRANSFORMER_KINDS,
     ),
     # Int8 ONNX (exporter.builders.export_onnx_quantize): dynamic ISA presets as sentence-transformers names them.
     *(
@@ -166,7 +166,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
             builder="exporter.builders.export_onnx_quantize:build_dynamic",
             derives_from="onnx",
             options=DynamicInt8Options(isa),
-            kinds=ALL_KINDS,
+            kinds=TRANSFORMER_KINDS,
             best=best,
         )
         for dtype, isa, label, best in (
@@ -243,7 +243,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         builder="exporter.builders.export_openvino:build_fp16",
         model_kwargs=OV_F32,
         derives_from="openvino",
-        kinds=ALL_KINDS,
+        kinds=TRANSFORMER_KINDS,
     ),
     VariantSpec(
         id="openvino-int8-weights",
@@ -255,7 +255,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         model_kwargs=OV_F32,
         derives_from="openvino",
         options=WeightCompressionOptions(mode="int8_asym"),
-        kinds=ALL_KINDS,
+        kinds=TRANSFORMER_KINDS,
         best=BestIf(),
     ),
     VariantSpec(

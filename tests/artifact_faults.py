@@ -40,3 +40,31 @@ def scale_outputs(artifact: Path, variant_id: str, outputs: tuple[str, ...], fac
 def copy_artifact(src: Path, dest: Path) -> Path:
     shutil.copytree(src, dest)
     return dest
+
+
+def scale_initializer(
+    artifact: Path, variant_id: str, shape: tuple[int, ...], factor: float, column: int | None = None
+) -> str:
+    """Multiply the first weight of ``shape`` in ``variant_id``'s ONNX file (e.g. a Dense projection traced
+    into the graph), or only its ``column``, by ``factor``, and re-record the file in the manifest. Returns
+    the weight's name."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    manifest = mf.load(artifact)
+    variant = mf.get_variant(manifest, variant_id)
+    path = artifact / variant["load"]["file_name"]
+    model = onnx.load(str(path))
+    index, init = next((i, t) for i, t in enumerate(model.graph.initializer) if tuple(t.dims) == shape)
+    scaled = numpy_helper.to_array(init).astype(np.float32).copy()
+    if column is None:
+        scaled *= np.float32(factor)
+    else:
+        scaled[:, column] *= np.float32(factor)
+    model.graph.initializer[index].CopyFrom(numpy_helper.from_array(scaled, init.name))
+    onnx.save(model, str(path))
+    records = {r.path: r.to_dict() for r in record_files(artifact, [path])}
+    variant["files"] = [records.get(f["path"], f) for f in variant["files"]]
+    mf.save(artifact, manifest)
+    return init.name

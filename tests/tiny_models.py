@@ -502,3 +502,45 @@ def build_tiny_reranker(
         model.save_pretrained(str(out), safe_serialization=True)
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def build_tiny_colbert(
+    out: Path, *, hidden: int = 32, dim: int = 16, query_length: int = 12, document_length: int = 32, seed: int = 0
+) -> Path:
+    """Write a 2-layer BERT ColBERT (Transformer -> PyLate Dense ``hidden`` -> ``dim``, no bias) with
+    ``pylate.models.ColBERT.save``: [Q]/[D] prefix tokens added to the tokenizer, query expansion, the
+    punctuation skiplist (punctuation is in this vocabulary, so the skiplist removes real tokens).
+
+    PyLate 1.6.0 on sentence-transformers 5.7: ``save`` reads ``_model_config``, which only PyLate's loader
+    sets (a model built from modules has none), so it starts empty, as for a model with no saved config."""
+    import shutil
+    import string
+
+    import torch
+    from pylate import models as pylate_models
+    from sentence_transformers.models import Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    work = out.parent / f".{out.name}.hf"
+    _tokenizer_files(work, document_length)
+    tokenizer = AutoTokenizer.from_pretrained(work)
+    tokenizer.add_tokens(list(string.punctuation))
+    tokenizer.save_pretrained(work)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(work, safe_serialization=True)
+    modules = [Transformer(str(work), max_seq_length=document_length), pylate_models.Dense(hidden, dim, bias=False)]
+    model = pylate_models.ColBERT(
+        modules=modules, query_length=query_length, document_length=document_length, device="cpu"
+    )
+    model._model_config = {}
+    model.save(str(out))
+    shutil.rmtree(work, ignore_errors=True)
+    return out

@@ -109,6 +109,9 @@ def build_fp32(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     if export_onnx_static.is_static(ctx.source_dir):  # StaticEmbedding: IR of its own ONNX graph
         return export_onnx_static.build_static_openvino(ctx, spec)
     kspec = kinds.get(ctx.kind)
+    own = kspec.openvino_build_fn()
+    if own is not None:  # a kind with its own graph (ColBERT): its IR is converted from that graph
+        return own(ctx, spec)
     model_dir = kit.transformer_dir(ctx.source_dir, require=True)
     reason = shapes.OPENVINO_VIA_TRACED_GRAPH.get(_model_type(model_dir) or "")
     if reason and kspec.kind is kinds.ModelKind.SENTENCE_TRANSFORMER:

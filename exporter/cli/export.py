@@ -50,7 +50,7 @@ AllowPickleOpt = Annotated[
 KindOpt = Annotated[
     str | None,
     typer.Option(
-        help="Model kind: sentence-transformer, cross-encoder or sparse-encoder. Default: detected from "
+        help="Model kind: sentence-transformer, cross-encoder, sparse-encoder or colbert. Default: detected from "
         "the model's files; a kind the files state cannot be changed."
     ),
 ]

@@ -27,10 +27,15 @@ class Probe:
     pairs: list[tuple[str, str]] | None = None  # cross-encoders: (query, passage)
     lists: list[list[int]] | None = None  # cross-encoders: per query, indices into ``pairs``
     strata: list[str] | None = None  # one stratum per input (text, or pair: its passage's stratum)
+    items: list | None = None  # late interaction: ("query" | "document", text) in model-call order
+    pair_rows: list[tuple[int, int]] | None = None  # late interaction: per pair, (query row, document row) of items
 
     @property
     def inputs(self) -> list:
-        """What one model call takes: the pairs for a cross-encoder, else the texts."""
+        """What one model call takes: the role-tagged texts of a ColBERT model, the pairs for a
+        cross-encoder, else the texts."""
+        if self.items is not None:
+            return self.items
         return self.pairs if self.pairs is not None else self.texts
 
 
@@ -63,6 +68,37 @@ def rerank_probe(texts: list[str], strata: list[str] | None = None) -> Probe:
     return Probe(texts=list(texts), pairs=pairs, lists=lists, strata=pair_strata)
 
 
+QUERY, DOCUMENT = "query", "document"
+
+
+def late_interaction_probe(texts: list[str], strata: list[str] | None = None) -> Probe:
+    """Query/document lists for a ColBERT model from the probe texts, deterministically: the shorter half
+    (by characters, ties by position) are the queries, the longer half the documents; up to
+    ``RERANK_MAX_LISTS`` queries spread evenly over the queries, each with ``RERANK_LIST_SIZE`` documents
+    spread evenly over the documents (starting at the query's own position, so lists differ). Each query and
+    document keeps its text's stratum."""
+    order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
+    half = max(1, len(order) // 2)
+    queries = [texts[i] for i in order[:half]]
+    documents = [texts[i] for i in order[half:]] or list(queries)
+    items = [(QUERY, t) for t in queries] + [(DOCUMENT, t) for t in documents]
+    n_docs = len(documents)
+    m = min(RERANK_LIST_SIZE, n_docs)
+    step = max(1, n_docs // m)
+    n_lists = min(RERANK_MAX_LISTS, len(queries))
+    qstep = max(1, len(queries) // n_lists)
+    pair_rows: list[tuple[int, int]] = []
+    lists: list[list[int]] = []
+    for q in range(0, qstep * n_lists, qstep):
+        docs = [len(queries) + (q + j * step) % n_docs for j in range(m)]
+        lists.append(list(range(len(pair_rows), len(pair_rows) + len(docs))))
+        pair_rows.extend((q, d) for d in docs)
+    pairs = [(items[q][1], items[d][1]) for q, d in pair_rows]
+    rows = order[:half] + (order[half:] or order[:half])  # each item's text index
+    labels = [strata[i] for i in rows] if strata is not None else None
+    return Probe(texts=list(texts), pairs=pairs, lists=lists, items=items, pair_rows=pair_rows, strata=labels)
+
+
 # ------------------------------------------------------------------------------------------ outputs
 def embed(model, inputs: list, batch_size: int):
     import numpy as np
@@ -88,6 +124,31 @@ def sparse(model, inputs: list, batch_size: int):
     return np.asarray(out.detach().cpu().float().numpy())
 
 
+def token_vectors(model, inputs: list, batch_size: int):
+    """``(texts, width, dim)`` float32 token vectors of role-tagged texts (queries expanded, documents with
+    the skiplist applied, as PyLate's ``encode`` and ``exporter.runtime.colbert`` serve them), zero-padded
+    to ``width`` = the model's longer of query_length and document_length, so chunks concatenate."""
+    import numpy as np
+
+    width = max(int(model.query_length), int(model.document_length))
+    rows: list = []
+    start = 0
+    while start < len(inputs):
+        role = inputs[start][0]
+        end = start
+        while end < len(inputs) and inputs[end][0] == role:
+            end += 1
+        texts = [text for _, text in inputs[start:end]]
+        out = model.encode(texts, batch_size=batch_size, is_query=role == QUERY, show_progress_bar=False)
+        rows.extend(np.asarray(v, dtype=np.float32) for v in out)
+        start = end
+    dim = next((r.shape[-1] for r in rows if r.ndim == 2), 0)
+    padded = np.zeros((len(rows), width, dim), dtype=np.float32)
+    for i, r in enumerate(rows):
+        padded[i, : len(r)] = r[:width]
+    return padded
+
+
 # ------------------------------------------------------------------------------------------ compare
 def compare_embeddings(ref, cand, probe: Probe):
     return parity.compare(ref, cand, strata=probe.strata)
@@ -99,3 +160,9 @@ def compare_scores(ref, cand, probe: Probe):
 
 def compare_sparse(ref, cand, probe: Probe):
     return parity.compare_sparse(ref, cand, strata=probe.strata)
+
+
+def compare_late_interaction(ref, cand, probe: Probe):
+    from exporter.quality import parity_late
+
+    return parity_late.compare_late_interaction(ref, cand, probe.pair_rows or [], probe.lists or [], probe.strata)

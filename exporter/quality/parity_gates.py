@@ -77,6 +77,18 @@ class ScoreThresholds(_Gates):
     score_spread_err_max: float | None = None
 
 
+@dataclass(frozen=True)
+class LateInteractionThresholds(_Gates):
+    """ColBERT (late interaction): per-token cosine (a minimum that cannot be off), then the MaxSim scores
+    of query/document pairs and the ranking of each query's documents by them."""
+
+    token_cosine_min: float
+    maxsim_spearman: float | None = None
+    maxsim_spread_err_max: float | None = None  # a maximum
+    top1_agreement: float | None = None
+    top3_agreement: float | None = None
+
+
 METRIC_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Thresholds))
 
 
@@ -100,14 +112,20 @@ _RANGES = {
     "norm_rel_err_max": (0.0, math.inf),
     "weights_rel_l2_max": (0.0, math.inf),
     "score_spread_err_max": (0.0, math.inf),
+    "token_cosine_min": (-1.0, 1.0),
+    "maxsim_spearman": (-1.0, 1.0),
+    "maxsim_spread_err_max": (0.0, math.inf),
 }
 # Metrics an older exporter gated that no policy judges now: a manifest recording one stays readable (verify
 # shows it beside the policy's thresholds, ``thresholds_from_dict`` drops it). ``score_rel_err_max`` divided
 # the score error by the reference's whole range, so near-constant scores made fp32 rounding fail it.
 RETIRED_METRICS = frozenset({"score_rel_err_max"})
-MANDATORY = frozenset({"cosine_min", "score_spearman"})  # the gate of each kind that cannot be switched off
+# the gate of each kind that cannot be switched off
+MANDATORY = frozenset({"cosine_min", "score_spearman", "token_cosine_min"})
 # Metrics that must stay at or below their threshold (errors); the rest are minimums.
-UPPER_BOUNDS = frozenset({"score_max_abs_diff", "norm_rel_err_max", "weights_rel_l2_max", "score_spread_err_max"})
+UPPER_BOUNDS = frozenset(
+    {"score_max_abs_diff", "norm_rel_err_max", "weights_rel_l2_max", "score_spread_err_max", "maxsim_spread_err_max"}
+)
 
 # Defaults by precision class. cosine_min per issue #3. The rank gates are looser than the cosine gate
 # because they are discrete or relative: with ~320 probe texts, near-duplicate neighbours whose
@@ -179,6 +197,20 @@ SCORE_THRESHOLDS: dict[PrecisionClass, ScoreThresholds] = {
         top3_agreement=0.85,
         score_spread_err_max=0.1,
     ),
+}
+
+
+# ColBERT, up to 32 short probe texts as queries, each against 10 longer ones as documents: every served
+# token vector at the embedding gate's cosine floor (0.9999 / 0.999 / 0.99); the MaxSim error over the
+# reference spread as a reranker's score_spread_err_max, and each query's ranking of its documents at the
+# reranker's spearman / top-k levels. From those gates' budgets, not measured on a real ColBERT (no Hub here).
+LATE_INTERACTION_THRESHOLDS: dict[PrecisionClass, LateInteractionThresholds] = {
+    p: LateInteractionThresholds(*row)  # token_cosine_min, maxsim_spearman, maxsim_spread_err_max, top-1, top-3
+    for p, row in zip(
+        PrecisionClass,
+        ((0.9999, 0.999, 1e-3, 0.99, 0.99), (0.999, 0.99, 0.02, 0.9, 0.95), (0.99, 0.95, 0.1, 0.8, 0.85)),
+        strict=True,
+    )
 }
 
 

@@ -30,7 +30,12 @@ def load_variant(artifact: Path, variant: dict, kind: str | None, *, threads: in
     Raises:
         UsageError: the variant's backend is not one this tool loads.
     """
+    from exporter import kinds
+
     backend = variant["load"]["backend"]
+    own = kinds.get(kind).variant_loader_fn() if backend in ("onnx", "openvino") else None
+    if own is not None:  # a graph no sentence-transformers backend loads (ColBERT): the kind's runtime loader
+        return own(Path(artifact), variant, kind, threads)
     load = _LOADERS.get(backend)
     if load is None:
         raise UsageError(f"variant {variant['id']} has backend {backend!r}, which this tool cannot load.", "")

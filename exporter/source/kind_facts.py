@@ -60,3 +60,23 @@ def sparse_facts(model) -> dict:
         "vocab_size": dim,
         "max_active_dims": getattr(model, "max_active_dims", None),
     }
+
+
+def colbert_facts(model) -> dict:
+    """A PyLate ColBERT model: the token vector width and the settings the runtime tokenises by."""
+    return {
+        "embedding_dim": int(model[-1].out_features),
+        "max_seq_length": int(model.document_length),
+        "pooling": None,
+        "normalize": True,
+        "similarity": "MaxSim",
+        "colbert": {
+            "query_length": int(model.query_length),
+            "document_length": int(model.document_length),
+            "query_prefix": model.query_prefix,
+            "document_prefix": model.document_prefix,
+            "do_query_expansion": bool(model.do_query_expansion),
+            "attend_to_expansion_tokens": bool(model.attend_to_expansion_tokens),
+            "skiplist_words": list(model.skiplist_words),
+        },
+    }

@@ -156,6 +156,14 @@ def classify(root: Path, kind: str) -> ChainShape | None:
         st_modules.read_splade(Path(root))  # an unknown pooling_strategy / activation_function: refused here, by name
         legacy = modules[0].type.rsplit(".", 1)[-1] == "MLMTransformer"
         return ChainShape("splade-mlmtransformer" if legacy else "splade-transformer")
+    if kind == ModelKind.COLBERT:
+        if len(kinds) < 2 or kinds[0] is not K.TRANSFORMER or any(k is not K.DENSE for k in kinds[1:]):
+            raise UsageError(
+                f"the ColBERT model's modules ({_names(modules)}) are not Transformer -> Dense (one or more); "
+                "only PyLate ColBERT chains export.",
+                "Use PyLate for this model.",
+            )
+        return ChainShape("colbert-pylate")
     return None
 
 

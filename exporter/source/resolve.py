@@ -246,5 +246,5 @@ def _vet(root: Path, rels: list[str], label: str, trust_remote_code: bool, allow
     kind = kinds.DEFAULT_KIND
     if "config_sentence_transformers.json" in chosen:
         meta = read_json(root, "config_sentence_transformers.json", label)
-        kind = (kinds.from_model_type(meta.get("model_type")) if isinstance(meta, dict) else None) or kind
+        kind = kinds.from_st_config(meta) or kind
     return chosen, kind.value, "pickle" if pickles else "safetensors"

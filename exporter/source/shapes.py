@@ -300,6 +300,16 @@ _CHAIN_ROWS: tuple[dict, ...] = (
         ],
     },
     {
+        "id": "colbert-pylate",
+        "family": "ColBERT late interaction as PyLate saves it (token vectors, no pooling)",
+        "architectures": ["BertModel"],  # tested on BERT; other encoders trace the same way, untested here
+        "chain": ["sentence_transformers.models.Transformer", "pylate.models.Dense.Dense (one or more)"],
+        "kind": ModelKind.COLBERT.value,
+        "examples": ["answerdotai/answerai-colbert-small-v1", "lightonai/colbertv2.0"],
+        "kind_refusal": "not for ColBERT yet: its graph is its own (per-token vectors); the optimisers, "
+        "quantisers and fp16 conversions are not gated on it",
+    },
+    {
         "id": "static-embedding",
         "family": "static token embeddings (model2vec style), no transformer",
         "architectures": [],
@@ -325,8 +335,15 @@ def chain_rows() -> list[dict]:
             allowed, reason = [v for v in for_kind if v in STATIC_VARIANTS], STATIC_REFUSAL
         else:
             allowed, reason = for_kind, ""
-        refused = {s.id: (reason if s.id in for_kind else _KIND_REFUSAL) for s in CATALOGUE if s.id not in allowed}
-        rows.append({**row, "allowed_variants": allowed, "refused_variants": refused})
+        other_kind = row.get("kind_refusal", _KIND_REFUSAL)
+        refused = {s.id: (reason if s.id in for_kind else other_kind) for s in CATALOGUE if s.id not in allowed}
+        rows.append(
+            {
+                **{k: v for k, v in row.items() if k != "kind_refusal"},
+                "allowed_variants": allowed,
+                "refused_variants": refused,
+            }
+        )
     return rows
 
 

@@ -163,12 +163,17 @@ def weights_policy(chosen: list[str], label: str, allow_pickle: bool) -> list[st
     return pickles
 
 
+# Module types of installed libraries other than sentence-transformers that a model's modules.json may name
+# without running code from the model repository: PyLate's Dense (ColBERT, exporter.kinds COLBERT).
+LIBRARY_MODULE_TYPES = frozenset({"pylate.models.Dense.Dense"})
+
+
 def remote_code_reason(root: Path, chosen: list[str], label: str) -> str | None:
     if "modules.json" in chosen:
         modules = read_json(root, "modules.json", label)
         for mod in modules if isinstance(modules, list) else []:
             mtype = str(mod.get("type", "")) if isinstance(mod, dict) else ""
-            if not mtype.startswith("sentence_transformers."):
+            if not mtype.startswith("sentence_transformers.") and mtype not in LIBRARY_MODULE_TYPES:
                 return f"modules.json uses the custom module type {mtype!r}"
     for rel in chosen:
         if PurePosixPath(rel).name in ("config.json", "tokenizer_config.json"):
