@@ -86,23 +86,18 @@ def package(
 ) -> None:
     """Write a deterministic package of one variant: its files, the shared files, the narrowed manifest
     (with --layout: the folder --out that the named server or library loads)."""
-    from exporter.ship.package import build_package
+    from exporter.api import package as run_package
 
-    if layout is not None:
-        from exporter.errors import UsageError
-        from exporter.ship.layouts import write_layout
-
-        if out is None:
-            raise UsageError("--layout writes a folder: give it with --out DIR.", "")
-        written = write_layout(artifact, variant, layout, out, allow_failed=allow_failed)
-        typer.echo(f"{written['layout']} layout of {written['variant']}: {out} ({len(written['files'])} files)")
-        for row in written["gate"]:
+    result = run_package(artifact, variant=variant, out=out, layout=layout, allow_failed=allow_failed, force=force)
+    if result.layout is not None:
+        typer.echo(f"{result.layout} layout of {result.variant}: {result.path} ({result.files} files)")
+        for row in result.gate:
             figure = f"cosine_min {row['cosine_min']:.6f}" if row.get("cosine_min") is not None else row["message"]
             typer.echo(f"gate: {row['status']} {row['consumer']} ({row['runs']}) on the probe set: {figure}")
-        typer.echo(f"start: {written['start']}")
+        typer.echo(f"start: {result.start}")
         return
-    result = build_package(artifact, variant, out, allow_failed=allow_failed, replace=force)
-    typer.echo(f"packaged {result.variant}: {result.path} ({result.files} files, {result.size} bytes)")
+    size = result.path.stat().st_size
+    typer.echo(f"packaged {result.variant}: {result.path} ({result.files} files, {size} bytes)")
     typer.echo(f"sha256:{result.sha256}")
 
 
