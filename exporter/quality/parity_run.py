@@ -108,13 +108,13 @@ def outputs_length_sorted(outputs: Callable[[Any, list, int], Any], model, input
     return out
 
 
-def candidate_run(spec, outputs: Callable[[Any, list, int], Any], model, batch_size: int):
+def candidate_run(precision: str, outputs: Callable[[Any, list, int], Any], model, batch_size: int):
     """``(run, lengths)`` for a built variant's sentence-transformers path: ``run(chunk)`` gives its outputs,
     in ``outputs_length_sorted`` batches for an fp32 variant (``lengths`` counts tokens, for the runtime
     path to form the same batches), else in the batches ``outputs`` forms itself (``lengths`` None)."""
     from exporter.variants import Precision
 
-    if spec.precision is not Precision.FP32:
+    if Precision(precision) is not Precision.FP32:
         return (lambda chunk: outputs(model, chunk, batch_size)), None
     return (lambda chunk: outputs_length_sorted(outputs, model, chunk, batch_size)), (
         lambda texts: token_lengths(model, texts)
@@ -146,19 +146,14 @@ def check_serving_paths(
     texts,
     threshold,
     threads=None,
-    tape=None,
     lengths=None,
 ):
     """``add_runtime_path`` for a variant that has a runtime path; records why one that should cannot load.
 
-    ``tape``: the sentence-transformers path's session outputs (``parity_replay.record``), which the runtime
-    path reuses for the batches it feeds identically instead of running the graph on them again; ``lengths``:
-    the sentence-transformers path ran in ``outputs_length_sorted`` batches counted with it."""
-    from exporter.quality import parity_replay
-
+    ``lengths``: the sentence-transformers path ran in ``outputs_length_sorted`` batches counted with it.
+    The runtime path runs the graph itself on every batch (no outputs of the other path are reused)."""
     encoder, reason = runtime_encoder(artifact, load, kind, threads)
     if encoder is not None:
-        encoder = parity_replay.replaying(encoder, tape)
         return add_runtime_path(entry, ref_out, st_out, encoder, texts, threshold, lengths=lengths)
     if reason:
         entry["serving_paths"] = {
@@ -190,14 +185,12 @@ def _batches(chunk: list[str], batch_size: int, lengths: Callable[[list[str]], l
 
 def encode_in_st_batches(encoder, texts: list[str], batch_size: int = 32, lengths=None):
     """``encoder.encode`` over the batches the sentence-transformers path ran (per ``run_chunked`` chunk;
-    ``lengths``: it ran ``outputs_length_sorted`` counting tokens with this), rows back in input order. The
-    batches run shortest first (each is independent of the others), so the one real batch a replaying
-    session (``parity_replay``) checks its tape with is the cheapest."""
+    ``lengths``: it ran ``outputs_length_sorted`` counting tokens with this), rows back in input order."""
     import numpy as np
 
     parts = []
-    for start, end in reversed(_chunks(len(texts))):  # shortest batch first: the cheapest one runs first
-        for idx in reversed(_batches(texts[start:end], batch_size, lengths)):
+    for start, end in _chunks(len(texts)):
+        for idx in _batches(texts[start:end], batch_size, lengths):
             rows = [start + i for i in idx]
             parts.append((rows, encoder.encode([texts[i] for i in rows], len(rows))))
     out = np.empty((len(texts), parts[0][1].shape[1]), dtype=parts[0][1].dtype)
