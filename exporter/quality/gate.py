@@ -10,7 +10,8 @@ one variant measured by both gets the same metrics from the same batches:
   reference outputs and a thresholds provider (``ThresholdsFor``: a variant's manifest entry -> its
   threshold set; the export plan's today, a verify-time policy's later).
 - ``Gate.check(artifact, variant, model)``: the variant's outputs (``variant_outputs``: the same batching at
-  export and verify), the kind's metrics, the verdict, the serving paths
+  export and verify), the kind's metrics, batch invariance (``exporter.quality.batch_invariance``, gated by
+  ``batch_cosine_min`` where the kind's thresholds have it), the verdict, the serving paths
   (``parity_run.check_serving_paths``) and the consumers (``consumers.rows_for``): the manifest's ``parity``
   entry.
 - ``reuse_key``: reuse of an earlier check is explicit and keyed. Two variants of one export whose key is
@@ -20,9 +21,10 @@ one variant measured by both gets the same metrics from the same batches:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,16 @@ from exporter.quality import parity_run
 
 PARITY_BATCH = kinds.PARITY_BATCH
 BATCHING = f"{parity_run.REFERENCE_BATCHING}; batch {PARITY_BATCH}"  # the reference's batches (the cache key)
+BATCH_METRIC = "batch_cosine_min"  # the batch-invariance gate (in the threshold sets that have it)
 
 ThresholdsFor = Callable[[dict], Any]  # a variant's manifest entry (id, precision, load, ...) -> its threshold set
+
+
+def bench_batch_sizes() -> tuple[int, ...]:
+    """The batch sizes bench times at: batch invariance is measured at each of them."""
+    from exporter.quality.bench import DEFAULT_BATCH_SIZES
+
+    return tuple(DEFAULT_BATCH_SIZES)
 
 
 def reference_outputs(kind: str, model, inputs: list, progress=None, label: str = ""):
@@ -86,6 +96,7 @@ class Gate:
     thresholds: ThresholdsFor
     consumers: tuple[str, ...] = ()
     threads: int | None = None  # the runtime path's threads (None: the runtime's default)
+    batch_sizes: tuple[int, ...] = field(default_factory=bench_batch_sizes)
 
     @property
     def reference_digest(self) -> str:
@@ -101,7 +112,7 @@ class Gate:
 
         Raises FidelityError when the outputs are broken (shape, NaN): the caller records a failed variant."""
         from exporter.pipeline import NoProgress
-        from exporter.quality import consumers, parity
+        from exporter.quality import batch_invariance, consumers, parity
 
         progress = progress or NoProgress()
         kspec = kinds.get(self.kind)
@@ -110,9 +121,15 @@ class Gate:
         out, lengths = variant_outputs(self.kind, variant["precision"], model, self.probe.inputs, progress, label)
         with progress.step(f"Checking parity of {variant['id']}"):
             metrics = kspec.compare(self.reference, out, self.probe)
-            per_output = threshold
+            invariance = None
+            if hasattr(metrics, BATCH_METRIC):  # every kind whose outputs are vectors
+                run_one = lambda batch: kspec.outputs(model, batch, len(batch))  # noqa: E731 - one batch as given
+                invariance = batch_invariance.measure(run_one, self.probe.inputs, self.batch_sizes, out, PARITY_BATCH)
+                metrics = dataclasses.replace(metrics, **{BATCH_METRIC: invariance.cosine_min})
             verdict = parity.judge(metrics, threshold)
             entry = parity.to_manifest(metrics, threshold, verdict, self.probe_sha256)
+            if invariance is not None:
+                entry["batch_invariance"] = invariance.to_dict()
             entry = parity_run.check_serving_paths(
                 entry,
                 self.reference,
@@ -121,7 +138,7 @@ class Gate:
                 variant["load"],
                 self.kind,
                 self.probe.texts,
-                per_output,
+                threshold,
                 self.threads,
                 lengths=lengths,
             )
@@ -129,7 +146,7 @@ class Gate:
             names = list(self.consumers)
             with progress.step(f"Loading {variant['id']} through {', '.join(names)}"):
                 rows = consumers.rows_for(
-                    artifact, variant, self.kind, names, self.probe, self.reference, per_output, entry
+                    artifact, variant, self.kind, names, self.probe, self.reference, threshold, entry
                 )
             entry = consumers.with_rows(entry, rows)
         return entry
