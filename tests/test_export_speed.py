@@ -70,7 +70,7 @@ def test_the_runtime_reuses_only_a_run_with_the_graph_checks_exact_feeds(tmp_pat
     feeds, _ = encoder.tokenize(texts)
     (result,) = encoder.session.run([export_onnx.SENTENCE_OUTPUT], feeds)
     tape = parity_replay.Tape().add(feeds, {export_onnx.SENTENCE_OUTPUT: result})
-    session = parity_replay.ReplayingSession(encoder.session, tape)
+    session = parity_replay.ReplayingSession(encoder.session, tape, same_session=True)
     encoder.session = session
     assert encoder.encode(texts) is not None and session.replayed == 1
     fresh = runtime.load(art).encode(texts)

@@ -154,7 +154,7 @@ def verify(model, artifact_dir: Path, file_name: str, reference=None) -> dict[st
             "Re-save the tokenizer with transformers (save_pretrained) so tokenizer.json carries them.",
         )
     tape = parity_replay.Tape().add(feeds, {SENTENCE_OUTPUT: graph_emb})  # the bare run below: these feeds
-    encoder.session = parity_replay.ReplayingSession(encoder.session, tape)
+    encoder.session = parity_replay.ReplayingSession(encoder.session, tape, same_session=True)
     runtime_min = float(kit.row_cosines(bare, encoder.encode(texts, prompt="")).min())
     for prompt in list(dict.fromkeys(p for p in model.prompts.values() if p))[:CHECK_PROMPTS]:
         with_prompt = reference(texts, prompt)

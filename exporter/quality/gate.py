@@ -14,9 +14,11 @@ one variant measured by both gets the same metrics from the same batches:
   ``batch_cosine_min`` where the kind's thresholds have it), the verdict, the serving paths
   (``parity_run.check_serving_paths``) and the consumers (``consumers.rows_for``): the manifest's ``parity``
   entry.
-- ``reuse_key``: reuse of an earlier check is explicit and keyed. Two variants of one export whose key is
-  equal (the same file bytes loaded the same way, the same precision's batching, thresholds, consumers,
-  probe set and reference) get the same check; nothing else is replayed.
+- Reuse is explicit and keyed. ``reuse_key``: two variants of one export whose key is equal (the same file
+  bytes loaded the same way, the same precision's batching, thresholds, consumers, probe set and reference)
+  get the same check. Within one check, the runtime path reuses the sentence-transformers path's graph runs
+  by feeds digest (``parity_replay``) only after its own session reproduced one of them bit for bit, and
+  records how many batches it ran and reused (``serving_paths.runtime.graph_runs``).
 """
 
 from __future__ import annotations
@@ -112,13 +114,18 @@ class Gate:
 
         Raises FidelityError when the outputs are broken (shape, NaN): the caller records a failed variant."""
         from exporter.pipeline import NoProgress
-        from exporter.quality import batch_invariance, consumers, parity
+        from exporter.quality import batch_invariance, consumers, parity, parity_replay
 
         progress = progress or NoProgress()
         kspec = kinds.get(self.kind)
         threshold = self.thresholds(variant)
         label = f"Running {variant['id']} on the probe {kspec.unit}"
-        out, lengths = variant_outputs(self.kind, variant["precision"], model, self.probe.inputs, progress, label)
+        tape = parity_replay.record(model)  # this run's graph outputs by feeds digest, for the runtime path
+        try:
+            out, lengths = variant_outputs(self.kind, variant["precision"], model, self.probe.inputs, progress, label)
+        finally:
+            if tape is not None:
+                tape.close()
         with progress.step(f"Checking parity of {variant['id']}"):
             metrics = kspec.compare(self.reference, out, self.probe)
             invariance = None
@@ -140,6 +147,7 @@ class Gate:
                 self.probe.texts,
                 threshold,
                 self.threads,
+                tape=tape,
                 lengths=lengths,
             )
         if self.consumers:

@@ -8,7 +8,7 @@
   TOKENS_PER_SLOT`` padded tokens), rows back in input order. sentence-transformers sorts by characters,
   which on the default probe set pads 21350 tokens for 7545 real ones; these batches pad 8840, the same
   embeddings within 3e-7 (fp32 padding is masked), about 40 % less reference time. The fp32 variants'
-  sentence-transformers path runs the same way (``exporter.pipeline`` passes ``lengths`` on to the runtime
+  sentence-transformers path runs the same way (``exporter.quality.gate`` passes ``lengths`` on to the runtime
   path, which then forms the same batches); other precisions keep ST's batches (dynamic int8 scales depend
   on the batch mates, 16-bit kernels may depend on the shapes).
 - ``add_runtime_path``: a sentence-transformer variant with an ONNX graph has two serving paths. The
@@ -146,15 +146,24 @@ def check_serving_paths(
     texts,
     threshold,
     threads=None,
+    tape=None,
     lengths=None,
 ):
     """``add_runtime_path`` for a variant that has a runtime path; records why one that should cannot load.
 
-    ``lengths``: the sentence-transformers path ran in ``outputs_length_sorted`` batches counted with it.
-    The runtime path runs the graph itself on every batch (no outputs of the other path are reused)."""
+    ``tape``: the sentence-transformers path's session outputs (``parity_replay.record``), which the runtime
+    path reuses for the batches it feeds identically instead of running the graph on them again; ``lengths``:
+    the sentence-transformers path ran in ``outputs_length_sorted`` batches counted with it."""
+    from exporter.quality import parity_replay
+
     encoder, reason = runtime_encoder(artifact, load, kind, threads)
     if encoder is not None:
-        return add_runtime_path(entry, ref_out, st_out, encoder, texts, threshold, lengths=lengths)
+        encoder = parity_replay.replaying(encoder, tape)
+        entry = add_runtime_path(entry, ref_out, st_out, encoder, texts, threshold, lengths=lengths)
+        if isinstance(encoder.session, parity_replay.ReplayingSession):  # what the runtime path ran, and reused
+            runs = {"ran": encoder.session.ran, "replayed": encoder.session.replayed}
+            entry["serving_paths"]["runtime"]["graph_runs"] = runs
+        return entry
     if reason:
         entry["serving_paths"] = {
             "sentence_transformers": ST_PATH,
@@ -185,12 +194,14 @@ def _batches(chunk: list[str], batch_size: int, lengths: Callable[[list[str]], l
 
 def encode_in_st_batches(encoder, texts: list[str], batch_size: int = 32, lengths=None):
     """``encoder.encode`` over the batches the sentence-transformers path ran (per ``run_chunked`` chunk;
-    ``lengths``: it ran ``outputs_length_sorted`` counting tokens with this), rows back in input order."""
+    ``lengths``: it ran ``outputs_length_sorted`` counting tokens with this), rows back in input order. The
+    batches run shortest first (each is independent of the others), so the one real batch a replaying
+    session (``parity_replay``) checks its tape with is the cheapest."""
     import numpy as np
 
     parts = []
-    for start, end in _chunks(len(texts)):
-        for idx in _batches(texts[start:end], batch_size, lengths):
+    for start, end in reversed(_chunks(len(texts))):  # shortest batch first: the cheapest one runs first
+        for idx in reversed(_batches(texts[start:end], batch_size, lengths)):
             rows = [start + i for i in idx]
             parts.append((rows, encoder.encode([texts[i] for i in rows], len(rows))))
     out = np.empty((len(texts), parts[0][1].shape[1]), dtype=parts[0][1].dtype)

@@ -6,10 +6,11 @@ Two checks, results as data (``VerifyReport``); ``raise_for`` turns them into th
   ``IntegrityError`` (exit 4) naming the files. A variant whose own files fail is not re-run.
 - fidelity: parity is re-run for each variant against the torch reference at the manifest's pinned source
   (resolved from the Hub cache, its files checked against the manifest's hashes), in a fresh Python process
-  (``python -m exporter.cli.parity_worker``: a JSON request on stdin, one JSON object on stdout), and
-  judged against the policy in force (``exporter.quality.policy``: the kind's defaults, changed only by what
-  the caller brings), never the thresholds the manifest records: those are shown beside, and a recorded
-  threshold looser than the policy's fails the variant. A failure is a ``FidelityError`` (exit 3).
+  (``python -m exporter.cli.parity_worker``: a JSON request on stdin, one JSON object on stdout), by the
+  gate the export used (``exporter.quality.gate``: same batches, same metrics), and judged against the
+  policy in force (``exporter.quality.policy``: the kind's defaults, changed only by what the caller
+  brings), never the thresholds the manifest records: those are shown beside, and a recorded threshold
+  looser than the policy's fails the variant. A failure is a ``FidelityError`` (exit 3).
   The model kind recorded in the manifest (``exporter.kinds``) picks the class that loads the reference
   and the variants, the probe inputs (texts, or reranking pairs) and the metrics.
 """
