@@ -120,12 +120,29 @@ NORM_FAULTS = {
 
 
 def test_good_dot_artifact_passes_verify_with_both_paths_recorded(good_artifacts, seeded_both):
+    """Also: one gate. verify's fresh process measures the exported variant in the same batches, with the same
+    metrics and batch compositions, as the export did; exact fp32 passes the batch-invariance gate."""
+    from exporter.quality import batch_invariance
+
     res = invoke("verify", str(good_artifacts["dot"]), "--json")
     assert res.code == 0, res.out + res.err
     parity = json.loads(res.out)["variants"][0]["parity"]
     assert parity["serving_paths"]["runtime"]["output"] == "sentence_embedding"
     assert parity["norm_rel_err_max"] <= 1e-5 and parity["serving_paths"]["runtime"]["norm_rel_err_max"] <= 1e-5
     assert parity["serving_paths"]["agreement"]["passed"]
+    recorded = mf.load(good_artifacts["dot"])["variants"][0]["parity"]
+    assert set(parity) == set(recorded) and parity["threshold"] == recorded["threshold"]
+    assert _numbers(parity) == pytest.approx(_numbers(recorded), abs=1e-6)  # the same batches: the same numbers
+    invariance = recorded["batch_invariance"]
+    assert parity["batch_invariance"]["compositions"] == invariance["compositions"]
+    assert invariance["compositions"] == ["alone", "long neighbours", "bench batch 8", batch_invariance.GATE_BATCHES]
+    assert invariance["texts"] == batch_invariance.SUBSET
+    assert recorded["threshold"]["batch_cosine_min"] == 0.99999  # the fp32 class rule (parity_gates)
+    assert recorded["batch_cosine_min"] == invariance["cosine_min"] >= 1 - 1e-9  # exact fp32: batch-invariant
+
+
+def _numbers(parity: dict) -> dict[str, float]:
+    return {k: v for k, v in parity.items() if isinstance(v, float)}
 
 
 @pytest.mark.parametrize("case", list(NORM_FAULTS))
@@ -148,29 +165,6 @@ def test_norm_only_fault_fails_verify_naming_the_norm_metric(case, good_artifact
 
 
 # ------------------------------------------------------------------------- one gate, batch invariance
-def _numbers(parity: dict) -> dict[str, float]:
-    return {k: v for k, v in parity.items() if isinstance(v, float)}
-
-
-def test_export_and_verify_measure_a_variant_alike(good_artifacts, seeded_both):
-    from exporter.quality import batch_invariance, parity
-
-    recorded = mf.load(good_artifacts["cos"])["variants"][0]["parity"]
-    res = invoke("verify", str(good_artifacts["cos"]), "--json")
-    assert res.code == 0, res.out + res.err
-    fresh = json.loads(res.out)["variants"][0]["parity"]
-    assert set(fresh) == set(recorded)
-    assert _numbers(fresh) == pytest.approx(_numbers(recorded), abs=1e-6)  # the same batches: the same numbers
-    assert fresh["threshold"] == recorded["threshold"]
-    invariance = recorded["batch_invariance"]
-    assert fresh["batch_invariance"]["compositions"] == invariance["compositions"]
-    assert invariance["compositions"] == ["alone", "long neighbours", "bench batch 8", batch_invariance.GATE_BATCHES]
-    assert invariance["texts"] == batch_invariance.SUBSET
-    threshold = parity.defaults(None, "fp32").batch_cosine_min
-    assert recorded["threshold"]["batch_cosine_min"] == threshold == 0.99999
-    assert recorded["batch_cosine_min"] == invariance["cosine_min"] >= 1 - 1e-9  # exact fp32: batch-invariant
-
-
 def test_a_graph_that_attends_to_padding_fails_the_batch_invariance_gate(good_artifacts, seeded_both, tmp_path):
     art = copy_artifact(good_artifacts["cos"], tmp_path / "faulty")
     ignore_attention_mask(art, "onnx")

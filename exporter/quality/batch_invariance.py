@@ -33,7 +33,6 @@ SUBSET = 16  # probe inputs measured in every composition
 SUBSET_SPAN = 0.9  # the subset is spread over this shortest fraction of the probe inputs
 NEIGHBOUR_BATCH = 4  # shortest subset inputs padded with the longest probe input
 GATE_BATCHES = "gate batches"
-_ZERO_NORM = 1e-12
 
 
 @dataclass(frozen=True)
@@ -82,21 +81,16 @@ def compositions(inputs: list, chosen: list[int], batch_sizes, gate_batch: int) 
     return out
 
 
-def _unit(rows):
-    import numpy as np
-
-    rows = np.asarray(rows, dtype=np.float64).reshape(len(rows), -1)
-    norms = np.linalg.norm(rows, axis=1)
-    zero = norms <= _ZERO_NORM
-    unit = rows / np.where(zero, 1.0, norms)[:, None]
-    unit[zero] = 0.0
-    return unit, zero
-
-
 def measure(outputs: Callable[[list], Any], inputs: list, batch_sizes, gate_run, gate_batch: int) -> BatchInvariance:
     """The batch invariance of ``outputs`` (a batch of inputs -> one output row each, run as one batch);
     ``gate_run``: its rows for every probe input from the gate's own run (in batches of ``gate_batch``)."""
     import numpy as np
+
+    from exporter.quality.parity import _unit_rows
+
+    def _unit(rows):  # unit rows (zero rows stay zero) and the zero-row mask
+        unit, zero, _ = _unit_rows(np.asarray(rows, dtype=np.float64).reshape(len(rows), -1))
+        return unit, zero
 
     chosen = subset(inputs)
     row_of = {i: r for r, i in enumerate(chosen)}
