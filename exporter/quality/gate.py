@@ -8,7 +8,7 @@ one variant measured by both gets the same metrics from the same batches:
   set, settings, toolchain, CPU and ``BATCHING``); verify runs it afresh.
 - ``Gate``: what every variant of one export or verify run is judged against: the kind, the probe, the
   reference outputs and a thresholds provider (``ThresholdsFor``: a variant's manifest entry -> its
-  threshold set; the export plan's today, a verify-time policy's later).
+  threshold set; the export plan's, or at verify the policy's, ``requested_thresholds``).
 - ``Gate.check(artifact, variant, model)``: the variant's outputs (``variant_outputs``: the same batching at
   export and verify), the kind's metrics, batch invariance (``exporter.quality.batch_invariance``, gated by
   ``batch_cosine_min`` where the kind's thresholds have it), the verdict, the serving paths
@@ -65,14 +65,14 @@ def variant_outputs(kind: str, precision: str, model, inputs: list, progress=Non
     return parity_run.run_chunked(progress or NoProgress(), label, run, inputs), lengths
 
 
-def recorded_thresholds(kind: str) -> ThresholdsFor:
-    """The thresholds a variant's manifest entry records (its class defaults for metrics it predates)."""
+def requested_thresholds(kind: str) -> ThresholdsFor:
+    """The thresholds a verify request carries for each variant (``threshold``: the policy's, decided by the
+    parent process), else its class defaults; never the ones its manifest records."""
     from exporter.quality import parity
 
     def of(variant: dict):
-        recorded = variant.get("threshold") or (variant.get("parity") or {}).get("threshold")
-        if recorded:
-            return parity.thresholds_from_dict(kind, recorded, variant["precision"])
+        if variant.get("threshold"):
+            return parity.thresholds_from_dict(kind, variant["threshold"], variant["precision"])
         return parity.defaults(kind, variant["precision"])
 
     return of

@@ -352,7 +352,7 @@ def _summary(parity: dict, manifest: dict, probe: dict | None) -> str:
 
 def parity_answer(request: dict) -> dict:
     """Body of the fresh process (``exporter.cli.parity_worker``): load the reference and each variant and
-    judge each with the gate the export used (``exporter.quality.gate``), by the recorded thresholds."""
+    judge each with the gate the export used (``exporter.quality.gate``), by the policy's thresholds."""
     import torch
 
     from exporter import kinds
@@ -390,7 +390,7 @@ def parity_answer(request: dict) -> dict:
         probe=probe,
         probe_sha256=probe_set.sha256,
         reference=gate.reference_outputs(kind, reference, probe.inputs),
-        thresholds=gate.recorded_thresholds(kind),
+        thresholds=gate.requested_thresholds(kind),
         consumers=tuple(request.get("consumers") or ()),
         threads=threads,
     )
