@@ -196,7 +196,8 @@ def _export_into(job: _Export) -> ExportOutcome:
             ctx.stage_dir = stage
             if fresh:
                 shared = artifact.copy_shared(job.src, stage, job.plan.max_seq_length)
-                shared += record_files(stage, recorded_reference.write(stage, probe.texts, ref_out, job.kind))
+                written = recorded_reference.write(stage, gate.probe.texts, gate.reference, job.kind)
+                shared += record_files(stage, written)
                 fresh = False
             else:
                 shared = [FileRecord(**f) for f in mf.load(stage)["shared_files"]]
