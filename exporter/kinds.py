@@ -69,9 +69,11 @@ def _metrics(*rows: tuple[str, str, str]) -> tuple[Metric, ...]:
 _COS = _metrics(("cosine_min", "cosine min", ".6f"), ("cosine_mean", "cosine mean", ".6f"))
 _NN3 = _metrics(("neighbour_agreement_at_10", "nn@10", ".3f"))
 _NN_SP = _metrics(("neighbour_agreement_at_10", "nn@10", ".4f"), ("spearman_pairwise", "spearman", ".4f"))
-_EMBED_VERIFY = _metrics(("cosine_min", "cosine_min", ".6f"), ("norm_rel_err_max", "norm err", ".2g")) + _NN_SP
-_EMBED_REPORT = _metrics(
-    ("cosine_min", "cos min", ".6f"), ("cosine_mean", "cos mean", ".6f"), ("cosine_p01", "cos p01", ".6f")
+_BATCH = _metrics(("batch_cosine_min", "batch cos min", ".6f"))  # exporter.quality.batch_invariance
+_EMBED_VERIFY = _metrics(("cosine_min", "cosine_min", ".6f"), ("norm_rel_err_max", "norm err", ".2g")) + _NN_SP + _BATCH
+_EMBED_REPORT = (
+    _metrics(("cosine_min", "cos min", ".6f"), ("cosine_mean", "cos mean", ".6f"), ("cosine_p01", "cos p01", ".6f"))
+    + _BATCH
 )
 _TERMS = _metrics(("top_terms_overlap_at_10", "top terms@10", ".4f"), ("weights_rel_l2_max", "weights err", ".2g"))
 _SCORE_SP = _metrics(("score_spearman", "score spearman", ".6f"))

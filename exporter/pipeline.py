@@ -187,7 +187,7 @@ def _export_into(job: _Export) -> ExportOutcome:
         return ExportOutcome(artifact=job.out, manifest=mf.load(job.out), skipped=True)
 
     ctx = _build_context(job)
-    reference, probe, ref_out = _run_reference(job, ctx, source_entry, env)
+    reference, gate = _open_gate(job, ctx, source_entry, env)
     fresh = not kept
     entries = dict(kept)
     manifest: dict = {}
@@ -196,14 +196,12 @@ def _export_into(job: _Export) -> ExportOutcome:
             ctx.stage_dir = stage
             if fresh:
                 shared = artifact.copy_shared(job.src, stage, job.plan.max_seq_length)
-                shared += record_files(stage, recorded_reference.write(stage, probe.texts, ref_out, job.kind))
+                written = recorded_reference.write(stage, gate.probe.texts, gate.reference, job.kind)
+                shared += record_files(stage, written)
                 fresh = False
             else:
                 shared = [FileRecord(**f) for f in mf.load(stage)["shared_files"]]
-            threshold = job.thresholds[spec.id]
-            entries[spec.id] = _build_and_check(
-                spec, ctx, stage, job.probe_set.sha256, probe, ref_out, threshold, job.progress
-            )
+            entries[spec.id] = _build_and_check(spec, ctx, stage, gate, job.progress)
             artifact.remove_stale_files(stage, entries)
             manifest = _record(job, stage, entries, shared, source_entry, env, reference)
     return ExportOutcome(artifact=job.out, manifest=manifest, skipped=False)
@@ -229,12 +227,12 @@ def _build_context(job: _Export):
     )
 
 
-def _run_reference(job: _Export, ctx, source_entry: dict, env: dict):
-    """The torch reference (shared with the builders), the probe and its outputs (from the cache when the
-    same source, probe, settings, packages and CPU ran them before)."""
+def _open_gate(job: _Export, ctx, source_entry: dict, env: dict):
+    """The torch reference (shared with the builders) and the gate every variant is judged by: the probe,
+    the reference's outputs on it (from the cache when the same source, probe, settings, packages and CPU
+    ran them before) and the plan's thresholds."""
     from exporter import kinds
-    from exporter.quality import parity_run, refcache
-    from exporter.quality.parity_run import run_chunked
+    from exporter.quality import gate, refcache
 
     kspec, plan, progress = kinds.get(job.kind), job.plan, job.progress
     with progress.step(f"Loading the torch reference ({kspec.label})"):
@@ -252,14 +250,22 @@ def _run_reference(job: _Export, ctx, source_entry: dict, env: dict):
         packages=env["packages"],
         cpu=env["cpu"],
         batch=kinds.PARITY_BATCH,
-        batching=parity_run.REFERENCE_BATCHING,
+        batching=gate.BATCHING,
     )
     ctx.options["reference_key"] = ref_key  # builders cache their own reference runs under it (refcache)
-    run_ref = lambda c: parity_run.outputs_length_sorted(kspec.outputs, reference, c, kinds.PARITY_BATCH)  # noqa: E731
-    ref_out, hit = refcache.cached(ref_key, lambda: run_chunked(progress, label, run_ref, probe.inputs))
+    run_ref = lambda: gate.reference_outputs(job.kind, reference, probe.inputs, progress, label)  # noqa: E731
+    ref_out, hit = refcache.cached(ref_key, run_ref)
     if hit:
         progress.note(f"{label}: reused the cached reference outputs ({refcache.cache_dir()})")
-    return reference, probe, ref_out
+    the_gate = gate.Gate(
+        kind=job.kind,
+        probe=probe,
+        probe_sha256=job.probe_set.sha256,
+        reference=ref_out,
+        thresholds=lambda variant: job.thresholds[variant["id"]],
+        consumers=tuple(plan.consumers or ()),
+    )
+    return reference, the_gate
 
 
 def _record(job: _Export, stage: Path, entries: dict, shared, source_entry: dict, env: dict, reference) -> dict:
@@ -301,17 +307,6 @@ def raise_for_failures(outcome: ExportOutcome) -> None:
         )
 
 
-def _twin_key(spec, entry: dict, threshold, consumers) -> str:
-    """What a variant's parity check depends on besides the probe and reference: its files' bytes, how it is
-    loaded but for the file's name, how its probe batches form (``parity_run.candidate_run``), its thresholds
-    and consumers. Two variants with the same key (e.g. ISA presets that quantise alike) get the same check."""
-    import json
-
-    load = {k: v for k, v in entry["load"].items() if k != "file_name"}
-    files = sorted(f["sha256"] for f in entry["files"])
-    return json.dumps([files, load, spec.precision.value, repr(threshold), consumers], default=str)
-
-
 def _check_truncate_dim(truncate_dim: int | None, reference) -> None:
     """UsageError when ``truncate_dim`` is not below the model's full embedding width."""
     if not truncate_dim:
@@ -326,14 +321,13 @@ def _check_truncate_dim(truncate_dim: int | None, reference) -> None:
         )
 
 
-def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, threshold, progress) -> dict:
-    from exporter import kinds
+def _build_and_check(spec, ctx, stage: Path, gate, progress) -> dict:
+    """Build one variant into ``stage`` and judge it with ``gate`` (``exporter.quality.gate``)."""
     from exporter import manifest as mf
     from exporter.builders import external_data
-    from exporter.quality import parity, parity_replay, parity_run
+    from exporter.quality.gate import reuse_key
     from exporter.runners.variant import load_variant
 
-    kspec = kinds.get(ctx.kind)
     entry = mf.variant_entry(spec, ctx.options.get("truncate_dim"))
     try:
         with progress.step(f"Building {spec.id}"):
@@ -344,45 +338,18 @@ def _build_and_check(spec, ctx, stage: Path, probe_sha256: str, probe, ref_out, 
                 result.files = external_data.settle_all(result.files)
         entry["files"] = [r.to_dict() for r in record_files(stage, result.files)]
         entry["build"] = result.build
-        twins = ctx.memo("parity-twins", dict)  # twin key -> (variant id, its parity entry)
-        twin_key = _twin_key(spec, entry, threshold, ctx.options.get("consumers"))
-        twin = twins.get(twin_key)
-        if twin is not None:  # the same bytes loaded the same way: the same outputs, the same verdicts
-            entry["parity"] = {**twin[1], "same_files_as": twin[0]}
+        checked = ctx.memo("parity-checked", dict)  # gate.reuse_key -> (variant id, its parity entry)
+        key = reuse_key(gate, entry, gate.thresholds(entry))
+        if key in checked:  # the same bytes loaded the same way, judged alike: the same check
+            twin, parity = checked[key]
+            entry["parity"] = {**copy.deepcopy(parity), "same_files_as": twin}
             entry["status"] = "passed" if entry["parity"]["passed"] else "failed"
-            progress.note(f"{spec.id}: the same files as {twin[0]}, whose parity check applies unchanged")
+            progress.note(f"{spec.id}: the same files as {twin}, whose parity check applies unchanged")
             return entry
         model = load_variant(stage, entry, ctx.kind)  # as verify loads it, by the same function
-        tape = parity_replay.record(model)  # the runtime path reuses this path's graph runs (same feeds)
-        label = f"Running {spec.id} on the probe {kspec.unit}"
-        run, lengths = parity_run.candidate_run(spec, kspec.outputs, model, kinds.PARITY_BATCH)
-        out = parity_run.run_chunked(progress, label, run, probe.inputs)
-        if tape is not None:
-            tape.close()
-        with progress.step(f"Checking parity of {spec.id}"):
-            metrics = kspec.compare(ref_out, out, probe)
-            verdict = parity.judge(metrics, threshold)
-            entry["parity"] = parity_run.check_serving_paths(
-                parity.to_manifest(metrics, threshold, verdict, probe_sha256),
-                ref_out,
-                out,
-                stage,
-                entry["load"],
-                ctx.kind,
-                probe.texts,
-                threshold,
-                tape=tape,
-                lengths=lengths,
-            )
-        if ctx.options.get("consumers"):
-            from exporter.quality import consumers
-
-            with progress.step(f"Loading {spec.id} through {', '.join(ctx.options['consumers'])}"):
-                names = ctx.options["consumers"]
-                rows = consumers.rows_for(stage, entry, ctx.kind, names, probe, ref_out, threshold, entry["parity"])
-            entry["parity"] = consumers.with_rows(entry["parity"], rows)
+        entry["parity"] = gate.check(stage, entry, model, progress)
         entry["status"] = "passed" if entry["parity"]["passed"] else "failed"
-        twins[twin_key] = (spec.id, copy.deepcopy(entry["parity"]))
+        checked[key] = (spec.id, copy.deepcopy(entry["parity"]))
     except UsageError:
         raise
     except Exception as exc:

@@ -37,6 +37,31 @@ def scale_outputs(artifact: Path, variant_id: str, outputs: tuple[str, ...], fac
     return path
 
 
+def ignore_attention_mask(artifact: Path, variant_id: str) -> Path:
+    """Make ``variant_id``'s ONNX graph attend to padding: every reader of ``attention_mask`` gets a mask of
+    ones of its shape instead (an export that dropped the mask), so a text's output depends on how far its
+    batch pads. Re-records the file in the manifest. Returns the changed file."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    manifest = mf.load(artifact)
+    variant = mf.get_variant(manifest, variant_id)
+    path = artifact / variant["load"]["file_name"]
+    model = onnx.load(str(path))
+    graph = model.graph
+    for node in graph.node:
+        node.input[:] = ["mask_of_ones" if i == "attention_mask" else i for i in node.input]
+    graph.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "mask_one"))
+    graph.node.insert(0, helper.make_node("Shape", ["attention_mask"], ["mask_shape"], name="mask_fault_shape"))
+    graph.node.insert(1, helper.make_node("Expand", ["mask_one", "mask_shape"], ["mask_of_ones"], name="mask_fault"))
+    onnx.save(model, str(path))
+    records = {r.path: r.to_dict() for r in record_files(artifact, [path])}
+    variant["files"] = [records.get(f["path"], f) for f in variant["files"]]
+    mf.save(artifact, manifest)
+    return path
+
+
 def copy_artifact(src: Path, dest: Path) -> Path:
     shutil.copytree(src, dest)
     return dest

@@ -5,6 +5,9 @@
 - A norm-only fault in a copy of a real artifact (an ONNX ``Mul`` scaling a graph output by 1.5, as a buggy
   build would write it, with the manifest's file hashes updated so integrity passes) fails ``verify`` with
   exit 3 naming the norm metric, although every cosine is still 1.
+- One gate (``exporter.quality.gate``): export and verify measure a variant with the same batches and the
+  same metrics. Batch invariance is one of them: exact fp32 passes, and a graph that attends to padding (an
+  export that dropped the attention mask), whose output for a text depends on its batch mates, fails it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pytest
 
 from exporter import manifest as mf
 from tests import hub_fixtures as hf
-from tests.artifact_faults import copy_artifact, scale_outputs
+from tests.artifact_faults import copy_artifact, ignore_attention_mask, scale_outputs
 from tests.cli_runner import invoke
 from tests.tiny_models import build_tiny_sentence_transformer
 
@@ -117,12 +120,29 @@ NORM_FAULTS = {
 
 
 def test_good_dot_artifact_passes_verify_with_both_paths_recorded(good_artifacts, seeded_both):
+    """Also: one gate. verify's fresh process measures the exported variant in the same batches, with the same
+    metrics and batch compositions, as the export did; exact fp32 passes the batch-invariance gate."""
+    from exporter.quality import batch_invariance
+
     res = invoke("verify", str(good_artifacts["dot"]), "--json")
     assert res.code == 0, res.out + res.err
     parity = json.loads(res.out)["variants"][0]["parity"]
     assert parity["serving_paths"]["runtime"]["output"] == "sentence_embedding"
     assert parity["norm_rel_err_max"] <= 1e-5 and parity["serving_paths"]["runtime"]["norm_rel_err_max"] <= 1e-5
     assert parity["serving_paths"]["agreement"]["passed"]
+    recorded = mf.load(good_artifacts["dot"])["variants"][0]["parity"]
+    assert set(parity) == set(recorded) and parity["threshold"] == recorded["threshold"]
+    assert _numbers(parity) == pytest.approx(_numbers(recorded), abs=1e-6)  # the same batches: the same numbers
+    invariance = recorded["batch_invariance"]
+    assert parity["batch_invariance"]["compositions"] == invariance["compositions"]
+    assert invariance["compositions"] == ["alone", "long neighbours", "bench batch 8", batch_invariance.GATE_BATCHES]
+    assert invariance["texts"] == batch_invariance.SUBSET
+    assert recorded["threshold"]["batch_cosine_min"] == 0.99999  # the fp32 class rule (parity_gates)
+    assert recorded["batch_cosine_min"] == invariance["cosine_min"] >= 1 - 1e-9  # exact fp32: batch-invariant
+
+
+def _numbers(parity: dict) -> dict[str, float]:
+    return {k: v for k, v in parity.items() if isinstance(v, float)}
 
 
 @pytest.mark.parametrize("case", list(NORM_FAULTS))
@@ -142,6 +162,48 @@ def test_norm_only_fault_fails_verify_naming_the_norm_metric(case, good_artifact
     # a norm-only change: every direction is intact, so the cosine gate alone would have passed it
     parity = case_["parity"]
     assert parity["cosine_min"] >= 0.9999 and parity["serving_paths"]["runtime"]["cosine_min"] >= 0.9999
+
+
+# ------------------------------------------------------------------------- one gate, batch invariance
+def test_a_graph_that_attends_to_padding_fails_the_batch_invariance_gate(good_artifacts, seeded_both, tmp_path):
+    art = copy_artifact(good_artifacts["cos"], tmp_path / "faulty")
+    ignore_attention_mask(art, "onnx")
+    res = invoke("verify", str(art))
+    assert res.code == 3, res.out + res.err
+    assert "batch cos min" in res.out  # shown in the verdict line
+    assert "batch_cosine_min 0.99" in res.err and "below the threshold 0.99999" in res.err
+
+
+def test_batch_compositions_pad_short_texts_and_cover_every_subset_text():
+    import numpy as np
+
+    from exporter.quality import batch_invariance as bi
+
+    texts = [("word " * n).strip() for n in range(1, 101)]  # lengths 4..499 characters
+    chosen = bi.subset(texts)
+    assert len(chosen) == bi.SUBSET and 99 not in chosen  # the very longest only pads
+    assert 0 in chosen and max(chosen) == round(100 * bi.SUBSET_SPAN) - 1  # the shortest and the longest kept
+    plan = bi.compositions(texts, chosen, (1, 8, 32), gate_batch=32)
+    assert list(plan) == ["alone", "long neighbours", "bench batch 8"]
+    assert plan["alone"] == [[i] for i in chosen] and plan["long neighbours"] == [sorted(chosen)[:4][::-1] + [99]]
+    assert sorted(i for b in plan["bench batch 8"] for i in b) == sorted(chosen)
+
+    def padded_mean(batch):  # a model whose output moves with the batch's padded length, as a mask bug does
+        width = max(len(t) for t in batch)
+        return np.array([[len(t), width - len(t) + 1.0] for t in batch])
+
+    gate_run = padded_mean(texts)
+    bad = bi.measure(padded_mean, texts, (1, 8, 32), gate_run, 32)
+    assert bad.cosine_min < 0.9 and bad.worst["between"][0] == "alone"
+    exact = bi.measure(
+        lambda batch: np.array([[len(t), 1.0] for t in batch]),
+        texts,
+        (1, 8, 32),
+        np.array([[len(t), 1.0] for t in texts]),
+        32,
+    )
+    assert exact.cosine_min == pytest.approx(1.0, abs=1e-12)
+    assert exact.compositions == ["alone", "long neighbours", "bench batch 8", bi.GATE_BATCHES]
 
 
 # ------------------------------------------------------------------------------------- progress

@@ -185,7 +185,11 @@ def test_threshold_override():
     base = DEFAULT_THRESHOLDS[PrecisionClass.INT8]
     t = base.override(cosine_min=0.985, spearman_pairwise=None)
     assert t == Thresholds(
-        cosine_min=0.985, neighbour_agreement_at_10=0.95, spearman_pairwise=None, norm_rel_err_max=0.1
+        cosine_min=0.985,
+        neighbour_agreement_at_10=0.95,
+        spearman_pairwise=None,
+        norm_rel_err_max=0.1,
+        batch_cosine_min=0.999,
     )
     assert base.cosine_min == 0.99  # the default is untouched
 
@@ -255,9 +259,9 @@ def test_thresholds_for_applies_most_specific_override_last():
         "*": {"cosine_min": 0.5, "neighbour_agreement_at_10": 0.9},
     }
     got = parity.thresholds_for(specs, overrides)
-    assert got["onnx"] == Thresholds(0.5, 0.9, DEFAULT_THRESHOLDS[Precision.FP32].spearman_pairwise, 0.01)
-    assert got["int8-b"] == Thresholds(0.985, 0.9, None, 0.1)
-    assert got["int8-a"] == Thresholds(0.97, 0.9, None, 0.1)
+    assert got["onnx"] == Thresholds(0.5, 0.9, DEFAULT_THRESHOLDS[Precision.FP32].spearman_pairwise, 0.01, 0.99999)
+    assert got["int8-b"] == Thresholds(0.985, 0.9, None, 0.1, 0.999)
+    assert got["int8-a"] == Thresholds(0.97, 0.9, None, 0.1, 0.999)
     assert parity.thresholds_for(specs) == {
         "onnx": DEFAULT_THRESHOLDS[Precision.FP32],
         "int8-a": DEFAULT_THRESHOLDS[Precision.INT8],
@@ -343,6 +347,7 @@ MANIFEST_KEYS = {
     "spearman_pairs",
     "skipped",
     "strata",
+    "batch_cosine_min",
     "threshold",
     "passed",
     "failures",
@@ -360,6 +365,7 @@ def test_to_dict_has_the_manifest_keys_and_is_json():
         "neighbour_agreement_at_10": 0.95,
         "spearman_pairwise": 0.98,
         "norm_rel_err_max": 0.1,
+        "batch_cosine_min": 0.999,
     }
     assert d["passed"] is True and d["failures"] == []
     assert isinstance(d["n"], int) and all(type(d[k]) is float for k in ("cosine_min", "max_abs_diff"))
@@ -521,7 +527,7 @@ def test_tied_reference_scores_skip_the_rank_gates():
 def test_recorded_thresholds_get_defaults_for_metrics_they_predate():
     old = {"cosine_min": 0.99, "neighbour_agreement_at_10": None, "spearman_pairwise": 0.98}  # before the norm gate
     t = parity.thresholds_from_dict("sentence-transformer", old, "int8")
-    assert t == Thresholds(0.99, None, 0.98, DEFAULT_THRESHOLDS[PrecisionClass.INT8].norm_rel_err_max)
+    assert t == Thresholds(0.99, None, 0.98, DEFAULT_THRESHOLDS[PrecisionClass.INT8].norm_rel_err_max, 0.999)
     assert parity.thresholds_from_dict("sentence-transformer", old) == Thresholds(0.99, None, 0.98, None)
 
 

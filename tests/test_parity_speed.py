@@ -101,13 +101,11 @@ def test_calibration_reference_is_cached_under_the_reference_key(tiny_model_dir)
 
 
 def test_fp32_candidates_run_in_token_batches_and_the_runtime_path_follows(tmp_path_factory):
-    from exporter.variants import BY_ID
-
     _, art, _ = exported_tiny(tmp_path_factory, "mean", True)
     model, spec = _onnx_st(art), kinds.get(None)
     texts = TEXTS * 9
     tape = parity_replay.record(model)
-    run, lengths = parity_run.candidate_run(BY_ID["onnx"], spec.outputs, model, 32)
+    run, lengths = parity_run.candidate_run("fp32", spec.outputs, model, 32)
     st_out = run(texts)
     tape.close()
     assert lengths is not None and float(np.abs(st_out - spec.outputs(model, texts, 32)).max()) <= 1e-6
@@ -116,6 +114,6 @@ def test_fp32_candidates_run_in_token_batches_and_the_runtime_path_follows(tmp_p
     assert replaying.session.ran == 1 and replaying.session.replayed == len(tape.runs) - 1
     np.testing.assert_array_equal(got, parity_run.encode_in_st_batches(runtime.load(art), texts, 32, lengths))
     assert float(np.abs(got - st_out).max()) <= 1e-6
-    int8_run, int8_lengths = parity_run.candidate_run(BY_ID["onnx-quint8-avx2"], spec.outputs, model, 32)
+    int8_run, int8_lengths = parity_run.candidate_run("int8", spec.outputs, model, 32)
     assert int8_lengths is None  # dynamic int8 depends on its batch mates: ST's own batches
     np.testing.assert_array_equal(int8_run(texts), spec.outputs(model, texts, 32))

@@ -72,6 +72,7 @@ from exporter.quality.parity_gates import (  # noqa: F401 - re-exported: the gat
     SCORE_THRESHOLDS,
     SPARSE_THRESHOLDS,
     UPPER_BOUNDS,
+    VARIANT_METRICS,
     LateInteractionThresholds,
     PrecisionClass,
     ScoreThresholds,
@@ -116,6 +117,7 @@ class ParityMetrics:
     spearman_pairs: int | None = None  # pairs whose similarity ranks were correlated
     skipped: dict[str, str] = field(default_factory=dict)  # metric -> why the reference gives it nothing
     strata: dict[str, dict] | None = None  # stratum -> its worst case (``strata_summary``)
+    batch_cosine_min: float | None = None  # set by the gate (exporter.quality.batch_invariance), not by compare
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

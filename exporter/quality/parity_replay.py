@@ -11,10 +11,12 @@ by a digest of the exact feeds (names, dtypes, shapes, bytes). ``replaying(sessi
 runtime's own session: a batch whose feeds the runtime tokeniser made identical to sentence-transformers'
 is served from the tape; any other batch (another tokenisation, a ``prompt_length`` feed, an output not
 recorded) runs for real. The runtime's session is opened as always, and its first taped batch runs for real
-too and must match the tape within ``AGREE_ATOL`` (both sessions: the same file, default options), else the
-tape is dropped and every batch runs for real. What the runtime path gates is unchanged: its tokeniser
-(through the feeds), its output choice and its session on one batch; the graph's numbers for the other
-batches are the ones that session would compute from the same feeds.
+too and must equal the tape bit for bit (both sessions run the same file on the same feeds), else the tape
+is dropped and every batch runs for real: a replayed batch holds the numbers the runtime's own session
+computes from those feeds (checked on one batch), so reuse cannot change a verdict. What the runtime path gates is
+unchanged: its tokeniser (through the feeds), its output choice and its session on one batch. The replay is
+scoped to one variant's check (``exporter.quality.gate`` records during the sentence-transformers path's run
+only) and recorded (``serving_paths.runtime.graph_runs``: batches run and replayed).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from typing import Any
 import numpy as np
 
 RECORDED_OUTPUTS = frozenset({"sentence_embedding", "sparse_embedding"})  # what the runtime reads, pooled in graph
-AGREE_ATOL = 1e-6  # the runtime session's real batch against the tape (same graph, same options: equal)
 
 
 def feeds_key(feeds: dict[str, Any]) -> bytes:
@@ -112,7 +113,7 @@ class ReplayingSession:
             self.ran += 1
             self._checked = True
             pairs = zip(out, output_names, strict=True)
-            if not all(np.allclose(o, taped[n], rtol=0, atol=AGREE_ATOL) for o, n in pairs):
+            if not all(np.array_equal(o, taped[n]) for o, n in pairs):
                 self._tape = None  # the sessions disagree: trust only real runs from here on
             return out
         self.ran += 1

@@ -8,7 +8,7 @@
   TOKENS_PER_SLOT`` padded tokens), rows back in input order. sentence-transformers sorts by characters,
   which on the default probe set pads 21350 tokens for 7545 real ones; these batches pad 8840, the same
   embeddings within 3e-7 (fp32 padding is masked), about 40 % less reference time. The fp32 variants'
-  sentence-transformers path runs the same way (``exporter.pipeline`` passes ``lengths`` on to the runtime
+  sentence-transformers path runs the same way (``exporter.quality.gate`` passes ``lengths`` on to the runtime
   path, which then forms the same batches); other precisions keep ST's batches (dynamic int8 scales depend
   on the batch mates, 16-bit kernels may depend on the shapes).
 - ``add_runtime_path``: a sentence-transformer variant with an ONNX graph has two serving paths. The
@@ -108,13 +108,13 @@ def outputs_length_sorted(outputs: Callable[[Any, list, int], Any], model, input
     return out
 
 
-def candidate_run(spec, outputs: Callable[[Any, list, int], Any], model, batch_size: int):
+def candidate_run(precision: str, outputs: Callable[[Any, list, int], Any], model, batch_size: int):
     """``(run, lengths)`` for a built variant's sentence-transformers path: ``run(chunk)`` gives its outputs,
     in ``outputs_length_sorted`` batches for an fp32 variant (``lengths`` counts tokens, for the runtime
     path to form the same batches), else in the batches ``outputs`` forms itself (``lengths`` None)."""
     from exporter.variants import Precision
 
-    if spec.precision is not Precision.FP32:
+    if Precision(precision) is not Precision.FP32:
         return (lambda chunk: outputs(model, chunk, batch_size)), None
     return (lambda chunk: outputs_length_sorted(outputs, model, chunk, batch_size)), (
         lambda texts: token_lengths(model, texts)
@@ -159,7 +159,11 @@ def check_serving_paths(
     encoder, reason = runtime_encoder(artifact, load, kind, threads)
     if encoder is not None:
         encoder = parity_replay.replaying(encoder, tape)
-        return add_runtime_path(entry, ref_out, st_out, encoder, texts, threshold, lengths=lengths)
+        entry = add_runtime_path(entry, ref_out, st_out, encoder, texts, threshold, lengths=lengths)
+        if isinstance(encoder.session, parity_replay.ReplayingSession):  # what the runtime path ran, and reused
+            runs = {"ran": encoder.session.ran, "replayed": encoder.session.replayed}
+            entry["serving_paths"]["runtime"]["graph_runs"] = runs
+        return entry
     if reason:
         entry["serving_paths"] = {
             "sentence_transformers": ST_PATH,

@@ -6,10 +6,11 @@ Two checks, results as data (``VerifyReport``); ``raise_for`` turns them into th
   ``IntegrityError`` (exit 4) naming the files. A variant whose own files fail is not re-run.
 - fidelity: parity is re-run for each variant against the torch reference at the manifest's pinned source
   (resolved from the Hub cache, its files checked against the manifest's hashes), in a fresh Python process
-  (``python -m exporter.cli.parity_worker``: a JSON request on stdin, one JSON object on stdout), and
-  judged against the policy in force (``exporter.quality.policy``: the kind's defaults, changed only by what
-  the caller brings), never the thresholds the manifest records: those are shown beside, and a recorded
-  threshold looser than the policy's fails the variant. A failure is a ``FidelityError`` (exit 3).
+  (``python -m exporter.cli.parity_worker``: a JSON request on stdin, one JSON object on stdout), by the
+  gate the export used (``exporter.quality.gate``: same batches, same metrics), and judged against the
+  policy in force (``exporter.quality.policy``: the kind's defaults, changed only by what the caller
+  brings), never the thresholds the manifest records: those are shown beside, and a recorded threshold
+  looser than the policy's fails the variant. A failure is a ``FidelityError`` (exit 3).
   The model kind recorded in the manifest (``exporter.kinds``) picks the class that loads the reference
   and the variants, the probe inputs (texts, or reranking pairs) and the metrics.
 """
@@ -29,7 +30,6 @@ from exporter.environment import helper_env
 from exporter.errors import ExporterError, FidelityError, IntegrityError
 
 PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
-PARITY_BATCH = 32  # the batch size the export's parity check encodes with
 
 
 @dataclass
@@ -351,12 +351,14 @@ def _summary(parity: dict, manifest: dict, probe: dict | None) -> str:
 
 
 def parity_answer(request: dict) -> dict:
-    """Body of the fresh process (``exporter.cli.parity_worker``): load the reference and each variant,
-    compare, judge."""
+    """Body of the fresh process (``exporter.cli.parity_worker``): load the reference and each variant and
+    judge each with the gate the export used (``exporter.quality.gate``), by the policy's thresholds."""
+    import torch
+
     from exporter import kinds
-    from exporter.pipeline import NoProgress
-    from exporter.quality import consumers, parity, parity_run, probes
-    from exporter.runners.runner import reference_runner, variant_runner
+    from exporter.quality import gate, probes
+    from exporter.runners.reference import load_reference
+    from exporter.runners.variant import load_variant
 
     kind = request.get("kind") or kinds.ModelKind.SENTENCE_TRANSFORMER.value
     kspec = kinds.get(kind)
@@ -376,37 +378,28 @@ def parity_answer(request: dict) -> dict:
         )
     probe = kspec.probe(probe_set.texts, probe_set.labels())
     threads = os.cpu_count() or 1
-    reference = reference_runner(
-        Path(request["source_dir"]),
+    torch.set_num_threads(threads)
+    reference = load_reference(
         kind,
-        threads,
+        Path(request["source_dir"]),
         max_seq_length=request.get("max_seq_length"),
         truncate_dim=request.get("truncate_dim"),
     )
-    quiet = NoProgress()
-    ref_out = parity_run.run_chunked(quiet, "", lambda c: reference.encode(c, PARITY_BATCH), probe.inputs)
+    the_gate = gate.Gate(
+        kind=kind,
+        probe=probe,
+        probe_sha256=probe_set.sha256,
+        reference=gate.reference_outputs(kind, reference, probe.inputs),
+        thresholds=gate.requested_thresholds(kind),
+        consumers=tuple(request.get("consumers") or ()),
+        threads=threads,
+    )
     results: dict[str, dict] = {}
     for item in request["variants"]:
         start = time.perf_counter()
         try:
-            threshold = (
-                parity.thresholds_from_dict(kind, item["threshold"], item["precision"])
-                if item["threshold"]
-                else parity.defaults(kind, item["precision"])
-            )
-            runner = variant_runner(artifact, item, kind, threads)
-            out = parity_run.run_chunked(quiet, "", lambda c, r=runner: r.encode(c, PARITY_BATCH), probe.inputs)
-            metrics = kspec.compare(ref_out, out, probe)
-            verdict = parity.judge(metrics, threshold)
-            entry = parity.to_manifest(metrics, threshold, verdict, probe_set.sha256)
-            entry = parity_run.check_serving_paths(
-                entry, ref_out, out, artifact, item["load"], kind, probe.texts, threshold, threads
-            )
-            if request.get("consumers"):
-                names = request["consumers"]
-                rows = consumers.rows_for(artifact, item, kind, names, probe, ref_out, threshold, entry)
-                entry = consumers.with_rows(entry, rows)
-            results[item["id"]] = {"parity": entry}
+            model = load_variant(artifact, item, kind, threads=threads)
+            results[item["id"]] = {"parity": the_gate.check(artifact, item, model)}
         except FidelityError as exc:  # broken output (shape, NaN): a failed gate, not a crash
             results[item["id"]] = {"failed": str(exc)}
         except Exception as exc:  # noqa: BLE001 - one variant's crash is its own verdict

@@ -1,0 +1,160 @@
+"""The fidelity gate: the one piece of code that judges a variant, at export and at verify alike.
+
+``exporter.pipeline`` (export) and ``exporter.quality.verify``'s fresh process call the same functions, so
+one variant measured by both gets the same metrics from the same batches:
+
+- ``reference_outputs``: the torch reference over the probe inputs, in ``parity_run.outputs_length_sorted``
+  batches (``BATCHING``), with progress. The export caches it (``refcache``, keyed by source files, probe
+  set, settings, toolchain, CPU and ``BATCHING``); verify runs it afresh.
+- ``Gate``: what every variant of one export or verify run is judged against: the kind, the probe, the
+  reference outputs and a thresholds provider (``ThresholdsFor``: a variant's manifest entry -> its
+  threshold set; the export plan's, or at verify the policy's, ``requested_thresholds``).
+- ``Gate.check(artifact, variant, model)``: the variant's outputs (``variant_outputs``: the same batching at
+  export and verify), the kind's metrics, batch invariance (``exporter.quality.batch_invariance``, gated by
+  ``batch_cosine_min`` where the kind's thresholds have it), the verdict, the serving paths
+  (``parity_run.check_serving_paths``) and the consumers (``consumers.rows_for``): the manifest's ``parity``
+  entry.
+- Reuse is explicit and keyed. ``reuse_key``: two variants of one export whose key is equal (the same file
+  bytes loaded the same way, the same precision's batching, thresholds, consumers, probe set and reference)
+  get the same check. Within one check, the runtime path reuses the sentence-transformers path's graph runs
+  by feeds digest (``parity_replay``) only after its own session reproduced one of them bit for bit, and
+  records how many batches it ran and reused (``serving_paths.runtime.graph_runs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exporter import kinds
+from exporter.quality import parity_run
+
+PARITY_BATCH = kinds.PARITY_BATCH
+BATCHING = f"{parity_run.REFERENCE_BATCHING}; batch {PARITY_BATCH}"  # the reference's batches (the cache key)
+BATCH_METRIC = "batch_cosine_min"  # the batch-invariance gate (in the threshold sets that have it)
+
+ThresholdsFor = Callable[[dict], Any]  # a variant's manifest entry (id, precision, load, ...) -> its threshold set
+
+
+def bench_batch_sizes() -> tuple[int, ...]:
+    """The batch sizes bench times at: batch invariance is measured at each of them."""
+    from exporter.quality.bench import DEFAULT_BATCH_SIZES
+
+    return tuple(DEFAULT_BATCH_SIZES)
+
+
+def reference_outputs(kind: str, model, inputs: list, progress=None, label: str = ""):
+    """The torch reference's outputs over ``inputs`` (``BATCHING``), one progress step per chunk."""
+    from exporter.pipeline import NoProgress
+
+    kspec = kinds.get(kind)
+    run = lambda chunk: parity_run.outputs_length_sorted(kspec.outputs, model, chunk, PARITY_BATCH)  # noqa: E731
+    return parity_run.run_chunked(progress or NoProgress(), label, run, inputs)
+
+
+def variant_outputs(kind: str, precision: str, model, inputs: list, progress=None, label: str = ""):
+    """``(outputs, lengths)``: a loaded variant's outputs over ``inputs`` in the batches its precision runs
+    in (``parity_run.candidate_run``), and how the runtime path forms the same batches."""
+    from exporter.pipeline import NoProgress
+
+    run, lengths = parity_run.candidate_run(precision, kinds.get(kind).outputs, model, PARITY_BATCH)
+    return parity_run.run_chunked(progress or NoProgress(), label, run, inputs), lengths
+
+
+def requested_thresholds(kind: str) -> ThresholdsFor:
+    """The thresholds a verify request carries for each variant (``threshold``: the policy's, decided by the
+    parent process), else its class defaults; never the ones its manifest records."""
+    from exporter.quality import parity
+
+    def of(variant: dict):
+        if variant.get("threshold"):
+            return parity.thresholds_from_dict(kind, variant["threshold"], variant["precision"])
+        return parity.defaults(kind, variant["precision"])
+
+    return of
+
+
+def reuse_key(gate: Gate, variant: dict, threshold) -> str:
+    """What a variant's check depends on: its files' bytes, how it is loaded but for the file's name, its
+    precision (its batching), its thresholds and consumers, and the probe set and reference outputs."""
+    load = {k: v for k, v in variant["load"].items() if k != "file_name"}
+    files = sorted(f["sha256"] for f in variant["files"])
+    facts = [files, load, variant["precision"], repr(threshold), list(gate.consumers), gate.probe_sha256, BATCHING]
+    return json.dumps([*facts, gate.reference_digest], default=str)
+
+
+@dataclass
+class Gate:
+    """Everything a variant is judged against (see the module doc)."""
+
+    kind: str
+    probe: Any  # kind_metrics.Probe
+    probe_sha256: str
+    reference: Any  # reference_outputs over probe.inputs
+    thresholds: ThresholdsFor
+    consumers: tuple[str, ...] = ()
+    threads: int | None = None  # the runtime path's threads (None: the runtime's default)
+    batch_sizes: tuple[int, ...] = field(default_factory=bench_batch_sizes)
+
+    @property
+    def reference_digest(self) -> str:
+        import numpy as np
+
+        from exporter.fsutil import sha256_bytes
+
+        return sha256_bytes(np.ascontiguousarray(self.reference).tobytes())
+
+    def check(self, artifact: Path, variant: dict, model, progress=None) -> dict:
+        """Judge one loaded variant (``variant``: its manifest entry, ``model``: loaded by
+        ``runners.variant.load_variant``) and return its manifest ``parity`` entry.
+
+        Raises FidelityError when the outputs are broken (shape, NaN): the caller records a failed variant."""
+        from exporter.pipeline import NoProgress
+        from exporter.quality import batch_invariance, consumers, parity, parity_replay
+
+        progress = progress or NoProgress()
+        kspec = kinds.get(self.kind)
+        threshold = self.thresholds(variant)
+        label = f"Running {variant['id']} on the probe {kspec.unit}"
+        tape = parity_replay.record(model)  # this run's graph outputs by feeds digest, for the runtime path
+        try:
+            out, lengths = variant_outputs(self.kind, variant["precision"], model, self.probe.inputs, progress, label)
+        finally:
+            if tape is not None:
+                tape.close()
+        with progress.step(f"Checking parity of {variant['id']}"):
+            metrics = kspec.compare(self.reference, out, self.probe)
+            invariance = None
+            if hasattr(metrics, BATCH_METRIC):  # every kind whose outputs are vectors
+                run_one = lambda batch: kspec.outputs(model, batch, len(batch))  # noqa: E731 - one batch as given
+                invariance = batch_invariance.measure(run_one, self.probe.inputs, self.batch_sizes, out, PARITY_BATCH)
+                metrics = dataclasses.replace(metrics, **{BATCH_METRIC: invariance.cosine_min})
+            verdict = parity.judge(metrics, threshold)
+            entry = parity.to_manifest(metrics, threshold, verdict, self.probe_sha256)
+            if invariance is not None:
+                entry["batch_invariance"] = invariance.to_dict()
+            entry = parity_run.check_serving_paths(
+                entry,
+                self.reference,
+                out,
+                artifact,
+                variant["load"],
+                self.kind,
+                self.probe.texts,
+                threshold,
+                self.threads,
+                tape=tape,
+                lengths=lengths,
+            )
+        if self.consumers:
+            names = list(self.consumers)
+            with progress.step(f"Loading {variant['id']} through {', '.join(names)}"):
+                rows = consumers.rows_for(
+                    artifact, variant, self.kind, names, self.probe, self.reference, threshold, entry
+                )
+            entry = consumers.with_rows(entry, rows)
+        return entry
