@@ -56,8 +56,8 @@ def open_user_file(path: Path, *, what: str, max_bytes: int, no_links: bool = Fa
         raise UsageError(
             f"cannot read {what} {path}: {exc.strerror or exc}.", "Check the path and its permissions."
         ) from None
+    st = os.fstat(fd)  # before fdopen, which refuses a folder with its own IsADirectoryError
     with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             raise UsageError(f"{what} {path} is a folder, not a file.", "Pass the path of a file.")
         if not stat.S_ISREG(st.st_mode):
