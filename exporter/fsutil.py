@@ -56,20 +56,24 @@ def open_user_file(path: Path, *, what: str, max_bytes: int, no_links: bool = Fa
         raise UsageError(
             f"cannot read {what} {path}: {exc.strerror or exc}.", "Check the path and its permissions."
         ) from None
-    st = os.fstat(fd)  # before fdopen, which refuses a folder with its own IsADirectoryError
+    st = os.fstat(fd)  # checked before fdopen, which refuses a folder with its own IsADirectoryError
+    problem = None
+    if stat.S_ISDIR(st.st_mode):
+        problem = (f"{what} {path} is a folder, not a regular file.", "Pass the path of a file.")
+    elif not stat.S_ISREG(st.st_mode):
+        problem = (
+            f"{what} {path} is not a regular file (a device, pipe or socket); it is not read.",
+            "Pass the path of an ordinary file.",
+        )
+    elif st.st_size > max_bytes:
+        problem = (
+            f"{what} {path} is {st.st_size:,} bytes, more than the {max_bytes:,}-byte cap for a {what}.",
+            "Pass a smaller file.",
+        )
+    if problem:
+        os.close(fd)
+        raise UsageError(*problem)
     with os.fdopen(fd, "rb") as fh:
-        if stat.S_ISDIR(st.st_mode):
-            raise UsageError(f"{what} {path} is a folder, not a file.", "Pass the path of a file.")
-        if not stat.S_ISREG(st.st_mode):
-            raise UsageError(
-                f"{what} {path} is not a regular file (a device, pipe or socket); it is not read.",
-                "Pass the path of an ordinary file.",
-            )
-        if st.st_size > max_bytes:
-            raise UsageError(
-                f"{what} {path} is {st.st_size:,} bytes, more than the {max_bytes:,}-byte cap for a {what}.",
-                "Pass a smaller file.",
-            )
         yield fh, st
 
 

@@ -406,7 +406,7 @@ def test_bad_policy_files_exit_2_naming_the_known_keys(artifact, tmp_path):
     big.write_bytes(b" " * (MAX_POLICY_BYTES + 1))
     unknown = tmp_path / "unknown.json"
     unknown.write_text('{"threshold": {}}')
-    for path, says in ((tmp_path, "not a regular file"), (big, "larger than"), (unknown, "unknown key(s): threshold")):
+    for path, says in ((tmp_path, "not a regular file"), (big, "byte cap"), (unknown, "unknown key(s): threshold")):
         bad = invoke("verify", str(artifact), "--policy", str(path))
         assert bad.code == 2 and says in bad.err, bad.err
     assert "thresholds" in bad.err and "trusted_keys" in bad.err  # the known keys are listed
