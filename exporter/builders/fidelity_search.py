@@ -56,7 +56,11 @@ MARGIN_RULE = (
     "held-out texts must clear gate + max(floor, ranking - held-out) on the candidate (min cosine and nn@10): "
     "unseen texts may fall below the held-out ones by as much as those fell below the texts the search ranked on"
 )
-SPLIT_RULE = "held-out: the ceil(fraction * n) texts with the lowest sha256 of their UTF-8 bytes (order-independent)"
+SPLIT_RULE = (
+    "held-out: the ceil(fraction * n) texts with the lowest sha256 of their UTF-8 bytes (order-independent); "
+    "never ranked on nor used for the early stops (NNCF's activation statistics, where a backend takes them, "
+    "cover the calibration set's texts, not the tokenizer-derived samples)"
+)
 
 
 class SearchBackend(Protocol):
