@@ -1,8 +1,9 @@
-"""``openvino-qint8-fidelity``: NNCF static int8 with the fewest residual-writing MatMuls kept out of int8.
+"""``openvino-qint8-fidelity``: NNCF static int8 with the fewest weight MatMuls kept out of int8.
 
 One ``nncf.quantize`` of the fp32 IR (as ``openvino-qint8``), then ``exporter.builders.fidelity_search`` ranks the
-residual-writing MatMuls (attention and FFN output projections, whose int8 error lands straight in the
-residual stream) once and keeps the fewest out of int8 that clear the gate on the calibration texts. The
+weight MatMuls of every kind (:func:`weight_matmuls`: query / key / value, attention output, FFN in and out;
+``OvFidelityOptions.candidate_kinds``) once and keeps the fewest out of int8 that count on the calibration
+texts (held-out ones included, see fidelity_search). The
 unit kept out is as small as measured to matter: a MatMul with outlier input channels keeps only those in
 float (:mod:`exporter.builders.outlier_split`), any other goes back to float whole (:func:`float_matmuls`).
 Both are graph surgery on the quantised model, so the search costs one calibration plus a few encodes of
@@ -235,7 +236,7 @@ class _KeepOutOfInt8:
 
 
 def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
-    """NNCF static int8 with the fewest ranked residual-writing MatMuls kept out of int8 (see the module doc)."""
+    """NNCF static int8 with the fewest ranked weight MatMuls kept out of int8 (see the module doc)."""
     opts = kit.options_of(spec, OvFidelityOptions)
     start = time.perf_counter()
     model = read_base(ctx)
@@ -265,7 +266,7 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "export_source": BASE_FILE,
             "precision": "int8",
             "method": "nncf.quantize (post-training static) once; then, in that model, the ranked fewest "
-            "residual-writing MatMuls kept out of int8: their outlier input channels split out into float "
+            "weight MatMuls kept out of int8: their outlier input channels split out into float "
             "where they have some, else the whole MatMul in float (fp32 weight, bias and activation)",
             **nncf_record(opts.nncf),
             "outlier_ratio": float(opts.outlier_ratio),
