@@ -68,6 +68,8 @@ def run_one(label: str, model: str, env: dict, out: Path) -> tuple[list[str], bo
     if not (out / "manifest.json").is_file():
         return lines + ["no manifest: " + proc.stderr[-1500:]], False
     manifest = json.loads((out / "manifest.json").read_text())
+    if not manifest.get("recommended"):  # no bench run: the export stopped before it
+        return lines + [f"no recommendation (no bench run); {t.seconds:.1f} s; " + proc.stderr[-1500:]], False
     table, rec_ratio, int8 = variants_table(manifest)
     rec = manifest["recommended"].get("variant")
     rec_entry = next((v for v in manifest["variants"] if v["id"] == rec), None)
