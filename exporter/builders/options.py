@@ -133,7 +133,7 @@ class NncfStaticOptions(_Record):
 
     preset: str = "mixed"  # symmetric weights, asymmetric activations (NNCF's default for transformers)
     model_type: str = "transformer"
-    # calibration samples (one text each), the query tails counted: the built-in 488 texts fill all 700 (212 tails)
+    # calibration samples (one text each), the query tails counted: the built-in 475 texts fill all 700 (225 tails)
     subset_size: int = 700
     # also calibrate on each calibration text's last 1-3 words (export_openvino_int8.query_tails): traffic's
     # short queries, which the built-in set (20 of 326 texts) under-represents; the worst probe texts under
