@@ -129,23 +129,14 @@ def test_an_unreachable_goal_stops_by_count_and_records_the_held_out_side():
     assert record["heldout_result"]["cosine_min"] == pytest.approx(0.952) and record["margin"] is not None
 
 
-def test_tokenizer_derived_calibration_samples_are_seeded_and_hold_every_kind(tiny_model_dir):
-    """The search's samples from the model's own tokenizer: the same seed gives the same texts, another seed
-    (a probe generator's) others; the unknown-token runs really tokenise to the unknown token."""
-    from transformers import AutoTokenizer
+def test_tokenizer_derived_calibration_samples_share_no_text_with_the_tokenizer_probes(tiny_model_dir):
+    """The search's samples come from the probes' generator with a seed of its own: the same texts each time,
+    none of them a probe text."""
+    from exporter.builders.context import BuildContext
+    from exporter.quality import tokenizer_probes, tokenizer_texts
 
-    from exporter.quality import tokenizer_texts
-
-    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    counts = {"single_token": 5, "random_tokens": 5, "unknown_run": 4, "max_length": 2}
-    pairs = tokenizer_texts.derive(tok, tokenizer_texts.CALIBRATION_SEED, counts, 64)
-    assert pairs == tokenizer_texts.derive(tok, tokenizer_texts.CALIBRATION_SEED, counts, 64)
-    assert {kind for _, kind in pairs} == set(counts)
-    other = {t for t, _ in tokenizer_texts.derive(tok, tokenizer_texts.CALIBRATION_SEED + 1, counts, 64)}
-    assert not other & {t for t, kind in pairs if kind != "single_token"}
-    for text, kind in pairs:
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        if kind == "unknown_run":
-            assert set(ids) == {tok.unk_token_id}, text
-        if kind == "max_length":
-            assert len(ids) > 64
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=tiny_model_dir)
+    texts = tokenizer_texts.calibration_samples(ctx)
+    assert texts and texts == tokenizer_texts.calibration_samples(ctx)
+    probes, _, _ = tokenizer_probes.generate(tiny_model_dir)
+    assert not set(texts) & set(probes)
