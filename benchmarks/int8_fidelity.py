@@ -124,7 +124,8 @@ def main() -> None:
         s = fid["search"]
         print(
             f"\nfidelity int8 search: {len(fid['nodes_in_float'])} of {s['candidates']} MatMuls kept in float, "
-            f"{s['seconds']:.0f}s, reached={s['reached']}, calibration result {s['calibration_result']}"
+            f"{s['seconds']:.0f}s, reached={s['reached']}, "
+            f"ranking {s['ranking_result']}, held-out {s['heldout_result']}, margin {s['margin']}"
         )
         for item in fid["nodes_in_float"]:
             print(f"  {item['node']}: deficit cut {item['deficit_cut']:.2e}, min gain {item['min_gain']:+.4f}")

@@ -275,7 +275,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         backend=Backend.OPENVINO,
         precision=Precision.INT8,
         file_name="openvino/openvino_model_qint8_fidelity.xml",
-        summary="OpenVINO static int8 with the fewest residual-writing MatMuls kept out of int8 (measured search on "
+        summary="OpenVINO static int8 with the fewest weight MatMuls kept out of int8 (measured search on "
         "calibration texts): only their outlier input channels in float where they have some, else the whole op; "
         "passes the int8 gate near all-int8 speed.",
         builder="exporter.builders.export_openvino_fidelity:build_qint8_fidelity",

@@ -166,7 +166,16 @@ def test_fidelity_int8_records_its_search(built):
     assert search["candidates"] == len(search["candidate_names"]) and sorted(ranked) == sorted(kept)
     assert all(o["why"].startswith("measured sensitivity") for o in f["ops_in_float"] + f["ops_split"])
     assert search["seconds"] < 120  # bounded, and quick on the tiny model
-    assert set(search["calibration_result"]) == {"cosine_min", "cosine_mean", "neighbour_agreement_at_10"}
+    for side in ("ranking_result", "heldout_result"):
+        assert set(search[side]) == {"cosine_min", "cosine_mean", "neighbour_agreement_at_10"}, side
+    split = search["split"]
+    assert (
+        split["ranking_texts"] + split["heldout_texts"] == f["calibration"]["search_texts"] and split["heldout_texts"]
+    )
+    gap = search["ranking_result"]["cosine_min"] - search["heldout_result"]["cosine_min"]
+    assert search["margin"]["cosine_min"] == pytest.approx(
+        max(search["goal"]["floor_margin"]["cosine_min"], gap), abs=2e-6
+    )
 
 
 def test_floating_matmuls_in_the_quantised_model_restores_fp32_ops(built, tiny_model_dir):
@@ -388,3 +397,21 @@ def test_loading_an_ir_through_the_runner_prints_no_upstream_guess(built, caplog
         model = load_variant(stage, entry, "sentence-transformer")
     assert model.encode(TEXTS).shape[0] == len(TEXTS)
     assert not [r for r in caplog.records if "Could not infer whether" in r.getMessage()]
+
+
+def test_every_weight_matmul_kind_is_a_search_candidate(built):
+    """Issue 24: the search looks at every MatMul kind, each named by its role in the layer; the residual writers
+    are the attention and FFN outputs."""
+    import openvino as ov
+
+    from exporter.builders.export_openvino_fidelity import MATMUL_KINDS, residual_writers, weight_matmuls
+
+    stage, results = built
+    base = ov.Core().read_model(stage / BASE_FILE)
+    kinds = weight_matmuls(base)
+    counts = {k: list(kinds.values()).count(k) for k in MATMUL_KINDS}
+    assert counts == {"qkv": 6, "attention_output": 2, "ffn_in": 2, "ffn_out": 2}  # 2 layers
+    assert {n for n, k in kinds.items() if k in ("attention_output", "ffn_out")} == set(residual_writers(base))
+    build = results["openvino-qint8-fidelity"].build
+    assert build["candidates_by_kind"] == counts and build["search"]["candidates"] == 12
+    assert all(o["kind"] in MATMUL_KINDS for o in build["ops_in_float"] + build["ops_split"])

@@ -97,11 +97,14 @@ def test_probe_set_has_odd_whitespace_and_unicode():
     assert not missing
 
 
-def test_calibration_set_is_skewed_to_natural_text_but_diverse():
+def test_calibration_set_is_half_natural_text_and_holds_what_traffic_holds():
+    """Calibration looks like traffic (issue 20): natural prose, and the kinds users send that int8 gets wrong:
+    scripts the tokenizer does not cover, one-word queries (stopwords too), code, logs, URLs, numbers, emoji."""
     cats = Counter(c for _, c in probes.builtin_records("calibration"))
     natural = sum(cats[c] for c in ("sentence", "passage", "long_passage", "question"))
-    assert natural / sum(cats.values()) >= 0.6
+    assert natural / sum(cats.values()) >= 0.45
     assert {"code", "numbers", "web", "emoji", "long_passage", "mixed_language"} <= set(cats)
+    assert {"script_rare", "query_word", "log", "url"} <= set(cats) and cats["query_word"] >= 20
     assert sum(n for c, n in cats.items() if c.startswith("script_")) >= 20
 
 

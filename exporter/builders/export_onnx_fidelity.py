@@ -213,7 +213,12 @@ def build_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
         "nodes_in_float": fidelity_search.kept_records(result, "node"),
         "not_quantized_op_types": "Gather (embedding tables), MatMuls of two activations: float by design",
         "search": fidelity_search.search_record(result, opts.search),
-        "calibration": {**calibration_record(texts, len(texts)), "method": "sensitivity search (reference: torch)"},
+        "calibration": {
+            **calibration_record(ctx.usable_calibration_texts(), len(texts)),
+            "tokenizer_samples": len(texts) - len(ctx.usable_calibration_texts()),
+            "method": "sensitivity search (reference: torch) on the calibration texts and samples derived from "
+            "the model's tokenizer (exporter.quality.tokenizer_texts)",
+        },
         "op_counts": op_counts(dest),
     }
     return BuildResult(files=[dest], build=build)

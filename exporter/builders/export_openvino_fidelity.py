@@ -1,8 +1,9 @@
-"""``openvino-qint8-fidelity``: NNCF static int8 with the fewest residual-writing MatMuls kept out of int8.
+"""``openvino-qint8-fidelity``: NNCF static int8 with the fewest weight MatMuls kept out of int8.
 
 One ``nncf.quantize`` of the fp32 IR (as ``openvino-qint8``), then ``exporter.builders.fidelity_search`` ranks the
-residual-writing MatMuls (attention and FFN output projections, whose int8 error lands straight in the
-residual stream) once and keeps the fewest out of int8 that clear the gate on the calibration texts. The
+weight MatMuls of every kind (:func:`weight_matmuls`: query / key / value, attention output, FFN in and out;
+``OvFidelityOptions.candidate_kinds``) once and keeps the fewest out of int8 that count on the calibration
+texts (held-out ones included, see fidelity_search). The
 unit kept out is as small as measured to matter: a MatMul with outlier input channels keeps only those in
 float (:mod:`exporter.builders.outlier_split`), any other goes back to float whole (:func:`float_matmuls`).
 Both are graph surgery on the quantised model, so the search costs one calibration plus a few encodes of
@@ -71,6 +72,53 @@ def residual_writers(model) -> list[str]:
         ):
             names.append(op.get_friendly_name())
     return names
+
+
+def _walk(output, types: tuple[str, ...]):
+    """The node behind ``output`` past nodes of ``types`` (casts, reshapes, int8 quantisers, SmoothQuant)."""
+    node = output.get_node()
+    while node.get_type_name() in types and node.get_input_size():
+        node = node.input_value(0).get_node()
+    return node
+
+
+def _feeds_gelu(op) -> bool:
+    """The MatMul's output reaches a Gelu through at most its bias Add."""
+    for target in op.output(0).get_target_inputs():
+        node = target.get_node()
+        if node.get_type_name() == "Gelu":
+            return True
+        if node.get_type_name() == "Add" and any(
+            t.get_node().get_type_name() == "Gelu" for t in node.output(0).get_target_inputs()
+        ):
+            return True
+    return False
+
+
+MATMUL_KINDS = ("qkv", "attention_output", "ffn_in", "ffn_out")  # OvFidelityOptions.candidate_kinds
+
+
+def weight_matmuls(model) -> dict[str, str]:
+    """Every weight MatMul of a BERT-style encoder IR, by kind (``MATMUL_KINDS``), in graph order: the residual
+    writers (:func:`residual_writers`) reading a Gelu are FFN outputs, the others attention outputs; of the
+    rest, those feeding a Gelu are FFN inputs, the others the query / key / value projections."""
+    writers = set(residual_writers(model))
+    kinds: dict[str, str] = {}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "MatMul" or outlier_split.const_source(op.input_value(1)) is None:
+            continue
+        name = op.get_friendly_name()
+        if name in writers:
+            reads = _walk(op.input_value(0), ("Convert", "Reshape", "FakeQuantize", "Multiply"))
+            kinds[name] = "ffn_out" if reads.get_type_name() == "Gelu" else "attention_output"
+        else:
+            kinds[name] = "ffn_in" if _feeds_gelu(op) else "qkv"
+    return kinds
+
+
+def candidate_matmuls(model, kinds: tuple[str, ...]) -> list[str]:
+    """The search's candidates: the weight MatMuls of the given kinds, in graph order."""
+    return [name for name, kind in weight_matmuls(model).items() if kind in kinds]
 
 
 class OvScorer(fidelity_search.Scorer):
@@ -151,9 +199,9 @@ class _KeepOutOfInt8:
     float; any other candidate is put back in float whole (:func:`float_matmuls`). One model alive at a
     time: bounded memory."""
 
-    def __init__(self, quantized, base, splits: dict[str, dict]):
+    def __init__(self, quantized, base, splits: dict[str, dict], candidates: list[str] | None = None):
         self.quantized, self.base, self.splits = quantized, base, splits
-        self.candidates = residual_writers(base)
+        self.candidates = residual_writers(base) if candidates is None else list(candidates)
         self.made: dict[tuple[str, ...], Any] = {}
 
     def quantize_all(self):
@@ -188,7 +236,7 @@ class _KeepOutOfInt8:
 
 
 def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
-    """NNCF static int8 with the fewest ranked residual-writing MatMuls kept out of int8 (see the module doc)."""
+    """NNCF static int8 with the fewest ranked weight MatMuls kept out of int8 (see the module doc)."""
     opts = kit.options_of(spec, OvFidelityOptions)
     start = time.perf_counter()
     model = read_base(ctx)
@@ -197,17 +245,20 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     with kit.backend_errors("OpenVINO fidelity int8"):
         scorer = OvScorer(ctx, texts, fidelity_search.calibration_reference(ctx, texts))
         all_int8 = quantize_static(ctx, model, samples, opts.nncf)
-        names = residual_writers(model)
+        kinds = weight_matmuls(model)
+        names = [n for n, kind in kinds.items() if kind in opts.candidate_kinds]
         splits = outlier_split.plan(all_int8, model, samples, names, opts.outlier_ratio, opts.max_outlier_channels)
-        hooks = _KeepOutOfInt8(all_int8, model, splits)
+        hooks = _KeepOutOfInt8(all_int8, model, splits, names)
         quantized, result = fidelity_search.search(hooks, scorer, opts.search)
         fell_short = None
         if not result.reached and splits:  # the split keeps NNCF's activation range: where that range is the
             # error, only whole ops in float help, as before the split existed; search again with that unit
             fell_short = {"kept": list(result.kept_float), "stopped_by": result.stopped_by, **result.steps[-1]}
-            hooks = _KeepOutOfInt8(all_int8, model, {})
+            hooks = _KeepOutOfInt8(all_int8, model, {}, names)
             quantized, result = fidelity_search.search(hooks, scorer, opts.search)
         ops_in_float, ops_split = hooks.records(result)
+        for entry in ops_in_float + ops_split:
+            entry["kind"] = kinds[entry["op"]]
         files = kit.save_ir(quantized, ctx.stage_dir, spec.file_name)
     return BuildResult(
         files=files,
@@ -215,16 +266,22 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "export_source": BASE_FILE,
             "precision": "int8",
             "method": "nncf.quantize (post-training static) once; then, in that model, the ranked fewest "
-            "residual-writing MatMuls kept out of int8: their outlier input channels split out into float "
+            "weight MatMuls kept out of int8: their outlier input channels split out into float "
             "where they have some, else the whole MatMul in float (fp32 weight, bias and activation)",
             **nncf_record(opts.nncf),
             "outlier_ratio": float(opts.outlier_ratio),
             "max_outlier_channels": int(opts.max_outlier_channels),
+            "candidate_kinds": list(opts.candidate_kinds),
+            "candidates_by_kind": {k: sum(1 for n in names if kinds[n] == k) for k in opts.candidate_kinds},
             "ops_in_float": ops_in_float,
             "ops_split": ops_split,
             "search": fidelity_search.search_record(result, opts.search),
             "split_search_fell_short": fell_short,  # None: the search above used the split unit
-            "calibration": {**calibration_info(ctx, samples), "search_texts": len(texts)},
+            "calibration": {
+                **calibration_info(ctx, samples),
+                "search_texts": len(texts),
+                "tokenizer_samples": len(texts) - len(ctx.usable_calibration_texts()),
+            },
             **io_names(quantized),
             "build_seconds": round(time.perf_counter() - start, 2),
             "versions": package_versions(("openvino", "nncf")),

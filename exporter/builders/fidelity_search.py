@@ -7,27 +7,37 @@ Used by ``onnx-qint8-fidelity`` (``exporter.builders.export_onnx_fidelity``) and
 calibration texts through a candidate model (``encode``); the scoring against the torch reference, the
 search and the manifest records are shared. The search never sees the probe set.
 
-1. All int8; if the calibration texts clear ``target + margin`` (min cosine and nn@10), done.
+0. Split the calibration texts, deterministically (:func:`holdout_split`: by each text's sha256, so the split
+   does not depend on their order), into a *ranking* part and a *held-out* part (``holdout_fraction``).
+   Ranking and the early stops look only at the ranking part.
+1. A model **counts** (:func:`judge`) only when the ranking texts clear ``gate + margin`` (min cosine and
+   nn@10, ``margin`` the floor in the options) **and the held-out texts clear ``gate + margin'``**, where
+   ``margin' = max(margin, ranking − held-out)``: the gap measured on that model between the texts the
+   search tuned on and texts it never saw. Texts nobody has seen may fall below the held-out ones by as much
+   as those fell below the ranking ones, so the held-out texts must carry that gap above the gate. A model
+   that reaches the goal only on the ranking texts is rejected. All int8 first: if it counts, done.
 2. Rank once: for each candidate alone in float, the cut in mean ``1 - cosine`` over the ``screen_texts``
-   texts that are worst under all-int8 (what the minimum-cosine gate sees), and the rise of their minimum.
-3. Greedy: keep candidates in float in ranked order, measuring the whole calibration set after each, until
-   the goal holds; stop at ``max_float_fraction`` of the candidates. A step's batches run worst first
-   (``Scorer.scan``) and the step ends at the first batch holding a text clearly below the goal's minimum
-   cosine: that step misses the goal whatever the rest give (recorded with ``texts_scored`` and only the
-   minimum seen). The search's result is the same as scoring every text; the final step is always whole.
+   ranking texts that are worst under all-int8 (what the minimum-cosine gate sees), and the rise of their
+   minimum.
+3. Gallop, then bisect, over prefixes of the ranking: keep the top 1, 2, 4, ... candidates in float until a
+   prefix counts (at most ``max_float_fraction`` of the candidates), then bisect between the last prefix that
+   did not count and the first that did. ``O(log k)`` models scored for ``k`` kept, whatever the layer count.
+   A model's ranking texts are scanned worst batch first (``Scorer.scan``) and scoring ends at the first
+   batch holding a text clearly below the goal: such a model cannot count whatever the rest give.
 
 The bounds are counts (``max_screen`` candidates screened, ``max_float_fraction`` kept), not seconds: the same
 model and texts give the same variant on a loaded machine as on an idle one.
 
 ``keep_in_float`` is graph surgery on the already-quantised model in both backends (OpenVINO: no
-re-calibration; ONNX Runtime dynamic int8: no re-quantisation, ~1 s a step before), so a step costs an
-encode of the texts it is scored on.
+re-calibration; ONNX Runtime dynamic int8: no re-quantisation), so a step costs an encode of the texts it is
+scored on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,9 +49,18 @@ from exporter.errors import ExportFailed
 
 METRIC_KEYS = ("cosine_min", "cosine_mean", "neighbour_agreement_at_10")
 BATCH = 32  # texts per batch, longest first: how both scorers encode (as sentence-transformers)
-# A greedy step stops at a text this far below the goal's cosine (Scorer.scan); nearer ones are scored in full, so
+# A step's scan stops at a text this far below the goal's cosine (Scorer.scan); nearer ones are scored in full, so
 # the row cosine here and the gate metric's rounding (6 digits) can never disagree on the verdict.
 SCAN_MARGIN = 1e-5
+MARGIN_RULE = (
+    "held-out texts must clear gate + max(floor, ranking - held-out) on the candidate (min cosine and nn@10): "
+    "unseen texts may fall below the held-out ones by as much as those fell below the texts the search ranked on"
+)
+SPLIT_RULE = (
+    "held-out: the ceil(fraction * n) texts with the lowest sha256 of their UTF-8 bytes (order-independent); "
+    "never ranked on nor used for the early stops (NNCF's activation statistics, where a backend takes them, "
+    "cover the calibration set's texts, not the tokenizer-derived samples)"
+)
 
 
 class SearchBackend(Protocol):
@@ -54,6 +73,10 @@ class SearchBackend(Protocol):
     def keep_in_float(self, names: list[str]) -> Any: ...
 
 
+def _all(n: int) -> np.ndarray:
+    return np.arange(n)
+
+
 class Scorer:
     """Scores candidate models against the torch reference embeddings of the calibration texts.
 
@@ -63,53 +86,58 @@ class Scorer:
     def __init__(self, texts: list[str], reference: np.ndarray):
         self.texts = texts
         self.reference = reference
-        self._all: tuple[Any, np.ndarray] | None = None  # (model, every text through it): the last one
+        self._rows: tuple[Any, bytes, np.ndarray] | None = None  # (model, subset key, its rows): the last one
 
     def encode(self, model: Any, idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def encode_all(self, model: Any) -> np.ndarray:
-        """Every text through ``model``, encoded once for the same model object (the search scores the
-        all-int8 model twice: per text, then the gate's metrics)."""
-        if self._all is None or self._all[0] is not model:
-            self._all = (model, self.encode(model, np.arange(len(self.texts))))
-        return self._all[1]
+    def encode_all(self, model: Any, idx: np.ndarray | None = None) -> np.ndarray:
+        """The texts ``idx`` (every text when None) through ``model``, encoded once for the same model object
+        and subset (a model is scored per text, then with the gate's metrics)."""
+        idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
+        key = idx.tobytes()
+        if self._rows is None or self._rows[0] is not model or self._rows[1] != key:
+            self._rows = (model, key, self.encode(model, idx))
+        return self._rows[2]
 
-    def batches(self) -> list[np.ndarray]:
-        """The batches ``encode(model, every text)`` forms: longest text first (a stable sort), ``BATCH`` texts
+    def batches(self, idx: np.ndarray | None = None) -> list[np.ndarray]:
+        """The batches ``encode(model, idx)`` forms: longest text first (a stable sort), ``BATCH`` texts
         each, as both scorers (and sentence-transformers) batch. One of them encoded on its own is the very
         same batch, so it gives the same rows."""
-        order = np.argsort([-len(t) for t in self.texts], kind="stable")
+        idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
+        order = idx[np.argsort([-len(self.texts[i]) for i in idx], kind="stable")]
         return [order[s : s + BATCH] for s in range(0, len(order), BATCH)]
 
-    def scan(self, model: Any, floor: float, worst_first: np.ndarray) -> tuple[np.ndarray, int]:
-        """Encode every text, batch by batch, the batches with the lowest ``worst_first`` (a cosine per text)
-        first, and stop at the first batch holding a text whose cosine is below ``floor``: such a model
-        misses the goal whatever the other texts give. Returns each text's cosine (NaN where not encoded)
-        and how many texts were encoded; when all were, :meth:`encode_all` has them."""
+    def scan(
+        self, model: Any, floor: float, worst_first: np.ndarray, idx: np.ndarray | None = None
+    ) -> tuple[np.ndarray, int]:
+        """Encode the texts ``idx`` (all when None), batch by batch, the batches with the lowest ``worst_first``
+        (a cosine per text, indexed like the texts) first, and stop at the first batch holding a text whose
+        cosine is below ``floor``: such a model misses the goal whatever the other texts give. Returns each
+        text's cosine (over all texts; NaN where not encoded) and how many texts were encoded; when all of
+        ``idx`` were, :meth:`encode_all` has them."""
+        idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
         cos, parts = np.full(len(self.texts), np.nan), []
-        for batch in sorted(self.batches(), key=lambda b: float(worst_first[b].min())):
+        for batch in sorted(self.batches(idx), key=lambda b: float(worst_first[b].min())):
             parts.append((batch, self.encode(model, batch)))
             cos[batch] = kit.row_cosines(parts[-1][1], self.reference[batch])
             if cos[batch].min() < floor:
                 return cos, sum(len(b) for b, _ in parts)
-        out = np.empty((len(self.texts), *parts[0][1].shape[1:]), dtype=parts[0][1].dtype)
-        for batch, rows in parts:
-            out[batch] = rows
-        self._all = (model, out)
-        return cos, len(self.texts)
+        rows = {int(i): r for batch, out in parts for i, r in zip(batch, out, strict=True)}
+        self._rows = (model, idx.tobytes(), np.stack([rows[int(i)] for i in idx]))
+        return cos, len(idx)
 
     def cosines(self, model: Any, idx: np.ndarray | None = None) -> np.ndarray:
-        """Cosine to the reference of each text (``idx``: a subset, encoded as its own batches)."""
-        if idx is None:
-            return kit.row_cosines(self.encode_all(model), self.reference)
-        return kit.row_cosines(self.encode(model, idx), self.reference[idx])
+        """Cosine to the reference of each text ``idx`` (all when None), in ``idx`` order."""
+        idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
+        return kit.row_cosines(self.encode_all(model, idx), self.reference[idx])
 
-    def metrics(self, model: Any) -> dict[str, float | None]:
-        """The gate's metrics on all calibration texts."""
+    def metrics(self, model: Any, idx: np.ndarray | None = None) -> dict[str, float | None]:
+        """The gate's metrics on the texts ``idx`` (all calibration texts when None)."""
         from exporter.quality import parity
 
-        m = parity.compare(self.reference, self.encode_all(model))
+        idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
+        m = parity.compare(self.reference[idx], self.encode_all(model, idx))
         nn = m.neighbour_agreement_at_10
         return {
             "cosine_min": round(m.cosine_min, 6),
@@ -128,15 +156,37 @@ class SearchResult:
     stopped_by: str | None
     seconds: float
     screen_texts: int
+    split: dict[str, Any] = field(default_factory=dict)  # the ranking / held-out split (holdout_split)
 
 
 # ------------------------------------------------------------------------------------------ inputs
 def search_texts(ctx: BuildContext) -> list[str]:
-    """The non-blank calibration texts the search scores on; ExportFailed when fewer than two."""
+    """The texts the search scores on: the non-blank calibration texts, then the samples derived from the
+    model's own tokenizer (:mod:`exporter.quality.tokenizer_texts`, a calibration seed); ExportFailed when
+    fewer than two calibration texts."""
+    from exporter.quality import tokenizer_texts
+
     texts = ctx.usable_calibration_texts()
     if len(texts) < 2:
         raise ExportFailed("the fidelity int8 search needs at least 2 calibration texts.", "Pass --calibration FILE.")
-    return texts
+    derived = ctx.memo("tokenizer-calibration-texts", lambda: tokenizer_texts.calibration_samples(ctx))
+    seen = set(texts)
+    return texts + [t for t in derived if t not in seen]
+
+
+def holdout_split(texts: list[str], fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(ranking, held_out)`` indices (each sorted) of ``texts``: the ``ceil(fraction * n)`` texts with the
+    lowest sha256 are held out, at least one and never all (``SPLIT_RULE``). A text's side depends on the text
+    alone, not on the order or the other texts' positions; duplicates fall on one side."""
+    n = len(texts)
+    if n < 2:
+        raise ExportFailed("the fidelity int8 search needs at least 2 calibration texts.", "Pass --calibration FILE.")
+    keys = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
+    order = sorted(range(n), key=lambda i: (keys[i], i))
+    k = min(n - 1, max(1, int(np.ceil(float(fraction) * n))))
+    held = np.sort(np.array(order[:k], dtype=np.int64))
+    ranking = np.setdiff1d(np.arange(n), held)
+    return ranking, held
 
 
 def calibration_reference(ctx: BuildContext, texts: list[str]) -> np.ndarray:
@@ -161,9 +211,40 @@ def calibration_reference(ctx: BuildContext, texts: list[str]) -> np.ndarray:
     return ctx.memo(f"calibration-reference:{sha}", cached)
 
 
+# ------------------------------------------------------------------------------------------ the rule
+def judge(seen: dict[str, float | None], held: dict[str, float | None] | None, opts: SearchOptions) -> dict[str, Any]:
+    """Whether a model with ranking-text metrics ``seen`` and held-out metrics ``held`` counts (``MARGIN_RULE``),
+    with the margins that rule derived from the measured gap. ``held`` None: the ranking texts already miss
+    the goal, the held-out ones were not scored."""
+    floor_ok = seen["cosine_min"] >= opts.goal_cosine_min
+    nn_seen = seen["neighbour_agreement_at_10"]
+    floor_ok = floor_ok and (nn_seen is None or nn_seen >= opts.goal_nn10)
+    if held is None:
+        return {"counts": False, "why": "ranking texts below gate + floor margin"}
+    cos_gap = max(0.0, float(seen["cosine_min"]) - float(held["cosine_min"]))
+    margin = max(float(opts.margin), cos_gap)
+    nn_held = held["neighbour_agreement_at_10"]
+    nn_gap = 0.0 if nn_seen is None or nn_held is None else max(0.0, nn_seen - nn_held)
+    nn_margin = max(float(opts.nn10_margin), nn_gap)
+    held_ok = held["cosine_min"] >= opts.target_cosine_min + margin - 1e-12
+    held_ok = held_ok and (nn_held is None or nn_held >= opts.target_nn10 + nn_margin - 1e-12)
+    why = None
+    if not floor_ok:
+        why = "ranking texts below gate + floor margin"
+    elif not held_ok:
+        why = "held-out texts below gate + margin (the goal reached on the ranking texts only)"
+    return {
+        "counts": bool(floor_ok and held_ok),
+        "why": why,
+        "margin": {"cosine_min": round(margin, 6), "neighbour_agreement_at_10": round(nn_margin, 4)},
+        "gap": {"cosine_min": round(cos_gap, 6), "neighbour_agreement_at_10": round(nn_gap, 4)},
+    }
+
+
 # ------------------------------------------------------------------------------------------ search
 def _rank(backend: SearchBackend, scorer: Scorer, worst: np.ndarray, all_cos: np.ndarray, max_screen: int):
-    """Each candidate alone in float, scored on the ``worst`` texts; ranked, with why the screen stopped."""
+    """Each candidate alone in float, scored on the ``worst`` texts; ranked, with why the screen stopped.
+    ``all_cos``: the all-int8 cosine of each text (indexed like the texts)."""
     base_deficit, base_min = float((1 - all_cos[worst]).mean()), float(all_cos[worst].min())
     screened: dict[str, dict[str, float]] = {}
     stopped_by = None
@@ -180,59 +261,112 @@ def _rank(backend: SearchBackend, scorer: Scorer, worst: np.ndarray, all_cos: np
     return {n: screened[n] for n in ranked}, stopped_by
 
 
+def prefix_sizes(cap: int) -> list[int]:
+    """The gallop's prefix sizes: 1, 2, 4, ... and ``cap`` itself last."""
+    sizes, k = [], 1
+    while k < cap:
+        sizes.append(k)
+        k *= 2
+    return [*sizes, cap] if cap >= 1 else []
+
+
 def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple[Any, SearchResult]:
-    """The model with the fewest ranked candidates in float that meets the goal (see the module doc)."""
+    """The model with the shortest prefix of the ranked candidates in float that counts (see the module doc)."""
     start = time.perf_counter()  # wall time is recorded, never a bound
 
     def elapsed() -> float:
         return time.perf_counter() - start
 
     candidates = list(backend.candidates)
+    ranking, held = holdout_split(scorer.texts, opts.holdout_fraction)
+    split = {
+        "fraction": float(opts.holdout_fraction),
+        "ranking_texts": int(len(ranking)),
+        "heldout_texts": int(len(held)),
+        "rule": SPLIT_RULE,
+    }
     max_float = max(1, int(len(candidates) * float(opts.max_float_fraction)))
 
-    def good(metrics: dict[str, float | None]) -> bool:
-        nn = metrics["neighbour_agreement_at_10"]
-        return metrics["cosine_min"] >= opts.goal_cosine_min and (nn is None or nn >= opts.goal_nn10)
-
-    def step(kept: list[str], added: str | None, model, scan: bool = False) -> dict[str, Any]:
-        head = {"kept_float": len(kept), "added": added}
-        if scan:  # a text clearly below the goal's cosine settles the step before every text is encoded
-            cos, scored = scorer.scan(model, opts.goal_cosine_min - SCAN_MARGIN, last_cos)
-            seen = ~np.isnan(cos)
-            last_cos[seen] = cos[seen]
-            if scored < len(cos):
-                early = {"cosine_min": round(float(np.nanmin(cos)), 6), "cosine_mean": None}
-                early |= {"neighbour_agreement_at_10": None, "texts_scored": scored}
-                return {**head, **early, "seconds": round(elapsed(), 1)}
-        return {**head, **scorer.metrics(model), "seconds": round(elapsed(), 1)}
+    def step(kept: list[str], model, scan: bool = True, full: bool = False) -> dict[str, Any]:
+        """A model's verdict (``judge``); ``full``: the held-out texts scored even when the ranking ones miss."""
+        head: dict[str, Any] = {"kept_float": len(kept), "added": kept[-1] if kept else None}
+        if scan:  # a ranking text clearly below the goal settles it before every text is encoded
+            cos, scored = scorer.scan(model, opts.goal_cosine_min - SCAN_MARGIN, last_cos, ranking)
+            seen_mask = ~np.isnan(cos)
+            last_cos[seen_mask] = cos[seen_mask]
+            if scored < len(ranking):
+                seen = {"cosine_min": round(float(np.nanmin(cos)), 6), "cosine_mean": None}
+                seen |= {"neighbour_agreement_at_10": None, "texts_scored": scored}
+                return {
+                    **head,
+                    "ranking": seen,
+                    "heldout": None,
+                    **judge(seen, None, opts),
+                    "seconds": round(elapsed(), 1),
+                }
+        seen = scorer.metrics(model, ranking)
+        verdict = judge(seen, None, opts)
+        heldout = None
+        if (
+            full
+            or seen["cosine_min"] >= opts.goal_cosine_min
+            and (seen["neighbour_agreement_at_10"] is None or seen["neighbour_agreement_at_10"] >= opts.goal_nn10)
+        ):
+            heldout = scorer.metrics(model, held)
+            verdict = judge(seen, heldout, opts)
+        return {**head, "ranking": seen, "heldout": heldout, **verdict, "seconds": round(elapsed(), 1)}
 
     model = backend.quantize_all()
-    all_cos = scorer.cosines(model, None)
-    last_cos = all_cos.copy()  # each text's latest cosine: the scan's batch order, worst first
-    steps = [step([], None, model)]
-    n_screen = min(int(opts.screen_texts), len(all_cos))
-    result = SearchResult(candidates, {}, [], steps, good(steps[0]), None, 0.0, n_screen)
+    all_cos = np.full(len(scorer.texts), np.nan)
+    all_cos[ranking] = scorer.cosines(model, ranking)
+    last_cos = all_cos.copy()  # each ranking text's latest cosine: the scan's batch order, worst first
+    steps = [step([], model, scan=False, full=True)]
+    n_screen = min(int(opts.screen_texts), len(ranking))
+    result = SearchResult(candidates, {}, [], steps, steps[0]["counts"], None, 0.0, n_screen, split)
     if result.reached or not candidates:
         result.stopped_by = None if result.reached else "no candidates to keep in float"
         result.seconds = elapsed()
         return model, result
-    worst = np.argsort(all_cos, kind="stable")[:n_screen]
+    worst = ranking[np.argsort(all_cos[ranking], kind="stable")[:n_screen]]
     result.screened, stopped_by = _rank(backend, scorer, worst, all_cos, int(opts.max_screen))
+    ranked = list(result.screened)
+    cap = min(max_float, len(ranked))
+    if cap < 1:
+        result.stopped_by = stopped_by or "ran out of candidates"
+        result.seconds = elapsed()
+        return model, result
 
-    for name in result.screened:
-        if len(result.kept_float) >= max_float:
-            kept = len(result.kept_float)
-            stopped_by = stopped_by or f"max_float_fraction: {kept} of {len(candidates)} kept in float"
+    tried: dict[int, dict[str, Any]] = {0: steps[0]}
+
+    def attempt(k: int) -> bool:
+        if k not in tried:
+            tried[k] = step(ranked[:k], backend.keep_in_float(ranked[:k]))
+            steps.append(tried[k])
+        return bool(tried[k]["counts"])
+
+    lo, hi = 0, None
+    for k in prefix_sizes(cap):  # gallop: O(log k) models for k kept
+        if attempt(k):
+            hi = k
             break
-        result.kept_float.append(name)
-        model = backend.keep_in_float(list(result.kept_float))
-        steps.append(step(result.kept_float, name, model, scan=True))
-        if good(steps[-1]):
-            result.reached = True
-            break
-    if "texts_scored" in steps[-1]:  # the search ends on this model: its calibration result in full
-        steps[-1] = step(result.kept_float, steps[-1]["added"], model)
-    result.stopped_by = None if result.reached else stopped_by or "ran out of candidates"
+        lo = k
+    if hi is None:
+        result.kept_float = ranked[:cap]
+        reason = f"max_float_fraction: {cap} of {len(candidates)} kept in float" if cap == max_float else None
+        result.stopped_by = stopped_by or reason or "ran out of candidates"
+        model = backend.keep_in_float(result.kept_float)
+        if steps[-1].get("heldout") is None:  # the search ends on this model: its texts scored in full
+            steps[-1] = tried[cap] = step(result.kept_float, model, scan=False, full=True)
+        result.seconds = elapsed()
+        return model, result
+    while hi - lo > 1:  # bisect between the last prefix that did not count and the first that did
+        mid = (lo + hi) // 2
+        if attempt(mid):
+            hi = mid
+        else:
+            lo = mid
+    result.kept_float, result.reached = ranked[:hi], True
+    model = backend.keep_in_float(result.kept_float)
     result.seconds = elapsed()
     return model, result
 
@@ -246,7 +380,7 @@ def kept_records(result: SearchResult, key: str) -> list[dict[str, Any]]:
         {
             key: name,
             "why": "measured sensitivity: kept alone in float, it cut the mean cosine deficit of the "
-            f"{result.screen_texts} worst calibration texts by {result.screened[name]['deficit_cut']:.2e} "
+            f"{result.screen_texts} worst ranking calibration texts by {result.screened[name]['deficit_cut']:.2e} "
             f"(min cosine +{result.screened[name]['min_gain']:.4f}); ranked {ranks[name] + 1} of {n}",
             **result.screened[name],
         }
@@ -254,25 +388,44 @@ def kept_records(result: SearchResult, key: str) -> list[dict[str, Any]]:
     ]
 
 
+def final_step(result: SearchResult) -> dict[str, Any]:
+    """The step that scored the search's model (the kept prefix)."""
+    n = len(result.kept_float)
+    return next((s for s in reversed(result.steps) if s["kept_float"] == n), result.steps[-1])
+
+
 def search_record(result: SearchResult, opts: SearchOptions) -> dict[str, Any]:
-    """The search as the manifest records it (goal, bounds, every step, the ranking), for either backend."""
-    final = result.steps[-1]
+    """The search as the manifest records it (goal, margin and its rule, the split, bounds, every step, the
+    ranking), for either backend."""
+    final = final_step(result)
     return {
         "goal": {
+            "gate_cosine_min": round(opts.target_cosine_min, 6),
+            "gate_neighbour_agreement_at_10": round(opts.target_nn10, 6),
+            "floor_margin": {
+                "cosine_min": round(opts.margin, 6),
+                "neighbour_agreement_at_10": round(opts.nn10_margin, 6),
+            },
             "cosine_min": round(opts.goal_cosine_min, 6),
             "neighbour_agreement_at_10": round(opts.goal_nn10, 6),
-            "measured_on": "calibration texts (never the probe set)",
+            "margin_rule": MARGIN_RULE,
+            "measured_on": "calibration texts (never the probe set), split into ranking and held-out texts",
         },
+        "split": result.split,
+        "margin": final.get("margin"),  # derived on the search's model: max(floor, ranking - held-out)
+        "gap": final.get("gap"),
+        "ranking_result": final.get("ranking"),
+        "heldout_result": final.get("heldout"),
         "candidates": len(result.candidates),
         "candidate_names": list(result.candidates),
         "screen_texts": result.screen_texts,
         "max_screen": int(opts.max_screen),
         "max_float_fraction": float(opts.max_float_fraction),
+        "order": "gallop over prefixes of the ranking (1, 2, 4, ...), then bisect",
         "seconds": round(result.seconds, 1),
         "reached": result.reached,
         "stopped_by": result.stopped_by,
         "kept_float": list(result.kept_float),
         "steps": result.steps,
         "sensitivity": result.screened,  # most sensitive first
-        "calibration_result": {k: final[k] for k in METRIC_KEYS},
     }

@@ -44,17 +44,24 @@ def activation_absmax(base, samples: list[dict], names: list[str]) -> dict[str, 
 
     model = base.clone()
     ops = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
-    taps = model.add_outputs([ops[name].input_value(0) for name in names])
+    sources: dict[tuple[str, int], list[str]] = {}  # one tap per activation: query, key and value share one
+    outputs = {}
+    for name in names:
+        act = ops[name].input_value(0)
+        key = (act.get_node().get_friendly_name(), act.get_index())
+        sources.setdefault(key, []).append(name)
+        outputs[key] = act
+    taps = model.add_outputs([outputs[key] for key in sources])
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     ports = compiled.outputs[len(compiled.outputs) - len(taps) :]
-    absmax: dict[str, np.ndarray] = {}
+    by_key: dict[tuple[str, int], np.ndarray] = {}
     request = compiled.create_infer_request()
     for sample in samples:
         result = request.infer(sample)
-        for name, port in zip(names, ports, strict=True):
+        for key, port in zip(sources, ports, strict=True):
             x = np.abs(np.asarray(result[port]))
-            absmax[name] = np.maximum(absmax.get(name, 0.0), x.reshape(-1, x.shape[-1]).max(axis=0))
-    return absmax
+            by_key[key] = np.maximum(by_key.get(key, 0.0), x.reshape(-1, x.shape[-1]).max(axis=0))
+    return {name: by_key[key] for key, group in sources.items() for name in group}
 
 
 @dataclass

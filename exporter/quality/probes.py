@@ -55,7 +55,7 @@ STRATA: dict[str, str] = {
 USER_STRATUM = "user"
 
 BUILTIN_FILES: dict[str, str] = {"probe": "probes.jsonl", "calibration": "calibration.jsonl"}
-BUILTIN_VERSION = 1  # bump when a built-in file changes (the sha256 changes with it anyway)
+BUILTIN_VERSION = 2  # bump when a built-in file changes (the sha256 changes with it anyway)
 SUFFIXES = (".txt", ".jsonl")
 
 

@@ -1,0 +1,31 @@
+"""The fidelity search's calibration samples derived from a model's own tokenizer.
+
+The same generator as the tokenizer-derived probes (:func:`exporter.quality.tokenizer_probes.generate`: single
+vocabulary tokens, random token runs, unknown-token runs, inputs at and past ``max_seq_length``), with a seed of
+its own (``CALIBRATION_SEED``, never the probes' ``tokenizer_probes.SEED``): the search calibrates on the kinds
+of text a model's edge cases are made of, never on a probe text.
+"""
+
+from __future__ import annotations
+
+from exporter.quality import tokenizer_probes
+
+CALIBRATION_SEED = 0x5EA4C4  # the search's calibration samples; the probe generator uses tokenizer_probes.SEED
+assert CALIBRATION_SEED != tokenizer_probes.SEED
+
+
+def calibration_samples(ctx) -> list[str]:
+    """The tokenizer-derived calibration texts for the export ``ctx`` (a BuildContext), from its pinned files.
+    less any text the probes' seed also draws (a small vocabulary repeats single tokens): never a probe text."""
+
+    def draw(seed: int) -> list[str]:
+        texts, _, _ = tokenizer_probes.generate(
+            ctx.source_dir,
+            ctx.options.get("max_seq_length"),
+            seed,
+            trust_remote_code=bool(ctx.options.get("trust_remote_code")),
+        )
+        return texts
+
+    probes = set(draw(tokenizer_probes.SEED))
+    return [t for t in draw(CALIBRATION_SEED) if t not in probes]

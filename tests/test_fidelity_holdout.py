@@ -1,0 +1,142 @@
+"""The fidelity search's held-out rule (exporter.builders.fidelity_search): a candidate counts only when texts the
+ranking never saw clear the goal, with a margin derived from the measured ranking/held-out gap.
+
+The search runs for real; the "models" are exact embeddings of a chosen cosine per text (a candidate is the set
+of ops kept in float, and what each op fixes is stated below), so the rule is tested on numbers it cannot round
+its way past, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from exporter.builders import fidelity_search
+from exporter.builders.options import SearchOptions
+
+N, DIM = 48, 16
+TEXTS = [f"calibration text number {i} " + "word " * (i % 7) for i in range(N)]
+
+
+class _Ops:
+    """Backend: the candidates are op names; a model is the frozenset of ops kept in float."""
+
+    def __init__(self, candidates):
+        self.candidates = list(candidates)
+
+    def quantize_all(self):
+        return frozenset()
+
+    def keep_in_float(self, names):
+        return frozenset(names)
+
+
+class _Exact(fidelity_search.Scorer):
+    """Each text's row has exactly the cosine ``cosine(model, text index)`` to the reference."""
+
+    def __init__(self, cosine):
+        rng = np.random.default_rng(7)
+        ref = rng.normal(size=(N, DIM))
+        super().__init__(TEXTS, ref)
+        other = rng.normal(size=(N, DIM))
+        other -= (np.einsum("ij,ij->i", other, ref) / np.einsum("ij,ij->i", ref, ref))[:, None] * ref
+        self.ortho = other / np.linalg.norm(other, axis=1, keepdims=True) * np.linalg.norm(ref, axis=1, keepdims=True)
+        self.cosine = cosine
+        self.encoded = 0
+
+    def encode(self, model, idx):
+        self.encoded += len(idx)
+        c = np.array([self.cosine(model, int(i)) for i in idx])
+        t = np.sqrt(np.maximum(1 / c**2 - 1, 0))
+        return self.reference[idx] + t[:, None] * self.ortho[idx]
+
+
+OPTS = SearchOptions(target_cosine_min=0.99, margin=0.003, target_nn10=0.0, nn10_margin=0.0, holdout_fraction=0.25)
+RANKING, HELD = fidelity_search.holdout_split(TEXTS, OPTS.holdout_fraction)
+
+
+def test_the_split_is_deterministic_order_free_and_keeps_both_sides():
+    assert len(HELD) == 12 and len(RANKING) == N - 12 and not set(HELD) & set(RANKING)
+    shuffled = TEXTS[:]
+    random.Random(3).shuffle(shuffled)
+    _, held = fidelity_search.holdout_split(shuffled, OPTS.holdout_fraction)
+    assert {shuffled[i] for i in held} == {TEXTS[i] for i in HELD}
+    assert [len(s) for s in fidelity_search.holdout_split(["a", "b"], 0.0)] == [1, 1]  # never empty, never all
+    assert [len(s) for s in fidelity_search.holdout_split(["a", "b"], 1.0)] == [1, 1]
+
+
+def test_a_candidate_reaching_the_goal_only_on_the_ranking_texts_is_rejected():
+    """``overfit`` lifts every ranking text to 0.9999 and leaves the held-out ones at all-int8's 0.98: it ranks
+    first (the screen sees ranking texts only) and reaches the goal there, but does not count. ``general`` lifts
+    every text to 0.998: only the prefix holding it counts."""
+    held = set(HELD.tolist())
+
+    def cosine(model, i):
+        c = 0.98
+        if "general" in model:
+            c = 0.998
+        if "overfit" in model and i not in held:
+            c = 0.9999
+        return c
+
+    model, result = fidelity_search.search(_Ops(["general", "overfit", "idle", "spare"]), _Exact(cosine), OPTS)
+    assert list(result.screened)[0] == "overfit"  # ranked first on the ranking texts
+    first = next(s for s in result.steps if s["kept_float"] == 1)
+    assert first["ranking"]["cosine_min"] >= OPTS.goal_cosine_min and not first["counts"]
+    assert first["heldout"]["cosine_min"] == pytest.approx(0.98) and "held-out" in first["why"]
+    assert result.reached and result.kept_float == ["overfit", "general"] and model == frozenset(result.kept_float)
+
+
+def test_the_margin_is_the_measured_gap_when_wider_than_the_floor_and_is_recorded():
+    """A held-out minimum above gate + floor (0.993) but below gate + gap does not count; the recorded margin is
+    max(floor, ranking - held-out) on the search's model, beside both sides' metrics and the rule."""
+    held = set(HELD.tolist())
+    cuts = {"a": (0.9995, 0.9940), "b": (0.9995, 0.9960), "c": (0.97, 0.97), "d": (0.97, 0.97)}  # (ranking, held-out)
+
+    def cosine(model, i):
+        best = 0.97
+        for op in model:
+            best = max(best, cuts[op][i in held])
+        return best
+
+    _, result = fidelity_search.search(_Ops(["a", "b", "c", "d"]), _Exact(cosine), OPTS)
+    steps = {s["kept_float"]: s for s in result.steps}
+    assert result.screened and steps[1]["added"] == list(result.screened)[0]
+    rejected = next(s for s in result.steps if s["heldout"] and s["heldout"]["cosine_min"] == pytest.approx(0.994))
+    assert rejected["heldout"]["cosine_min"] > OPTS.goal_cosine_min and not rejected["counts"]
+    assert rejected["margin"]["cosine_min"] == pytest.approx(0.9995 - 0.994, abs=1e-6)
+    record = fidelity_search.search_record(result, OPTS)
+    gap = record["ranking_result"]["cosine_min"] - record["heldout_result"]["cosine_min"]
+    assert record["margin"]["cosine_min"] == pytest.approx(max(OPTS.margin, gap), abs=1e-6)
+    assert record["margin"]["cosine_min"] == pytest.approx(0.0035, abs=1e-6)  # b: 0.9995 - 0.996
+    assert record["heldout_result"]["cosine_min"] >= OPTS.target_cosine_min + record["margin"]["cosine_min"]
+    assert (
+        record["split"]["heldout_texts"] == len(HELD) and record["goal"]["margin_rule"] == fidelity_search.MARGIN_RULE
+    )
+    assert result.reached and result.kept_float == ["a", "b"]
+
+
+def test_an_unreachable_goal_stops_by_count_and_records_the_held_out_side():
+    """Nothing lifts the texts: the gallop tries prefixes 1, 2 (the cap: half of 4 candidates) and stops by count;
+    the final model's held-out metrics are scored in full for the record."""
+    scorer = _Exact(lambda model, i: 0.95 + 0.001 * len(model))
+    _, result = fidelity_search.search(_Ops(["p", "q", "r", "s"]), scorer, OPTS)
+    assert not result.reached and result.stopped_by.startswith("max_float_fraction: 2 of 4")
+    assert [s["kept_float"] for s in result.steps] == [0, 1, 2]
+    record = fidelity_search.search_record(result, OPTS)
+    assert record["heldout_result"]["cosine_min"] == pytest.approx(0.952) and record["margin"] is not None
+
+
+def test_tokenizer_derived_calibration_samples_share_no_text_with_the_tokenizer_probes(tiny_model_dir):
+    """The search's samples come from the probes' generator with a seed of its own: the same texts each time,
+    none of them a probe text."""
+    from exporter.builders.context import BuildContext
+    from exporter.quality import tokenizer_probes, tokenizer_texts
+
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=tiny_model_dir)
+    texts = tokenizer_texts.calibration_samples(ctx)
+    assert texts and texts == tokenizer_texts.calibration_samples(ctx)
+    probes, _, _ = tokenizer_probes.generate(tiny_model_dir)
+    assert not set(texts) & set(probes)
