@@ -71,3 +71,22 @@ def test_on_off_flags_are_plain_flags():
 
     pairs = [line.split()[0] for line in reference.markdown().splitlines() if " / --no-" in line]
     assert pairs == ["--report"], pairs
+
+
+RESULT_COMMANDS = ("export", "list-variants", "list-architectures", "verify", "bench", "report", "package")
+RESULT_COMMANDS += ("publish", "pull", "sign", "inspect", "promote", "run")
+
+
+@pytest.mark.parametrize("name", RESULT_COMMANDS)
+def test_every_command_that_prints_a_result_takes_json(name):
+    assert "--json" in invoke(name, "-h").out
+
+
+def test_package_json_is_the_result(tmp_path):
+    from tests.artifact_factory import make_artifact
+
+    art = make_artifact(tmp_path / "art", recommended="onnx")
+    res = invoke("package", str(art), "--out", str(tmp_path / "p.tar"), "--json")
+    assert res.code == 0, res.err
+    doc = json.loads(res.out)
+    assert doc["variant"] == "onnx" and doc["path"] == str(tmp_path / "p.tar") and len(doc["sha256"]) == 64

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from typing import Annotated
 
 import typer
 
@@ -72,6 +73,26 @@ def wide_console():
 
 def print_json(data: object) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def print_result_json(result: object) -> None:
+    """A command's result (a dataclass, or a list of them) as JSON: fields by name, paths as strings."""
+    import dataclasses
+    from pathlib import Path
+
+    def plain(value):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    print_json(plain(result))
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object instead of lines.")]
 
 
 # ------------------------------------------------------------------------------- how an export ends

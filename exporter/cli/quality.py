@@ -161,9 +161,12 @@ def bench(
     print_bench(result, manifest)
 
 
-def report(artifact: ArtifactArg) -> None:
+def report(artifact: ArtifactArg, as_json: JsonOpt = False) -> None:
     """Write REPORT.md and report.png beside the manifest (source, variants table, speed vs fidelity plot)."""
     from exporter.quality.report import write_report
 
     md, png = write_report(artifact)
+    if as_json:
+        print_json({"report": str(md), "plot": str(png)})
+        return
     typer.echo(f"Wrote {md} and {png}")

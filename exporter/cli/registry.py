@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from exporter.cli.output import JsonOpt, print_result_json
+
 _INSECURE = "Allow plain HTTP to a registry that is not on this machine (loopback always uses HTTP)."
 _VERIFY_KEY = "Trusted public key (PEM, EC); repeat for several. Requires a signature and a passing attestation."
 _POLICY = (
@@ -83,12 +85,16 @@ def package(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write a deterministic package of one variant: its files, the shared files, the narrowed manifest
     (with --layout: the folder --out that the named server or library loads)."""
     from exporter.api import package as run_package
 
     result = run_package(artifact, variant=variant, out=out, layout=layout, allow_failed=allow_failed, force=force)
+    if as_json:
+        print_result_json(result)
+        return
     if result.layout is not None:
         typer.echo(f"{result.layout} layout of {result.variant}: {result.path} ({result.files} files)")
         for row in result.gate:
@@ -129,6 +135,7 @@ def publish(
             help="Push an artifact whose source is not pinned to a Hub commit (recorded as publishable: false).",
         ),
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Push each variant as an OCI artifact (one layer per file); the same content again is a no-op."""
     from exporter.ship.registry import publish as do_publish
@@ -148,6 +155,9 @@ def publish(
         verified=verified,
         allow_unpublishable=allow_unpublishable,
     )
+    if as_json:
+        print_result_json(results)
+        return
     for r in results:
         note = " (parity failed: published with --allow-failed)" if r.allow_failed else ""
         blobs = f", {r.uploaded} blobs uploaded" if r.status != "unchanged" else ""
@@ -162,6 +172,7 @@ def pull(
     insecure: Annotated[bool, typer.Option("--insecure", help=_INSECURE)] = False,
     verify_key: VerifyKeys = None,
     policy: PolicyFile = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Fetch a published variant, checking every digest and sha256; nothing is written on any mismatch.
 
@@ -176,6 +187,9 @@ def pull(
     r = do_pull(source, dest, force=force, insecure=insecure, policy=trusted)
     for line in r.cleaned:
         typer.echo(f"! {line}", err=True)
+    if as_json:
+        print_result_json(r)
+        return
     what = r.variant or "modelpack artifact"
     typer.echo(f"pulled {what}: {r.files} files ({r.size} bytes) into {r.dest} from {r.reference}@{r.digest}")
     for line in r.trust:
@@ -193,6 +207,7 @@ def sign(
     ] = False,
     policy: GatePolicy = None,
     verified: Verified = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Sign a variant's files and its fidelity attestation (model-signing bundles in ARTIFACT/signatures/).
 
@@ -201,7 +216,11 @@ def sign(
     from exporter.ship.sign_artifact import sign_artifact
 
     rules = _gate_policy(policy)
-    for r in sign_artifact(artifact, key, variant=variant, allow_failed=allow_failed, policy=rules, verified=verified):
+    results = sign_artifact(artifact, key, variant=variant, allow_failed=allow_failed, policy=rules, verified=verified)
+    if as_json:
+        print_result_json(results)
+        return
+    for r in results:
         names = ", ".join(str(p.relative_to(artifact)) for p in r.paths)
         typer.echo(f"signed {r.variant}: {r.files} files, key {r.fingerprint[:16]}: {names}")
 
@@ -248,6 +267,7 @@ def promote(
     verify_key: VerifyKeys = None,
     policy: PolicyFile = None,
     insecure: Annotated[bool, typer.Option("--insecure", help=_INSECURE)] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Re-tag by digest inside one registry after verifying the signature and the fidelity attestation."""
     from exporter.ship.oci_ops import promote as do_promote
@@ -255,6 +275,9 @@ def promote(
     _report_waits()
 
     r = do_promote(source, target, policy=_policy(verify_key, policy, required=True), insecure=insecure)
+    if as_json:
+        print_result_json(r)
+        return
     moved = f" (was {r.previous[:19]}…)" if r.previous else ""
     mounted = f", {r.mounted} blobs mounted" if r.mounted else ", no blob copied"
     typer.echo(f"promoted {r.source} -> {r.target}@{r.digest}{moved}{mounted}")
