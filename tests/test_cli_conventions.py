@@ -90,3 +90,23 @@ def test_package_json_is_the_result(tmp_path):
     assert res.code == 0, res.err
     doc = json.loads(res.out)
     assert doc["variant"] == "onnx" and doc["path"] == str(tmp_path / "p.tar") and len(doc["sha256"]) == 64
+
+
+@pytest.mark.parametrize(
+    ("name", "option"), [("package", "--variant "), ("publish", "--variants "), ("sign", "--variants ")]
+)
+def test_variant_for_one_variants_for_many(name, option):
+    """``--variant`` takes one id; a command that takes several (or 'all') spells it ``--variants``."""
+    text = invoke(name, "-h").out
+    other = "--variants " if option == "--variant " else "--variant "
+    assert option in text and other not in text
+
+
+def test_variants_takes_a_comma_list(tmp_path):
+    from exporter import manifest as mf
+    from exporter.ship.package import select_variants
+    from tests.artifact_factory import make_artifact
+
+    manifest = mf.load(make_artifact(tmp_path / "art"))
+    ids = mf.variant_ids(manifest)
+    assert select_variants(manifest, ",".join(ids[:2])) == ids[:2] and select_variants(manifest, "all") == ids

@@ -132,7 +132,7 @@ def package_linked_folder(tmp, model):
 
 
 def publish_linked_folder(tmp, model):
-    return ["publish", str(_artifact_with_linked_onnx(tmp)), NO_REGISTRY, "--variant", "onnx"], None
+    return ["publish", str(_artifact_with_linked_onnx(tmp)), NO_REGISTRY, "--variants", "onnx"], None
 
 
 def _crafted_source(tmp: Path, source: dict) -> Path:

@@ -343,7 +343,7 @@ def test_encrypted_key_takes_its_password_from_the_environment(artifact, tmp_pat
     monkeypatch.setenv("EXPORTER_SIGN_KEY_PASSWORD", "wrong")
     assert _cli("sign", artifact, "--key", key).code == 2
     monkeypatch.setenv("EXPORTER_SIGN_KEY_PASSWORD", "pass-phrase-not-printed")
-    unlocked = _cli("sign", artifact, "--key", key, "--variant", "all", "--verified", verify_report(artifact))
+    unlocked = _cli("sign", artifact, "--key", key, "--variants", "all", "--verified", verify_report(artifact))
     assert unlocked.code == 0 and unlocked.out.count("signed ") == 2
     assert "pass-phrase" not in locked.err + unlocked.out
 

@@ -136,7 +136,7 @@ def test_core_install_serves_a_real_artifact_without_torch(consumer_artifact, no
                 "publish",
                 str(consumer_artifact),
                 ref,
-                "--variant",
+                "--variants",
                 "onnx",
                 "--insecure",
             ]

@@ -366,10 +366,12 @@ def test_forged_thresholds_do_not_judge_and_sign_attests_its_own_gate(artifact, 
     path = tmp_path / "verify.json"
     path.write_text(res.out)
     key = str(make_keypair(tmp_path, "k")[0])
-    refused = invoke("sign", str(artifact), "--key", key, "--variant", "all", "--verified", str(path))
+    refused = invoke("sign", str(artifact), "--key", key, "--variants", "all", "--verified", str(path))
     assert refused.code == 3 and "onnx-o1" in refused.err and "cosine_min" in refused.err, refused.err
     assert not (artifact / "signatures").exists()
-    signed = invoke("sign", str(artifact), "--key", key, "--variant", "onnx", "--verified", str(path), "--allow-failed")
+    signed = invoke(
+        "sign", str(artifact), "--key", key, "--variants", "onnx", "--verified", str(path), "--allow-failed"
+    )
     assert signed.code == 0, signed.err
 
     def predicate(vid):
@@ -382,11 +384,11 @@ def test_forged_thresholds_do_not_judge_and_sign_attests_its_own_gate(artifact, 
     strict = tmp_path / "strict.yaml"
     strict.write_text("thresholds:\n  fp32: {norm_rel_err_max: 0.0}\n")
     other = invoke(
-        "sign", str(artifact), "--key", key, "--variant", "onnx", "--policy", str(strict), "--verified", str(path)
+        "sign", str(artifact), "--key", key, "--variants", "onnx", "--policy", str(strict), "--verified", str(path)
     )
     assert other.code == 2 and "not the policy in force" in other.err
     gated = invoke(
-        "sign", str(artifact), "--key", key, "--variant", "onnx-o1", "--allow-failed", "--policy", str(strict)
+        "sign", str(artifact), "--key", key, "--variants", "onnx-o1", "--allow-failed", "--policy", str(strict)
     )
     assert gated.code == 0, gated.err
     o1 = predicate("onnx-o1")

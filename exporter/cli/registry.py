@@ -110,8 +110,9 @@ def package(
 def publish(
     artifact: Annotated[Path, typer.Argument(help="The artifact folder (holds manifest.json).")],
     target: Annotated[str, typer.Argument(help="oci://HOST[:PORT]/REPO[:TAG]; the default tag is <sha12>-<variant>.")],
-    variant: Annotated[
-        str | None, typer.Option(help="Variant id, or 'all' (default: the recommended or only variant).")
+    variants: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated variant ids, or 'all' (default: the recommended or only variant)."),
     ] = None,
     allow_failed: Annotated[
         bool,
@@ -145,7 +146,7 @@ def publish(
     results = do_publish(
         artifact,
         target,
-        variant=variant,
+        variant=variants,
         allow_failed=allow_failed,
         force=force,
         insecure=insecure,
@@ -199,8 +200,9 @@ def pull(
 def sign(
     artifact: Annotated[Path, typer.Argument(help="The artifact folder (holds manifest.json).")],
     key: Annotated[Path, typer.Option("--key", help="EC private key (PEM, readable by you only).")],
-    variant: Annotated[
-        str | None, typer.Option(help="Variant id, or 'all' (default: the recommended or only variant).")
+    variants: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated variant ids, or 'all' (default: the recommended or only variant)."),
     ] = None,
     allow_failed: Annotated[
         bool, typer.Option("--allow-failed", help="Sign a variant whose parity check did not pass.")
@@ -216,7 +218,7 @@ def sign(
     from exporter.ship.sign_artifact import sign_artifact
 
     rules = _gate_policy(policy)
-    results = sign_artifact(artifact, key, variant=variant, allow_failed=allow_failed, policy=rules, verified=verified)
+    results = sign_artifact(artifact, key, variant=variants, allow_failed=allow_failed, policy=rules, verified=verified)
     if as_json:
         print_result_json(results)
         return

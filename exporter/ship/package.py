@@ -90,14 +90,16 @@ def default_variant(manifest: dict) -> str:
     )
 
 
-def select_variants(manifest: dict, variant: str | None) -> list[str]:
-    """``None`` -> the default variant, ``"all"`` -> every variant, else that one (checked)."""
-    if variant is None:
+def select_variants(manifest: dict, variants: str | None) -> list[str]:
+    """``None`` -> the default variant, ``"all"`` -> every variant, else the comma-separated ids (checked)."""
+    if variants is None:
         return [default_variant(manifest)]
-    if variant == "all":
+    if variants == "all":
         return mf.variant_ids(manifest)
-    mf.get_variant(manifest, variant)
-    return [variant]
+    ids = list(dict.fromkeys(v.strip() for v in variants.split(",") if v.strip()))
+    for vid in ids:
+        mf.get_variant(manifest, vid)
+    return ids
 
 
 def variant_files(manifest: dict, variant_id: str) -> list[dict]:
