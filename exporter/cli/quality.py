@@ -63,6 +63,7 @@ def verify(
     --recipe, --threshold; never by the artifact): exit 3 if a variant, or with --consumers any consumer,
     misses it, or if the manifest records looser thresholds than it."""
     from exporter.api import verify as run_verify
+    from exporter.cli.output import RichProgress
     from exporter.fsutil import check_output_file
     from exporter.quality import junit as junit_xml
     from exporter.quality.consumers import parse_names
@@ -72,15 +73,17 @@ def verify(
     if junit:  # before the parity run, not after it: a report that cannot be written is bad input
         check_output_file(junit, option="--junit", replace=True)  # CI re-runs write the same report file
     rules = Policy.load(policy, recipe=recipe, flags=threshold or [])
-    report = run_verify(
-        artifact,
-        variants=_ids(variants),
-        probe=probe,
-        consumers=parse_names(consumers),
-        integrity_only=integrity,
-        policy=rules,
-        check=False,  # the report is written and printed first; raise_for below picks the exit code
-    )
+    step = "hashing every file" if integrity else "hashing every file, then the gate against the reference"
+    with RichProgress().step(f"verify {artifact}: {step}"):
+        report = run_verify(
+            artifact,
+            variants=_ids(variants),
+            probe=probe,
+            consumers=parse_names(consumers),
+            integrity_only=integrity,
+            policy=rules,
+            check=False,  # the report is written and printed first; raise_for below picks the exit code
+        )
     if junit:
         junit_xml.write(junit, report)
     if as_json:
