@@ -1,5 +1,5 @@
 """Meta-tests of the support table (``exporter.source.shapes``): every row is exercised by a test that builds a tiny
-model of its shape and exports + verifies it (or checks its refusal), and README.md reproduces the table
+model of its shape and exports + verifies it (or checks its refusal), and docs/support.md reproduces the table
 exactly as ``exporter list-architectures`` prints it.
 
 A test module declares the row ids it exercises in a module-level tuple ``EXERCISED_SHAPES`` (as
@@ -16,7 +16,7 @@ from exporter.source import shapes
 from tests import declarations
 from tests.cli_runner import invoke
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+SUPPORT = Path(__file__).resolve().parents[1] / "docs" / "support.md"
 BEGIN, END = "<!-- support-table:begin -->", "<!-- support-table:end -->"
 
 
@@ -57,10 +57,10 @@ def test_list_architectures_prints_the_table_and_json():
     assert rows[0].keys() >= {"id", "family", "kind", "model_types", "chain", "allowed", "refused", "examples"}
 
 
-def test_readme_reproduces_the_command_output():
-    text = README.read_text(encoding="utf-8")
-    assert BEGIN in text and END in text, f"README.md needs the support table between {BEGIN} and {END}"
+def test_support_doc_reproduces_the_command_output():
+    text = SUPPORT.read_text(encoding="utf-8")
+    assert BEGIN in text and END in text, f"docs/support.md needs the support table between {BEGIN} and {END}"
     block = text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
     assert block == invoke("list-architectures").out.strip(), (
-        "README.md's support table differs from `exporter list-architectures`: paste the command's output."
+        "docs/support.md's support table differs from `exporter list-architectures`: paste the command's output."
     )
