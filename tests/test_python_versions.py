@@ -3,7 +3,7 @@ package with ``[openvino]`` installs into a clean venv, ``exporter --help`` and 
 the torch-free runtime serves the same vectors from a real artifact's ONNX graph and OpenVINO IR as it does on
 the suite's own Python. The export stack is tested on 3.11 (its torch wheel is the 3.11 CPU build here).
 
-The venv's dependencies are cached under ``.cache/`` by the pyproject's hash; the package itself is
+The venv's dependencies are cached under ``~/.cache/exporter-tests/`` by the pyproject's hash; the package itself is
 reinstalled from a clean copy of the source on every run."""
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 def _venv(python: str, version: str, src: Path) -> Path:
     key = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:12]
-    venv = REPO / ".cache" / "pythons" / f"{version}-{key}"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "exporter-tests" / "pythons"
+    venv = cache / f"{version}-{key}"  # outside the checkout, so a fresh clone on this machine reuses it
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     if not (venv / ".deps-installed").exists():
         shutil.rmtree(venv, ignore_errors=True)
