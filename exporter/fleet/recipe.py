@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from exporter.errors import UsageError
-from exporter.fsutil import no_alias_yaml_loader, read_user_file
 from exporter.kinds import ModelKind, get
+from exporter.user_files import no_alias_yaml_loader, read_user_file
 
 if TYPE_CHECKING:
     from exporter.pipeline import ExportPlan

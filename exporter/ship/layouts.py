@@ -546,8 +546,8 @@ def write_layout(artifact: Path, variant: str | None, layout: str, out: Path, *,
     consumer (``gate_layout``); return what was written. A consumer that differs: FidelityError, nothing written."""
     from exporter import manifest as mf
     from exporter import outdir
-    from exporter.fsutil import staged_dir
     from exporter.ship import package
+    from exporter.staging import staged_dir
 
     spec = LAYOUTS.get(layout)
     if spec is None:

@@ -32,7 +32,6 @@ import oras.schemas
 from exporter import manifest as mf
 from exporter import outdir
 from exporter.errors import IntegrityError, OutputError, RegistryError, UsageError
-from exporter.fsutil import staged_dir
 from exporter.ship import modelpack, referrers
 from exporter.ship.oci_client import _MAX_JSON, RegistryClient, RetryPolicy
 from exporter.ship.oci_docs import MANIFEST_MEDIA_TYPE, canonical_json, image_manifest
@@ -46,6 +45,7 @@ from exporter.ship.package import (
 )
 from exporter.ship.sign_artifact import Bundles, VariantPayload, gate, make_bundles, payload, stored_bundles
 from exporter.ship.signing import Policy, load_signer, verify_folder
+from exporter.staging import staged_dir
 
 __all__ = ["Credentials", "PASSWORD_ENV", "USER_ENV", "find_credentials", "is_loopback"]
 

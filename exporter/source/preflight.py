@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.errors import UsageError
-from exporter.fsutil import MODEL_JSON_MAX_BYTES, read_user_json
 from exporter.kinds import ModelKind
 from exporter.source import shapes, st_modules
+from exporter.user_files import MODEL_JSON_MAX_BYTES, read_user_json
 
 K = st_modules.ModuleKind
 # Position rules of the dense-embedder chain: each kind may follow the kinds listed.
