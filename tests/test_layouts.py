@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from exporter import kinds
-from exporter.quality import consumers
+from exporter.quality import consumers, emulated_servers
 from exporter.ship import ovms_layout, triton_config
 from exporter.source import st_modules
 from tests.cli_runner import invoke
@@ -22,11 +22,11 @@ pytestmark = pytest.mark.usefixtures("node_env")
 
 GATED_BY = {  # the consumer each layout is run through before it is written, and how
     "st": [("runtime", "in-process"), ("sentence-transformers", "in-process")],
-    "tei": [("tei", consumers.EMULATED)],
+    "tei": [("tei", emulated_servers.EMULATED)],
     "fastembed": [("fastembed", "in-process")],
     "transformers.js": [("transformers.js", "node subprocess")],
-    "ovms": [("ovms", consumers.EMULATED)],
-    "triton": [("triton", consumers.EMULATED)],
+    "ovms": [("ovms", emulated_servers.EMULATED)],
+    "triton": [("triton", emulated_servers.EMULATED)],
 }
 
 
@@ -284,7 +284,7 @@ def test_ovms_layout_runs_through_the_ovms_data_path(consumer_artifact, tmp_path
     assert "pooling: MEAN" in (out / "graph.pbtxt").read_text()
     assert 'plugin_config: "{\\"INFERENCE_PRECISION_HINT\\": \\"f32\\"}"' in (out / "graph.pbtxt").read_text()
     texts = short_texts() + [" ".join(short_texts(30))]  # one over max_seq_length: the tokenizer IR truncates
-    got, want = consumers.ovms_embeddings(out, texts), _reference(consumer_artifact, texts)
+    got, want = emulated_servers.ovms_embeddings(out, texts), _reference(consumer_artifact, texts)
     cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     assert cos.min() >= 0.9999, cos.min()
 

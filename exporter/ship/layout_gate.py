@@ -20,11 +20,11 @@ def probe_texts(manifest: dict) -> list[str]:
 
 def gate_layout(folder: Path, spec: Layout, layout_manifest: dict, artifact: Path, manifest: dict) -> list[dict]:
     """Run the written folder through the layout's consumers on the probe set and judge each against the
-    variant's reference (``exporter.quality.consumers.gate_folder``: one piece of code for the comparison);
+    variant's reference (``exporter.quality.folder_gate.gate_folder``: one piece of code for the comparison);
     FidelityError when one differs or cannot run. Returns the rows (skipped ones say why)."""
-    from exporter.quality import consumers
+    from exporter.quality import consumers, folder_gate
 
-    rows = consumers.gate_folder(folder, layout_manifest, artifact, manifest, list(spec.gate), probe_texts(manifest))
+    rows = folder_gate.gate_folder(folder, layout_manifest, artifact, manifest, list(spec.gate), probe_texts(manifest))
     bad = consumers.failed_rows(rows)
     if bad:
         detail = "; ".join(f"{r['consumer']} ({r['runs']}): {r['message']}" for r in bad)
