@@ -33,9 +33,10 @@ from exporter import manifest as mf
 from exporter import outdir
 from exporter.errors import IntegrityError, OutputError, RegistryError, UsageError
 from exporter.ship import modelpack, referrers
-from exporter.ship.oci_client import _MAX_JSON, RegistryClient, RetryPolicy
+from exporter.ship.oci_client import _MAX_JSON, RegistryClient
 from exporter.ship.oci_docs import MANIFEST_MEDIA_TYPE, canonical_json, image_manifest
 from exporter.ship.oci_ref import _DIGEST, PASSWORD_ENV, USER_ENV, Credentials, Reference, find_credentials, is_loopback
+from exporter.ship.oci_transport import RetryPolicy
 from exporter.ship.package import (
     check_layout,
     parse_narrowed_manifest,
