@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from exporter.errors import UsageError
-from exporter.source import shapes
+from exporter.source import shape_lookup, shapes
 from tests.cli_runner import invoke
 from tests.test_export_onnx import TEXTS, run_fresh
 from tests.tiny_models import build_tiny_embedder
@@ -283,7 +283,10 @@ def test_remote_code_of_an_unknown_model_type_names_what_is_exportable(tiny_mode
     result = invoke("export", str(src), "--trust-remote-code", "--out", str(tmp_path / "a"))
     assert result.code == 2
     assert "NomicBertModel (model_type my_custom_bert) is not exportable: remote-code architecture" in result.err
-    assert f"Exportable model types: {', '.join(shapes.exportable_model_types('sentence-transformer'))}" in result.err
+    assert (
+        f"Exportable model types: {', '.join(shape_lookup.exportable_model_types('sentence-transformer'))}"
+        in result.err
+    )
     assert "bert, deberta-v2, distilbert, electra, gemma2, gemma3_text, llama, mistral" in result.err
 
 
