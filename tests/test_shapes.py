@@ -395,7 +395,8 @@ def test_fp16_overflow_is_caught_by_the_gate_and_never_shipped(tmp_path):
 
 
 def test_truncate_dim_round_trips_through_a_recipe(tmp_path):
-    from exporter.fleet.recipe import parse_recipe, plan_to_recipe, recipe_to_plan
+    from exporter.fleet.recipe_loading import parse_recipe
+    from exporter.fleet.recipe_plan import plan_to_recipe, recipe_to_plan
     from exporter.pipeline import ExportPlan
 
     sha = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41"

@@ -68,7 +68,7 @@ class Policy:
             layers.append(read_file(Path(path))[0])
             sources.append(f"policy {path}")
         if recipe is not None:
-            from exporter.fleet.recipe import load_recipe
+            from exporter.fleet.recipe_loading import load_recipe
 
             layers.append({s: dict(m) for s, m in load_recipe(Path(recipe)).thresholds.items()})
             sources.append(f"recipe {recipe}")
