@@ -7,15 +7,12 @@ import errno
 import hashlib
 import json
 import os
-import re
-import shutil
-import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from exporter.errors import DiskFullError, OutputError, UsageError
+from exporter.errors import DiskFullError, OutputError
 
 _CHUNK = 1 << 20
 
@@ -31,113 +28,6 @@ def sha256_file(path: Path) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-# ------------------------------------------------------------------------------- reading user files
-@contextlib.contextmanager
-def open_user_file(path: Path, *, what: str, max_bytes: int, no_links: bool = False) -> Iterator[tuple]:
-    """``(binary file, os.stat_result)`` of a file a user named, opened the one safe way.
-
-    Opened without blocking (a FIFO or a device cannot hang the open), then checked on the SAME descriptor
-    to be a regular file of at most ``max_bytes`` (a link to ``/dev/zero`` or a pipe is refused, not read);
-    ``no_links`` also refuses a symbolic link (a private key). Every refusal is a UsageError (exit 2) naming
-    ``what``, the path and the cap. Use ``read_user_file`` unless the caller must see the stat (a key's mode).
-    """
-    path = Path(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-    flags |= getattr(os, "O_NOFOLLOW", 0) if no_links else 0
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path} does not exist.", "Check the path.") from None
-    except OSError as exc:
-        if no_links and path.is_symlink():
-            raise UsageError(f"{what} {path} is a symbolic link.", "Pass the file itself.") from None
-        raise UsageError(
-            f"cannot read {what} {path}: {exc.strerror or exc}.", "Check the path and its permissions."
-        ) from None
-    st = os.fstat(fd)  # checked before fdopen, which refuses a folder with its own IsADirectoryError
-    problem = None
-    if stat.S_ISDIR(st.st_mode):
-        problem = (f"{what} {path} is a folder, not a regular file.", "Pass the path of a file.")
-    elif not stat.S_ISREG(st.st_mode):
-        problem = (
-            f"{what} {path} is not a regular file (a device, pipe or socket); it is not read.",
-            "Pass the path of an ordinary file.",
-        )
-    elif st.st_size > max_bytes:
-        problem = (
-            f"{what} {path} is {st.st_size:,} bytes, more than the {max_bytes:,}-byte cap for a {what}.",
-            "Pass a smaller file.",
-        )
-    if problem:
-        os.close(fd)
-        raise UsageError(*problem)
-    with os.fdopen(fd, "rb") as fh:
-        yield fh, st
-
-
-def read_user_file(path: Path, *, what: str, max_bytes: int, max_lines: int | None = None) -> bytes:
-    """The bytes of a file a user named (probe, calibration, recipe, policy, key, manifest...), capped.
-
-    See ``open_user_file``: a regular file, opened without blocking, at most ``max_bytes`` (checked again
-    on what is read, in case it grows) and, with ``max_lines``, at most that many lines. A refusal is a
-    UsageError (exit 2) that names the cap.
-    """
-    with open_user_file(path, what=what, max_bytes=max_bytes) as (fh, _):
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise UsageError(
-            f"{what} {path} grew past the {max_bytes:,}-byte cap for a {what} while read.", "Pass a smaller file."
-        )
-    if max_lines is not None:
-        lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
-        if lines > max_lines:
-            raise UsageError(
-                f"{what} {path} has {lines:,} lines, more than the {max_lines:,}-line cap for a {what}.",
-                "Pass a shorter file.",
-            )
-    return data
-
-
-def no_alias_yaml_loader(what: str):
-    """PyYAML's SafeLoader, refusing any alias (``*name``, ``<<: *name``) where it meets one: an alias
-    bomb (a few hundred bytes that expand to gigabytes) never gets past its first alias. Every YAML file a
-    user gives (recipes, policies) is parsed with it."""
-    import yaml
-
-    class NoAliasLoader(yaml.SafeLoader):
-        def compose_node(self, parent, index):
-            if self.check_event(yaml.AliasEvent):
-                mark = self.peek_event().start_mark
-                raise yaml.composer.ComposerError(
-                    None, None, f"YAML aliases (*name) are not allowed in a {what}; write the value out", mark
-                )
-            return super().compose_node(parent, index)
-
-    return NoAliasLoader
-
-
-MODEL_JSON_MAX_BYTES = 64_000_000  # a model's config/module JSON (not its tokenizer.json, which loaders read)
-
-
-def read_user_json(path: Path, *, what: str, max_bytes: int):
-    """``read_user_file`` parsed as UTF-8 JSON; UsageError (exit 2) for bad UTF-8, bad JSON or a nesting
-    so deep that the parser would overflow (``[[[[...``)."""
-    data = read_user_file(path, what=what, max_bytes=max_bytes)
-    return parse_json(data, f"{what} {path}")
-
-
-def parse_json(data: bytes | str, what: str):
-    """``json.loads`` whose every failure, deep nesting included, is one UsageError naming ``what``."""
-    try:
-        return json.loads(data)
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{what} is not valid UTF-8 (bad byte at offset {exc.start}).", "") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{what} is not valid JSON ({exc.msg}, line {exc.lineno}).", "") from None
-    except RecursionError:
-        raise UsageError(f"{what} is nested too deeply to be JSON the tool wrote or reads.", "") from None
 
 
 def current_umask() -> int:
@@ -226,9 +116,9 @@ def _free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def _written(path: Path) -> int:
+def written_bytes(path: Path) -> int:
     try:
-        return path.stat().st_size if path.is_file() else _tree_size(path)
+        return path.stat().st_size if path.is_file() else tree_size(path)
     except OSError:
         return 0
 
@@ -250,7 +140,7 @@ def atomic_path(dest: Path, suffix: str = ".tmp", *, needs: int = 0) -> Iterator
         yield tmp
         os.replace(tmp, dest)
     except BaseException as exc:
-        written = _written(tmp) if tmp.exists() else 0
+        written = written_bytes(tmp) if tmp.exists() else 0
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         if is_disk_full(exc):
@@ -319,151 +209,8 @@ def check_writable_folder(folder: Path, *, option: str) -> None:
         raise OutputError(f"{option} {folder}: {exc.message}", f"Choose a writable folder for {option}.") from None
 
 
-@contextlib.contextmanager
-def staged_dir(
-    dest: Path,
-    *,
-    replace: bool = False,
-    clone: bool = False,
-    exists_hint: str = "Pass --force to replace it.",
-    needs: int = 0,
-) -> Iterator[Path]:
-    """Yield a temp folder beside ``dest``; when the block completes, rename it to ``dest``.
-
-    On any exception (Ctrl-C included) the temp folder is removed and ``dest`` is untouched. The temp
-    folder is ``.NAME.partial-PID-XXXX/content`` (and a replaced ``dest`` is set aside in
-    ``.NAME.old-PID-XXXX/``), each staging folder marked as ours, so what a killed process left behind can be
-    told from a live one's and from a user's folder of the same name: see ``clean_stale_staging``.
-    ``clone`` starts the temp folder as a hard-linked copy of an existing ``dest`` (cheap, no bytes
-    copied) so a step can add files and swap the result in; builders must therefore write new files,
-    never modify existing ones in place. ``replace`` allows swapping out an existing ``dest``; without it an
-    existing ``dest`` is refused with ``exists_hint`` (a caller without --force says what to do instead).
-    A full disk becomes one DiskFullError (see ``atomic_path``), ``needs`` being the bytes the caller expects.
-    """
-    ensure_writable_parent(dest)
-    if dest.exists() and not (replace or clone):
-        raise OutputError(f"{dest} already exists.", exists_hint)
-    staging = _marked_dir(dest, "partial")
-    try:
-        work = staging / CONTENT
-        if clone and dest.is_dir():
-            shutil.copytree(dest, work, copy_function=os.link)
-        else:
-            work.mkdir()
-        yield work
-        if dest.exists():
-            old = _marked_dir(dest, "old")
-            try:
-                os.replace(dest, old / SET_ASIDE)
-            except BaseException:
-                shutil.rmtree(old, ignore_errors=True)
-                raise
-            os.replace(work, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(work, dest)
-    except BaseException as exc:
-        if is_disk_full(exc):
-            written = _written(staging)
-            shutil.rmtree(staging, ignore_errors=True)
-            raise disk_full_error(dest, max(needs, written), exc) from exc
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-# A staging folder is ``.NAME.partial-PID-XXXX`` (the new content, in CONTENT) or ``.NAME.old-PID-XXXX`` (the
-# replaced ``dest``, in SET_ASIDE), and holds STAGING_MARKER: who made it (tool, pid, host, for which NAME).
-# The marker sits beside the content, never in it: what is renamed to ``dest`` holds only what was written.
-# ``clean_stale_staging`` touches only folders whose marker says a dead process of ours made them here:
-# a user's folder that merely has such a name is never deleted or "restored".
-STAGING_MARKER = ".exporter-staging.json"
-SET_ASIDE = "set-aside"
-CONTENT = "content"
-_TOOL = "exporter"
-_PARTIAL = r"\.{name}\.partial-(?P<pid>\d+)-[^/]+"
-_OLD = r"\.{name}\.old-(?P<pid>\d+)-[^/]+"
-
-
-def _marked_dir(dest: Path, kind: str) -> Path:
-    """A new staging folder beside ``dest`` (``kind``: partial or old) holding its marker."""
-    import socket
-
-    folder = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{kind}-{os.getpid()}-", dir=dest.parent))
-    marker = {"tool": _TOOL, "pid": os.getpid(), "host": socket.gethostname(), "dest": dest.name, "kind": kind}
-    try:
-        (folder / STAGING_MARKER).write_text(json.dumps(marker), encoding="utf-8")
-    except BaseException as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        if is_disk_full(exc):
-            raise disk_full_error(dest, 0, exc) from exc
-        raise
-    return folder
-
-
-def _made_by_us(folder: Path, dest: Path, pid: int) -> bool:
-    """True when ``folder`` holds a marker of ours for ``dest`` and ``pid``, made on this machine."""
-    import socket
-
-    try:
-        marker = parse_json(read_user_file(folder / STAGING_MARKER, what="staging marker", max_bytes=4096), "marker")
-    except UsageError:
-        return False
-    return (
-        isinstance(marker, dict)
-        and marker.get("tool") == _TOOL
-        and marker.get("pid") == pid
-        and (marker.get("host") == socket.gethostname() and marker.get("dest") == dest.name)
-    )
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
-def _tree_size(path: Path) -> int:
+def tree_size(path: Path) -> int:
     return sum(p.stat(follow_symlinks=False).st_size for p in path.rglob("*") if not p.is_dir())
-
-
-def clean_stale_staging(dest: Path) -> list[str]:
-    """Remove the staging folders of ``dest`` that a killed ``staged_dir`` left; one line per folder.
-
-    Only folders named for this ``dest`` AND holding our marker for it, whose process (the pid in both,
-    on this machine) is gone, are touched; a live writer's are left alone, and so is anything not made
-    by ``staged_dir`` (a user's folder of the same name). A previous ``dest`` set aside (in
-    ``.NAME.old-PID-XXXX``) is put back if the kill came before the new one was renamed in, else removed.
-    Call it while holding the lock of ``dest`` (``exporter.outdir.claim``).
-    """
-    notes: list[str] = []
-    parent, name = dest.parent, re.escape(dest.name)
-    if not parent.is_dir():
-        return notes
-    partial, old = re.compile(_PARTIAL.format(name=name)), re.compile(_OLD.format(name=name))
-    for entry in sorted(parent.iterdir()):
-        m = partial.fullmatch(entry.name) or old.fullmatch(entry.name)
-        if not m or entry.is_symlink() or not entry.is_dir():
-            continue
-        pid = int(m["pid"])
-        if _pid_alive(pid) or not _made_by_us(entry, dest, pid):
-            continue
-        kept = entry / SET_ASIDE
-        if m.re is old and not dest.exists() and kept.is_dir() and not kept.is_symlink():
-            os.replace(kept, dest)
-            shutil.rmtree(entry)
-            notes.append(f"Restored {dest} from {entry.name}, set aside by a killed run (pid {m['pid']}).")
-            continue
-        size = _tree_size(entry)
-        shutil.rmtree(entry)
-        notes.append(f"Removed {entry} ({size / 1e6:.1f} MB), left by a run that was killed (pid {m['pid']} is gone).")
-    return notes
 
 
 def find_links(root: Path) -> list[str]:

@@ -327,7 +327,7 @@ def _stated(source_dir: Path) -> ModelKind | None:
     """The kind the model's files state (``config_sentence_transformers.json`` model_type), if any."""
     path = Path(source_dir) / "config_sentence_transformers.json"
     from exporter.errors import UsageError
-    from exporter.fsutil import MODEL_JSON_MAX_BYTES, read_user_json
+    from exporter.user_files import MODEL_JSON_MAX_BYTES, read_user_json
 
     try:
         meta = read_user_json(path, what="model file", max_bytes=MODEL_JSON_MAX_BYTES)
@@ -355,7 +355,7 @@ def _legacy_kind(source_dir: Path) -> ModelKind | None:
     if (root / "modules.json").is_file():
         return None
     from exporter.errors import UsageError
-    from exporter.fsutil import MODEL_JSON_MAX_BYTES, read_user_json
+    from exporter.user_files import MODEL_JSON_MAX_BYTES, read_user_json
 
     try:
         config = read_user_json(root / "config.json", what="model file", max_bytes=MODEL_JSON_MAX_BYTES)

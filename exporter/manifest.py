@@ -14,7 +14,8 @@ from importlib import resources
 from pathlib import Path
 
 from exporter.errors import IntegrityError, UsageError
-from exporter.fsutil import find_links, read_user_json, sha256_file, write_json_atomic
+from exporter.fsutil import find_links, sha256_file, write_json_atomic
+from exporter.user_files import read_user_json
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"

@@ -10,7 +10,7 @@ Three promises, checked before any heavy work:
   rather than waiting an unknown time behind a build. The kernel drops the lock when its process dies,
   so a killed run never blocks the next one.
 - while holding the lock, the staging folders a killed run left beside the folder are removed (see
-  ``fsutil.clean_stale_staging``); ``claim`` yields one line per folder for the CLI to print.
+  ``staging.clean_stale_staging``); ``claim`` yields one line per folder for the CLI to print.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from exporter.errors import OutputError, UsageError
-from exporter.fsutil import clean_stale_staging, ensure_writable_parent, sha256_bytes, sha256_file
+from exporter.fsutil import ensure_writable_parent, sha256_bytes, sha256_file
+from exporter.staging import clean_stale_staging
 
 _NEVER = "exporter never deletes or overwrites what it did not write"
 UNRESOLVED_SHA = "<sha12 of the resolved commit>"  # a dry run's folder name before the pin is resolved

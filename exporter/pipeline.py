@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Protocol
 
 from exporter.errors import ExporterError, ExportFailed, FidelityError, UsageError
-from exporter.fsutil import FileRecord, is_disk_full, record_files, staged_dir
+from exporter.fsutil import FileRecord, is_disk_full, record_files
+from exporter.staging import staged_dir
 
 log = logging.getLogger(__name__)
 

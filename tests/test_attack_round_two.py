@@ -432,10 +432,10 @@ def silent_registry():
 
 
 def test_row11_a_silent_registry_ends_within_the_deadline_in_one_line(silent_registry, tmp_path, monkeypatch):
-    from exporter.ship import oci_client
+    from exporter.ship import oci_transport
 
-    monkeypatch.setenv(oci_client.TIMEOUT_ENV, "0.5")
-    monkeypatch.setenv(oci_client.DEADLINE_ENV, "2")
+    monkeypatch.setenv(oci_transport.TIMEOUT_ENV, "0.5")
+    monkeypatch.setenv(oci_transport.DEADLINE_ENV, "2")
     started = time.monotonic()
     res = invoke("pull", f"oci://{silent_registry}/team/tiny:v1", str(tmp_path / "pulled"))
     took = time.monotonic() - started

@@ -155,7 +155,7 @@ def test_consumers_table_is_complete():
 def test_a_consumer_truncating_elsewhere_fails_with_the_reason_and_the_layout_fixes_it(tmp_path_factory, tmp_path):
     """The real default's case in small: tokenizer_config.json says 48 tokens, the model 32 (as MiniLM says
     512 and 256). fastembed truncates at 48, so long texts differ; its layout truncates at 32."""
-    from exporter.ship import layouts
+    from exporter.ship import layout_files
     from tests.test_export_onnx import exported_tiny
 
     _, art0, _ = exported_tiny(tmp_path_factory, "mean", True)
@@ -186,11 +186,11 @@ def test_a_consumer_truncating_elsewhere_fails_with_the_reason_and_the_layout_fi
         ],
         "model": {"max_seq_length": 32},
     }
-    files = layouts._truncating_at_max_seq_length(art, manifest, {**ONNX, "files": [{"path": "onnx/model.onnx"}]})
+    files = layout_files._truncating_at_max_seq_length(art, manifest, {**ONNX, "files": [{"path": "onnx/model.onnx"}]})
     out = tmp_path / "fastembed"
     for rel, src in files.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        content = layouts._content(src)  # a rewritten file is a Made (bytes, and the file it came from)
+        content = layout_files._content(src)  # a rewritten file is a Made (bytes, and the file it came from)
         (out / rel).write_bytes(content if isinstance(content, bytes) else content.read_bytes())
     assert _rows_with(out, texts, reference, "fastembed")["status"] == "passed"
 

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from exporter.fleet import runs as fleet
-from exporter.fleet.recipe import load_all, load_recipe, recipe_to_plan
+from exporter.fleet.recipe_loading import load_all, load_recipe
+from exporter.fleet.recipe_plan import recipe_to_plan
 from tests.artifact_factory import make_artifact
 from tests.cli_runner import invoke
 from tests.hub_fixtures import TINY_SHA, seed_tiny

@@ -338,10 +338,10 @@ def _dead_pid() -> int:
 
 
 def _mark(folder: Path, dest: str, pid: int, kind: str = "partial") -> Path:
-    """The marker ``fsutil.staged_dir`` writes into its staging folders, as process ``pid`` would have."""
+    """The marker ``staging.staged_dir`` writes into its staging folders, as process ``pid`` would have."""
     import socket
 
-    from exporter.fsutil import STAGING_MARKER
+    from exporter.staging import STAGING_MARKER
 
     marker = {"tool": "exporter", "pid": pid, "host": socket.gethostname(), "dest": dest, "kind": kind}
     (folder / STAGING_MARKER).write_text(json.dumps(marker))
@@ -374,7 +374,7 @@ def test_claim_removes_only_dead_runs_staging_folders(tmp_path):
 
 
 def test_claim_puts_back_an_artifact_a_killed_swap_had_set_aside(tmp_path):
-    from exporter.fsutil import SET_ASIDE
+    from exporter.staging import SET_ASIDE
 
     out, dead = tmp_path / "art", _dead_pid()
     old = tmp_path / f".art.old-{dead}-x1"

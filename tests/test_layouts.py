@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from exporter import kinds
-from exporter.quality import consumers
-from exporter.ship import layouts
+from exporter.quality import consumers, emulated_servers
+from exporter.ship import ovms_layout, triton_config
 from exporter.source import st_modules
 from tests.cli_runner import invoke
 from tests.consumer_fixtures import FP32, ONNX, short_texts
@@ -22,11 +22,11 @@ pytestmark = pytest.mark.usefixtures("node_env")
 
 GATED_BY = {  # the consumer each layout is run through before it is written, and how
     "st": [("runtime", "in-process"), ("sentence-transformers", "in-process")],
-    "tei": [("tei", consumers.EMULATED)],
+    "tei": [("tei", emulated_servers.EMULATED)],
     "fastembed": [("fastembed", "in-process")],
     "transformers.js": [("transformers.js", "node subprocess")],
-    "ovms": [("ovms", consumers.EMULATED)],
-    "triton": [("triton", consumers.EMULATED)],
+    "ovms": [("ovms", emulated_servers.EMULATED)],
+    "triton": [("triton", emulated_servers.EMULATED)],
 }
 
 
@@ -143,7 +143,7 @@ def _triton_config(pb2, text: str):
 
 def _check_triton_io(pb2, config, variant: str) -> None:
     """Batched: Triton owns the batch dimension (max_batch_size), so dims leave it out."""
-    assert config.max_batch_size == layouts.TRITON_MAX_BATCH and config.HasField("dynamic_batching")
+    assert config.max_batch_size == triton_config.TRITON_MAX_BATCH and config.HasField("dynamic_batching")
     assert [(g.count, pb2.ModelInstanceGroup.Kind.Name(g.kind)) for g in config.instance_group] == [(1, "KIND_CPU")]
     inputs = {i.name: (pb2.DataType.Name(i.data_type), list(i.dims)) for i in config.input}
     assert inputs["input_ids"] == inputs["attention_mask"] == ("TYPE_INT64", [-1])
@@ -156,7 +156,7 @@ def _check_triton_io(pb2, config, variant: str) -> None:
 def test_triton_layout_parses_with_tritons_model_config_schema(consumer_artifact, tmp_path):
     out = _layout(consumer_artifact, tmp_path, "triton", "onnx")
     (model_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    pb2 = layouts.triton_model_config_pb2()
+    pb2 = triton_config.triton_model_config_pb2()
     text = (model_dir / "config.pbtxt").read_text()
     config = _triton_config(pb2, text)
     assert config.name == model_dir.name and config.backend == "onnxruntime"
@@ -180,9 +180,9 @@ def test_triton_openvino_carries_bf16_and_refuses_an_f32_pin(consumer_artifact, 
     manifest = mf.load(consumer_artifact)
     entry = json.loads(json.dumps(mf.get_variant(manifest, "openvino")))
     entry["load"]["model_kwargs"] = {"ov_config": {"INFERENCE_PRECISION_HINT": "bf16"}}  # openvino-bf16's options
-    files = layouts._triton(consumer_artifact, manifest, entry, tmp_path)
+    files = triton_config._triton(consumer_artifact, manifest, entry, tmp_path)
     (config_path,) = [k for k in files if k.endswith("config.pbtxt")]
-    pb2 = layouts.triton_model_config_pb2()
+    pb2 = triton_config.triton_model_config_pb2()
     config = _triton_config(pb2, files[config_path].decode())
     assert config.backend == "openvino" and sorted(Path(k).name for k in files if "/1/" in k) == [
         "model.bin",
@@ -206,7 +206,7 @@ def test_triton_layout_names_a_tensor_type_it_cannot_map(tmp_path):
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
     with pytest.raises(UsageError, match=r"'ids' is tensor\(int32\)") as err:
-        layouts._graph_io(tmp_path / "m.onnx", "onnx")
+        triton_config._graph_io(tmp_path / "m.onnx", "onnx")
     assert "\n" not in err.value.message
 
 
@@ -284,7 +284,7 @@ def test_ovms_layout_runs_through_the_ovms_data_path(consumer_artifact, tmp_path
     assert "pooling: MEAN" in (out / "graph.pbtxt").read_text()
     assert 'plugin_config: "{\\"INFERENCE_PRECISION_HINT\\": \\"f32\\"}"' in (out / "graph.pbtxt").read_text()
     texts = short_texts() + [" ".join(short_texts(30))]  # one over max_seq_length: the tokenizer IR truncates
-    got, want = consumers.ovms_embeddings(out, texts), _reference(consumer_artifact, texts)
+    got, want = emulated_servers.ovms_embeddings(out, texts), _reference(consumer_artifact, texts)
     cos = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
     assert cos.min() >= 0.9999, cos.min()
 
@@ -295,7 +295,7 @@ def test_ovms_layout_refuses_a_model_it_cannot_pool_like(tmp_path_factory, tmp_p
 
     _, art, _ = exported_tiny(tmp_path_factory, "max", True)
     with pytest.raises(UsageError, match="OVMS pools the first rank-3 output with CLS/MEAN/LAST only"):
-        layouts._ovms(art, {"shared_files": []}, {"load": {"file_name": "x.xml"}, "files": []}, tmp_path)
+        ovms_layout._ovms(art, {"shared_files": []}, {"load": {"file_name": "x.xml"}, "files": []}, tmp_path)
 
 
 def test_a_layout_whose_consumer_differs_exits_3_and_writes_nothing(tmp_path):

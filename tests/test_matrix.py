@@ -10,7 +10,7 @@ import yaml
 
 from exporter.errors import UsageError
 from exporter.fleet.matrix import GITHUB_MATRIX_LIMIT, matrix_entries, render
-from exporter.fleet.recipe import load_all
+from exporter.fleet.recipe_loading import load_all
 from tests.cli_runner import invoke
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"

@@ -259,7 +259,7 @@ def test_unreadable_file_is_refused(tmp_path, monkeypatch):
 
     import os
 
-    from exporter import fsutil
+    from exporter import user_files
 
     real_open = os.open
 
@@ -268,7 +268,7 @@ def test_unreadable_file_is_refused(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied")
         return real_open(name, *args, **kwargs)
 
-    monkeypatch.setattr(fsutil.os, "open", denied)  # chmod 0 does not stop root
+    monkeypatch.setattr(user_files.os, "open", denied)  # chmod 0 does not stop root
     with pytest.raises(ProbeError, match="cannot read .*Permission denied"):
         probes.read_texts(path)
 

@@ -12,16 +12,9 @@ import yaml
 from exporter.cli import dry_run
 from exporter.cli import recipes as cli_recipes
 from exporter.errors import SourceError, UsageError
-from exporter.fleet.recipe import (
-    Kind,
-    find_recipes,
-    load_all,
-    load_recipe,
-    parse_recipe,
-    plan_to_recipe,
-    recipe_to_plan,
-    save_recipe,
-)
+from exporter.fleet.recipe import Kind
+from exporter.fleet.recipe_loading import find_recipes, load_all, load_recipe, parse_recipe
+from exporter.fleet.recipe_plan import plan_to_recipe, recipe_to_plan, save_recipe
 from exporter.pipeline import ExportPlan
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"

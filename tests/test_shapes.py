@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from exporter.errors import UsageError
-from exporter.source import shapes
+from exporter.source import shape_lookup, shapes
 from tests.cli_runner import invoke
 from tests.test_export_onnx import TEXTS, run_fresh
 from tests.tiny_models import build_tiny_embedder
@@ -283,7 +283,10 @@ def test_remote_code_of_an_unknown_model_type_names_what_is_exportable(tiny_mode
     result = invoke("export", str(src), "--trust-remote-code", "--out", str(tmp_path / "a"))
     assert result.code == 2
     assert "NomicBertModel (model_type my_custom_bert) is not exportable: remote-code architecture" in result.err
-    assert f"Exportable model types: {', '.join(shapes.exportable_model_types('sentence-transformer'))}" in result.err
+    assert (
+        f"Exportable model types: {', '.join(shape_lookup.exportable_model_types('sentence-transformer'))}"
+        in result.err
+    )
     assert "bert, deberta-v2, distilbert, electra, gemma2, gemma3_text, llama, mistral" in result.err
 
 
@@ -392,7 +395,8 @@ def test_fp16_overflow_is_caught_by_the_gate_and_never_shipped(tmp_path):
 
 
 def test_truncate_dim_round_trips_through_a_recipe(tmp_path):
-    from exporter.fleet.recipe import parse_recipe, plan_to_recipe, recipe_to_plan
+    from exporter.fleet.recipe_loading import parse_recipe
+    from exporter.fleet.recipe_plan import plan_to_recipe, recipe_to_plan
     from exporter.pipeline import ExportPlan
 
     sha = "1110a243fdf4706b3f48f1d95db1a4f5529b4d41"

@@ -29,7 +29,7 @@ from exporter import manifest as mf
 from exporter import runtime
 from exporter.builders import external_data
 from exporter.errors import UsageError
-from exporter.source import preflight, shapes
+from exporter.source import chain_shapes, preflight
 from tests.cli_runner import invoke, run_cli
 from tests.tiny_models import build_tiny_sparse_encoder, build_tiny_static_embedding
 
@@ -292,7 +292,7 @@ def test_chains_are_classified_into_support_rows(tmp_path, types, kind, row):
 def test_static_embedding_exports_onnx_and_openvino_and_verifies(statics, layout):
     src, art = statics[layout]
     manifest = mf.load(art)
-    assert [v["id"] for v in manifest["variants"]] == list(shapes.STATIC_VARIANTS)  # `all`, narrowed
+    assert [v["id"] for v in manifest["variants"]] == list(chain_shapes.STATIC_VARIANTS)  # `all`, narrowed
     assert all(v["status"] == "passed" for v in manifest["variants"]), manifest["variants"]
     assert manifest["model"]["kind"] == "sentence-transformer" and manifest["model"]["max_seq_length"] is None
     res = invoke("verify", str(art))
@@ -384,11 +384,11 @@ def test_external_data_limit_env_is_validated(monkeypatch):
 def test_support_rows_agree_with_what_export_allows():
     from exporter import variants
 
-    rows = {r["id"]: r for r in shapes.chain_rows()}
+    rows = {r["id"]: r for r in chain_shapes.chain_rows()}
     assert set(rows) == {"splade-mlmtransformer", "splade-transformer", "splade-router", "static-embedding"}
     for rid in ("splade-mlmtransformer", "splade-transformer"):
         assert rows[rid]["allowed_variants"] == variants.for_kind("sparse-encoder")
-    assert rows["static-embedding"]["allowed_variants"] == list(shapes.STATIC_VARIANTS)
+    assert rows["static-embedding"]["allowed_variants"] == list(chain_shapes.STATIC_VARIANTS)
     assert rows["splade-router"]["allowed_variants"] == []
     for row in rows.values():
         assert set(row["allowed_variants"]).isdisjoint(row["refused_variants"])

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from exporter import variants
-from exporter.source import shapes
+from exporter.source import shape_lookup, shapes
 from tests import declarations
 from tests.cli_runner import invoke
 
@@ -51,7 +51,7 @@ def test_rows_are_consistent():
 
 def test_list_architectures_prints_the_table_and_json():
     text = invoke("list-architectures")
-    assert text.code == 0 and text.out.strip() == shapes.markdown_table()
+    assert text.code == 0 and text.out.strip() == shape_lookup.markdown_table()
     rows = json.loads(invoke("list-architectures", "--json").out)
     assert [r["id"] for r in rows] == [s.id for s in shapes.SHAPES]
     assert rows[0].keys() >= {"id", "family", "kind", "model_types", "chain", "allowed", "refused", "examples"}

@@ -201,7 +201,7 @@ def load_reference(path, device: str = "cpu", trust_remote_code: bool = False, l
     from sentence_transformers.models import Transformer
 
     from exporter.errors import UsageError
-    from exporter.fsutil import read_user_file
+    from exporter.user_files import read_user_file
 
     try:
         from pylate import models

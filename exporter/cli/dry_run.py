@@ -21,7 +21,7 @@ def handle_save_and_dry_run(plan, *, save_recipe: Path | None, dry_run: bool) ->
         return False
     pin = resolve_pin(plan) if (dry_run or plan.allow_unpinned) else None
     if save_recipe is not None:  # first: an existing file refused is the only line a dry run prints
-        from exporter.fleet.recipe import save_recipe as save
+        from exporter.fleet.recipe_plan import save_recipe as save
 
         path = save(plan, save_recipe, revision=pin.sha if pin else None)
         typer.echo(f"Recipe written: {path}", err=True)

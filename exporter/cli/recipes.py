@@ -36,12 +36,12 @@ def run(
     ] = False,
 ) -> None:
     """Run recipes, each model in its own process; resumable; a summary table and non-zero exit on any failure."""
-    from exporter.fleet import recipe as rc
+    from exporter.fleet.recipe_loading import load_all, require_remote_code_allowed
     from exporter.fsutil import check_writable_folder
 
     check_writable_folder(artifacts, option="--artifacts")
-    loaded = rc.load_all(recipes)
-    remote = rc.require_remote_code_allowed(loaded, allow_remote_code)
+    loaded = load_all(recipes)
+    remote = require_remote_code_allowed(loaded, allow_remote_code)
     if remote:
         typer.echo(f"Runs remote code (--allow-remote-code): {', '.join(remote)}", err=True)
     for path, recipe in loaded:  # refuse what a run would refuse, before any model starts
@@ -55,7 +55,7 @@ def _plan_for(path: Path, recipe, *, variants: str | None, artifacts: Path, forc
     """The recipe's plan, refused here as the export would refuse it (``plan_check.decide``: the kind is the
     recipe's, or read from the model's files when its snapshot is in the local Hub cache)."""
     from exporter import plan_check
-    from exporter.fleet.recipe import recipe_to_plan
+    from exporter.fleet.recipe_plan import recipe_to_plan
 
     overrides: dict = {"artifacts_root": artifacts, "force": force}
     if variants:
@@ -76,7 +76,7 @@ def worker(
 ) -> None:
     """Run one recipe in this process (what each process of ``exporter run`` does)."""
     from exporter.cli.output import RichProgress, end_export, export_summary
-    from exporter.fleet.recipe import load_recipe
+    from exporter.fleet.recipe_loading import load_recipe
     from exporter.fsutil import atomic_path
     from exporter.pipeline import run_export
     from exporter.quality import best
@@ -124,7 +124,7 @@ def plan(
 ) -> None:
     """Print the work of a recipe folder as a matrix for a CI runner fleet (nothing runs)."""
     from exporter.fleet.matrix import matrix_entries, render
-    from exporter.fleet.recipe import load_all, remote_code_recipes
+    from exporter.fleet.recipe_loading import load_all, remote_code_recipes
 
     notes: list[str] = []
     loaded = load_all(folder)

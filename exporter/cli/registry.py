@@ -47,9 +47,9 @@ def _gate_policy(policy: Path | None):
 
 def _report_waits() -> None:
     """Registry waits (a timeout, a retry) become a line on stderr as they happen."""
-    from exporter.ship import oci_client
+    from exporter.ship import oci_transport
 
-    oci_client.set_progress(lambda line: typer.echo(f"… {line}", err=True))
+    oci_transport.set_progress(lambda line: typer.echo(f"… {line}", err=True))
 
 
 def _policy(verify_key: list[Path] | None, policy: Path | None, *, required: bool = False):

@@ -51,7 +51,7 @@ def matrix_entries(
         UsageError: a recipe names a variant or threshold its model kind cannot have.
     """
     from exporter import outdir, plan_check
-    from exporter.fleet.recipe import recipe_to_plan
+    from exporter.fleet.recipe_plan import recipe_to_plan
 
     entries = []
     for path, recipe in recipes:

@@ -68,7 +68,7 @@ class Policy:
             layers.append(read_file(Path(path))[0])
             sources.append(f"policy {path}")
         if recipe is not None:
-            from exporter.fleet.recipe import load_recipe
+            from exporter.fleet.recipe_loading import load_recipe
 
             layers.append({s: dict(m) for s, m in load_recipe(Path(recipe)).thresholds.items()})
             sources.append(f"recipe {recipe}")
@@ -183,7 +183,7 @@ def read_file(path: Path) -> tuple[Overrides, dict]:
     """
     import yaml
 
-    from exporter.fsutil import no_alias_yaml_loader, read_user_file
+    from exporter.user_files import no_alias_yaml_loader, read_user_file
 
     data = read_user_file(path, what="policy file", max_bytes=MAX_POLICY_BYTES)
     hint = f"Write a YAML or JSON mapping with some of: {', '.join(KNOWN_KEYS)}."

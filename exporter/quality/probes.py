@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Literal
 
 from exporter.errors import ProbeError, UsageError
-from exporter.fsutil import read_user_file, sha256_bytes
+from exporter.fsutil import sha256_bytes
+from exporter.user_files import read_user_file
 
 Kind = Literal["probe", "calibration"]
 
@@ -73,7 +74,7 @@ class TextLimits:
 # text of more than 20,000 characters is far past any model's window (512 tokens is ~2,500 characters)
 # and nearly always means the file is not one text per line.
 LIMITS: dict[str, TextLimits] = {"probe": TextLimits(20, 20_000), "calibration": TextLimits(10, 20_000)}
-# A user's text file is read whole, so it is capped before it is read (fsutil.read_user_file): 4 MB and
+# A user's text file is read whole, so it is capped before it is read (user_files.read_user_file): 4 MB and
 # 20,000 lines are far past any probe or calibration set that runs in reasonable time.
 TEXT_FILE_MAX_BYTES = 4_000_000
 TEXT_FILE_MAX_LINES = 20_000

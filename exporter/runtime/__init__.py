@@ -265,8 +265,8 @@ def load(
 def _manifest(artifact_dir: Path) -> dict:
     """The folder's manifest.json as plain JSON ({} when there is none, or it is not a capped regular JSON file)."""
     from exporter.errors import UsageError
-    from exporter.fsutil import read_user_json
     from exporter.manifest import MANIFEST_MAX_BYTES, MANIFEST_NAME
+    from exporter.user_files import read_user_json
 
     path = artifact_dir / MANIFEST_NAME
     try:

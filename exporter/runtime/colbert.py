@@ -53,7 +53,7 @@ class ColbertFacts:
 def read_json(path: Path) -> dict | None:
     """A JSON object from a regular file of at most ``MAX_CONFIG_BYTES`` (None if absent or not an object);
     UsageError for a file that is not regular or too large."""
-    from exporter.fsutil import read_user_file
+    from exporter.user_files import read_user_file
 
     path = Path(path)
     if not path.is_file():

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 from exporter.errors import IntegrityError, RegistryError, UsageError
 from exporter.ship import attestation, modelpack, referrers
-from exporter.ship.oci_client import RegistryClient, RetryPolicy
+from exporter.ship.oci_client import RegistryClient
 from exporter.ship.oci_docs import MANIFEST_MEDIA_TYPE
 from exporter.ship.oci_ref import Reference
+from exporter.ship.oci_transport import RetryPolicy
 from exporter.ship.registry import Fetched, client_for, fetch_checked
 from exporter.ship.signing import Policy, bundle_key_hint, unverified_statement
 

@@ -104,7 +104,7 @@ def find_credentials(host: str) -> Credentials | None:
     path = _docker_config_path()
     if not path.is_file():
         return None
-    from exporter.fsutil import read_user_json
+    from exporter.user_files import read_user_json
 
     try:
         auths = read_user_json(path, what="docker config", max_bytes=1_000_000).get("auths") or {}

@@ -22,8 +22,9 @@ from pathlib import Path, PurePosixPath
 
 from exporter import manifest as mf
 from exporter.errors import FidelityError, IntegrityError, OutputError, UsageError
-from exporter.fsutil import atomic_path, check_output_file, sha256_file, staged_dir
+from exporter.fsutil import atomic_path, check_output_file, sha256_file
 from exporter.outdir import check_out
+from exporter.staging import staged_dir
 
 # 2000-01-01T00:00:00Z: a fixed, plausible timestamp (GNU tar warns about 0).
 FIXED_MTIME = 946_684_800

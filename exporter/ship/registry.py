@@ -32,11 +32,11 @@ import oras.schemas
 from exporter import manifest as mf
 from exporter import outdir
 from exporter.errors import IntegrityError, OutputError, RegistryError, UsageError
-from exporter.fsutil import staged_dir
 from exporter.ship import modelpack, referrers
-from exporter.ship.oci_client import _MAX_JSON, RegistryClient, RetryPolicy
+from exporter.ship.oci_client import _MAX_JSON, RegistryClient
 from exporter.ship.oci_docs import MANIFEST_MEDIA_TYPE, canonical_json, image_manifest
 from exporter.ship.oci_ref import _DIGEST, PASSWORD_ENV, USER_ENV, Credentials, Reference, find_credentials, is_loopback
+from exporter.ship.oci_transport import RetryPolicy
 from exporter.ship.package import (
     check_layout,
     parse_narrowed_manifest,
@@ -46,6 +46,7 @@ from exporter.ship.package import (
 )
 from exporter.ship.sign_artifact import Bundles, VariantPayload, gate, make_bundles, payload, stored_bundles
 from exporter.ship.signing import Policy, load_signer, verify_folder
+from exporter.staging import staged_dir
 
 __all__ = ["Credentials", "PASSWORD_ENV", "USER_ENV", "find_credentials", "is_loopback"]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from exporter import manifest as mf
 from exporter.errors import FidelityError, IntegrityError, UsageError
-from exporter.fsutil import atomic_path, read_user_file
+from exporter.fsutil import atomic_path
 from exporter.ship import attestation, modelpack
 from exporter.ship.package import manifest_bytes, require_publishable, select_variants
 from exporter.ship.signing import (
@@ -30,6 +30,7 @@ from exporter.ship.signing import (
     sign_statement,
     unverified_statement,
 )
+from exporter.user_files import read_user_file
 
 SIGNATURE_DIR = "signatures"
 # bundle kind -> (file suffix, predicate type)

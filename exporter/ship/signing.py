@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from exporter.errors import IntegrityError, UsageError
-from exporter.fsutil import open_user_file
+from exporter.user_files import open_user_file
 
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 SIGNATURE_PREDICATE = "https://model_signing/signature/v1.0"

@@ -8,7 +8,7 @@ to do (UsageError, exit 2); it names a backend only when the refused variants ar
 - Sparse and static chains (``classify``, ``restrict``) decide how a model exports
   (``exporter.builders.export_onnx_sparse``, ``exporter.builders.export_onnx_static``) and which variants apply:
   SPLADE (Transformer fill-mask, or ST 5.0-5.6's ``MLMTransformer``, -> SpladePooling) takes every sparse-encoder
-  variant; StaticEmbedding [-> Normalize] only ``shapes.STATIC_VARIANTS``. A ``Router`` (e.g. inference-free
+  variant; StaticEmbedding [-> Normalize] only ``chain_shapes.STATIC_VARIANTS``. A ``Router`` (e.g. inference-free
   asymmetric SPLADE), a SparseStaticEmbedding outside a Router, a sparse encoder without SpladePooling (e.g.
   SparseAutoEncoder / CSR) and a StaticEmbedding followed by other modules are refused.
 - A dense sentence-transformer's module chain must be ``Transformer -> Pooling -> Dense* -> [Normalize]``
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.errors import UsageError
-from exporter.fsutil import MODEL_JSON_MAX_BYTES, read_user_json
 from exporter.kinds import ModelKind
-from exporter.source import shapes, st_modules
+from exporter.source import chain_shapes, shape_lookup, shapes, st_modules
+from exporter.user_files import MODEL_JSON_MAX_BYTES, read_user_json
 
 K = st_modules.ModuleKind
 # Position rules of the dense-embedder chain: each kind may follow the kinds listed.
@@ -145,7 +145,7 @@ def classify(root: Path, kind: str) -> ChainShape | None:
                 f"the model's modules ({_names(modules)}): only StaticEmbedding [-> Normalize] exports.",
                 "Export a StaticEmbedding model without the modules after it, or use sentence-transformers.",
             )
-        return ChainShape("static-embedding", shapes.STATIC_VARIANTS, shapes.STATIC_REFUSAL)
+        return ChainShape("static-embedding", chain_shapes.STATIC_VARIANTS, chain_shapes.STATIC_REFUSAL)
     if kind == ModelKind.SPARSE_ENCODER:
         if kinds != [K.TRANSFORMER, K.SPLADE_POOLING]:
             raise UsageError(
@@ -234,7 +234,7 @@ def inspect(source_dir: Path, kind: str) -> ShapeFacts:
     config = _config(config_dir)
     model_type = config.get("model_type")
     archs = tuple(str(a) for a in config.get("architectures") or ())
-    rows = tuple(r.id for r in shapes.rows_for(kind, model_type, chain[0] if chain else None))
+    rows = tuple(r.id for r in shape_lookup.rows_for(kind, model_type, chain[0] if chain else None))
     return ShapeFacts(
         model_type=model_type, architectures=archs, chain=chain, rows=rows, remote_code=bool(config.get("auto_map"))
     )
@@ -270,18 +270,18 @@ def select(specs: list, requested: list[str] | None, kind: str, facts: ShapeFact
         UsageError: a refused variant was asked for by id (``all`` just leaves it out), or every variant is
             refused for the architecture (remote-code families).
     """
-    refused = shapes.refusals_for(kind, facts.model_type, facts.chain[0] if facts.chain else None)
+    refused = shape_lookup.refusals_for(kind, facts.model_type, facts.chain[0] if facts.chain else None)
     label = _arch_label(facts.model_type, facts.architectures)
     if "*" in refused:
         raise UsageError(f"{label} is not exportable: {refused['*']}.", "See `exporter list-architectures`.")
     if facts.remote_code and not any(not shapes.BY_ID[r].remote_code for r in facts.rows):
-        known = shapes.exportable_model_types(kind)
+        known = shape_lookup.exportable_model_types(kind)
         raise UsageError(
             f"{label} is not exportable: {shapes.REMOTE_CODE}.",
             f"Exportable model types: {', '.join(known)} (see `exporter list-architectures`).",
         )
     if kind == ModelKind.SENTENCE_TRANSFORMER and facts.model_type and not facts.rows:
-        known = shapes.exportable_model_types(kind)
+        known = shape_lookup.exportable_model_types(kind)
         raise UsageError(
             f"{label} is outside every support rule: no tested export route for model_type {facts.model_type}.",
             f"Exportable model types: {', '.join(known)} (see `exporter list-architectures`).",

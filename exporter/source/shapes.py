@@ -21,7 +21,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from exporter.kinds import DEFAULT_KIND, ModelKind
+from exporter.kinds import DEFAULT_KIND
+from exporter.source.chain_shapes import chain_rows
 
 ORT_OPTIMIZER_LEVELS = ("onnx-o1", "onnx-o2", "onnx-o3", "onnx-o4")
 NO_ORT_FUSION = "ONNX Runtime's optimizer (optimum-onnx ORTOptimizer) has no fusion support for this model type"
@@ -29,15 +30,6 @@ FP16_OVERFLOW = "fp16 compute overflows this family's residual stream (NaN on CP
 REMOTE_CODE = (
     "remote-code architecture: refused without --trust-remote-code; with it, only remote code whose config "
     "model_type is a family of this table is exported (traced like that family), and this one's is not"
-)
-
-# StaticEmbedding graphs are one Gather and a masked mean: ONNX Runtime's transformer fusions (O1-O4) and
-# the int8 presets (built for MatMul-heavy transformers, calibrated through optimum's model classes)
-# have nothing to work on; OpenVINO reads the same graph.
-STATIC_VARIANTS = ("onnx", "openvino")
-STATIC_REFUSAL = (
-    "a StaticEmbedding graph is one embedding lookup and a masked mean: ORT fusions and int8 presets have "
-    "nothing to optimise, and sentence-transformers cannot load a static model's graph"
 )
 
 
@@ -254,99 +246,6 @@ SHAPES: tuple[Shape, ...] = (
 )
 
 
-# ------------------------------------------------------------------ sparse and static chain rows
-_KIND_REFUSAL = (
-    "not for sparse encoders: it calibrates or searches on single-text sentence embeddings, or reloads as a "
-    "SentenceTransformer only"
-)
-_ROUTER_REFUSAL = "a Router has no single graph (query and document routes differ); per-route export is not supported"
-# Tested on BERT; other masked LMs (DistilBERT, RoBERTa) take the same optimum fill-mask export, untested here.
-_SPLADE_ARCHS = ("BertForMaskedLM",)
-_CHAIN_ROWS: tuple[dict, ...] = (
-    {
-        "id": "splade-mlmtransformer",
-        "family": "SPLADE sparse encoder as sentence-transformers 5.0-5.6 saved it",
-        "architectures": list(_SPLADE_ARCHS),
-        "chain": [
-            "sentence_transformers.sparse_encoder.models.MLMTransformer",
-            "sentence_transformers.sparse_encoder.models.SpladePooling",
-        ],
-        "kind": ModelKind.SPARSE_ENCODER.value,
-        "examples": ["naver/splade-v3", "prithivida/Splade_PP_en_v1", "naver/splade_v2_max"],
-    },
-    {
-        "id": "splade-transformer",
-        "family": "SPLADE sparse encoder as sentence-transformers 5.7 saves it",
-        "architectures": list(_SPLADE_ARCHS),
-        "chain": [
-            "sentence_transformers.base.modules.transformer.Transformer (transformer_task: fill-mask)",
-            "sentence_transformers.sparse_encoder.modules.splade_pooling.SpladePooling",
-        ],
-        "kind": ModelKind.SPARSE_ENCODER.value,
-        "examples": ["any SPLADE model re-saved with sentence-transformers >= 5.4 (e.g. naver/splade-v3 re-saved)"],
-    },
-    {
-        "id": "splade-router",
-        "family": "inference-free asymmetric SPLADE (static query weights, MLM document encoder)",
-        "architectures": ["DistilBertForMaskedLM"],
-        "chain": [
-            "sentence_transformers.models.Router (query: SparseStaticEmbedding; "
-            "document: MLMTransformer/Transformer fill-mask, SpladePooling)"
-        ],
-        "kind": ModelKind.SPARSE_ENCODER.value,
-        "examples": [
-            "opensearch-project/opensearch-neural-sparse-encoding-doc-v3-distill",
-            "opensearch-project/opensearch-neural-sparse-encoding-doc-v2-distill",
-        ],
-    },
-    {
-        "id": "colbert-pylate",
-        "family": "ColBERT late interaction as PyLate saves it (token vectors, no pooling)",
-        "architectures": ["BertModel"],  # tested on BERT; other encoders trace the same way, untested here
-        "chain": ["sentence_transformers.models.Transformer", "pylate.models.Dense.Dense (one or more)"],
-        "kind": ModelKind.COLBERT.value,
-        "examples": ["answerdotai/answerai-colbert-small-v1", "lightonai/colbertv2.0"],
-        "kind_refusal": "not for ColBERT yet: its graph is its own (per-token vectors); the optimisers, "
-        "quantisers and fp16 conversions are not gated on it",
-    },
-    {
-        "id": "static-embedding",
-        "family": "static token embeddings (model2vec style), no transformer",
-        "architectures": [],
-        "chain": ["sentence_transformers.models.StaticEmbedding", "[sentence_transformers.models.Normalize]"],
-        "kind": ModelKind.SENTENCE_TRANSFORMER.value,
-        "examples": ["sentence-transformers/static-retrieval-mrl-en-v1"],
-    },
-)
-
-
-def chain_rows() -> list[dict]:
-    """The support-table rows of the sparse and static chains (``exporter.source.preflight.classify`` tells
-    them apart): allowed variants, and refused ones with the reason, from the catalogue (``VariantSpec.kinds``)
-    and the chain's own restriction."""
-    from exporter.variants import CATALOGUE
-
-    rows = []
-    for row in _CHAIN_ROWS:
-        for_kind = [s.id for s in CATALOGUE if row["kind"] in {k.value for k in s.kinds}]
-        if row["id"] == "splade-router":
-            allowed, reason = [], _ROUTER_REFUSAL
-        elif row["id"] == "static-embedding":
-            allowed, reason = [v for v in for_kind if v in STATIC_VARIANTS], STATIC_REFUSAL
-        else:
-            allowed, reason = for_kind, ""
-        other_kind = row.get("kind_refusal", _KIND_REFUSAL)
-        refused = {s.id: (reason if s.id in for_kind else other_kind) for s in CATALOGUE if s.id not in allowed}
-        rows.append(
-            {
-                **{k: v for k, v in row.items() if k != "kind_refusal"},
-                "allowed_variants": allowed,
-                "refused_variants": refused,
-            }
-        )
-    return rows
-
-
 def _short(module_type: str) -> str:
     """``sentence_transformers.models.Router (query: ...)`` -> ``Router (query: ...)``."""
     return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", module_type)
@@ -383,71 +282,3 @@ BY_ID: dict[str, Shape] = {s.id: s for s in SHAPES}
 OPENVINO_VIA_TRACED_GRAPH: dict[str, str] = {
     mt: s.openvino_via_traced_graph for s in SHAPES if s.openvino_via_traced_graph for mt in s.model_types
 }
-
-
-def _first_module(row: Shape) -> str:
-    """The class name a row's chain starts with ("Router (query: ...)" -> "Router")."""
-    return re.split(r"[\s\[(]", row.chain[0].lstrip("["), maxsplit=1)[0] if row.chain else ""
-
-
-def rows_for(kind: str, model_type: str | None, first_module: str | None = None) -> list[Shape]:
-    """The rows of ``kind`` whose family has ``model_type`` (rows without model types: whose chain starts
-    with ``first_module``)."""
-    return [
-        s
-        for s in SHAPES
-        if s.kind == kind and (model_type in s.model_types if s.model_types else first_module == _first_module(s))
-    ]
-
-
-def refusals_for(kind: str, model_type: str | None, first_module: str | None = None) -> dict[str, str]:
-    """Variant id (or "*") -> reason, for a model of ``kind``, ``model_type`` and first module class."""
-    out: dict[str, str] = {}
-    for row in rows_for(kind, model_type, first_module):
-        out.update(row.refusals())
-    return out
-
-
-def families() -> dict[str, tuple[str, ...]]:
-    """model_type -> the families (for messages)."""
-    out: dict[str, tuple[str, ...]] = {}
-    for s in SHAPES:
-        for mt in s.model_types:
-            out[mt] = tuple(dict.fromkeys((*out.get(mt, ()), s.family)))
-    return out
-
-
-def exportable_model_types(kind: str) -> list[str]:
-    """The model types of ``kind`` some row exports (remote-code rows excluded), sorted (for messages)."""
-    return sorted({mt for s in SHAPES if s.kind == kind and not s.remote_code for mt in s.model_types})
-
-
-def table_rows() -> list[dict]:
-    return [s.to_dict() for s in SHAPES]
-
-
-def _route_cell(row: dict) -> str:
-    """``optimum-intel``, ``traced graph: <why>``, or ``-`` where no openvino variant is allowed."""
-    if not any(v.startswith("openvino") for v in row["allowed"]):
-        return "-"
-    why = row["openvino_via_traced_graph"]
-    return f"{row['openvino_route']}: {why}" if why else row["openvino_route"]
-
-
-def markdown_table() -> str:
-    """The support table in the Markdown form README.md reproduces (``exporter list-architectures --markdown``)."""
-    lines = [
-        "| id | family | kind | model_type | chain | OpenVINO route | allowed variants | refused variants | examples |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in table_rows():
-        by_reason: dict[str, list[str]] = {}
-        for variant, why in r["refused"].items():
-            by_reason.setdefault(why, []).append(variant)
-        refused = "; ".join(f"{', '.join(vs)}: {why}" for why, vs in by_reason.items()) or "-"
-        allowed = ", ".join(r["allowed"]) or "-"
-        lines.append(
-            f"| {r['id']} | {r['family']} | {r['kind']} | {', '.join(r['model_types'])} | {r['chain']} | "
-            f"{_route_cell(r)} | {allowed} | {refused} | {', '.join(r['examples'])} |"
-        )
-    return "\n".join(lines)

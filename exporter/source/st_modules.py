@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import UsageError
-from exporter.fsutil import MODEL_JSON_MAX_BYTES, read_user_json
+from exporter.user_files import MODEL_JSON_MAX_BYTES, read_user_json
 
 # transformers' "no limit" sentinel for model_max_length (VERY_LARGE_INTEGER = int(1e30)).
 _NO_LIMIT = int(1e29)

@@ -14,8 +14,9 @@ import os
 from pathlib import Path, PurePosixPath
 
 from exporter.errors import IntegrityError, SourceError, UsageError
-from exporter.fsutil import MODEL_JSON_MAX_BYTES, FileRecord, read_user_json
+from exporter.fsutil import FileRecord
 from exporter.source.hubcache import blob_hash_matches
+from exporter.user_files import MODEL_JSON_MAX_BYTES, read_user_json
 
 SAFETENSORS = ".safetensors"
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth"})
