@@ -188,7 +188,7 @@ def read_file(path: Path) -> tuple[Overrides, dict]:
     data = read_user_file(path, what="policy file", max_bytes=MAX_POLICY_BYTES)
     hint = f"Write a YAML or JSON mapping with some of: {', '.join(KNOWN_KEYS)}."
     try:
-        doc = yaml.load(data.decode("utf-8"), Loader=no_alias_yaml_loader("policy file"))  # noqa: S506; JSON is YAML
+        doc = yaml.load(data.decode("utf-8"), Loader=no_alias_yaml_loader("policy file"))  # noqa: S506 - JSON is YAML
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         detail = getattr(exc, "problem", None) or type(exc).__name__  # e.g. the refused alias
         raise UsageError(f"policy file {path} is not YAML or JSON ({detail}).", hint) from None
