@@ -140,7 +140,7 @@ def remove_stale_files(stage: Path, entries: dict[str, dict]) -> None:
     And every signature bundle: a rebuild writes a new manifest.json (``created_at`` at least), which each
     variant's bundles sign, so none of them would still verify; re-run ``exporter sign``.
     """
-    from exporter.ship.sign_artifact import SIGNATURE_DIR
+    from exporter.manifest import SIGNATURE_DIR
 
     shutil.rmtree(stage / SIGNATURE_DIR, ignore_errors=True)
     listed = {f["path"] for e in entries.values() for f in e["files"]}

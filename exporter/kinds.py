@@ -48,6 +48,7 @@ ALL_KINDS: tuple[ModelKind, ...] = tuple(ModelKind)
 TRANSFORMER_KINDS: tuple[ModelKind, ...] = tuple(k for k in ALL_KINDS if k is not ModelKind.COLBERT)
 DEFAULT_KIND = ModelKind.SENTENCE_TRANSFORMER  # a model whose files state no kind
 PARITY_BATCH = 32
+BENCH_BATCH_SIZES = (1, 8, 32)  # bench's default batch sizes; the gate's batch invariance runs each
 
 
 @dataclass(frozen=True)

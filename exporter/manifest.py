@@ -18,6 +18,7 @@ from exporter.fsutil import find_links, sha256_file, write_json_atomic
 from exporter.user_files import read_user_json
 
 SCHEMA_VERSION = 1
+SIGNATURE_DIR = "signatures"  # model-signing bundles beside the manifest (exporter sign)
 MANIFEST_NAME = "manifest.json"
 MANIFEST_MAX_BYTES = 16_000_000  # a manifest lists files and numbers; the default model's is ~60 kB
 # Files that describe an artifact rather than belong to a model; never listed as model files.

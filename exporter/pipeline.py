@@ -10,34 +10,17 @@ files and re-run reuse are ``exporter.artifact``'s.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from exporter.errors import ExporterError, ExportFailed, FidelityError, UsageError
 from exporter.fsutil import FileRecord, is_disk_full, record_files
+from exporter.progress import NoProgress, Progress
 from exporter.staging import staged_dir
 
 log = logging.getLogger(__name__)
-
-
-class Progress(Protocol):
-    def step(self, label: str) -> contextlib.AbstractContextManager: ...
-
-    def note(self, message: str) -> None: ...  # something done on the user's behalf, worth a line
-
-
-class NoProgress:
-    @contextlib.contextmanager
-    def step(self, label: str) -> Iterator[None]:
-        yield
-
-    def note(self, message: str) -> None:
-        pass
 
 
 @dataclass

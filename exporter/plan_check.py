@@ -78,3 +78,12 @@ def decide(
 
         specs, shape = preflight.narrow(folder, kind.value, specs, plan.variants)
     return Decision(kind, specs, parity.thresholds_for(specs, plan.thresholds, kind.value), shape)
+
+
+def not_applicable(variant_id: str, host=None) -> str | None:
+    """Why ``host`` (default: this CPU) cannot run the variant as built (the flags it lacks), or None."""
+    from exporter import variants
+    from exporter.hostcaps import this_host
+
+    spec = variants.BY_ID.get(variant_id)
+    return spec.missing_on(host or this_host()) if spec else None

@@ -82,8 +82,7 @@ class VariantSpec:
     compute: str | None = None  # the number format it computes in, where the precision class does not say it
 
     @property
-    def compute_label(self) -> str:
-        """What list-variants shows: the number format the variant computes in (bf16 is gated as fp16)."""
+    def compute_label(self) -> str:  # what list-variants shows (bf16 is gated in the fp16 class)
         return self.compute or self.precision.value
 
     def missing_on(self, host: Host) -> str | None:

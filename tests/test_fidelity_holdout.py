@@ -13,7 +13,7 @@ import random
 import numpy as np
 import pytest
 
-from exporter.builders import fidelity_search
+from exporter.builders import fidelity_search, search_record
 from exporter.builders.options import SearchOptions
 
 N, DIM = 48, 16
@@ -107,7 +107,7 @@ def test_the_margin_is_the_measured_gap_when_wider_than_the_floor_and_is_recorde
     rejected = next(s for s in result.steps if s["heldout"] and s["heldout"]["cosine_min"] == pytest.approx(0.994))
     assert rejected["heldout"]["cosine_min"] > OPTS.goal_cosine_min and not rejected["counts"]
     assert rejected["margin"]["cosine_min"] == pytest.approx(0.9995 - 0.994, abs=1e-6)
-    record = fidelity_search.search_record(result, OPTS)
+    record = search_record.search_record(result, OPTS)
     gap = record["ranking_result"]["cosine_min"] - record["heldout_result"]["cosine_min"]
     assert record["margin"]["cosine_min"] == pytest.approx(max(OPTS.margin, gap), abs=1e-6)
     assert record["margin"]["cosine_min"] == pytest.approx(0.0035, abs=1e-6)  # b: 0.9995 - 0.996
@@ -125,7 +125,7 @@ def test_an_unreachable_goal_stops_by_count_and_records_the_held_out_side():
     _, result = fidelity_search.search(_Ops(["p", "q", "r", "s"]), scorer, OPTS)
     assert not result.reached and result.stopped_by.startswith("max_float_fraction: 2 of 4")
     assert [s["kept_float"] for s in result.steps] == [0, 1, 2]
-    record = fidelity_search.search_record(result, OPTS)
+    record = search_record.search_record(result, OPTS)
     assert record["heldout_result"]["cosine_min"] == pytest.approx(0.952) and record["margin"] is not None
 
 

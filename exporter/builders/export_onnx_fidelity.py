@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.builders import fidelity_search, kit
+from exporter.builders import fidelity_search, kit, search_record
 from exporter.builders.context import BuildContext, BuildResult
 from exporter.builders.export_onnx_optimize import base_graph, derived_from, op_counts
 from exporter.builders.export_onnx_quantize import calibration_record, int8_record, quiet, versions
@@ -210,9 +210,9 @@ def build_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
         "versions": versions(),
         "optimization_level": None,
         "quantization": int8_record(opts, scheme="dynamic", fmt="QOperator", mode="IntegerOps"),
-        "nodes_in_float": fidelity_search.kept_records(result, "node"),
+        "nodes_in_float": search_record.kept_records(result, "node"),
         "not_quantized_op_types": "Gather (embedding tables), MatMuls of two activations: float by design",
-        "search": fidelity_search.search_record(result, opts.search),
+        "search": search_record.search_record(result, opts.search),
         "calibration": {
             **calibration_record(ctx.usable_calibration_texts(), len(texts)),
             "tokenizer_samples": len(texts) - len(ctx.usable_calibration_texts()),

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.builders import fidelity_search, kit, outlier_split
+from exporter.builders import fidelity_search, kit, outlier_split, search_record
 from exporter.builders.context import BuildContext, BuildResult
 from exporter.builders.export_openvino import BASE_FILE, io_names, read_base
 from exporter.builders.export_openvino_int8 import calibration_info, calibration_samples, nncf_record, quantize_static
@@ -219,7 +219,7 @@ class _KeepOutOfInt8:
 
     def records(self, result: fidelity_search.SearchResult) -> tuple[list[dict], list[dict]]:
         """The manifest's ``ops_in_float`` (whole MatMuls) and ``ops_split`` (channels kept in float)."""
-        kept = fidelity_search.kept_records(result, "op")
+        kept = search_record.kept_records(result, "op")
         split = [
             {
                 **entry,
@@ -275,7 +275,7 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "candidates_by_kind": {k: sum(1 for n in names if kinds[n] == k) for k in opts.candidate_kinds},
             "ops_in_float": ops_in_float,
             "ops_split": ops_split,
-            "search": fidelity_search.search_record(result, opts.search),
+            "search": search_record.search_record(result, opts.search),
             "split_search_fell_short": fell_short,  # None: the search above used the split unit
             "calibration": {
                 **calibration_info(ctx, samples),

@@ -270,6 +270,28 @@ def prefix_sizes(cap: int) -> list[int]:
     return [*sizes, cap] if cap >= 1 else []
 
 
+def _step(scorer: Scorer, opts: SearchOptions, kept, model, split, last_cos, elapsed, *, scan: bool, full: bool):
+    """A model's verdict (``judge``); ``full``: the held-out texts scored even when the ranking ones miss."""
+    ranking, held = split
+    head: dict[str, Any] = {"kept_float": len(kept), "added": kept[-1] if kept else None}
+    if scan:  # a ranking text clearly below the goal settles it before every text is encoded
+        cos, scored = scorer.scan(model, opts.goal_cosine_min - SCAN_MARGIN, last_cos, ranking)
+        seen_mask = ~np.isnan(cos)
+        last_cos[seen_mask] = cos[seen_mask]
+        if scored < len(ranking):
+            seen = {"cosine_min": round(float(np.nanmin(cos)), 6), "cosine_mean": None}
+            seen |= {"neighbour_agreement_at_10": None, "texts_scored": scored}
+            return {**head, "ranking": seen, "heldout": None, **judge(seen, None, opts), "seconds": round(elapsed(), 1)}
+    seen = scorer.metrics(model, ranking)
+    verdict = judge(seen, None, opts)
+    heldout = None
+    nn_ok = seen["neighbour_agreement_at_10"] is None or seen["neighbour_agreement_at_10"] >= opts.goal_nn10
+    if full or (seen["cosine_min"] >= opts.goal_cosine_min and nn_ok):
+        heldout = scorer.metrics(model, held)
+        verdict = judge(seen, heldout, opts)
+    return {**head, "ranking": seen, "heldout": heldout, **verdict, "seconds": round(elapsed(), 1)}
+
+
 def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple[Any, SearchResult]:
     """The model with the shortest prefix of the ranked candidates in float that counts (see the module doc)."""
     start = time.perf_counter()  # wall time is recorded, never a bound
@@ -288,33 +310,7 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
     max_float = max(1, int(len(candidates) * float(opts.max_float_fraction)))
 
     def step(kept: list[str], model, scan: bool = True, full: bool = False) -> dict[str, Any]:
-        """A model's verdict (``judge``); ``full``: the held-out texts scored even when the ranking ones miss."""
-        head: dict[str, Any] = {"kept_float": len(kept), "added": kept[-1] if kept else None}
-        if scan:  # a ranking text clearly below the goal settles it before every text is encoded
-            cos, scored = scorer.scan(model, opts.goal_cosine_min - SCAN_MARGIN, last_cos, ranking)
-            seen_mask = ~np.isnan(cos)
-            last_cos[seen_mask] = cos[seen_mask]
-            if scored < len(ranking):
-                seen = {"cosine_min": round(float(np.nanmin(cos)), 6), "cosine_mean": None}
-                seen |= {"neighbour_agreement_at_10": None, "texts_scored": scored}
-                return {
-                    **head,
-                    "ranking": seen,
-                    "heldout": None,
-                    **judge(seen, None, opts),
-                    "seconds": round(elapsed(), 1),
-                }
-        seen = scorer.metrics(model, ranking)
-        verdict = judge(seen, None, opts)
-        heldout = None
-        if (
-            full
-            or seen["cosine_min"] >= opts.goal_cosine_min
-            and (seen["neighbour_agreement_at_10"] is None or seen["neighbour_agreement_at_10"] >= opts.goal_nn10)
-        ):
-            heldout = scorer.metrics(model, held)
-            verdict = judge(seen, heldout, opts)
-        return {**head, "ranking": seen, "heldout": heldout, **verdict, "seconds": round(elapsed(), 1)}
+        return _step(scorer, opts, kept, model, (ranking, held), last_cos, elapsed, scan=scan, full=full)
 
     model = backend.quantize_all()
     all_cos = np.full(len(scorer.texts), np.nan)
@@ -369,63 +365,3 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
     model = backend.keep_in_float(result.kept_float)
     result.seconds = elapsed()
     return model, result
-
-
-# ------------------------------------------------------------------------------------------ records
-def kept_records(result: SearchResult, key: str) -> list[dict[str, Any]]:
-    """What the search kept out of int8 and why, for the manifest: one entry per op (``{key: name, ...}``)."""
-    n = len(result.screened)
-    ranks = {name: i for i, name in enumerate(result.screened)}
-    return [
-        {
-            key: name,
-            "why": "measured sensitivity: kept alone in float, it cut the mean cosine deficit of the "
-            f"{result.screen_texts} worst ranking calibration texts by {result.screened[name]['deficit_cut']:.2e} "
-            f"(min cosine +{result.screened[name]['min_gain']:.4f}); ranked {ranks[name] + 1} of {n}",
-            **result.screened[name],
-        }
-        for name in result.kept_float
-    ]
-
-
-def final_step(result: SearchResult) -> dict[str, Any]:
-    """The step that scored the search's model (the kept prefix)."""
-    n = len(result.kept_float)
-    return next((s for s in reversed(result.steps) if s["kept_float"] == n), result.steps[-1])
-
-
-def search_record(result: SearchResult, opts: SearchOptions) -> dict[str, Any]:
-    """The search as the manifest records it (goal, margin and its rule, the split, bounds, every step, the
-    ranking), for either backend."""
-    final = final_step(result)
-    return {
-        "goal": {
-            "gate_cosine_min": round(opts.target_cosine_min, 6),
-            "gate_neighbour_agreement_at_10": round(opts.target_nn10, 6),
-            "floor_margin": {
-                "cosine_min": round(opts.margin, 6),
-                "neighbour_agreement_at_10": round(opts.nn10_margin, 6),
-            },
-            "cosine_min": round(opts.goal_cosine_min, 6),
-            "neighbour_agreement_at_10": round(opts.goal_nn10, 6),
-            "margin_rule": MARGIN_RULE,
-            "measured_on": "calibration texts (never the probe set), split into ranking and held-out texts",
-        },
-        "split": result.split,
-        "margin": final.get("margin"),  # derived on the search's model: max(floor, ranking - held-out)
-        "gap": final.get("gap"),
-        "ranking_result": final.get("ranking"),
-        "heldout_result": final.get("heldout"),
-        "candidates": len(result.candidates),
-        "candidate_names": list(result.candidates),
-        "screen_texts": result.screen_texts,
-        "max_screen": int(opts.max_screen),
-        "max_float_fraction": float(opts.max_float_fraction),
-        "order": "gallop over prefixes of the ranking (1, 2, 4, ...), then bisect",
-        "seconds": round(result.seconds, 1),
-        "reached": result.reached,
-        "stopped_by": result.stopped_by,
-        "kept_float": list(result.kept_float),
-        "steps": result.steps,
-        "sensitivity": result.screened,  # most sensitive first
-    }

@@ -41,9 +41,9 @@ from pathlib import Path
 
 from exporter import environment, memory
 from exporter.errors import BenchError, UsageError
+from exporter.kinds import BENCH_BATCH_SIZES as DEFAULT_BATCH_SIZES  # one home: kinds (the gate runs them too)
 from exporter.runners.runner import REFERENCE, Runner
 
-DEFAULT_BATCH_SIZES = (1, 8, 32)
 BATCHING = (
     "sorted by length: inputs ordered longest first (characters; a pair by both texts) before cutting "
     "batches, as servers batch, so a batch pads only to its own longest input"
@@ -115,8 +115,8 @@ def bench(
     """
     from exporter import kinds
     from exporter import manifest as mf
+    from exporter.plan_check import not_applicable
     from exporter.quality import probes
-    from exporter.quality.verify import not_applicable
 
     if rounds < 1 or max_texts < 1:
         raise UsageError("rounds and max_texts must be at least 1.", "Pass positive numbers.")

@@ -42,14 +42,14 @@ ThresholdsFor = Callable[[dict], Any]  # a variant's manifest entry (id, precisi
 
 def bench_batch_sizes() -> tuple[int, ...]:
     """The batch sizes bench times at: batch invariance is measured at each of them."""
-    from exporter.quality.bench import DEFAULT_BATCH_SIZES
+    from exporter.kinds import BENCH_BATCH_SIZES as DEFAULT_BATCH_SIZES
 
     return tuple(DEFAULT_BATCH_SIZES)
 
 
 def reference_outputs(kind: str, model, inputs: list, progress=None, label: str = ""):
     """The torch reference's outputs over ``inputs`` (``BATCHING``), one progress step per chunk."""
-    from exporter.pipeline import NoProgress
+    from exporter.progress import NoProgress
 
     kspec = kinds.get(kind)
     run = lambda chunk: parity_run.outputs_length_sorted(kspec.outputs, model, chunk, PARITY_BATCH)  # noqa: E731
@@ -59,7 +59,7 @@ def reference_outputs(kind: str, model, inputs: list, progress=None, label: str 
 def variant_outputs(kind: str, precision: str, model, inputs: list, progress=None, label: str = ""):
     """``(outputs, lengths)``: a loaded variant's outputs over ``inputs`` in the batches its precision runs
     in (``parity_run.candidate_run``), and how the runtime path forms the same batches."""
-    from exporter.pipeline import NoProgress
+    from exporter.progress import NoProgress
 
     run, lengths = parity_run.candidate_run(precision, kinds.get(kind).outputs, model, PARITY_BATCH)
     return parity_run.run_chunked(progress or NoProgress(), label, run, inputs), lengths
@@ -113,7 +113,7 @@ class Gate:
         ``runners.variant.load_variant``) and return its manifest ``parity`` entry.
 
         Raises FidelityError when the outputs are broken (shape, NaN): the caller records a failed variant."""
-        from exporter.pipeline import NoProgress
+        from exporter.progress import NoProgress
         from exporter.quality import batch_invariance, consumers, parity, parity_replay
 
         progress = progress or NoProgress()

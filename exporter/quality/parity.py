@@ -62,6 +62,7 @@ import numpy as np
 
 from exporter.errors import FidelityError
 from exporter.quality import parity_rank as rank
+from exporter.quality.judging import Verdict, judge, to_dict, to_manifest  # noqa: F401 - re-exported
 from exporter.quality.parity_gates import (  # noqa: F401 - re-exported: the gate's public names live in parity
     ALL_METRIC_NAMES,
     ALL_SCOPE,
@@ -78,15 +79,11 @@ from exporter.quality.parity_gates import (  # noqa: F401 - re-exported: the gat
     ScoreThresholds,
     SparseThresholds,
     Thresholds,
-    Verdict,
     check_threshold,
     defaults,
-    judge,
     parse_threshold_overrides,
     thresholds_for,
     thresholds_from_dict,
-    to_dict,
-    to_manifest,
 )
 from exporter.quality.parity_rank import NN_MAX_QUERIES, SPEARMAN_MAX_TEXTS, TIE_TOL  # noqa: F401
 from exporter.quality.probes import STRATA

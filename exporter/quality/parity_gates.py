@@ -1,4 +1,4 @@
-"""The fidelity gate's thresholds and verdicts (re-exported by ``exporter.quality.parity``, which measures).
+"""The fidelity gate's thresholds (the verdict on them is ``exporter.quality.judging``; both are re-exported by
 
 Thresholds are one dataclass per model kind; its defaults by precision class are the dict the kind's table
 entry names (``exporter.kinds.KindSpec.default_thresholds``; ``defaults`` looks them up). Most
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
 
 from exporter import kinds
 from exporter.errors import UsageError
@@ -339,77 +338,3 @@ def scoped_overrides(spec, overrides: dict[str, dict[str, float | None]] | None)
     for scope in (ALL_SCOPE, PrecisionClass(spec.precision).value, spec.id):
         merged.update((overrides or {}).get(scope) or {})
     return merged
-
-
-# ------------------------------------------------------------------------------------------- verdict
-@dataclass(frozen=True)
-class Verdict:
-    passed: bool
-    failures: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "failures": list(self.failures)}
-
-
-def judge(metrics, thresholds) -> Verdict:
-    """Pass when every set threshold is met (minimums, and maximums for ``UPPER_BOUNDS``). Each failure
-    names the metric, its value and the threshold.
-
-    A threshold whose metric could not be computed (too few texts) fails: a gate that was asked for is
-    never skipped silently. A metric the measurement skipped (``metrics.skipped``: the reference gives it
-    nothing to measure, e.g. every probe text embeds alike) passes; the reason is recorded beside it. A
-    ``VARIANT_METRICS`` metric is judged when measured (``exporter.quality.gate`` always measures it).
-
-    Every stratum of the probe set (``metrics.strata``) is held to the same thresholds, for the metrics it
-    reports (``exporter.quality.parity``'s module doc); each failure names the stratum and its worst text.
-    """
-    failures = []
-    skipped = getattr(metrics, "skipped", None) or {}
-    for name in (f.name for f in fields(thresholds)):
-        limit = getattr(thresholds, name)
-        if limit is None:
-            continue
-        value = getattr(metrics, name, None)
-        if value is None and (name in skipped or name in VARIANT_METRICS):
-            continue
-        if value is None:
-            failures.append(
-                f"{name} could not be computed on {metrics.n} text(s) (threshold {limit}); "
-                f"use more probe texts or switch the gate off with {name}=none."
-            )
-        elif name in UPPER_BOUNDS:
-            if not value <= limit:  # also catches NaN
-                failures.append(f"{name} {value:.6g} is above the threshold {limit}.")
-        elif not value >= limit:  # also catches NaN
-            failures.append(f"{name} {value:.6f} is below the threshold {limit}.")
-    failures += _stratum_failures(getattr(metrics, "strata", None) or {}, thresholds)
-    return Verdict(passed=not failures, failures=failures)
-
-
-def _stratum_failures(strata: dict[str, dict], thresholds) -> list[str]:
-    """One line per (stratum, metric) that misses its threshold; a metric a stratum has no value for (no
-    query of it was informative) is left to the whole set's gate."""
-    out = []
-    for stratum, entry in strata.items():
-        for name in (f.name for f in fields(thresholds)):
-            limit, value = getattr(thresholds, name), entry.get(name)
-            if limit is None or value is None:
-                continue
-            bad = not value <= limit if name in UPPER_BOUNDS else not value >= limit  # NaN fails both
-            if bad:
-                side = "above" if name in UPPER_BOUNDS else "below"
-                out.append(
-                    f"stratum {stratum} ({entry['n']} texts): {name} {value:.6g} is {side} the threshold {limit} "
-                    f"(worst text #{entry['worst_text_index']})."
-                )
-    return out
-
-
-def to_dict(metrics, thresholds, verdict: Verdict) -> dict[str, Any]:
-    """JSON-ready: the metrics, ``threshold`` (dict), ``passed`` and ``failures``."""
-    return {**metrics.to_dict(), "threshold": thresholds.to_dict(), **verdict.to_dict()}
-
-
-def to_manifest(metrics, thresholds, verdict: Verdict, probe_sha256: str) -> dict:
-    """The manifest's ``variants[].parity`` entry: ``to_dict`` plus the probe set's sha256."""
-    return {**to_dict(metrics, thresholds, verdict), "probe_sha256": probe_sha256}

@@ -65,7 +65,7 @@ def verify_cases(artifact: Path, manifest: dict, variants: list[dict], consumers
     from exporter import kinds
     from exporter.quality import consumers as cons
     from exporter.quality import parity
-    from exporter.quality.verify import ERROR, FAILED, PASSED, SKIPPED, CaseResult
+    from exporter.quality.verdicts import ERROR, FAILED, PASSED, SKIPPED, CaseResult
     from exporter.source import st_modules
 
     recorded = load(artifact, manifest)

@@ -22,32 +22,13 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from exporter import errors
+from exporter import errors, plan_check
 from exporter.environment import helper_env
 from exporter.errors import ExporterError, FidelityError, IntegrityError
-
-PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
-
-
-@dataclass
-class CaseResult:
-    """One verification case: ``integrity`` or a variant id."""
-
-    name: str
-    status: str  # passed | failed | error | skipped
-    message: str = ""
-    failures: list[str] = field(default_factory=list)  # one line per failed check
-    parity: dict | None = None  # the fresh parity (manifest ``parity`` format), judged under the policy
-    recorded: dict | None = None  # the parity recorded at export time
-    looser: list[str] = field(default_factory=list)  # recorded thresholds looser than the policy's
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:  # skipped: not judged here (files failed integrity, or this CPU cannot run it)
-        return self.status in (PASSED, SKIPPED)
+from exporter.quality.verdicts import ERROR, FAILED, PASSED, SKIPPED, CaseResult  # noqa: F401 - the report's types
 
 
 @dataclass
@@ -105,9 +86,7 @@ def verify(
     (and the artifact's own file check) are returned, not raised: see ``raise_for``.
     """
     from exporter import manifest as mf
-    from exporter.quality import recorded_reference
     from exporter.quality.policy import DEFAULT
-    from exporter.runners import reference
 
     policy = policy or DEFAULT
     manifest = mf.load(artifact)
@@ -133,6 +112,20 @@ def verify(
     if integrity_only:
         return VerifyReport(artifact, integrity, [], files=files)
     damaged = set(check.mismatched) | set(check.missing)
+    to_run, cases = _triage(chosen, damaged, host)
+    source = {"repo": manifest["source"]["repo"], "revision": manifest["source"]["revision"]}
+    probe_info = _gate_variants(
+        artifact, manifest, to_run, cases, damaged, integrity, source, probe, consumers, thresholds
+    )
+    for v in to_run:
+        _judge_record(cases[v["id"]], v, policy, kind)
+    policy_info = {"digest": policy.digest, "judged_by": policy.describe()}
+    return VerifyReport(artifact, integrity, [cases[v["id"]] for v in chosen], probe_info, source, policy_info, files)
+
+
+def _triage(chosen: list[dict], damaged: set[str], host) -> tuple[list[dict], dict[str, CaseResult]]:
+    """The variants to re-run, and a case for each that is not: its files fail integrity, it was not built,
+    or this CPU cannot run it."""
     to_run, cases = [], {}
     for v in chosen:
         bad = sorted(f["path"] for f in v["files"] if f["path"] in damaged)
@@ -140,37 +133,44 @@ def verify(
             cases[v["id"]] = CaseResult(v["id"], SKIPPED, f"not re-run: its files fail integrity ({', '.join(bad)})")
         elif v["status"] == ERROR or not v["files"]:
             cases[v["id"]] = CaseResult(v["id"], ERROR, f"not built at export: {v.get('error') or 'no files'}")
-        elif why := not_applicable(v["id"], host):
+        elif why := plan_check.not_applicable(v["id"], host):
             cases[v["id"]] = CaseResult(v["id"], SKIPPED, f"not applicable here: {why}")
         else:
             to_run.append(v)
-    probe_info, source = None, {"repo": manifest["source"]["repo"], "revision": manifest["source"]["revision"]}
+    return to_run, cases
+
+
+def _gate_variants(artifact, manifest, to_run, cases, damaged, integrity, source, probe, consumers, thresholds):
+    """Re-run the gate for ``to_run`` into ``cases``: against the torch reference at the pin in a fresh
+    process, or, on a host without torch, against the reference vectors the export recorded. Returns the
+    probe description (None when nothing ran)."""
+    from exporter.quality import recorded_reference
+    from exporter.runners import reference
+
     shared_bad = sorted(f["path"] for f in manifest["shared_files"] if f["path"] in damaged)
-    if to_run and shared_bad:  # config/tokenizer damaged: no variant can be trusted
+    if not to_run:
+        return None
+    if shared_bad:  # config/tokenizer damaged: no variant can be trusted
         for v in to_run:
             cases[v["id"]] = CaseResult(v["id"], SKIPPED, f"not re-run: shared files fail ({', '.join(shared_bad)})")
-    elif to_run and recorded_reference.torch_missing():  # a serving host: the vectors the export recorded
+        return None
+    if recorded_reference.torch_missing():  # a serving host: the vectors the export recorded
         probe_info, fresh = recorded_reference.verify_cases(artifact, manifest, to_run, consumers)
         source["reference"] = "recorded"
         cases.update(fresh)
-    elif to_run:
-        try:
-            src = reference.recorded_source(manifest)
-        except ExporterError as exc:
-            if integrity.ok:
-                raise  # e.g. the pinned source is not in the Hub cache: its own exit code
-            for v in to_run:  # the integrity failure (exit 4) is the verdict; say why parity did not run
-                cases[v["id"]] = CaseResult(v["id"], ERROR, f"reference unavailable: {exc}")
-        else:
-            source["path"] = str(src.path)
-            probe_info, fresh = run_parity_subprocess(
-                artifact, src.path, to_run, probe, manifest, consumers, thresholds
-            )
-            cases.update(fresh)
-    for v in to_run:
-        _judge_record(cases[v["id"]], v, policy, kind)
-    policy_info = {"digest": policy.digest, "judged_by": policy.describe()}
-    return VerifyReport(artifact, integrity, [cases[v["id"]] for v in chosen], probe_info, source, policy_info, files)
+        return probe_info
+    try:
+        src = reference.recorded_source(manifest)
+    except ExporterError as exc:
+        if integrity.ok:
+            raise  # e.g. the pinned source is not in the Hub cache: its own exit code
+        for v in to_run:  # the integrity failure (exit 4) is the verdict; say why parity did not run
+            cases[v["id"]] = CaseResult(v["id"], ERROR, f"reference unavailable: {exc}")
+        return None
+    source["path"] = str(src.path)
+    probe_info, fresh = run_parity_subprocess(artifact, src.path, to_run, probe, manifest, consumers, thresholds)
+    cases.update(fresh)
+    return probe_info
 
 
 def _judge_record(case: CaseResult, variant: dict, policy, kind: str) -> None:
@@ -182,15 +182,6 @@ def _judge_record(case: CaseResult, variant: dict, policy, kind: str) -> None:
         case.failures.append("the manifest records thresholds looser than the policy: " + "; ".join(case.looser) + ".")
         if case.status == PASSED:
             case.status = FAILED
-
-
-def not_applicable(variant_id: str, host=None) -> str | None:
-    """Why ``host`` (default: this CPU) cannot run the variant as built (the flags it lacks), or None."""
-    from exporter import variants
-    from exporter.hostcaps import this_host
-
-    spec = variants.BY_ID.get(variant_id)
-    return spec.missing_on(host or this_host()) if spec else None
 
 
 def export_probe(manifest: dict) -> Path | None:

@@ -32,7 +32,6 @@ from exporter.ship.signing import (
 )
 from exporter.user_files import read_user_file
 
-SIGNATURE_DIR = "signatures"
 # bundle kind -> (file suffix, predicate type)
 KINDS = {
     "model": (".model.sigstore.json", SIGNATURE_PREDICATE),
@@ -165,7 +164,7 @@ def make_bundles(p: VariantPayload, signer, fingerprint: str, verdict: Gate) -> 
 
 
 def bundle_path(artifact: Path, variant_id: str, kind: str) -> Path:
-    return Path(artifact) / SIGNATURE_DIR / f"{variant_id}{KINDS[kind][0]}"
+    return Path(artifact) / mf.SIGNATURE_DIR / f"{variant_id}{KINDS[kind][0]}"
 
 
 def stored_bundles(artifact: Path, p: VariantPayload) -> Bundles | None:
