@@ -248,6 +248,7 @@ def _open_gate(job: _Export, ctx, source_entry: dict, env: dict):
         reference=ref_out,
         thresholds=lambda variant: job.thresholds[variant["id"]],
         consumers=tuple(plan.consumers or ()),
+        reference_model=reference,
     )
     return reference, the_gate
 

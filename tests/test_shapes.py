@@ -442,3 +442,16 @@ def test_architecture_without_an_openvino_exporter_is_refused_for_openvino_only(
         preflight.select(with_ov, [" OpenVINO", "onnx"], kind, facts)  # the user's spelling is an id too
     kept = preflight.select(with_ov, ["best"], kind, facts)  # best is not a request by id
     assert [s.id for s in kept] == ["onnx"]
+
+
+def test_a_reference_that_depends_on_padding_bounds_the_batch_gate(built):
+    """BERT with left padding shifts its absolute positions by the padding: torch itself is batch-dependent,
+    so the exact export is judged at the reference's own figure less the policy's allowance, and says so; a
+    right-padded one is held to the policy's threshold unchanged."""
+    left = built["all-modes-left"]["manifest"]["variants"][0]["parity"]
+    right = built["all-modes-right"]["manifest"]["variants"][0]["parity"]
+    inv, limit = left["batch_invariance"], left["threshold"]["batch_cosine_min"]
+    assert inv["reference_cosine_min"] < limit and inv["judged_at"] < limit  # the reference is batch-dependent
+    assert inv["judged_at"] == pytest.approx(inv["reference_cosine_min"] - (1 - limit))
+    assert left["passed"] and left["batch_cosine_min"] >= inv["judged_at"]
+    assert right["batch_invariance"]["judged_at"] == right["threshold"]["batch_cosine_min"] and right["passed"]

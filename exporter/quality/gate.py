@@ -99,6 +99,35 @@ class Gate:
     consumers: tuple[str, ...] = ()
     threads: int | None = None  # the runtime path's threads (None: the runtime's default)
     batch_sizes: tuple[int, ...] = field(default_factory=bench_batch_sizes)
+    reference_model: Any = None  # the loaded torch reference: its own batch invariance bounds what is asked
+    _reference_invariance: Any = field(default=None, init=False, repr=False)
+
+    def reference_invariance(self):
+        """The torch reference's own batch invariance on the same subset and compositions (measured once), or
+        None without the model. A model whose outputs depend on padding (absolute positions with left padding)
+        is batch-dependent in torch too; no export of it can be less so."""
+        from exporter.quality import batch_invariance
+
+        if self.reference_model is None:
+            return None
+        if self._reference_invariance is None:
+            kspec, model = kinds.get(self.kind), self.reference_model
+            run_one = lambda batch: kspec.outputs(model, batch, len(batch))  # noqa: E731 - one batch as given
+            self._reference_invariance = batch_invariance.measure(
+                run_one, self.probe.inputs, self.batch_sizes, self.reference, PARITY_BATCH
+            )
+        return self._reference_invariance
+
+    def batch_threshold(self, threshold):
+        """``threshold`` as the batch-invariance gate applies it: the policy's ``batch_cosine_min``, or, when the
+        reference itself falls below it, the reference's own worst agreement less the same allowance
+        (``1 - batch_cosine_min``): a variant may add no more batch dependence than the policy allows. Also
+        returns the reference's figure (None when not measured or not needed)."""
+        limit = getattr(threshold, BATCH_METRIC, None)
+        ref = self.reference_invariance() if limit is not None else None
+        if ref is None or ref.cosine_min >= limit:
+            return threshold, (ref.cosine_min if ref is not None else None)
+        return dataclasses.replace(threshold, **{BATCH_METRIC: ref.cosine_min - (1.0 - limit)}), ref.cosine_min
 
     @property
     def reference_digest(self) -> str:
@@ -133,10 +162,13 @@ class Gate:
                 run_one = lambda batch: kspec.outputs(model, batch, len(batch))  # noqa: E731 - one batch as given
                 invariance = batch_invariance.measure(run_one, self.probe.inputs, self.batch_sizes, out, PARITY_BATCH)
                 metrics = dataclasses.replace(metrics, **{BATCH_METRIC: invariance.cosine_min})
-            verdict = parity.judge(metrics, threshold)
-            entry = parity.to_manifest(metrics, threshold, verdict, self.probe_sha256)
+            judged_by, reference_batch = self.batch_threshold(threshold) if invariance else (threshold, None)
+            verdict = parity.judge(metrics, judged_by)
+            entry = parity.to_manifest(metrics, threshold, verdict, self.probe_sha256)  # the policy's thresholds
             if invariance is not None:
                 entry["batch_invariance"] = invariance.to_dict()
+                entry["batch_invariance"]["reference_cosine_min"] = reference_batch
+                entry["batch_invariance"]["judged_at"] = getattr(judged_by, BATCH_METRIC, None)
             entry = parity_run.check_serving_paths(
                 entry,
                 self.reference,

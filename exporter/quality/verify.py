@@ -384,6 +384,7 @@ def parity_answer(request: dict) -> dict:
         thresholds=gate.requested_thresholds(kind),
         consumers=tuple(request.get("consumers") or ()),
         threads=threads,
+        reference_model=reference,
     )
     results: dict[str, dict] = {}
     for item in request["variants"]:
