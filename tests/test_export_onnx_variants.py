@@ -301,9 +301,9 @@ def test_a_greedy_step_stops_at_the_first_batch_below_the_goal_and_otherwise_sco
 
 @pytest.mark.slow
 def test_fidelity_int8_keeps_099_on_the_embedded_default(tmp_path, capsys):
-    """The issue's claim on all-MiniLM-L6-v2: >= 0.99 min cosine and nn@10 >= 0.95 on the built-in probes. It is
-    dynamic int8, so one text's vector moves with its batch mates: the batch-invariance gate fails it (measured
-    0.9948 against 0.999 on an AMD EPYC with AVX-512 VNNI), and that is its only failure."""
+    """On all-MiniLM-L6-v2 the searched dynamic int8 keeps >= 0.99 min cosine and nn@10 >= 0.95 over the whole
+    built-in probe set. It is dynamic int8, so one text's vector moves with its batch mates: the batch-invariance
+    gate fails it (0.9948 against 0.999 on an AMD EPYC with AVX-512 VNNI), whatever the strata say."""
     import os
 
     from exporter.source.default_model import DEFAULT_MODEL, seed_default
@@ -314,7 +314,8 @@ def test_fidelity_int8_keeps_099_on_the_embedded_default(tmp_path, capsys):
     assert result.code == 3, result.out + result.err
     entry = next(v for v in mf.load(out)["variants"] if v["id"] == "onnx-qint8-fidelity")
     parity = entry["parity"]
-    assert [f.split()[0] for f in parity["failures"]] == ["batch_cosine_min"], parity["failures"]
+    assert "batch_cosine_min" in [f.split()[0] for f in parity["failures"]], parity["failures"]
+    assert all(f.startswith(("batch_cosine_min", "stratum ")) for f in parity["failures"]), parity["failures"]
     assert parity["batch_cosine_min"] < parity["threshold"]["batch_cosine_min"] == 0.999
     assert parity["threshold"]["cosine_min"] == 0.99 and parity["cosine_min"] >= 0.99
     assert parity["neighbour_agreement_at_10"] >= 0.95

@@ -598,3 +598,16 @@ def test_stratum_neighbour_agreement_is_exact_at_the_threshold():
         )["s"]["nn"]
         == 0.95
     )
+
+
+def test_a_stratum_too_small_for_its_rank_gate_is_left_to_the_whole_set():
+    """One swapped neighbour moves a 10-text stratum's nn@10 by 0.01, a fifth of int8's 0.05 allowance: its
+    rank gate is not judged (at least 20 texts are), its cosine still is."""
+    from exporter.quality.judging import _stratum_failures, rank_gate_min_texts
+
+    int8 = parity.DEFAULT_THRESHOLDS[PrecisionClass.INT8]
+    assert rank_gate_min_texts("neighbour_agreement_at_10", int8.neighbour_agreement_at_10) == 20
+    entry = {"neighbour_agreement_at_10": 0.94, "cosine_min": 0.999, "worst_text_index": 3}
+    assert _stratum_failures({"long": {**entry, "n": 10}}, int8) == []
+    assert len(_stratum_failures({"code": {**entry, "n": 40}}, int8)) == 1
+    assert len(_stratum_failures({"long": {**entry, "n": 10, "cosine_min": 0.98}}, int8)) == 1

@@ -282,7 +282,7 @@ def test_cli_verify_json_and_junit(artifact, tmp_path):
 
     (artifact / "onnx" / "model.onnx").write_bytes(b"swapped")
     result = invoke("verify", str(artifact), "--variants", "onnx")
-    assert result.code == 4 and result.err.startswith("Error: ")
+    assert result.code == 4 and result.err.strip().splitlines()[-1].startswith("Error: ")
     assert "onnx/model.onnx" in result.err
 
 

@@ -54,14 +54,37 @@ def judge(metrics, thresholds) -> Verdict:
     return Verdict(passed=not failures, failures=failures)
 
 
+# Rank metrics are fractions of a stratum's neighbour slots (texts x 10): in a small stratum one swapped
+# neighbour moves the value by more than the allowance can absorb. A stratum's rank metric is judged only
+# when one swap moves it by at most a tenth of the allowance (1 - threshold): at least
+# RANK_SWAP_SHARE / (10 * (1 - threshold)) texts (20 at int8's 0.95); the whole set's gate still holds.
+RANK_METRICS = {"neighbour_agreement_at_10": 10}  # metric -> neighbour slots per text
+RANK_SWAP_SHARE = 10
+
+
+def rank_gate_min_texts(name: str, limit: float) -> int | None:
+    """The smallest stratum whose ``name`` is judged at ``limit`` (None: not a rank metric)."""
+    import math
+
+    slots = RANK_METRICS.get(name)
+    if slots is None:
+        return None
+    allowance = 1.0 - limit
+    return math.inf if allowance <= 0 else math.ceil(RANK_SWAP_SHARE / (slots * allowance) - 1e-9)
+
+
 def _stratum_failures(strata: dict[str, dict], thresholds) -> list[str]:
     """One line per (stratum, metric) that misses its threshold; a metric a stratum has no value for (no
-    query of it was informative) is left to the whole set's gate."""
+    query of it was informative), or a rank metric of a stratum too small for it (``rank_gate_min_texts``),
+    is left to the whole set's gate."""
     out = []
     for stratum, entry in strata.items():
         for name in (f.name for f in fields(thresholds)):
             limit, value = getattr(thresholds, name), entry.get(name)
             if limit is None or value is None:
+                continue
+            smallest = rank_gate_min_texts(name, limit)
+            if smallest is not None and entry["n"] < smallest:
                 continue
             bad = not value <= limit if name in UPPER_BOUNDS else not value >= limit  # NaN fails both
             if bad:

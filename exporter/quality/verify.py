@@ -10,9 +10,8 @@ Two checks, results as data (``VerifyReport``); ``raise_for`` turns them into th
   gate the export used (``exporter.quality.gate``: same batches, same metrics), and judged against the
   policy in force (``exporter.quality.policy``: the kind's defaults, changed only by what the caller
   brings), never the thresholds the manifest records: those are shown beside, and a recorded threshold
-  looser than the policy's fails the variant. A failure is a ``FidelityError`` (exit 3).
-  The model kind recorded in the manifest (``exporter.kinds``) picks the class that loads the reference
-  and the variants, the probe inputs (texts, or reranking pairs) and the metrics.
+  looser than the policy's fails the variant. A failure is a ``FidelityError`` (exit 3). The manifest's model
+  kind (``exporter.kinds``) picks the loading class, the probe inputs (texts or pairs) and the metrics.
 """
 
 from __future__ import annotations

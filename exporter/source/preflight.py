@@ -81,7 +81,9 @@ def check_modules(root: Path) -> None:
     incomplete."""
     if not (Path(root) / "modules.json").is_file():
         return
-    for entry in st_modules.read_modules(Path(root)):
+    modules = st_modules.read_modules(Path(root))
+    _refuse_router(root, [m.kind for m in modules])  # its weights live in the routes' folders, not the root
+    for entry in modules:
         why = REFUSED_MODULES.get(entry.type.rsplit(".", 1)[-1])
         if why:
             raise UsageError(
@@ -122,10 +124,7 @@ def _router_routes(root: Path) -> str:
     return "routes unreadable"
 
 
-def classify(root: Path, kind: str) -> ChainShape | None:
-    """The sparse/static chain of the model at ``root``; None for the dense chains; UsageError if refused."""
-    modules = st_modules.read_modules(Path(root)) if (Path(root) / "modules.json").is_file() else ()
-    kinds = [m.kind for m in modules]
+def _refuse_router(root: Path, kinds) -> None:
     if K.ROUTER in kinds:
         raise UsageError(
             f"the model is a Router ({_router_routes(Path(root))}): a routed (asymmetric, e.g. inference-free "
@@ -133,6 +132,13 @@ def classify(root: Path, kind: str) -> ChainShape | None:
             "Export the document encoder as its own SPLADE folder (Transformer fill-mask + SpladePooling) and "
             "compute query weights with sentence-transformers.",
         )
+
+
+def classify(root: Path, kind: str) -> ChainShape | None:
+    """The sparse/static chain of the model at ``root``; None for the dense chains; UsageError if refused."""
+    modules = st_modules.read_modules(Path(root)) if (Path(root) / "modules.json").is_file() else ()
+    kinds = [m.kind for m in modules]
+    _refuse_router(root, kinds)
     if K.SPARSE_STATIC_EMBEDDING in kinds:
         raise UsageError(
             f"the model's modules ({_names(modules)}) start with SparseStaticEmbedding, a token-weight lookup "
