@@ -385,7 +385,13 @@ def test_support_rows_agree_with_what_export_allows():
     from exporter import variants
 
     rows = {r["id"]: r for r in chain_shapes.chain_rows()}
-    assert set(rows) == {"splade-mlmtransformer", "splade-transformer", "splade-router", "static-embedding", "colbert-pylate"}
+    assert set(rows) == {
+        "splade-mlmtransformer",
+        "splade-transformer",
+        "splade-router",
+        "static-embedding",
+        "colbert-pylate",
+    }
     for rid in ("splade-mlmtransformer", "splade-transformer"):
         assert rows[rid]["allowed_variants"] == variants.for_kind("sparse-encoder")
     assert rows["static-embedding"]["allowed_variants"] == list(chain_shapes.STATIC_VARIANTS)
