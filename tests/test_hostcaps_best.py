@@ -106,8 +106,9 @@ def test_export_best_gates_benches_and_recommends_in_one_command(capsys, tiny_mo
 
 @pytest.mark.slow
 def test_best_on_the_embedded_default_recommends_a_passing_int8_with_its_float_ops_explained(capsys, tmp_path):
-    """The real default (~5 min on 2 busy cores): exit 0, a passing recommendation, the fidelity search's
-    float ops each with its measured reason; no speed assertion (speed lives in benchmarks/best_variant.py)."""
+    """The real default (~3 min on 2 cores): exit 0, a recommendation that passes every probe stratum, the
+    searched int8's float ops each with its measured reason and its held-out calibration texts above the gate;
+    no speed assertion (speed lives in benchmarks/)."""
     import os
     from pathlib import Path
 
@@ -120,11 +121,14 @@ def test_best_on_the_embedded_default_recommends_a_passing_int8_with_its_float_o
     manifest = json.loads((out / "manifest.json").read_text())
     built = {v["id"]: v for v in manifest["variants"]}
     assert "onnx-qint8-static" not in built
-    assert built[manifest["recommended"]["variant"]]["status"] == "passed"
+    recommended = built[manifest["recommended"]["variant"]]
+    assert recommended["status"] == "passed" and recommended["parity"]["failures"] == []
+    limit = recommended["parity"]["threshold"]["cosine_min"]
+    assert all(st["cosine_min"] >= limit for st in recommended["parity"]["strata"].values())  # every stratum
     fidelity = built["openvino-qint8-fidelity"]
-    assert fidelity["status"] == "passed", fidelity["parity"]["failures"]
     ops = fidelity["build"]["ops_in_float"] + fidelity["build"]["ops_split"]  # whole ops / outlier channels
-    assert 0 < len(ops) <= 6 and all("measured sensitivity" in o["why"] for o in ops)
+    assert ops and all("measured sensitivity" in o["why"] for o in ops)
+    assert fidelity["build"]["search"]["heldout_result"]["cosine_min"] >= limit  # held-out calibration texts
 
 
 @pytest.mark.parametrize("as_json", [False, True])
