@@ -57,7 +57,6 @@ def build_tiny_sentence_transformer(
     """Write a 2-layer BERT sentence-transformer (pooling + optional Normalize) to ``out``."""
     import torch
     from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
     work = out.parent / f".{out.name}.hf"
@@ -65,15 +64,7 @@ def build_tiny_sentence_transformer(
     from transformers import AutoTokenizer
 
     vocab_size = len(AutoTokenizer.from_pretrained(work))
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=hidden * 2,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(work, safe_serialization=True)
+    _save_tiny_bert(work, vocab_size, hidden)
     transformer = models.Transformer(str(work), max_seq_length=max_seq_length)
     pool = models.Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)
     modules = [transformer, pool] + ([models.Normalize()] if normalize else [])
@@ -519,7 +510,7 @@ def build_tiny_colbert(
     import torch
     from pylate import models as pylate_models
     from sentence_transformers.models import Transformer
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import AutoTokenizer
 
     torch.manual_seed(seed)
     work = out.parent / f".{out.name}.hf"
@@ -527,15 +518,7 @@ def build_tiny_colbert(
     tokenizer = AutoTokenizer.from_pretrained(work)
     tokenizer.add_tokens(list(string.punctuation))
     tokenizer.save_pretrained(work)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=hidden * 2,
-        max_position_embeddings=64,
-    )
-    BertModel(config).save_pretrained(work, safe_serialization=True)
+    _save_tiny_bert(work, len(tokenizer), hidden)
     modules = [Transformer(str(work), max_seq_length=document_length), pylate_models.Dense(hidden, dim, bias=False)]
     model = pylate_models.ColBERT(
         modules=modules, query_length=query_length, document_length=document_length, device="cpu"
@@ -544,3 +527,18 @@ def build_tiny_colbert(
     model.save(str(out))
     shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _save_tiny_bert(work: Path, vocab_size: int, hidden: int) -> None:
+    """A 2-layer, 2-head random BertModel of width ``hidden`` saved into ``work`` (beside its tokenizer)."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(work, safe_serialization=True)
