@@ -55,16 +55,11 @@ def build_tiny_sentence_transformer(
     seed: int = 0,
 ) -> Path:
     """Write a 2-layer BERT sentence-transformer (pooling + optional Normalize) to ``out``."""
-    import torch
     from sentence_transformers import SentenceTransformer, models
+    from transformers import BertModel
 
-    torch.manual_seed(seed)
     work = out.parent / f".{out.name}.hf"
-    _tokenizer_files(work, max_seq_length)
-    from transformers import AutoTokenizer
-
-    vocab_size = len(AutoTokenizer.from_pretrained(work))
-    _save_tiny_bert(work, vocab_size, hidden)
+    _tiny_bert(work, BertModel, max_seq_length, hidden, seed)
     transformer = models.Transformer(str(work), max_seq_length=max_seq_length)
     pool = models.Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling)
     modules = [transformer, pool] + ([models.Normalize()] if normalize else [])
@@ -78,20 +73,11 @@ def build_tiny_sentence_transformer(
 def _tiny_bert(work: Path, head, max_seq_length: int, hidden: int, seed: int, **config_kw):
     """Tokenizer files and a 2-layer BERT with ``head`` (a transformers class) saved in ``work``."""
     import torch
-    from transformers import AutoTokenizer, BertConfig
+    from transformers import AutoTokenizer
 
     torch.manual_seed(seed)
     _tokenizer_files(work, max_seq_length)
-    config = BertConfig(
-        vocab_size=len(AutoTokenizer.from_pretrained(work)),
-        hidden_size=hidden,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=hidden * 2,
-        max_position_embeddings=64,
-        **config_kw,
-    )
-    head(config).save_pretrained(work, safe_serialization=True)
+    _save_tiny_bert(work, len(AutoTokenizer.from_pretrained(work)), hidden, head, **config_kw)
 
 
 def build_tiny_cross_encoder(
@@ -529,8 +515,9 @@ def build_tiny_colbert(
     return out
 
 
-def _save_tiny_bert(work: Path, vocab_size: int, hidden: int) -> None:
-    """A 2-layer, 2-head random BertModel of width ``hidden`` saved into ``work`` (beside its tokenizer)."""
+def _save_tiny_bert(work: Path, vocab_size: int, hidden: int, head=None, **config_kw) -> None:
+    """A 2-layer, 2-head random BERT of width ``hidden`` with ``head`` (a transformers class; default
+    ``BertModel``) saved into ``work``, beside its tokenizer."""
     from transformers import BertConfig, BertModel
 
     config = BertConfig(
@@ -540,5 +527,6 @@ def _save_tiny_bert(work: Path, vocab_size: int, hidden: int) -> None:
         num_attention_heads=2,
         intermediate_size=hidden * 2,
         max_position_embeddings=64,
+        **config_kw,
     )
-    BertModel(config).save_pretrained(work, safe_serialization=True)
+    (head or BertModel)(config).save_pretrained(work, safe_serialization=True)
