@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/shapes_wall_time.py [--rows ID,ID] [--variants onnx,onnx-o2,openvino]
 
-For each row with a tiny model in ``tests/test_shapes.py`` (the same model the tests build): build it, run
+For each row with a tiny model in ``tests/source/test_shapes.py`` (the same model the tests build): build it, run
 ``exporter export`` in-process with the row's allowed variants among ``--variants`` (the default probe set),
 then ``exporter verify`` (parity re-run in a fresh process). Prints one line per row with the two wall times
 and the CPU it ran on (model, cores, ISA flags) and the 1-minute load average before and after, since other
@@ -42,7 +42,7 @@ def run_row(row_id: str, kwargs: dict, wanted: list[str], root: Path) -> dict:
 
 
 def main() -> None:
-    from tests.test_shapes import SHAPE_MODELS
+    from tests.source.test_shapes import SHAPE_MODELS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default=",".join(SHAPE_MODELS), help="comma-separated row ids")

@@ -12,10 +12,10 @@ import tests
 def exercised(attribute: str) -> dict[str, list[str]]:
     """id -> the test modules whose ``attribute`` (a collection of ids) names it."""
     found: dict[str, list[str]] = {}
-    for info in pkgutil.iter_modules(tests.__path__):
-        if not info.name.startswith("test_"):
+    for info in pkgutil.walk_packages(tests.__path__, prefix="tests."):
+        if not info.name.rpartition(".")[2].startswith("test_"):
             continue
-        module = importlib.import_module(f"tests.{info.name}")
+        module = importlib.import_module(info.name)
         for declared_id in getattr(module, attribute, ()):
-            found.setdefault(declared_id, []).append(info.name)
+            found.setdefault(declared_id, []).append(info.name.removeprefix("tests."))
     return found

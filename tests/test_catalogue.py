@@ -2,7 +2,7 @@
 
 A test module declares the catalogue ids it builds *and* parity-checks in a module-level tuple
 ``EXERCISED_VARIANTS`` (next to the parametrised test that uses them). This test imports every
-``tests/test_*.py`` module, unions those tuples and compares with ``exporter.variants.CATALOGUE``: a new
+``tests/**/test_*.py`` module, unions those tuples and compares with ``exporter.variants.CATALOGUE``: a new
 catalogue entry without a test fails here, and so does a declared id that is not in the catalogue.
 """
 

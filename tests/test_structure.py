@@ -198,3 +198,15 @@ def test_help_imports_no_model_library():
     assert all(r["code"] == 0 for r in report.values()), report
     heavy = {call: r["heavy"] for call, r in report.items() if r["heavy"]}
     assert not heavy, f"model libraries imported by --help (by the first call that imports them): {heavy}"
+
+
+def test_tests_mirror_the_package():
+    """A test module sits in ``tests/`` (a top-level module's tests), in ``tests/e2e/`` (whole-pipeline runs), or
+    in ``tests/<name>/`` where ``exporter/<name>/`` is a sub-package: one feature's tests are found in one place."""
+    packages = {p.name for p in (REPO / "exporter").iterdir() if (p / "__init__.py").is_file()}
+    misplaced = [
+        str(path.relative_to(REPO))
+        for path in (REPO / "tests").rglob("test_*.py")
+        if path.parent != REPO / "tests" and path.parent.name not in packages | {"e2e"}
+    ]
+    assert not misplaced, f"test modules outside the package's mirror: {misplaced}"

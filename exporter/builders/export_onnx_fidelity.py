@@ -114,7 +114,7 @@ def float_matmuls(quantized, base, names: list[str]):
     one's integer group replaced by the base graph's node and float weight, and the activation quantisers
     and quantised weights nothing reads any more dropped. That is the graph ``quantize_dynamic`` makes with
     ``nodes_to_exclude=names``, but for the order of its nodes (ONNX Runtime sorts them itself); the
-    outputs are the same bit for bit (tests/test_export_onnx_variants.py)."""
+    outputs are the same bit for bit (tests/builders/test_onnx_variants.py)."""
     import onnx
 
     base_nodes = {n.name: n for n in base.graph.node}

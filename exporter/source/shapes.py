@@ -2,7 +2,7 @@
 variants, and which variants are refused for them and why.
 
 One ``Shape`` row per (family, chain) that a test builds as a tiny model and exports + verifies
-(``tests/test_shapes.py`` declares the ids it exercises in ``EXERCISED_SHAPES``; a meta-test fails on a row
+(``tests/source/test_shapes.py`` declares the ids it exercises in ``EXERCISED_SHAPES``; a meta-test fails on a row
 without one). ``exporter list-architectures`` prints it and README.md reproduces it.
 
 A model matches the rows of its kind whose ``model_types`` hold its ``config.json`` ``model_type`` (a row
@@ -88,7 +88,7 @@ class Shape:
 
 
 # The chain a family row covers: every Pooling mode (sentence-transformers concatenates several), left or right
-# padding, any number of Dense modules, Normalize or not (tests/test_families.py builds one tiny model per family
+# padding, any number of Dense modules, Normalize or not (tests/source/test_families.py builds one tiny model per family
 # with all six modes concatenated and a Dense).
 ANY_CHAIN = ("Transformer", "Pooling[any mode]", "Dense*", "[Normalize]")
 _DECODER_NOTE = "left or right padding"
