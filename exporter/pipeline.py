@@ -80,7 +80,9 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     the manifest is kept when its files still match and the source, toolchain and probe set are the
     same; ``force`` rebuilds everything.
     """
-    from exporter import outdir, plan_check
+    from exporter import outdir, plan_check, upstream_noise
+
+    upstream_noise.quiet()
 
     progress = progress or NoProgress()
     plan_check.decide(plan)  # bad ids and thresholds (and, with a stated kind, its own) fail before resolving

@@ -3,7 +3,9 @@ they start.
 
 Two tables, one entry per line, each with why it is noise; :func:`quiet` installs a filter on each entry's
 logger and a ``warnings`` filter for each warning (once per process; cheap: no upstream package is imported).
-Only these exact lines go: every other warning of those loggers and modules still shows.
+Only these exact lines go: every other warning of those loggers and modules still shows. A third table names
+the upstream progress bars drawn on rich's shared console, which :func:`quiet` silences: they go to stdout,
+where only results (and ``--json``) belong, and the CLI's own progress line already names the step.
 """
 
 from __future__ import annotations
@@ -59,6 +61,21 @@ WARNING_NOISE = (
 )
 
 
+@dataclass(frozen=True)
+class ProgressNoise:
+    drawn_by: str  # the upstream function that draws a bar on rich's shared console (``rich.get_console()``)
+    why: str
+
+
+PROGRESS_NOISE = (
+    ProgressNoise(
+        "nncf.common.logging.track_progress.track",
+        "NNCF's bars (statistics collection, SmoothQuant, bias correction, weight compression) are drawn on stdout; "
+        "the CLI's step line on stderr already says which variant is being built, and stdout carries --json",
+    ),
+)
+
+
 class _DropLine(logging.Filter):
     def __init__(self, starts_with: str) -> None:
         super().__init__()
@@ -77,3 +94,7 @@ def quiet() -> None:
             log.addFilter(_DropLine(noise.starts_with))
     for warning in WARNING_NOISE:
         warnings.filterwarnings("ignore", message=re.escape(warning.starts_with), module=re.escape(warning.module))
+    if PROGRESS_NOISE:
+        import rich  # already loaded by the CLI; the exporter's own consoles are separate instances
+
+        rich.get_console().quiet = True

@@ -147,7 +147,7 @@ class OvScorer(fidelity_search.Scorer):
         out = np.zeros((len(self.texts), self.reference.shape[1]), dtype=np.float32)
         for i in range(0, len(order), fidelity_search.BATCH):
             chunk = order[i : i + fidelity_search.BATCH]
-            features = self.model.tokenize([self.texts[j] for j in chunk])
+            features = self.model.preprocess([self.texts[j] for j in chunk])
             ids = features["input_ids"]
             inputs = {n: (features[n] if n in features else torch.zeros_like(ids)).numpy() for n in names}
             hidden = torch.from_numpy(np.asarray(compiled(inputs)[0]))

@@ -79,7 +79,7 @@ def calibration_samples(ctx: BuildContext, model, opts: NncfStaticOptions) -> li
     reference = ctx.reference_model()
     samples = []
     for text in texts[: opts.subset_size]:
-        features = reference.tokenize([text])
+        features = reference.preprocess([text])
         sample = {}
         for name in input_names:
             if name in features:

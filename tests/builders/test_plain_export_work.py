@@ -124,3 +124,26 @@ def test_only_the_listed_upstream_warnings_are_dropped():
             exec(f"import warnings\nwarnings.warn({noise.starts_with + ' ...'!r})", scope)
             exec("import warnings\nwarnings.warn('a warning that matters')", scope)
     assert [str(w.message) for w in caught] == ["a warning that matters"] * len(upstream_noise.WARNING_NOISE)
+
+
+def test_upstream_progress_bars_stay_off_stdout():
+    """NNCF draws its bars on rich's shared console (stdout, where --json goes); after ``quiet`` it draws
+    nothing there, and the exporter's own consoles still print."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rich\n"
+        "from nncf.common.logging.track_progress import track\n"
+        "from rich.console import Console\n"
+        "if sys.argv[1] == 'quiet':\n"
+        "    from exporter import upstream_noise; upstream_noise.quiet()\n"
+        "for _ in track(range(3), description='Statistics collection'): pass\n"
+        "Console(highlight=False).print('result line')\n"
+    )
+    runs = {
+        m: subprocess.run([sys.executable, "-c", code, m], capture_output=True, text=True) for m in ("loud", "quiet")
+    }
+    assert "Statistics collection" in runs["loud"].stdout  # the bar that users saw under -q
+    assert "Statistics collection" not in runs["quiet"].stdout + runs["quiet"].stderr
+    assert runs["quiet"].stdout.strip() == "result line"
