@@ -39,7 +39,7 @@ def htpasswd_line(user: str, password: str) -> str:
 class RegistryServer:
     """One ``docker-registry serve`` process; ``host`` is ``127.0.0.1:PORT``, ``root`` its storage."""
 
-    def __init__(self, workdir: Path, users: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None, port: int | None = None) -> None:
         binary = shutil.which(BINARY)
         if binary is None:
             pytest.fail(INSTALL_HINT, pytrace=False)
@@ -47,7 +47,7 @@ class RegistryServer:
         self.workdir = workdir
         self.root = workdir / "storage"
         self.root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.users = users or {}
         self.proc: subprocess.Popen | None = None
