@@ -1,6 +1,6 @@
 """Run the README's commands as a new user would, on the real default model, and record what they print.
 
-A fresh working folder and a fresh ``HF_HOME`` (nothing cached), a real OCI registry on loopback (Debian's
+A fresh working folder, ``HF_HOME`` and exporter cache (nothing cached), a real OCI registry on loopback (Debian's
 ``docker-registry``, as the tests run it), then each command of the README in order: seed the default, the
 plain export, ``--variants best``, reading the verdict with ``verify``, packaging a layout, publish, pull,
 ``verify --integrity`` and loading the pulled variant with the torch-free runtime. Every command's line
@@ -38,11 +38,13 @@ class Journey:
 
     def run(self, line: str, ok: tuple[int, ...] = (0,)) -> str:
         argv = shlex.split(line)
-        if argv[0] == "exporter":
-            argv[0] = str(BIN / "exporter")
+        if argv[0] in ("exporter", "python"):
+            argv[0] = str(BIN / argv[0])
         with stopwatch() as t:
-            proc = subprocess.run(argv, cwd=self.workdir, env=self.env, capture_output=True, text=True)
-        out = (proc.stdout + proc.stderr).rstrip("\n")
+            proc = subprocess.run(
+                argv, cwd=self.workdir, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        out = proc.stdout.rstrip("\n")  # stdout and stderr in the order a terminal shows them
         self.lines += [f"$ {line}", *([out] if out else [])]
         if proc.returncode:
             self.lines += ["$ echo $?", str(proc.returncode)]
@@ -66,8 +68,7 @@ def journey(j: Journey, registry: str) -> None:
     j.run(f"exporter pull {repo}:1110a243fdf4-{best} model")
     j.run("exporter verify model --integrity")
     j.run("exporter verify model")
-    py = "from exporter import runtime; print(runtime.load('model').encode(['hi']).shape)"
-    j.run(f"{sys.executable} -c {shlex.quote(py)}".replace(sys.executable, "python"))
+    j.run("""python -c 'from exporter import runtime; print(runtime.load("model").encode(["hi"]).shape)'""")
 
 
 def main() -> None:
@@ -81,6 +82,7 @@ def main() -> None:
         work = Path(tmp) / "work"
         work.mkdir()
         env = {**os.environ, "HF_HOME": str(Path(tmp) / "hf"), "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+        env["EXPORTER_CACHE_DIR"] = str(Path(tmp) / "cache")  # no reference outputs from earlier runs
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         server = RegistryServer(Path(tmp) / "registry", port=args.port).start()
         try:

@@ -41,6 +41,12 @@ NOISE = (
         "`loss_type=None` was set in the config but it is unrecognized",
         "the ONNX export asks every model for its training loss; an embedding model has none, and nothing here trains",
     ),
+    Noise(
+        "nncf",
+        "Statistics of the bitwidth distribution",
+        "NNCF's table of how many weights went to int8; the variant's build record in the manifest says the same "
+        "(method, mode), and the table is 8 lines of box drawing in the middle of the progress",
+    ),
 )
 
 
