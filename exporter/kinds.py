@@ -40,12 +40,10 @@ class ModelKind(StrEnum):
     CROSS_ENCODER = "cross-encoder"
     SPARSE_ENCODER = "sparse-encoder"
     COLBERT = "colbert"
+    BGE_M3 = "bge-m3"
 
 
 ALL_KINDS: tuple[ModelKind, ...] = tuple(ModelKind)
-# The kinds whose graph is optimum's transformer export, which the catalogue's optimisers and quantisers take;
-# ColBERT's graph is its own (exporter.builders.export_onnx_colbert): only fp32 onnx / openvino so far.
-TRANSFORMER_KINDS: tuple[ModelKind, ...] = tuple(k for k in ALL_KINDS if k is not ModelKind.COLBERT)
 DEFAULT_KIND = ModelKind.SENTENCE_TRANSFORMER  # a model whose files state no kind
 PARITY_BATCH = 32
 BENCH_BATCH_SIZES = (1, 8, 32)  # bench's default batch sizes; the gate's batch invariance runs each
@@ -83,6 +81,7 @@ _TOPS = _metrics(("top1_agreement", "top-1", ".4f"), ("top3_agreement", "top-3",
 _STRATA_EMBED = _metrics(("cosine_min", "cos min", ".6f"), ("neighbour_agreement_at_10", "nn@10", ".3f"))
 _TOKENS = _metrics(("token_cosine_min", "token cos min", ".6f"))
 _MAXSIM = _metrics(("maxsim_spearman", "maxsim spearman", ".6f"), ("maxsim_spread_err_max", "maxsim err", ".2g"))
+_LEXICAL = _metrics(("lexical_spread_err_max", "lexical err/spread", ".2g"))
 
 
 @dataclass(frozen=True)
@@ -117,8 +116,11 @@ class KindSpec:
     prompts: bool  # takes query/passage prompts
     truncate_dim: bool  # takes a Matryoshka truncate_dim
     unit: str  # what bench counts per second
-    # kinds with a graph of their own that no sentence-transformers backend loads (ColBERT)
+    # kinds with a graph of their own that no sentence-transformers backend loads (ColBERT, bge-m3)
     config_keys: tuple[str, ...] = ()  # config_sentence_transformers.json keys that state this kind
+    # files in the model's root that state this kind, whatever its config says (bge-m3's FlagEmbedding heads);
+    # torch pickles of plain state dicts, loaded with weights_only=True, kept and hashed as source files
+    marker_files: tuple[str, ...] = ()
     openvino_builder: str | None = None  # "module:function(ctx, spec)": the fp32 IR, instead of optimum-intel
     variant_loader: str | None = None  # "module:function(artifact, variant, kind, threads)", instead of model_class
 
@@ -179,6 +181,7 @@ _KM = "exporter.quality.kind_metrics"
 _FACTS = "exporter.source.kind_facts"
 _GATES = "exporter.quality.parity_gates"
 _COLBERT = "exporter.builders.export_onnx_colbert"
+_M3 = "exporter.builders.export_onnx_m3"
 
 KINDS: dict[ModelKind, KindSpec] = {
     ModelKind.SENTENCE_TRANSFORMER: KindSpec(
@@ -284,7 +287,40 @@ KINDS: dict[ModelKind, KindSpec] = {
         openvino_builder=f"{_COLBERT}:build_colbert_openvino",
         variant_loader=f"{_COLBERT}:load_variant",
     ),
+    ModelKind.BGE_M3: KindSpec(
+        kind=ModelKind.BGE_M3,
+        label="bge-m3 (dense + sparse + ColBERT heads, FlagEmbedding)",
+        st_type="BGE-M3",  # no sentence-transformers model_type: FlagEmbedding's head files state it (marker_files)
+        legacy_architecture=None,
+        model_class=f"{_M3}:load_reference",
+        max_length_attr="max_seq_length",
+        probe_fn=f"{_KM}:m3_probe",
+        outputs_fn=f"{_KM}:m3_outputs",
+        compare_fn=f"{_KM}:compare_m3",
+        facts_fn=f"{_FACTS}:m3_facts",
+        default_thresholds=f"{_GATES}:M3_THRESHOLDS",
+        summary=_COS[:1] + _NN3 + _TERMS[:1] + _TOKENS + _MAXSIM[:1],
+        verify=_COS[:1] + _NN3 + _TERMS[:1] + _LEXICAL + _TOKENS + _MAXSIM + _TOPS,
+        report=_COS + _NN3 + _TERMS[:1] + _LEXICAL + _TOKENS + _MAXSIM + _TOPS,
+        primary=_COS[0],
+        strata=_COS[:1] + _TOKENS,
+        onnx_builder=f"{_M3}:build_m3_graph",
+        onnx_task="feature-extraction",
+        onnx_outputs=("dense_vecs", "sparse_weights", "colbert_vecs"),
+        openvino_class="optimum.intel:OVModelForFeatureExtraction",  # unused: openvino_builder converts the graph
+        prompts=False,
+        truncate_dim=False,
+        unit="texts",
+        marker_files=("sparse_linear.pt", "colbert_linear.pt"),
+        openvino_builder=f"{_M3}:build_m3_openvino",
+        variant_loader=f"{_M3}:load_variant",
+    ),
 }
+# The kinds whose graph is optimum's transformer export, which the catalogue's optimisers and quantisers take;
+# a kind with a graph of its own (an ``openvino_builder``: ColBERT, bge-m3) has only fp32 onnx / openvino so far.
+TRANSFORMER_KINDS: tuple[ModelKind, ...] = tuple(k for k, s in KINDS.items() if s.openvino_builder is None)
+# Every kind's marker files: the source resolver keeps them (and hashes them) in the model's root
+MARKER_FILES: frozenset[str] = frozenset(f for s in KINDS.values() for f in s.marker_files)
 
 
 def _resolve(dotted: str):
@@ -315,6 +351,12 @@ def from_model_type(model_type: object) -> ModelKind | None:
     return next((spec.kind for spec in KINDS.values() if spec.st_type == model_type), None)
 
 
+def from_files(names) -> ModelKind | None:
+    """The kind whose ``marker_files`` are all among ``names`` (file names in the model's root), if any."""
+    present = set(names)
+    return next((s.kind for s in KINDS.values() if s.marker_files and set(s.marker_files) <= present), None)
+
+
 def from_st_config(meta: object) -> ModelKind | None:
     """The kind a parsed ``config_sentence_transformers.json`` states: by a kind's own keys (PyLate's
     ColBERT settings; its ``model_type``, if any, is sentence-transformers'), else by ``model_type``."""
@@ -325,7 +367,11 @@ def from_st_config(meta: object) -> ModelKind | None:
 
 
 def _stated(source_dir: Path) -> ModelKind | None:
-    """The kind the model's files state (``config_sentence_transformers.json`` model_type), if any."""
+    """The kind the model's files state: a kind's marker files in its root, else
+    ``config_sentence_transformers.json`` (a kind's own keys, or its model_type), if any."""
+    marked = from_files(n for n in MARKER_FILES if (Path(source_dir) / n).is_file())
+    if marked is not None:
+        return marked
     path = Path(source_dir) / "config_sentence_transformers.json"
     from exporter.errors import UsageError
     from exporter.user_files import MODEL_JSON_MAX_BYTES, read_user_json
