@@ -50,9 +50,12 @@ def load_head(path: Path, hidden: int, out_features: int | None = None):
     data = read_user_file(Path(path), what=f"bge-m3 head {name}", max_bytes=HEAD_MAX_BYTES)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise UsageError(f"{name} does not load with torch.load(weights_only=True): {first}", fix) from None
+    except Exception as exc:  # noqa: BLE001 - weights_only refuses every global but tensors and plain containers
+        raise UsageError(
+            f"{name} is not a state dict of tensors that torch.load(weights_only=True) accepts (a pickled module "
+            f"or other objects, or not a torch file: {type(exc).__name__}); it is not loaded any other way.",
+            fix,
+        ) from None
     keys = sorted(state) if isinstance(state, dict) else None
     if keys != ["bias", "weight"] or not all(isinstance(state[k], torch.Tensor) for k in keys):
         what = f"keys {keys}" if keys is not None else type(state).__name__
