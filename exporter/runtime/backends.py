@@ -104,3 +104,16 @@ BACKENDS: dict[str, Callable[..., Session]] = {
     "onnx": _open_onnx,
     "openvino": _open_openvino,
 }
+# A kind's own graph (ColBERT, bge-m3) in an artifact folder, by backend, when no file name is given.
+OWN_GRAPH_FILES = {"onnx": "onnx/model.onnx", "openvino": "openvino/openvino_model.xml"}
+
+
+def open_own_graph(model_dir: Path, backend: str, file_name: str | None, threads: int | None, what: str):
+    """``(session, path)``: the graph ``file_name`` (default ``OWN_GRAPH_FILES[backend]``) of the artifact folder
+    ``model_dir`` opened on ``backend`` (onnx or openvino); UsageError for a missing file or another backend."""
+    if backend not in OWN_GRAPH_FILES:
+        raise UsageError(f"{what} graphs are served by onnx or openvino, not {backend}.", "")
+    path = Path(model_dir) / (file_name or OWN_GRAPH_FILES[backend])
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist.", "Check the artifact folder and the variant's file name.")
+    return BACKENDS[backend](path, None, threads), path

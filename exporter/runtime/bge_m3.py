@@ -26,8 +26,6 @@ DENSE_OUTPUT = "dense_vecs"
 SPARSE_OUTPUT = "sparse_weights"
 COLBERT_OUTPUT = "colbert_vecs"
 OUTPUTS = (DENSE_OUTPUT, SPARSE_OUTPUT, COLBERT_OUTPUT)
-ONNX_FILE = "onnx/model.onnx"
-OPENVINO_FILE = "openvino/openvino_model.xml"
 # The special tokens FlagEmbedding leaves out of the lexical weights (``_process_token_weights``).
 UNUSED_SPECIAL_TOKENS = ("cls_token", "eos_token", "pad_token", "unk_token")
 
@@ -127,11 +125,5 @@ def load(model_dir: Path, backend: str = "onnx", file_name: str | None = None, t
     ``openvino``; default file: ``onnx/model.onnx`` or ``openvino/openvino_model.xml``)."""
     from exporter.runtime import backends
 
-    model_dir = Path(model_dir)
-    path = model_dir / (file_name or (OPENVINO_FILE if backend == "openvino" else ONNX_FILE))
-    if not path.is_file():
-        raise UsageError(f"{path} does not exist.", "Check the artifact folder and the variant's file name.")
-    opener = backends.BACKENDS.get(backend)
-    if opener is None:
-        raise UsageError(f"bge-m3 graphs are served by onnx or openvino, not {backend}.", "")
-    return M3Encoder(opener(path, None, threads), model_dir, backend, path)
+    session, path = backends.open_own_graph(Path(model_dir), backend, file_name, threads, "bge-m3")
+    return M3Encoder(session, Path(model_dir), backend, path)

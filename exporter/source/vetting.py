@@ -71,12 +71,13 @@ def loaded_files(root: Path, chosen: list[str], label: str) -> list[str]:
 
 
 def is_marker_file(rel: str) -> bool:
-    """A kind's marker file in the model's root (``exporter.kinds.MARKER_FILES``: bge-m3's FlagEmbedding heads):
+    """A kind's marker file in the model's root (``exporter.kinds.KindSpec.marker_files``: bge-m3's heads):
     a torch pickle of a plain state dict that its kind loads with ``weights_only=True``. It is kept beside
     safetensors weights and hashed like every source file, and is not pickle *weights*: no --allow-pickle."""
-    from exporter.kinds import MARKER_FILES
+    from exporter.kinds import KINDS
 
-    return PurePosixPath(rel).parent == PurePosixPath(".") and PurePosixPath(rel).name in MARKER_FILES
+    markers = {f for spec in KINDS.values() for f in spec.marker_files}
+    return PurePosixPath(rel).parent == PurePosixPath(".") and PurePosixPath(rel).name in markers
 
 
 def _is_pickle_weight(rel: str) -> bool:
