@@ -55,8 +55,10 @@ def _open_onnx(path: Path, providers: tuple[str, ...] | None = None, threads: in
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    if threads:
+    if threads:  # pinned as exporter.runners.variant pins a measured variant: idle threads do not spin
         options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     wanted = list(providers or DEFAULT_PROVIDERS)
     available = set(ort.get_available_providers())
     unknown = [p for p in wanted if p not in available]
@@ -94,8 +96,8 @@ def _open_openvino(path: Path, providers: tuple[str, ...] | None = None, threads
     import openvino as ov
 
     config = {"INFERENCE_PRECISION_HINT": "f32"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = str(threads)
+    if threads:  # pinned as exporter.runners.variant pins a measured variant: one stream, latency
+        config.update({"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"})
     return _OpenVinoSession(ov.Core().compile_model(str(path), "CPU", config))
 
 

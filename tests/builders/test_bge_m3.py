@@ -203,3 +203,22 @@ def test_each_heads_metrics_fail_on_its_own_fault():
     colbert = ref.copy()
     colbert[:, 1:, :dim] = np.roll(colbert[:, 1:, :dim], 1, axis=1)  # token vectors out of place
     assert "token_cosine_min" in failed(colbert) and not failed(colbert) & {"cosine_min", "lexical_spread_err_max"}
+
+
+@pytest.mark.slow
+def test_fresh_process_gate_fails_only_the_perturbed_sparse_head_with_exit_3(m3, tmp_path):
+    """``exporter verify`` re-gates both variants against the torch reference in a fresh process: the OpenVINO
+    IR passes; an ONNX graph whose sparse head is 1.5x off (the traced Linear(hidden, 1) weight; integrity passes,
+    the manifest re-records the file) fails its two lexical gates with exit 3, while its dense and ColBERT gates
+    pass."""
+    from tests.artifact_faults import copy_artifact, scale_initializer
+
+    art = copy_artifact(m3[1], tmp_path / "art")
+    scale_initializer(art, "onnx", (32, 1), 1.5)
+    res = invoke("verify", str(art))
+    assert res.code == 3, res.out + res.err
+    lines = {line.split()[1]: line for line in res.out.splitlines() if len(line.split()) > 1}
+    assert lines["openvino"].startswith("ok") and "lexical err/spread" in lines["openvino"], res.out
+    assert not lines["onnx"].startswith("ok"), res.out
+    failed = {line.split()[0] for line in res.out.splitlines() if " the threshold " in line}
+    assert failed == {"lexical_spread_err_max", "top_terms_overlap_at_10"}, res.out  # the sparse head's gates only
