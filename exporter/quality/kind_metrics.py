@@ -165,7 +165,7 @@ def token_vectors(model, inputs: list, batch_size: int):
     return padded
 
 
-M3_GATED_TOKENS = 256  # bge-m3: per text, at most this many ColBERT vectors and lexical weights are compared
+M3_GATED_TOKENS = 128  # bge-m3: per text, at most this many ColBERT vectors and lexical weights are compared
 
 
 def m3_outputs(model, inputs: list, batch_size: int):
