@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from exporter import kinds
+from exporter import kinds, runtime
 from exporter import manifest as mf
+from exporter.errors import UsageError
 from exporter.quality import kind_metrics, parity, parity_m3
 from tests.cli_runner import invoke
 from tests.tiny_models import build_tiny_bge_m3
@@ -69,6 +70,8 @@ def test_export_records_the_heads_their_hashes_and_gates_each_head(m3):
         assert p["token_cosine_min"] >= 0.9999 and p["maxsim_spearman"] >= 0.999 and p["n_pairs"] == 320
         assert p["strata"] and all(e["token_cosine_min"] >= 0.9999 for e in p["strata"].values())
     assert not list(art.glob("*.pt"))  # the heads are inside the graph, not shipped as pickles
+    with pytest.raises(UsageError, match=r"bge-m3 model.*exporter\.runtime\.bge_m3\.load"):
+        runtime.load(art)  # the sentence-embedding runtime names the one that serves it
 
 
 _FRESH = """
