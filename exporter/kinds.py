@@ -4,8 +4,8 @@ resolver, the recipe schema, the pipeline, the builders, verify, bench and every
 
 For each kind the table says:
 
-- how it is detected: the ``model_type`` its ``config_sentence_transformers.json`` states, or a legacy
-  architecture (a bare ``*ForSequenceClassification`` folder is a cross-encoder);
+- how it is detected: files of its own in the model's root (bge-m3's heads), its keys or ``model_type`` in
+  ``config_sentence_transformers.json``, or a legacy architecture (a bare ``*ForSequenceClassification``);
 - the class that loads it, for the torch reference and for a built variant the way a user does
   (``CrossEncoder(path, backend="onnx", model_kwargs={"file_name": ...})``);
 - the probe inputs, the model call and the comparison (``exporter.quality.kind_metrics``), its default
@@ -40,12 +40,10 @@ class ModelKind(StrEnum):
     CROSS_ENCODER = "cross-encoder"
     SPARSE_ENCODER = "sparse-encoder"
     COLBERT = "colbert"
+    BGE_M3 = "bge-m3"
 
 
 ALL_KINDS: tuple[ModelKind, ...] = tuple(ModelKind)
-# The kinds whose graph is optimum's transformer export, which the catalogue's optimisers and quantisers take;
-# ColBERT's graph is its own (exporter.builders.export_onnx_colbert): only fp32 onnx / openvino so far.
-TRANSFORMER_KINDS: tuple[ModelKind, ...] = tuple(k for k in ALL_KINDS if k is not ModelKind.COLBERT)
 DEFAULT_KIND = ModelKind.SENTENCE_TRANSFORMER  # a model whose files state no kind
 PARITY_BATCH = 32
 BENCH_BATCH_SIZES = (1, 8, 32)  # bench's default batch sizes; the gate's batch invariance runs each
@@ -83,6 +81,7 @@ _TOPS = _metrics(("top1_agreement", "top-1", ".4f"), ("top3_agreement", "top-3",
 _STRATA_EMBED = _metrics(("cosine_min", "cos min", ".6f"), ("neighbour_agreement_at_10", "nn@10", ".3f"))
 _TOKENS = _metrics(("token_cosine_min", "token cos min", ".6f"))
 _MAXSIM = _metrics(("maxsim_spearman", "maxsim spearman", ".6f"), ("maxsim_spread_err_max", "maxsim err", ".2g"))
+_LEXICAL = _metrics(("lexical_spread_err_max", "lexical err/spread", ".2g"))
 
 
 @dataclass(frozen=True)
@@ -93,10 +92,8 @@ class KindSpec:
     label: str  # for messages: "cross-encoder (reranker)"
     # detection
     st_type: str  # the model_type config_sentence_transformers.json states
-    legacy_architecture: str | None  # a bare transformers folder whose architecture ends so is this kind
     # loading, measuring, recording
     model_class: str  # "module:Class" that loads the reference and the variants
-    max_length_attr: str  # the model attribute that caps the tokens per input
     probe_fn: str  # "module:function(texts) -> Probe"
     outputs_fn: str  # "module:function(model, probe.inputs, batch_size) -> np.ndarray"
     compare_fn: str  # "module:function(reference outputs, candidate outputs, probe) -> metrics"
@@ -110,15 +107,19 @@ class KindSpec:
     strata: tuple[Metric, ...]  # each stratum's worst case in every verdict (parity entry ``strata``)
     # building
     onnx_builder: str  # "module:function(ctx, spec) -> BuildResult": the base fp32 graph
-    onnx_task: str  # optimum's task for the export
     onnx_outputs: tuple[str, ...]  # the graph outputs sentence-transformers' ONNX backend reads
-    openvino_class: str  # optimum-intel class that exports the transformer to OpenVINO IR
+    onnx_task: str = "feature-extraction"  # optimum's task for the export
+    openvino_class: str = "optimum.intel:OVModelForFeatureExtraction"  # optimum-intel's export to OpenVINO IR
+    legacy_architecture: str | None = None  # a bare transformers folder whose architecture ends so is this kind
+    max_length_attr: str = "max_seq_length"  # the model attribute that caps the tokens per input
     # options and bench
-    prompts: bool  # takes query/passage prompts
-    truncate_dim: bool  # takes a Matryoshka truncate_dim
-    unit: str  # what bench counts per second
-    # kinds with a graph of their own that no sentence-transformers backend loads (ColBERT)
+    prompts: bool = False  # takes query/passage prompts
+    truncate_dim: bool = False  # takes a Matryoshka truncate_dim
+    unit: str = "texts"  # what bench counts per second
+    # kinds with a graph of their own that no sentence-transformers backend loads (ColBERT, bge-m3)
     config_keys: tuple[str, ...] = ()  # config_sentence_transformers.json keys that state this kind
+    # root files that state this kind whatever its config says (bge-m3's heads: state dicts, loaded weights_only)
+    marker_files: tuple[str, ...] = ()
     openvino_builder: str | None = None  # "module:function(ctx, spec)": the fp32 IR, instead of optimum-intel
     variant_loader: str | None = None  # "module:function(artifact, variant, kind, threads)", instead of model_class
 
@@ -179,15 +180,14 @@ _KM = "exporter.quality.kind_metrics"
 _FACTS = "exporter.source.kind_facts"
 _GATES = "exporter.quality.parity_gates"
 _COLBERT = "exporter.builders.export_onnx_colbert"
+_M3 = "exporter.builders.export_onnx_m3"
 
 KINDS: dict[ModelKind, KindSpec] = {
     ModelKind.SENTENCE_TRANSFORMER: KindSpec(
         kind=ModelKind.SENTENCE_TRANSFORMER,
         label="sentence-transformer (embedding model)",
         st_type="SentenceTransformer",
-        legacy_architecture=None,
         model_class="sentence_transformers:SentenceTransformer",
-        max_length_attr="max_seq_length",
         probe_fn=f"{_KM}:text_probe",
         outputs_fn=f"{_KM}:embed",
         compare_fn=f"{_KM}:compare_embeddings",
@@ -199,12 +199,9 @@ KINDS: dict[ModelKind, KindSpec] = {
         primary=_COS[0],
         strata=_STRATA_EMBED,
         onnx_builder="exporter.builders.export_onnx:build_embedder_graph",
-        onnx_task="feature-extraction",
         onnx_outputs=("last_hidden_state", "sentence_embedding"),
-        openvino_class="optimum.intel:OVModelForFeatureExtraction",
         prompts=True,
         truncate_dim=True,
-        unit="texts",
     ),
     ModelKind.CROSS_ENCODER: KindSpec(
         kind=ModelKind.CROSS_ENCODER,
@@ -227,17 +224,13 @@ KINDS: dict[ModelKind, KindSpec] = {
         onnx_task="text-classification",
         onnx_outputs=("logits",),
         openvino_class="optimum.intel:OVModelForSequenceClassification",
-        prompts=False,
-        truncate_dim=False,
         unit="pairs",
     ),
     ModelKind.SPARSE_ENCODER: KindSpec(
         kind=ModelKind.SPARSE_ENCODER,
         label="sparse-encoder (SPLADE)",
         st_type="SparseEncoder",
-        legacy_architecture=None,
         model_class="sentence_transformers:SparseEncoder",
-        max_length_attr="max_seq_length",
         probe_fn=f"{_KM}:text_probe",
         outputs_fn=f"{_KM}:sparse",
         compare_fn=f"{_KM}:compare_sparse",
@@ -252,15 +245,11 @@ KINDS: dict[ModelKind, KindSpec] = {
         onnx_task="fill-mask",
         onnx_outputs=("logits",),
         openvino_class="optimum.intel:OVModelForMaskedLM",
-        prompts=False,
-        truncate_dim=False,
-        unit="texts",
     ),
     ModelKind.COLBERT: KindSpec(
         kind=ModelKind.COLBERT,
         label="ColBERT (late interaction, PyLate)",
         st_type="ColBERT",  # no sentence-transformers model_type: PyLate's config keys state it (config_keys)
-        legacy_architecture=None,
         model_class=f"{_COLBERT}:load_reference",
         max_length_attr="document_length",
         probe_fn=f"{_KM}:late_interaction_probe",
@@ -274,17 +263,36 @@ KINDS: dict[ModelKind, KindSpec] = {
         primary=_TOKENS[0],
         strata=_TOKENS,
         onnx_builder=f"{_COLBERT}:build_colbert_graph",
-        onnx_task="feature-extraction",
         onnx_outputs=("token_embeddings", "attention_mask_out"),
-        openvino_class="optimum.intel:OVModelForFeatureExtraction",  # unused: openvino_builder converts the graph
         prompts=False,  # PyLate's [Q]/[D] prefixes are the model's own, applied by the runtime
-        truncate_dim=False,
-        unit="texts",
         config_keys=("query_prefix", "document_prefix", "query_length", "document_length"),
         openvino_builder=f"{_COLBERT}:build_colbert_openvino",
         variant_loader=f"{_COLBERT}:load_variant",
     ),
+    ModelKind.BGE_M3: KindSpec(
+        kind=ModelKind.BGE_M3,
+        label="bge-m3 (dense + sparse + ColBERT heads, FlagEmbedding)",
+        st_type="BGE-M3",  # no sentence-transformers model_type: FlagEmbedding's head files state it (marker_files)
+        model_class=f"{_M3}:load_reference",
+        probe_fn=f"{_KM}:m3_probe",
+        outputs_fn=f"{_KM}:m3_outputs",
+        compare_fn=f"{_KM}:compare_m3",
+        facts_fn=f"{_FACTS}:m3_facts",
+        default_thresholds=f"{_GATES}:M3_THRESHOLDS",
+        summary=_COS[:1] + _NN3 + _TERMS[:1] + _TOKENS + _MAXSIM[:1],
+        verify=_COS[:1] + _NN3 + _TERMS[:1] + _LEXICAL + _TOKENS + _MAXSIM + _TOPS,
+        report=_COS + _NN3 + _TERMS[:1] + _LEXICAL + _TOKENS + _MAXSIM + _TOPS,
+        primary=_COS[0],
+        strata=_COS[:1] + _TOKENS,
+        onnx_builder=f"{_M3}:build_m3_graph",
+        onnx_outputs=("dense_vecs", "sparse_weights", "colbert_vecs"),
+        marker_files=("sparse_linear.pt", "colbert_linear.pt"),
+        openvino_builder=f"{_M3}:build_m3_openvino",
+        variant_loader=f"{_M3}:load_variant",
+    ),
 }
+# The kinds whose graph optimum exports (the optimisers and quantisers take it); one with its own graph: fp32 only
+TRANSFORMER_KINDS: tuple[ModelKind, ...] = tuple(k for k, s in KINDS.items() if s.openvino_builder is None)
 
 
 def _resolve(dotted: str):
@@ -315,6 +323,11 @@ def from_model_type(model_type: object) -> ModelKind | None:
     return next((spec.kind for spec in KINDS.values() if spec.st_type == model_type), None)
 
 
+def from_files(names) -> ModelKind | None:
+    """The kind whose ``marker_files`` are all among ``names`` (file names in the model's root), if any."""
+    return next((s.kind for s in KINDS.values() if s.marker_files and set(s.marker_files) <= set(names)), None)
+
+
 def from_st_config(meta: object) -> ModelKind | None:
     """The kind a parsed ``config_sentence_transformers.json`` states: by a kind's own keys (PyLate's
     ColBERT settings; its ``model_type``, if any, is sentence-transformers'), else by ``model_type``."""
@@ -325,20 +338,21 @@ def from_st_config(meta: object) -> ModelKind | None:
 
 
 def _stated(source_dir: Path) -> ModelKind | None:
-    """The kind the model's files state (``config_sentence_transformers.json`` model_type), if any."""
-    path = Path(source_dir) / "config_sentence_transformers.json"
-    from exporter.errors import UsageError
+    """The kind the model's files state: a kind's marker files in its root, else
+    ``config_sentence_transformers.json`` (a kind's own keys, or its model_type), if any."""
     from exporter.user_files import MODEL_JSON_MAX_BYTES, read_user_json
 
+    path = Path(source_dir) / "config_sentence_transformers.json"
     try:
         meta = read_user_json(path, what="model file", max_bytes=MODEL_JSON_MAX_BYTES)
     except UsageError:
-        return None
-    return from_st_config(meta)
+        meta = None
+    marked = [f for s in KINDS.values() for f in s.marker_files if (Path(source_dir) / f).is_file()]
+    return from_files(marked) or from_st_config(meta)
 
 
 def stated_kind(source_dir: Path) -> bool:
-    """Whether the model's files state its kind (``config_sentence_transformers.json`` model_type)."""
+    """Whether the model's files state its kind (marker files, or ``config_sentence_transformers.json``)."""
     return _stated(source_dir) is not None
 
 
@@ -355,7 +369,6 @@ def _legacy_kind(source_dir: Path) -> ModelKind | None:
     root = Path(source_dir)
     if (root / "modules.json").is_file():
         return None
-    from exporter.errors import UsageError
     from exporter.user_files import MODEL_JSON_MAX_BYTES, read_user_json
 
     try:

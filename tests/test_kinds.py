@@ -71,8 +71,8 @@ def test_every_metric_a_printer_shows_is_measured_for_the_kind(spec):
     gate that cannot be switched off (so every judged variant has it)."""
     probe = spec.probe([f"text number {i}" for i in range(40)])
     rng = np.random.default_rng(0)
-    # per input: a score, a vector, or (ColBERT) a few token vectors
-    shape = {ModelKind.CROSS_ENCODER: (1,), ModelKind.COLBERT: (5, 16)}.get(spec.kind, (16,))
+    # per input: a score, a vector, (ColBERT) a few token vectors or (bge-m3) the packed dense row + token rows
+    shape = {ModelKind.CROSS_ENCODER: (1,), ModelKind.COLBERT: (5, 16), ModelKind.BGE_M3: (5, 16)}.get(spec.kind, (16,))
     ref = np.abs(rng.normal(size=(len(probe.inputs), *shape)))
     measured = spec.compare(ref, ref + 1e-4 * rng.normal(size=ref.shape), probe).to_dict()
     for metric in (*spec.summary, *spec.verify, *spec.report, spec.primary):

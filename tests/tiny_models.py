@@ -530,3 +530,22 @@ def _save_tiny_bert(work: Path, vocab_size: int, hidden: int, head=None, **confi
         **config_kw,
     )
     (head or BertModel)(config).save_pretrained(work, safe_serialization=True)
+
+
+def build_tiny_bge_m3(out: Path, *, hidden: int = 32, colbert_dim: int | None = None, seed: int = 0) -> Path:
+    """Write a bge-m3-shaped model: a 2-layer XLM-RoBERTa sentence-transformer (Pooling[cls] -> Normalize, as
+    BAAI/bge-m3 is saved) with FlagEmbedding's heads beside it, ``sparse_linear.pt`` (Linear(hidden, 1)) and
+    ``colbert_linear.pt`` (Linear(hidden, colbert_dim or hidden)), torch-saved state dicts as
+    ``EncoderOnlyEmbedderM3Model.save`` writes them. The tokenizer names ``[SEP]`` its EOS token (bge-m3's
+    ``</s>`` is both), so the lexical weights leave out CLS, EOS, PAD and UNK as FlagEmbedding does."""
+    import torch
+    from transformers import AutoTokenizer
+
+    build_tiny_embedder(out, "xlm-roberta", pooling="cls", normalize=True, hidden=hidden, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    tokenizer.add_special_tokens({"eos_token": "[SEP]"})
+    tokenizer.save_pretrained(out)
+    torch.manual_seed(seed + 1)
+    torch.save(torch.nn.Linear(hidden, 1).state_dict(), out / "sparse_linear.pt")
+    torch.save(torch.nn.Linear(hidden, colbert_dim or hidden).state_dict(), out / "colbert_linear.pt")
+    return out

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 from exporter.builders import kit
 from exporter.errors import ExportFailed
@@ -125,53 +124,30 @@ def build_colbert_graph(ctx, spec):
 
     start = time.perf_counter()
     reference = ctx.reference_model()
-    dest = ctx.stage_dir / spec.file_name
-    with kit.backend_errors("ONNX export of the ColBERT model"), kit.scratch(dest.parent, ".colbert-") as tmp:
-        files = kit.place(export_graph(reference, tmp / dest.name), dest)
+    files = kit.traced_onnx(ctx, spec, lambda dest: export_graph(reference, dest), "ColBERT")
     checks = check(reference, ctx.stage_dir, spec.file_name)
     return BuildResult(files=files, build={**_build_info(ctx, start, "onnx"), **checks})
 
 
 def build_colbert_openvino(ctx, spec):
     """Variant builder (``openvino`` for a ColBERT model): the same traced graph as an fp32 OpenVINO IR."""
-    import openvino as ov
-
     from exporter.builders.context import BuildResult
-    from exporter.environment import package_versions
 
     start = time.perf_counter()
     reference = ctx.reference_model()
-    with (
-        kit.backend_errors("OpenVINO conversion of the ColBERT graph"),
-        kit.scratch(ctx.stage_dir, ".colbert-ov-") as tmp,
-    ):
-        ir = ov.convert_model(str(export_graph(reference, tmp / "model.onnx")))
-        files = kit.save_ir(ir, ctx.stage_dir, spec.file_name, compress_to_fp16=False)
+    files, ir_facts = kit.traced_openvino(ctx, spec, lambda dest: export_graph(reference, dest), "ColBERT")
     checks = check(reference, ctx.stage_dir, spec.file_name, backend="openvino")
-    build = {
-        **_build_info(ctx, start, "openvino"),
-        "export_source": "the traced ColBERT ONNX graph, openvino.convert_model",
-        "precision": "fp32",
-        "weights_dtype": "f32",
-        "versions": package_versions(("openvino", "torch")),
-        **checks,
-    }
-    return BuildResult(files=files, build=build)
+    return BuildResult(files=files, build={**_build_info(ctx, start, "openvino"), **ir_facts, **checks})
 
 
-class ColbertModel:
+class ColbertModel(kit.RuntimeVariant):
     """A built ColBERT variant served by ``exporter.runtime.colbert`` with PyLate's ``encode`` signature
-    (what the gate, verify and bench call) and the session bench reads the provider from."""
+    (what the gate, verify and bench call)."""
 
     def __init__(self, artifact: Path, backend: str, file_name: str | None, threads: int | None = None):
-        self.encoder = rt.load(Path(artifact), backend=backend, file_name=file_name, threads=threads)
+        super().__init__(rt.load(Path(artifact), backend=backend, file_name=file_name, threads=threads))
         self.query_length = self.encoder.facts.query_length
         self.document_length = self.encoder.facts.document_length
-        raw = getattr(self.encoder.session, "session", None) or getattr(self.encoder.session, "compiled", None)
-        self._module = SimpleNamespace(auto_model=SimpleNamespace(session=raw, request=raw))
-
-    def __getitem__(self, index: int):
-        return self._module
 
     def encode(self, sentences, batch_size: int = 32, is_query: bool = True, **_ignored):
         return self.encoder.encode(list(sentences), is_query=is_query, batch_size=batch_size)

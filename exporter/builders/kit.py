@@ -13,6 +13,9 @@
 - **Failures** (:func:`backend_errors`): whatever a backend raises becomes one typed ``ExportFailed`` line
   naming the step; the library's own typed errors pass through unchanged.
 - **Cosine** (:func:`row_cosines`): the one row-wise cosine every builder check and search uses.
+- **A kind's own traced graph** (:func:`traced_onnx`, :func:`traced_openvino`, :class:`RuntimeVariant`): the
+  traced ONNX graph placed, its fp32 IR converted from it, and a built variant served by the kind's runtime
+  (ColBERT, bge-m3).
 """
 
 from __future__ import annotations
@@ -178,3 +181,47 @@ def save_ir(model, stage_dir: Path, xml_rel: str, *, compress_to_fp16: bool = Fa
     with scratch(dest.parent, prefix=".ov-") as tmp:
         ov.save_model(model, tmp / dest.name, compress_to_fp16=compress_to_fp16)
         return place(tmp / dest.name, dest)
+
+
+# ----------------------------------------------------------------------------- a kind's own traced graph
+def traced_onnx(ctx, spec, onnx_graph, what: str) -> list[Path]:
+    """A kind's own traced ONNX graph (ColBERT, bge-m3), written by ``onnx_graph(dest)`` in scratch and placed
+    at the variant's file (with its external data, if any)."""
+    dest = ctx.stage_dir / spec.file_name
+    with backend_errors(f"ONNX export of the {what} model"), scratch(dest.parent, ".traced-") as tmp:
+        return place(onnx_graph(tmp / dest.name), dest)
+
+
+def traced_openvino(ctx, spec, onnx_graph, what: str) -> tuple[list[Path], dict]:
+    """``(files, build facts)``: the fp32 OpenVINO IR of a kind's own traced ONNX graph (ColBERT, bge-m3),
+    converted with ``openvino.convert_model`` from the graph ``onnx_graph(dest)`` writes in scratch."""
+    import openvino as ov
+
+    from exporter.environment import package_versions
+
+    with backend_errors(f"OpenVINO conversion of the {what} graph"), scratch(ctx.stage_dir, ".traced-ov-") as tmp:
+        ir = ov.convert_model(str(onnx_graph(tmp / "model.onnx")))
+        files = save_ir(ir, ctx.stage_dir, spec.file_name, compress_to_fp16=False)
+    facts = {
+        "export_source": f"the traced {what} ONNX graph, openvino.convert_model",
+        "precision": "fp32",
+        "weights_dtype": "f32",
+        "versions": package_versions(("openvino", "torch")),
+    }
+    return files, facts
+
+
+class RuntimeVariant:
+    """A built variant served by its kind's own runtime encoder (``encoder``, with a backend ``session``),
+    exposing that session where bench reads the execution provider (``model[0].auto_model.session``, or
+    ``.request`` for OpenVINO), as sentence-transformers' ONNX / OpenVINO backends do."""
+
+    def __init__(self, encoder):
+        from types import SimpleNamespace
+
+        self.encoder = encoder
+        raw = getattr(encoder.session, "session", None) or getattr(encoder.session, "compiled", None)
+        self._module = SimpleNamespace(auto_model=SimpleNamespace(session=raw, request=raw))
+
+    def __getitem__(self, index: int):
+        return self._module

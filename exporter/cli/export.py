@@ -50,8 +50,8 @@ AllowPickleOpt = Annotated[
 KindOpt = Annotated[
     str | None,
     typer.Option(
-        help="Model kind: sentence-transformer, cross-encoder, sparse-encoder or colbert. Default: detected from "
-        "the model's files; a kind the files state cannot be changed."
+        help="Model kind: sentence-transformer, cross-encoder, sparse-encoder, colbert or bge-m3. Default: detected "
+        "from the model's files; a kind the files state cannot be changed."
     ),
 ]
 TruncateDimOpt = Annotated[

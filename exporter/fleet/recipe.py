@@ -5,7 +5,7 @@ A recipe (``recipes/<name>.yaml``)::
     source:
       repo: intfloat/e5-small-v2
       revision: dca8b1a9dae0d4575df2bf423a5edb485a431236   # a full 40-hex commit, nothing else
-    kind: sentence-transformer        # or cross-encoder / sparse-encoder / colbert
+    kind: sentence-transformer        # or cross-encoder / sparse-encoder / colbert / bge-m3
     variants: [onnx]                  # ids from `exporter list-variants`, or [all]; default: onnx
     thresholds:                       # per precision class (fp32/fp16/int8), variant id, or "*"
       int8: {cosine_min: 0.985}

@@ -71,14 +71,19 @@ def rerank_probe(texts: list[str], strata: list[str] | None = None) -> Probe:
 QUERY, DOCUMENT = "query", "document"
 
 
+def _split_queries(texts: list[str]) -> tuple[list[int], int]:
+    """Text indices by length (characters, ties by position) and how many of the first are the queries."""
+    order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
+    return order, max(1, len(order) // 2)
+
+
 def late_interaction_probe(texts: list[str], strata: list[str] | None = None) -> Probe:
     """Query/document lists for a ColBERT model from the probe texts, deterministically: the shorter half
     (by characters, ties by position) are the queries, the longer half the documents; up to
     ``RERANK_MAX_LISTS`` queries spread evenly over the queries, each with ``RERANK_LIST_SIZE`` documents
     spread evenly over the documents (starting at the query's own position, so lists differ). Each query and
     document keeps its text's stratum."""
-    order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
-    half = max(1, len(order) // 2)
+    order, half = _split_queries(texts)
     queries = [texts[i] for i in order[:half]]
     documents = [texts[i] for i in order[half:]] or list(queries)
     items = [(QUERY, t) for t in queries] + [(DOCUMENT, t) for t in documents]
@@ -97,6 +102,17 @@ def late_interaction_probe(texts: list[str], strata: list[str] | None = None) ->
     rows = order[:half] + (order[half:] or order[:half])  # each item's text index
     labels = [strata[i] for i in rows] if strata is not None else None
     return Probe(texts=list(texts), pairs=pairs, lists=lists, items=items, pair_rows=pair_rows, strata=labels)
+
+
+def m3_probe(texts: list[str], strata: list[str] | None = None) -> Probe:
+    """bge-m3: the probe texts, each encoded once (queries and documents alike, as FlagEmbedding encodes them),
+    plus the query/document lists of ``late_interaction_probe`` as rows of the texts, for the ColBERT head's
+    MaxSim scores and rankings."""
+    late = late_interaction_probe(texts, strata)
+    order, half = _split_queries(texts)
+    rows = order[:half] + (order[half:] or order[:half])  # item -> text
+    pair_rows = [(rows[q], rows[d]) for q, d in late.pair_rows or []]
+    return Probe(texts=list(texts), lists=late.lists, pair_rows=pair_rows, strata=list(strata) if strata else None)
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -149,6 +165,32 @@ def token_vectors(model, inputs: list, batch_size: int):
     return padded
 
 
+M3_GATED_TOKENS = 128  # bge-m3: per text, at most this many ColBERT vectors and lexical weights are compared
+
+
+def m3_outputs(model, inputs: list, batch_size: int):
+    """bge-m3's three outputs packed into one float32 array ``(texts, 1 + width, columns)`` (so chunks and
+    batches concatenate like every kind's): row 0 the dense vector; row ``1 + j`` the ``j``-th ColBERT vector
+    in the first columns and, in the last two, the ``j``-th lexical weight as (token id, weight), by token
+    id (the ``width`` largest weights when a text has more). ``width`` is the model's max length capped at
+    ``M3_GATED_TOKENS`` (``exporter.quality.parity_m3`` reads it back)."""
+    import numpy as np
+
+    out = model.encode(list(inputs), batch_size=batch_size)
+    dense = np.asarray(out["dense_vecs"], dtype=np.float32)
+    colbert = [np.asarray(v, dtype=np.float32) for v in out["colbert_vecs"]]
+    width = min(int(model.max_seq_length), M3_GATED_TOKENS)
+    dim = next((v.shape[-1] for v in colbert if v.ndim == 2), 0)
+    packed = np.zeros((len(inputs), 1 + width, max(dense.shape[-1], dim + 2)), dtype=np.float32)
+    packed[:, 0, : dense.shape[-1]] = dense
+    for i, (vectors, weights) in enumerate(zip(colbert, out["lexical_weights"], strict=True)):
+        packed[i, 1 : 1 + min(len(vectors), width), :dim] = vectors[:width]
+        top = sorted(sorted(weights.items(), key=lambda kv: -kv[1])[:width], key=lambda kv: int(kv[0]))
+        for j, (token, weight) in enumerate(top):
+            packed[i, 1 + j, -2:] = (int(token), weight)
+    return packed
+
+
 # ------------------------------------------------------------------------------------------ compare
 def compare_embeddings(ref, cand, probe: Probe):
     return parity.compare(ref, cand, strata=probe.strata)
@@ -166,3 +208,9 @@ def compare_late_interaction(ref, cand, probe: Probe):
     from exporter.quality import parity_late
 
     return parity_late.compare_late_interaction(ref, cand, probe.pair_rows or [], probe.lists or [], probe.strata)
+
+
+def compare_m3(ref, cand, probe: Probe):
+    from exporter.quality import parity_m3
+
+    return parity_m3.compare_m3(ref, cand, probe.pair_rows or [], probe.lists or [], probe.strata)

@@ -220,6 +220,8 @@ def prune(vectors: np.ndarray, top_k: int | None = None, threshold: float | None
 
 
 DEFAULT_FILE = ("onnx/model.onnx", "onnx")
+# Kinds whose graph has outputs of its own (not a sentence embedding), by the manifest's model.kind: their runtime.
+OWN_RUNTIMES = {"colbert": "exporter.runtime.colbert", "bge-m3": "exporter.runtime.bge_m3"}
 
 
 def load(
@@ -241,6 +243,13 @@ def load(
     truncate_dim=N).encode`` does; a graph that truncates already (exporter's ONNX) is unchanged by it."""
     artifact_dir = Path(artifact_dir)
     from exporter.ship.package import safe_relpath
+
+    kind = (_manifest(artifact_dir).get("model") or {}).get("kind")
+    if kind in OWN_RUNTIMES:
+        raise UsageError(
+            f"{artifact_dir} holds a {kind} model, whose graph has outputs of its own (not a sentence embedding).",
+            f"Serve it with {OWN_RUNTIMES[kind]}.load (see docs/model-kinds.md).",
+        )
 
     if file_name is None:
         file_name, backend = _manifest_variant(artifact_dir, backend)

@@ -55,8 +55,10 @@ def _open_onnx(path: Path, providers: tuple[str, ...] | None = None, threads: in
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    if threads:
+    if threads:  # pinned as exporter.runners.variant pins a measured variant: idle threads do not spin
         options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     wanted = list(providers or DEFAULT_PROVIDERS)
     available = set(ort.get_available_providers())
     unknown = [p for p in wanted if p not in available]
@@ -94,8 +96,8 @@ def _open_openvino(path: Path, providers: tuple[str, ...] | None = None, threads
     import openvino as ov
 
     config = {"INFERENCE_PRECISION_HINT": "f32"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = str(threads)
+    if threads:  # pinned as exporter.runners.variant pins a measured variant: one stream, latency
+        config.update({"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"})
     return _OpenVinoSession(ov.Core().compile_model(str(path), "CPU", config))
 
 
@@ -104,3 +106,16 @@ BACKENDS: dict[str, Callable[..., Session]] = {
     "onnx": _open_onnx,
     "openvino": _open_openvino,
 }
+# A kind's own graph (ColBERT, bge-m3) in an artifact folder, by backend, when no file name is given.
+OWN_GRAPH_FILES = {"onnx": "onnx/model.onnx", "openvino": "openvino/openvino_model.xml"}
+
+
+def open_own_graph(model_dir: Path, backend: str, file_name: str | None, threads: int | None, what: str):
+    """``(session, path)``: the graph ``file_name`` (default ``OWN_GRAPH_FILES[backend]``) of the artifact folder
+    ``model_dir`` opened on ``backend`` (onnx or openvino); UsageError for a missing file or another backend."""
+    if backend not in OWN_GRAPH_FILES:
+        raise UsageError(f"{what} graphs are served by onnx or openvino, not {backend}.", "")
+    path = Path(model_dir) / (file_name or OWN_GRAPH_FILES[backend])
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist.", "Check the artifact folder and the variant's file name.")
+    return BACKENDS[backend](path, None, threads), path

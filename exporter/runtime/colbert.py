@@ -29,8 +29,6 @@ CONFIG_FILE = "config_sentence_transformers.json"
 MARKER_KEYS = ("query_prefix", "document_prefix", "query_length", "document_length")
 TOKENS_OUTPUT = "token_embeddings"
 MASK_OUTPUT = "attention_mask_out"
-ONNX_FILE = "onnx/model.onnx"
-OPENVINO_FILE = "openvino/openvino_model.xml"
 MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -179,11 +177,5 @@ def load(model_dir: Path, backend: str = "onnx", file_name: str | None = None, t
     """The ColBERT graph ``file_name`` of the artifact (or source) folder ``model_dir`` on ``backend``."""
     from exporter.runtime import backends
 
-    model_dir = Path(model_dir)
-    path = model_dir / (file_name or (OPENVINO_FILE if backend == "openvino" else ONNX_FILE))
-    if not path.is_file():
-        raise UsageError(f"{path} does not exist.", "Check the artifact folder and the variant's file name.")
-    opener = backends.BACKENDS.get(backend)
-    if opener is None:
-        raise UsageError(f"ColBERT graphs are served by onnx or openvino, not {backend}.", "")
-    return ColbertEncoder(opener(path, None, threads), model_dir, backend, path)
+    session, path = backends.open_own_graph(Path(model_dir), backend, file_name, threads, "ColBERT")
+    return ColbertEncoder(session, Path(model_dir), backend, path)

@@ -80,6 +80,21 @@ _CHAIN_ROWS: tuple[dict, ...] = (
         "quantisers and fp16 conversions are not gated on it",
     },
     {
+        "id": "bge-m3",
+        "family": "bge-m3: XLM-RoBERTa with FlagEmbedding's sparse and ColBERT heads (one graph, three outputs)",
+        "architectures": ["XLMRobertaModel"],
+        "chain": [
+            "sentence_transformers.models.Transformer",
+            "sentence_transformers.models.Pooling[cls]",
+            "sentence_transformers.models.Normalize (+ FlagEmbedding's sparse_linear and colbert_linear heads)",
+        ],
+        "kind": ModelKind.BGE_M3.value,
+        "examples": ["BAAI/bge-m3"],
+        "kind_refusal": "not for bge-m3 yet: its graph is its own (dense, token weights, token vectors); the "
+        "optimisers, quantisers and fp16 conversions are not gated on it",
+        "openvino_via_traced_graph": "the traced three-output graph (the heads are not a transformers model)",
+    },
+    {
         "id": "static-embedding",
         "family": "static token embeddings (model2vec style), no transformer",
         "architectures": [],
@@ -88,6 +103,19 @@ _CHAIN_ROWS: tuple[dict, ...] = (
         "examples": ["sentence-transformers/static-retrieval-mrl-en-v1"],
     },
 )
+
+
+# Kinds recognised by their files (``exporter.kinds.KindSpec.marker_files``) whose module chain is fixed: kind ->
+# (support-table row, the chain's module kinds as exporter.source.st_modules names them, what to do otherwise).
+# ``exporter.source.preflight.classify`` applies it; a chain that differs is refused in one line.
+KIND_CHAINS: dict[ModelKind, tuple[str, tuple[str, ...], str]] = {
+    ModelKind.BGE_M3: (
+        "bge-m3",
+        ("Transformer", "Pooling", "Normalize"),
+        "Export it as a sentence-transformer without the sparse_linear.pt / colbert_linear.pt files, or fix "
+        "modules.json to FlagEmbedding's Transformer -> Pooling[cls] -> Normalize.",
+    ),
+}
 
 
 def chain_rows() -> list[dict]:

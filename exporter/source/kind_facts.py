@@ -80,3 +80,18 @@ def colbert_facts(model) -> dict:
             "skiplist_words": list(model.skiplist_words),
         },
     }
+
+
+def m3_facts(model) -> dict:
+    """bge-m3 (``exporter.builders.export_onnx_m3.M3Reference``): the dense width and the three heads, each with
+    its graph output and, for the two FlagEmbedding heads, its file (hashed in ``source.files``)."""
+    from exporter.builders.export_onnx_m3 import heads_facts
+
+    return {
+        "embedding_dim": int(model.hidden),
+        "max_seq_length": int(model.max_seq_length),
+        "pooling": "cls",
+        "normalize": True,
+        "similarity": "cosine (dense), lexical matching (sparse), MaxSim (colbert)",
+        "bge_m3": {"heads": heads_facts(model), "lexical_unused_token_ids": list(model.unused)},
+    }

@@ -152,6 +152,12 @@ def classify(root: Path, kind: str) -> ChainShape | None:
                 "Export a StaticEmbedding model without the modules after it, or use sentence-transformers.",
             )
         return ChainShape("static-embedding", chain_shapes.STATIC_VARIANTS, chain_shapes.STATIC_REFUSAL)
+    fixed = chain_shapes.KIND_CHAINS.get(kind)  # a kind recognised by its files, with one module chain
+    if fixed is not None:
+        row, chain, hint = fixed
+        if [k.value for k in kinds] != list(chain):
+            raise UsageError(f"the {kind} model's modules ({_names(modules)}) are not {' -> '.join(chain)}.", hint)
+        return ChainShape(row)
     if kind == ModelKind.SPARSE_ENCODER:
         if kinds != [K.TRANSFORMER, K.SPLADE_POOLING]:
             raise UsageError(

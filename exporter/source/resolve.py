@@ -243,8 +243,8 @@ def _vet(root: Path, rels: list[str], label: str, trust_remote_code: bool, allow
             f"{label} has no tokenizer (tokenizer.json, vocab.txt, vocab.json or a sentencepiece model).",
             "Use a complete sentence-transformers model (its tokenizer files are saved beside the config).",
         )
-    kind = kinds.DEFAULT_KIND
-    if "config_sentence_transformers.json" in chosen:
+    kind = kinds.from_files(chosen) or kinds.DEFAULT_KIND  # a kind's marker files in the root (bge-m3's heads)
+    if kind is kinds.DEFAULT_KIND and "config_sentence_transformers.json" in chosen:
         meta = read_json(root, "config_sentence_transformers.json", label)
         kind = kinds.from_st_config(meta) or kind
     return chosen, kind.value, "pickle" if pickles else "safetensors"

@@ -145,7 +145,7 @@ SHAPES: tuple[Shape, ...] = (
         model_types=("xlm-roberta",),
         architectures=("XLMRobertaModel",),
         chain=("Transformer", "Pooling[mean]", "Normalize"),
-        examples=("intfloat/multilingual-e5-small", "BAAI/bge-m3"),
+        examples=("intfloat/multilingual-e5-small",),
     ),
     Shape(
         id="modernbert-cls",
@@ -267,7 +267,9 @@ def _chain_shapes() -> tuple[Shape, ...]:
             kind=row["kind"],
             refused=tuple(row["refused_variants"].items()),
             examples=tuple(row["examples"]),
-            openvino_via_traced_graph=_STATIC_OV if row["id"] == "static-embedding" else "",
+            openvino_via_traced_graph=_STATIC_OV
+            if row["id"] == "static-embedding"
+            else row.get("openvino_via_traced_graph", ""),
         )
         for row in chain_rows()
     )

@@ -50,6 +50,7 @@ _LOADED_NAMES = TOKENIZER_FILES | frozenset(
 def _is_loaded_name(name: str) -> bool:
     return (
         name in _LOADED_NAMES
+        or is_marker_file(name)
         or name.endswith(("config.json", SAFETENSORS, ".safetensors.index.json", ".spm", ".model"))
         or _is_pickle_weight(name)
     )
@@ -69,8 +70,20 @@ def loaded_files(root: Path, chosen: list[str], label: str) -> list[str]:
     return [r for r in chosen if PurePosixPath(r).parent in folders and _is_loaded_name(PurePosixPath(r).name)]
 
 
+def is_marker_file(rel: str) -> bool:
+    """A kind's marker file in the model's root (``exporter.kinds.KindSpec.marker_files``: bge-m3's heads):
+    a torch pickle of a plain state dict that its kind loads with ``weights_only=True``. It is kept beside
+    safetensors weights and hashed like every source file, and is not pickle *weights*: no --allow-pickle."""
+    from exporter.kinds import KINDS
+
+    markers = {f for spec in KINDS.values() for f in spec.marker_files}
+    return PurePosixPath(rel).parent == PurePosixPath(".") and PurePosixPath(rel).name in markers
+
+
 def _is_pickle_weight(rel: str) -> bool:
     name = PurePosixPath(rel).name
+    if is_marker_file(rel):
+        return False
     if name.endswith(".bin.index.json"):
         return True
     return PurePosixPath(rel).suffix in PICKLE_SUFFIXES and name not in _NOT_WEIGHTS

@@ -391,6 +391,7 @@ def test_support_rows_agree_with_what_export_allows():
         "splade-router",
         "static-embedding",
         "colbert-pylate",
+        "bge-m3",
     }
     for rid in ("splade-mlmtransformer", "splade-transformer"):
         assert rows[rid]["allowed_variants"] == variants.for_kind("sparse-encoder")
