@@ -31,6 +31,9 @@ class Layout:
     start: str  # the one command that serves the folder ({dir}, {abs}, {parent}, {name}, {file} filled in)
     gate: tuple[str, ...] = ()  # the consumers (exporter.quality.consumers) the folder is run through
     refusal: str = ""  # why this exporter does not write the layout (a one-line UsageError)
+    # the model kinds (exporter.kinds.ModelKind values) whose outputs the server's contract serves as gated:
+    # the servers pool one sentence embedding; the st layout is the artifact's own tree, as gated at export
+    kinds: frozenset[str] = frozenset({"sentence-transformer"})
 
 
 def _shared(artifact: Path, manifest: dict) -> FileMap:

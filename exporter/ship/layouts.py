@@ -28,6 +28,10 @@ maps the artifact's files to the layout's paths (plus generated files, ``Made``)
   backend) or ``<name>/1/model.xml/.bin`` (openvino backend), with the tokenizer files beside it: the
   client tokenizes (the contract is written at the top of config.pbtxt);
 - ``infinity``: refused with the reason (``Layout.refusal``).
+
+Every server layout serves sentence embedders only (``Layout.kinds``): a reranker, sparse encoder, ColBERT or
+bge-m3 artifact is refused there with the reason, and its ``st`` layout's start line loads it the way its kind
+is served (``start_lines.ST_SERVE_LINES``).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from exporter.ship.layout_files import (
 )
 from exporter.ship.layout_gate import gate_layout
 from exporter.ship.ovms_layout import _ovms
-from exporter.ship.start_lines import start_line
+from exporter.ship.start_lines import ST_SERVE_LINES, start_line
 from exporter.ship.triton_config import _triton
 
 INFINITY_REFUSAL = (
@@ -60,7 +64,12 @@ LAYOUTS: dict[str, Layout] = {
     layout.name: layout
     for layout in (
         Layout(
-            "st", frozenset({"onnx", "openvino", "torch"}), _st_with_ov_config, "", ("runtime", "sentence-transformers")
+            "st",
+            frozenset({"onnx", "openvino", "torch"}),
+            _st_with_ov_config,
+            "",
+            ("runtime", "sentence-transformers"),
+            kinds=frozenset(ST_SERVE_LINES),
         ),
         Layout(
             "tei",
@@ -170,6 +179,13 @@ def write_layout(artifact: Path, variant: str | None, layout: str, out: Path, *,
         raise UsageError(spec.refusal, "Serve the variant with the tei or st layout.")
     artifact = Path(artifact)
     manifest = mf.load(artifact)
+    kind = manifest["model"]["kind"]
+    if kind not in spec.kinds:
+        raise UsageError(
+            f"the {layout} layout serves {', '.join(sorted(spec.kinds))} models; {artifact} holds a {kind} model, "
+            "whose outputs that server's contract does not serve.",
+            "Use --layout st: its start line serves every kind.",
+        )
     (vid,) = package.select_variants(manifest, variant)
     entry = mf.get_variant(manifest, vid)
     if entry["load"]["backend"] not in spec.backends:

@@ -13,22 +13,40 @@ from exporter.ship.layout_files import (
 )
 from exporter.ship.triton_config import triton_model_name
 
+# How each model kind's st layout is served in Python: the line, with {where}, {backend} and {kwargs} (the
+# variant's load options) filled in. ColBERT and bge-m3 graphs have outputs of their own: their own runtime.
+ST_SERVE_LINES = {
+    "sentence-transformer": "from sentence_transformers import SentenceTransformer as M; "
+    'm = M("{where}", backend="{backend}", model_kwargs={kwargs}); print(m.encode(["hi"]).shape)',
+    "sparse-encoder": "from sentence_transformers import SparseEncoder as M; "
+    'm = M("{where}", backend="{backend}", model_kwargs={kwargs}); print(m.encode(["hi"]).shape)',
+    "cross-encoder": "from sentence_transformers import CrossEncoder as M; "
+    'm = M("{where}", backend="{backend}", model_kwargs={kwargs}); print(m.predict([("hi", "hello")]))',
+    "colbert": "from exporter.runtime import colbert; "
+    'print(colbert.load("{where}", backend="{backend}").encode_queries(["hi"])[0].shape)',
+    "bge-m3": "from exporter.runtime import bge_m3; "
+    'print(sorted(bge_m3.load("{where}", backend="{backend}").encode(["hi"])))',
+}
+TORCH_FREE = ("sentence-transformer", "sparse-encoder")  # the kinds exporter.runtime.load serves
 
-def _start_st(out: Path, variant: dict) -> str:
-    """The line that serves the st layout: sentence-transformers with the variant's load options (file,
-    OpenVINO config), or the torch-free runtime (which reads the manifest, pools and truncates as the model)."""
+
+def _start_st(out: Path, variant: dict, kind: str) -> str:
+    """The line that serves the st layout: the kind's own loader with the variant's load options (file,
+    OpenVINO config), and for embedders the torch-free runtime (which reads the manifest, pools and truncates
+    as the model)."""
     load_spec, where = variant["load"], out.resolve()
-    st = "from sentence_transformers import SentenceTransformer as S"
     if load_spec["backend"] == "torch":
-        return f'python -c \'{st}; print(S("{where}").encode(["hi"]).shape)\''
+        line = ST_SERVE_LINES[kind].replace(', backend="{backend}", model_kwargs={kwargs}', "")
+        return f"python -c '{line.format(where=where)}'"
     kwargs = {"file_name": load_spec["file_name"]}
     if load_spec["backend"] == "openvino":
         kwargs["ov_config"] = str(where / posixpath.dirname(load_spec["file_name"]) / OV_CONFIG_FILE)
+    filled = ST_SERVE_LINES[kind].format(where=where, backend=load_spec["backend"], kwargs=json.dumps(kwargs))
+    line = f"python -c '{filled}'"
+    if kind not in TORCH_FREE:
+        return line
     runtime = f'from exporter import runtime; print(runtime.load("{where}").encode(["hi"]).shape)'
-    return (
-        f'python -c \'{st}; m = S("{where}", backend="{load_spec["backend"]}", '
-        f"model_kwargs={json.dumps(kwargs)}); print(m.encode([\"hi\"]).shape)'  # torch-free: python -c '{runtime}'"
-    )
+    return f"{line}  # torch-free: python -c '{runtime}'"
 
 
 def start_line(spec: Layout, out: Path, layout_manifest: dict) -> str:
@@ -37,7 +55,7 @@ def start_line(spec: Layout, out: Path, layout_manifest: dict) -> str:
 
     entry = layout_manifest["variants"][0]
     if spec.name == "st":
-        return _start_st(out, entry)
+        return _start_st(out, entry, layout_manifest["model"]["kind"])
     model = layout_manifest["model"]
     facts = None
     try:

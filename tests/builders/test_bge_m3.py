@@ -225,3 +225,18 @@ def test_fresh_process_gate_fails_only_the_perturbed_sparse_head_with_exit_3(m3,
     assert not lines["onnx"].startswith("ok"), res.out
     failed = {line.split()[0] for line in res.out.splitlines() if " the threshold " in line}
     assert failed == {"lexical_spread_err_max", "top_terms_overlap_at_10"}, res.out  # the sparse head's gates only
+
+
+def test_st_layout_start_line_serves_three_heads_and_server_layouts_refuse(m3, tmp_path):
+    import shlex
+
+    _, art = m3
+    refused = invoke("package", str(art), "--variant", "onnx", "--layout", "fastembed", "--out", str(tmp_path / "fe"))
+    assert refused.code == 2 and "holds a bge-m3 model" in refused.err and not (tmp_path / "fe").exists()
+    res = invoke("package", str(art), "--variant", "onnx", "--layout", "st", "--out", str(tmp_path / "st"), "--json")
+    assert res.code == 0, res.err
+    argv = shlex.split(json.loads(res.out)["start"])
+    assert "# torch-free" not in argv  # its own runtime is the line
+    proc = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "['colbert_vecs', 'dense_vecs', 'lexical_weights']"

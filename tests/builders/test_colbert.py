@@ -113,3 +113,21 @@ def test_late_interaction_metrics_see_a_missing_token_and_a_reordered_ranking():
     assert all(probe.items[q][0] == "query" and probe.items[d][0] == "document" for q, d in probe.pair_rows)
     assert probe == kind_metrics.late_interaction_probe(texts, [f"s{i % 2}" for i in range(40)])  # deterministic
     assert json.dumps(same.to_dict())
+
+
+def test_st_layout_start_line_serves_token_vectors_and_server_layouts_refuse(colbert, tmp_path):
+    import shlex
+    import subprocess
+    import sys
+
+    _, art = colbert
+    refused = invoke("package", str(art), "--variant", "onnx", "--layout", "tei", "--out", str(tmp_path / "tei"))
+    assert refused.code == 2 and "holds a colbert model" in refused.err and not (tmp_path / "tei").exists()
+    res = invoke(
+        "package", str(art), "--variant", "openvino", "--layout", "st", "--out", str(tmp_path / "st"), "--json"
+    )
+    assert res.code == 0, res.err
+    argv = shlex.split(json.loads(res.out)["start"])
+    proc = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().startswith("(") and proc.stdout.strip().endswith(")")  # a token-vector array's shape

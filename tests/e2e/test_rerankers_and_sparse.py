@@ -341,3 +341,22 @@ def test_kind_thresholds_and_their_overrides():
     with pytest.raises(UsageError, match="does not apply to sentence-transformer"):
         parity.thresholds_for([variants.BY_ID["onnx"]], {"*": {"top1_agreement": 0.5}})
     assert parity.thresholds_from_dict("cross-encoder", fp32.to_dict()) == fp32
+
+
+@pytest.mark.parametrize("kind", OTHER_KINDS, ids=[k.value for k in OTHER_KINDS])
+def test_st_layout_start_line_serves_the_kind_and_server_layouts_refuse_it(artifacts, kind, tmp_path):
+    """A server layout pools one sentence embedding: a reranker or sparse artifact is refused there (exit 2,
+    nothing written); its st layout's start line loads it with its own class and runs."""
+    import shlex
+
+    art, _ = artifacts(kind)
+    refused = invoke("package", str(art), "--variant", "onnx", "--layout", "tei", "--out", str(tmp_path / "tei"))
+    assert refused.code == 2 and f"holds a {kind.value} model" in refused.err and "--layout st" in refused.err
+    assert not (tmp_path / "tei").exists()
+    res = invoke("package", str(art), "--variant", "onnx", "--layout", "st", "--out", str(tmp_path / "st"), "--json")
+    assert res.code == 0, res.err
+    start = json.loads(res.out)["start"]
+    argv = shlex.split(start.split("  # ")[0])
+    proc = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip()
