@@ -142,7 +142,7 @@ class ModelFacts:
         }
 
 
-def _read_json(path: Path, *, required: bool = False) -> dict | list | None:
+def _read_json(path: Path, *, required: bool = False) -> Any:
     if not path.is_file():
         if required:
             raise UsageError(
@@ -154,6 +154,16 @@ def _read_json(path: Path, *, required: bool = False) -> dict | list | None:
         return read_user_json(path, what="model file", max_bytes=MODEL_JSON_MAX_BYTES)
     except UsageError as exc:
         raise UsageError(exc.message, "The model folder looks damaged; re-resolve it.") from None
+
+
+def _read_config(path: Path, *, required: bool = False) -> dict[str, Any]:
+    """A module's JSON config: an object ({} when the optional file is absent); anything else is damage."""
+    config = _read_json(path, required=required)
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise UsageError(f"{path} is not a JSON object.", "The model folder looks damaged; re-resolve it.")
+    return config
 
 
 def kind_of(type_name: str) -> ModuleKind:
@@ -208,7 +218,7 @@ def pooling_modes(config: dict) -> tuple[str, ...]:
 
 
 def read_pooling(module_dir: Path) -> PoolingFacts:
-    config = _read_json(module_dir / "config.json", required=True)
+    config = _read_config(module_dir / "config.json", required=True)
     dim = config.get("embedding_dimension", config.get("word_embedding_dimension"))
     return PoolingFacts(
         modes=pooling_modes(config),
@@ -226,10 +236,10 @@ def _token_text(value: Any) -> str | None:
 
 def read_tokenizer_facts(transformer_dir: Path) -> TokenizerFacts:
     """Max sequence length, lower-casing, padding/truncation side and pad token, as ST 5.x resolves them."""
-    st_config = _read_json(transformer_dir / "sentence_bert_config.json") or {}
-    tok_config = _read_json(transformer_dir / "tokenizer_config.json") or {}
-    special = _read_json(transformer_dir / "special_tokens_map.json") or {}
-    model_config = _read_json(transformer_dir / "config.json") or {}
+    st_config = _read_config(transformer_dir / "sentence_bert_config.json")
+    tok_config = _read_config(transformer_dir / "tokenizer_config.json")
+    special = _read_config(transformer_dir / "special_tokens_map.json")
+    model_config = _read_config(transformer_dir / "config.json")
 
     max_len = st_config.get("max_seq_length")
     if max_len is None:
@@ -254,7 +264,7 @@ def read(root: Path) -> ModelFacts:
     root = Path(root)
     modules = read_modules(root)
     pooling_entry = next((m for m in modules if m.kind is ModuleKind.POOLING), None)
-    st_config = _read_json(root / "config_sentence_transformers.json") or {}
+    st_config = _read_config(root / "config_sentence_transformers.json")
     return ModelFacts(
         root=root,
         modules=modules,
@@ -287,7 +297,7 @@ def read_splade(root: Path) -> SpladeFacts | None:
     if entry is None:
         return None
     path = root / entry.path / "config.json"
-    config = (_read_json(path) or {}) if path.is_file() else {}
+    config = _read_config(path)
     facts = SpladeFacts(
         strategy=str(config.get("pooling_strategy", "max")),
         activation=str(config.get("activation_function", "relu")),
