@@ -194,7 +194,7 @@ def _export_into(job: _Export) -> ExportOutcome:
 
 
 def _build_context(job: _Export):
-    from exporter.builders.context import BuildContext
+    from exporter.builders.context import BuildContext, BuildSettings
     from exporter.quality import probes
 
     plan = job.plan
@@ -203,12 +203,11 @@ def _build_context(job: _Export):
         stage_dir=job.out,
         calibration_texts=lambda: (job.calib_set or probes.load_text_set(None, "calibration")).texts,
         probe_texts=lambda: job.probe_set.texts,
-        options={
-            "trust_remote_code": plan.trust_remote_code,
-            "max_seq_length": plan.max_seq_length,
-            "truncate_dim": plan.truncate_dim,
-            "consumers": plan.consumers,
-        },
+        settings=BuildSettings(
+            trust_remote_code=plan.trust_remote_code,
+            max_seq_length=plan.max_seq_length,
+            truncate_dim=plan.truncate_dim,
+        ),
         kind=job.kind,
     )
 
@@ -238,7 +237,7 @@ def _open_gate(job: _Export, ctx, source_entry: dict, env: dict):
         batch=kinds.PARITY_BATCH,
         batching=gate.BATCHING,
     )
-    ctx.options["reference_key"] = ref_key  # builders cache their own reference runs under it (refcache)
+    ctx.reference_key = ref_key  # builders cache their own reference runs under it (refcache)
     run_ref = lambda: gate.reference_outputs(job.kind, reference, probe.inputs, progress, label)  # noqa: E731
     ref_out, hit = refcache.cached(ref_key, run_ref)
     if hit:
@@ -315,7 +314,7 @@ def _build_and_check(spec, ctx, stage: Path, gate, progress) -> dict:
     from exporter.quality.gate import reuse_key
     from exporter.runners.variant import load_variant
 
-    entry = mf.variant_entry(spec, ctx.options.get("truncate_dim"))
+    entry = mf.variant_entry(spec, ctx.settings.truncate_dim)
     try:
         with progress.step(f"Building {spec.id}"):
             if spec.backend.value == "onnx":  # onnx.load refuses hard-linked external data (the stage is a clone)

@@ -16,14 +16,28 @@ from typing import Any
 from exporter.kinds import DEFAULT_KIND
 
 
+@dataclass(frozen=True)
+class BuildSettings:
+    """The export's own settings that builders read, from the plan (``exporter.pipeline.ExportPlan``). Frozen:
+    one builder cannot change what the next one sees. What a catalogue entry builds is its typed options
+    (``exporter.builders.options``), not these."""
+
+    trust_remote_code: bool = False
+    max_seq_length: int | None = None  # None: the model's own
+    truncate_dim: int | None = None  # Matryoshka: keep the first N dimensions; None: all
+
+
 @dataclass
 class BuildContext:
     source_dir: Path  # the resolved snapshot: torch weights, config, tokenizer
     stage_dir: Path  # the artifact being assembled
     calibration_texts: Callable[[], list[str]] = lambda: []  # lazily loaded calibration set
     probe_texts: Callable[[], list[str]] = lambda: []  # the probe set (for sensitivity searches)
-    options: dict[str, Any] = field(default_factory=dict)  # user options (e.g. trust_remote_code)
+    settings: BuildSettings = field(default_factory=BuildSettings)
     kind: str = DEFAULT_KIND  # the model kind (exporter.kinds): which class loads it, which graph
+    # exporter.quality.refcache's key of this export's reference (source, probe, settings, packages, CPU), set
+    # once the reference is loaded: builders cache their own reference runs under it; None: nothing cached
+    reference_key: str | None = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def memo(self, key: str, make: Callable[[], Any]) -> Any:
@@ -39,7 +53,7 @@ class BuildContext:
     def reference_model(self):
         """The torch model at the pinned source (SentenceTransformer / CrossEncoder / SparseEncoder, by
         ``kind``), loaded once by ``exporter.runners.reference`` as verify and bench load it, with the
-        ``max_seq_length`` and ``truncate_dim`` options applied."""
+        ``max_seq_length`` and ``truncate_dim`` settings applied."""
 
         def load():
             from exporter.runners.reference import load_reference
@@ -47,9 +61,9 @@ class BuildContext:
             return load_reference(
                 self.kind,
                 self.source_dir,
-                trust_remote_code=bool(self.options.get("trust_remote_code")),
-                max_seq_length=self.options.get("max_seq_length"),
-                truncate_dim=self.options.get("truncate_dim"),
+                trust_remote_code=self.settings.trust_remote_code,
+                max_seq_length=self.settings.max_seq_length,
+                truncate_dim=self.settings.truncate_dim,
             )
 
         return self.memo("reference_model", load)

@@ -144,7 +144,7 @@ def verify(model, artifact_dir: Path, file_name: str, reference=None) -> dict[st
     if not graph_min >= CHECK_MIN_COSINE:
         raise ExportFailed(
             f"the exported ONNX graph disagrees with torch (min cosine {graph_min:.6f} < {CHECK_MIN_COSINE}).",
-            "Try another --opset; report the model if it persists.",
+            "Report the model: its traced graph computes something else than its torch modules.",
         )
     runtime_feeds, _ = encoder.tokenize(texts)
     if _real_tokens(runtime_feeds) != _real_tokens(feeds):
@@ -167,7 +167,7 @@ def verify(model, artifact_dir: Path, file_name: str, reference=None) -> dict[st
     return {"graph_min_cosine": graph_min, "runtime_min_cosine": runtime_min}
 
 
-def _trace_to(model, dest: Path, *, opset: int | None, task: str, config=None, prepare=None) -> list[Path]:
+def _trace_to(model, dest: Path, *, task: str, config=None, prepare=None) -> list[Path]:
     """Trace ``model`` with optimum's ``onnx_export_from_model`` in a temp folder beside ``dest``, let
     ``prepare(graph_path)`` adjust the graph there, then move the graph and any external-data file to
     ``dest`` (``exporter.builders.kit.place``). Returns the files written."""
@@ -182,7 +182,6 @@ def _trace_to(model, dest: Path, *, opset: int | None, task: str, config=None, p
             onnx_export_from_model(
                 model,
                 output=tmp,
-                opset=opset,
                 task=task,
                 custom_onnx_configs={"model": config} if config is not None else None,
                 device="cpu",
@@ -197,7 +196,6 @@ def export_base(
     model_dir: Path,
     out_dir: Path,
     *,
-    opset: int | None = None,
     trust_remote_code: bool = False,
     info: dict[str, Any] | None = None,
     truncate_dim: int | None = None,
@@ -249,7 +247,7 @@ def export_base(
             if prompt_input:
                 prompt_graph.make_input_optional(path)  # an initializer: inputs and outputs unchanged
 
-        written = _trace_to(model, dest, opset=opset, task="feature-extraction", config=config, prepare=prepare)
+        written = _trace_to(model, dest, task="feature-extraction", config=config, prepare=prepare)
 
     checks = verify(model, out_dir, file_name, reference)
     if info is not None:
@@ -265,13 +263,13 @@ def export_base(
     return written
 
 
-def export_token_graph(model, dest: Path, opset: int | None = None) -> Path:
+def export_token_graph(model, dest: Path) -> Path:
     """Export the loaded SentenceTransformer's transformer alone (inputs ``input_ids``/``attention_mask``,
     output ``last_hidden_state``) to ``dest`` by tracing it as :func:`export_base` does. OpenVINO converts
     this graph for architectures whose optimum-intel export is wrong (``exporter.source.shapes``)."""
 
     config = export_config_class(token_only=True)(model[0].auto_model.config, task="feature-extraction")
-    _trace_to(model, dest, opset=opset, task="feature-extraction", config=config)
+    _trace_to(model, dest, task="feature-extraction", config=config)
     return dest
 
 
@@ -294,12 +292,11 @@ def build_embedder_graph(ctx, spec):
     files = export_base(
         ctx.source_dir,
         ctx.stage_dir,
-        opset=ctx.options.get("opset"),
-        trust_remote_code=bool(ctx.options.get("trust_remote_code")),
+        trust_remote_code=ctx.settings.trust_remote_code,
         info=info,
-        truncate_dim=ctx.options.get("truncate_dim"),
+        truncate_dim=ctx.settings.truncate_dim,
         model=model,
-        reference=_cached_reference(torch_encoder(model), ctx.options.get("reference_key")),
+        reference=_cached_reference(torch_encoder(model), ctx.reference_key),
     )
     return BuildResult(files=files, build=info)
 
@@ -324,13 +321,12 @@ def build_task_graph(ctx, spec):
 
     kspec = kinds.get(ctx.kind)
     dest = kit.transformer_dir(ctx.stage_dir, require=True) / ONNX_FILE
-    opset = ctx.options.get("opset")
     with kit.backend_errors(f"ONNX export ({kspec.onnx_task}) of the {ctx.kind}", EXPORT_HINT):
         import onnx
 
         hf_model = ctx.reference_model()[0].auto_model
         hf_model.eval()
-        written = _trace_to(hf_model, dest, opset=opset, task=kspec.onnx_task)
+        written = _trace_to(hf_model, dest, task=kspec.onnx_task)
         graph = onnx.load(str(dest), load_external_data=False)
     outputs = [o.name for o in graph.graph.output]
     if not set(kspec.onnx_outputs) <= set(outputs):

@@ -100,7 +100,7 @@ def check(reference, artifact: Path, file_name: str, backend: str = "onnx") -> d
     if not low >= CHECK_MIN_COSINE:
         raise ExportFailed(
             f"the ColBERT graph disagrees with PyLate (min token cosine {low:.6f}).",
-            "Try another --opset; report the model if it persists.",
+            "Report the model: its traced graph computes something else than its PyLate modules.",
         )
     return {"runtime_min_cosine": low}
 

@@ -124,7 +124,7 @@ def build_fp32(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             compile=False,
             load_in_8bit=False,
             local_files_only=True,
-            trust_remote_code=bool(ctx.options.get("trust_remote_code")),
+            trust_remote_code=ctx.settings.trust_remote_code,
         )
         model = ov_wrapper.model
         files = kit.save_ir(model, ctx.stage_dir, spec.file_name, compress_to_fp16=False)

@@ -206,7 +206,7 @@ def calibration_reference(ctx: BuildContext, texts: list[str]) -> np.ndarray:
     sha = texts_sha256(texts)
 
     def cached():
-        return refcache.under_reference(ctx.options.get("reference_key"), encode, calibration=sha, prompt="")
+        return refcache.under_reference(ctx.reference_key, encode, calibration=sha, prompt="")
 
     return ctx.memo(f"calibration-reference:{sha}", cached)
 

@@ -21,9 +21,9 @@ def calibration_samples(ctx) -> list[str]:
     def draw(seed: int) -> list[str]:
         texts, _, _ = tokenizer_probes.generate(
             ctx.source_dir,
-            ctx.options.get("max_seq_length"),
+            ctx.settings.max_seq_length,
             seed,
-            trust_remote_code=bool(ctx.options.get("trust_remote_code")),
+            trust_remote_code=ctx.settings.trust_remote_code,
         )
         return texts
 

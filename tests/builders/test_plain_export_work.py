@@ -39,7 +39,7 @@ def test_the_base_graph_is_built_from_the_shared_reference_and_its_check_is_cach
 ):
     from exporter.runners import reference
 
-    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=tmp_path, options={"reference_key": "k1"})
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=tmp_path, reference_key="k1")
     model = ctx.reference_model()
     before = model.encode(TEXTS, batch_size=4, convert_to_numpy=True)
     loads = []

@@ -90,10 +90,10 @@ def test_calibration_reference_is_cached_under_the_reference_key(tiny_model_dir)
     from exporter.builders.fidelity_search import calibration_reference
 
     texts = probes.load_text_set(None, "calibration").texts[:40]
-    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=tiny_model_dir, options={"reference_key": "k1"})
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=tiny_model_dir, reference_key="k1")
     first = calibration_reference(ctx, texts)
     assert len(list((refcache.cache_dir() / "reference").glob("*.npy"))) == 1
-    fresh = BuildContext(source_dir=tiny_model_dir, stage_dir=tiny_model_dir, options={"reference_key": "k1"})
+    fresh = BuildContext(source_dir=tiny_model_dir, stage_dir=tiny_model_dir, reference_key="k1")
     fresh.reference_model = lambda: (_ for _ in ()).throw(AssertionError("the cache should have answered"))
     np.testing.assert_array_equal(calibration_reference(fresh, texts), first)
     plain = load_reference(None, tiny_model_dir).encode(texts, batch_size=32, prompt="")

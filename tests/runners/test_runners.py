@@ -58,12 +58,12 @@ def test_the_scan_finds_a_construction(tmp_path):
 def test_export_and_verify_load_the_same_reference(tiny_model_dir, tmp_path):
     """The export's reference (BuildContext, shared with the builders) and verify's / bench's reference runner
     come from one loader with the same settings: same max length, same Matryoshka width, same outputs."""
-    from exporter.builders.context import BuildContext
+    from exporter.builders.context import BuildContext, BuildSettings
     from exporter.runners.reference import encoder
     from exporter.runners.runner import REFERENCE, reference_runner
 
     runner = reference_runner(tiny_model_dir, None, 1, max_seq_length=8, truncate_dim=4)  # as verify's worker
-    ctx = BuildContext(tiny_model_dir, tmp_path, options={"max_seq_length": 8, "truncate_dim": 4})
+    ctx = BuildContext(tiny_model_dir, tmp_path, settings=BuildSettings(max_seq_length=8, truncate_dim=4))
     reference = ctx.reference_model()  # as the export
     assert (reference.max_seq_length, reference.truncate_dim) == (8, 4)
     exported = encoder(reference, None)(TEXTS, 32)
