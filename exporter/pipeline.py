@@ -14,11 +14,18 @@ import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter.errors import ExporterError, ExportFailed, FidelityError, UsageError
 from exporter.fsutil import FileRecord, is_disk_full, record_files
 from exporter.progress import NoProgress, Progress
 from exporter.staging import staged_dir
+
+if TYPE_CHECKING:
+    from exporter.quality.probes import TextSet
+    from exporter.source.preflight import ShapeFacts
+    from exporter.source.resolve import ResolvedSource
+    from exporter.variants import VariantSpec
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +106,7 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
         trust_remote_code=plan.trust_remote_code,
     )
     specs, shape, thresholds = decided.specs, decided.shape, decided.thresholds
+    assert shape is not None and thresholds is not None  # narrowed on the source's files, for its kind
     out = plan.out or default_out(plan.artifacts_root, src)
     outdir.check_out(out)  # before anything heavy: writable, and nothing there the tool did not write
     with outdir.claim(out) as cleaned:
@@ -113,18 +121,18 @@ class _Export:
     """One export as ``run_export`` decided it, before anything is built: what the later steps read."""
 
     plan: ExportPlan
-    src: object  # source.resolve's ResolvedSource
+    src: ResolvedSource
     kind: str
-    specs: list  # the VariantSpecs to have in the artifact
-    shape: object  # preflight's model shape facts
+    specs: list[VariantSpec]  # the variants to have in the artifact
+    shape: ShapeFacts  # preflight's model shape facts
     thresholds: dict  # variant id -> parity thresholds
-    probe_set: object
-    calib_set: object | None
+    probe_set: TextSet
+    calib_set: TextSet | None
     out: Path
     progress: Progress
 
 
-def _resolve(plan: ExportPlan, progress: Progress):
+def _resolve(plan: ExportPlan, progress: Progress) -> tuple[ResolvedSource, TextSet, TextSet | None]:
     """The resolved source and the probe / calibration text sets (bad files refused before resolving; the
     probes derived from the model's tokenizer are added once the plan is decided)."""
     from exporter.quality import probes
@@ -146,7 +154,7 @@ def _resolve(plan: ExportPlan, progress: Progress):
     return src, base, calib_set
 
 
-def _kind_of(src, plan: ExportPlan) -> str:
+def _kind_of(src: ResolvedSource, plan: ExportPlan) -> str:
     """The kind the source is exported as; UsageError for options that do not apply to it."""
     from exporter import kinds
 

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter.kinds import ModelKind
+
+if TYPE_CHECKING:
+    from exporter.source.preflight import ShapeFacts
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class Decision:
     kind: ModelKind | None  # None: not stated, and the model's files are not on this machine
     specs: list  # VariantSpecs, bases first: for ``kind`` when known, else as the ids name them
     thresholds: dict | None  # variant id -> its thresholds; None while the kind is unknown
-    shape: object | None = None  # preflight's shape facts, when narrowed by the model's files
+    shape: ShapeFacts | None = None  # preflight's shape facts, when narrowed by the model's files
 
 
 def model_files(repo: str | None, sha: str | None, local: Path | None = None) -> Path | None:

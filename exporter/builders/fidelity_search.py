@@ -38,7 +38,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NotRequired, Protocol, TypedDict
 
 import numpy as np
 
@@ -75,6 +75,15 @@ class SearchBackend(Protocol):
 
 def _all(n: int) -> np.ndarray:
     return np.arange(n)
+
+
+class Scored(TypedDict):
+    """The gate's metrics on some calibration texts (``Scorer.metrics``), as the search record keeps them."""
+
+    cosine_min: float
+    cosine_mean: float | None  # None: a scan settled the step before every text was scored
+    neighbour_agreement_at_10: float | None
+    texts_scored: NotRequired[int]  # when a scan stopped early: how many texts it scored
 
 
 class Scorer:
@@ -132,7 +141,7 @@ class Scorer:
         idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
         return kit.row_cosines(self.encode_all(model, idx), self.reference[idx])
 
-    def metrics(self, model: Any, idx: np.ndarray | None = None) -> dict[str, float | None]:
+    def metrics(self, model: Any, idx: np.ndarray | None = None) -> Scored:
         """The gate's metrics on the texts ``idx`` (all calibration texts when None)."""
         from exporter.quality import parity
 
@@ -212,7 +221,7 @@ def calibration_reference(ctx: BuildContext, texts: list[str]) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ the rule
-def judge(seen: dict[str, float | None], held: dict[str, float | None] | None, opts: SearchOptions) -> dict[str, Any]:
+def judge(seen: Scored, held: Scored | None, opts: SearchOptions) -> dict[str, Any]:
     """Whether a model with ranking-text metrics ``seen`` and held-out metrics ``held`` counts (``MARGIN_RULE``),
     with the margins that rule derived from the measured gap. ``held`` None: the ranking texts already miss
     the goal, the held-out ones were not scored."""
@@ -279,8 +288,9 @@ def _step(scorer: Scorer, opts: SearchOptions, kept, model, split, last_cos, ela
         seen_mask = ~np.isnan(cos)
         last_cos[seen_mask] = cos[seen_mask]
         if scored < len(ranking):
-            seen = {"cosine_min": round(float(np.nanmin(cos)), 6), "cosine_mean": None}
-            seen |= {"neighbour_agreement_at_10": None, "texts_scored": scored}
+            low = round(float(np.nanmin(cos)), 6)
+            seen: Scored = {"cosine_min": low, "cosine_mean": None, "neighbour_agreement_at_10": None}
+            seen["texts_scored"] = scored
             return {**head, "ranking": seen, "heldout": None, **judge(seen, None, opts), "seconds": round(elapsed(), 1)}
     seen = scorer.metrics(model, ranking)
     verdict = judge(seen, None, opts)

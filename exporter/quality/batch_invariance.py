@@ -95,7 +95,7 @@ def measure(outputs: Callable[[list], Any], inputs: list, batch_sizes, gate_run,
     chosen = subset(inputs)
     row_of = {i: r for r, i in enumerate(chosen)}
     gate_rows = np.asarray(gate_run)
-    runs: dict[str, tuple[list[int], Any]] = {}  # name -> (subset rows it covers, their unit outputs, zero mask)
+    runs: dict[str, tuple[list[int], Any, Any]] = {}  # name -> (subset rows it covers, their unit outputs, zero mask)
     for name, batches in compositions(inputs, chosen, batch_sizes, gate_batch).items():
         got: dict[int, Any] = {}
         for batch in batches:

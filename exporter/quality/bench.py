@@ -222,7 +222,7 @@ class BenchStep:
 
     def __str__(self) -> str:
         head = f"round {self.round}/{self.rounds}, runner {self.runner} ({self.position}/{self.total})"
-        if not self.done:
+        if self.figures is None:  # not done
             return f"{head}: {self.stage}"
         rates = ", ".join(f"{v:.1f} {self.unit}/s @{b}" for b, v in self.figures.items())
         return f"{head}: {rates} ({self.seconds:.1f}s with load)"

@@ -23,11 +23,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from exporter.errors import UsageError
 from exporter.kinds import ModelKind
+
+if TYPE_CHECKING:
+    from exporter.source.st_modules import ModelFacts, PoolingFacts
 
 PASSED, FAILED, ERROR, SKIPPED = "passed", "failed", "error", "skipped"
 EMBEDDER = ModelKind.SENTENCE_TRANSFORMER
@@ -48,7 +52,7 @@ class Target:
 
     artifact: Path
     variant: dict
-    facts: object  # st_modules.ModelFacts of the artifact
+    facts: ModelFacts  # of the artifact
     threads: int = 1
 
     @property
@@ -62,6 +66,13 @@ class Target:
     @property
     def folder(self) -> Path:
         return self.facts.transformer_dir
+
+    @property
+    def pooling(self) -> PoolingFacts:
+        """The model's Pooling module, for the consumers that pool themselves (``Consumer.pooling_problem``
+        refused a chain without one before any of them runs)."""
+        assert self.facts.pooling is not None, "pooling_problem lets a chain without Pooling through"
+        return self.facts.pooling
 
 
 @dataclass(frozen=True)
@@ -150,7 +161,7 @@ def _optimum(target: Target, texts: list[str]) -> np.ndarray:
     if target.backend == "onnx":
         from optimum.onnxruntime import ORTModelForFeatureExtraction as cls
 
-        kwargs = {"provider": "CPUExecutionProvider"}
+        kwargs: dict[str, Any] = {"provider": "CPUExecutionProvider"}
     else:
         from optimum.intel import OVModelForFeatureExtraction as cls
 
@@ -190,10 +201,10 @@ def _fastembed(target: Target, texts: list[str]) -> np.ndarray:
     if name not in {m["model"] for m in TextEmbedding.list_supported_models()}:
         TextEmbedding.add_custom_model(
             model=name,
-            pooling=PoolingType[_FASTEMBED_POOLING[facts.pooling.modes[0]]],
+            pooling=PoolingType[_FASTEMBED_POOLING[target.pooling.modes[0]]],
             normalization=facts.normalize,
             sources=ModelSource(hf=name),
-            dim=int(facts.pooling.dimension or 0),
+            dim=int(target.pooling.dimension or 0),
             model_file=target.file_name,
         )
     model = TextEmbedding(name, specific_model_path=str(target.folder), threads=target.threads, lazy_load=False)
@@ -235,7 +246,7 @@ def _transformers_js(target: Target, texts: list[str]) -> np.ndarray:
         "modules": str(modules),
         "name": "model",  # a link to the folder: transformers.js refuses some names (e.g. ".x.partial-1")
         "model_file_name": file_path.stem,
-        "pooling": _TRANSFORMERS_JS_POOLING[target.facts.pooling.modes[0]],
+        "pooling": _TRANSFORMERS_JS_POOLING[target.pooling.modes[0]],
         "normalize": bool(target.facts.normalize),
         "batch": BATCH,
         "texts": texts,

@@ -4,6 +4,7 @@ as consumers labelled emulated."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,14 @@ from exporter.quality.consumers import BATCH, EMBEDDER, Consumer, Target
 
 
 # ------------------------------------------------------------------ servers that do not run here: emulated
+def _found(pattern: str, text: str, where: str, flags: int = 0) -> str:
+    """The first group of ``pattern`` in ``text`` (a server config file named ``where``); RuntimeError without it."""
+    match = re.search(pattern, text, flags)
+    if match is None:
+        raise RuntimeError(f"{where} has no {pattern!r}")
+    return match.group(1)
+
+
 def _tei(target: Target, texts: list[str]) -> np.ndarray:
     """text-embeddings-inference's ONNX Runtime backend, as its source documents it: ``onnx/model.onnx``,
     tokenizer.json truncated at the model's max_seq_length (``--auto-truncate``), the ``sentence_embedding``
@@ -28,15 +37,13 @@ def ovms_embeddings(folder: Path, texts: list[str]) -> np.ndarray:
     """OVMS's embeddings data path on a folder's own files: the tokenizer IR, the model IR compiled with
     graph.pbtxt's plugin_config, the first rank-3 output pooled as graph.pbtxt says, L2-normalised if it
     says so."""
-    import re
-
     import openvino as ov
     import openvino_tokenizers  # noqa: F401 - registers the tokenizer ops
 
     graph = (folder / "graph.pbtxt").read_text(encoding="utf-8")
-    pooling = re.search(r"pooling: (\w+)", graph).group(1)
-    normalize = re.search(r"normalize_embeddings: (\w+)", graph).group(1) == "true"
-    plugin_config = json.loads(json.loads(re.search(r"plugin_config: (\".*\")", graph).group(1)))
+    pooling = _found(r"pooling: (\w+)", graph, "graph.pbtxt")
+    normalize = _found(r"normalize_embeddings: (\w+)", graph, "graph.pbtxt") == "true"
+    plugin_config = json.loads(json.loads(_found(r"plugin_config: (\".*\")", graph, "graph.pbtxt")))
     if pooling not in ("CLS", "MEAN"):
         raise RuntimeError(f"the emulation pools CLS or MEAN, not {pooling}")
     core = ov.Core()
@@ -61,13 +68,11 @@ def _triton(target: Target, texts: list[str]) -> np.ndarray:
     """Triton on the folder's model repository, as config.pbtxt declares it, with the client-side tokenizer
     contract written there: requests of at most max_batch_size texts, the declared inputs only, tokenised
     with the folder's tokenizer.json (the runtime, which also pools a graph without sentence_embedding)."""
-    import re
-
     from exporter import runtime
 
     (model_dir,) = [p for p in target.artifact.iterdir() if p.is_dir()]
     config = (model_dir / "config.pbtxt").read_text(encoding="utf-8")
-    max_batch = int(re.search(r"^max_batch_size: (\d+)$", config, re.M).group(1))
+    max_batch = int(_found(r"^max_batch_size: (\d+)$", config, "config.pbtxt", re.M))
     declared = re.findall(r'name: "([^"]+)"', config.split("output [")[0].split("input [", 1)[1])
     if max_batch < 1 or "dynamic_batching" not in config:
         raise RuntimeError(f"config.pbtxt does not batch (max_batch_size {max_batch})")

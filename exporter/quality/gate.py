@@ -125,7 +125,7 @@ class Gate:
         returns the reference's figure (None when not measured or not needed)."""
         limit = getattr(threshold, BATCH_METRIC, None)
         ref = self.reference_invariance() if limit is not None else None
-        if ref is None or ref.cosine_min >= limit:
+        if limit is None or ref is None or ref.cosine_min >= limit:
             return threshold, (ref.cosine_min if ref is not None else None)
         return dataclasses.replace(threshold, **{BATCH_METRIC: ref.cosine_min - (1.0 - limit)}), ref.cosine_min
 

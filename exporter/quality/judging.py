@@ -62,8 +62,8 @@ RANK_METRICS = {"neighbour_agreement_at_10": 10}  # metric -> neighbour slots pe
 RANK_SWAP_SHARE = 10
 
 
-def rank_gate_min_texts(name: str, limit: float) -> int | None:
-    """The smallest stratum whose ``name`` is judged at ``limit`` (None: not a rank metric)."""
+def rank_gate_min_texts(name: str, limit: float) -> float | None:
+    """The smallest stratum whose ``name`` is judged at ``limit`` (None: not a rank metric; inf: never judged)."""
     import math
 
     slots = RANK_METRICS.get(name)

@@ -55,6 +55,7 @@ the stratum's value is the mean over its texts. ``judge`` holds every stratum to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -121,7 +122,9 @@ class ParityMetrics:
 
 
 def strata_summary(
-    strata: list[str] | None, worst: tuple[str, np.ndarray, bool], **per_row: tuple[np.ndarray, str]
+    strata: list[str] | None,
+    worst: tuple[str, np.ndarray, bool],
+    **per_row: tuple[np.ndarray, str | Callable[[np.ndarray], float]],
 ) -> dict[str, dict] | None:
     """Per stratum (in ``STRATA`` order, unknown labels last): ``n``, ``worst_text_index`` (the row where the
     ``worst`` metric, ``(name, values, higher_is_better)``, is worst) and each metric of ``per_row``
@@ -133,7 +136,7 @@ def strata_summary(
     name, values, higher_is_better = worst
     if len(labels) != len(values):
         raise ValueError(f"{len(labels)} stratum labels for {len(values)} rows")
-    reduce = {"min": np.min, "max": np.max}
+    reduce: dict[str, Callable[[np.ndarray], float]] = {"min": np.min, "max": np.max}
     order = list(STRATA)  # the table's order (a reranker's pairs meet the strata in list order)
     out: dict[str, dict] = {}
     for stratum in sorted(dict.fromkeys(strata), key=lambda s: order.index(s) if s in order else len(order)):
@@ -145,7 +148,8 @@ def strata_summary(
         for metric, (vals, how) in per_row.items():
             v = vals[rows]
             v = v[~np.isnan(v)]
-            entry[metric] = float(reduce.get(how, how)(v)) if len(v) else None
+            fn = reduce[how] if isinstance(how, str) else how
+            entry[metric] = float(fn(v)) if len(v) else None
         out[stratum] = entry
     return out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, ClassVar
 
 from exporter import kinds
 from exporter.errors import UsageError
@@ -24,6 +25,8 @@ PrecisionClass = Precision
 
 class _Gates:
     """Shared behaviour of the threshold sets (one dataclass per model kind)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]  # every subclass is a dataclass
 
     def override(self, **kw: float | None):
         """A copy with some thresholds replaced; unknown names, metrics of another kind or out-of-range
@@ -200,7 +203,7 @@ DEFAULT_THRESHOLDS: dict[PrecisionClass, Thresholds] = {
 # vector may move no further than the cosine floor lets its direction move, sqrt(2 * (1 - cosine_min))
 # (0.0141 / 0.0447 / 0.141), rounded up.
 SPARSE_THRESHOLDS: dict[PrecisionClass, SparseThresholds] = {
-    p: SparseThresholds(**t.to_dict(), top_terms_overlap_at_10=overlap, weights_rel_l2_max=weights)
+    p: SparseThresholds(**asdict(t), top_terms_overlap_at_10=overlap, weights_rel_l2_max=weights)
     for (p, t), overlap, weights in zip(
         DEFAULT_THRESHOLDS.items(), (0.99, 0.95, 0.9), (0.015, 0.045, 0.15), strict=True
     )

@@ -101,9 +101,10 @@ class Policy:
     ) -> list[str]:
         """One phrase per recorded threshold that is looser than this policy's (empty: none is)."""
         mine = self.thresholds_for(kind, precision, variant_id).to_dict()
+        recorded = recorded or {}
         out = []
         for name, want in mine.items():
-            if want is None or name not in (recorded or {}):
+            if want is None or name not in recorded:
                 continue  # the policy does not gate it, or the record predates the metric (not a claim)
             got = recorded[name]
             if got is None:

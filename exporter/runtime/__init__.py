@@ -297,7 +297,9 @@ def _manifest_variant(artifact_dir: Path, backend: str | None) -> tuple[str, str
             and backend in (None, load_spec["backend"])
         ):
             return load_spec["file_name"], load_spec["backend"]
-    return DEFAULT_FILE if backend in (None, DEFAULT_FILE[1]) else (DEFAULT_FILE[0], backend)
+    if backend is None or backend == DEFAULT_FILE[1]:
+        return DEFAULT_FILE
+    return DEFAULT_FILE[0], backend
 
 
 def _manifest_truncate_dim(artifact_dir: Path) -> int | None:

@@ -18,9 +18,12 @@ DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
 
 class Session(Protocol):
-    input_names: list[str]
-    output_names: list[str]
-    providers: list[str]
+    @property
+    def input_names(self) -> list[str]: ...
+    @property
+    def output_names(self) -> list[str]: ...
+    @property
+    def providers(self) -> list[str]: ...
 
     def run(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 

@@ -72,6 +72,8 @@ def exclude_prompt(mask: np.ndarray, prompt_length: int) -> np.ndarray:
 
 def pool(token_embeddings: np.ndarray, attention_mask: np.ndarray, facts: st_modules.ModelFacts) -> np.ndarray:
     """Sentence embeddings from token embeddings as the model's Pooling [+ Normalize] modules compute them."""
+    if facts.pooling is None:  # the callers pool only a chain with a Pooling module
+        raise ValueError(f"{facts.root} has no Pooling module to pool token embeddings with")
     vectors = np.concatenate([POOLERS[m](token_embeddings, attention_mask) for m in facts.pooling.modes], axis=-1)
     if facts.normalize:
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

@@ -44,11 +44,11 @@ def _main_file(variant: dict) -> str:
     return variant["load"]["file_name"]
 
 
-def _st(artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None) -> FileMap:
+def _st(artifact: Path, manifest: dict, variant: dict, scratch: Path) -> FileMap:
     return {**_shared(artifact, manifest), **{f["path"]: artifact / f["path"] for f in variant["files"]}}
 
 
-def _graph_as_model_onnx(artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None) -> FileMap:
+def _graph_as_model_onnx(artifact: Path, manifest: dict, variant: dict, scratch: Path) -> FileMap:
     """Shared files plus the variant's graph renamed to onnx/model.onnx and its external-data files to
     onnx/model.onnx_data...; the renamed graph's external-data ``location`` entries name the new files."""
     from exporter.builders import external_data
@@ -88,9 +88,7 @@ def _relocated_graph(graph: Path, moved: dict[str, str], dest: Path) -> Path:
     return dest
 
 
-def _truncating_at_max_seq_length(
-    artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None
-) -> FileMap:
+def _truncating_at_max_seq_length(artifact: Path, manifest: dict, variant: dict, scratch: Path) -> FileMap:
     """The graph as onnx/model.onnx, with tokenizer_config.json's ``model_max_length`` at the model's
     max_seq_length (an artifact exported before the export aligned it, ``tokenizer_files``)."""
     from exporter.source import st_modules, tokenizer_files
@@ -116,7 +114,7 @@ def _ov_config(variant: dict) -> dict:
 OV_CONFIG_FILE = "ov_config.json"  # beside the IR in the st layout: sentence-transformers reads a path
 
 
-def _st_with_ov_config(artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None) -> FileMap:
+def _st_with_ov_config(artifact: Path, manifest: dict, variant: dict, scratch: Path) -> FileMap:
     """The artifact's tree; an OpenVINO variant's compile options beside its IR (``ov_config``)."""
     files = _st(artifact, manifest, variant, scratch)
     if variant["load"]["backend"] == "openvino":

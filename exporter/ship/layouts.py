@@ -142,12 +142,14 @@ def layout_manifest(
               if isinstance(src, Path) and Path(src).is_relative_to(artifact) else None)
         for rel, src in files.items()
     }  # fmt: skip
-    shared, variant_files = [], []
+    shared: list[dict] = []
+    variant_files: list[dict] = []
     for rel in sorted(files):
         rec = FileRecord.of(folder, folder / rel).to_dict()
         src = origin[rel]
         if src is not None and src in listed and listed[src]["sha256"] != rec["sha256"]:
-            reason = files[rel].reason if isinstance(files[rel], Made) else "rewritten"
+            made = files[rel]
+            reason = made.reason if isinstance(made, Made) else "rewritten"
             rec["adjusted_from"] = {"sha256": listed[src]["sha256"], "source": src, "reason": reason}
         (variant_files if src in own else shared).append(rec)
     main = next((rel for rel, src in origin.items() if src == entry["load"]["file_name"]), None)

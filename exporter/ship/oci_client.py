@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import overload
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
@@ -132,6 +133,10 @@ class RegistryClient(RegistryTransport):
 
         return self._retrying(f"mounting blob {digest[:19]}", once)
 
+    @overload
+    def get_blob(self, repo: str, digest: str, size: int, target: None = None) -> bytes: ...
+    @overload
+    def get_blob(self, repo: str, digest: str, size: int, target: Path) -> None: ...
     def get_blob(self, repo: str, digest: str, size: int, target: Path | None = None) -> bytes | None:
         """Download a blob, checking its size and digest; into ``target`` (a new file) or return its bytes."""
 

@@ -61,6 +61,14 @@ class Reference:
         return cls(host, repo, tag, digest or None)
 
     @property
+    def manifest_ref(self) -> str:
+        """What the manifest is fetched by: the digest, else the tag (UsageError when it names neither)."""
+        named = self.digest or self.tag
+        if named is None:
+            raise UsageError(f"{self} names no tag or digest.", "Write oci://HOST/REPO:TAG or …/REPO@sha256:….")
+        return named
+
+    @property
     def hostname(self) -> str:
         return self.host.rsplit(":", 1)[0].strip("[]") if not self.host.endswith("]") else self.host.strip("[]")
 

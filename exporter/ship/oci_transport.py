@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Self
 from urllib.parse import urlsplit
 
 import requests
@@ -129,7 +130,7 @@ class RegistryTransport:
         if is_loopback(hostname):
             self.session.trust_env = False  # no proxy (and no .netrc) for a registry on this machine
 
-    def __enter__(self) -> RegistryTransport:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

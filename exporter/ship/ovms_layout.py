@@ -40,7 +40,7 @@ node {{
 """
 
 
-def _ovms(artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None) -> FileMap:
+def _ovms(artifact: Path, manifest: dict, variant: dict, scratch: Path) -> FileMap:
     from exporter.source import st_modules
 
     facts = st_modules.read(artifact)

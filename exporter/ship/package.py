@@ -232,7 +232,9 @@ def unpack_package(package: Path, dest: Path, *, replace: bool = False) -> dict:
         check_layout([n for n in names if n != mf.MANIFEST_NAME], where)
         if names.count(mf.MANIFEST_NAME) != 1:
             raise IntegrityError(f"{where} has no single {mf.MANIFEST_NAME}.", "Re-create it with `exporter package`.")
-        data = tar.extractfile(infos[names.index(mf.MANIFEST_NAME)]).read()
+        member = tar.extractfile(infos[names.index(mf.MANIFEST_NAME)])
+        assert member is not None  # _member_name let regular files only through
+        data = member.read()
         narrowed = parse_narrowed_manifest(data, where)
         expected = mf.listed_files(narrowed)
         got = sorted(n for n in names if n != mf.MANIFEST_NAME)

@@ -11,6 +11,7 @@ policy names, and it runs on the manifest, before a single file is downloaded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ def attach(client: RegistryClient, repo: str, subject: dict, bundle: bytes, pred
     """Push ``bundle`` as a referrer of ``subject`` (a descriptor) and list it under the fallback tag."""
     for blob in (EMPTY, bundle):
         if not client.blob_exists(repo, _digest(blob)):
-            client.upload_blob(repo, _digest(blob), len(blob), lambda b=blob: b)
+            client.upload_blob(repo, _digest(blob), len(blob), functools.partial(bytes, blob))
     annotations = {PREDICATE_ANNOTATION: predicate_type, CONTENT_ANNOTATION: "dsse-envelope"}
     doc = {
         "schemaVersion": 2,

@@ -19,6 +19,7 @@ the downloaded bytes before the folder is moved into place. Transport, retries a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -78,13 +79,13 @@ def oci_manifest(narrowed: dict, config: bytes, *, allow_failed: bool = False) -
         config_media_type=CONFIG_MEDIA_TYPE,
         config=config,
         layers=layers,
-        annotations=annotations(narrowed, allow_failed),
+        annotations=manifest_annotations(narrowed, allow_failed),
     )
     jsonschema.validate(doc, oras.schemas.manifest)
     return canonical_json(doc)
 
 
-def annotations(narrowed: dict, allow_failed: bool) -> dict[str, str]:
+def manifest_annotations(narrowed: dict, allow_failed: bool) -> dict[str, str]:
     """Manifest annotations: creation time, the pin, the variant and its parity verdict."""
     variant = narrowed["variants"][0]
     passed = variant["status"] == "passed" and bool((variant.get("parity") or {}).get("passed"))
@@ -203,7 +204,7 @@ def _encode(artifact: Path, p: VariantPayload, forced: bool, artifact_format: st
     blobs: _Blobs = {}
     if artifact_format == "modelpack":
         config = modelpack.config_bytes(p.narrowed, p.files)
-        data = modelpack.manifest_bytes(config, p.files, annotations(p.narrowed, forced), MANIFEST_MEDIA_TYPE)
+        data = modelpack.manifest_bytes(config, p.files, manifest_annotations(p.narrowed, forced), MANIFEST_MEDIA_TYPE)
         blobs["sha256:" + hashlib.sha256(config).hexdigest()] = (len(config), lambda: config)
     else:
         config = p.manifest_json
@@ -212,7 +213,7 @@ def _encode(artifact: Path, p: VariantPayload, forced: bool, artifact_format: st
         body = (
             (lambda: p.manifest_json)
             if rec["path"] == mf.MANIFEST_NAME
-            else (lambda x=artifact / rec["path"]: open(x, "rb"))
+            else functools.partial(open, artifact / rec["path"], "rb")
         )
         blobs.setdefault(f"sha256:{rec['sha256']}", (rec["size"], body))
     return data, blobs
@@ -342,7 +343,7 @@ def pull(
                 (tmp / path).write_bytes(data)
             if got.narrowed is not None:
                 mf.require_intact(tmp, got.narrowed)
-            if trust is not None and trust.signature is not None:
+            if trust is not None and trust.signature is not None and trust.signature_key is not None:
                 verify_folder(tmp, trust.signature, trust.signature_key)
     total = sum(size for _, _, size in got.layers)  # the model's files; manifest.json is not counted
     variant = got.narrowed["variants"][0]["id"] if got.narrowed else None
@@ -353,7 +354,7 @@ def pull(
 def fetch_checked(client: RegistryClient, ref: Reference) -> Fetched:
     """The manifest of ``ref`` with its config and layers checked (no layer downloaded but manifest.json)."""
     where = str(ref)
-    data, digest = client.get_manifest(ref.repository, ref.digest or ref.tag)
+    data, digest = client.get_manifest(ref.repository, ref.manifest_ref)
     try:
         doc = json.loads(data)
         jsonschema.validate(doc, oras.schemas.manifest)

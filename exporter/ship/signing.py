@@ -38,6 +38,7 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from exporter.errors import IntegrityError, UsageError
 from exporter.user_files import open_user_file
@@ -106,7 +107,7 @@ _CURVES = ("secp256r1", "secp384r1", "secp521r1")
 _KEY_HINT = "Make one with `openssl ecparam -name prime256v1 -genkey -noout -out key.pem`."
 
 
-def load_signer(path: Path):
+def load_signer(path: Path) -> tuple[Any, str]:
     """model_signing's EC signer for ``path`` after checking its permissions; (signer, fingerprint).
 
     The key is read once (see ``_read_key_file``) and handed to the signer as a key object, so the file

@@ -32,6 +32,8 @@ def triton_model_config_pb2():
         ) from exc
     path = Path(tritonclient.__file__).parent / "grpc" / "model_config_pb2.py"
     spec = importlib.util.spec_from_file_location("tritonclient_model_config_pb2", path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"tritonclient has no {path.name} at {path.parent}.", "pip install tritonclient==2.73.0")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # by path: tritonclient.grpc's __init__ would import grpcio
     return module
@@ -58,7 +60,7 @@ def _graph_io(path: Path, backend: str) -> tuple[list, list]:
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        rows = [
+        both = [
             [
                 (
                     t.name,
@@ -69,7 +71,7 @@ def _graph_io(path: Path, backend: str) -> tuple[list, list]:
             ]
             for ts in (session.get_inputs(), session.get_outputs())
         ]
-        return rows[0], rows[1]
+        return both[0], both[1]
     import openvino as ov
 
     model = ov.Core().read_model(str(path))
@@ -143,7 +145,7 @@ def triton_model_name(manifest: dict) -> str:
     return (manifest["source"].get("repo") or "model").split("/")[-1]
 
 
-def _triton(artifact: Path, manifest: dict, variant: dict, scratch: Path | None = None) -> FileMap:
+def _triton(artifact: Path, manifest: dict, variant: dict, scratch: Path) -> FileMap:
     from exporter.source import st_modules
 
     backend = variant["load"]["backend"]
@@ -155,7 +157,8 @@ def _triton(artifact: Path, manifest: dict, variant: dict, scratch: Path | None 
     if any(t == "sentence_embedding" for t, _, _ in outputs):
         output = "read sentence_embedding (pooled" + (", L2-normalised)" if facts.normalize else ")")
     else:
-        output = f"pool {outputs[0][0]} over the attention mask ({'+'.join(facts.pooling.modes)})"
+        modes = "+".join(facts.pooling.modes) if facts.pooling else "no Pooling module"
+        output = f"pool {outputs[0][0]} over the attention mask ({modes})"
         output += " and L2-normalise it" if facts.normalize else ""
     contract = TRITON_CONTRACT.format(
         max_len=facts.max_seq_length, inputs=", ".join(t for t, _, _ in inputs), batch=TRITON_MAX_BATCH, output=output
