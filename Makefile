@@ -30,10 +30,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash .ci/install-system-deps
 	$(VENV)/bin/ruff check exporter tests
+	$(VENV)/bin/mypy  # over exporter/, configured in pyproject.toml [tool.mypy]
 	$(VENV)/bin/actionlint .github/workflows/*.yml
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check exporter tests
 	$(VENV)/bin/ruff format --check exporter tests
+	$(VENV)/bin/mypy
 	$(VENV)/bin/actionlint .github/workflows/*.yml

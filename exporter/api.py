@@ -16,7 +16,7 @@ stays cheap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +36,7 @@ def export(
     out: Path | None = None,
     probe: Path | None = None,
     calibration: Path | None = None,
-    thresholds: dict[str, dict[str, float]] | None = None,
+    thresholds: Mapping[str, Mapping[str, float | None]] | None = None,
     max_seq_length: int | None = None,
     prompts: dict[str, str] | None = None,
     truncate_dim: int | None = None,
@@ -66,7 +66,7 @@ def export(
         out=Path(out) if out is not None else None,
         probe=Path(probe) if probe is not None else None,
         calibration=Path(calibration) if calibration is not None else None,
-        thresholds=dict(thresholds or {}),
+        thresholds={scope: dict(metrics) for scope, metrics in (thresholds or {}).items()},
         force=force,
         allow_unpinned=allow_unpinned,
         trust_remote_code=trust_remote_code,

@@ -40,7 +40,8 @@ class ExportPlan:
     out: Path | None = None
     probe: Path | None = None
     calibration: Path | None = None
-    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)  # precision class or variant id
+    # precision class or variant id -> metric -> threshold (None switches a gate off)
+    thresholds: dict[str, dict[str, float | None]] = field(default_factory=dict)
     force: bool = False
     allow_unpinned: bool = False
     trust_remote_code: bool = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import import_module
+from typing import Any
 
 from exporter.builders.options import (
     BuildOptions,
@@ -93,7 +94,7 @@ class VariantSpec:
 
     def load_kwargs(self) -> dict:
         """How a user loads it: ``<Class>(path, backend=..., model_kwargs={"file_name": ..., **model_kwargs})``."""
-        out = {"backend": self.backend.value, "file_name": self.file_name}
+        out: dict[str, Any] = {"backend": self.backend.value, "file_name": self.file_name}
         if self.model_kwargs:
             out["model_kwargs"] = dict(self.model_kwargs)
         return out

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter.builders import kit
 from exporter.errors import ExportFailed
 from exporter.runtime import colbert as rt
+
+if TYPE_CHECKING:
+    import torch
 
 OPSET = 17
 CHECK_MIN_COSINE = 0.9999
@@ -192,7 +196,7 @@ def load_reference(path, device: str = "cpu", trust_remote_code: bool = False, l
     chain = json.loads(
         read_user_file(root / "modules.json", what="modules.json", max_bytes=rt.MAX_CONFIG_BYTES).decode("utf-8")
     )
-    modules = []
+    modules: list[torch.nn.Module] = []
     for entry in chain:
         folder = root / str(entry.get("path") or "")
         kind = str(entry.get("type"))

@@ -160,7 +160,7 @@ class _DynamicInt8:
     def __init__(self, base: Path, work: Path, opts: OnnxFidelityOptions):
         self.base, self.work, self.opts = base, work, opts
         self.candidates = quantizable_nodes(base, opts.op_types)
-        self._models = None  # (quantised, base) ModelProtos, after quantize_all
+        self._models: tuple[Any, Any] | None = None  # (quantised, base) onnx ModelProtos, after quantize_all
 
     def quantize_all(self) -> Path:
         import onnx

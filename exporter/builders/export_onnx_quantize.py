@@ -102,7 +102,7 @@ def build_dynamic(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
         quantizer = ORTQuantizer(base, config=AutoConfig.from_pretrained(root))
         quantizer.quantize(cfg, tmp, file_suffix=suffix)  # writes tmp/model_<suffix>.onnx (+ ort_config.json)
         kit.place(tmp / dest.name, dest)
-    build = {
+    build: dict[str, Any] = {
         "derived_from": derived_from(base),
         "tool": f"optimum.onnxruntime.ORTQuantizer + AutoQuantizationConfig.{preset}(is_static=False)",
         "versions": versions(),
@@ -183,7 +183,7 @@ def build_static(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             extra_options=extra,
         )
         kit.place(tmp / dest.name, dest)
-    build = {
+    build: dict[str, Any] = {
         "derived_from": derived_from(base),
         "tool": "onnxruntime.quantization.quantize_static",
         "versions": versions(),

@@ -213,6 +213,7 @@ class RuntimeModel:
         path = facts.transformer_dir / file_name
         if not path.is_file():
             raise ExportFailed(f"{path} does not exist.", "Check the artifact folder and the variant's file name.")
+        session: runtime.Session
         if backend == "onnx":
             import onnxruntime as ort
 

@@ -189,6 +189,7 @@ def build_bf16(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     from exporter.variants import BY_ID
 
     start = time.perf_counter()
+    assert spec.derives_from is not None, f"{spec.id}: the catalogue derives every bf16 IR from its fp32 one"
     base_file = BY_ID[spec.derives_from].file_name
     xml = ctx.stage_dir / base_file
     if not xml.is_file():

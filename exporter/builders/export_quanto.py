@@ -135,7 +135,7 @@ def _requantizing_loader(artifact: Path, config: dict, qmap: dict, state: dict) 
     try:
         from sentence_transformers.base.modules.transformer import Transformer
     except ImportError:  # sentence-transformers < 5.7
-        from sentence_transformers.models import Transformer
+        from sentence_transformers.models import Transformer  # type: ignore[no-redef]  # the same class, moved
     from transformers.modeling_utils import no_init_weights
 
     class_name = config["transformers_class"]

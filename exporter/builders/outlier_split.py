@@ -32,6 +32,7 @@ median); no attention output projection has one (at most 23x).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -68,7 +69,7 @@ def activation_absmax(base, samples: list[dict], names: list[str]) -> dict[str, 
 class _Site:
     """Where one quantised MatMul reads and what the fp32 IR holds for it."""
 
-    mm: object  # the MatMul in the quantised model
+    mm: Any  # the MatMul (an openvino Node) in the quantised model
     act: object  # the activation before SmoothQuant and FakeQuantize (an ov Output)
     smooth: np.ndarray  # SmoothQuant's per-channel activation multiplier (ones without SmoothQuant)
     weight: np.ndarray  # fp32 weight as [out, in]

@@ -11,6 +11,7 @@ library, never this module; heavy packages are imported inside the commands, so 
 
 from __future__ import annotations
 
+import logging
 import sys
 import traceback
 from collections.abc import Callable
@@ -87,18 +88,19 @@ def _root(
     _log_to_stderr(verbose)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """The handler ``--verbose`` adds (one per process: a second CLI call in it replaces it)."""
+
+
 def _log_to_stderr(verbose: bool) -> None:
     """With --verbose, the library's debug log goes to stderr: the tracebacks of failures it records and
     goes on from (a variant that could not be built), which the final summary error does not carry."""
-    import logging
-
     logger = logging.getLogger("exporter")
-    for handler in [h for h in logger.handlers if getattr(h, "exporter_cli", False)]:
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
         logger.removeHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
     if verbose:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.exporter_cli = True
+        handler = _StderrHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
         logger.addHandler(handler)
 
@@ -154,7 +156,8 @@ def readable_metavars(command) -> None:
             param.metavar = param.name.upper()
         elif isinstance(param, TyperArgument) and param.metavar is None:
             param.metavar = param.name.upper()
-            param.display_type_rich = lambda ctx: None  # the name says it; typer would add "<list[Path]>"
+            # the name says it; typer would add "<list[Path]>" and has no setting to hide it
+            param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
     for sub in getattr(command, "commands", {}).values():
         readable_metavars(sub)
 

@@ -49,6 +49,7 @@ def resolve_pin(plan) -> Pin:
     ref = source.parse_model_ref(plan.model, plan.revision)
     if ref.local_path is not None:
         return Pin(None, None, "a local folder: not pinned, recorded with the sha256 of every file", ref.local_path)
+    assert ref.repo_id is not None  # parse_model_ref: a local folder or a Hub repo id
     storage = repo_folder(ref.repo_id)
     wanted = ref.revision or "main"
     if COMMIT_RE.match(wanted):
@@ -159,6 +160,7 @@ def _out_text(plan, pin: Pin) -> str:
         return f"{Path(plan.out).as_posix().rstrip('/')}/"
     if pin.local is not None:
         return f"{outdir.local_artifact_dir(plan.artifacts_root, pin.local).as_posix()}/"
+    assert pin.repo is not None  # resolve_pin: a local folder or a Hub repo
     return f"{outdir.artifact_dir(plan.artifacts_root, pin.repo, pin.sha).as_posix()}/"
 
 

@@ -8,7 +8,7 @@ exit code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -160,7 +160,7 @@ def list_variants(
     from exporter.variants import CATALOGUE
 
     host = this_host()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": s.id,
             "backend": s.backend.value,

@@ -22,14 +22,14 @@ runs; a mistake is a ``UsageError`` naming the file, the field and what is allow
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from exporter.errors import UsageError
 from exporter.kinds import ModelKind, get
 
-RECIPE_VERSION = 1
+RECIPE_VERSION: Final = 1
 RECIPE_SUFFIXES = (".yaml", ".yml")
 # A recipe is a page of fields; ``plan`` runs on pull-request content, so a recipe is capped before it is
 # parsed and may hold no YAML alias (``*name``): without aliases its node count is bounded by its size.

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from exporter.errors import UsageError
 from exporter.fleet.recipe import (
@@ -17,6 +18,7 @@ from exporter.fleet.recipe import (
     Recipe,
     Source,
     _lower_first,
+    _Strict,
 )
 from exporter.user_files import no_alias_yaml_loader, read_user_file
 
@@ -69,15 +71,16 @@ def parse_recipe(data: dict, where: str = "recipe") -> Recipe:
 _HINT = "See docs/recipes.md for the recipe format."
 
 
-def _hint(err: dict) -> str:
+def _hint(err: ErrorDetails) -> str:
     if err["type"] != "extra_forbidden":
         return _HINT
-    model = {"source": Source, "prompts": Prompts}.get(str(err["loc"][0]), Recipe) if len(err["loc"]) > 1 else Recipe
+    nested: dict[str, type[_Strict]] = {"source": Source, "prompts": Prompts}
+    model = nested.get(str(err["loc"][0]), Recipe) if len(err["loc"]) > 1 else Recipe
     where = "top-level fields" if model is Recipe else f"fields under {err['loc'][0]}"
     return f"Allowed {where}: {', '.join(model.model_fields)}. {_HINT}"
 
 
-def _describe(err: dict) -> str:
+def _describe(err: ErrorDetails) -> str:
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
         return "unknown field (not allowed here)"

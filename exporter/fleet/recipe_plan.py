@@ -14,42 +14,15 @@ from exporter.fleet.recipe_loading import parse_recipe
 if TYPE_CHECKING:
     from exporter.pipeline import ExportPlan
 
+
 # -------------------------------------------------------------------------------------- plan mapping
-# Recipe fields that map to ExportPlan fields which newer pipelines add. Without the field, a recipe
-# that sets max_seq_length or prompts is refused (running it would silently ignore them); kind (the
-# source detects it) and publish (a later step) are then left to those steps.
-_NEWER_PLAN_FIELDS = ("kind", "max_seq_length", "truncate_dim", "prompts", "publish")
-
-
-_MUST_BE_APPLIED = ("max_seq_length", "truncate_dim", "prompts")
-
-
 def recipe_to_plan(recipe: Recipe, base_dir: Path, **overrides) -> ExportPlan:
     """The ExportPlan for ``recipe``; ``base_dir`` (the recipe's folder) anchors probe/calibration paths.
 
     ``overrides`` set other plan fields (``out``, ``force``, ``artifacts_root``, ``variants``).
-
-    Raises:
-        UsageError: the recipe asks for something this pipeline version cannot honour yet.
     """
     from exporter.pipeline import ExportPlan
 
-    supported = {f.name for f in dataclasses.fields(ExportPlan)}
-    extra = {
-        "kind": recipe.kind.value if recipe.kind else None,
-        "max_seq_length": recipe.max_seq_length,
-        "truncate_dim": recipe.truncate_dim,
-        "prompts": recipe.prompts.as_dict() if recipe.prompts else None,
-        "publish": recipe.publish,
-    }
-    for name in _NEWER_PLAN_FIELDS:
-        if name not in supported:
-            if name in _MUST_BE_APPLIED and extra[name] is not None:
-                raise UsageError(
-                    f"the recipe sets {name}, which this version of the export pipeline does not apply yet.",
-                    f"Remove {name} from the recipe, or upgrade exporter.",
-                )
-            extra.pop(name)
     plan = ExportPlan(
         model=recipe.model,
         variants=list(recipe.variants) if recipe.variants is not None else None,
@@ -58,7 +31,11 @@ def recipe_to_plan(recipe: Recipe, base_dir: Path, **overrides) -> ExportPlan:
         thresholds={scope: dict(m) for scope, m in recipe.thresholds.items()},
         trust_remote_code=recipe.trust_remote_code,
         allow_pickle=recipe.allow_pickle,
-        **extra,
+        kind=recipe.kind.value if recipe.kind else None,
+        max_seq_length=recipe.max_seq_length,
+        truncate_dim=recipe.truncate_dim,
+        prompts=recipe.prompts.as_dict() if recipe.prompts else None,
+        publish=recipe.publish,
     )
     return dataclasses.replace(plan, **overrides) if overrides else plan
 

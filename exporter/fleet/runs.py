@@ -17,10 +17,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter import kinds
 from exporter.environment import helper_env
 from exporter.errors import ExitCode
+
+if TYPE_CHECKING:
+    from exporter.fleet.recipe import Recipe
 
 
 @dataclass
@@ -57,7 +61,7 @@ def worker_command(
 
 
 def run_fleet(
-    recipes: list[tuple[Path, object]],
+    recipes: list[tuple[Path, Recipe]],
     *,
     jobs: int = 1,
     artifacts_root: Path = Path("artifacts"),
@@ -78,7 +82,7 @@ def run_fleet(
     live: set[subprocess.Popen] = set()
     lock = threading.Lock()
 
-    def one(item: tuple[Path, object]) -> ModelRun:
+    def one(item: tuple[Path, Recipe]) -> ModelRun:
         path, recipe = item
         if on_start:
             on_start(path)
