@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from exporter import manifest as mf
 from exporter.errors import UsageError
 from exporter.fsutil import FileRecord, record_files
 from exporter.kinds import DEFAULT_KIND
+from exporter.manifest_types import AdjustedFrom, VariantEntry
 from exporter.source import tokenizer_files
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ot", ".ckpt")
@@ -58,21 +61,19 @@ def _with_adjustments(records: list[FileRecord], changed: dict[str, str], src) -
     from dataclasses import replace
 
     source = {rec.path: rec for rec in src.files}
-    return [
-        replace(
-            r,
-            adjusted_from={"sha256": changed[r.path], "reason": tokenizer_files.ADJUSTED}
-            | ({"source": r.path} if r.path in source else {}),
-        )
-        if r.path in changed
-        else r
-        for r in records
-    ]
+
+    def adjusted(path: str) -> AdjustedFrom:
+        entry: AdjustedFrom = {"sha256": changed[path], "reason": tokenizer_files.ADJUSTED}
+        if path in source:
+            entry["source"] = path
+        return entry
+
+    return [replace(r, adjusted_from=adjusted(r.path)) if r.path in changed else r for r in records]
 
 
 def kept_variants(
     out: Path, source_entry: dict, env: dict, probe_set, kind: str, thresholds: dict, plan
-) -> dict[str, dict]:
+) -> dict[str, VariantEntry]:
     """Variants of an existing artifact at ``out`` that this run keeps (none with ``plan.force``): files intact,
     same source, toolchain, probe set, length and kind, judged by the same thresholds and consumers."""
     if plan.force:
@@ -86,7 +87,7 @@ def kept_variants(
 
 def _reusable_variants(
     out: Path, source_entry: dict, env: dict, probe_set, max_seq_length: int | None, kind: str = DEFAULT_KIND
-) -> dict[str, dict]:
+) -> dict[str, VariantEntry]:
     """Variants of an existing artifact at ``out`` that a re-run may keep (files intact, same inputs)."""
     if not out.exists():
         return {}
@@ -118,7 +119,7 @@ def _reusable_variants(
     }
 
 
-def _judged_as_asked(variant: dict, kind: str, threshold, names: list[str]) -> bool:
+def _judged_as_asked(variant: VariantEntry, kind: str, threshold, names: list[str]) -> bool:
     """Whether a kept variant's verdict holds for this run: judged by ``threshold`` (None: a variant not asked
     for now, kept as it was) with a row for every consumer in ``names`` that applies to it."""
     if threshold is None:
@@ -134,7 +135,7 @@ def _judged_as_asked(variant: dict, kind: str, threshold, names: list[str]) -> b
     return all(n in rows for n in names if n == "sentence-transformers" or consumers.BY_NAME[n].applies(variant, kind))
 
 
-def remove_stale_files(stage: Path, entries: dict[str, dict]) -> None:
+def remove_stale_files(stage: Path, entries: Mapping[str, Mapping[str, Any]]) -> None:
     """Drop files of superseded builds: anything in a backend folder that no variant lists.
 
     And every signature bundle: a rebuild writes a new manifest.json (``created_at`` at least), which each

@@ -9,10 +9,14 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exporter.errors import DiskFullError, OutputError
+
+if TYPE_CHECKING:
+    from exporter.manifest_types import AdjustedFrom, FileEntry
 
 _CHUNK = 1 << 20
 
@@ -44,15 +48,18 @@ class FileRecord:
     path: str
     size: int
     sha256: str
-    adjusted_from: dict | None = None  # rewritten by the exporter: {sha256 (of the file it came from), reason}
+    adjusted_from: AdjustedFrom | None = None  # rewritten by the exporter: {sha256 (of the file it came from), reason}
 
     @classmethod
     def of(cls, root: Path, path: Path) -> FileRecord:
         rel = path.relative_to(root).as_posix()
         return cls(path=rel, size=path.stat().st_size, sha256=sha256_file(path))
 
-    def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+    def to_dict(self) -> FileEntry:
+        entry: FileEntry = {"path": self.path, "size": self.size, "sha256": self.sha256}
+        if self.adjusted_from is not None:
+            entry["adjusted_from"] = self.adjusted_from.copy()
+        return entry
 
 
 def record_files(root: Path, paths: Iterable[Path] | None = None) -> list[FileRecord]:

@@ -12,12 +12,17 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Final
 
 from exporter.errors import IntegrityError, UsageError
 from exporter.fsutil import find_links, sha256_file, write_json_atomic
+from exporter.manifest_types import Manifest, TextSetEntry, VariantEntry
 from exporter.user_files import read_user_json
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from exporter.variants import VariantSpec
+
+SCHEMA_VERSION: Final = 1
 SIGNATURE_DIR = "signatures"  # model-signing bundles beside the manifest (exporter sign)
 MANIFEST_NAME = "manifest.json"
 MANIFEST_MAX_BYTES = 16_000_000  # a manifest lists files and numbers; the default model's is ~60 kB
@@ -61,7 +66,7 @@ def schema() -> dict:
     return json.loads(text)
 
 
-def validate(manifest: dict, where: str = "manifest") -> None:
+def validate(manifest: object, where: str = "manifest") -> None:
     """Raise UsageError naming the first schema violation."""
     import jsonschema
 
@@ -92,7 +97,7 @@ def load(artifact: Path) -> dict:
     return data
 
 
-def save(artifact: Path, manifest: dict) -> Path:
+def save(artifact: Path, manifest: Manifest | dict) -> Path:
     validate(manifest)
     path = artifact / MANIFEST_NAME
     write_json_atomic(path, manifest)
@@ -190,9 +195,12 @@ def require_intact(artifact: Path, manifest: dict, variant_ids_: list[str] | Non
 
 
 # ----------------------------------------------------------------------------------------- assembling
-def variant_entry(spec, truncate_dim: int | None = None) -> dict:
+def variant_entry(spec: VariantSpec, truncate_dim: int | None = None) -> VariantEntry:
     """A variant's entry before it is built (``status`` "error" until its build and gate say otherwise):
     what it is and how a user loads it (``load``, with the Matryoshka ``truncate_dim`` if the export sets one)."""
+    load = spec.load_kwargs()
+    if truncate_dim:
+        load["truncate_dim"] = truncate_dim
     return {
         "id": spec.id,
         "backend": spec.backend.value,
@@ -200,17 +208,17 @@ def variant_entry(spec, truncate_dim: int | None = None) -> dict:
         "status": "error",
         "error": None,
         "files": [],
-        "load": {**spec.load_kwargs(), **({"truncate_dim": truncate_dim} if truncate_dim else {})},
+        "load": load,
         "build": {},
         "parity": None,
         "bench": None,
     }
 
 
-def textset_entry(ts) -> dict:
+def textset_entry(ts) -> TextSetEntry:
     """A probe or calibration text set as the manifest records it (``probes.TextSet``): a probe set also
     counts its texts per stratum and records the tokenizer-derived probes it holds (``generated``)."""
-    entry = {"name": ts.name, "sha256": ts.sha256, "n": len(ts.texts), "source": ts.source}
+    entry: TextSetEntry = {"name": ts.name, "sha256": ts.sha256, "n": len(ts.texts), "source": ts.source}
     if getattr(ts, "strata", None) is not None:
         labels = ts.labels()
         entry["strata"] = {s: labels.count(s) for s in dict.fromkeys(labels)}
@@ -227,9 +235,9 @@ def build(
     probe,
     calibration,
     shared: list,
-    variants: list[dict],
+    variants: list[VariantEntry],
     publishable: bool,
-) -> dict:
+) -> Manifest:
     """A whole manifest of a fresh export: ``probe`` / ``calibration`` are text sets (calibration None when no
     variant used one), ``shared`` the shared files' ``FileRecord``s, ``variants`` the entries in catalogue
     order. Not benched yet: ``bench`` and ``recommended`` are None."""

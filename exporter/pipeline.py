@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from exporter.errors import ExporterError, ExportFailed, FidelityError, UsageError
 from exporter.fsutil import FileRecord, is_disk_full, record_files
@@ -22,6 +23,7 @@ from exporter.progress import NoProgress, Progress
 from exporter.staging import staged_dir
 
 if TYPE_CHECKING:
+    from exporter.manifest_types import Manifest, VariantEntry
     from exporter.quality.probes import TextSet
     from exporter.source.preflight import ShapeFacts
     from exporter.source.resolve import ResolvedSource
@@ -58,7 +60,7 @@ class ExportPlan:
 @dataclass
 class ExportOutcome:
     artifact: Path
-    manifest: dict
+    manifest: Mapping[str, Any]  # the artifact's manifest (exporter.manifest.Manifest, as written or loaded)
     skipped: bool  # the artifact was already complete and nothing was rebuilt
 
     @property
@@ -184,8 +186,8 @@ def _export_into(job: _Export) -> ExportOutcome:
     ctx = _build_context(job)
     reference, gate = _open_gate(job, ctx, source_entry, env)
     fresh = not kept
-    entries = dict(kept)
-    manifest: dict = {}
+    entries: dict[str, VariantEntry] = dict(kept)
+    manifest: Manifest | None = None
     for spec in todo:
         with staged_dir(job.out, replace=True, clone=not fresh) as stage:
             ctx.stage_dir = stage
@@ -199,6 +201,7 @@ def _export_into(job: _Export) -> ExportOutcome:
             entries[spec.id] = _build_and_check(spec, ctx, stage, gate, job.progress)
             artifact.remove_stale_files(stage, entries)
             manifest = _record(job, stage, entries, shared, source_entry, env, reference)
+    assert manifest is not None  # todo holds at least one variant
     return ExportOutcome(artifact=job.out, manifest=manifest, skipped=False)
 
 
@@ -263,7 +266,9 @@ def _open_gate(job: _Export, ctx, source_entry: dict, env: dict):
     return reference, the_gate
 
 
-def _record(job: _Export, stage: Path, entries: dict, shared, source_entry: dict, env: dict, reference) -> dict:
+def _record(
+    job: _Export, stage: Path, entries: dict[str, VariantEntry], shared, source_entry: dict, env: dict, reference
+) -> Manifest:
     """Write the manifest of what ``stage`` holds now (variants in catalogue order) and return it."""
     from exporter import kinds, variants
     from exporter import manifest as mf
@@ -316,7 +321,7 @@ def _check_truncate_dim(truncate_dim: int | None, reference) -> None:
         )
 
 
-def _build_and_check(spec, ctx, stage: Path, gate, progress) -> dict:
+def _build_and_check(spec, ctx, stage: Path, gate, progress) -> VariantEntry:
     """Build one variant into ``stage`` and judge it with ``gate`` (``exporter.quality.gate``)."""
     from exporter import manifest as mf
     from exporter.builders import external_data
@@ -337,14 +342,14 @@ def _build_and_check(spec, ctx, stage: Path, gate, progress) -> dict:
         key = reuse_key(gate, entry, gate.thresholds(entry))
         if key in checked:  # the same bytes loaded the same way, judged alike: the same check
             twin, parity = checked[key]
-            entry["parity"] = {**copy.deepcopy(parity), "same_files_as": twin}
-            entry["status"] = "passed" if entry["parity"]["passed"] else "failed"
+            entry["parity"] = same = {**copy.deepcopy(parity), "same_files_as": twin}
+            entry["status"] = "passed" if same["passed"] else "failed"
             progress.note(f"{spec.id}: the same files as {twin}, whose parity check applies unchanged")
             return entry
         model = load_variant(stage, entry, ctx.kind)  # as verify loads it, by the same function
-        entry["parity"] = gate.check(stage, entry, model, progress)
-        entry["status"] = "passed" if entry["parity"]["passed"] else "failed"
-        checked[key] = (spec.id, copy.deepcopy(entry["parity"]))
+        entry["parity"] = checked_parity = gate.check(stage, entry, model, progress)
+        entry["status"] = "passed" if checked_parity["passed"] else "failed"
+        checked[key] = (spec.id, copy.deepcopy(checked_parity))
     except UsageError:
         raise
     except Exception as exc:

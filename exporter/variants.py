@@ -1,10 +1,9 @@
 """The catalogue of variants the tool can build, as data.
 
-Each entry says which backend serves it, its precision class (which picks its default fidelity
-threshold), the files it writes (sentence-transformers' own naming, so
-``SentenceTransformer(path, backend=..., model_kwargs={"file_name": ...})`` loads it), what it is
-derived from, the builder function that makes it, and the model kinds it applies to (``kinds``:
-embedders only unless an entry says otherwise; ``exporter.kinds`` refuses the rest). Importing this
+Each entry says which backend serves it, its precision class (which picks its default fidelity threshold), the files
+it writes (sentence-transformers' own naming, so ``SentenceTransformer(path, backend=..., model_kwargs={"file_name":
+"..."})`` loads it), what it is derived from, the builder function that makes it, and the model kinds it applies to
+(``kinds``: embedders only unless an entry says otherwise; ``exporter.kinds`` refuses the rest). Importing this
 module is cheap: builders are named by dotted path and imported only when a variant is built.
 """
 
@@ -13,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import import_module
-from typing import Any
 
 from exporter.builders.options import (
     BuildOptions,
@@ -29,6 +27,7 @@ from exporter.builders.options import (
 from exporter.errors import UsageError
 from exporter.hostcaps import BF16_UNITS, CpuFlag, Host, this_host
 from exporter.kinds import ALL_KINDS, TRANSFORMER_KINDS, ModelKind
+from exporter.manifest_types import LoadSpec
 
 
 class Backend(StrEnum):
@@ -92,9 +91,9 @@ class VariantSpec:
             return None
         return f"{self.id} needs {' or '.join(self.requires)}, which this CPU ({host.describe()}) lacks"
 
-    def load_kwargs(self) -> dict:
+    def load_kwargs(self) -> LoadSpec:
         """How a user loads it: ``<Class>(path, backend=..., model_kwargs={"file_name": ..., **model_kwargs})``."""
-        out: dict[str, Any] = {"backend": self.backend.value, "file_name": self.file_name}
+        out: LoadSpec = {"backend": self.backend.value, "file_name": self.file_name}
         if self.model_kwargs:
             out["model_kwargs"] = dict(self.model_kwargs)
         return out

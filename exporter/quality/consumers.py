@@ -20,7 +20,7 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,7 +86,7 @@ class Consumer:
     encode: Callable[[Target, list[str]], np.ndarray]
     truncates_at_tokenizer_config: bool = False  # at tokenizer_config.json's model_max_length, not ST's limit
 
-    def applies(self, variant: dict, kind: str) -> bool:
+    def applies(self, variant: Mapping[str, Any], kind: str) -> bool:
         return variant["load"]["backend"] in self.backends and kind in self.kinds
 
     def pooling_problem(self, facts, truncate_dim: int | None = None) -> str | None:

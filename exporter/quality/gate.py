@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,7 +78,7 @@ def requested_thresholds(kind: str) -> ThresholdsFor:
     return of
 
 
-def reuse_key(gate: Gate, variant: dict, threshold) -> str:
+def reuse_key(gate: Gate, variant: Mapping[str, Any], threshold) -> str:
     """What a variant's check depends on: its files' bytes, how it is loaded but for the file's name, its
     precision (its batching), its thresholds and consumers, and the probe set and reference outputs."""
     load = {k: v for k, v in variant["load"].items() if k != "file_name"}

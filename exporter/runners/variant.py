@@ -18,13 +18,15 @@ Without it, each library's defaults apply, as a user gets them (the export's par
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from exporter import upstream_noise
 from exporter.errors import UsageError
 
 
-def load_variant(artifact: Path, variant: dict, kind: str | None, *, threads: int | None = None):
+def load_variant(artifact: Path, variant: Mapping[str, Any], kind: str | None, *, threads: int | None = None):
     """The variant ``variant`` (its manifest entry: ``id`` and ``load``) of the artifact at ``artifact``.
 
     Raises:
@@ -42,7 +44,7 @@ def load_variant(artifact: Path, variant: dict, kind: str | None, *, threads: in
     return load(Path(artifact), variant, kind, threads)
 
 
-def _through_model_class(artifact: Path, variant: dict, kind: str | None, threads: int | None):
+def _through_model_class(artifact: Path, variant: Mapping[str, Any], kind: str | None, threads: int | None):
     """onnx / openvino: the kind's class with ``backend=``, or the runtime for a StaticEmbedding graph."""
     from exporter import kinds
     from exporter.builders import export_onnx_static
@@ -61,7 +63,7 @@ def _through_model_class(artifact: Path, variant: dict, kind: str | None, thread
     )
 
 
-def _own_loader(artifact: Path, variant: dict, kind: str | None, threads: int | None):
+def _own_loader(artifact: Path, variant: Mapping[str, Any], kind: str | None, threads: int | None):
     """torch: the variant's own loader (``VariantSpec.loader``), e.g. quanto int8 as a SentenceTransformer."""
     from exporter import variants
 

@@ -41,6 +41,7 @@ import tempfile
 from pathlib import Path
 
 from exporter.errors import UsageError
+from exporter.manifest_types import FileEntry
 from exporter.ship.layout_files import (
     FileMap,
     Layout,
@@ -142,8 +143,8 @@ def layout_manifest(
               if isinstance(src, Path) and Path(src).is_relative_to(artifact) else None)
         for rel, src in files.items()
     }  # fmt: skip
-    shared: list[dict] = []
-    variant_files: list[dict] = []
+    shared: list[FileEntry] = []
+    variant_files: list[FileEntry] = []
     for rel in sorted(files):
         rec = FileRecord.of(folder, folder / rel).to_dict()
         src = origin[rel]

@@ -1,0 +1,87 @@
+"""The manifest's main sections as the code reads and writes them (``exporter.manifest`` reads, checks and writes
+the file). TypedDicts, so a manifest stays the plain JSON object it is on disk (loaded, validated against
+``schema/manifest.schema.json`` and saved as is) while mypy checks every literal key the code looks up in them.
+
+tests/test_manifest_types.py holds each one to its object in the schema: the same keys, the same required ones,
+the same JSON types, so the schema and the code cannot drift. Sections still typed ``dict[str, Any]`` (source,
+model, environment, parity, bench, layout, recommended) are checked by the schema only. Imports nothing; no
+``from __future__ import annotations`` either: Python 3.11 reads ``NotRequired`` from evaluated annotations only.
+"""
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+Status = Literal["passed", "failed", "error"]
+
+
+class AdjustedFrom(TypedDict):
+    sha256: str
+    source: NotRequired[str]
+    reason: str
+
+
+class FileEntry(TypedDict):
+    """One file: its path relative to the artifact root (POSIX), size in bytes, sha256."""
+
+    path: str
+    size: int
+    sha256: str
+    adjusted_from: NotRequired[AdjustedFrom]  # rewritten by the exporter (a serving layout)
+
+
+class GeneratedProbes(TypedDict):
+    generator: str
+    seed: int
+    max_length: int
+    n: int
+    sha256: str
+    counts: NotRequired[dict[str, int]]
+
+
+class TextSetEntry(TypedDict):
+    """A probe or calibration text set."""
+
+    name: str
+    sha256: str
+    n: int
+    source: NotRequired[str | None]
+    strata: NotRequired[dict[str, int]]  # texts per stratum
+    generated: NotRequired[GeneratedProbes]  # the probes derived from the model's tokenizer
+
+
+class LoadSpec(TypedDict):
+    """How a user loads the variant: ``SentenceTransformer(path, backend=..., model_kwargs={"file_name": ...})``."""
+
+    backend: str
+    file_name: NotRequired[str | None]
+    model_kwargs: NotRequired[dict[str, Any]]
+    truncate_dim: NotRequired[int]  # Matryoshka: the first N dimensions
+
+
+class VariantEntry(TypedDict):
+    id: str
+    backend: Literal["onnx", "openvino", "torch"]
+    precision: str
+    status: Status
+    error: NotRequired[str | None]
+    files: list[FileEntry]
+    load: LoadSpec
+    build: dict[str, Any]  # the builder's full configuration (BuildResult.build)
+    parity: NotRequired[dict[str, Any] | None]  # the gate's record (exporter.quality.parity)
+    bench: NotRequired[dict[str, Any] | None]
+
+
+class Manifest(TypedDict):
+    schema_version: Literal[1]
+    tool_version: str
+    created_at: str
+    source: dict[str, Any]
+    model: dict[str, Any]
+    environment: dict[str, Any]
+    probe: TextSetEntry
+    calibration: NotRequired[TextSetEntry | None]
+    shared_files: list[FileEntry]
+    variants: list[VariantEntry]
+    publishable: bool
+    layout: NotRequired[dict[str, Any]]  # a serving layout's record (exporter package --layout)
+    recommended: NotRequired[dict[str, Any] | None]
+    bench: NotRequired[dict[str, Any] | None]
