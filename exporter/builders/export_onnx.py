@@ -144,7 +144,7 @@ def verify(model, artifact_dir: Path, file_name: str, reference=None) -> dict[st
     if not graph_min >= CHECK_MIN_COSINE:
         raise ExportFailed(
             f"the exported ONNX graph disagrees with torch (min cosine {graph_min:.6f} < {CHECK_MIN_COSINE}).",
-            "Report the model: its traced graph computes something else than its torch modules.",
+            "Report the model: its traced graph does not compute what its torch modules do.",
         )
     runtime_feeds, _ = encoder.tokenize(texts)
     if _real_tokens(runtime_feeds) != _real_tokens(feeds):

@@ -104,7 +104,7 @@ def check(reference, artifact: Path, file_name: str, backend: str = "onnx") -> d
     if not low >= CHECK_MIN_COSINE:
         raise ExportFailed(
             f"the ColBERT graph disagrees with PyLate (min token cosine {low:.6f}).",
-            "Report the model: its traced graph computes something else than its PyLate modules.",
+            "Report the model: its traced graph does not compute what its PyLate modules do.",
         )
     return {"runtime_min_cosine": low}
 
