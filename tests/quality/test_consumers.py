@@ -186,7 +186,8 @@ def test_a_consumer_truncating_elsewhere_fails_with_the_reason_and_the_layout_fi
         ],
         "model": {"max_seq_length": 32},
     }
-    files = layout_files._truncating_at_max_seq_length(art, manifest, {**ONNX, "files": [{"path": "onnx/model.onnx"}]})
+    variant = {**ONNX, "files": [{"path": "onnx/model.onnx"}]}
+    files = layout_files._truncating_at_max_seq_length(art, manifest, variant, tmp_path)
     out = tmp_path / "fastembed"
     for rel, src in files.items():
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
