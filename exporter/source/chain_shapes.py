@@ -108,7 +108,7 @@ _CHAIN_ROWS: tuple[dict, ...] = (
 # Kinds recognised by their files (``exporter.kinds.KindSpec.marker_files``) whose module chain is fixed: kind ->
 # (support-table row, the chain's module kinds as exporter.source.st_modules names them, what to do otherwise).
 # ``exporter.source.preflight.classify`` applies it; a chain that differs is refused in one line.
-KIND_CHAINS: dict[ModelKind, tuple[str, tuple[str, ...], str]] = {
+KIND_CHAINS: dict[str, tuple[str, tuple[str, ...], str]] = {  # ModelKind keys: looked up by the kind's value
     ModelKind.BGE_M3: (
         "bge-m3",
         ("Transformer", "Pooling", "Normalize"),
