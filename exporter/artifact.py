@@ -1,23 +1,23 @@
 """The artifact folder an export fills, across runs: the source files every variant shares, what a re-run
 keeps of an existing artifact, and the files a rebuild leaves stale.
 
-A re-run keeps a variant when the artifact is of the same source, built with the same packages, probe
-set, max length, kind and Matryoshka width, its files still match the manifest and its verdict was
-judged by the thresholds and consumers asked for now; anything else is rebuilt.
+A re-run keeps a variant when its files still match the manifest and the fingerprint its entry records
+(``exporter.fingerprint``: source, toolchain, CPU, settings, probe set, batching, the variant's spec and
+options, its thresholds and consumers) is the one computed now; anything else is rebuilt.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from exporter import manifest as mf
 from exporter.errors import UsageError
+from exporter.fingerprint import INPUT_PARTS, Fingerprint
 from exporter.fsutil import FileRecord, record_files
-from exporter.kinds import DEFAULT_KIND
 from exporter.manifest_types import AdjustedFrom, VariantEntry
 from exporter.source import tokenizer_files
 
@@ -72,26 +72,18 @@ def _with_adjustments(records: list[FileRecord], changed: dict[str, str], src) -
 
 
 def kept_variants(
-    out: Path, source_entry: dict, env: dict, probe_set, kind: str, thresholds: dict, plan
+    out: Path,
+    source_entry: dict,
+    asked: dict[str, Fingerprint],
+    inputs_of: Callable[[str], Fingerprint | None],
+    *,
+    force: bool = False,
 ) -> dict[str, VariantEntry]:
-    """Variants of an existing artifact at ``out`` that this run keeps (none with ``plan.force``): files intact,
-    same source, toolchain, probe set, length and kind, judged by the same thresholds and consumers."""
-    if plan.force:
-        return {}
-    kept = _reusable_variants(out, source_entry, env, probe_set, plan.max_seq_length, kind)
-    kept = {vid: v for vid, v in kept.items() if _judged_as_asked(v, kind, thresholds.get(vid), plan.consumers)}
-    if kept and mf.load(out)["model"].get("truncate_dim") != plan.truncate_dim:
-        return {}  # another Matryoshka width: every variant is rebuilt
-    return kept
-
-
-def _reusable_variants(
-    out: Path, source_entry: dict, env: dict, probe_set, max_seq_length: int | None, kind: str = DEFAULT_KIND
-) -> dict[str, VariantEntry]:
-    """Variants of an existing artifact at ``out`` that a re-run may keep (files intact, same inputs)."""
-    if not out.exists():
-        return {}
-    if not (out / mf.MANIFEST_NAME).is_file():  # an empty folder (outdir.check_out refused any other)
+    """Variants of an existing artifact at ``out`` that this run keeps (none with ``force``): its files intact and
+    the fingerprint its entry records equal to the one computed now: ``asked[id]`` for a variant this run asks
+    for, else (a variant kept as it was judged) ``inputs_of(id)`` on every part but its judging. UsageError
+    when ``out`` holds another source's artifact."""
+    if force or not (out / mf.MANIFEST_NAME).is_file():  # absent, or an empty folder (outdir.check_out)
         return {}
     existing = mf.load(out)
     old_src = existing["source"]
@@ -103,36 +95,20 @@ def _reusable_variants(
             "not of this source.",
             "Pass --out with another folder, or --force to replace it.",
         )
-    if (
-        existing["environment"]["packages"] != env["packages"]
-        or existing["probe"]["sha256"] != probe_set.sha256
-        or (max_seq_length and existing["model"]["max_seq_length"] != max_seq_length)
-        or existing["model"]["kind"] != kind
-    ):
-        return {}  # a new toolchain, probe set, length or kind: every variant is rebuilt and re-checked
     if not mf.check_files(out, existing, []).ok:  # shared files changed: start again
         return {}
+
+    def same(v: dict) -> bool:
+        if v["id"] in asked:
+            return asked[v["id"]].matches(v.get("fingerprint"))
+        now = inputs_of(v["id"])
+        return now is not None and now.matches(v.get("fingerprint"), INPUT_PARTS)
+
     return {
         v["id"]: v
         for v in existing["variants"]
-        if v["status"] != "error" and mf.check_files(out, existing, [v["id"]]).ok
+        if v["status"] != "error" and same(v) and mf.check_files(out, existing, [v["id"]]).ok
     }
-
-
-def _judged_as_asked(variant: VariantEntry, kind: str, threshold, names: list[str]) -> bool:
-    """Whether a kept variant's verdict holds for this run: judged by ``threshold`` (None: a variant not asked
-    for now, kept as it was) with a row for every consumer in ``names`` that applies to it."""
-    if threshold is None:
-        return True
-    from exporter.quality import consumers
-
-    parity = variant.get("parity") or {}
-    want = threshold.to_dict()
-    recorded = parity.get("threshold") or {}
-    if {k: recorded.get(k) for k in want} != want or any(v is not None for k, v in recorded.items() if k not in want):
-        return False  # another threshold: rebuilt and judged again
-    rows = {r["consumer"] for r in parity.get("consumers") or []}
-    return all(n in rows for n in names if n == "sentence-transformers" or consumers.BY_NAME[n].applies(variant, kind))
 
 
 def remove_stale_files(stage: Path, entries: Mapping[str, Mapping[str, Any]]) -> None:

@@ -57,6 +57,11 @@ class LoadSpec(TypedDict):
     truncate_dim: NotRequired[int]  # Matryoshka: the first N dimensions
 
 
+class FingerprintEntry(TypedDict):
+    digest: str  # sha256 of the parts (exporter.fingerprint)
+    parts: dict[str, str]  # part name -> sha256 of that input
+
+
 class VariantEntry(TypedDict):
     id: str
     backend: Literal["onnx", "openvino", "torch"]
@@ -68,6 +73,7 @@ class VariantEntry(TypedDict):
     build: dict[str, Any]  # the builder's full configuration (BuildResult.build)
     parity: NotRequired[dict[str, Any] | None]  # the gate's record (exporter.quality.parity)
     bench: NotRequired[dict[str, Any] | None]
+    fingerprint: NotRequired[FingerprintEntry]  # what a re-run and a fleet compare (exporter.fingerprint)
 
 
 class Manifest(TypedDict):

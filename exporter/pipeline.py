@@ -60,12 +60,13 @@ class ExportPlan:
 @dataclass
 class ExportOutcome:
     artifact: Path
-    manifest: Mapping[str, Any]  # the artifact's manifest (exporter.manifest.Manifest, as written or loaded)
+    manifest: Mapping[str, Any] | None  # None only when every variant was already published and none is here
     skipped: bool  # the artifact was already complete and nothing was rebuilt
+    published: dict[str, str] = field(default_factory=dict)  # variant id -> where it is already published
 
     @property
     def failed(self) -> list[str]:
-        return [v["id"] for v in self.manifest["variants"] if v["status"] != "passed"]
+        return [v["id"] for v in (self.manifest or {"variants": []})["variants"] if v["status"] != "passed"]
 
 
 def default_out(artifacts_root: Path, src) -> Path:
@@ -87,8 +88,9 @@ def run_export(plan: ExportPlan, progress: Progress | None = None) -> ExportOutc
     The artifact is committed after each variant (built in a hard-linked clone beside it, then swapped
     in), so it is always complete for what its manifest lists: an interrupted run loses only the
     variant in flight, and re-running resumes by building only what is missing. A variant already in
-    the manifest is kept when its files still match and the source, toolchain and probe set are the
-    same; ``force`` rebuilds everything.
+    the manifest is kept when its files still match and its fingerprint (``exporter.fingerprint``) is
+    the one this run computes; ``force`` rebuilds everything. With ``plan.publish`` (a fleet recipe's
+    registry), a variant whose fingerprint is published there already is not built at all.
     """
     from exporter import outdir, plan_check, upstream_noise
 
@@ -171,20 +173,26 @@ def _kind_of(src: ResolvedSource, plan: ExportPlan) -> str:
 
 def _export_into(job: _Export) -> ExportOutcome:
     """The part of ``run_export`` that runs holding the lock of ``job.out``: reuse, build, check, record."""
-    from exporter import artifact
+    from exporter import artifact, fingerprint
     from exporter import manifest as mf
     from exporter.environment import environment
     from exporter.quality import recorded_reference
 
     env = environment()
     source_entry = {**job.src.to_dict(), "trust_remote_code": job.plan.trust_remote_code}
-    kept = artifact.kept_variants(job.out, source_entry, env, job.probe_set, job.kind, job.thresholds, job.plan)
-    todo = [s for s in job.specs if s.id not in kept]
+    prints = fingerprint.ExportPrints.of(
+        job, source_entry, env, batching=_batching(), calibration_sha256=_calibration(job).sha256
+    )
+    kept = artifact.kept_variants(job.out, source_entry, prints.asked, prints.inputs_of, force=job.plan.force)
+    published = _published(job, prints.asked, kept)
+    todo = [s for s in job.specs if s.id not in kept and s.id not in published]
     if not todo:
-        return ExportOutcome(artifact=job.out, manifest=mf.load(job.out), skipped=True)
+        listed = (job.out / mf.MANIFEST_NAME).is_file()
+        return ExportOutcome(job.out, mf.load(job.out) if listed else None, skipped=True, published=published)
 
     ctx = _build_context(job)
-    reference, gate = _open_gate(job, ctx, source_entry, env)
+    ctx.reference_key = prints.base.reference_key  # builders derive their caches and memos from it
+    reference, gate = _open_gate(job, ctx, prints.base.reference_key)
     fresh = not kept
     entries: dict[str, VariantEntry] = dict(kept)
     manifest: Manifest | None = None
@@ -198,22 +206,45 @@ def _export_into(job: _Export) -> ExportOutcome:
                 fresh = False
             else:
                 shared = [FileRecord(**f) for f in mf.load(stage)["shared_files"]]
-            entries[spec.id] = _build_and_check(spec, ctx, stage, gate, job.progress)
+            entries[spec.id] = _build_and_check(spec, ctx, stage, gate, job.progress, prints.asked[spec.id])
             artifact.remove_stale_files(stage, entries)
             manifest = _record(job, stage, entries, shared, source_entry, env, reference)
     assert manifest is not None  # todo holds at least one variant
-    return ExportOutcome(artifact=job.out, manifest=manifest, skipped=False)
+    return ExportOutcome(artifact=job.out, manifest=manifest, skipped=False, published=published)
+
+
+def _batching() -> dict:
+    """The batching part of the fingerprint: the gate's batch size and batching, batch invariance's sizes."""
+    from exporter import kinds
+    from exporter.quality import gate
+
+    return {"batch": kinds.PARITY_BATCH, "batching": gate.BATCHING, "invariance_batch_sizes": gate.bench_batch_sizes()}
+
+
+def _calibration(job: _Export):
+    """The calibration set the calibrating builders use: the plan's, else the built-in one."""
+    from exporter.quality import probes
+
+    return job.calib_set or probes.load_text_set(None, "calibration")
+
+
+def _published(job: _Export, asked: dict, kept: dict) -> dict[str, str]:
+    """Variant id -> where the plan's registry already holds it with this run's fingerprint (none unpinned)."""
+    from exporter.ship.published import already_published
+
+    wanted = {s.id: asked[s.id].digest for s in job.specs if s.id not in kept}
+    revision = job.src.revision if job.src.pinned else None
+    return already_published(job.plan.publish, revision, wanted, job.progress.note)
 
 
 def _build_context(job: _Export):
     from exporter.builders.context import BuildContext, BuildSettings
-    from exporter.quality import probes
 
     plan = job.plan
     return BuildContext(
         source_dir=job.src.path,
         stage_dir=job.out,
-        calibration_texts=lambda: (job.calib_set or probes.load_text_set(None, "calibration")).texts,
+        calibration_texts=lambda: _calibration(job).texts,
         probe_texts=lambda: job.probe_set.texts,
         settings=BuildSettings(
             trust_remote_code=plan.trust_remote_code,
@@ -224,10 +255,10 @@ def _build_context(job: _Export):
     )
 
 
-def _open_gate(job: _Export, ctx, source_entry: dict, env: dict):
+def _open_gate(job: _Export, ctx, reference_key: str):
     """The torch reference (shared with the builders) and the gate every variant is judged by: the probe,
-    the reference's outputs on it (from the cache when the same source, probe, settings, packages and CPU
-    ran them before) and the plan's thresholds."""
+    the reference's outputs on it (from the cache under ``reference_key``, the export fingerprint's reference
+    parts, when an export with the same ones ran them before) and the plan's thresholds."""
     from exporter import kinds
     from exporter.quality import gate, refcache
 
@@ -237,21 +268,8 @@ def _open_gate(job: _Export, ctx, source_entry: dict, env: dict):
         _check_truncate_dim(plan.truncate_dim, reference)
     probe = kspec.probe(job.probe_set.texts, job.probe_set.labels())
     label = f"Running the reference on {len(probe.inputs)} probe {kspec.unit}"
-    ref_key = refcache.key(
-        source=[(f["path"], f["sha256"]) for f in source_entry["files"]],
-        probe=job.probe_set.sha256,
-        kind=job.kind,
-        max_seq_length=plan.max_seq_length,
-        truncate_dim=plan.truncate_dim,
-        prompts=plan.prompts,
-        packages=env["packages"],
-        cpu=env["cpu"],
-        batch=kinds.PARITY_BATCH,
-        batching=gate.BATCHING,
-    )
-    ctx.reference_key = ref_key  # builders cache their own reference runs under it (refcache)
     run_ref = lambda: gate.reference_outputs(job.kind, reference, probe.inputs, progress, label)  # noqa: E731
-    ref_out, hit = refcache.cached(ref_key, run_ref)
+    ref_out, hit = refcache.cached(reference_key, run_ref)
     if hit:
         progress.note(f"{label}: reused the cached reference outputs ({refcache.cache_dir()})")
     the_gate = gate.Gate(
@@ -262,6 +280,7 @@ def _open_gate(job: _Export, ctx, source_entry: dict, env: dict):
         thresholds=lambda variant: job.thresholds[variant["id"]],
         consumers=tuple(plan.consumers or ()),
         reference_model=reference,
+        reference_key=reference_key,
     )
     return reference, the_gate
 
@@ -293,7 +312,8 @@ def _record(
 
 def raise_for_failures(outcome: ExportOutcome) -> None:
     """FidelityError if a variant missed its thresholds; ExportFailed if one could not be built."""
-    by_status = {s: [v["id"] for v in outcome.manifest["variants"] if v["status"] == s] for s in ("failed", "error")}
+    listed = (outcome.manifest or {"variants": []})["variants"]
+    by_status = {s: [v["id"] for v in listed if v["status"] == s] for s in ("failed", "error")}
     if by_status["failed"]:
         raise FidelityError(
             f"variant(s) failed the fidelity gate: {', '.join(by_status['failed'])} (artifact kept at "
@@ -321,14 +341,16 @@ def _check_truncate_dim(truncate_dim: int | None, reference) -> None:
         )
 
 
-def _build_and_check(spec, ctx, stage: Path, gate, progress) -> VariantEntry:
-    """Build one variant into ``stage`` and judge it with ``gate`` (``exporter.quality.gate``)."""
+def _build_and_check(spec, ctx, stage: Path, gate, progress, fingerprint) -> VariantEntry:
+    """Build one variant into ``stage`` and judge it with ``gate`` (``exporter.quality.gate``); its entry records
+    ``fingerprint`` (``exporter.fingerprint``: what a re-run compares)."""
     from exporter import manifest as mf
     from exporter.builders import external_data
-    from exporter.quality.gate import reuse_key
+    from exporter.fingerprint import twin_key
     from exporter.runners.variant import load_variant
 
     entry = mf.variant_entry(spec, ctx.settings.truncate_dim)
+    entry["fingerprint"] = fingerprint.to_dict()
     try:
         with progress.step(f"Building {spec.id}"):
             if spec.backend.value == "onnx":  # onnx.load refuses hard-linked external data (the stage is a clone)
@@ -338,8 +360,8 @@ def _build_and_check(spec, ctx, stage: Path, gate, progress) -> VariantEntry:
                 result.files = external_data.settle_all(result.files)
         entry["files"] = [r.to_dict() for r in record_files(stage, result.files)]
         entry["build"] = result.build
-        checked = ctx.memo("parity-checked", dict)  # gate.reuse_key -> (variant id, its parity entry)
-        key = reuse_key(gate, entry, gate.thresholds(entry))
+        checked = ctx.memo("parity-checked", dict)  # fingerprint.twin_key -> (variant id, its parity entry)
+        key = twin_key(entry["fingerprint"], entry)
         if key in checked:  # the same bytes loaded the same way, judged alike: the same check
             twin, parity = checked[key]
             entry["parity"] = same = {**copy.deepcopy(parity), "same_files_as": twin}

@@ -20,6 +20,7 @@ SECTIONS: dict[type, dict] = {
     mt.Manifest: SCHEMA,
     mt.VariantEntry: DEFS["variant"],
     mt.LoadSpec: DEFS["variant"]["properties"]["load"],
+    mt.FingerprintEntry: DEFS["variant"]["properties"]["fingerprint"],
     mt.FileEntry: DEFS["file"],
     mt.AdjustedFrom: DEFS["file"]["properties"]["adjusted_from"],
     mt.TextSetEntry: DEFS["textset"],

@@ -40,8 +40,13 @@ class BuildContext:
     reference_key: str | None = None
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def memo(self, key: str, make: Callable[[], Any]) -> Any:
-        """Compute something once per export (the torch model, a loaded graph) and share it."""
+    def memo(self, what: str, make: Callable[[], Any], /, **facts: Any) -> Any:
+        """Compute ``what`` once per export for the same ``facts`` (the torch model, a loaded graph, a search)
+        and share it. The key is derived from the export's fingerprint (``reference_key``, see
+        ``exporter.fingerprint``) plus ``what`` and ``facts``, never written by hand."""
+        from exporter.fingerprint import derive
+
+        key = derive(self.reference_key, what, **facts)
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]

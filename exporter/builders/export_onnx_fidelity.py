@@ -199,9 +199,10 @@ def build_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     base = base_graph(ctx)
     dest = kit.transformer_dir(ctx.stage_dir) / spec.file_name
     scorer = OnnxScorer(ctx.stage_dir, texts, fidelity_search.calibration_reference(ctx, texts))
-    key = f"int8-sensitivity:{sha256_file(base)}:{opts!r}:{texts_sha256(texts)}"
+    facts = {"base": sha256_file(base), "options": opts.to_dict(), "texts": texts_sha256(texts)}
     with kit.backend_errors("fidelity int8"), kit.scratch(dest.parent) as work:
-        result: SearchResult = ctx.memo(key, lambda: sensitivity_search(base, work, scorer, opts))
+        search = lambda: sensitivity_search(base, work, scorer, opts)  # noqa: E731
+        result: SearchResult = ctx.memo("int8-sensitivity", search, **facts)
         quantize_dynamic_to(base, work / dest.name, opts, result.kept_float)
         kit.place(work / dest.name, dest)
     build = {

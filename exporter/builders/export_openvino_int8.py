@@ -133,7 +133,7 @@ def quantize_static(ctx: BuildContext, model, samples: list[dict], opts: NncfSta
     def run():
         return nncf.quantize(model, nncf.Dataset(samples), **quantize_arguments(opts, len(samples)))
 
-    return ctx.memo(f"ov-static-int8:{digest.hexdigest()}", run)
+    return ctx.memo("ov-static-int8", run, samples=digest.hexdigest())
 
 
 def nncf_record(opts: NncfStaticOptions) -> dict[str, Any]:

@@ -217,7 +217,7 @@ def calibration_reference(ctx: BuildContext, texts: list[str]) -> np.ndarray:
     def cached():
         return refcache.under_reference(ctx.reference_key, encode, calibration=sha, prompt="")
 
-    return ctx.memo(f"calibration-reference:{sha}", cached)
+    return ctx.memo("calibration-reference", cached, texts=sha)
 
 
 # ------------------------------------------------------------------------------------------ the rule

@@ -170,6 +170,7 @@ def export_summary(outcome) -> dict:
         "artifact": str(outcome.artifact),
         "manifest": str(outcome.artifact / "manifest.json"),
         "skipped": outcome.skipped,
+        "published": outcome.published,
         "source": {"repo": m["source"]["repo"], "revision": m["source"]["revision"], "pinned": m["source"]["pinned"]},
         "publishable": m["publishable"],
         "variants": [
@@ -283,6 +284,30 @@ def _fidelity(row: dict, primaries: dict, one: bool) -> str:
     return metric.format(row[metric.key]) if one else f"{metric.label} {metric.format(row[metric.key])}"
 
 
+def print_consumer_bench(result) -> None:
+    """``bench --consumers``: per variant, texts/s through each consumer and the bare runtime, with ratios."""
+    from rich.table import Table
+
+    cfg = result.config
+    sizes = [str(b) for b in cfg["batch_sizes"]]
+    table = Table(title=f"speed through the consumers ({cfg['threads']} threads, {cfg['rounds']} rounds)")
+    for col in ("variant", "runs through", *[f"texts/s @{b}" for b in sizes], *[f"× bare @{b}" for b in sizes]):
+        table.add_column(col)
+    for r in result.rows:
+        if r["status"] != "timed":
+            blank = [""] * (2 * len(sizes) - 1)
+            table.add_row(r["variant"], r["runner"], f"[yellow]not run: {r['message']}[/]", *blank)
+            continue
+        rates = [f"{r['throughput'][b]:.1f}" for b in sizes]
+        ratios = [f"{r['ratio_to_bare'][b]:.2f}" for b in sizes]
+        table.add_row(r["variant"], r["runner"], *rates, *ratios)
+    wide_console().print(table)
+    typer.echo(
+        f"CPU: {cfg['cpu']['model']}, load {cfg['loadavg_1min']:.2f} (1 min). "
+        "× bare: the consumer's throughput over the bare engine session's in the same round (1.00 = no overhead)."
+    )
+
+
 def print_summary_table(rows: list[dict]) -> None:
     from rich.table import Table
 
@@ -294,7 +319,7 @@ def print_summary_table(rows: list[dict]) -> None:
     table = Table(title="exporter run")
     for col in ("model", "variant", "verdict", shown[0].label if one else "fidelity", "speed ×torch", "artifact"):
         table.add_column(col)
-    style = {"passed": "green", "failed": "red", "error": "red", "crashed": "red"}
+    style = {"passed": "green", "failed": "red", "error": "red", "crashed": "red", "published": "green"}
     for r in rows:
         table.add_row(
             r["recipe"],
@@ -302,6 +327,6 @@ def print_summary_table(rows: list[dict]) -> None:
             f"[{style.get(r['verdict'], 'red')}]{r['verdict']}[/]",
             _fidelity(r, primaries, one),
             "-" if r["speed_ratio"] is None else f"{r['speed_ratio']:.2f}",
-            r["artifact"] or (r["error"] or "")[:120],
+            r["artifact"] or r.get("published") or (r["error"] or "")[:120],
         )
     wide_console().print(table)

@@ -136,6 +136,14 @@ def bench(
     rounds: Annotated[int, typer.Option(help="Interleaved timed rounds after the warm-up.")] = 3,
     max_texts: Annotated[int, typer.Option(help="Use at most this many texts per timed pass.")] = 256,
     report: Annotated[bool, typer.Option(help="Also refresh REPORT.md and report.png.")] = True,
+    consumers: Annotated[
+        str | None,
+        typer.Option(
+            "--consumers",
+            help="Instead: time the variants through these consumers (all, or names: runtime, sentence-transformers, "
+            "fastembed, optimum) beside the bare runtime, with ratios; nothing is recorded.",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Throughput at each batch size and batch-1 latency of each variant and the torch reference, in one run;
@@ -144,6 +152,9 @@ def bench(
     from exporter.quality import bench as bench_mod
     from exporter.quality.report import write_report
 
+    if consumers is not None:
+        _bench_consumers(artifact, variants, consumers, batch_sizes, threads, texts, rounds, max_texts, as_json)
+        return
     with library_stdout_to_stderr(), bench_bar() as on_step:
         result = bench_mod.bench(
             artifact,
@@ -162,6 +173,30 @@ def bench(
         print_json({"bench": manifest["bench"], "variants": result.variants, "recommended": manifest["recommended"]})
         return
     print_bench(result, manifest)
+
+
+def _bench_consumers(artifact, variants, names: str, batch_sizes: str, threads, texts, rounds, max_texts, as_json):
+    from exporter.cli.output import bench_bar, library_stdout_to_stderr, print_consumer_bench
+    from exporter.quality import bench as bench_mod
+    from exporter.quality import consumers
+    from exporter.quality.bench_consumers import bench_consumers
+
+    with library_stdout_to_stderr(), bench_bar() as on_step:
+        result = bench_consumers(
+            artifact,
+            _ids(variants),
+            consumers.parse_names(names),
+            batch_sizes=bench_mod.parse_batch_sizes(batch_sizes),
+            threads=threads,
+            texts=texts,
+            max_texts=max_texts,
+            rounds=rounds,
+            on_step=on_step,
+        )
+    if as_json:
+        print_json({"config": result.config, "rows": result.rows})
+        return
+    print_consumer_bench(result)
 
 
 def report(artifact: ArtifactArg, as_json: JsonOpt = False) -> None:

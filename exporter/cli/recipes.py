@@ -83,10 +83,17 @@ def worker(
 
     plan = _plan_for(path, load_recipe(path), variants=variants, artifacts=artifacts, force=force)
     outcome = run_export(plan, RichProgress())
-    summary = {"recipe": str(path), **export_summary(outcome)}
+    if outcome.manifest is None:  # every variant is published already with the same fingerprint: nothing here
+        summary = {"recipe": str(path), "artifact": None, "skipped": True, "published": outcome.published}
+    else:
+        summary = {"recipe": str(path), **export_summary(outcome)}
     if result is not None:  # the fleet reads the artifact's manifest (bench and recommendation too) from it
         with atomic_path(result) as tmp:
             tmp.write_text(json.dumps(summary, indent=2), "utf-8")
+    if outcome.manifest is None:
+        shown = ", ".join(f"{vid} ({where})" for vid, where in outcome.published.items())
+        typer.echo(json.dumps(summary) if as_json else f"Already published with the same fingerprint: {shown}")
+        return
     end_export(outcome, best=best.wants_best(plan.variants), as_json=as_json, summary=summary)
 
 
@@ -101,6 +108,8 @@ def _run_fleet(loaded, *, jobs: int, variants, artifacts: Path, force: bool, as_
         mark = "[green]✓[/]" if r.ok else "[red]✗[/]"
         tail = "" if r.ok else f" exit {r.exit_code}: {r.error or 'see ' + str(r.log)}"
         console.print(f"{mark} {r.name} ({r.model}) [dim]{r.seconds:.1f}s[/]{tail}", markup=True)
+        for vid, where in r.published.items():
+            console.print(f"  {vid}: already published with the same fingerprint at {where}; not rebuilt")
 
     runs = fleet.run_fleet(loaded, jobs=jobs, artifacts_root=artifacts, force=force, variants=variants, on_done=done)
     rows = fleet.summary_rows(runs)

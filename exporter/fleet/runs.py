@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +40,7 @@ class ModelRun:
     artifact: Path | None = None  # set when the export completed (its manifest is there)
     manifest: dict | None = None
     error: str | None = None  # the worker's last error line, when it did not complete
+    published: dict[str, str] = field(default_factory=dict)  # variant id -> where it is published (not rebuilt)
 
     @property
     def ok(self) -> bool:
@@ -135,6 +136,8 @@ def _read_result(run: ModelRun, result: Path) -> None:
         summary = json.loads(result.read_text("utf-8"))
     except (OSError, ValueError):
         summary = None
+    if isinstance(summary, dict) and isinstance(summary.get("published"), dict):
+        run.published = {str(k): str(v) for k, v in summary["published"].items()}
     if isinstance(summary, dict) and summary.get("artifact"):
         run.artifact = Path(summary["artifact"])
         try:
@@ -165,11 +168,16 @@ def speed_ratio(variant: dict) -> float | None:
 
 
 def summary_rows(runs: list[ModelRun]) -> list[dict]:
-    """One row per (model, variant): verdict, the kind's primary fidelity metric (``metric`` names it, and
+    """One row per (model, variant): verdict (``published``: not rebuilt, the registry holds it with the same
+    fingerprint; the row's ``published`` says where), the kind's primary fidelity metric (``metric`` names it, and
     the row holds it under that name: ``cosine_min`` for embedders, ``score_spearman`` for rerankers), speed
     ratio, artifact; one row for a failed model."""
     rows = []
     for run in runs:
+        for vid, where in run.published.items():  # skipped: the registry holds it with the same fingerprint
+            rows.append({**_row(run, vid, "published", None, None, None, None), "published": where})
+        if run.manifest is None and run.published and run.ok:
+            continue
         if run.manifest is None:
             known = run.exit_code in {c.value for c in ExitCode}
             verdict = "error" if known and run.exit_code > 0 else "crashed"

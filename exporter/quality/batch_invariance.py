@@ -33,6 +33,7 @@ SUBSET = 16  # probe inputs measured in every composition
 SUBSET_SPAN = 0.9  # the subset is spread over this shortest fraction of the probe inputs
 NEIGHBOUR_BATCH = 4  # shortest subset inputs padded with the longest probe input
 GATE_BATCHES = "gate batches"
+SUBSET_RULE = {"subset": SUBSET, "span": SUBSET_SPAN, "neighbours": NEIGHBOUR_BATCH}  # what a cached result depends on
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ class Consumer:
     how: str  # one line: how a user loads the variant with it
     encode: Callable[[Target, list[str]], np.ndarray]
     truncates_at_tokenizer_config: bool = False  # at tokenizer_config.json's model_max_length, not ST's limit
+    open: Callable[[Target], Callable[[list[str], int], np.ndarray]] | None = None  # load once (bench --consumers)
 
     def applies(self, variant: Mapping[str, Any], kind: str) -> bool:
         return variant["load"]["backend"] in self.backends and kind in self.kinds
@@ -130,7 +131,11 @@ class Consumer:
 
 
 # --------------------------------------------------------------------------------------- the loaders
-def _sentence_transformers(target: Target, texts: list[str]) -> np.ndarray:
+def _encoding(open_):  # a consumer's one-shot encode(target, texts): load it, encode in batches of BATCH
+    return lambda target, texts: open_(target)(texts, BATCH)
+
+
+def _open_sentence_transformers(target: Target):
     import importlib.util
 
     if importlib.util.find_spec("sentence_transformers") is None:
@@ -138,20 +143,20 @@ def _sentence_transformers(target: Target, texts: list[str]) -> np.ndarray:
     from exporter.runners.runner import variant_runner
 
     runner = variant_runner(target.artifact, target.variant, EMBEDDER, target.threads)
-    return np.asarray(runner.encode(texts, BATCH))
+    return lambda texts, batch: np.asarray(runner.encode(texts, batch))
 
 
-def _runtime(target: Target, texts: list[str]) -> np.ndarray:
+def _open_runtime(target: Target):
     from exporter import runtime
 
     truncate_dim = target.variant["load"].get("truncate_dim")
     enc = runtime.load(
         target.artifact, target.file_name, target.backend, threads=target.threads, truncate_dim=truncate_dim
     )
-    return enc.encode(texts, BATCH, prompt="")  # the probe texts carry their prompts already
+    return lambda texts, batch: enc.encode(texts, batch, prompt="")  # the probe texts carry their prompts already
 
 
-def _optimum(target: Target, texts: list[str]) -> np.ndarray:
+def _open_optimum(target: Target):
     """optimum's ORTModel / OVModel for feature extraction: last_hidden_state, pooled per 1_Pooling."""
     from transformers import AutoTokenizer
 
@@ -170,25 +175,29 @@ def _optimum(target: Target, texts: list[str]) -> np.ndarray:
         target.folder, subfolder=file_path.parent.as_posix(), file_name=file_path.name, local_files_only=True, **kwargs
     )
     tokenizer = AutoTokenizer.from_pretrained(target.folder)
-    out = []
-    for start in range(0, len(texts), BATCH):
-        batch = tokenizer(
-            texts[start : start + BATCH],
-            padding=True,
-            truncation=True,
-            max_length=target.facts.max_seq_length,
-            return_tensors="np",
-        )
-        feeds = {k: v for k, v in batch.items() if k in model.input_names}
-        hidden = np.asarray(model(**feeds).last_hidden_state)
-        out.append(runtime.pool(hidden, np.asarray(batch["attention_mask"]), target.facts))
-    return np.concatenate(out)
+
+    def encode(texts: list[str], size: int) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), size):
+            batch = tokenizer(
+                texts[start : start + size],
+                padding=True,
+                truncation=True,
+                max_length=target.facts.max_seq_length,
+                return_tensors="np",
+            )
+            feeds = {k: v for k, v in batch.items() if k in model.input_names}
+            hidden = np.asarray(model(**feeds).last_hidden_state)
+            out.append(runtime.pool(hidden, np.asarray(batch["attention_mask"]), target.facts))
+        return np.concatenate(out)
+
+    return encode
 
 
 _FASTEMBED_POOLING = {"mean": "MEAN", "cls": "CLS", "lasttoken": "LAST_TOKEN"}
 
 
-def _fastembed(target: Target, texts: list[str]) -> np.ndarray:
+def _open_fastembed(target: Target):
     """fastembed's TextEmbedding on a custom model: the graph's first output, pooled by fastembed."""
     try:
         from fastembed import TextEmbedding
@@ -208,7 +217,7 @@ def _fastembed(target: Target, texts: list[str]) -> np.ndarray:
             model_file=target.file_name,
         )
     model = TextEmbedding(name, specific_model_path=str(target.folder), threads=target.threads, lazy_load=False)
-    return np.asarray(list(model.embed(texts, batch_size=BATCH)), dtype=np.float32)
+    return lambda texts, batch: np.asarray(list(model.embed(texts, batch_size=batch)), dtype=np.float32)
 
 
 _TRANSFORMERS_JS_POOLING = {"mean": "mean", "cls": "cls"}  # its last_token takes the last (maybe padded) slot
@@ -271,7 +280,8 @@ CONSUMERS: tuple[Consumer, ...] = (
         None,
         "in-process",
         'SentenceTransformer(DIR, backend="onnx"|"openvino", model_kwargs={"file_name": FILE})',
-        _sentence_transformers,
+        _encoding(_open_sentence_transformers),
+        open=_open_sentence_transformers,
     ),
     Consumer(
         "optimum",
@@ -281,7 +291,8 @@ CONSUMERS: tuple[Consumer, ...] = (
         "in-process",
         "ORTModelForFeatureExtraction / OVModelForFeatureExtraction.from_pretrained(DIR, subfolder, file_name); "
         "last_hidden_state pooled as 1_Pooling/config.json says",
-        _optimum,
+        _encoding(_open_optimum),
+        open=_open_optimum,
     ),
     Consumer(
         "fastembed",
@@ -291,8 +302,9 @@ CONSUMERS: tuple[Consumer, ...] = (
         "in-process",
         "TextEmbedding.add_custom_model(model=NAME, pooling=..., normalization=..., model_file=FILE, ...); "
         "TextEmbedding(NAME, specific_model_path=DIR)",
-        _fastembed,
+        _encoding(_open_fastembed),
         truncates_at_tokenizer_config=True,
+        open=_open_fastembed,
     ),
     Consumer(
         "transformers.js",
@@ -311,7 +323,8 @@ CONSUMERS: tuple[Consumer, ...] = (
         None,
         "in-process",
         'exporter.runtime.load(DIR, FILE, backend="onnx"|"openvino")',
-        _runtime,
+        _encoding(_open_runtime),
+        open=_open_runtime,
     ),
 )
 BY_NAME: dict[str, Consumer] = {c.name: c for c in CONSUMERS}

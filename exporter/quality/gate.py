@@ -4,8 +4,8 @@
 one variant measured by both gets the same metrics from the same batches:
 
 - ``reference_outputs``: the torch reference over the probe inputs, in ``parity_run.outputs_length_sorted``
-  batches (``BATCHING``), with progress. The export caches it (``refcache``, keyed by source files, probe
-  set, settings, toolchain, CPU and ``BATCHING``); verify runs it afresh.
+  batches (``BATCHING``), with progress. The export caches it (``refcache``, keyed by the export fingerprint's
+  reference key: source files, toolchain, CPU, settings, probe set and ``BATCHING``); verify runs it afresh.
 - ``Gate``: what every variant of one export or verify run is judged against: the kind, the probe, the
   reference outputs and a thresholds provider (``ThresholdsFor``: a variant's manifest entry -> its
   threshold set; the export plan's, or at verify the policy's, ``requested_thresholds``).
@@ -14,9 +14,9 @@ one variant measured by both gets the same metrics from the same batches:
   ``batch_cosine_min`` where the kind's thresholds have it), the verdict, the serving paths
   (``parity_run.check_serving_paths``) and the consumers (``consumers.rows_for``): the manifest's ``parity``
   entry.
-- Reuse is explicit and keyed. ``reuse_key``: two variants of one export whose key is equal (the same file
-  bytes loaded the same way, the same precision's batching, thresholds, consumers, probe set and reference)
-  get the same check. Within one check, the runtime path reuses the sentence-transformers path's graph runs
+- Reuse is explicit and keyed. ``exporter.fingerprint.twin_key``: two variants of one export whose key is
+  equal (the same file bytes loaded the same way, the same precision's batching, the same judging and export
+  fingerprint) get the same check. Within one check, the runtime path reuses the sentence-transformers path's graph runs
   by feeds digest (``parity_replay``) only after its own session reproduced one of them bit for bit, and
   records how many batches it ran and reused (``serving_paths.runtime.graph_runs``).
 """
@@ -24,8 +24,7 @@ one variant measured by both gets the same metrics from the same batches:
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,15 +77,6 @@ def requested_thresholds(kind: str) -> ThresholdsFor:
     return of
 
 
-def reuse_key(gate: Gate, variant: Mapping[str, Any], threshold) -> str:
-    """What a variant's check depends on: its files' bytes, how it is loaded but for the file's name, its
-    precision (its batching), its thresholds and consumers, and the probe set and reference outputs."""
-    load = {k: v for k, v in variant["load"].items() if k != "file_name"}
-    files = sorted(f["sha256"] for f in variant["files"])
-    facts = [files, load, variant["precision"], repr(threshold), list(gate.consumers), gate.probe_sha256, BATCHING]
-    return json.dumps([*facts, gate.reference_digest], default=str)
-
-
 @dataclass
 class Gate:
     """Everything a variant is judged against (see the module doc)."""
@@ -100,22 +90,37 @@ class Gate:
     threads: int | None = None  # the runtime path's threads (None: the runtime's default)
     batch_sizes: tuple[int, ...] = field(default_factory=bench_batch_sizes)
     reference_model: Any = None  # the loaded torch reference: its own batch invariance bounds what is asked
+    reference_key: str | None = None  # the export fingerprint's reference key (refcache); None: nothing cached
     _reference_invariance: Any = field(default=None, init=False, repr=False)
 
-    def reference_invariance(self):
-        """The torch reference's own batch invariance on the same subset and compositions (measured once), or
-        None without the model. A model whose outputs depend on padding (absolute positions with left padding)
-        is batch-dependent in torch too; no export of it can be less so."""
-        from exporter.quality import batch_invariance
+    def reference_batch_cosine_min(self) -> float | None:
+        """The torch reference's own batch invariance (``batch_cosine_min``) on the same subset and compositions,
+        or None without the model. A model whose outputs depend on padding (absolute positions with left padding)
+        is batch-dependent in torch too; no export of it can be less so. Measured once per gate; with a
+        ``reference_key`` (the export's), cached per pin in ``refcache`` as the reference's outputs are."""
+        import numpy as np
+
+        from exporter.fingerprint import derive
+        from exporter.quality import batch_invariance, refcache
 
         if self.reference_model is None:
             return None
         if self._reference_invariance is None:
             kspec, model = kinds.get(self.kind), self.reference_model
             run_one = lambda batch: kspec.outputs(model, batch, len(batch))  # noqa: E731 - one batch as given
-            self._reference_invariance = batch_invariance.measure(
-                run_one, self.probe.inputs, self.batch_sizes, self.reference, PARITY_BATCH
-            )
+
+            def measure():
+                got = batch_invariance.measure(
+                    run_one, self.probe.inputs, self.batch_sizes, self.reference, PARITY_BATCH
+                )
+                return np.array([got.cosine_min], dtype=np.float64)
+
+            if self.reference_key:
+                facts = {"batch_sizes": list(self.batch_sizes), "subset": batch_invariance.SUBSET_RULE}
+                key = derive(self.reference_key, "reference-batch-invariance", **facts)
+                self._reference_invariance = float(refcache.cached(key, measure)[0][0])
+            else:
+                self._reference_invariance = float(measure()[0])
         return self._reference_invariance
 
     def batch_threshold(self, threshold):
@@ -124,18 +129,10 @@ class Gate:
         (``1 - batch_cosine_min``): a variant may add no more batch dependence than the policy allows. Also
         returns the reference's figure (None when not measured or not needed)."""
         limit = getattr(threshold, BATCH_METRIC, None)
-        ref = self.reference_invariance() if limit is not None else None
-        if limit is None or ref is None or ref.cosine_min >= limit:
-            return threshold, (ref.cosine_min if ref is not None else None)
-        return dataclasses.replace(threshold, **{BATCH_METRIC: ref.cosine_min - (1.0 - limit)}), ref.cosine_min
-
-    @property
-    def reference_digest(self) -> str:
-        import numpy as np
-
-        from exporter.fsutil import sha256_bytes
-
-        return sha256_bytes(np.ascontiguousarray(self.reference).tobytes())
+        ref = self.reference_batch_cosine_min() if limit is not None else None
+        if ref is None or ref >= limit:
+            return threshold, ref
+        return dataclasses.replace(threshold, **{BATCH_METRIC: ref - (1.0 - limit)}), ref
 
     def check(self, artifact: Path, variant: dict, model, progress=None) -> dict:
         """Judge one loaded variant (``variant``: its manifest entry, ``model``: loaded by

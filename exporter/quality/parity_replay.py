@@ -46,6 +46,7 @@ class Tape:
     def __init__(self, session=None) -> None:
         self.runs: dict[bytes, dict[str, np.ndarray]] = {}
         self._session = session
+        self.session = session  # the ONNX Runtime session recorded (None: a tape filled by ``add``)
         if session is not None:
             self._real_run = session.run
             self._names = [o.name for o in session.get_outputs()]
@@ -120,8 +121,9 @@ class ReplayingSession:
         return self._real.run(output_names, feeds)
 
 
-def replaying(encoder, tape: Tape | None):
-    """``encoder`` (an ``exporter.runtime.Encoder``) with its session serving ``tape``'s batches, if any."""
+def replaying(encoder, tape: Tape | None, *, same_session: bool = False):
+    """``encoder`` (an ``exporter.runtime.Encoder``) with its session serving ``tape``'s batches, if any
+    (``same_session``: the encoder runs on the very session the tape recorded)."""
     if tape is not None and tape.runs:
-        encoder.session = ReplayingSession(encoder.session, tape)
+        encoder.session = ReplayingSession(encoder.session, tape, same_session=same_session)
     return encoder

@@ -121,9 +121,10 @@ def candidate_run(precision: str, outputs: Callable[[Any, list, int], Any], mode
     )
 
 
-def runtime_encoder(artifact: Path, load: dict, kind: str | None, threads: int | None = None):
-    """``(encoder, None)``: the torch-free runtime on the variant's graph; ``(None, None)``: the variant has
-    no runtime path (not an ONNX sentence-transformer); ``(None, reason)``: it should, but cannot load."""
+def runtime_encoder(artifact: Path, load: dict, kind: str | None, threads: int | None = None, session=None):
+    """``(encoder, None)``: the torch-free runtime on the variant's graph (on ``session`` when given: an open
+    session of the same file and options); ``(None, None)``: the variant has no runtime path (not an ONNX
+    sentence-transformer); ``(None, reason)``: it should, but cannot load."""
     from exporter import kinds, runtime
     from exporter.errors import UsageError
 
@@ -131,7 +132,7 @@ def runtime_encoder(artifact: Path, load: dict, kind: str | None, threads: int |
         return None, None
     try:
         file_name, truncate_dim = load.get("file_name") or "onnx/model.onnx", load.get("truncate_dim")
-        return runtime.load(artifact, file_name, threads=threads, truncate_dim=truncate_dim), None
+        return runtime.load(artifact, file_name, threads=threads, truncate_dim=truncate_dim, session=session), None
     except UsageError as exc:
         return None, exc.message
 
@@ -153,15 +154,22 @@ def check_serving_paths(
 
     ``tape``: the sentence-transformers path's session outputs (``parity_replay.record``), which the runtime
     path reuses for the batches it feeds identically instead of running the graph on them again; ``lengths``:
-    the sentence-transformers path ran in ``outputs_length_sorted`` batches counted with it."""
+    the sentence-transformers path ran in ``outputs_length_sorted`` batches counted with it.
+
+    One session serves both paths when it can: with the libraries' default options (``threads`` None, as at
+    export) and no model options of its own, the runtime opens the same file with the same options as the
+    sentence-transformers path did, so it runs on that path's session (``tape.session``) and its taped
+    batches need no check run (``serving_paths.runtime.graph_runs.session``: "shared")."""
     from exporter.quality import parity_replay
 
-    encoder, reason = runtime_encoder(artifact, load, kind, threads)
+    shared = tape.session if tape is not None and threads is None and not load.get("model_kwargs") else None
+    encoder, reason = runtime_encoder(artifact, load, kind, threads, session=shared)
     if encoder is not None:
-        encoder = parity_replay.replaying(encoder, tape)
+        encoder = parity_replay.replaying(encoder, tape, same_session=shared is not None)
         entry = add_runtime_path(entry, ref_out, st_out, encoder, texts, threshold, lengths=lengths)
         if isinstance(encoder.session, parity_replay.ReplayingSession):  # what the runtime path ran, and reused
             runs = {"ran": encoder.session.ran, "replayed": encoder.session.replayed}
+            runs["session"] = "shared" if shared is not None else "own"
             entry["serving_paths"]["runtime"]["graph_runs"] = runs
         return entry
     if reason:

@@ -2,13 +2,12 @@
 
 The reference run is the same for every export of one pinned model with one probe set and toolchain, so
 a re-export (another ``--variants``, ``--force``, another artifact folder) reuses it instead of running
-torch again. The key hashes everything that changes the numbers: the source files' sha256, the probe set's
-sha256 (prompts included), the model kind, a ``max_seq_length`` override, the Matryoshka ``truncate_dim``
-(a 128-d reference is not a 384-d one), every toolchain version, the CPU model and flags, and the batch
-size and batching the reference runs at (``parity_run.REFERENCE_BATCHING``). The int8 fidelity searches
-cache their torch run over the calibration texts under that key plus the calibration set's sha256, so it
-too runs once per pin; the base ONNX graph's post-export check (``builders.export_onnx.verify``) caches its
-torch side (the check texts, bare and with the model's first prompts) the same way. Only numpy arrays are
+torch again. The key is the export fingerprint's reference key (``exporter.fingerprint``: the source files,
+toolchain, CPU capabilities, settings, probe set and batching parts, nothing of any variant). The int8
+fidelity searches cache their torch run over the calibration texts under a key derived from it plus the
+calibration set's sha256, so it too runs once per pin; the base ONNX graph's post-export check
+(``builders.export_onnx.verify``) caches its torch side (the check texts, bare and with the model's first
+prompts) the same way. Only numpy arrays are
 cached (embedders and sparse encoders); a corrupt or unreadable entry is recomputed. Folder:
 ``$EXPORTER_CACHE_DIR``, else ``$XDG_CACHE_HOME/exporter``, else ``~/.cache/exporter``;
 ``reference/<key>.npy``, written atomically.
@@ -16,13 +15,13 @@ cached (embedders and sparse encoders); a corrupt or unreadable entry is recompu
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from exporter.fsutil import atomic_path, sha256_bytes
+from exporter.fingerprint import derive
+from exporter.fsutil import atomic_path
 
 
 def cache_dir() -> Path:
@@ -32,18 +31,13 @@ def cache_dir() -> Path:
     return Path(base) / "exporter"
 
 
-def key(**facts: Any) -> str:
-    """A stable hash of the facts that decide the reference's numbers (JSON, sorted keys)."""
-    return sha256_bytes(json.dumps(facts, sort_keys=True, default=str).encode())
-
-
 def under_reference(reference_key: str | None, compute: Callable[[], Any], **facts: Any) -> Any:
     """``compute()`` of something else the export's torch reference gives (the calibration texts' embeddings,
     the post-export check's), cached under the export's reference key plus ``facts``; computed afresh when
     the export has no key (a builder called outside the pipeline)."""
     if not reference_key:
         return compute()
-    return cached(key(reference=reference_key, **facts), compute)[0]
+    return cached(derive(reference_key, "reference-run", **facts), compute)[0]
 
 
 def cached(cache_key: str, compute: Callable[[], Any]) -> tuple[Any, bool]:

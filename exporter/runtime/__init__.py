@@ -232,8 +232,13 @@ def load(
     providers: tuple[str, ...] | None = None,
     threads: int | None = None,
     truncate_dim: int | None = None,
+    session=None,
 ) -> Encoder:
     """Open ``file_name`` (relative to the Transformer module's folder, as ST resolves it) for serving.
+
+    ``session``: an ``onnxruntime.InferenceSession`` already open on that very file with the options this
+    call would use (the export's check passes the sentence-transformers path's, so both serving paths run on
+    one session); None: opened here.
 
     Without ``file_name`` / ``backend``: the variant of a single-variant manifest (a pulled, packaged or
     laid-out folder), else ``onnx/model.onnx`` on onnxruntime.
@@ -266,7 +271,8 @@ def load(
         raise UsageError(f"{path} does not exist.", "Check the artifact folder and the variant's file name.")
     if truncate_dim is None:
         truncate_dim = _manifest_truncate_dim(artifact_dir)
-    encoder = Encoder(opener(path, providers, threads), load_tokenizer(facts), facts, backend, path)
+    opened = _OnnxSession(session) if session is not None and backend == "onnx" else opener(path, providers, threads)
+    encoder = Encoder(opened, load_tokenizer(facts), facts, backend, path)
     encoder.truncate_dim = None if encoder.sparse else truncate_dim  # sparse encoders do not truncate (as ST)
     return encoder
 

@@ -56,6 +56,7 @@ CONFIG_MEDIA_TYPE = "application/vnd.exporter.manifest.v1+json"
 LAYER_MEDIA_TYPE = "application/vnd.exporter.file.v1"
 TITLE = oras.defaults.annotation_title
 ANNOTATION = "dev.exporter."
+FINGERPRINT = ANNOTATION + "fingerprint"  # the variant's fingerprint digest (exporter.fingerprint)
 FORMATS = ("modelpack", "exporter")
 
 # --------------------------------------------------------------------------------------------- artifacts
@@ -86,7 +87,7 @@ def oci_manifest(narrowed: dict, config: bytes, *, allow_failed: bool = False) -
 
 
 def manifest_annotations(narrowed: dict, allow_failed: bool) -> dict[str, str]:
-    """Manifest annotations: creation time, the pin, the variant and its parity verdict."""
+    """Manifest annotations: creation time, the pin, the variant, its parity verdict and its fingerprint."""
     variant = narrowed["variants"][0]
     passed = variant["status"] == "passed" and bool((variant.get("parity") or {}).get("passed"))
     verdict = "passed" if passed else ("failed" if variant["status"] == "passed" else variant["status"])
@@ -100,6 +101,7 @@ def manifest_annotations(narrowed: dict, allow_failed: bool) -> dict[str, str]:
         ANNOTATION + "precision": variant["precision"],
         ANNOTATION + "parity": verdict,
         ANNOTATION + "tool-version": narrowed["tool_version"],
+        FINGERPRINT: (variant.get("fingerprint") or {}).get("digest"),
         ANNOTATION + "allow-failed": "true" if allow_failed else None,
         ANNOTATION + "publishable": None if narrowed.get("publishable") else "false",
     }
@@ -110,6 +112,11 @@ def default_tag(manifest: dict, variant_id: str) -> str:
     revision = manifest["source"].get("revision")
     if not revision:
         raise UsageError("this artifact has no pinned source revision for a default tag.", "Name a tag: …/REPO:TAG.")
+    return variant_tag(revision, variant_id)
+
+
+def variant_tag(revision: str, variant_id: str) -> str:
+    """The default tag of one variant of a pinned source: ``<sha12>-<variant>``."""
     return f"{revision[:12]}-{variant_id}"
 
 

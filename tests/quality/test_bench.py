@@ -196,3 +196,36 @@ def test_cli_bench_json(artifact, tmp_path):  # noqa: F811
     assert (artifact / "REPORT.md").is_file() and (artifact / "report.png").is_file()
     manifest = mf.load(artifact)
     assert mf.get_variant(manifest, "onnx-o1")["bench"] is None  # not in this run: no stale ratio kept
+
+
+def test_bench_consumers_times_each_consumer_beside_the_bare_runtime(artifact):  # noqa: F811 - fixture
+    from exporter.cli.output import print_consumer_bench
+    from exporter.quality.bench_consumers import ConsumerBench
+
+    before = mf.load(artifact)
+    names = "runtime,sentence-transformers,fastembed,transformers.js"
+    args = ["--variants", "onnx", "--batch-sizes", "1,4", "--rounds", "1", "--max-texts", "6", "--threads", "1"]
+    result = invoke("bench", str(artifact), "--consumers", names, *args, "--json")
+    assert result.code == 0, result.err
+    out = json.loads(result.out)
+    rows = {r["runner"]: r for r in out["rows"]}
+    assert [r["variant"] for r in out["rows"]] == ["onnx"] * 5
+    assert list(rows) == ["bare runtime", "sentence-transformers", "fastembed", "transformers.js", "runtime"]
+    timed = [n for n, r in rows.items() if r["status"] == "timed"]
+    assert {"bare runtime", "runtime", "sentence-transformers"} <= set(timed)  # in-process, always here
+    for name in timed:
+        assert set(rows[name]["throughput"]) == set(rows[name]["ratio_to_bare"]) == {"1", "4"}
+        assert all(v > 0 for v in (*rows[name]["throughput"].values(), *rows[name]["ratio_to_bare"].values()))
+    assert rows["bare runtime"]["ratio_to_bare"] == {"1": 1.0, "4": 1.0}
+    assert rows["transformers.js"]["status"] == "not run" and "node subprocess" in rows["transformers.js"]["message"]
+    assert all(r["message"] for r in rows.values() if r["status"] == "not run")  # says why it cannot run
+    assert out["config"]["cpu"]["model"] and out["config"]["batch_sizes"] == [1, 4]
+    assert mf.load(artifact) == before  # nothing recorded
+
+    import contextlib
+    import io
+
+    shown = io.StringIO()
+    with contextlib.redirect_stdout(shown):
+        print_consumer_bench(ConsumerBench(out["config"], out["rows"]))
+    assert "× bare @4" in shown.getvalue() and "not run" in shown.getvalue()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from exporter.fingerprint import derive
 from exporter.pipeline import ExportPlan, NoProgress, run_export
 from exporter.quality import refcache
 
@@ -24,8 +25,11 @@ def test_a_second_export_reuses_the_reference_and_gets_the_same_verdict(tiny_mod
     assert any("cached reference" in n for n in second.lines)
     pa, pb = (o.manifest["variants"][0]["parity"] for o in (a, b))
     assert pa["cosine_min"] == pb["cosine_min"] and b.manifest["variants"][0]["status"] == "passed"
-    # one entry for the probe set, one for the base graph's post-export check texts; the second export added none
-    assert len(list((refcache.cache_dir() / "reference").glob("*.npy"))) == 2
+    ib, ia = (o.manifest["variants"][0]["parity"]["batch_invariance"] for o in (b, a))
+    assert ib["reference_cosine_min"] == ia["reference_cosine_min"] is not None  # the reference's own, cached
+    # one entry for the probe set, one for the base graph's post-export check texts, one for the reference's own
+    # batch invariance; the second export added none
+    assert len(list((refcache.cache_dir() / "reference").glob("*.npy"))) == 3
 
 
 def test_another_probe_set_or_a_corrupt_entry_recomputes(tmp_path):
@@ -35,8 +39,8 @@ def test_another_probe_set_or_a_corrupt_entry_recomputes(tmp_path):
         calls.append(1)
         return np.arange(6, dtype=np.float32).reshape(2, 3)
 
-    k1, k2 = refcache.key(probe="a", packages={"torch": "1"}), refcache.key(probe="b", packages={"torch": "1"})
-    assert k1 != k2 and k1 == refcache.key(packages={"torch": "1"}, probe="a")
+    k1, k2 = derive("ref", "probe", probe="a", packages={"torch": "1"}), derive("ref", "probe", probe="b")
+    assert k1 != k2 and k1 == derive("ref", "probe", packages={"torch": "1"}, probe="a")
     assert refcache.cached(k1, compute)[1] is False and refcache.cached(k1, compute)[1] is True
     assert refcache.cached(k2, compute)[1] is False
     (refcache.cache_dir() / "reference" / f"{k1}.npy").write_bytes(b"not numpy")

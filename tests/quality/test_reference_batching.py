@@ -117,3 +117,30 @@ def test_fp32_candidates_run_in_token_batches_and_the_runtime_path_follows(tmp_p
     int8_run, int8_lengths = parity_run.candidate_run("int8", spec.outputs, model, 32)
     assert int8_lengths is None  # dynamic int8 depends on its batch mates: ST's own batches
     np.testing.assert_array_equal(int8_run(texts), spec.outputs(model, texts, 32))
+
+
+def test_the_runtime_path_runs_on_the_st_paths_session_and_gets_what_its_own_session_gets(tmp_path_factory):
+    _, art, _ = exported_tiny(tmp_path_factory, "mean", True)
+    model, spec = _onnx_st(art), kinds.get(None)
+    texts = TEXTS * 9
+    tape = parity_replay.record(model)
+    run, lengths = parity_run.candidate_run("fp32", spec.outputs, model, 32)
+    st_out = run(texts)
+    tape.close()
+    load = {"backend": "onnx", "file_name": "onnx/model.onnx"}
+    from exporter.quality import parity
+
+    threshold = parity.defaults(None, "fp32")
+    entry = parity_run.check_serving_paths(
+        {"passed": True}, st_out, st_out, art, load, None, texts, threshold, tape=tape, lengths=lengths
+    )
+    runtime_path = entry["serving_paths"]["runtime"]
+    assert runtime_path["graph_runs"] == {"ran": 0, "replayed": len(tape.runs), "session": "shared"}
+    own = parity_run.encode_in_st_batches(runtime.load(art), texts, 32, lengths)  # its own session, run for real
+    assert entry["serving_paths"]["agreement"]["max_abs_diff"] <= 1e-6 and runtime_path["passed"]
+    assert float(np.abs(own - st_out).max()) <= 1e-6
+    # with pinned threads (bench, verify) the runtime opens its own session and checks one taped batch for real
+    pinned = parity_run.check_serving_paths(
+        {"passed": True}, st_out, st_out, art, load, None, texts, threshold, threads=1, tape=tape, lengths=lengths
+    )
+    assert pinned["serving_paths"]["runtime"]["graph_runs"]["session"] == "own"
