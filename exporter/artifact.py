@@ -74,7 +74,7 @@ def _with_adjustments(records: list[FileRecord], changed: dict[str, str], src) -
 def kept_variants(
     out: Path,
     source_entry: dict,
-    asked: dict[str, Fingerprint],
+    asked: Mapping[str, Fingerprint],
     inputs_of: Callable[[str], Fingerprint | None],
     *,
     force: bool = False,

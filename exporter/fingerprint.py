@@ -173,7 +173,7 @@ def for_variant(base: Fingerprint, spec, *, calibration_sha256: str | None, thre
     )
 
 
-def twin_key(recorded: Mapping, variant: dict) -> str:
+def twin_key(recorded: Mapping, variant: Mapping[str, Any]) -> str:
     """Two variants of one export share one parity check when this agrees: the export's inputs and the
     variant's judging (from its ``fingerprint`` record), its file bytes, how it is loaded but for the file's
     name, and its precision (which picks its batching)."""

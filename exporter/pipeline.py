@@ -228,7 +228,7 @@ def _calibration(job: _Export):
     return job.calib_set or probes.load_text_set(None, "calibration")
 
 
-def _published(job: _Export, asked: dict, kept: dict) -> dict[str, str]:
+def _published(job: _Export, asked: Mapping[str, Any], kept: Mapping[str, Any]) -> dict[str, str]:
     """Variant id -> where the plan's registry already holds it with this run's fingerprint (none unpinned)."""
     from exporter.ship.published import already_published
 

@@ -25,6 +25,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from exporter import environment
@@ -88,7 +89,7 @@ def bench_consumers(
     rows: list[dict] = []
     pre = (sample, warm)
     for v in chosen:
-        loaders.append((_name(v, BARE), lambda v=v: bare_runner(artifact, v, kind, threads, pre, batch_sizes)))
+        loaders.append((_name(v, BARE), partial(bare_runner, artifact, v, kind, threads, pre, batch_sizes)))
         rows.append({"variant": v["id"], "runner": BARE})
         target = consumers.Target(Path(artifact), v, facts, threads=threads)
         for c in consumers.CONSUMERS:
@@ -99,7 +100,7 @@ def bench_consumers(
             if why:
                 rows.append({**row, "status": NOT_RUN, "message": why})
                 continue
-            loaders.append((_name(v, c.name), lambda c=c, target=target: consumer_runner(c, target)))
+            loaders.append((_name(v, c.name), partial(consumer_runner, c, target)))
             rows.append(row)
     samples = bench.measure(loaders, sample, batch_sizes, rounds, on_step)
     for row in rows:

@@ -83,9 +83,12 @@ class Consumer:
     pools: dict[str, str] | None  # the model's pooling mode -> the consumer's own name; None: model's own
     runs: str  # "in-process" or "node subprocess"
     how: str  # one line: how a user loads the variant with it
-    encode: Callable[[Target, list[str]], np.ndarray]
+    open: Callable[[Target], Callable[[list[str], int], np.ndarray]] | None  # load once; None: not in this process
     truncates_at_tokenizer_config: bool = False  # at tokenizer_config.json's model_max_length, not ST's limit
-    open: Callable[[Target], Callable[[list[str], int], np.ndarray]] | None = None  # load once (bench --consumers)
+    run_once: Callable[[Target, list[str]], np.ndarray] | None = None  # (target, texts) -> vectors, when open is None
+
+    def encode(self, target: Target, texts: list[str]) -> np.ndarray:  # load, then encode in batches of BATCH
+        return self.open(target)(texts, BATCH) if self.open else self.run_once(target, texts)  # type: ignore[misc]
 
     def applies(self, variant: Mapping[str, Any], kind: str) -> bool:
         return variant["load"]["backend"] in self.backends and kind in self.kinds
@@ -131,10 +134,6 @@ class Consumer:
 
 
 # --------------------------------------------------------------------------------------- the loaders
-def _encoding(open_):  # a consumer's one-shot encode(target, texts): load it, encode in batches of BATCH
-    return lambda target, texts: open_(target)(texts, BATCH)
-
-
 def _open_sentence_transformers(target: Target):
     import importlib.util
 
@@ -176,22 +175,15 @@ def _open_optimum(target: Target):
     )
     tokenizer = AutoTokenizer.from_pretrained(target.folder)
 
-    def encode(texts: list[str], size: int) -> np.ndarray:
-        out = []
-        for start in range(0, len(texts), size):
-            batch = tokenizer(
-                texts[start : start + size],
-                padding=True,
-                truncation=True,
-                max_length=target.facts.max_seq_length,
-                return_tensors="np",
-            )
-            feeds = {k: v for k, v in batch.items() if k in model.input_names}
-            hidden = np.asarray(model(**feeds).last_hidden_state)
-            out.append(runtime.pool(hidden, np.asarray(batch["attention_mask"]), target.facts))
-        return np.concatenate(out)
+    limits = {"padding": True, "truncation": True, "max_length": target.facts.max_seq_length, "return_tensors": "np"}
 
-    return encode
+    def one(batch) -> np.ndarray:
+        hidden = np.asarray(model(**{k: v for k, v in batch.items() if k in model.input_names}).last_hidden_state)
+        return runtime.pool(hidden, np.asarray(batch["attention_mask"]), target.facts)
+
+    return lambda texts, size: np.concatenate(
+        [one(tokenizer(texts[s : s + size], **limits)) for s in range(0, len(texts), size)]
+    )
 
 
 _FASTEMBED_POOLING = {"mean": "MEAN", "cls": "CLS", "lasttoken": "LAST_TOKEN"}
@@ -280,8 +272,7 @@ CONSUMERS: tuple[Consumer, ...] = (
         None,
         "in-process",
         'SentenceTransformer(DIR, backend="onnx"|"openvino", model_kwargs={"file_name": FILE})',
-        _encoding(_open_sentence_transformers),
-        open=_open_sentence_transformers,
+        _open_sentence_transformers,
     ),
     Consumer(
         "optimum",
@@ -291,8 +282,7 @@ CONSUMERS: tuple[Consumer, ...] = (
         "in-process",
         "ORTModelForFeatureExtraction / OVModelForFeatureExtraction.from_pretrained(DIR, subfolder, file_name); "
         "last_hidden_state pooled as 1_Pooling/config.json says",
-        _encoding(_open_optimum),
-        open=_open_optimum,
+        _open_optimum,
     ),
     Consumer(
         "fastembed",
@@ -302,9 +292,8 @@ CONSUMERS: tuple[Consumer, ...] = (
         "in-process",
         "TextEmbedding.add_custom_model(model=NAME, pooling=..., normalization=..., model_file=FILE, ...); "
         "TextEmbedding(NAME, specific_model_path=DIR)",
-        _encoding(_open_fastembed),
+        _open_fastembed,
         truncates_at_tokenizer_config=True,
-        open=_open_fastembed,
     ),
     Consumer(
         "transformers.js",
@@ -313,8 +302,9 @@ CONSUMERS: tuple[Consumer, ...] = (
         _TRANSFORMERS_JS_POOLING,
         "node subprocess",
         "env.localModelPath=PARENT; pipeline('feature-extraction', NAME, {dtype: 'fp32', model_file_name: STEM})",
-        _transformers_js,
+        None,
         truncates_at_tokenizer_config=True,
+        run_once=_transformers_js,
     ),
     Consumer(
         "runtime",
@@ -323,8 +313,7 @@ CONSUMERS: tuple[Consumer, ...] = (
         None,
         "in-process",
         'exporter.runtime.load(DIR, FILE, backend="onnx"|"openvino")',
-        _encoding(_open_runtime),
-        open=_open_runtime,
+        _open_runtime,
     ),
 )
 BY_NAME: dict[str, Consumer] = {c.name: c for c in CONSUMERS}

@@ -88,7 +88,9 @@ EMULATED = "emulated (documented contract)"
 
 
 EMULATED_CONSUMERS: tuple[Consumer, ...] = (
-    Consumer("tei", frozenset({"onnx"}), frozenset({EMBEDDER}), None, EMULATED, "", _tei),
-    Consumer("ovms", frozenset({"openvino"}), frozenset({EMBEDDER}), None, EMULATED, "", _ovms),
-    Consumer("triton", frozenset({"onnx", "openvino"}), frozenset({EMBEDDER}), None, EMULATED, "", _triton),
+    Consumer("tei", frozenset({"onnx"}), frozenset({EMBEDDER}), None, EMULATED, "", None, run_once=_tei),
+    Consumer("ovms", frozenset({"openvino"}), frozenset({EMBEDDER}), None, EMULATED, "", None, run_once=_ovms),
+    Consumer(
+        "triton", frozenset({"onnx", "openvino"}), frozenset({EMBEDDER}), None, EMULATED, "", None, run_once=_triton
+    ),
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from exporter.quality.consumers import BY_NAME, CONSUMERS, EMBEDDER, SKIPPED, Consumer, Target, _runtime, check
+from exporter.quality.consumers import BY_NAME, CONSUMERS, EMBEDDER, SKIPPED, Consumer, Target, check
 from exporter.quality.emulated_servers import EMULATED_CONSUMERS
 
 GATES: dict[str, Consumer] = {c.name: c for c in (*CONSUMERS, *EMULATED_CONSUMERS)}
@@ -32,7 +32,7 @@ def gate_folder(folder: Path, layout_manifest: dict, artifact: Path, manifest: d
         ]
     threads = os.cpu_count() or 1
     own = Target(Path(artifact), source, st_modules.read(Path(artifact)), threads)
-    reference = _runtime(own, texts)
+    reference = BY_NAME["runtime"].encode(own, texts)
     recorded = (source.get("parity") or {}).get("threshold")
     precision = source.get("precision")
     threshold = parity.thresholds_from_dict(kind, recorded, precision) if recorded else parity.defaults(kind, precision)

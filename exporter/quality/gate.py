@@ -129,7 +129,9 @@ class Gate:
         (``1 - batch_cosine_min``): a variant may add no more batch dependence than the policy allows. Also
         returns the reference's figure (None when not measured or not needed)."""
         limit = getattr(threshold, BATCH_METRIC, None)
-        ref = self.reference_batch_cosine_min() if limit is not None else None
+        if limit is None:
+            return threshold, None
+        ref = self.reference_batch_cosine_min()
         if ref is None or ref >= limit:
             return threshold, ref
         return dataclasses.replace(threshold, **{BATCH_METRIC: ref - (1.0 - limit)}), ref

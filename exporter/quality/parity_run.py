@@ -168,7 +168,7 @@ def check_serving_paths(
         encoder = parity_replay.replaying(encoder, tape, same_session=shared is not None)
         entry = add_runtime_path(entry, ref_out, st_out, encoder, texts, threshold, lengths=lengths)
         if isinstance(encoder.session, parity_replay.ReplayingSession):  # what the runtime path ran, and reused
-            runs = {"ran": encoder.session.ran, "replayed": encoder.session.replayed}
+            runs: dict[str, Any] = {"ran": encoder.session.ran, "replayed": encoder.session.replayed}
             runs["session"] = "shared" if shared is not None else "own"
             entry["serving_paths"]["runtime"]["graph_runs"] = runs
         return entry
