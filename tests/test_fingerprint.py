@@ -133,7 +133,7 @@ def test_derived_keys_take_any_fact_name_and_a_memo_runs_once_per_facts(tmp_path
     from exporter.builders.context import BuildContext
 
     assert fingerprint.derive("r", "x", base="a", what="b") != fingerprint.derive("r", "x", base="a", what="c")
-    ctx = BuildContext(source_dir=tmp_path, stage_dir=tmp_path, options={"reference_key": "k"})
+    ctx = BuildContext(source_dir=tmp_path, stage_dir=tmp_path, reference_key="k")
     calls = []
     make = lambda: calls.append(1) or len(calls)  # noqa: E731
     assert ctx.memo("search", make, base="a") == ctx.memo("search", make, base="a") == 1
