@@ -1,4 +1,4 @@
-"""Export + verify wall time per support-table row (``exporter.source.shapes``), so cost growth per shape is visible.
+"""Export + verify wall time per support-table row (``exporter.support``), so cost growth per shape is visible.
 
     PYTHONPATH=. .venv/bin/python benchmarks/shapes_wall_time.py [--rows ID,ID] [--variants onnx,onnx-o2,openvino]
 
@@ -20,12 +20,12 @@ from _common import load_average, machine, stopwatch
 
 
 def run_row(row_id: str, kwargs: dict, wanted: list[str], root: Path) -> dict:
+    from exporter import support
     from exporter.pipeline import ExportPlan, run_export
     from exporter.quality.verify import verify
-    from exporter.source import shapes
     from tests.tiny_models import build_tiny_embedder
 
-    variants = [v for v in wanted if v in shapes.BY_ID[row_id].allowed()]
+    variants = [v for v in wanted if v in support.BY_ID[row_id].allowed()]
     src = build_tiny_embedder(root / row_id / "src", **kwargs)
     with stopwatch() as exported:
         outcome = run_export(ExportPlan(model=str(src), variants=variants, out=root / row_id / "art"))

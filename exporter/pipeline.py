@@ -25,7 +25,7 @@ from exporter.staging import staged_dir
 if TYPE_CHECKING:
     from exporter.manifest_types import Manifest, VariantEntry
     from exporter.quality.probes import TextSet
-    from exporter.source.preflight import ShapeFacts
+    from exporter.support import Match
     from exporter.source.resolve import ResolvedSource
     from exporter.variants import VariantSpec
 
@@ -129,7 +129,7 @@ class _Export:
     src: ResolvedSource
     kind: str
     specs: list[VariantSpec]  # the variants to have in the artifact
-    shape: ShapeFacts  # preflight's model shape facts
+    shape: Match  # the model's support rule and the facts read to match it (exporter.support)
     thresholds: dict  # variant id -> parity thresholds
     probe_set: TextSet
     calib_set: TextSet | None
@@ -252,6 +252,7 @@ def _build_context(job: _Export):
             truncate_dim=plan.truncate_dim,
         ),
         kind=job.kind,
+        rule=job.shape.rule,
     )
 
 

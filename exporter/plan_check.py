@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from exporter.kinds import ModelKind
 
 if TYPE_CHECKING:
-    from exporter.source.preflight import ShapeFacts
+    from exporter.support import Match
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Decision:
     kind: ModelKind | None  # None: not stated, and the model's files are not on this machine
     specs: list  # VariantSpecs, bases first: for ``kind`` when known, else as the ids name them
     thresholds: dict | None  # variant id -> its thresholds; None while the kind is unknown
-    shape: ShapeFacts | None = None  # preflight's shape facts, when narrowed by the model's files
+    shape: Match | None = None  # the model's support rule and facts, when narrowed by the model's files
 
 
 def model_files(repo: str | None, sha: str | None, local: Path | None = None) -> Path | None:
@@ -56,8 +56,8 @@ def decide(
     ``kind``: the kind already decided (the export's, from the resolved source); else it is read from
     ``folder`` (the model's files, see ``model_files``) as the export will detect it, else the plan's own.
     ``check_host``: refuse variants this CPU cannot build (off where a plan is checked on one machine and
-    built on another). ``narrow``: also narrow by the model's chain and architecture (``preflight.narrow``,
-    needs ``folder``), as the export does.
+    built on another). ``narrow``: also match the model's files to its support rule and narrow the variants
+    to what the rule allows (``exporter.support``; needs ``folder``), as the export does.
 
     Raises:
         UsageError: an unknown id, a variant that does not apply to the kind, a bad threshold scope or
@@ -78,9 +78,10 @@ def decide(
     specs = variants.select_for_kind(plan.variants, kind, check_host=check_host)
     shape = None
     if narrow and folder is not None:
-        from exporter.source import preflight
+        from exporter import support
 
-        specs, shape = preflight.narrow(folder, kind.value, specs, plan.variants)
+        shape = support.match(folder, kind)
+        specs = support.apply(shape, specs, plan.variants)
     return Decision(kind, specs, parity.thresholds_for(specs, plan.thresholds, kind.value), shape)
 
 

@@ -195,7 +195,7 @@ def build_tiny_static_embedding(
     return out
 
 
-# --- one tiny model per architecture family (the support table's rows, exporter.source.shapes) ----------------
+# --- one tiny model per architecture family (the support registry's rules, exporter.support) -----------------
 
 
 def _hf_config(family: str, vocab_size: int, hidden: int):
@@ -291,6 +291,11 @@ def _hf_config(family: str, vocab_size: int, hidden: int):
             tf.Gemma3TextConfig,
             tf.Gemma3TextModel,
             {**decoder, "pad_token_id": 0, "sliding_window": 16, "use_bidirectional_attention": True},
+        ),
+        "gemma3-causal": (
+            tf.Gemma3TextConfig,
+            tf.Gemma3TextModel,
+            {**decoder, "pad_token_id": 0, "sliding_window": 16},
         ),
     }
     config_cls, model_cls, kwargs = table[family]

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.kinds import DEFAULT_KIND
+
+if TYPE_CHECKING:
+    from exporter.support import Rule
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class BuildContext:
     # exporter.quality.refcache's key of this export's reference (source, probe, settings, packages, CPU), set
     # once the reference is loaded: builders cache their own reference runs under it; None: nothing cached
     reference_key: str | None = None
+    rule: Rule | None = None  # the model's exporter.support.Rule: its ONNX and OpenVINO routes (matched when None)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def memo(self, what: str, make: Callable[[], Any], /, **facts: Any) -> Any:
@@ -50,6 +54,15 @@ class BuildContext:
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
+
+    def support_rule(self):
+        """The model's support rule (``exporter.support``): the pipeline's match, else matched from the source's
+        files as the pipeline would (a builder called on its own)."""
+        if self.rule is None:
+            from exporter import support
+
+            self.rule = support.match(self.source_dir, self.kind).rule
+        return self.rule
 
     def usable_calibration_texts(self) -> list[str]:
         """The calibration texts a builder calibrates on: the set without blank entries."""

@@ -60,16 +60,6 @@ EXPORT_HINT = "Run with --verbose for the traceback, and report the model if it 
 CHECK_PROMPTS = 2  # the model's first prompts are checked too (prompt tokens left out of pooling or not)
 
 
-def check_supported(facts: st_modules.ModelFacts) -> None:
-    """Refuse model shapes the graph cannot reproduce, before spending time on tracing."""
-    first = facts.modules[0]
-    if first.kind is not st_modules.ModuleKind.TRANSFORMER:
-        raise ExportFailed(
-            f"the first module is {first.type}; the ONNX export needs a Transformer first module.",
-            "Only Transformer- and StaticEmbedding-based models export to ONNX with this tool.",
-        )
-
-
 def _check_staged(facts: st_modules.ModelFacts) -> None:
     missing = [name for name in REQUIRED_STAGED if not (facts.transformer_dir / name).is_file()]
     if missing:
@@ -217,7 +207,6 @@ def export_base(
         staged_facts = st_modules.read(out_dir)
     except ExporterError as exc:
         raise ExportFailed(f"cannot read the model modules: {exc.message}", exc.hint) from exc
-    check_supported(facts)
     _check_staged(staged_facts)
     dest = staged_facts.transformer_dir / ONNX_FILE
     file_name = dest.relative_to(staged_facts.transformer_dir).as_posix()
@@ -266,7 +255,7 @@ def export_base(
 def export_token_graph(model, dest: Path) -> Path:
     """Export the loaded SentenceTransformer's transformer alone (inputs ``input_ids``/``attention_mask``,
     output ``last_hidden_state``) to ``dest`` by tracing it as :func:`export_base` does. OpenVINO converts
-    this graph for architectures whose optimum-intel export is wrong (``exporter.source.shapes``)."""
+    this graph for architectures whose optimum-intel export is wrong (``exporter.support``)."""
 
     config = export_config_class(token_only=True)(model[0].auto_model.config, task="feature-extraction")
     _trace_to(model, dest, task="feature-extraction", config=config)
@@ -274,13 +263,9 @@ def export_token_graph(model, dest: Path) -> Path:
 
 
 def build_base(ctx, spec):
-    """Variant builder for the catalogue (``exporter.variants``): the fp32 base graph of the model's kind."""
-    from exporter import kinds
-    from exporter.builders import export_onnx_static
-
-    if export_onnx_static.is_static(ctx.source_dir):  # StaticEmbedding: its own small graph
-        return export_onnx_static.build_static(ctx, spec)
-    return kinds.get(ctx.kind).onnx_build_fn()(ctx, spec)
+    """Variant builder for the catalogue (``exporter.variants``): the fp32 base graph by the model's support
+    rule's ONNX route (``exporter.support``: the kind's graph, or a chain's own such as StaticEmbedding's)."""
+    return ctx.support_rule().onnx_build_fn()(ctx, spec)
 
 
 def build_embedder_graph(ctx, spec):

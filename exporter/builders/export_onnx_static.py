@@ -21,7 +21,6 @@ SentenceTransformer's. OpenVINO reads the same ONNX graph (``openvino.convert_mo
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,15 +34,6 @@ OPENVINO_FILE = "openvino/openvino_model.xml"
 OPSET = 17
 WEIGHT_KEYS = ("embedding.weight", "embeddings")  # ST's StaticEmbedding, model2vec
 CHECK_MIN_COSINE = 0.9999
-
-
-def is_static(model_dir: Path) -> bool:
-    """Whether the folder is a StaticEmbedding model (its first module), from modules.json alone."""
-    try:
-        modules = json.loads((Path(model_dir) / "modules.json").read_text("utf-8"))
-        return st_modules.kind_of(str(modules[0]["type"])) is st_modules.ModuleKind.STATIC_EMBEDDING
-    except (OSError, ValueError, LookupError, TypeError):
-        return False
 
 
 def read_weights(model_dir: Path):

@@ -27,9 +27,7 @@ backend="openvino", model_kwargs={"file_name": "openvino/<name>.xml"})`` (or ``C
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 from exporter.builders import kit
 from exporter.builders.context import BuildContext, BuildResult
@@ -61,16 +59,10 @@ def io_names(model) -> dict[str, list[str]]:
 # fp32: from torch
 
 
-def _model_type(model_dir: Path) -> str | None:
-    try:
-        return json.loads((model_dir / "config.json").read_text("utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def build_fp32_via_traced_graph(ctx: BuildContext, spec: VariantSpec, reason: str) -> BuildResult:
+def build_fp32_via_traced_graph(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     """fp32 IR converted (``openvino.convert_model``) from the transformer's traced token graph
-    (``export_onnx.export_token_graph``), for architectures optimum-intel exports wrongly (``reason``)."""
+    (``export_onnx.export_token_graph``): the OpenVINO route of the support rules whose family optimum-intel
+    exports wrongly (``Rule.openvino_why``)."""
     import openvino as ov
 
     from exporter.builders.export_onnx import export_token_graph
@@ -86,7 +78,7 @@ def build_fp32_via_traced_graph(ctx: BuildContext, spec: VariantSpec, reason: st
         build={
             "export_source": "torch (traced by optimum-onnx, converted by openvino.convert_model)",
             "exporter": "exporter.builders.export_onnx.export_token_graph + openvino.convert_model",
-            "why_not_optimum_intel": reason,
+            "why_not_optimum_intel": ctx.support_rule().openvino_why,
             "transformer_dir": kit.transformer_folder(ctx.source_dir),
             "task": "feature-extraction",
             "precision": "fp32",
@@ -103,19 +95,12 @@ def build_fp32_via_traced_graph(ctx: BuildContext, spec: VariantSpec, reason: st
 def build_fp32(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     """Export the torch transformer to an fp32 OpenVINO IR at ``openvino/openvino_model.xml``."""
     from exporter import kinds
-    from exporter.builders import export_onnx_static
-    from exporter.source import shapes
 
-    if export_onnx_static.is_static(ctx.source_dir):  # StaticEmbedding: IR of its own ONNX graph
-        return export_onnx_static.build_static_openvino(ctx, spec)
-    kspec = kinds.get(ctx.kind)
-    own = kspec.openvino_build_fn()
-    if own is not None:  # a kind with its own graph (ColBERT): its IR is converted from that graph
+    own = ctx.support_rule().openvino_build_fn()
+    if own is not None:  # the rule's route: converted from an ONNX graph (traced, static, the kind's own)
         return own(ctx, spec)
+    kspec = kinds.get(ctx.kind)
     model_dir = kit.transformer_dir(ctx.source_dir, require=True)
-    reason = shapes.OPENVINO_VIA_TRACED_GRAPH.get(_model_type(model_dir) or "")
-    if reason and kspec.kind is kinds.ModelKind.SENTENCE_TRANSFORMER:
-        return build_fp32_via_traced_graph(ctx, spec, reason)
     start = time.perf_counter()
     with kit.backend_errors("OpenVINO export from torch"):
         ov_wrapper = kspec.openvino_cls().from_pretrained(

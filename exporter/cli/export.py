@@ -195,12 +195,12 @@ def list_architectures(
     as_json: Annotated[bool, typer.Option("--json", help="Print the support table as JSON.")] = False,
 ) -> None:
     """Print the support table: architecture families x module chains, allowed and refused variants."""
-    from exporter.source import shape_lookup
+    from exporter import support
 
     if as_json:
-        print_json(shape_lookup.table_rows())
+        print_json(support.table_rows())
         return
-    typer.echo(shape_lookup.markdown_table())
+    typer.echo(support.markdown_table())
 
 
 # ------------------------------------------------------------------------------------- seed-default

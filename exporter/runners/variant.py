@@ -46,15 +46,15 @@ def load_variant(artifact: Path, variant: Mapping[str, Any], kind: str | None, *
 
 def _through_model_class(artifact: Path, variant: Mapping[str, Any], kind: str | None, threads: int | None):
     """onnx / openvino: the kind's class with ``backend=``, or the runtime for a StaticEmbedding graph."""
-    from exporter import kinds
-    from exporter.builders import export_onnx_static
+    from exporter import kinds, support
 
     load = variant["load"]
     backend, file_name = load["backend"], load.get("file_name")
     model_kwargs = {**(load.get("model_kwargs") or {}), **_pinned(backend, load, threads)}
-    if export_onnx_static.is_static(artifact):  # ST has no ONNX backend for StaticEmbedding: the runtime serves it
-        truncate_dim = load.get("truncate_dim")
-        return export_onnx_static.load_variant(artifact, backend, file_name, truncate_dim, **model_kwargs)
+    rule = support.find(artifact, kind)
+    own = rule.loader_fn() if rule is not None else None
+    if own is not None:  # a graph no sentence-transformers backend loads (StaticEmbedding): the rule's loader
+        return own(artifact, backend, file_name, load.get("truncate_dim"), **model_kwargs)
     upstream_noise.quiet()
     kwargs = {"file_name": file_name, **model_kwargs} if file_name else model_kwargs
     extra = {"truncate_dim": load["truncate_dim"]} if load.get("truncate_dim") else {}

@@ -234,9 +234,9 @@ def _vet(root: Path, rels: list[str], label: str, trust_remote_code: bool, allow
                 "Its code would run on this machine when loaded; if you have reviewed it, pass --trust-remote-code.",
             )
     if "modules.json" in chosen:
-        from exporter.source import preflight
+        from exporter import support
 
-        preflight.check_modules(root)  # a word-vector model has no tokenizer file: refused by its module
+        support.check_modules(root)  # a word-vector model has no tokenizer file: refused by its module
     pickles = weights_policy(chosen, label, allow_pickle)
     if not any(PurePosixPath(r).name in TOKENIZER_FILES or r.endswith(".spm") for r in chosen):
         raise SourceError(

@@ -42,7 +42,7 @@ class ModuleKind(StrEnum):
     POOLING = "Pooling"
     NORMALIZE = "Normalize"
     DENSE = "Dense"
-    # Sparse and static shapes (exporter.builders.export_onnx_sparse / export_onnx_static / source.preflight).
+    # Sparse and static shapes (exporter.builders.export_onnx_sparse / export_onnx_static / exporter.support).
     SPLADE_POOLING = "SpladePooling"
     STATIC_EMBEDDING = "StaticEmbedding"
     SPARSE_STATIC_EMBEDDING = "SparseStaticEmbedding"

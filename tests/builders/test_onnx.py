@@ -176,16 +176,6 @@ def test_folder_without_modules_is_refused(tiny_model_dir, tmp_path):
         export_base(src, src)
 
 
-def test_non_transformer_first_module_is_refused(tiny_model_copy):
-    from exporter.builders.export_onnx import check_supported
-
-    modules = json.loads((tiny_model_copy / "modules.json").read_text())
-    modules[0]["type"] = "sentence_transformers.sentence_transformer.modules.static_embedding.StaticEmbedding"
-    (tiny_model_copy / "modules.json").write_text(json.dumps(modules))
-    with pytest.raises(ExportFailed, match="Transformer first module"):
-        check_supported(st_modules.read(tiny_model_copy))
-
-
 # --- module facts in both formats ------------------------------------------------------------------
 
 

@@ -26,14 +26,13 @@ import numpy as np
 import pytest
 
 from exporter import manifest as mf
-from exporter import runtime
+from exporter import runtime, support
 from exporter.builders import external_data
 from exporter.errors import UsageError
-from exporter.source import chain_shapes, preflight
 from tests.cli_runner import invoke, run_cli
 from tests.tiny_models import build_tiny_sparse_encoder, build_tiny_static_embedding
 
-EXERCISED_SHAPES = {"splade-mlmtransformer", "splade-router", "static-embedding"}
+EXERCISED_SHAPES = {"splade-mlmtransformer", "router", "sparse-static-embedding", "static-embedding"}
 
 TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "", "what is the capital city? " * 20]
 SPLADE_VARIANTS = ("onnx", "onnx-o2", "onnx-quint8-avx2", "openvino")
@@ -254,7 +253,7 @@ def _modules_dir(tmp_path: Path, types: list[str]) -> Path:
 )
 def test_refused_chains_name_their_modules(tmp_path, types, kind, expected):
     with pytest.raises(UsageError) as info:
-        preflight.classify(_modules_dir(tmp_path, types), kind)
+        support.match(_modules_dir(tmp_path, types), kind)
     assert expected in info.value.message and info.value.hint
 
 
@@ -266,7 +265,7 @@ def test_unknown_splade_activation_is_refused_by_name(tmp_path):
     (root / "1_SpladePooling").mkdir()
     (root / "1_SpladePooling" / "config.json").write_text(json.dumps({"activation_function": "gelu"}))
     with pytest.raises(UsageError, match="SpladePooling with pooling_strategy='max', activation_function='gelu'"):
-        preflight.classify(root, "sparse-encoder")
+        support.match(root, "sparse-encoder")
 
 
 @pytest.mark.parametrize(
@@ -279,12 +278,13 @@ def test_unknown_splade_activation_is_refused_by_name(tmp_path):
         (["sentence_transformers.models.StaticEmbedding", "sentence_transformers.models.Normalize"],
          "sentence-transformer", "static-embedding"),
         (["sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling"],
-         "sentence-transformer", None),
+         "sentence-transformer", "bert-any-pooling"),
     ],
 )  # fmt: skip
-def test_chains_are_classified_into_support_rows(tmp_path, types, kind, row):
-    shape = preflight.classify(_modules_dir(tmp_path, types), kind)
-    assert (shape.id if shape else None) == row
+def test_chains_are_matched_to_their_rules(tmp_path, types, kind, row):
+    root = _modules_dir(tmp_path, types)
+    (root / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    assert support.match(root, kind).rule.id == row
 
 
 # ------------------------------------------------------------------------------------------- static
@@ -292,7 +292,7 @@ def test_chains_are_classified_into_support_rows(tmp_path, types, kind, row):
 def test_static_embedding_exports_onnx_and_openvino_and_verifies(statics, layout):
     src, art = statics[layout]
     manifest = mf.load(art)
-    assert [v["id"] for v in manifest["variants"]] == list(chain_shapes.STATIC_VARIANTS)  # `all`, narrowed
+    assert [v["id"] for v in manifest["variants"]] == list(support.STATIC_VARIANTS)  # `all`, narrowed
     assert all(v["status"] == "passed" for v in manifest["variants"]), manifest["variants"]
     assert manifest["model"]["kind"] == "sentence-transformer" and manifest["model"]["max_seq_length"] is None
     res = invoke("verify", str(art))
@@ -384,19 +384,11 @@ def test_external_data_limit_env_is_validated(monkeypatch):
 def test_support_rows_agree_with_what_export_allows():
     from exporter import variants
 
-    rows = {r["id"]: r for r in chain_shapes.chain_rows()}
-    assert set(rows) == {
-        "splade-mlmtransformer",
-        "splade-transformer",
-        "splade-router",
-        "static-embedding",
-        "colbert-pylate",
-        "bge-m3",
-    }
+    rows = {r["id"]: r for r in support.table_rows()}
     for rid in ("splade-mlmtransformer", "splade-transformer"):
-        assert rows[rid]["allowed_variants"] == variants.for_kind("sparse-encoder")
-    assert rows["static-embedding"]["allowed_variants"] == list(chain_shapes.STATIC_VARIANTS)
-    assert rows["splade-router"]["allowed_variants"] == []
+        assert rows[rid]["allowed"] == variants.for_kind("sparse-encoder")
+    assert rows["static-embedding"]["allowed"] == list(support.STATIC_VARIANTS)
+    assert rows["router"]["allowed"] == [] and "per-route export" in rows["router"]["refused"]["*"]
     for row in rows.values():
-        assert set(row["allowed_variants"]).isdisjoint(row["refused_variants"])
-        assert all(reason and "\n" not in reason for reason in row["refused_variants"].values())
+        assert set(row["allowed"]).isdisjoint(row["refused"])
+        assert all(reason and "\n" not in reason for reason in row["refused"].values())

@@ -31,7 +31,7 @@ from exporter.variants import CATALOGUE, Precision
 from tests.cli_runner import invoke, run_cli
 from tests.tiny_models import build_tiny_cross_encoder, build_tiny_sparse_encoder
 
-EXERCISED_SHAPES = {"splade-transformer"}  # the support-table rows this module exports and verifies
+EXERCISED_SHAPES = {"splade-transformer", "cross-encoder"}  # the support rules this module exports and verifies
 OTHER_KINDS = (ModelKind.CROSS_ENCODER, ModelKind.SPARSE_ENCODER)
 BUILDERS = {ModelKind.CROSS_ENCODER: build_tiny_cross_encoder, ModelKind.SPARSE_ENCODER: build_tiny_sparse_encoder}
 TINY_OVERRIDES = {

@@ -72,15 +72,13 @@ def test_rerun_with_a_stricter_threshold_or_more_consumers_rejudges(tiny_model_d
 
 
 def test_narrow_gives_the_specs_and_shape_facts_run_export_records(tiny_model_dir, tmp_path):
-    """The dry run and run_export share preflight.narrow: its facts are what the manifest records as model.shape."""
-    from exporter import variants
-    from exporter.source import preflight
+    """The dry run and run_export share support.match / support.apply (plan_check.decide): the match's facts
+    are what the manifest records as model.shape."""
+    from exporter import support, variants
 
-    specs, facts = preflight.narrow(
-        tiny_model_dir, "sentence-transformer", variants.select_for_kind("onnx", "sentence-transformer"), "onnx"
-    )
-    assert [s.id for s in specs] == ["onnx"]
-    assert facts == preflight.inspect(tiny_model_dir, "sentence-transformer")
+    facts = support.match(tiny_model_dir, "sentence-transformer")
+    specs = support.apply(facts, variants.select_for_kind("onnx", "sentence-transformer"), "onnx")
+    assert [s.id for s in specs] == ["onnx"] and facts.rule.id == "bert-any-pooling"
     res = invoke("export", str(tiny_model_dir), "--variants", "onnx", "--out", str(tmp_path / "a"))
     assert res.code == 0, res.err
     assert _manifest(tmp_path / "a")["model"]["shape"] == facts.to_dict()

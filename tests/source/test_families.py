@@ -1,6 +1,7 @@
-"""One tiny model per architecture family of the support table's family rules (``exporter.source.shapes``,
-rows ``<model_type>-any-pooling``): every encoder family optimum exports and every decoder family transformers
-4.57 ships with a base model class and SDPA.
+"""One tiny model per architecture family of the support registry's family rules (``exporter.support``,
+rules ``<model_type>-any-pooling``; BERT, MPNet, XLM-R, ModernBERT, T5 and bidirectional Gemma3 are built in
+tests/test_shapes.py): every encoder family optimum exports and every decoder family transformers 4.57 ships
+with a base model class and SDPA.
 
 Each model concatenates all six Pooling modes (so mean, CLS, max, last-token, mean_sqrt_len_tokens and
 weightedmean are all in one embedding) and ends with a Dense (tanh, bias); decoders are padded left or right
@@ -19,7 +20,7 @@ import time
 
 import pytest
 
-from exporter.source import shapes
+from exporter import support
 from tests.cli_runner import invoke
 from tests.source.test_shapes import ALL_MODES, TEXTS, _check_fresh, _export, _model_prompts, _probe, run_fresh
 from tests.tiny_models import build_tiny_embedder, build_tiny_word_embeddings
@@ -34,10 +35,12 @@ FAMILY_MODELS: dict[str, dict] = {
     "llama-any-pooling": {"family": "llama", "padding_side": "right"},
     "mistral-any-pooling": {"family": "mistral", "padding_side": "left"},
     "qwen2-any-pooling": {"family": "qwen2", "padding_side": "left"},
+    "qwen3-any-pooling": {"family": "qwen3", "padding_side": "left"},
     "phi3-any-pooling": {"family": "phi3", "padding_side": "left"},
     "gemma2-any-pooling": {"family": "gemma2", "padding_side": "right", "normalize": False},
+    "gemma3_text-any-pooling": {"family": "gemma3-causal", "padding_side": "right"},  # a causal Gemma3 decoder
 }
-EXERCISED_SHAPES = tuple(FAMILY_MODELS)
+EXERCISED_SHAPES = (*FAMILY_MODELS, "word-vectors")
 TESTED_VARIANTS = ("onnx", "onnx-o2", "openvino")
 
 _FRESH = """
@@ -69,7 +72,7 @@ def built(tmp_path_factory) -> dict[str, dict]:
     for row, kwargs in FAMILY_MODELS.items():
         src = build_tiny_embedder(root / row / "src", pooling=ALL_MODES, dense=DENSE, seed=len(done), **kwargs)
         assert not _model_prompts(src)
-        variants = [v for v in TESTED_VARIANTS if v in shapes.BY_ID[row].allowed()]
+        variants = [v for v in TESTED_VARIANTS if v in support.BY_ID[row].allowed()]
         start = time.perf_counter()
         manifest = _export(src, root / row / "art", probe, variants)
         print(f"[families] {row}: {time.perf_counter() - start:.1f}s", flush=True)
@@ -106,13 +109,13 @@ def test_family_exports_and_serves_in_a_fresh_process(row, built, fresh):
     onnx = sum(v.startswith("onnx") for v in b["variants"])
     assert _check_fresh(row, built, fresh) == 2 * onnx + 1  # (ST + runtime) per ONNX graph, ST for openvino
     ov = next(v for v in b["manifest"]["variants"] if v["id"] == "openvino")
-    traced = FAMILY_MODELS[row]["family"] in shapes.OPENVINO_VIA_TRACED_GRAPH
-    assert ("why_not_optimum_intel" in ov["build"]) is traced
+    why = support.BY_ID[row].openvino_why  # the rule's OpenVINO route: optimum-intel, or the traced graph and why
+    assert ov["build"].get("why_not_optimum_intel", "") == why
 
 
 def test_every_decoder_the_issue_names_has_a_rule():
     """Llama, Mistral, Qwen2, Qwen3, Gemma2/3 and Phi-3 base models, and the encoders optimum exports."""
-    covered = {mt for s in shapes.SHAPES for mt in s.model_types}
+    covered = {mt for r in support.RULES if not r.remote_code for mt in r.model_types}
     decoders = {"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3"}
     encoders = {"bert", "roberta", "distilbert", "electra", "deberta-v2", "mpnet", "xlm-roberta", "modernbert", "t5"}
     assert decoders | encoders <= covered

@@ -1,5 +1,5 @@
-"""Every row of the support table (``exporter.source.shapes``), on a tiny model of its shape: exported through the
-real pipeline with ``onnx,onnx-o2,openvino`` (those the row allows), then loaded in ONE fresh process through
+"""Rules of the support registry (``exporter.support``), each on a tiny model of its family: exported through the real
+pipeline with ``onnx,onnx-o2,openvino`` (those the row allows), then loaded in ONE fresh process through
 sentence-transformers (every variant) and the torch-free runtime (every ONNX graph) and compared with torch.
 
 Also: every Pooling mode with left and right padding, Dense chains, ``include_prompt: false`` with prompts,
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from exporter import support
 from exporter.errors import UsageError
-from exporter.source import shape_lookup, shapes
 from tests.builders.test_onnx import TEXTS, run_fresh
 from tests.cli_runner import invoke
 from tests.tiny_models import build_tiny_embedder
@@ -26,16 +26,15 @@ from tests.tiny_models import build_tiny_embedder
 TESTED_VARIANTS = ("onnx", "onnx-o2", "openvino")
 GEMMA_DENSE = ((64, False, "identity"), (32, False, "identity"))
 
-# Row id -> the tiny model of that shape (tests.tiny_models.build_tiny_embedder keyword arguments).
+# Rule id -> a tiny model of that family (tests.tiny_models.build_tiny_embedder keyword arguments); the other
+# family rules, all six Pooling modes at once, are tests/test_families.py's.
 SHAPE_MODELS: dict[str, dict] = {
-    "bert-mean-normalize": {"family": "bert"},
-    "bert-cls-dense-normalize": {"family": "bert", "pooling": "cls", "dense": ((24, True, "tanh"),)},
-    "mpnet-mean-normalize": {"family": "mpnet"},
-    "xlm-roberta-mean-normalize": {"family": "xlm-roberta"},
-    "modernbert-cls": {"family": "modernbert", "pooling": "cls", "normalize": False},
-    "t5-encoder-mean-dense-normalize": {"family": "t5", "dense": ((32, False, "identity"),)},
-    "qwen3-lasttoken-left-normalize": {"family": "qwen3", "pooling": "lasttoken", "padding_side": "left"},
-    "gemma3-bidirectional-mean-dense-dense-normalize": {"family": "gemma3", "dense": GEMMA_DENSE},
+    "bert-any-pooling": {"family": "bert", "pooling": "cls", "dense": ((24, True, "tanh"),)},
+    "mpnet-any-pooling": {"family": "mpnet"},
+    "xlm-roberta-any-pooling": {"family": "xlm-roberta"},
+    "modernbert-any-pooling": {"family": "modernbert", "pooling": "cls", "normalize": False},
+    "t5-any-pooling": {"family": "t5", "dense": ((32, False, "identity"),)},
+    "gemma3_text-any-pooling": {"family": "gemma3", "dense": GEMMA_DENSE},  # bidirectional, as EmbeddingGemma
 }
 REFUSED_ROWS = ("remote-code-nomic-bert",)
 EXERCISED_SHAPES = (*SHAPE_MODELS, *REFUSED_ROWS)
@@ -62,7 +61,7 @@ CHAIN_MODELS: dict[str, dict] = {
         "include_prompt": False,
     },
 }
-TRUNCATE = ("bert-cls-dense-normalize", 8)  # (tiny model, truncate_dim)
+TRUNCATE = ("bert-any-pooling", 8)  # (tiny model, truncate_dim)
 
 
 def _probe(root: Path) -> Path:
@@ -93,7 +92,7 @@ def built(tmp_path_factory) -> dict[str, dict]:
     for name, kwargs in models.items():
         src = build_tiny_embedder(root / name / "src", seed=len(done), **kwargs)
         if name in SHAPE_MODELS:
-            variants = [v for v in TESTED_VARIANTS if v in shapes.BY_ID[name].allowed()]
+            variants = [v for v in TESTED_VARIANTS if v in support.BY_ID[name].allowed()]
         else:  # chain variants: ST's OpenVINO backend pools in torch exactly as its ONNX backend does
             variants = ["onnx", "onnx-o2"] if name == "two-dense-prompt" else ["onnx"]
         start = time.perf_counter()
@@ -199,7 +198,7 @@ def test_row_exports_and_serves_in_a_fresh_process(row, built, fresh):
 
 
 def test_dense_weights_are_carried_and_only_the_transformer_weights_are_not(built):
-    for row in ("bert-cls-dense-normalize", "gemma3-bidirectional-mean-dense-dense-normalize"):
+    for row in ("bert-any-pooling", "gemma3_text-any-pooling"):
         src, art = built[row]["src"], built[row]["art"]
         dense = sorted(p.relative_to(src).as_posix() for p in src.glob("*_Dense/model.safetensors"))
         assert dense and all((art / rel).read_bytes() == (src / rel).read_bytes() for rel in dense)
@@ -283,10 +282,7 @@ def test_remote_code_of_an_unknown_model_type_names_what_is_exportable(tiny_mode
     result = invoke("export", str(src), "--trust-remote-code", "--out", str(tmp_path / "a"))
     assert result.code == 2
     assert "NomicBertModel (model_type my_custom_bert) is not exportable: remote-code architecture" in result.err
-    assert (
-        f"Exportable model types: {', '.join(shape_lookup.exportable_model_types('sentence-transformer'))}"
-        in result.err
-    )
+    assert f"Exportable model types: {', '.join(support.exportable_model_types('sentence-transformer'))}" in result.err
     assert "bert, deberta-v2, distilbert, electra, gemma2, gemma3_text, llama, mistral" in result.err
 
 
@@ -323,13 +319,12 @@ def test_refused_variant_is_named_and_left_out_of_all(tmp_path):
     assert result.code == 2
     assert "onnx-o2 refused for Qwen3Model (model_type qwen3)" in result.err and "ORTOptimizer" in result.err
     from exporter import variants
-    from exporter.source import preflight
 
-    facts = preflight.inspect(src, "sentence-transformer")
+    facts = support.match(src, "sentence-transformer")
     all_specs = variants.select_for_kind("all", "sentence-transformer")
-    kept = [s.id for s in preflight.select(all_specs, ["all"], "sentence-transformer", facts)]
-    assert "onnx" in kept and "openvino" in kept and not set(kept) & set(shapes.ORT_OPTIMIZER_LEVELS)
-    assert facts.rows == ("qwen3-lasttoken-left-normalize",) and facts.chain == ("Transformer", "Pooling", "Normalize")
+    kept = [s.id for s in support.apply(facts, all_specs, ["all"])]
+    assert "onnx" in kept and "openvino" in kept and not set(kept) & set(support.ORT_OPTIMIZER_LEVELS)
+    assert facts.rows == ("qwen3-any-pooling",) and facts.chain == ("Transformer", "Pooling", "Normalize")
 
 
 # --- fp16 overflow: refused up front for Gemma's ONNX fp16, caught by the gate where it is not refused --------
@@ -409,38 +404,37 @@ def test_truncate_dim_round_trips_through_a_recipe(tmp_path):
 def test_both_module_spellings_pass_the_preflight(tmp_path):
     """ST >= 5.4 writes sentence_transformers.base.modules.dense.Dense ...; older models say
     sentence_transformers.models.Dense: both are the same chain."""
-    from exporter.source import preflight, st_modules
+    from exporter.source import st_modules
 
-    src = build_tiny_embedder(tmp_path / "legacy", **SHAPE_MODELS["bert-cls-dense-normalize"])
+    src = build_tiny_embedder(tmp_path / "legacy", **SHAPE_MODELS["bert-any-pooling"])
     modules = json.loads((src / "modules.json").read_text())
     assert modules[2]["type"] == "sentence_transformers.base.modules.dense.Dense"
-    new = preflight.inspect(src, "sentence-transformer")
+    new = support.match(src, "sentence-transformer")
     for m in modules:
         m["type"] = "sentence_transformers.models." + m["type"].rsplit(".", 1)[-1]
     (src / "modules.json").write_text(json.dumps(modules))
-    old = preflight.inspect(src, "sentence-transformer")
+    old = support.match(src, "sentence-transformer")
     assert old.chain == new.chain == ("Transformer", "Pooling", "Dense", "Normalize")
     assert [m.kind for m in st_modules.read(src).modules][2] is st_modules.ModuleKind.DENSE
 
 
 def test_architecture_without_an_openvino_exporter_is_refused_for_openvino_only(tiny_model_copy):
-    """Outside the table's sentence-transformer rules a model is refused outright (tests/source/test_families.py); for
+    """Outside the registry's sentence-transformer rules a model is refused outright (tests/source/test_families.py); for
     kinds without family rows (cross-encoders) an architecture optimum-intel cannot export has its openvino
     variants refused before loading anything, naming OpenVINO, and an ONNX-only export is not refused."""
     from exporter import variants
-    from exporter.source import preflight
 
     config = json.loads((tiny_model_copy / "config.json").read_text())
     config.update(model_type="funnel", architectures=["FunnelModel"])
     (tiny_model_copy / "config.json").write_text(json.dumps(config))
     kind = "cross-encoder"
-    facts = preflight.inspect(tiny_model_copy, kind)
+    facts = support.match(tiny_model_copy, kind)
     onnx_only = variants.select_for_kind(["onnx", "onnx-o2"], kind)
-    assert preflight.select(onnx_only, ["onnx", "onnx-o2"], kind, facts) == onnx_only
+    assert support.apply(facts, onnx_only, ["onnx", "onnx-o2"]) == onnx_only
     with_ov = variants.select_for_kind(["onnx", "OpenVINO"], kind)
     with pytest.raises(UsageError, match="openvino refused for FunnelModel .*optimum-intel has no OpenVINO exporter"):
-        preflight.select(with_ov, [" OpenVINO", "onnx"], kind, facts)  # the user's spelling is an id too
-    kept = preflight.select(with_ov, ["best"], kind, facts)  # best is not a request by id
+        support.apply(facts, with_ov, [" OpenVINO", "onnx"])  # the user's spelling is an id too
+    kept = support.apply(facts, with_ov, ["best"])  # best is not a request by id
     assert [s.id for s in kept] == ["onnx"]
 
 

@@ -1,4 +1,4 @@
-"""Meta-tests of the support table (``exporter.source.shapes``): every row is exercised by a test that builds a tiny
+"""Meta-tests of the support registry (``exporter.support``): every rule is exercised by a test that builds a tiny
 model of its shape and exports + verifies it (or checks its refusal), and docs/support.md reproduces the table
 exactly as ``exporter list-architectures`` prints it.
 
@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from exporter import variants
-from exporter.source import shape_lookup, shapes
+from exporter import support, variants
 from tests import declarations
 from tests.cli_runner import invoke
 
@@ -27,7 +26,7 @@ def exercised() -> dict[str, list[str]]:
 
 def test_every_row_is_exercised_by_a_test():
     covered = exercised()
-    missing = [s.id for s in shapes.SHAPES if s.id not in covered]
+    missing = [s.id for s in support.RULES if s.id not in covered]
     assert not missing, (
         f"support-table rows without a test: {', '.join(missing)}. Build a tiny model of the shape, export and "
         "verify it in a test module, and declare EXERCISED_SHAPES = (...row ids...) in it."
@@ -35,25 +34,26 @@ def test_every_row_is_exercised_by_a_test():
 
 
 def test_declared_rows_are_in_the_table():
-    unknown = {i: mods for i, mods in exercised().items() if i not in shapes.BY_ID}
+    unknown = {i: mods for i, mods in exercised().items() if i not in support.BY_ID}
     assert not unknown, f"tests declare rows that are not in the support table: {unknown}"
 
 
 def test_rows_are_consistent():
-    assert len(shapes.BY_ID) == len(shapes.SHAPES), "row ids must be unique"
-    for row in shapes.SHAPES:
+    assert len(support.BY_ID) == len(support.RULES), "row ids must be unique"
+    for row in support.RULES:
         refused = row.refusals()
         assert set(refused) <= set(variants.BY_ID) | {"*"}, row.id
         assert not set(refused) & set(row.allowed()), row.id
         assert all(why and "\n" not in why for why in refused.values()), row.id
-        assert row.examples and row.chain and row.family, row.id
+        assert row.examples and row.chain.text and row.family, row.id
+        assert (row.kind is None) == ("*" in refused and not row.model_types), row.id  # kind-less: refusals only
 
 
 def test_list_architectures_prints_the_table_and_json():
     text = invoke("list-architectures")
-    assert text.code == 0 and text.out.strip() == shape_lookup.markdown_table()
+    assert text.code == 0 and text.out.strip() == support.markdown_table()
     rows = json.loads(invoke("list-architectures", "--json").out)
-    assert [r["id"] for r in rows] == [s.id for s in shapes.SHAPES]
+    assert [r["id"] for r in rows] == [s.id for s in support.RULES]
     assert rows[0].keys() >= {"id", "family", "kind", "model_types", "chain", "allowed", "refused", "examples"}
 
 
