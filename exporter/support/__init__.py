@@ -249,7 +249,8 @@ def apply(m: Match, specs: list, requested: list[str] | str | None) -> list:
         raise UsageError(
             f"variant(s) {', '.join(asked)} refused for {m.label}: {reasons}.",
             f"Leave them out{' (' + ', '.join(kept) + ' can be built)' if kept else ''}; "
-            "see `exporter list-architectures`.",
+            + (f"{m.rule.id} models take only {', '.join(m.rule.only)}; " if m.rule.only else "")
+            + "see `exporter list-architectures`.",
         )
     return [s for s in specs if s.id not in refused]
 
