@@ -55,6 +55,10 @@ DENSE_CHAIN = Chain(
 )
 SPLADE_LEGACY_CHAIN = Chain("MLMTransformer -> SpladePooling", (("MLMTransformer", "1"), ("SpladePooling", "1")))
 SPLADE_CHAIN = Chain("Transformer (fill-mask) -> SpladePooling", (("Transformer", "1"), ("SpladePooling", "1")))
+M3_CHAIN = Chain(
+    "Transformer -> Pooling[cls] -> Normalize (+ FlagEmbedding's sparse_linear.pt and colbert_linear.pt heads)",
+    (("Transformer", "1"), ("Pooling", "1"), ("Normalize", "1")),
+)
 COLBERT_CHAIN = Chain("Transformer -> Dense (one or more, PyLate)", (("Transformer", "1"), ("Dense", "+")))
 STATIC_CHAIN = Chain("StaticEmbedding -> [Normalize]", (("StaticEmbedding", "1"), ("Normalize", "?")))
 ANY_CHAIN = Chain("any (a transformers folder, or Transformer first)", ((ANY, "*"),), bare=True)
@@ -76,6 +80,8 @@ ROUTE_NAMES: dict[str, str] = {
     "exporter.builders.export_onnx_sparse:build_sparse_graph": "optimum-onnx fill-mask + SpladePooling",
     "exporter.builders.export_onnx_colbert:build_colbert_graph": "traced PyLate graph (token vectors)",
     "exporter.builders.export_onnx_colbert:build_colbert_openvino": "converted from its ONNX graph",
+    "exporter.builders.export_onnx_m3:build_m3_graph": "traced three-head graph (dense, sparse, ColBERT outputs)",
+    "exporter.builders.export_onnx_m3:build_m3_openvino": "converted from its ONNX graph",
     f"{_STATIC}:build_static": "own graph (lookup + masked mean)",
     f"{_STATIC}:build_static_openvino": "converted from its ONNX graph",
     f"{_OV}:build_fp32_via_traced_graph": "converted from the traced ONNX graph",
@@ -144,13 +150,14 @@ class Rule:
     def onnx_route(self) -> str:
         if not self.allowed():
             return "-"
-        return ROUTE_NAMES.get(self.onnx_builder or self.kind_spec().onnx_builder, "")
+        builder = self.onnx_builder or self.kind_spec().onnx_builder
+        return ROUTE_NAMES.get(builder, builder)
 
     def openvino_route(self) -> str:
         if not any(v.startswith("openvino") for v in self.allowed()):
             return "-"
         own = self.openvino_builder or self.kind_spec().openvino_builder
-        name = ROUTE_NAMES[own] if own else OPTIMUM_INTEL
+        name = ROUTE_NAMES.get(own, own) if own else OPTIMUM_INTEL
         return f"{name}: {self.openvino_why}" if self.openvino_why else name
 
     def to_dict(self) -> dict:

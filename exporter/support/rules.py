@@ -8,6 +8,7 @@ from exporter.support.rule import (
     ANY_CHAIN,
     COLBERT_CHAIN,
     DENSE_CHAIN,
+    M3_CHAIN,
     ROUTER_CHAIN,
     SPARSE_STATIC_CHAIN,
     SPLADE_CHAIN,
@@ -248,6 +249,16 @@ RULES: tuple[Rule, ...] = (
         chain=COLBERT_CHAIN,
         examples=("answerdotai/answerai-colbert-small-v1", "lightonai/colbertv2.0"),
         architectures=("BertModel",),
+    ),
+    Rule(  # the kind is recognised by its head files (KindSpec.marker_files); its routes are the kind's own graph
+        id="bge-m3",
+        family="bge-m3: XLM-RoBERTa with FlagEmbedding's sparse and ColBERT heads (one graph, three outputs)",
+        kind=ModelKind.BGE_M3,
+        chain=M3_CHAIN,
+        examples=("BAAI/bge-m3",),
+        architectures=("XLMRobertaModel",),
+        hint="Export it as a sentence-transformer without the sparse_linear.pt / colbert_linear.pt files, or fix "
+        "modules.json to FlagEmbedding's Transformer -> Pooling[cls] -> Normalize.",
     ),
 )
 BY_ID: dict[str, Rule] = {r.id: r for r in RULES}
