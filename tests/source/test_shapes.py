@@ -419,8 +419,8 @@ def test_both_module_spellings_pass_the_preflight(tmp_path):
 
 
 def test_architecture_without_an_openvino_exporter_is_refused_for_openvino_only(tiny_model_copy):
-    """Outside the registry's sentence-transformer rules a model is refused outright (tests/source/test_families.py); for
-    kinds without family rows (cross-encoders) an architecture optimum-intel cannot export has its openvino
+    """Outside the registry's sentence-transformer rules a model is refused outright (tests/source/test_families.py);
+    for the rules of any model_type (cross-encoders) an architecture optimum-intel cannot export has its openvino
     variants refused before loading anything, naming OpenVINO, and an ONNX-only export is not refused."""
     from exporter import variants
 
