@@ -25,8 +25,8 @@ from exporter.staging import staged_dir
 if TYPE_CHECKING:
     from exporter.manifest_types import Manifest, VariantEntry
     from exporter.quality.probes import TextSet
-    from exporter.support import Match
     from exporter.source.resolve import ResolvedSource
+    from exporter.support import Match
     from exporter.variants import VariantSpec
 
 log = logging.getLogger(__name__)

@@ -211,7 +211,7 @@ def find(folder: Path, kind: str | ModelKind | None) -> Rule | None:
         return None
 
 
-def _openvino_refusals(specs: list, kind: ModelKind, m: Match) -> dict[str, str]:
+def _openvino_refusals(specs: list, m: Match) -> dict[str, str]:
     """OpenVINO variants refused for a rule of any model_type (cross-encoders, SPLADE) whose IR is optimum-intel's
     export, when optimum-intel has no exporter for the model's model_type (the only check that imports optimum)."""
     ov_ids = [s.id for s in specs if s.backend.value == "openvino"]
@@ -240,7 +240,7 @@ def apply(m: Match, specs: list, requested: list[str] | str | None) -> list:
 
     if isinstance(requested, str):
         requested = requested.split(",")
-    refused = {**m.rule.refusals(), **_openvino_refusals(specs, m.rule.kind, m)}
+    refused = {**m.rule.refusals(), **_openvino_refusals(specs, m)}
     named = {w.strip().lower() for w in (requested or [])} - {"", *EXPANSIONS}  # ids are case-insensitive
     asked = [s.id for s in specs if s.id in refused and s.id in named]
     if asked:
