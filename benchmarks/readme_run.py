@@ -92,7 +92,9 @@ def main() -> None:
         finally:
             server.stop()
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    text = "\n".join([machine(), f"{when}; all commands {total.seconds:.0f} s", *j.lines])
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO_ROOT, capture_output=True, text=True)
+    head = f"{when}; exporter at commit {commit.stdout.strip() or 'unknown'}; all commands {total.seconds:.0f} s"
+    text = "\n".join([machine(), head, *j.lines])
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"readme-{started}.txt"
     out.write_text(text + "\n", "utf-8")
