@@ -201,7 +201,9 @@ def _export_into(job: _Export) -> ExportOutcome:
             ctx.stage_dir = stage
             if fresh:
                 shared = artifact.copy_shared(job.src, stage, job.plan.max_seq_length)
-                written = recorded_reference.write(stage, gate.probe.texts, gate.reference, job.kind)
+                written = recorded_reference.write(
+                    stage, gate.probe.texts, job.probe_set.labels(), gate.reference, job.kind
+                )
                 shared += record_files(stage, written)
                 fresh = False
             else:

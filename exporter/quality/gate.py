@@ -1,4 +1,4 @@
-"""The fidelity gate: the one piece of code that judges a variant, at export and at verify alike.
+"""The fidelity gate: the one piece of code that judges a variant, at export, verify, sign and package alike.
 
 ``exporter.pipeline`` (export) and ``exporter.quality.verify``'s fresh process call the same functions, so
 one variant measured by both gets the same metrics from the same batches:
@@ -14,6 +14,12 @@ one variant measured by both gets the same metrics from the same batches:
   ``batch_cosine_min`` where the kind's thresholds have it), the verdict, the serving paths
   (``parity_run.check_serving_paths``) and the consumers (``consumers.rows_for``): the manifest's ``parity``
   entry.
+- ``Gate.judge(variant, out, run_one)``: the one place a variant's outputs become a verdict record (metrics,
+  strata, batch invariance, thresholds); ``check`` above and ``check_runtime`` end in it.
+- ``Gate.check_runtime(artifact, variant)``: the same judgement through the torch-free runtime, for a gate
+  whose reference is the vectors the export recorded (``recorded_reference.open_gate``: verify on a host
+  without torch); ``Gate.consumer_row``: one consumer (or emulated server) on a target, judged by the gate
+  (the consumers here, and each ``package --layout`` folder, ``exporter.ship.layout_gate``).
 - Reuse is explicit and keyed. ``exporter.fingerprint.twin_key``: two variants of one export whose key is
   equal (the same file bytes loaded the same way, the same precision's batching, the same judging and export
   fingerprint) get the same check. Within one check, the runtime path reuses the sentence-transformers path's graph runs
@@ -136,13 +142,46 @@ class Gate:
             return threshold, ref
         return dataclasses.replace(threshold, **{BATCH_METRIC: ref - (1.0 - limit)}), ref
 
+    def judge(self, variant: dict, out, run_one=None) -> dict:
+        """The verdict record (a manifest ``parity`` entry) of ``out``, one variant's outputs over the probe
+        inputs: the kind's metrics against the reference, per stratum too, batch invariance when ``run_one``
+        (a batch of inputs -> its outputs, run as one batch) is given and the kind gates it, judged by the
+        variant's thresholds. Every path that judges a variant ends here."""
+        from exporter.quality import batch_invariance, parity
+
+        kspec = kinds.get(self.kind)
+        threshold = self.thresholds(variant)
+        metrics = kspec.compare(self.reference, out, self.probe)
+        invariance = None
+        if run_one is not None and hasattr(metrics, BATCH_METRIC):  # every kind whose outputs are vectors
+            invariance = batch_invariance.measure(run_one, self.probe.inputs, self.batch_sizes, out, PARITY_BATCH)
+            metrics = dataclasses.replace(metrics, **{BATCH_METRIC: invariance.cosine_min})
+        judged_by, reference_batch = self.batch_threshold(threshold) if invariance else (threshold, None)
+        verdict = parity.judge(metrics, judged_by)
+        entry = parity.to_manifest(metrics, threshold, verdict, self.probe_sha256)  # the policy's thresholds
+        if invariance is not None:
+            entry["batch_invariance"] = invariance.to_dict()
+            entry["batch_invariance"]["reference_cosine_min"] = reference_batch
+            entry["batch_invariance"]["judged_at"] = getattr(judged_by, BATCH_METRIC, None)
+        return entry
+
+    def consumer_row(self, consumer, target, variant: dict) -> dict:
+        """One consumer's row (``consumers.check``): ``consumer`` (a ``consumers.Consumer``, or a server it
+        emulates) loading ``target``, judged against this gate's reference and probe by the thresholds of
+        ``variant`` (the manifest entry the target serves)."""
+        from exporter.quality import consumers
+
+        return consumers.check(
+            consumer, target, self.probe.texts, self.reference, self.probe, self.kind, self.thresholds(variant)
+        )
+
     def check(self, artifact: Path, variant: dict, model, progress=None) -> dict:
         """Judge one loaded variant (``variant``: its manifest entry, ``model``: loaded by
         ``runners.variant.load_variant``) and return its manifest ``parity`` entry.
 
         Raises FidelityError when the outputs are broken (shape, NaN): the caller records a failed variant."""
         from exporter.progress import NoProgress
-        from exporter.quality import batch_invariance, consumers, parity, parity_replay
+        from exporter.quality import parity_replay
 
         progress = progress or NoProgress()
         kspec = kinds.get(self.kind)
@@ -155,19 +194,8 @@ class Gate:
             if tape is not None:
                 tape.close()
         with progress.step(f"Checking parity of {variant['id']}"):
-            metrics = kspec.compare(self.reference, out, self.probe)
-            invariance = None
-            if hasattr(metrics, BATCH_METRIC):  # every kind whose outputs are vectors
-                run_one = lambda batch: kspec.outputs(model, batch, len(batch))  # noqa: E731 - one batch as given
-                invariance = batch_invariance.measure(run_one, self.probe.inputs, self.batch_sizes, out, PARITY_BATCH)
-                metrics = dataclasses.replace(metrics, **{BATCH_METRIC: invariance.cosine_min})
-            judged_by, reference_batch = self.batch_threshold(threshold) if invariance else (threshold, None)
-            verdict = parity.judge(metrics, judged_by)
-            entry = parity.to_manifest(metrics, threshold, verdict, self.probe_sha256)  # the policy's thresholds
-            if invariance is not None:
-                entry["batch_invariance"] = invariance.to_dict()
-                entry["batch_invariance"]["reference_cosine_min"] = reference_batch
-                entry["batch_invariance"]["judged_at"] = getattr(judged_by, BATCH_METRIC, None)
+            run_one = lambda batch: kspec.outputs(model, batch, len(batch))  # noqa: E731 - one batch as given
+            entry = self.judge(variant, out, run_one)
             entry = parity_run.check_serving_paths(
                 entry,
                 self.reference,
@@ -181,11 +209,47 @@ class Gate:
                 tape=tape,
                 lengths=lengths,
             )
-        if self.consumers:
-            names = list(self.consumers)
-            with progress.step(f"Loading {variant['id']} through {', '.join(names)}"):
-                rows = consumers.rows_for(
-                    artifact, variant, self.kind, names, self.probe, self.reference, threshold, entry
-                )
-            entry = consumers.with_rows(entry, rows)
-        return entry
+        return self._with_consumers(artifact, variant, entry, "sentence-transformers", progress)
+
+    def check_runtime(self, artifact: Path, variant: dict, progress=None) -> dict:
+        """Judge one variant through the torch-free runtime (``exporter.runtime``, what a serving host runs)
+        and return its ``parity`` entry: its outputs over the probe texts in the batches
+        sentence-transformers forms (``PARITY_BATCH``, longest first), batch invariance through the same
+        encoder, then the consumers, the ``runtime`` row being this verdict. A variant without a runtime
+        path (not an ONNX / OpenVINO sentence-transformer) raises UsageError; broken outputs FidelityError."""
+        from exporter import runtime
+        from exporter.errors import UsageError
+        from exporter.progress import NoProgress
+        from exporter.quality import consumers
+
+        progress = progress or NoProgress()
+        load = variant["load"]
+        if not consumers.BY_NAME["runtime"].applies(variant, self.kind):
+            raise UsageError(f"{variant['id']} has no torch-free runtime path ({load['backend']}, {self.kind}).", "")
+        truncate_dim = load.get("truncate_dim")
+        encoder = runtime.load(
+            artifact, load.get("file_name"), load["backend"], threads=self.threads, truncate_dim=truncate_dim
+        )
+        with progress.step(f"Running {variant['id']} through the runtime on the probe texts"):
+            out = encoder.encode(self.probe.texts, PARITY_BATCH, prompt="")  # the texts carry their prompts
+            run_one = lambda batch: encoder.encode(list(batch), len(batch), prompt="")  # noqa: E731
+            entry = self.judge(variant, out, run_one)
+            entry["serving_paths"] = {"runtime": {"output": _runtime_output(encoder), "judged": "as the variant"}}
+        return self._with_consumers(artifact, variant, entry, "runtime", progress)
+
+    def _with_consumers(self, artifact: Path, variant: dict, entry: dict, own: str, progress) -> dict:
+        """``entry`` with the gate's consumer rows; ``own`` names the consumer whose row is ``entry`` itself."""
+        from exporter.quality import consumers
+
+        if not self.consumers:
+            return entry
+        names = list(self.consumers)
+        with progress.step(f"Loading {variant['id']} through {', '.join(names)}"):
+            rows = consumers.rows_for(
+                artifact, variant, self.kind, names, self.probe, self.reference, self.thresholds(variant), entry, own
+            )
+        return consumers.with_rows(entry, rows)
+
+
+def _runtime_output(encoder) -> str:
+    return "sentence_embedding" if encoder.pooling_in_graph else "token embeddings + pooling in numpy"

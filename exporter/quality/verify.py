@@ -70,6 +70,7 @@ def verify(
     integrity_only: bool = False,
     host=None,
     policy=None,
+    recorded: bool | None = None,
 ) -> VerifyReport:
     """Check ``artifact``'s files and re-run every chosen variant's parity in a fresh process.
 
@@ -79,6 +80,8 @@ def verify(
     A variant ``host`` (default: this CPU) cannot run (``VariantSpec.requires``, e.g. bf16 units) is skipped
     as not applicable: run anyway it would silently compute in f32 and prove nothing about the variant.
     ``policy`` (``exporter.quality.policy.Policy``; default: the kind's defaults) gives the thresholds.
+    ``recorded``: judge against the reference vectors the export recorded (``recorded_reference``), through
+    the runtime, instead of re-running torch; default (None): only where torch is not installed.
 
     Raises UsageError for a bad manifest / unknown variant id, SourceError when the pinned source cannot be
     resolved, IntegrityError when the resolved source files differ from the manifest's. Variant outcomes
@@ -114,7 +117,7 @@ def verify(
     to_run, cases = _triage(chosen, damaged, host)
     source = {"repo": manifest["source"]["repo"], "revision": manifest["source"]["revision"]}
     probe_info = _gate_variants(
-        artifact, manifest, to_run, cases, damaged, integrity, source, probe, consumers, thresholds
+        artifact, manifest, to_run, cases, damaged, integrity, source, probe, consumers, thresholds, recorded
     )
     for v in to_run:
         _judge_record(cases[v["id"]], v, policy, kind)
@@ -139,10 +142,12 @@ def _triage(chosen: list[dict], damaged: set[str], host) -> tuple[list[dict], di
     return to_run, cases
 
 
-def _gate_variants(artifact, manifest, to_run, cases, damaged, integrity, source, probe, consumers, thresholds):
+def _gate_variants(
+    artifact, manifest, to_run, cases, damaged, integrity, source, probe, consumers, thresholds, recorded=None
+):
     """Re-run the gate for ``to_run`` into ``cases``: against the torch reference at the pin in a fresh
-    process, or, on a host without torch, against the reference vectors the export recorded. Returns the
-    probe description (None when nothing ran)."""
+    process, or, on a host without torch (or with ``recorded``), against the reference vectors the export
+    recorded. Returns the probe description (None when nothing ran)."""
     from exporter.quality import recorded_reference
     from exporter.runners import reference
 
@@ -153,8 +158,8 @@ def _gate_variants(artifact, manifest, to_run, cases, damaged, integrity, source
         for v in to_run:
             cases[v["id"]] = CaseResult(v["id"], SKIPPED, f"not re-run: shared files fail ({', '.join(shared_bad)})")
         return None
-    if recorded_reference.torch_missing():  # a serving host: the vectors the export recorded
-        probe_info, fresh = recorded_reference.verify_cases(artifact, manifest, to_run, consumers)
+    if recorded_reference.torch_missing() if recorded is None else recorded:  # the vectors the export recorded
+        probe_info, fresh = _recorded_cases(artifact, manifest, to_run, consumers, thresholds)
         source["reference"] = "recorded"
         cases.update(fresh)
         return probe_info
@@ -170,6 +175,49 @@ def _gate_variants(artifact, manifest, to_run, cases, damaged, integrity, source
     probe_info, fresh = run_parity_subprocess(artifact, src.path, to_run, probe, manifest, consumers, thresholds)
     cases.update(fresh)
     return probe_info
+
+
+def _recorded_cases(artifact, manifest, variants, consumers, thresholds):
+    """(probe info, {variant id: CaseResult}): each variant judged through the runtime by the export's gate
+    over the reference vectors it recorded (``recorded_reference.open_gate``), by the policy's thresholds."""
+    from exporter.quality import gate, recorded_reference
+    from exporter.quality.consumers import BY_NAME
+
+    torch_only = ("sentence-transformers", "optimum")
+    names = ["runtime", *[n for n in consumers or [] if n not in ("runtime", *torch_only)]]
+    kind = manifest["model"]["kind"]
+    the_gate = recorded_reference.open_gate(
+        artifact, manifest, gate.requested_thresholds(kind), names, threads=os.cpu_count() or 1
+    )
+    if the_gate is None:
+        why = "the artifact records no reference vectors for its probe set (re-export it to record them)"
+        if recorded_reference.torch_missing():
+            why = f"torch is not installed here and {why}"
+        return None, {v["id"]: CaseResult(v["id"], SKIPPED, f"not re-run: {why}") for v in variants}
+    out = {}
+    for v in variants:
+        if v["load"]["backend"] not in BY_NAME["runtime"].backends:
+            out[v["id"]] = CaseResult(v["id"], SKIPPED, f"not re-run: a {v['load']['backend']} variant needs torch")
+            continue
+        item = {**v, "threshold": (thresholds or {}).get(v["id"])}  # the policy's, as the fresh process gets them
+        start = time.perf_counter()
+        try:
+            entry = the_gate.check_runtime(artifact, item)
+        except ExporterError as exc:  # broken outputs, or no runtime path: this variant's verdict
+            msg = exc.message
+            out[v["id"]] = CaseResult(v["id"], ERROR, msg, failures=[msg], recorded=v.get("parity"))
+            continue
+        out[v["id"]] = CaseResult(
+            v["id"],
+            PASSED if entry["passed"] else FAILED,
+            f"{_summary(entry, manifest, None)} {recorded_reference.NOTE}",
+            failures=list(entry["failures"]),
+            parity=entry,
+            recorded=v.get("parity"),
+            seconds=time.perf_counter() - start,
+        )
+    probe = the_gate.probe
+    return {"name": "recorded", "sha256": the_gate.probe_sha256, "n": len(probe.texts)}, out
 
 
 def _judge_record(case: CaseResult, variant: dict, policy, kind: str) -> None:

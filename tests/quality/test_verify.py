@@ -423,3 +423,35 @@ def test_threshold_line_shows_the_policy_beside_the_record():
     )
     assert line.startswith("thresholds, policy (recorded): cosine_min >=0.9999 (-1), norm_rel_err_max <=0.01 (-)")
     assert "score_rel_err_max <= not judged (0.001)" in line
+
+
+def test_recorded_reference_verify_is_the_export_gate_judged_by_the_policy(consumer_artifact):
+    """Verify against the reference vectors the export recorded (what a host without torch runs) is the
+    export's gate through the runtime: the record the export wrote (metrics, per-stratum worst cases, batch
+    invariance), the runtime's consumer row being the verdict, judged by the policy, not the record (a
+    stricter policy fails what the recorded thresholds pass). The vectors count for their probe set only."""
+    from exporter.quality import recorded_reference, verify
+    from exporter.quality.policy import DEFAULT, Policy
+
+    manifest = mf.load(consumer_artifact)
+    report = verify.verify(consumer_artifact, recorded=True)
+    assert report.ok and report.source["reference"] == "recorded", [c.failures for c in report.variants]
+    assert report.probe["sha256"] == manifest["probe"]["sha256"]
+    for case in report.variants:
+        exported = mf.get_variant(manifest, case.name)["parity"]
+        assert "recorded at export" in case.message and case.parity["probe_sha256"] == exported["probe_sha256"]
+        assert set(exported) - {"consumers", "serving_paths"} <= set(case.parity), set(exported) - set(case.parity)
+        assert set(case.parity["strata"]) == set(exported["strata"]) and case.parity["batch_invariance"]["texts"]
+        assert case.parity["threshold"] == DEFAULT.thresholds_for("sentence-transformer", "fp32", case.name).to_dict()
+        assert [r["consumer"] for r in case.parity["consumers"]] == ["runtime"]
+        assert case.parity["consumers"][0]["cosine_min"] == case.parity["cosine_min"] >= 0.9999
+
+    strict = verify.verify(consumer_artifact, ["onnx"], recorded=True, policy=Policy.load(flags=["cosine_min=1.0"]))
+    (case,) = strict.variants
+    assert case.status == "failed" and case.parity["threshold"]["cosine_min"] == 1.0
+    assert any(f.startswith("cosine_min") for f in case.failures), case.failures
+
+    assert recorded_reference.load(consumer_artifact, manifest) is not None
+    other = {**manifest, "probe": {**manifest["probe"], "sha256": "0" * 64}}  # another probe set: not its key
+    assert recorded_reference.load(consumer_artifact, other) is None
+    assert recorded_reference.open_gate(consumer_artifact, other, lambda v: None) is None

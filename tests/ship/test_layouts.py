@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from exporter import kinds
-from exporter.quality import consumers, emulated_servers
+from exporter.quality import consumers, emulated_servers, recorded_reference
+from exporter.quality.policy import DEFAULT
 from exporter.ship import ovms_layout, triton_config
 from exporter.source import st_modules
 from tests.cli_runner import invoke
@@ -41,6 +42,10 @@ def _layout(art: Path, tmp_path: Path, layout: str, variant: str = "onnx") -> Pa
     gate = narrowed["layout"]["gate"]
     assert [(r["consumer"], r["runs"]) for r in gate] == GATED_BY[layout]
     assert all(r["status"] == "passed" and r["cosine_min"] >= 0.9999 for r in gate), gate
+    policy = DEFAULT.thresholds_for("sentence-transformer", "fp32", variant).to_dict()
+    for row in gate:  # judged by the export's gate: against the recorded torch vectors, the policy, every stratum
+        assert row["reference"] == recorded_reference.REFERENCE and row["threshold"] == policy, row
+        assert row["strata"] and all(s["cosine_min"] >= policy["cosine_min"] for s in row["strata"].values()), row
     for consumer, runs in GATED_BY[layout]:
         assert f"gate: passed {consumer} ({runs}) on the probe set: cosine_min" in res.out
     from exporter.fsutil import sha256_file
