@@ -98,3 +98,50 @@ def open_gate(artifact: Path, manifest: dict, thresholds, consumers=(), threads:
         consumers=tuple(consumers),
         threads=threads,
     )
+
+
+def verify_cases(artifact, manifest, variants, consumers, thresholds):
+    """(probe info, {variant id: CaseResult}) for ``exporter.quality.verify``: each variant judged through the
+    runtime by the gate over the recorded vectors (``open_gate``), by ``thresholds`` (variant id -> the
+    policy's, as the fresh process gets them)."""
+    import os
+    import time
+
+    from exporter.errors import ExporterError
+    from exporter.quality import gate
+    from exporter.quality.consumers import BY_NAME
+    from exporter.quality.verdicts import ERROR, FAILED, PASSED, SKIPPED, CaseResult, summary
+
+    torch_only = ("sentence-transformers", "optimum")
+    names = ["runtime", *[n for n in consumers or [] if n not in ("runtime", *torch_only)]]
+    kind = manifest["model"]["kind"]
+    the_gate = open_gate(artifact, manifest, gate.requested_thresholds(kind), names, threads=os.cpu_count() or 1)
+    if the_gate is None:
+        why = "the artifact records no reference vectors for its probe set (re-export it to record them)"
+        if torch_missing():
+            why = f"torch is not installed here and {why}"
+        return None, {v["id"]: CaseResult(v["id"], SKIPPED, f"not re-run: {why}") for v in variants}
+    out = {}
+    for v in variants:
+        if v["load"]["backend"] not in BY_NAME["runtime"].backends:
+            out[v["id"]] = CaseResult(v["id"], SKIPPED, f"not re-run: a {v['load']['backend']} variant needs torch")
+            continue
+        item = {**v, "threshold": (thresholds or {}).get(v["id"])}  # the policy's, as the fresh process gets them
+        start = time.perf_counter()
+        try:
+            entry = the_gate.check_runtime(artifact, item)
+        except ExporterError as exc:  # broken outputs, or no runtime path: this variant's verdict
+            msg = exc.message
+            out[v["id"]] = CaseResult(v["id"], ERROR, msg, failures=[msg], recorded=v.get("parity"))
+            continue
+        out[v["id"]] = CaseResult(
+            v["id"],
+            PASSED if entry["passed"] else FAILED,
+            f"{summary(entry, manifest, None)} {NOTE}",
+            failures=list(entry["failures"]),
+            parity=entry,
+            recorded=v.get("parity"),
+            seconds=time.perf_counter() - start,
+        )
+    probe = the_gate.probe
+    return {"name": "recorded", "sha256": the_gate.probe_sha256, "n": len(probe.texts)}, out

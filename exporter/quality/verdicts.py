@@ -24,3 +24,26 @@ class CaseResult:
     @property
     def ok(self) -> bool:  # skipped: not judged here (files failed integrity, or this CPU cannot run it)
         return self.status in (PASSED, SKIPPED)
+
+
+def summary(parity: dict, manifest: dict, probe: dict | None) -> str:
+    """One line per variant: the metrics the model's kind shows in verify (``KindSpec.verify``), and more."""
+    from exporter import kinds
+    from exporter.quality import parity_gates
+
+    kspec = kinds.of_manifest(manifest)
+    parts = [f"{m.label} {m.format(parity[m.key])}" for m in kspec.verify if parity.get(m.key) is not None]
+    if parity.get("strata"):  # the stratum where the kind's first stratum metric is worst
+        first = kspec.strata[0]
+        worst = (min if first.key not in parity_gates.UPPER_BOUNDS else max)(
+            parity["strata"].items(), key=lambda kv: kv[1].get(first.key) or 0.0
+        )
+        parts.append(f"worst stratum {worst[0]} ({kspec.strata_label()} {kspec.stratum_cell(worst[1])})")
+    runtime = (parity.get("serving_paths") or {}).get("runtime") or {}
+    if runtime.get("cosine_min") is not None:
+        parts.append(f"runtime path cosine_min {runtime['cosine_min']:.6f}")
+    if parity.get("skipped"):
+        parts.append(f"skipped (no variance in the reference): {', '.join(parity['skipped'])}")
+    if probe and probe.get("sha256") != manifest["probe"]["sha256"]:
+        parts.append("(probe set differs from the one used at export)")
+    return ", ".join(parts)

@@ -27,7 +27,7 @@ from pathlib import Path
 from exporter import errors, plan_check
 from exporter.environment import helper_env
 from exporter.errors import ExporterError, FidelityError, IntegrityError
-from exporter.quality.verdicts import ERROR, FAILED, PASSED, SKIPPED, CaseResult  # noqa: F401 - the report's types
+from exporter.quality.verdicts import ERROR, FAILED, PASSED, SKIPPED, CaseResult, summary  # noqa: F401 - the report's types
 
 
 @dataclass
@@ -80,8 +80,7 @@ def verify(
     A variant ``host`` (default: this CPU) cannot run (``VariantSpec.requires``, e.g. bf16 units) is skipped
     as not applicable: run anyway it would silently compute in f32 and prove nothing about the variant.
     ``policy`` (``exporter.quality.policy.Policy``; default: the kind's defaults) gives the thresholds.
-    ``recorded``: judge against the reference vectors the export recorded (``recorded_reference``), through
-    the runtime, instead of re-running torch; default (None): only where torch is not installed.
+    ``recorded``: judge through the runtime against the vectors the export recorded (None: where torch is missing).
 
     Raises UsageError for a bad manifest / unknown variant id, SourceError when the pinned source cannot be
     resolved, IntegrityError when the resolved source files differ from the manifest's. Variant outcomes
@@ -159,7 +158,7 @@ def _gate_variants(
             cases[v["id"]] = CaseResult(v["id"], SKIPPED, f"not re-run: shared files fail ({', '.join(shared_bad)})")
         return None
     if recorded_reference.torch_missing() if recorded is None else recorded:  # the vectors the export recorded
-        probe_info, fresh = _recorded_cases(artifact, manifest, to_run, consumers, thresholds)
+        probe_info, fresh = recorded_reference.verify_cases(artifact, manifest, to_run, consumers, thresholds)
         source["reference"] = "recorded"
         cases.update(fresh)
         return probe_info
@@ -177,53 +176,10 @@ def _gate_variants(
     return probe_info
 
 
-def _recorded_cases(artifact, manifest, variants, consumers, thresholds):
-    """(probe info, {variant id: CaseResult}): each variant judged through the runtime by the export's gate
-    over the reference vectors it recorded (``recorded_reference.open_gate``), by the policy's thresholds."""
-    from exporter.quality import gate, recorded_reference
-    from exporter.quality.consumers import BY_NAME
-
-    torch_only = ("sentence-transformers", "optimum")
-    names = ["runtime", *[n for n in consumers or [] if n not in ("runtime", *torch_only)]]
-    kind = manifest["model"]["kind"]
-    the_gate = recorded_reference.open_gate(
-        artifact, manifest, gate.requested_thresholds(kind), names, threads=os.cpu_count() or 1
-    )
-    if the_gate is None:
-        why = "the artifact records no reference vectors for its probe set (re-export it to record them)"
-        if recorded_reference.torch_missing():
-            why = f"torch is not installed here and {why}"
-        return None, {v["id"]: CaseResult(v["id"], SKIPPED, f"not re-run: {why}") for v in variants}
-    out = {}
-    for v in variants:
-        if v["load"]["backend"] not in BY_NAME["runtime"].backends:
-            out[v["id"]] = CaseResult(v["id"], SKIPPED, f"not re-run: a {v['load']['backend']} variant needs torch")
-            continue
-        item = {**v, "threshold": (thresholds or {}).get(v["id"])}  # the policy's, as the fresh process gets them
-        start = time.perf_counter()
-        try:
-            entry = the_gate.check_runtime(artifact, item)
-        except ExporterError as exc:  # broken outputs, or no runtime path: this variant's verdict
-            msg = exc.message
-            out[v["id"]] = CaseResult(v["id"], ERROR, msg, failures=[msg], recorded=v.get("parity"))
-            continue
-        out[v["id"]] = CaseResult(
-            v["id"],
-            PASSED if entry["passed"] else FAILED,
-            f"{_summary(entry, manifest, None)} {recorded_reference.NOTE}",
-            failures=list(entry["failures"]),
-            parity=entry,
-            recorded=v.get("parity"),
-            seconds=time.perf_counter() - start,
-        )
-    probe = the_gate.probe
-    return {"name": "recorded", "sha256": the_gate.probe_sha256, "n": len(probe.texts)}, out
-
-
 def _judge_record(case: CaseResult, variant: dict, policy, kind: str) -> None:
     """Fail ``case`` when the thresholds its manifest records are looser than the policy's: an artifact that
     claims a laxer gate than the one it is held to was built, or edited, to pass less."""
-    recorded = _threshold_of(variant)
+    recorded = (variant.get("parity") or {}).get("threshold")  # shown beside, never judged by
     case.looser = policy.looser_than(recorded, kind, variant["precision"], variant["id"])
     if case.looser:
         case.failures.append("the manifest records thresholds looser than the policy: " + "; ".join(case.looser) + ".")
@@ -351,41 +307,13 @@ def run_parity_subprocess(
         out[v["id"]] = CaseResult(
             v["id"],
             status,
-            _summary(parity, manifest, answer.get("probe")),
+            summary(parity, manifest, answer.get("probe")),
             failures=failures,
             parity=parity,
             recorded=v.get("parity"),
             seconds=secs,
         )
     return answer.get("probe"), out
-
-
-def _threshold_of(variant: dict) -> dict | None:
-    """The thresholds the export recorded for a variant (None: none recorded). Shown, never judged by."""
-    return (variant.get("parity") or {}).get("threshold")
-
-
-def _summary(parity: dict, manifest: dict, probe: dict | None) -> str:
-    """One line per variant: the metrics the model's kind shows in verify (``KindSpec.verify``), and more."""
-    from exporter import kinds
-    from exporter.quality import parity_gates
-
-    kspec = kinds.of_manifest(manifest)
-    parts = [f"{m.label} {m.format(parity[m.key])}" for m in kspec.verify if parity.get(m.key) is not None]
-    if parity.get("strata"):  # the stratum where the kind's first stratum metric is worst
-        first = kspec.strata[0]
-        worst = (min if first.key not in parity_gates.UPPER_BOUNDS else max)(
-            parity["strata"].items(), key=lambda kv: kv[1].get(first.key) or 0.0
-        )
-        parts.append(f"worst stratum {worst[0]} ({kspec.strata_label()} {kspec.stratum_cell(worst[1])})")
-    runtime = (parity.get("serving_paths") or {}).get("runtime") or {}
-    if runtime.get("cosine_min") is not None:
-        parts.append(f"runtime path cosine_min {runtime['cosine_min']:.6f}")
-    if parity.get("skipped"):
-        parts.append(f"skipped (no variance in the reference): {', '.join(parity['skipped'])}")
-    if probe and probe.get("sha256") != manifest["probe"]["sha256"]:
-        parts.append("(probe set differs from the one used at export)")
-    return ", ".join(parts)
 
 
 def parity_answer(request: dict) -> dict:
