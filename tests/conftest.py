@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,47 @@ def _isolated_state(tmp_path_factory, monkeypatch):
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny mean-pooled, normalised sentence-transformer folder (built once per session)."""
     return build_tiny_sentence_transformer(tmp_path_factory.mktemp("tiny") / "tiny-st")
+
+
+@dataclass(frozen=True)
+class DefaultExport:
+    """``export DEFAULT_MODEL --variants best`` run once: where it wrote, what it printed, and the Hub cache
+    and reference-output cache (``refcache``) it ran with, for a later export of the same source to reuse."""
+
+    out: Path
+    result: object  # tests.cli_runner.Result
+    hub_cache: Path
+    exporter_cache: Path
+
+
+@pytest.fixture(scope="session")
+def default_best_export(tmp_path_factory) -> DefaultExport:
+    """The embedded default (all-MiniLM-L6-v2) exported with ``--variants best`` once per session (about
+    3 minutes on 2 cores): the tests of the real default read it, or export more variants into a copy."""
+    from exporter.source.default_model import DEFAULT_MODEL, seed_default
+    from tests.cli_runner import invoke
+
+    home = tmp_path_factory.mktemp("hf-default")
+    env = {"HF_HOME": home, "HF_HUB_CACHE": home / "hub", "EXPORTER_CACHE_DIR": home / "exporter-cache"}
+    out = tmp_path_factory.mktemp("default") / "minilm"
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, str(value))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        seed_default(env["HF_HUB_CACHE"])
+        result = invoke("export", DEFAULT_MODEL, "--variants", "best", "--out", str(out), "--json")
+    return DefaultExport(out, result, env["HF_HUB_CACHE"], env["EXPORTER_CACHE_DIR"])
+
+
+@pytest.fixture(scope="session")
+def fresh_server():
+    """One interpreter, started on first use, that serves exported tiny models for test_shapes and
+    test_families (``tests.fresh_serving``)."""
+    from tests.fresh_serving import FreshServer
+
+    server = FreshServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture

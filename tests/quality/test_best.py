@@ -105,18 +105,12 @@ def test_export_best_gates_benches_and_recommends_in_one_command(capsys, tiny_mo
 
 
 @pytest.mark.slow
-def test_best_on_the_embedded_default_recommends_a_passing_int8_with_its_float_ops_explained(capsys, tmp_path):
-    """The real default (~3 min on 2 cores): exit 0, a recommendation that passes every probe stratum, the
-    searched int8's float ops each with its measured reason and its held-out calibration texts above the gate;
-    no speed assertion (speed lives in benchmarks/)."""
-    import os
-    from pathlib import Path
-
-    from exporter.source.default_model import DEFAULT_MODEL, seed_default
-
-    seed_default(Path(os.environ["HF_HUB_CACHE"]))
-    out = tmp_path / "minilm"
-    res = run_cli(capsys, "export", DEFAULT_MODEL, "--variants", "best", "--out", str(out), "--json")
+def test_best_on_the_embedded_default_recommends_a_passing_int8_with_its_float_ops_explained(default_best_export):
+    """The real default (``default_best_export``: ~3 min on 2 cores, shared with the other tests of the real
+    default): exit 0, a recommendation that passes every probe stratum, the searched int8's float ops each
+    with its measured reason and its held-out calibration texts above the gate; no speed assertion (speed
+    lives in benchmarks/)."""
+    res, out = default_best_export.result, default_best_export.out
     assert res.code == 0, res.err[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
     built = {v["id"]: v for v in manifest["variants"]}

@@ -239,23 +239,20 @@ def test_long_runs_report_progress_per_chunk_and_keep_row_order():
 
 # ------------------------------------------------------------------------------ the real default
 @pytest.mark.slow
-def test_norm_fault_in_a_real_minilm_artifact_fails_verify(tmp_path):
+def test_norm_fault_in_a_real_minilm_artifact_fails_verify(default_best_export, tmp_path, monkeypatch):
     """all-MiniLM-L6-v2 normalises in torch on the sentence-transformers path, so a x1.5 build hides there;
-    the runtime path (the graph's sentence_embedding, what torch-free servers read) must catch it."""
-    import os
-
-    from exporter.source.default_model import DEFAULT_MODEL, seed_default
-
-    seed_default(Path(os.environ["HF_HUB_CACHE"]))
-    good = tmp_path / "minilm"
-    res = invoke("export", DEFAULT_MODEL, "--out", str(good), "--variants", "onnx", "--json")
-    assert res.code == 0, res.err
-    parity = mf.load(good)["variants"][0]["parity"]
+    the runtime path (the graph's sentence_embedding, what torch-free servers read) must catch it. The good
+    ``onnx`` is the session's ``--variants best`` export of the default (``default_best_export``)."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(default_best_export.hub_cache))  # verify resolves the pinned source
+    good = default_best_export.out
+    onnx = mf.get_variant(mf.load(good), "onnx")
+    parity = onnx["parity"]
+    assert onnx["status"] == "passed"
     assert parity["norm_rel_err_max"] < 1e-5 and parity["serving_paths"]["runtime"]["norm_rel_err_max"] < 1e-5
     assert parity["serving_paths"]["agreement"]["cosine_min"] > 0.999999
     art = copy_artifact(good, tmp_path / "faulty")
     scale_outputs(art, "onnx", ("last_hidden_state", "sentence_embedding"), 1.5)
-    res = invoke("verify", str(art))
+    res = invoke("verify", str(art), "--variants", "onnx")
     assert res.code == 3, res.out + res.err
     assert "runtime path: norm_rel_err_max 0.5" in res.out and "serving paths disagree: norm_rel_err_max" in res.out
     assert "cosine_min 1.000000" in res.out
