@@ -22,7 +22,8 @@ import pytest
 
 from exporter import support
 from tests.cli_runner import invoke
-from tests.source.test_shapes import ALL_MODES, TEXTS, _check_fresh, _export, _model_prompts, _probe, run_fresh
+from tests.fresh_serving import check_fresh, model_prompts
+from tests.source.test_shapes import ALL_MODES, _export, _probe
 from tests.tiny_models import build_tiny_embedder, build_tiny_word_embeddings
 
 DENSE = ((24, True, "tanh"),)
@@ -43,26 +44,6 @@ FAMILY_MODELS: dict[str, dict] = {
 EXERCISED_SHAPES = (*FAMILY_MODELS, "word-vectors")
 TESTED_VARIANTS = ("onnx", "onnx-o2", "openvino")
 
-_FRESH = """
-import json, sys
-from sentence_transformers import SentenceTransformer
-from exporter import runtime
-jobs, texts, out = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
-results = {}
-for job in jobs:
-    for v in job["variants"]:
-        load = v["load"]
-        model_kwargs = {"file_name": load["file_name"], **load.get("model_kwargs", {})}
-        model = SentenceTransformer(
-            job["art"], backend=load["backend"], local_files_only=True, model_kwargs=model_kwargs
-        )
-        results[f"{job['name']}|{v['id']}|st|"] = model.encode(texts, batch_size=3).tolist()
-        if load["backend"] == "onnx":
-            enc = runtime.load(job["art"], file_name=load["file_name"])
-            results[f"{job['name']}|{v['id']}|runtime|"] = enc.encode(texts, 3).tolist()
-json.dump(results, open(out, "w"))
-"""
-
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict[str, dict]:
@@ -71,7 +52,7 @@ def built(tmp_path_factory) -> dict[str, dict]:
     done: dict[str, dict] = {}
     for row, kwargs in FAMILY_MODELS.items():
         src = build_tiny_embedder(root / row / "src", pooling=ALL_MODES, dense=DENSE, seed=len(done), **kwargs)
-        assert not _model_prompts(src)
+        assert not model_prompts(src)
         variants = [v for v in TESTED_VARIANTS if v in support.BY_ID[row].allowed()]
         start = time.perf_counter()
         manifest = _export(src, root / row / "art", probe, variants)
@@ -81,22 +62,8 @@ def built(tmp_path_factory) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def fresh(built, tmp_path_factory):
-    import numpy as np
-
-    root = tmp_path_factory.mktemp("families-fresh")
-    jobs = [
-        {
-            "name": n,
-            "art": str(b["art"]),
-            "variants": [{"id": v["id"], "load": v["load"]} for v in b["manifest"]["variants"]],
-        }
-        for n, b in built.items()
-    ]
-    (root / "jobs.json").write_text(json.dumps(jobs))
-    (root / "texts.json").write_text(json.dumps(TEXTS))
-    run_fresh(_FRESH, str(root / "jobs.json"), str(root / "texts.json"), str(root / "out.json"))
-    return {k: np.asarray(v, dtype=np.float64) for k, v in json.loads((root / "out.json").read_text()).items()}
+def fresh(built, fresh_server, tmp_path_factory):
+    return fresh_server.serve(built, tmp_path_factory.mktemp("families-fresh"))  # the process test_shapes uses
 
 
 @pytest.mark.slow
@@ -107,7 +74,7 @@ def test_family_exports_and_serves_in_a_fresh_process(row, built, fresh):
     assert all(v["status"] == "passed" for v in b["manifest"]["variants"])
     assert b["manifest"]["model"]["shape"]["support_rows"] == [row]
     onnx = sum(v.startswith("onnx") for v in b["variants"])
-    assert _check_fresh(row, built, fresh) == 2 * onnx + 1  # (ST + runtime) per ONNX graph, ST for openvino
+    assert check_fresh(row, built, fresh) == 2 * onnx + 1  # (ST + runtime) per ONNX graph, ST for openvino
     ov = next(v for v in b["manifest"]["variants"] if v["id"] == "openvino")
     why = support.BY_ID[row].openvino_why  # the rule's OpenVINO route: optimum-intel, or the traced graph and why
     assert ov["build"].get("why_not_optimum_intel", "") == why

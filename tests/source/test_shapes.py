@@ -19,8 +19,9 @@ import pytest
 
 from exporter import support
 from exporter.errors import UsageError
-from tests.builders.test_onnx import TEXTS, run_fresh
+from tests.builders.test_onnx import TEXTS
 from tests.cli_runner import invoke
+from tests.fresh_serving import check_fresh
 from tests.tiny_models import build_tiny_embedder
 
 TESTED_VARIANTS = ("onnx", "onnx-o2", "openvino")
@@ -107,83 +108,12 @@ def built(tmp_path_factory) -> dict[str, dict]:
     return done
 
 
-_FRESH = """
-import json, sys
-import numpy as np
-from sentence_transformers import SentenceTransformer
-from exporter import runtime
-jobs, texts, out = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), sys.argv[3]
-results = {}
-for job in jobs:
-    kw = {"truncate_dim": job["truncate_dim"]} if job["truncate_dim"] else {}
-    for prompt in job["prompts"]:
-        for v in job["variants"]:
-            load = v["load"]
-            model_kwargs = {"file_name": load["file_name"], **load.get("model_kwargs", {})}
-            model = SentenceTransformer(
-                job["art"], backend=load["backend"], local_files_only=True, model_kwargs=model_kwargs, **kw
-            )
-            results[f"{job['name']}|{v['id']}|st|{prompt}"] = model.encode(texts, prompt=prompt, batch_size=3).tolist()
-            if load["backend"] == "onnx":
-                enc = runtime.load(job["art"], file_name=load["file_name"])
-                results[f"{job['name']}|{v['id']}|runtime|{prompt}"] = enc.encode(texts, 3, prompt=prompt).tolist()
-json.dump(results, open(out, "w"))
-"""
-
-
 @pytest.fixture(scope="module")
-def fresh(built, tmp_path_factory) -> dict[str, np.ndarray]:
-    """Embeddings from one fresh process: every built variant through sentence-transformers, every ONNX graph
-    through the torch-free runtime, without and with each prompt."""
-    root = tmp_path_factory.mktemp("fresh")
-    jobs = [
-        {
-            "name": name,
-            "art": str(b["art"]),
-            "truncate_dim": b.get("truncate_dim"),
-            "prompts": ["", *_model_prompts(b["src"])],
-            "variants": [{"id": v["id"], "load": v["load"]} for v in b["manifest"]["variants"]],
-        }
-        for name, b in built.items()
-    ]
-    (root / "jobs.json").write_text(json.dumps(jobs))
-    (root / "texts.json").write_text(json.dumps(TEXTS))
-    run_fresh(_FRESH, str(root / "jobs.json"), str(root / "texts.json"), str(root / "out.json"))
-    return {k: np.asarray(v, dtype=np.float64) for k, v in json.loads((root / "out.json").read_text()).items()}
-
-
-def _model_prompts(src: Path) -> list[str]:
-    config = json.loads((src / "config_sentence_transformers.json").read_text())
-    return [p for p in dict.fromkeys((config.get("prompts") or {}).values()) if p]
-
-
-def _torch(src: Path, prompt: str, truncate_dim: int | None = None) -> np.ndarray:
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(src), device="cpu", truncate_dim=truncate_dim)
-    return np.asarray(model.encode(TEXTS, prompt=prompt, batch_size=3), dtype=np.float64)
-
-
-def _assert_matches(got: np.ndarray, want: np.ndarray, what: str) -> None:
-    assert got.shape == want.shape, what
-    assert np.abs(got - want).max() < 2e-4, f"{what}: max abs diff {np.abs(got - want).max()}"
-    cos = (got * want).sum(1) / np.maximum(np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1), 1e-12)
-    assert cos.min() >= 0.9999, f"{what}: min cosine {cos.min()}"
-
-
-def _check_fresh(name: str, built, fresh) -> int:
-    b = built[name]
-    checked = 0
-    for prompt in ["", *_model_prompts(b["src"])]:
-        want = _torch(b["src"], prompt, b.get("truncate_dim"))
-        for v in b["manifest"]["variants"]:
-            loaders = ("st", "runtime") if v["load"]["backend"] == "onnx" else ("st",)
-            for loader in loaders:
-                _assert_matches(
-                    fresh[f"{name}|{v['id']}|{loader}|{prompt}"], want, f"{name} {v['id']} {loader} {prompt!r}"
-                )
-                checked += 1
-    return checked
+def fresh(built, fresh_server, tmp_path_factory) -> dict[str, np.ndarray]:
+    """Embeddings from a fresh process (``tests.fresh_serving``, shared with test_families): every built
+    variant through sentence-transformers, every ONNX graph through the torch-free runtime, without and
+    with each prompt."""
+    return fresh_server.serve(built, tmp_path_factory.mktemp("fresh"))
 
 
 @pytest.mark.parametrize("row", list(SHAPE_MODELS))
@@ -192,7 +122,7 @@ def test_row_exports_and_serves_in_a_fresh_process(row, built, fresh):
     assert [v["id"] for v in b["manifest"]["variants"]] == b["variants"]
     assert all(v["status"] == "passed" for v in b["manifest"]["variants"])
     assert row in b["manifest"]["model"]["shape"]["support_rows"]
-    assert _check_fresh(row, built, fresh) == 2 * sum(v.startswith("onnx") for v in b["variants"]) + sum(
+    assert check_fresh(row, built, fresh) == 2 * sum(v.startswith("onnx") for v in b["variants"]) + sum(
         v.startswith("openvino") for v in b["variants"]
     )
 
@@ -216,7 +146,7 @@ def test_pooling_modes_padding_prompts_and_dense_chains(name, built, fresh):
     assert "prompt_length" in {i.name for i in graph.input} and "prompt_length" in {t.name for t in graph.initializer}
     assert b["manifest"]["variants"][0]["build"]["prompt_length_input"] is True
     # 3 prompts ("" and two) x (ST onnx backend, runtime) per ONNX graph
-    assert _check_fresh(name, built, fresh) == 3 * 2 * len(b["variants"])
+    assert check_fresh(name, built, fresh) == 3 * 2 * len(b["variants"])
 
 
 def test_prompt_tokens_really_are_left_out(built, fresh):
@@ -244,7 +174,7 @@ def test_truncate_dim_is_in_the_graph_the_manifest_and_the_load_options(built, f
     assert out["sentence_embedding"] == ["batch_size", dim]
     assert b["manifest"]["model"]["truncate_dim"] == dim and b["manifest"]["model"]["embedding_dim"] == dim
     assert all(v["load"]["truncate_dim"] == dim for v in b["manifest"]["variants"])
-    assert _check_fresh(f"{row}-truncated", built, fresh) == 3
+    assert check_fresh(f"{row}-truncated", built, fresh) == 3
 
 
 def test_truncate_dim_not_below_the_width_is_refused(tiny_model_dir, tmp_path):
