@@ -28,7 +28,7 @@ TEXTS_FILE = "reference/probe_texts.json"
 VECTORS_FILE = "reference/probe_vectors.f16.npy"
 FILES = (TEXTS_FILE, VECTORS_FILE)
 MAX_BYTES = 64 << 20  # read caps (user files are read as regular files with a size cap)
-NOTE = "against the reference vectors recorded at export (float16; torch is not installed here)"
+NOTE = "against the reference vectors recorded at export (float16)"
 REFERENCE = "the torch reference vectors recorded at export"  # what layout gate rows name as their reference
 
 
@@ -107,7 +107,7 @@ def verify_cases(artifact, manifest, variants, consumers, thresholds):
     import os
     import time
 
-    from exporter.errors import ExporterError
+    from exporter.errors import ExporterError, FidelityError
     from exporter.quality import gate
     from exporter.quality.consumers import BY_NAME
     from exporter.quality.verdicts import ERROR, FAILED, PASSED, SKIPPED, CaseResult, summary
@@ -130,14 +130,15 @@ def verify_cases(artifact, manifest, variants, consumers, thresholds):
         start = time.perf_counter()
         try:
             entry = the_gate.check_runtime(artifact, item)
-        except ExporterError as exc:  # broken outputs, or no runtime path: this variant's verdict
-            msg = exc.message
-            out[v["id"]] = CaseResult(v["id"], ERROR, msg, failures=[msg], recorded=v.get("parity"))
+        except Exception as exc:  # noqa: BLE001 - as in the fresh process: broken outputs fail, a crash is an error
+            status = FAILED if isinstance(exc, FidelityError) else ERROR
+            msg = exc.message if isinstance(exc, ExporterError) else f"{type(exc).__name__}: {exc}"
+            out[v["id"]] = CaseResult(v["id"], status, msg, failures=[msg], recorded=v.get("parity"))
             continue
         out[v["id"]] = CaseResult(
             v["id"],
             PASSED if entry["passed"] else FAILED,
-            f"{summary(entry, manifest, None)} {NOTE}",
+            f"{summary(entry, manifest, None)} {NOTE}" + ("; torch is not installed here" if torch_missing() else ""),
             failures=list(entry["failures"]),
             parity=entry,
             recorded=v.get("parity"),
