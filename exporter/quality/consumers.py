@@ -357,21 +357,16 @@ def check(consumer: Consumer, target: Target, texts: list[str], reference, probe
     return {**row, "status": status, "message": message, **parity.to_dict(metrics, threshold, verdict)}
 
 
-def rows_for(
-    artifact: Path, variant: dict, kind: str, names: list[str], probe, reference, threshold, own: dict, own_name: str
-):
-    """The consumer rows of one variant; ``own_name``'s (sentence-transformers with torch, the runtime on a
-    host without) is ``own``, the variant's parity just measured through it; the others are run here."""
-    others = [n for n in names if n != own_name]
+def rows_for(artifact: Path, variant: dict, kind: str, names: list, probe, reference, threshold, own: dict, by: str):
+    """The consumer rows of one variant; ``by``'s (sentence-transformers with torch, the runtime on a host
+    without) is ``own``, the variant's parity just measured through it; the others are run here."""
+    others = [n for n in names if n != by]
     rows = check_variant(artifact, variant, kind, others, probe.inputs, reference, probe, threshold)
-    if own_name in names:
-        consumer = BY_NAME[own_name]
+    if by in names:
         fields = {k: v for k, v in own.items() if k not in ("probe_sha256", "consumers", "serving_paths")}
-        status = PASSED if own["passed"] else FAILED
         message = "; ".join(f.rstrip(".") for f in own["failures"]) + "." if own["failures"] else ""
-        rows.insert(
-            0, {"consumer": consumer.name, "runs": consumer.runs, "status": status, "message": message, **fields}
-        )
+        row = {"consumer": by, "runs": BY_NAME[by].runs, "status": PASSED if own["passed"] else FAILED}
+        rows.insert(0, {**row, "message": message, **fields})
     return rows
 
 
