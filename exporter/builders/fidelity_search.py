@@ -18,7 +18,9 @@ search and the manifest records are shared. The search never sees the probe set.
    that reaches the goal only on the ranking texts is rejected. All int8 first: if it counts, done.
 2. Rank once: for each candidate alone in float, the cut in mean ``1 - cosine`` over the ``screen_texts``
    ranking texts that are worst under all-int8 (what the minimum-cosine gate sees), and the rise of their
-   minimum.
+   minimum. A backend with a ``screen_model(name)`` hook scores every candidate through one model built and
+   compiled once (OpenVINO: ``export_openvino_fidelity.switch_model``, each candidate behind a switch input);
+   otherwise each candidate is ``keep_in_float([name])``.
 3. Gallop, then bisect, over prefixes of the ranking: keep the top 1, 2, 4, ... candidates in float until a
    prefix counts (at most ``max_float_fraction`` of the candidates), then bisect between the last prefix that
    did not count and the first that did. ``O(log k)`` models scored for ``k`` kept, whatever the layer count.
@@ -30,7 +32,8 @@ model and texts give the same variant on a loaded machine as on an idle one.
 
 ``keep_in_float`` is graph surgery on the already-quantised model in both backends (OpenVINO: no
 re-calibration; ONNX Runtime dynamic int8: no re-quantisation), so a step costs an encode of the texts it is
-scored on.
+scored on. ``SearchResult.cost`` records what the search cost in counts (candidates screened, models scored,
+models and texts encoded) beside the encode seconds.
 """
 
 from __future__ import annotations
