@@ -15,7 +15,7 @@ Everything goes through the fidelity search's one screening model
 For each: min and mean cosine to the fp32 IR (mean pooling and normalisation as the model's modules do) and
 the worst text. Written to ``benchmarks/results/int8_error_source-<UTC>.txt``.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/int8_error_source.py ART --hf-home DIR
+    PYTHONPATH=. .venv/bin/python benchmarks/int8_error_source.py ART --source SNAPSHOT [--hf-home DIR] [--max-texts N]
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("artifact", type=Path)
     parser.add_argument("--hf-home", default=None)
+    parser.add_argument("--source", type=Path, required=True, help="the model's snapshot folder (torch weights)")
+    parser.add_argument("--max-texts", type=int, default=0, help="every k-th text, at most this many (0: all)")
     args = parser.parse_args()
     if args.hf_home:
         os.environ["HF_HOME"] = args.hf_home
@@ -54,8 +56,10 @@ def main() -> None:
     core = ov.Core()
     base = core.read_model(art / BASE_FILE)
     quantized = core.read_model(art / BY_ID["openvino-qint8"].file_name)
-    ctx = BuildContext(source_dir=art, stage_dir=art, calibration_texts=builtin_calibration)
+    ctx = BuildContext(source_dir=args.source, stage_dir=art, calibration_texts=builtin_calibration)
     texts = fidelity_search.search_texts(ctx)
+    if args.max_texts and len(texts) > args.max_texts:
+        texts = texts[:: -(-len(texts) // args.max_texts)]
     # the reference here is the fp32 IR through the model's own modules (what the int8 model departs from)
     scorer = OvScorer(ctx, texts, np.zeros((len(texts), 1), dtype=np.float32))
     idx = np.arange(len(texts))
