@@ -61,7 +61,8 @@ def main() -> None:
     if args.max_texts and len(texts) > args.max_texts:
         texts = texts[:: -(-len(texts) // args.max_texts)]
     # the reference here is the fp32 IR through the model's own modules (what the int8 model departs from)
-    scorer = OvScorer(ctx, texts, np.zeros((len(texts), 1), dtype=np.float32))
+    dim = ctx.reference_model().get_sentence_embedding_dimension()
+    scorer = OvScorer(ctx, texts, np.zeros((len(texts), dim), dtype=np.float32))
     idx = np.arange(len(texts))
     with stopwatch() as t:
         scorer.reference = scorer.encode(base, idx)

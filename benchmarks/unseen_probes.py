@@ -215,7 +215,7 @@ def verify(art: Path, hf_home: str | None, probe: Path, variants: str | None) ->
 
 def describe(report: dict, rows: list[dict]) -> list[str]:
     lines = []
-    for case in report.get("cases", []):
+    for case in [report.get("integrity") or {}, *(report.get("variants") or [])]:
         parity = case.get("parity") or {}
         metrics = parity.get("metrics") or parity
         lines.append(
