@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _common import REPO_ROOT, load_average, machine, stopwatch
 
 
@@ -66,7 +65,9 @@ def main() -> None:
     idx = np.arange(len(texts))
     with stopwatch() as t:
         scorer.reference = scorer.encode(base, idx)
-    lines = header + [f"{len(texts)} calibration texts (built-in + tokenizer-derived); fp32 IR encode {t.seconds:.1f} s"]
+    lines = header + [
+        f"{len(texts)} calibration texts (built-in + tokenizer-derived); fp32 IR encode {t.seconds:.1f} s"
+    ]
     kinds = weight_matmuls(base)
     names = list(kinds)
     with stopwatch() as t:

@@ -102,7 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="minilm,mpnet")
     parser.add_argument("--mpnet-hf-home", type=Path, default=None)
-    parser.add_argument("--keep", type=Path, default=None, help="build the artifacts here and keep them (unseen_probes.py)")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="build the artifacts here and keep them (unseen_probes.py)"
+    )
     args = parser.parse_args()
     header = [machine(), time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())]
     print("\n".join(header), flush=True)

@@ -146,8 +146,6 @@ def _requantised_weight(site: _Site, channels: np.ndarray):
 
 def split_matmul(site: _Site, channels: np.ndarray) -> None:
     """Rewire one MatMul into the float outlier branch + the int8 rest, in place."""
-    import openvino as ov
-    from openvino import opset13 as ops
 
     site.mm.input(1).replace_source_output(_requantised_weight(site, channels).output(0))
     tail = bias_tail(site.mm)  # after the bias Add, so the int8 MatMul keeps its bias fusion
