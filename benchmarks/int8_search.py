@@ -8,7 +8,7 @@ ranking / held-out metrics, the derived margin, seconds). Targets: ``--variants 
 the CPU and the load average (a shared machine: compare ratios within one run), and written to
 ``benchmarks/results/int8_search-<UTC time>.txt``.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/int8_search.py [--models minilm,mpnet] [--mpnet-hf-home DIR]
+    PYTHONPATH=. .venv/bin/python benchmarks/int8_search.py [--models minilm,mpnet] [--mpnet-hf-home DIR] [--keep DIR]
 
 ``--mpnet-hf-home``: an HF_HOME seeded by ``benchmarks/seed_mpnet.py`` (seeded there when it lacks the model).
 """
@@ -51,6 +51,8 @@ def _search_lines(manifest: dict) -> list[str]:
             f" ranking {search['ranking_result']}; held-out {search['heldout_result']}",
             f"    margin {search['margin']} (gap {search['gap']}); kept out of int8: {len(kept)} {kept[:12]}",
             f"    ops split into outlier channels: {len(b.get('ops_split') or [])}",
+            f"    cost (counts do not depend on load): {search.get('cost')}",
+            f"    NNCF + search build {b.get('build_seconds')} s",
         ]
     return lines
 
@@ -100,10 +102,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", default="minilm,mpnet")
     parser.add_argument("--mpnet-hf-home", type=Path, default=None)
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="build the artifacts here and keep them (unseen_probes.py)"
+    )
     args = parser.parse_args()
     header = [machine(), time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())]
     print("\n".join(header), flush=True)
-    work = Path(tempfile.mkdtemp(prefix="bench-int8-search-"))
+    work = args.keep.resolve() if args.keep else Path(tempfile.mkdtemp(prefix="bench-int8-search-"))
+    work.mkdir(parents=True, exist_ok=True)
     out_lines = list(header)
     try:
         for label in [m.strip() for m in args.models.split(",") if m.strip()]:
@@ -124,7 +130,8 @@ def main() -> None:
             print("\n".join(lines), flush=True)
             out_lines += [""] + lines
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     results = REPO_ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"int8_search-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt"

@@ -20,6 +20,7 @@ at 0.97-1.02 of all-int8's throughput, where the same ops floated whole run at 0
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -139,17 +140,21 @@ class OvScorer(fidelity_search.Scorer):
         return self._compiled[1]
 
     def encode(self, ov_model, idx: np.ndarray) -> np.ndarray:
+        """``ov_model``: an IR, or the screening model with a switch setting (:class:`Switched`)."""
         import torch
 
+        fixed = {}
+        if isinstance(ov_model, Switched):
+            ov_model, fixed = ov_model.model, {SWITCH_INPUT: ov_model.switch}
         compiled = self._compile(ov_model)
-        names = [p.get_any_name() for p in ov_model.inputs]
+        names = [p.get_any_name() for p in ov_model.inputs if p.get_any_name() not in fixed]
         order = idx[np.argsort([-len(self.texts[j]) for j in idx], kind="stable")]
         out = np.zeros((len(self.texts), self.reference.shape[1]), dtype=np.float32)
         for i in range(0, len(order), fidelity_search.BATCH):
             chunk = order[i : i + fidelity_search.BATCH]
             features = self.model.preprocess([self.texts[j] for j in chunk])
             ids = features["input_ids"]
-            inputs = {n: (features[n] if n in features else torch.zeros_like(ids)).numpy() for n in names}
+            inputs = {n: (features[n] if n in features else torch.zeros_like(ids)).numpy() for n in names} | fixed
             hidden = torch.from_numpy(np.asarray(compiled(inputs)[0]))
             feats = {"token_embeddings": hidden, "attention_mask": features["attention_mask"]}
             with torch.inference_mode():
@@ -159,34 +164,101 @@ class OvScorer(fidelity_search.Scorer):
         return out[idx]
 
 
-def float_matmuls(quantized, base, names: list[str]):
-    """A copy of the quantised model with the named weight MatMuls back in float: no re-calibration.
-
-    Each MatMul takes its activation from before NNCF's FakeQuantize and SmoothQuant scale, its weight and
-    the bias Add right after it from the fp32 IR (undoing the SmoothQuant weight scale and the fast bias
-    correction of that layer): the op computes what the fp32 IR computes, on the int8 model's activations.
-    """
+def _float_output(mm, ref, base_ops: dict, name: str):
+    """What the fp32 IR's MatMul ``ref`` (and its bias Add) computes, built beside the quantised MatMul ``mm`` on
+    the int8 model's activations: the activation from before NNCF's FakeQuantize and SmoothQuant scale, the fp32
+    IR's weight and bias (undoing the SmoothQuant weight scale and that layer's fast bias correction); the new
+    MatMul is called ``name``."""
     import openvino as ov
+    from openvino import opset13 as ops
 
+    attrs = mm.get_attributes()
+    weight = np.asarray(outlier_split.const_source(ref.input_value(1)).get_data(), dtype=np.float32)
+    matmul = ops.matmul(
+        outlier_split.float_activation(mm)[0],
+        ov.op.Constant(weight).output(0),
+        attrs.get("transpose_a", False),
+        attrs.get("transpose_b", False),
+    )
+    matmul.set_friendly_name(name)
+    out = matmul.output(0)
+    tail = outlier_split.bias_tail(mm)
+    if tail.get_node() is mm:
+        return out
+    add = tail.get_node()
+    port = 0 if add.input_value(0).get_node() is mm else 1
+    bias = add.input_value(1 - port)
+    ref_add = base_ops.get(add.get_friendly_name())
+    if ref_add is not None and outlier_split.const_source(bias) is not None:
+        for ref_port in range(2):  # the fp32 IR's bias, uncorrected
+            ref_bias = outlier_split.const_source(ref_add.input_value(ref_port))
+            if ref_bias is not None:
+                bias = ov.op.Constant(np.asarray(ref_bias.get_data(), dtype=np.float32)).output(0)
+                break
+    return ops.add(out, bias).output(0)
+
+
+def float_matmuls(quantized, base, names: list[str]):
+    """A copy of the quantised model with the named weight MatMuls back in float (:func:`_float_output`, which
+    replaces each MatMul and its bias Add): the op computes what the fp32 IR computes, on the int8 model's
+    activations; no re-calibration."""
     model = quantized.clone()
     ops = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
     base_ops = {op.get_friendly_name(): op for op in base.get_ordered_ops()}
     for name in names:
-        mm, ref = ops[name], base_ops[name]
-        mm.input(0).replace_source_output(outlier_split.float_activation(mm)[0])
-        weight = outlier_split.const_source(ref.input_value(1))
-        mm.input(1).replace_source_output(ov.op.Constant(np.asarray(weight.get_data(), dtype=np.float32)).output(0))
-        for target in mm.output(0).get_target_inputs():  # the bias Add: the fp32 IR's bias, uncorrected
-            add = target.get_node()
-            ref_add = base_ops.get(add.get_friendly_name())
-            if add.get_type_name() != "Add" or ref_add is None:
-                continue
-            for port in range(2):
-                bias = outlier_split.const_source(ref_add.input_value(port))
-                if bias is not None and outlier_split.const_source(add.input_value(port)) is not None:
-                    add.input(port).replace_source_output(
-                        ov.op.Constant(np.asarray(bias.get_data(), dtype=np.float32)).output(0)
-                    )
+        mm = ops[name]
+        tail = outlier_split.bias_tail(mm)
+        consumers = list(tail.get_target_inputs())
+        mm.set_friendly_name(f"{name}/int8_replaced")  # the float MatMul takes its name (the manifest's)
+        out = _float_output(mm, base_ops[name], base_ops, name)
+        for target in consumers:
+            target.replace_source_output(out)
+    model.validate_nodes_and_infer_types()
+    return model
+
+
+SWITCH_INPUT = "fidelity_search_switch"  # the screening model's extra input: one float per candidate
+
+
+@dataclass(frozen=True)
+class Switched:
+    """The screening model (:func:`switch_model`) with a setting of its switch: the candidates at 1 kept out of
+    int8 (as ``keep_in_float`` makes them), those at 0 int8."""
+
+    model: Any
+    switch: np.ndarray
+
+
+def switch_model(quantized, base, names: list[str], splits: dict[str, dict]):
+    """One model in which every candidate can be kept out of int8 by an input, not by graph surgery: each
+    candidate's output (after its bias Add) becomes ``int8 + s_i · (kept - int8)``, ``kept`` built beside it
+    (the outlier split of :func:`outlier_split.split_output` where ``splits`` has the op, else the float op of
+    :func:`_float_output`) and ``s_i`` element ``i`` of the input ``SWITCH_INPUT``. Compiled once, it screens
+    every candidate alone (a one-hot switch) without a compile per candidate; with ``s_i`` in {0, 1} it
+    computes, up to float rounding, what ``keep_in_float`` builds (the search scores those models, not this)."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    model = quantized.clone()
+    by_name = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
+    base_ops = {op.get_friendly_name(): op for op in base.get_ordered_ops()}
+    switch = ops.parameter([len(names)], ov.Type.f32, name=SWITCH_INPUT)
+    switch.output(0).get_tensor().set_names({SWITCH_INPUT})
+    axis = ov.op.Constant(np.array(0, dtype=np.int64))
+    for i, name in enumerate(names):
+        mm = by_name[name]
+        tail = outlier_split.bias_tail(mm)
+        consumers = list(tail.get_target_inputs())
+        site = outlier_split.matmul_site(mm, base_ops[name]) if name in splits else None
+        if site is not None:
+            kept = outlier_split.split_output(site, splits[name]["channels"])
+        else:
+            kept = _float_output(mm, base_ops[name], base_ops, f"{name}/kept_float")
+        s_i = ops.gather(switch, ov.op.Constant(np.array(i, dtype=np.int64)), axis)
+        blended = ops.add(tail, ops.multiply(s_i, ops.subtract(kept, tail))).output(0)
+        for target in consumers:
+            target.replace_source_output(blended)
+    model.add_parameters([switch])
     model.validate_nodes_and_infer_types()
     return model
 
@@ -203,11 +275,22 @@ class _KeepOutOfInt8:
         self.quantized, self.base, self.splits = quantized, base, splits
         self.candidates = residual_writers(base) if candidates is None else list(candidates)
         self.made: dict[tuple[str, ...], Any] = {}
+        self._switched = None  # the screening model (switch_model), built on the first screen
 
     def quantize_all(self):
         return self.quantized
 
+    def screen_model(self, name: str) -> Switched:
+        """The model with only ``name`` kept out of int8, for the ranking: the one screening model
+        (:func:`switch_model`, compiled once for every candidate) with a one-hot switch."""
+        if self._switched is None:
+            self._switched = switch_model(self.quantized, self.base, self.candidates, self.splits)
+        switch = np.zeros(len(self.candidates), dtype=np.float32)
+        switch[self.candidates.index(name)] = 1.0
+        return Switched(self._switched, switch)
+
     def keep_in_float(self, names: list[str]):
+        self._switched = None  # the ranking is done: free the screening model
         key = tuple(names)
         if key not in self.made:
             self.made.clear()

@@ -18,7 +18,9 @@ search and the manifest records are shared. The search never sees the probe set.
    that reaches the goal only on the ranking texts is rejected. All int8 first: if it counts, done.
 2. Rank once: for each candidate alone in float, the cut in mean ``1 - cosine`` over the ``screen_texts``
    ranking texts that are worst under all-int8 (what the minimum-cosine gate sees), and the rise of their
-   minimum.
+   minimum. A backend with a ``screen_model(name)`` hook scores every candidate through one model built and
+   compiled once (OpenVINO: ``export_openvino_fidelity.switch_model``, each candidate behind a switch input);
+   otherwise each candidate is ``keep_in_float([name])``.
 3. Gallop, then bisect, over prefixes of the ranking: keep the top 1, 2, 4, ... candidates in float until a
    prefix counts (at most ``max_float_fraction`` of the candidates), then bisect between the last prefix that
    did not count and the first that did. ``O(log k)`` models scored for ``k`` kept, whatever the layer count.
@@ -30,7 +32,8 @@ model and texts give the same variant on a loaded machine as on an idle one.
 
 ``keep_in_float`` is graph surgery on the already-quantised model in both backends (OpenVINO: no
 re-calibration; ONNX Runtime dynamic int8: no re-quantisation), so a step costs an encode of the texts it is
-scored on.
+scored on. ``SearchResult.cost`` records what the search cost in counts (candidates screened, models scored,
+models and texts encoded) beside the encode seconds.
 """
 
 from __future__ import annotations
@@ -96,9 +99,24 @@ class Scorer:
         self.texts = texts
         self.reference = reference
         self._rows: tuple[Any, bytes, np.ndarray] | None = None  # (model, subset key, its rows): the last one
+        # what the search cost, in counts that do not depend on load (and the seconds, which do)
+        self.cost = {"models_encoded": 0, "encode_calls": 0, "texts_encoded": 0, "encode_seconds": 0.0}
+        self._last_model: Any = None
 
     def encode(self, model: Any, idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _encode(self, model: Any, idx: np.ndarray) -> np.ndarray:
+        """:meth:`encode`, counted in ``cost``."""
+        start = time.perf_counter()
+        if model is not self._last_model:
+            self.cost["models_encoded"] += 1
+            self._last_model = model
+        out = self.encode(model, idx)
+        self.cost["encode_calls"] += 1
+        self.cost["texts_encoded"] += len(idx)
+        self.cost["encode_seconds"] += time.perf_counter() - start
+        return out
 
     def encode_all(self, model: Any, idx: np.ndarray | None = None) -> np.ndarray:
         """The texts ``idx`` (every text when None) through ``model``, encoded once for the same model object
@@ -106,7 +124,7 @@ class Scorer:
         idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
         key = idx.tobytes()
         if self._rows is None or self._rows[0] is not model or self._rows[1] != key:
-            self._rows = (model, key, self.encode(model, idx))
+            self._rows = (model, key, self._encode(model, idx))
         return self._rows[2]
 
     def batches(self, idx: np.ndarray | None = None) -> list[np.ndarray]:
@@ -128,7 +146,7 @@ class Scorer:
         idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
         cos, parts = np.full(len(self.texts), np.nan), []
         for batch in sorted(self.batches(idx), key=lambda b: float(worst_first[b].min())):
-            parts.append((batch, self.encode(model, batch)))
+            parts.append((batch, self._encode(model, batch)))
             cos[batch] = kit.row_cosines(parts[-1][1], self.reference[batch])
             if cos[batch].min() < floor:
                 return cos, sum(len(b) for b, _ in parts)
@@ -166,6 +184,9 @@ class SearchResult:
     seconds: float
     screen_texts: int
     split: dict[str, Any] = field(default_factory=dict)  # the ranking / held-out split (holdout_split)
+    # what the search cost: candidates screened, models encoded, texts encoded (counts that do not depend on
+    # load) and the seconds spent encoding (which do); Scorer.cost
+    cost: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -257,17 +278,24 @@ def _rank(backend: SearchBackend, scorer: Scorer, worst: np.ndarray, all_cos: np
     base_deficit, base_min = float((1 - all_cos[worst]).mean()), float(all_cos[worst].min())
     screened: dict[str, dict[str, float]] = {}
     stopped_by = None
+    # a backend may screen all candidates through one model (no build and compile per candidate)
+    one_alone = getattr(backend, "screen_model", None) or (lambda name: backend.keep_in_float([name]))
     for i, name in enumerate(backend.candidates):
         if i >= max_screen:
             stopped_by = f"max_screen: {i} of {len(backend.candidates)} candidates screened"
             break
-        cos = scorer.cosines(backend.keep_in_float([name]), worst)
+        cos = scorer.cosines(one_alone(name), worst)
         screened[name] = {
             "deficit_cut": round(base_deficit - float((1 - cos).mean()), 7),
             "min_gain": round(float(cos.min()) - base_min, 6),
         }
     ranked = sorted(screened, key=lambda n: (screened[n]["deficit_cut"], screened[n]["min_gain"]), reverse=True)
     return {n: screened[n] for n in ranked}, stopped_by
+
+
+def _cost(scorer: Scorer, result: SearchResult) -> dict[str, Any]:
+    cost: dict[str, Any] = {"candidates_screened": len(result.screened), "models_scored": len(result.steps)}
+    return cost | {k: round(v, 1) if isinstance(v, float) else v for k, v in scorer.cost.items()}
 
 
 def prefix_sizes(cap: int) -> list[int]:
@@ -331,7 +359,7 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
     result = SearchResult(candidates, {}, [], steps, steps[0]["counts"], None, 0.0, n_screen, split)
     if result.reached or not candidates:
         result.stopped_by = None if result.reached else "no candidates to keep in float"
-        result.seconds = elapsed()
+        result.seconds, result.cost = elapsed(), _cost(scorer, result)
         return model, result
     worst = ranking[np.argsort(all_cos[ranking], kind="stable")[:n_screen]]
     result.screened, stopped_by = _rank(backend, scorer, worst, all_cos, int(opts.max_screen))
@@ -339,7 +367,7 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
     cap = min(max_float, len(ranked))
     if cap < 1:
         result.stopped_by = stopped_by or "ran out of candidates"
-        result.seconds = elapsed()
+        result.seconds, result.cost = elapsed(), _cost(scorer, result)
         return model, result
 
     tried: dict[int, dict[str, Any]] = {0: steps[0]}
@@ -363,7 +391,7 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
         model = backend.keep_in_float(result.kept_float)
         if steps[-1].get("heldout") is None:  # the search ends on this model: its texts scored in full
             steps[-1] = tried[cap] = step(result.kept_float, model, scan=False, full=True)
-        result.seconds = elapsed()
+        result.seconds, result.cost = elapsed(), _cost(scorer, result)
         return model, result
     while hi - lo > 1:  # bisect between the last prefix that did not count and the first that did
         mid = (lo + hi) // 2
@@ -373,5 +401,5 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
             lo = mid
     result.kept_float, result.reached = ranked[:hi], True
     model = backend.keep_in_float(result.kept_float)
-    result.seconds = elapsed()
+    result.seconds, result.cost = elapsed(), _cost(scorer, result)
     return model, result

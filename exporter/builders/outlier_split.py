@@ -95,7 +95,8 @@ def float_activation(mm):
     return act, None
 
 
-def _site(mm, ref) -> _Site | None:
+def matmul_site(mm, ref) -> _Site | None:
+    """Where the quantised MatMul ``mm`` reads (None: not an int8 MatMul NNCF quantised, or a computed weight)."""
     if (
         mm.input_value(0).get_node().get_type_name() != "FakeQuantize"
         or mm.input_value(1).get_node().get_type_name() != "Multiply"
@@ -145,24 +146,56 @@ def _requantised_weight(site: _Site, channels: np.ndarray):
 
 def split_matmul(site: _Site, channels: np.ndarray) -> None:
     """Rewire one MatMul into the float outlier branch + the int8 rest, in place."""
+
+    site.mm.input(1).replace_source_output(_requantised_weight(site, channels).output(0))
+    tail = bias_tail(site.mm)  # after the bias Add, so the int8 MatMul keeps its bias fusion
+    consumers = list(tail.get_target_inputs())
+    total = add_outlier_branch(site, channels, tail)
+    for target in consumers:
+        target.replace_source_output(total.output(0))
+
+
+def bias_tail(mm):
+    """The MatMul's output after its bias Add (the Add right after it), or its own output without one."""
+    for target in mm.output(0).get_target_inputs():
+        if target.get_node().get_type_name() == "Add":
+            return target.get_node().output(0)
+    return mm.output(0)
+
+
+def add_outlier_branch(site: _Site, channels: np.ndarray, tail):
+    """``tail + X[..., S]·W[:, S]ᵀ``: the float outlier branch added to the int8 path's output ``tail``."""
     import openvino as ov
     from openvino import opset13 as ops
 
-    site.mm.input(1).replace_source_output(_requantised_weight(site, channels).output(0))
     gathered = ops.gather(site.act, ov.op.Constant(channels), ov.op.Constant(np.array(-1, dtype=np.int64)))
     outlier = ops.matmul(gathered, ov.op.Constant(np.ascontiguousarray(site.weight[:, channels])), False, True)
-    tail = site.mm.output(0)
-    for target in tail.get_target_inputs():  # after the bias Add, so the int8 MatMul keeps its bias fusion
-        if target.get_node().get_type_name() == "Add":
-            tail = target.get_node().output(0)
-            break
-    consumers = list(tail.get_target_inputs())
     total = ops.add(tail, outlier.output(0))
     tag = f"{site.mm.get_friendly_name()}/outlier_split"
     for node, part in ((gathered, "gather"), (outlier, "matmul"), (total, "add")):
         node.set_friendly_name(f"{tag}/{part}")
-    for target in consumers:
-        target.replace_source_output(total.output(0))
+    return total
+
+
+def split_output(site: _Site, channels: np.ndarray):
+    """What :func:`split_matmul` makes the MatMul (and its bias Add) output, built beside it, the MatMul left
+    as it is: a second int8 MatMul on the same quantised activation with the re-quantised weight, the
+    quantised model's bias, plus the float outlier branch (the screening model, ``export_openvino_fidelity``)."""
+    from openvino import opset13 as ops
+
+    attrs = site.mm.get_attributes()
+    int8 = ops.matmul(
+        site.mm.input_value(0),
+        _requantised_weight(site, channels).output(0),
+        attrs.get("transpose_a", False),
+        attrs.get("transpose_b", False),
+    ).output(0)
+    tail = bias_tail(site.mm)
+    if tail.get_node() is not site.mm:
+        add = tail.get_node()
+        port = 0 if add.input_value(0).get_node() is site.mm else 1
+        int8 = ops.add(int8, add.input_value(1 - port)).output(0)
+    return add_outlier_branch(site, channels, int8).output(0)
 
 
 def plan(quantized, base, samples: list[dict], names: list[str], ratio: float, max_k: int) -> dict[str, dict]:
@@ -175,7 +208,7 @@ def plan(quantized, base, samples: list[dict], names: list[str], ratio: float, m
     base_ops = {op.get_friendly_name(): op for op in base.get_ordered_ops()}
     found = {}
     for name in names:
-        site = _site(q_ops[name], base_ops[name]) if name in q_ops else None
+        site = matmul_site(q_ops[name], base_ops[name]) if name in q_ops else None
         if site is None:
             continue
         scores = channel_scores(absmax[name], site.weight)
@@ -191,7 +224,7 @@ def split_matmuls(quantized, base, splits: dict[str, dict]):
     ops_ = {op.get_friendly_name(): op for op in model.get_ordered_ops()}
     base_ops = {op.get_friendly_name(): op for op in base.get_ordered_ops()}
     for name, split in splits.items():
-        site = _site(ops_[name], base_ops[name])
+        site = matmul_site(ops_[name], base_ops[name])
         if site is not None:
             split_matmul(site, split["channels"])
     model.validate_nodes_and_infer_types()

@@ -61,6 +61,7 @@ def search_record(result: SearchResult, opts: SearchOptions) -> dict[str, Any]:
         "max_float_fraction": float(opts.max_float_fraction),
         "order": "gallop over prefixes of the ranking (1, 2, 4, ...), then bisect",
         "seconds": round(result.seconds, 1),
+        "cost": result.cost,
         "reached": result.reached,
         "stopped_by": result.stopped_by,
         "kept_float": list(result.kept_float),

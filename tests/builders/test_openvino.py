@@ -245,6 +245,43 @@ def test_outlier_split_computes_the_outlier_channels_exactly_and_the_rest_in_int
     assert precision[name] in ("u8", "i8"), precision[name]
 
 
+def test_the_screening_model_computes_what_surgery_builds_for_each_switch(built, tiny_model_dir):
+    """The one screening model (compiled once for the whole ranking): switch all 0 gives the int8 model, a
+    one-hot switch gives keep_in_float of that op, whether it is split into outlier channels or floated whole."""
+    import openvino as ov
+
+    from exporter.builders.export_openvino_fidelity import (
+        OvScorer,
+        Switched,
+        _KeepOutOfInt8,
+        residual_writers,
+        weight_matmuls,
+    )
+
+    stage, _ = built
+    core = ov.Core()
+    base = core.read_model(stage / BASE_FILE)
+    quantized = core.read_model(stage / SPECS["openvino-qint8"].file_name)
+    names = list(weight_matmuls(base))
+    whole_op, split_op = residual_writers(base)[0], residual_writers(base)[-1]
+    splits = {split_op: {"channels": np.arange(0, 16, 2, dtype=np.int64)}}
+    hooks = _KeepOutOfInt8(quantized, base, splits, names)
+    ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=stage)
+    texts = CALIBRATION + TEXTS
+    scorer = OvScorer(ctx, texts, ctx.reference_model().encode(texts, convert_to_numpy=True))
+    screened = hooks.screen_model(whole_op)
+    off = scorer.encode(Switched(screened.model, np.zeros(len(names), dtype=np.float32)), np.arange(len(texts)))
+    np.testing.assert_allclose(off, scorer.encode(quantized, np.arange(len(texts))), atol=2e-5)
+    for name in (whole_op, split_op):
+        alone = hooks.keep_in_float([name])
+        assert alone is not quantized
+        want = scorer.encode(alone, np.arange(len(texts)))
+        got = scorer.encode(hooks.screen_model(name), np.arange(len(texts)))
+        np.testing.assert_allclose(got, want, atol=2e-5)
+        # the switch moves the output by far more than it differs from the surgery model
+        assert np.abs(want - off).max() > 10 * np.abs(got - want).max(), name
+
+
 def _fidelity_build(built, tiny_model_dir, tmp_path, **search):
     """openvino-qint8-fidelity built again into a copy of the stage, every channel above its median an outlier
     (random weights), with the search options ``search``."""
