@@ -18,22 +18,17 @@ search and the manifest records are shared. The search never sees the probe set.
    that reaches the goal only on the ranking texts is rejected. All int8 first: if it counts, done.
 2. Rank once: for each candidate alone in float, the cut in mean ``1 - cosine`` over the ``screen_texts``
    ranking texts that are worst under all-int8 (what the minimum-cosine gate sees), and the rise of their
-   minimum. A backend with a ``screen_model(name)`` hook scores every candidate through one model built and
-   compiled once (OpenVINO: ``export_openvino_fidelity.switch_model``, each candidate behind a switch input);
-   otherwise each candidate is ``keep_in_float([name])``.
+   minimum, through one model compiled once where the backend has ``screen_model`` (OpenVINO's switch
+   model), else through ``keep_in_float([name])`` per candidate.
 3. Gallop, then bisect, over prefixes of the ranking: keep the top 1, 2, 4, ... candidates in float until a
    prefix counts (at most ``max_float_fraction`` of the candidates), then bisect between the last prefix that
    did not count and the first that did. ``O(log k)`` models scored for ``k`` kept, whatever the layer count.
    A model's ranking texts are scanned worst batch first (``Scorer.scan``) and scoring ends at the first
    batch holding a text clearly below the goal: such a model cannot count whatever the rest give.
 
-The bounds are counts (``max_screen`` candidates screened, ``max_float_fraction`` kept), not seconds: the same
-model and texts give the same variant on a loaded machine as on an idle one.
-
-``keep_in_float`` is graph surgery on the already-quantised model in both backends (OpenVINO: no
-re-calibration; ONNX Runtime dynamic int8: no re-quantisation), so a step costs an encode of the texts it is
-scored on. ``SearchResult.cost`` records what the search cost in counts (candidates screened, models scored,
-models and texts encoded) beside the encode seconds.
+The bounds are counts (``max_screen`` screened, ``max_float_fraction`` kept), never seconds.
+``keep_in_float`` is graph surgery on the quantised model (no re-calibration), so a step costs one encode;
+``SearchResult.cost`` records the search's cost in counts beside the encode seconds.
 """
 
 from __future__ import annotations
@@ -294,8 +289,8 @@ def _rank(backend: SearchBackend, scorer: Scorer, worst: np.ndarray, all_cos: np
 
 
 def _cost(scorer: Scorer, result: SearchResult) -> dict[str, Any]:
-    cost: dict[str, Any] = {"candidates_screened": len(result.screened), "models_scored": len(result.steps)}
-    return cost | {k: round(v, 1) if isinstance(v, float) else v for k, v in scorer.cost.items()}
+    rounded = {k: round(v, 1) if isinstance(v, float) else v for k, v in scorer.cost.items()}
+    return {"candidates_screened": len(result.screened), "models_scored": len(result.steps)} | rounded
 
 
 def prefix_sizes(cap: int) -> list[int]:
