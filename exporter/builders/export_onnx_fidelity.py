@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.builders import fidelity_search, kit, search_record
+from exporter.builders import fidelity_search, kit, search_record, search_scorer
 from exporter.builders.context import BuildContext, BuildResult
 from exporter.builders.export_onnx_optimize import base_graph, derived_from, op_counts
 from exporter.builders.export_onnx_quantize import calibration_record, int8_record, quiet, versions
@@ -62,7 +62,7 @@ def quantize_dynamic_to(base: Path, out: Path, opts: OnnxFidelityOptions, exclud
         )
 
 
-class OnnxScorer(fidelity_search.Scorer):
+class OnnxScorer(search_scorer.Scorer):
     """Encodes texts through a candidate graph exactly as serving does (ST batching: longest first, 32)."""
 
     def __init__(self, stage_dir: Path, texts: list[str], reference: np.ndarray):
@@ -85,7 +85,7 @@ class OnnxScorer(fidelity_search.Scorer):
             session = runtime._OnnxSession(ort.InferenceSession(source, providers=["CPUExecutionProvider"]))
             path = graph if isinstance(graph, Path) else Path("fidelity-candidate.onnx")  # named in errors only
             self._encoder = (graph, runtime.Encoder(session, self.tokenizer, self.facts, "onnx", path))
-        return self._encoder[1].encode([self.texts[i] for i in idx], batch_size=fidelity_search.BATCH, prompt="")
+        return self._encoder[1].encode([self.texts[i] for i in idx], batch_size=search_scorer.BATCH, prompt="")
 
 
 class NotQuantizedHere(Exception):
@@ -199,6 +199,7 @@ def build_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     base = base_graph(ctx)
     dest = kit.transformer_dir(ctx.stage_dir) / spec.file_name
     scorer = OnnxScorer(ctx.stage_dir, texts, fidelity_search.calibration_reference(ctx, texts))
+    scorer.strata = fidelity_search.search_strata(ctx, texts)
     facts = {"base": sha256_file(base), "options": opts.to_dict(), "texts": texts_sha256(texts)}
     with kit.backend_errors("fidelity int8"), kit.scratch(dest.parent) as work:
         search = lambda: sensitivity_search(base, work, scorer, opts)  # noqa: E731

@@ -9,12 +9,11 @@ float (:mod:`exporter.builders.outlier_split`), any other goes back to float who
 Both are graph surgery on the quantised model, so the search costs one calibration plus a few encodes of
 the calibration texts, not one NNCF run per step. The manifest records every op kept out of int8 with the
 measured reason (``ops_split`` with its channels, ``ops_in_float``). When the split unit cannot reach the
-goal, the search runs again with whole ops only (``split_search_fell_short`` records the first attempt).
+goal, the search runs again with whole ops only (``split_search_fell_short`` records the first attempt; the
+second screens again only the ops whose unit changed), then narrows: each kept op with outlier channels
+tries the split unit, kept where the model still counts (``fidelity_search.narrow``).
 
-Measured on all-MiniLM-L6-v2 with the catalogue's options (query tails in the calibration; AMD EPYC,
-avx512_vnni + avx512_bf16; benchmarks/fidelity_units.py and best_variant.py): the search splits the FFN
-outputs of layers 0-2 (1-2 channels each) and floats nothing whole; probe min cosine 0.9913 (nn@10 0.959)
-at 0.97-1.02 of all-int8's throughput, where the same ops floated whole run at 0.77.
+What it keeps and how fast it runs on real models: docs/benchmarks.md (from benchmarks/int8_search.py).
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.builders import fidelity_search, kit, outlier_split, search_record
+from exporter.builders import fidelity_search, kit, outlier_split, search_record, search_scorer
 from exporter.builders.context import BuildContext, BuildResult
 from exporter.builders.export_openvino import BASE_FILE, io_names, read_base
 from exporter.builders.export_openvino_int8 import calibration_info, calibration_samples, nncf_record, quantize_static
@@ -122,10 +121,10 @@ def candidate_matmuls(model, kinds: tuple[str, ...]) -> list[str]:
     return [name for name, kind in weight_matmuls(model).items() if kind in kinds]
 
 
-class OvScorer(fidelity_search.Scorer):
+class OvScorer(search_scorer.Scorer):
     """Embeds calibration texts through a candidate IR as sentence-transformers does (its pooling/normalise
     modules after the IR), f32 pinned like the variant, longest texts first in batches of
-    ``fidelity_search.BATCH`` (the batches ``Scorer.scan`` forms)."""
+    ``search_scorer.BATCH`` (the batches ``Scorer.scan`` forms)."""
 
     def __init__(self, ctx: BuildContext, texts: list[str], reference):
         super().__init__(texts, reference)
@@ -150,8 +149,8 @@ class OvScorer(fidelity_search.Scorer):
         names = [p.get_any_name() for p in ov_model.inputs if p.get_any_name() not in fixed]
         order = idx[np.argsort([-len(self.texts[j]) for j in idx], kind="stable")]
         out = np.zeros((len(self.texts), self.reference.shape[1]), dtype=np.float32)
-        for i in range(0, len(order), fidelity_search.BATCH):
-            chunk = order[i : i + fidelity_search.BATCH]
+        for i in range(0, len(order), search_scorer.BATCH):
+            chunk = order[i : i + search_scorer.BATCH]
             features = self.model.preprocess([self.texts[j] for j in chunk])
             ids = features["input_ids"]
             inputs = {n: (features[n] if n in features else torch.zeros_like(ids)).numpy() for n in names} | fixed
@@ -289,6 +288,11 @@ class _KeepOutOfInt8:
         switch[self.candidates.index(name)] = 1.0
         return Switched(self._switched, switch)
 
+    def screen_key(self, name: str) -> tuple[int, str, str]:
+        """What the screening model with ``name`` switched on computes: the int8 model, the op and its unit
+        (outlier channels split out, or the whole op in float); equal keys give equal cosines."""
+        return id(self.quantized), name, "split" if name in self.splits else "whole"
+
     def keep_in_float(self, names: list[str]):
         self._switched = None  # the ranking is done: free the screening model
         key = tuple(names)
@@ -318,6 +322,21 @@ class _KeepOutOfInt8:
         return [e for e in kept if e["op"] not in self.splits], split
 
 
+def _narrow_to_splits(hooks: _KeepOutOfInt8, scorer, result, splits: dict, opts: OvFidelityOptions):
+    """The whole-op search's model with each kept op that has outlier channels in the split unit where the
+    model still counts (``fidelity_search.narrow``): fewer float FLOPs for the same goal. The final model and
+    the hooks whose records (``ops_split`` / ``ops_in_float``) describe it."""
+    names = [n for n in result.kept_float if n in splits]
+
+    def hooks_for(swapped: list[str]) -> _KeepOutOfInt8:
+        return _KeepOutOfInt8(hooks.quantized, hooks.base, {n: splits[n] for n in swapped}, hooks.candidates)
+
+    model, swapped = fidelity_search.narrow(
+        scorer, opts.search, result, names, lambda swapped: hooks_for(swapped).keep_in_float(result.kept_float)
+    )
+    return model, hooks_for(swapped)
+
+
 def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     """NNCF static int8 with the fewest ranked weight MatMuls kept out of int8 (see the module doc)."""
     opts = kit.options_of(spec, OvFidelityOptions)
@@ -327,6 +346,7 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     texts = fidelity_search.search_texts(ctx)
     with kit.backend_errors("OpenVINO fidelity int8"):
         scorer = OvScorer(ctx, texts, fidelity_search.calibration_reference(ctx, texts))
+        scorer.strata = fidelity_search.search_strata(ctx, texts)
         all_int8 = quantize_static(ctx, model, samples, opts.nncf)
         kinds = weight_matmuls(model)
         names = [n for n, kind in kinds.items() if kind in opts.candidate_kinds]
@@ -339,6 +359,8 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             fell_short = {"kept": list(result.kept_float), "stopped_by": result.stopped_by, **result.steps[-1]}
             hooks = _KeepOutOfInt8(all_int8, model, {}, names)
             quantized, result = fidelity_search.search(hooks, scorer, opts.search)
+            if result.reached:  # then each kept op with outlier channels tries the split unit, kept where it holds
+                quantized, hooks = _narrow_to_splits(hooks, scorer, result, splits, opts)
         ops_in_float, ops_split = hooks.records(result)
         for entry in ops_in_float + ops_split:
             entry["kind"] = kinds[entry["op"]]
@@ -359,7 +381,8 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "ops_in_float": ops_in_float,
             "ops_split": ops_split,
             "search": search_record.search_record(result, opts.search),
-            "split_search_fell_short": fell_short,  # None: the search above used the split unit
+            "split_search_fell_short": fell_short,  # None: the search above used the split unit; else the
+            # whole-op search ran, then narrowed its ops to the split unit where the model still counted
             "calibration": {
                 **calibration_info(ctx, samples),
                 "search_texts": len(texts),

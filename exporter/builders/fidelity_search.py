@@ -15,16 +15,22 @@ search and the manifest records are shared. The search never sees the probe set.
    ``margin' = max(margin, ranking − held-out)``: the gap measured on that model between the texts the
    search tuned on and texts it never saw. Texts nobody has seen may fall below the held-out ones by as much
    as those fell below the ranking ones, so the held-out texts must carry that gap above the gate. A model
-   that reaches the goal only on the ranking texts is rejected. All int8 first: if it counts, done.
+   that reaches the goal only on the ranking texts is rejected. Each stratum's nn@10 must clear the gate, as
+   the gate judges every probe stratum (:func:`search_strata`: the tokenizer-derived samples by kind, the
+   rest ``calibration``; a stratum with ``search_scorer.MIN_STRATUM_QUERIES`` texts or more; the margin is
+   the whole set's). All int8 first: if it counts, done.
 2. Rank once: for each candidate alone in float, the cut in mean ``1 - cosine`` over the ``screen_texts``
    ranking texts that are worst under all-int8 (what the minimum-cosine gate sees), and the rise of their
    minimum, through one model compiled once where the backend has ``screen_model`` (OpenVINO's switch
-   model), else through ``keep_in_float([name])`` per candidate.
+   model), else through ``keep_in_float([name])`` per candidate. A second search over the same all-int8
+   model screens again only the candidates whose unit changed (``screen_key``, ``Scorer.screen``).
 3. Gallop, then bisect, over prefixes of the ranking: keep the top 1, 2, 4, ... candidates in float until a
    prefix counts (at most ``max_float_fraction`` of the candidates), then bisect between the last prefix that
    did not count and the first that did. ``O(log k)`` models scored for ``k`` kept, whatever the layer count.
    A model's ranking texts are scanned worst batch first (``Scorer.scan``) and scoring ends at the first
    batch holding a text clearly below the goal: such a model cannot count whatever the rest give.
+4. :func:`narrow` (a backend with a cheaper unit for some kept ops): try each in that unit, keeping the swap
+   where the model still counts.
 
 The bounds are counts (``max_screen`` screened, ``max_float_fraction`` kept), never seconds.
 ``keep_in_float`` is graph surgery on the quantised model (no re-calibration), so a step costs one encode;
@@ -36,17 +42,15 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, Protocol, TypedDict
+from typing import Any, Protocol
 
 import numpy as np
 
-from exporter.builders import kit
 from exporter.builders.context import BuildContext
 from exporter.builders.options import SearchOptions
+from exporter.builders.search_scorer import Scored, Scorer
 from exporter.errors import ExportFailed
 
-METRIC_KEYS = ("cosine_min", "cosine_mean", "neighbour_agreement_at_10")
-BATCH = 32  # texts per batch, longest first: how both scorers encode (as sentence-transformers)
 # A step's scan stops at a text this far below the goal's cosine (Scorer.scan); nearer ones are scored in full, so
 # the row cosine here and the gate metric's rounding (6 digits) can never disagree on the verdict.
 SCAN_MARGIN = 1e-5
@@ -69,103 +73,6 @@ class SearchBackend(Protocol):
     def quantize_all(self) -> Any: ...
 
     def keep_in_float(self, names: list[str]) -> Any: ...
-
-
-def _all(n: int) -> np.ndarray:
-    return np.arange(n)
-
-
-class Scored(TypedDict):
-    """The gate's metrics on some calibration texts (``Scorer.metrics``), as the search record keeps them."""
-
-    cosine_min: float
-    cosine_mean: float | None  # None: a scan settled the step before every text was scored
-    neighbour_agreement_at_10: float | None
-    texts_scored: NotRequired[int]  # when a scan stopped early: how many texts it scored
-
-
-class Scorer:
-    """Scores candidate models against the torch reference embeddings of the calibration texts.
-
-    A backend subclass implements :meth:`encode`, embedding the texts ``idx`` through a candidate model
-    the way it is served (rows in ``idx`` order)."""
-
-    def __init__(self, texts: list[str], reference: np.ndarray):
-        self.texts = texts
-        self.reference = reference
-        self._rows: tuple[Any, bytes, np.ndarray] | None = None  # (model, subset key, its rows): the last one
-        # what the search cost, in counts that do not depend on load (and the seconds, which do)
-        self.cost = {"models_encoded": 0, "encode_calls": 0, "texts_encoded": 0, "encode_seconds": 0.0}
-        self._last_model: Any = None
-
-    def encode(self, model: Any, idx: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def _encode(self, model: Any, idx: np.ndarray) -> np.ndarray:
-        """:meth:`encode`, counted in ``cost``."""
-        start = time.perf_counter()
-        if model is not self._last_model:
-            self.cost["models_encoded"] += 1
-            self._last_model = model
-        out = self.encode(model, idx)
-        self.cost["encode_calls"] += 1
-        self.cost["texts_encoded"] += len(idx)
-        self.cost["encode_seconds"] += time.perf_counter() - start
-        return out
-
-    def encode_all(self, model: Any, idx: np.ndarray | None = None) -> np.ndarray:
-        """The texts ``idx`` (every text when None) through ``model``, encoded once for the same model object
-        and subset (a model is scored per text, then with the gate's metrics)."""
-        idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
-        key = idx.tobytes()
-        if self._rows is None or self._rows[0] is not model or self._rows[1] != key:
-            self._rows = (model, key, self._encode(model, idx))
-        return self._rows[2]
-
-    def batches(self, idx: np.ndarray | None = None) -> list[np.ndarray]:
-        """The batches ``encode(model, idx)`` forms: longest text first (a stable sort), ``BATCH`` texts
-        each, as both scorers (and sentence-transformers) batch. One of them encoded on its own is the very
-        same batch, so it gives the same rows."""
-        idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
-        order = idx[np.argsort([-len(self.texts[i]) for i in idx], kind="stable")]
-        return [order[s : s + BATCH] for s in range(0, len(order), BATCH)]
-
-    def scan(
-        self, model: Any, floor: float, worst_first: np.ndarray, idx: np.ndarray | None = None
-    ) -> tuple[np.ndarray, int]:
-        """Encode the texts ``idx`` (all when None), batch by batch, the batches with the lowest ``worst_first``
-        (a cosine per text, indexed like the texts) first, and stop at the first batch holding a text whose
-        cosine is below ``floor``: such a model misses the goal whatever the other texts give. Returns each
-        text's cosine (over all texts; NaN where not encoded) and how many texts were encoded; when all of
-        ``idx`` were, :meth:`encode_all` has them."""
-        idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
-        cos, parts = np.full(len(self.texts), np.nan), []
-        for batch in sorted(self.batches(idx), key=lambda b: float(worst_first[b].min())):
-            parts.append((batch, self._encode(model, batch)))
-            cos[batch] = kit.row_cosines(parts[-1][1], self.reference[batch])
-            if cos[batch].min() < floor:
-                return cos, sum(len(b) for b, _ in parts)
-        rows = {int(i): r for batch, out in parts for i, r in zip(batch, out, strict=True)}
-        self._rows = (model, idx.tobytes(), np.stack([rows[int(i)] for i in idx]))
-        return cos, len(idx)
-
-    def cosines(self, model: Any, idx: np.ndarray | None = None) -> np.ndarray:
-        """Cosine to the reference of each text ``idx`` (all when None), in ``idx`` order."""
-        idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
-        return kit.row_cosines(self.encode_all(model, idx), self.reference[idx])
-
-    def metrics(self, model: Any, idx: np.ndarray | None = None) -> Scored:
-        """The gate's metrics on the texts ``idx`` (all calibration texts when None)."""
-        from exporter.quality import parity
-
-        idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
-        m = parity.compare(self.reference[idx], self.encode_all(model, idx))
-        nn = m.neighbour_agreement_at_10
-        return {
-            "cosine_min": round(m.cosine_min, 6),
-            "cosine_mean": round(m.cosine_mean, 6),
-            "neighbour_agreement_at_10": None if nn is None else round(nn, 4),
-        }
 
 
 @dataclass
@@ -194,9 +101,19 @@ def search_texts(ctx: BuildContext) -> list[str]:
     texts = ctx.usable_calibration_texts()
     if len(texts) < 2:
         raise ExportFailed("the fidelity int8 search needs at least 2 calibration texts.", "Pass --calibration FILE.")
-    derived = ctx.memo("tokenizer-calibration-texts", lambda: tokenizer_texts.calibration_samples(ctx))
+    derived = ctx.memo("tokenizer-calibration-texts", lambda: tokenizer_texts.calibration_labelled(ctx))
     seen = set(texts)
-    return texts + [t for t in derived if t not in seen]
+    return texts + [t for t, _ in derived if t not in seen]
+
+
+def search_strata(ctx: BuildContext, texts: list[str]) -> list[str]:
+    """Each search text's stratum, as the gate labels probe texts: the tokenizer-derived samples by kind
+    (``tok_random``, ...), every other text ``calibration``. The search judges each stratum as the gate does."""
+    from exporter.quality import tokenizer_texts
+
+    derived = dict(ctx.memo("tokenizer-calibration-texts", lambda: tokenizer_texts.calibration_labelled(ctx)))
+    calibration = set(ctx.usable_calibration_texts())
+    return ["calibration" if t in calibration else derived.get(t, "calibration") for t in texts]
 
 
 def holdout_split(texts: list[str], fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +158,7 @@ def judge(seen: Scored, held: Scored | None, opts: SearchOptions) -> dict[str, A
     """Whether a model with ranking-text metrics ``seen`` and held-out metrics ``held`` counts (``MARGIN_RULE``),
     with the margins that rule derived from the measured gap. ``held`` None: the ranking texts already miss
     the goal, the held-out ones were not scored."""
-    floor_ok = seen["cosine_min"] >= opts.goal_cosine_min
+    floor_ok = seen["cosine_min"] >= opts.goal_cosine_min and _strata_ok(seen, opts)
     nn_seen = seen["neighbour_agreement_at_10"]
     floor_ok = floor_ok and (nn_seen is None or nn_seen >= opts.goal_nn10)
     if held is None:
@@ -253,6 +170,7 @@ def judge(seen: Scored, held: Scored | None, opts: SearchOptions) -> dict[str, A
     nn_margin = max(float(opts.nn10_margin), nn_gap)
     held_ok = held["cosine_min"] >= opts.target_cosine_min + margin - 1e-12
     held_ok = held_ok and (nn_held is None or nn_held >= opts.target_nn10 + nn_margin - 1e-12)
+    held_ok = held_ok and _strata_ok(held, opts)
     why = None
     if not floor_ok:
         why = "ranking texts below gate + floor margin"
@@ -266,6 +184,12 @@ def judge(seen: Scored, held: Scored | None, opts: SearchOptions) -> dict[str, A
     }
 
 
+def _strata_ok(scored: Scored, opts: SearchOptions) -> bool:
+    """Every judged stratum's nn@10 clears the gate itself (the margin is carried by the whole set's)."""
+    worst = scored.get("nn10_worst_stratum")
+    return worst is None or worst["value"] >= opts.target_nn10 - 1e-12
+
+
 # ------------------------------------------------------------------------------------------ search
 def _rank(backend: SearchBackend, scorer: Scorer, worst: np.ndarray, all_cos: np.ndarray, max_screen: int):
     """Each candidate alone in float, scored on the ``worst`` texts; ranked, with why the screen stopped.
@@ -275,11 +199,12 @@ def _rank(backend: SearchBackend, scorer: Scorer, worst: np.ndarray, all_cos: np
     stopped_by = None
     # a backend may screen all candidates through one model (no build and compile per candidate)
     one_alone = getattr(backend, "screen_model", None) or (lambda name: backend.keep_in_float([name]))
+    screen_key = getattr(backend, "screen_key", lambda name: None)  # the same key: the same model, screened once
     for i, name in enumerate(backend.candidates):
         if i >= max_screen:
             stopped_by = f"max_screen: {i} of {len(backend.candidates)} candidates screened"
             break
-        cos = scorer.cosines(one_alone(name), worst)
+        cos = scorer.screen(screen_key(name), lambda name=name: one_alone(name), worst)
         screened[name] = {
             "deficit_cut": round(base_deficit - float((1 - cos).mean()), 7),
             "min_gain": round(float(cos.min()) - base_min, 6),
@@ -346,6 +271,7 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
         return _step(scorer, opts, kept, model, (ranking, held), last_cos, elapsed, scan=scan, full=full)
 
     model = backend.quantize_all()
+    scorer.keep_rows_of(model)
     all_cos = np.full(len(scorer.texts), np.nan)
     all_cos[ranking] = scorer.cosines(model, ranking)
     last_cos = all_cos.copy()  # each ranking text's latest cosine: the scan's batch order, worst first
@@ -398,3 +324,38 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
     model = backend.keep_in_float(result.kept_float)
     result.seconds, result.cost = elapsed(), _cost(scorer, result)
     return model, result
+
+
+def narrow(
+    scorer: Scorer, opts: SearchOptions, result: SearchResult, names: list[str], model_for: Any
+) -> tuple[Any, list[str]]:
+    """After a search reached its goal with whole ops in float: try each of ``names`` (kept ops that have a
+    cheaper unit, in ranked order) in that unit, one more at a time, and keep the swap where the model still
+    counts by the same rule (held-out texts included). ``model_for(swapped)``: the kept set with ``swapped`` in
+    the cheaper unit. Each trial is a step of ``result`` (``narrowed``: the op tried); returns the final model
+    and the ops swapped. At most ``len(names)`` models scored, a hopeless one settled by the scan."""
+    start = time.perf_counter() - result.seconds
+    ranking, held = holdout_split(scorer.texts, opts.holdout_fraction)
+    model = model_for([])
+    last_cos = np.full(len(scorer.texts), np.nan)
+    last_cos[ranking] = scorer.cosines(model, ranking)
+    swapped: list[str] = []
+    for name in names:
+        trial = model_for([*swapped, name])
+        step = _step(
+            scorer,
+            opts,
+            result.kept_float,
+            trial,
+            (ranking, held),
+            last_cos,
+            lambda: time.perf_counter() - start,
+            scan=True,
+            full=False,
+        )
+        result.steps.append({**step, "added": None, "narrowed": name})
+        if step["counts"]:
+            swapped.append(name)
+            model = trial
+    result.seconds, result.cost = time.perf_counter() - start, _cost(scorer, result)
+    return model, swapped

@@ -27,9 +27,11 @@ def kept_records(result: SearchResult, key: str) -> list[dict[str, Any]]:
 
 
 def final_step(result: SearchResult) -> dict[str, Any]:
-    """The step that scored the search's model (the kept prefix)."""
+    """The step that scored the search's model: the last counting one with the kept prefix when the search
+    reached its goal (after ``narrow``, the last swap that held), else the last with that prefix."""
     n = len(result.kept_float)
-    return next((s for s in reversed(result.steps) if s["kept_float"] == n), result.steps[-1])
+    steps = [s for s in result.steps if s["kept_float"] == n and (s["counts"] or not result.reached)]
+    return steps[-1] if steps else result.steps[-1]
 
 
 def search_record(result: SearchResult, opts: SearchOptions) -> dict[str, Any]:

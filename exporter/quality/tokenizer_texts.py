@@ -14,18 +14,24 @@ CALIBRATION_SEED = 0x5EA4C4  # the search's calibration samples; the probe gener
 assert CALIBRATION_SEED != tokenizer_probes.SEED
 
 
-def calibration_samples(ctx) -> list[str]:
-    """The tokenizer-derived calibration texts for the export ``ctx`` (a BuildContext), from its pinned files.
-    less any text the probes' seed also draws (a small vocabulary repeats single tokens): never a probe text."""
+def calibration_labelled(ctx) -> list[tuple[str, str]]:
+    """The tokenizer-derived calibration texts for the export ``ctx`` (a BuildContext), from its pinned files,
+    each with its stratum (``tok_vocab``, ``tok_random``, ...), less any text the probes' seed also draws (a
+    small vocabulary repeats single tokens): never a probe text."""
 
-    def draw(seed: int) -> list[str]:
-        texts, _, _ = tokenizer_probes.generate(
+    def draw(seed: int) -> tuple[list[str], list[str]]:
+        texts, strata, _ = tokenizer_probes.generate(
             ctx.source_dir,
             ctx.settings.max_seq_length,
             seed,
             trust_remote_code=ctx.settings.trust_remote_code,
         )
-        return texts
+        return texts, strata
 
-    probes = set(draw(tokenizer_probes.SEED))
-    return [t for t in draw(CALIBRATION_SEED) if t not in probes]
+    probes = set(draw(tokenizer_probes.SEED)[0])
+    return [(t, s) for t, s in zip(*draw(CALIBRATION_SEED), strict=True) if t not in probes]
+
+
+def calibration_samples(ctx) -> list[str]:
+    """The texts of :func:`calibration_labelled`."""
+    return [t for t, _ in calibration_labelled(ctx)]

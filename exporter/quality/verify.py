@@ -217,11 +217,19 @@ def raise_for(report: VerifyReport) -> None:
         )
     bad = [c for c in report.variants if not c.ok]
     if bad:
-        detail = "; ".join(f"{c.name}: {', '.join(f.rstrip('.') for f in c.failures) or c.message}" for c in bad)
+        detail = "; ".join(f"{c.name}: {_first_failure(c)}" for c in bad)
         raise FidelityError(
             f"variant(s) failed verification: {detail}.",
             "See the verdicts (--json / --junit); re-export the variant or pick a passing one.",
         )
+
+
+def _first_failure(case: CaseResult) -> str:
+    """A failed variant's first failure, and how many more its verdict lists (the error stays one short line)."""
+    if not case.failures:
+        return case.message
+    more = len(case.failures) - 1
+    return case.failures[0].rstrip(".") + (f" (and {more} more in its verdict)" if more else "")
 
 
 def _labelled(check) -> list[tuple[str, list[str]]]:

@@ -13,7 +13,7 @@ import random
 import numpy as np
 import pytest
 
-from exporter.builders import fidelity_search, search_record
+from exporter.builders import fidelity_search, search_record, search_scorer
 from exporter.builders.options import SearchOptions
 
 N, DIM = 48, 16
@@ -33,7 +33,7 @@ class _Ops:
         return frozenset(names)
 
 
-class _Exact(fidelity_search.Scorer):
+class _Exact(search_scorer.Scorer):
     """Each text's row has exactly the cosine ``cosine(model, text index)`` to the reference."""
 
     def __init__(self, cosine):
@@ -140,3 +140,74 @@ def test_tokenizer_derived_calibration_samples_share_no_text_with_the_tokenizer_
     assert texts and texts == tokenizer_texts.calibration_samples(ctx)
     probes, _, _ = tokenizer_probes.generate(tiny_model_dir)
     assert not set(texts) & set(probes)
+
+
+class _Units(_Ops):
+    """Backend with a unit per op (``split`` for the ops in ``splits``, else whole) and a ``screen_key``, as the
+    OpenVINO backend: a second search over the same all-int8 model with other units screens only the ops whose
+    unit changed."""
+
+    def __init__(self, candidates, splits):
+        super().__init__(candidates)
+        self.splits = set(splits)
+
+    def screen_key(self, name):
+        return name, "split" if name in self.splits else "whole"
+
+
+def test_a_second_search_over_the_same_int8_model_screens_only_the_ops_whose_unit_changed():
+    def cosine(model, i):
+        return 0.98 + 0.015 * ("w" in model) + 0.001 * len(model)
+
+    scorer = _Exact(cosine)
+    _, first = fidelity_search.search(_Units(["w", "x", "y", "z"], splits={"w"}), scorer, OPTS)
+    encoded, base_rows = scorer.encoded, scorer.cost["encodes_reused"]
+    _, second = fidelity_search.search(_Units(["w", "x", "y", "z"], splits=set()), scorer, OPTS)
+    assert scorer.cost["screens_reused"] == 3  # x, y, z: the same unit, the same model
+    assert scorer.cost["encodes_reused"] > base_rows  # the all-int8 model's rows were not encoded again
+    n_screen = min(OPTS.screen_texts, len(RANKING))
+    assert scorer.encoded - encoded <= n_screen + sum(len(s) for s in (RANKING, HELD)) * len(second.steps)
+    assert second.screened == first.screened and second.kept_float == first.kept_float
+
+
+def test_narrow_keeps_a_cheaper_unit_only_where_the_model_still_counts_and_records_each_trial():
+    """``a`` in the split unit still lifts every text enough; ``b`` split does not: only ``a`` is swapped, the
+    trial of ``b`` is a recorded step that did not count, and the record's final step is the model kept."""
+    lift = {"a": 0.007, "a:split": 0.0065, "b": 0.007, "b:split": 0.001}
+
+    def cosine(model, i):
+        return 0.98 + sum(lift.get(op, 0.0) for op in model)
+
+    scorer = _Exact(cosine)
+    model, result = fidelity_search.search(_Ops(["a", "b", "c", "d"]), scorer, OPTS)
+    assert result.reached and sorted(result.kept_float) == ["a", "b"]
+
+    def model_for(swapped):
+        return frozenset(f"{op}:split" if op in swapped else op for op in result.kept_float)
+
+    narrowed, swapped = fidelity_search.narrow(scorer, OPTS, result, ["a", "b"], model_for)
+    assert swapped == ["a"] and narrowed == frozenset({"a:split", "b"})
+    trials = {s["narrowed"]: s for s in result.steps if "narrowed" in s}
+    assert trials["a"]["counts"] and not trials["b"]["counts"]
+    record = search_record.search_record(result, OPTS)
+    assert record["ranking_result"] == trials["a"]["ranking"]  # the model kept, not the last trial
+
+
+def test_the_scorer_reports_the_worst_strata_nn10_and_a_stratum_below_the_gate_does_not_count():
+    """With strata labelled, a model's record names the stratum with the lowest nn@10 (of those with enough
+    texts); the rule counts a model only when that stratum clears the gate, whatever the whole set gives."""
+    from exporter.quality import parity
+
+    scorer = _Exact(lambda model, i: 0.9 + 0.09 * (i % 3 == 0))
+    assert "nn10_worst_stratum" not in scorer.metrics(frozenset())
+    scorer.strata = ["tok_random" if i % 4 == 0 else "calibration" for i in range(N)]
+    scored = scorer.metrics(frozenset())
+    m = parity.compare(scorer.reference, scorer.encode_all(frozenset(), np.arange(N)), strata=scorer.strata)
+    by_stratum = {name: round(s["neighbour_agreement_at_10"], 4) for name, s in m.strata.items()}
+    worst = scored["nn10_worst_stratum"]
+    assert worst["value"] == min(by_stratum.values()) and by_stratum[worst["stratum"]] == worst["value"]
+    good = {"cosine_min": 0.999, "cosine_mean": 0.9995, "neighbour_agreement_at_10": 0.99}
+    opts = SearchOptions(target_cosine_min=0.99, margin=0.003, target_nn10=0.95, nn10_margin=0.01)
+    assert fidelity_search.judge(good, good, opts)["counts"]
+    low = {**good, "nn10_worst_stratum": {"stratum": "tok_random", "value": 0.94}}
+    assert not fidelity_search.judge(low, good, opts)["counts"] and not fidelity_search.judge(good, low, opts)["counts"]
