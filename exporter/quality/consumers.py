@@ -150,7 +150,12 @@ def _open_runtime(target: Target):
 
     truncate_dim = target.variant["load"].get("truncate_dim")
     enc = runtime.load(
-        target.artifact, target.file_name, target.backend, threads=target.threads, truncate_dim=truncate_dim
+        target.artifact,
+        target.file_name,
+        target.backend,
+        threads=target.threads,
+        truncate_dim=truncate_dim,
+        precision=runtime.precision_of(target.variant["load"]),
     )
     return lambda texts, batch: enc.encode(texts, batch, prompt="")  # the probe texts carry their prompts already
 

@@ -228,7 +228,12 @@ class Gate:
             raise UsageError(f"{variant['id']} has no torch-free runtime path ({load['backend']}, {self.kind}).", "")
         truncate_dim = load.get("truncate_dim")
         encoder = runtime.load(
-            artifact, load.get("file_name"), load["backend"], threads=self.threads, truncate_dim=truncate_dim
+            artifact,
+            load.get("file_name"),
+            load["backend"],
+            threads=self.threads,
+            truncate_dim=truncate_dim,
+            precision=runtime.precision_of(load),
         )
         with progress.step(f"Running {variant['id']} through the runtime on the probe texts"):
             out = encoder.encode(self.probe.texts, PARITY_BATCH, prompt="")  # the texts carry their prompts

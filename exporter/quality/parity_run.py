@@ -132,7 +132,11 @@ def runtime_encoder(artifact: Path, load: dict, kind: str | None, threads: int |
         return None, None
     try:
         file_name, truncate_dim = load.get("file_name") or "onnx/model.onnx", load.get("truncate_dim")
-        return runtime.load(artifact, file_name, threads=threads, truncate_dim=truncate_dim, session=session), None
+        precision = runtime.precision_of(load)
+        encoder = runtime.load(
+            artifact, file_name, threads=threads, truncate_dim=truncate_dim, session=session, precision=precision
+        )
+        return encoder, None
     except UsageError as exc:
         return None, exc.message
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from exporter.errors import IntegrityError, UsageError
-from exporter.runtime.backends import BACKENDS, Session
+from exporter.runtime.backends import BACKENDS, Session, precision_of
 from exporter.runtime.backends import _OnnxSession as _OnnxSession  # builders wrap their own sessions
 from exporter.runtime.backends import _OpenVinoSession as _OpenVinoSession
 from exporter.runtime.pooling import exclude_prompt, pool
@@ -233,6 +233,7 @@ def load(
     threads: int | None = None,
     truncate_dim: int | None = None,
     session=None,
+    precision: str | None = None,
 ) -> Encoder:
     """Open ``file_name`` (relative to the Transformer module's folder, as ST resolves it) for serving.
 
@@ -242,6 +243,10 @@ def load(
 
     Without ``file_name`` / ``backend``: the variant of a single-variant manifest (a pulled, packaged or
     laid-out folder), else ``onnx/model.onnx`` on onnxruntime.
+
+    ``precision``: OpenVINO's inference precision (``backends.PRECISION_HINTS``), as the variant records it
+    in ``load.model_kwargs.ov_config`` (:func:`precision_of`); without ``file_name``, the manifest's variant's.
+    A bf16 variant then runs in bf16 on a CPU with bf16 units, as it was gated; default f32.
 
     ``truncate_dim`` (default: the artifact manifest's ``model.truncate_dim``) keeps the first N dimensions of
     each embedding, after pooling and Normalize and without re-normalising, as ``SentenceTransformer(
@@ -257,7 +262,8 @@ def load(
         )
 
     if file_name is None:
-        file_name, backend = _manifest_variant(artifact_dir, backend)
+        file_name, backend, recorded = _manifest_variant(artifact_dir, backend)
+        precision = precision or recorded
     elif backend is None:  # a named file runs on the backend that reads it
         backend = "openvino" if file_name.endswith(".xml") else "onnx"
     opener = BACKENDS.get(backend)
@@ -271,7 +277,11 @@ def load(
         raise UsageError(f"{path} does not exist.", "Check the artifact folder and the variant's file name.")
     if truncate_dim is None:
         truncate_dim = _manifest_truncate_dim(artifact_dir)
-    opened = _OnnxSession(session) if session is not None and backend == "onnx" else opener(path, providers, threads)
+    opened = (
+        _OnnxSession(session)
+        if session is not None and backend == "onnx"
+        else opener(path, providers, threads, precision)
+    )
     encoder = Encoder(opened, load_tokenizer(facts), facts, backend, path)
     encoder.truncate_dim = None if encoder.sparse else truncate_dim  # sparse encoders do not truncate (as ST)
     return encoder
@@ -291,9 +301,9 @@ def _manifest(artifact_dir: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _manifest_variant(artifact_dir: Path, backend: str | None) -> tuple[str, str]:
-    """(file name, backend) of the one variant a manifest describes (pulled, packaged, laid out), or the
-    default ONNX graph when it describes several or none."""
+def _manifest_variant(artifact_dir: Path, backend: str | None) -> tuple[str, str, str | None]:
+    """(file name, backend, inference precision) of the one variant a manifest describes (pulled, packaged,
+    laid out), or the default ONNX graph when it describes several or none."""
     variants = _manifest(artifact_dir).get("variants")
     if isinstance(variants, list) and len(variants) == 1 and isinstance(variants[0], dict):
         load_spec = variants[0].get("load") or {}
@@ -302,10 +312,10 @@ def _manifest_variant(artifact_dir: Path, backend: str | None) -> tuple[str, str
             and load_spec.get("file_name")
             and backend in (None, load_spec["backend"])
         ):
-            return load_spec["file_name"], load_spec["backend"]
+            return load_spec["file_name"], load_spec["backend"], precision_of(load_spec)
     if backend is None or backend == DEFAULT_FILE[1]:
-        return DEFAULT_FILE
-    return DEFAULT_FILE[0], backend
+        return (*DEFAULT_FILE, None)
+    return DEFAULT_FILE[0], backend, None
 
 
 def _manifest_truncate_dim(artifact_dir: Path) -> int | None:

@@ -5,7 +5,7 @@ asked for (checked against those installed), OpenVINO on the CPU with f32 infere
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,7 +54,10 @@ class _OnnxSession:
         return self.session.run(output_names, feeds)
 
 
-def _open_onnx(path: Path, providers: tuple[str, ...] | None = None, threads: int | None = None) -> Session:
+def _open_onnx(
+    path: Path, providers: tuple[str, ...] | None = None, threads: int | None = None, precision: str | None = None
+) -> Session:
+    """An ONNX file on onnxruntime (``precision``: OpenVINO's hint, which an ONNX graph's own types decide)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -94,17 +97,36 @@ class _OpenVinoSession:
         return [result[self.compiled.output(name)] for name in output_names]
 
 
-def _open_openvino(path: Path, providers: tuple[str, ...] | None = None, threads: int | None = None) -> Session:
-    """An OpenVINO IR (``.xml``) or ONNX file on the CPU, f32 inference pinned (as the manifest's variants)."""
+def _open_openvino(
+    path: Path, providers: tuple[str, ...] | None = None, threads: int | None = None, precision: str | None = None
+) -> Session:
+    """An OpenVINO IR (``.xml``) or ONNX file on the CPU, at the inference precision the variant records
+    (``precision``: its ``INFERENCE_PRECISION_HINT``; f32 pinned when None, as the fp32 and int8 variants)."""
     import openvino as ov
 
-    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    if precision not in (None, *PRECISION_HINTS):
+        raise UsageError(
+            f"unknown OpenVINO inference precision {precision!r}.", f"Use one of {', '.join(PRECISION_HINTS)}."
+        )
+    config = {"INFERENCE_PRECISION_HINT": precision or "f32"}
     if threads:  # pinned as exporter.runners.variant pins a measured variant: one stream, latency
         config.update({"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"})
     return _OpenVinoSession(ov.Core().compile_model(str(path), "CPU", config))
 
 
-# backend name -> opener(path, providers, threads).
+# the OpenVINO inference precisions a variant may record (variants[].load.model_kwargs.ov_config)
+PRECISION_HINTS = ("f32", "bf16", "f16")
+
+
+def precision_of(load: Mapping[str, Any]) -> str | None:
+    """The inference precision a variant's ``load`` spec records for OpenVINO (None: f32, the default)."""
+    model_kwargs = load.get("model_kwargs") or {}
+    ov_config = model_kwargs.get("ov_config") if isinstance(model_kwargs, Mapping) else None
+    hint = ov_config.get("INFERENCE_PRECISION_HINT") if isinstance(ov_config, Mapping) else None
+    return hint if isinstance(hint, str) else None
+
+
+# backend name -> opener(path, providers, threads, precision).
 BACKENDS: dict[str, Callable[..., Session]] = {
     "onnx": _open_onnx,
     "openvino": _open_openvino,

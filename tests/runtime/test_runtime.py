@@ -189,3 +189,34 @@ def test_real_model_runtime_matches_torch(tmp_path):
     enc = runtime.load(art)
     assert enc.max_seq_length == 256
     assert cosines(torch_embeddings(src, texts), enc.encode(texts)).min() >= 0.9999
+
+
+def test_an_openvino_variant_runs_at_the_precision_its_manifest_records(tmp_path_factory, tmp_path):
+    """A pulled or packaged folder whose one variant records ``INFERENCE_PRECISION_HINT: bf16`` (a bf16
+    variant) is served at that precision, as it was gated, not pinned to f32; an unknown hint is refused."""
+    import openvino as ov
+
+    _, art, _ = exported_tiny(tmp_path_factory, "mean", True)
+    folder = tmp_path / "served"
+    shutil.copytree(art, folder)
+    manifest = {}  # only what runtime.load reads of a pulled variant's manifest
+    manifest["variants"] = [
+        {
+            "id": "openvino-bf16",
+            "load": {
+                "backend": "openvino",
+                "file_name": "onnx/model.onnx",  # OpenVINO reads the ONNX graph: the same contract as an IR
+                "model_kwargs": {"ov_config": {"INFERENCE_PRECISION_HINT": "bf16"}},
+            },
+        }
+    ]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    enc = runtime.load(folder)
+    assert enc.backend == "openvino" and runtime.precision_of(manifest["variants"][0]["load"]) == "bf16"
+    got = enc.session.compiled.get_property("INFERENCE_PRECISION_HINT")
+    bf16_units = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert (got == ov.Type.bf16) == bf16_units, got  # without bf16 units OpenVINO runs f32 whatever the hint
+    pinned = runtime.load(folder, "onnx/model.onnx", "openvino")  # a file named by the caller: f32 unless asked
+    assert pinned.session.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    with pytest.raises(UsageError, match="unknown OpenVINO inference precision"):
+        runtime.load(folder, "onnx/model.onnx", "openvino", precision="int4")
