@@ -78,10 +78,13 @@ def test_list_variants_says_what_applies_here(capsys):
     assert {i for i, r in rows.items() if r["best_candidate_here"]} == {s.id for s in variants.select("best")}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bf16 units (avx512_bf16 / amx_bf16)")
-def test_export_best_gates_benches_and_recommends_in_one_command(capsys, tiny_model_dir, tmp_path):
-    out = tmp_path / "art"
-    res = run_cli(capsys, "export", str(tiny_model_dir), "--variants", "best", "--out", str(out), "--json")
+def test_export_best_gates_benches_and_recommends_in_one_command(default_best_export):
+    """On the session's ``--variants best`` export of the real default (no second best run on a tiny model):
+    every candidate of this CPU built, the bf16 variants share their base's files, every passing one and
+    all-int8 benched, and the JSON summary's recommendation is the manifest's."""
+    res, out = default_best_export.result, default_best_export.out
     assert res.code == 0, res.err[-2000:]
     summary = json.loads(res.out)
     manifest = json.loads((out / "manifest.json").read_text())
