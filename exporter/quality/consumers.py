@@ -148,15 +148,9 @@ def _open_sentence_transformers(target: Target):
 def _open_runtime(target: Target):
     from exporter import runtime
 
-    truncate_dim = target.variant["load"].get("truncate_dim")
-    enc = runtime.load(
-        target.artifact,
-        target.file_name,
-        target.backend,
-        threads=target.threads,
-        truncate_dim=truncate_dim,
-        precision=runtime.precision_of(target.variant["load"]),
-    )
+    load = target.variant["load"]
+    opts = {"truncate_dim": load.get("truncate_dim"), "precision": runtime.precision_of(load)}
+    enc = runtime.load(target.artifact, target.file_name, target.backend, threads=target.threads, **opts)
     return lambda texts, batch: enc.encode(texts, batch, prompt="")  # the probe texts carry their prompts already
 
 
