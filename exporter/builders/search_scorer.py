@@ -3,7 +3,7 @@
 A backend subclass of :class:`Scorer` implements ``encode`` (the texts through a candidate model, the way it
 is served); the scorer counts what encoding cost (``cost``), keeps the last model's rows, scans a model's
 texts worst batch first so a hopeless model is settled early (``scan``), keeps each candidate's screening
-cosines so a second search over the same base model does not encode them again (``screens``), and computes
+cosines so a second search over the same base model does not encode them again (``screen``), and computes
 the gate's metrics (``metrics``). Used by :mod:`exporter.builders.fidelity_search`.
 """
 
@@ -46,8 +46,8 @@ class Scorer:
     def __init__(self, texts: list[str], reference: np.ndarray):
         self.texts = texts
         self.reference = reference
-        # each text's stratum (fidelity_search.search_strata): nn@10 is then the worst stratum's, as the gate
-        # judges every probe stratum; None: the whole set's only
+        # each text's stratum (fidelity_search.search_strata): metrics() then also reports the stratum with the
+        # lowest nn@10 (nn10_worst_stratum), which the search's rule holds to the gate; None: no strata
         self.strata: list[str] | None = None
         self._rows: tuple[Any, bytes, np.ndarray] | None = None  # (model, subset key, its rows): the last one
         # what the search cost, in counts that do not depend on load (and the seconds, which do)
