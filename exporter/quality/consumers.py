@@ -148,9 +148,7 @@ def _open_sentence_transformers(target: Target):
 def _open_runtime(target: Target):
     from exporter import runtime
 
-    load = target.variant["load"]
-    opts = {"truncate_dim": load.get("truncate_dim"), "precision": runtime.precision_of(load)}
-    enc = runtime.load(target.artifact, target.file_name, target.backend, threads=target.threads, **opts)
+    enc = runtime.load_variant(target.artifact, target.variant["load"], threads=target.threads)
     return lambda texts, batch: enc.encode(texts, batch, prompt="")  # the probe texts carry their prompts already
 
 

@@ -226,15 +226,7 @@ class Gate:
         load = variant["load"]
         if not consumers.BY_NAME["runtime"].applies(variant, self.kind):
             raise UsageError(f"{variant['id']} has no torch-free runtime path ({load['backend']}, {self.kind}).", "")
-        truncate_dim = load.get("truncate_dim")
-        encoder = runtime.load(
-            artifact,
-            load.get("file_name"),
-            load["backend"],
-            threads=self.threads,
-            truncate_dim=truncate_dim,
-            precision=runtime.precision_of(load),
-        )
+        encoder = runtime.load_variant(artifact, load, threads=self.threads)
         with progress.step(f"Running {variant['id']} through the runtime on the probe texts"):
             out = encoder.encode(self.probe.texts, PARITY_BATCH, prompt="")  # the texts carry their prompts
             run_one = lambda batch: encoder.encode(list(batch), len(batch), prompt="")  # noqa: E731

@@ -131,12 +131,7 @@ def runtime_encoder(artifact: Path, load: dict, kind: str | None, threads: int |
     if kinds.get(kind).kind is not kinds.ModelKind.SENTENCE_TRANSFORMER or load.get("backend") not in RUNTIME_BACKENDS:
         return None, None
     try:
-        file_name, truncate_dim = load.get("file_name") or "onnx/model.onnx", load.get("truncate_dim")
-        precision = runtime.precision_of(load)
-        encoder = runtime.load(
-            artifact, file_name, threads=threads, truncate_dim=truncate_dim, session=session, precision=precision
-        )
-        return encoder, None
+        return runtime.load_variant(artifact, load, threads=threads, session=session), None
     except UsageError as exc:
         return None, exc.message
 

@@ -23,7 +23,9 @@ OpenVINO. The numpy pooling is ``exporter.runtime.pooling``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -285,6 +287,21 @@ def load(
     encoder = Encoder(opened, load_tokenizer(facts), facts, backend, path)
     encoder.truncate_dim = None if encoder.sparse else truncate_dim  # sparse encoders do not truncate (as ST)
     return encoder
+
+
+def load_variant(artifact_dir: Path, load_spec: Mapping[str, Any], threads: int | None = None, session=None) -> Encoder:
+    """:func:`load` for a manifest variant's ``load`` record: its file, backend, ``truncate_dim`` and inference
+    precision, so the gate, the consumers and the export's check open a variant the one way it was gated.
+    A record without a file name takes the manifest's single variant, else ``onnx/model.onnx``."""
+    return load(
+        artifact_dir,
+        load_spec.get("file_name") or None,
+        load_spec.get("backend"),
+        threads=threads,
+        truncate_dim=load_spec.get("truncate_dim"),
+        session=session,
+        precision=precision_of(load_spec),
+    )
 
 
 def _manifest(artifact_dir: Path) -> dict:

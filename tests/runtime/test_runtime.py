@@ -218,5 +218,9 @@ def test_an_openvino_variant_runs_at_the_precision_its_manifest_records(tmp_path
     assert (got == ov.Type.bf16) == bf16_units, got  # without bf16 units OpenVINO runs f32 whatever the hint
     pinned = runtime.load(folder, "onnx/model.onnx", "openvino")  # a file named by the caller: f32 unless asked
     assert pinned.session.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    # the gate, the consumers and the export's check open a variant from its load record: as recorded
+    by_record = runtime.load_variant(art, manifest["variants"][0]["load"])  # a multi-variant artifact
+    assert by_record.backend == "openvino"
+    assert (by_record.session.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.bf16) == bf16_units
     with pytest.raises(UsageError, match="unknown OpenVINO inference precision"):
         runtime.load(folder, "onnx/model.onnx", "openvino", precision="int4")
