@@ -56,7 +56,7 @@ def main() -> None:
     base = core.read_model(art / BASE_FILE)
     quantized = core.read_model(art / BY_ID["openvino-qint8"].file_name)
     ctx = BuildContext(source_dir=args.source, stage_dir=art, calibration_texts=builtin_calibration)
-    texts = fidelity_search.search_texts(ctx)
+    texts = fidelity_search.search_texts(ctx).texts
     if args.max_texts and len(texts) > args.max_texts:
         texts = texts[:: -(-len(texts) // args.max_texts)]
     # the reference here is the fp32 IR through the model's own modules (what the int8 model departs from)

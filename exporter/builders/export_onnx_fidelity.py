@@ -65,11 +65,11 @@ def quantize_dynamic_to(base: Path, out: Path, opts: OnnxFidelityOptions, exclud
 class OnnxScorer(search_scorer.Scorer):
     """Encodes texts through a candidate graph exactly as serving does (ST batching: longest first, 32)."""
 
-    def __init__(self, stage_dir: Path, texts: list[str], reference: np.ndarray):
+    def __init__(self, stage_dir: Path, texts: list[str], reference: np.ndarray, strata: list[str] | None = None):
         from exporter import runtime
         from exporter.source import st_modules
 
-        super().__init__(texts, reference)
+        super().__init__(texts, reference, strata)
         self.facts = st_modules.read(stage_dir)
         self.tokenizer = runtime.load_tokenizer(self.facts)
         self._encoder: tuple[Path | bytes, Any] | None = None  # (graph, its encoder): a scan's batches share one
@@ -195,11 +195,10 @@ def build_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     from exporter.quality.probes import texts_sha256
 
     opts = kit.options_of(spec, OnnxFidelityOptions)
-    texts = fidelity_search.search_texts(ctx)
+    texts, strata = fidelity_search.search_texts(ctx)
     base = base_graph(ctx)
     dest = kit.transformer_dir(ctx.stage_dir) / spec.file_name
-    scorer = OnnxScorer(ctx.stage_dir, texts, fidelity_search.calibration_reference(ctx, texts))
-    scorer.strata = fidelity_search.search_strata(ctx, texts)
+    scorer = OnnxScorer(ctx.stage_dir, texts, fidelity_search.calibration_reference(ctx, texts), strata)
     facts = {"base": sha256_file(base), "options": opts.to_dict(), "texts": texts_sha256(texts)}
     with kit.backend_errors("fidelity int8"), kit.scratch(dest.parent) as work:
         search = lambda: sensitivity_search(base, work, scorer, opts)  # noqa: E731

@@ -126,8 +126,8 @@ class OvScorer(search_scorer.Scorer):
     modules after the IR), f32 pinned like the variant, longest texts first in batches of
     ``search_scorer.BATCH`` (the batches ``Scorer.scan`` forms)."""
 
-    def __init__(self, ctx: BuildContext, texts: list[str], reference):
-        super().__init__(texts, reference)
+    def __init__(self, ctx: BuildContext, texts: list[str], reference, strata: list[str] | None = None):
+        super().__init__(texts, reference, strata)
         self.model = ctx.reference_model()
         self._compiled: tuple[Any, Any] | None = None  # (ov model, compiled): the screen reuses one compile
 
@@ -322,8 +322,8 @@ class _KeepOutOfInt8:
         return [e for e in kept if e["op"] not in self.splits], split
 
 
-def _narrow_to_splits(hooks: _KeepOutOfInt8, scorer, result, splits: dict, opts: OvFidelityOptions):
-    """The whole-op search's model with each kept op that has outlier channels in the split unit where the
+def _narrow_to_splits(hooks: _KeepOutOfInt8, scorer, result, model, splits: dict, opts: OvFidelityOptions):
+    """The whole-op search's ``model`` with each kept op that has outlier channels in the split unit where the
     model still counts (``fidelity_search.narrow``): fewer float FLOPs for the same goal. The final model and
     the hooks whose records (``ops_split`` / ``ops_in_float``) describe it."""
     names = [n for n in result.kept_float if n in splits]
@@ -332,7 +332,7 @@ def _narrow_to_splits(hooks: _KeepOutOfInt8, scorer, result, splits: dict, opts:
         return _KeepOutOfInt8(hooks.quantized, hooks.base, {n: splits[n] for n in swapped}, hooks.candidates)
 
     model, swapped = fidelity_search.narrow(
-        scorer, opts.search, result, names, lambda swapped: hooks_for(swapped).keep_in_float(result.kept_float)
+        scorer, opts.search, result, model, names, lambda swapped: hooks_for(swapped).keep_in_float(result.kept_float)
     )
     return model, hooks_for(swapped)
 
@@ -343,10 +343,9 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     start = time.perf_counter()
     model = read_base(ctx)
     samples = calibration_samples(ctx, model, opts.nncf)
-    texts = fidelity_search.search_texts(ctx)
+    texts, strata = fidelity_search.search_texts(ctx)
     with kit.backend_errors("OpenVINO fidelity int8"):
-        scorer = OvScorer(ctx, texts, fidelity_search.calibration_reference(ctx, texts))
-        scorer.strata = fidelity_search.search_strata(ctx, texts)
+        scorer = OvScorer(ctx, texts, fidelity_search.calibration_reference(ctx, texts), strata)
         all_int8 = quantize_static(ctx, model, samples, opts.nncf)
         kinds = weight_matmuls(model)
         names = [n for n, kind in kinds.items() if kind in opts.candidate_kinds]
@@ -360,7 +359,7 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             hooks = _KeepOutOfInt8(all_int8, model, {}, names)
             quantized, result = fidelity_search.search(hooks, scorer, opts.search)
             if result.reached:  # then each kept op with outlier channels tries the split unit, kept where it holds
-                quantized, hooks = _narrow_to_splits(hooks, scorer, result, splits, opts)
+                quantized, hooks = _narrow_to_splits(hooks, scorer, result, quantized, splits, opts)
         ops_in_float, ops_split = hooks.records(result)
         for entry in ops_in_float + ops_split:
             entry["kind"] = kinds[entry["op"]]

@@ -16,7 +16,7 @@ search and the manifest records are shared. The search never sees the probe set.
    search tuned on and texts it never saw. Texts nobody has seen may fall below the held-out ones by as much
    as those fell below the ranking ones, so the held-out texts must carry that gap above the gate. A model
    that reaches the goal only on the ranking texts is rejected. Each stratum's nn@10 must clear the gate, as
-   the gate judges every probe stratum (:func:`search_strata`: the tokenizer-derived samples by kind, the
+   the gate judges every probe stratum (:func:`search_texts`: the tokenizer-derived samples by kind, the
    rest ``calibration``; a stratum with ``search_scorer.MIN_STRATUM_QUERIES`` texts or more; the margin is
    the whole set's). All int8 first: if it counts, done.
 2. Rank once: for each candidate alone in float, the cut in mean ``1 - cosine`` over the ``screen_texts``
@@ -42,7 +42,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -89,13 +89,23 @@ class SearchResult:
     # what the search cost: candidates screened, models encoded, texts encoded (counts that do not depend on
     # load) and the seconds spent encoding (which do); Scorer.cost
     cost: dict[str, Any] = field(default_factory=dict)
+    # each ranking text's cosine under the all-int8 model (NaN elsewhere): a later scan's order, worst first
+    scan_order: np.ndarray = field(default_factory=lambda: np.empty(0), repr=False)
 
 
 # ------------------------------------------------------------------------------------------ inputs
-def search_texts(ctx: BuildContext) -> list[str]:
-    """The texts the search scores on: the non-blank calibration texts, then the samples derived from the
-    model's own tokenizer (:mod:`exporter.quality.tokenizer_texts`, a calibration seed); ExportFailed when
-    fewer than two calibration texts."""
+class SearchTexts(NamedTuple):
+    """The texts the search scores on and each one's stratum, as the gate labels probe texts."""
+
+    texts: list[str]
+    strata: list[str]
+
+
+def search_texts(ctx: BuildContext) -> SearchTexts:
+    """The non-blank calibration texts (stratum ``calibration``), then the samples derived from the model's
+    own tokenizer (:mod:`exporter.quality.tokenizer_texts`, a calibration seed) labelled by kind
+    (``tok_random``, ...): the search judges each stratum as the gate does. ExportFailed when fewer than two
+    calibration texts."""
     from exporter.quality import tokenizer_texts
 
     texts = ctx.usable_calibration_texts()
@@ -103,17 +113,8 @@ def search_texts(ctx: BuildContext) -> list[str]:
         raise ExportFailed("the fidelity int8 search needs at least 2 calibration texts.", "Pass --calibration FILE.")
     derived = ctx.memo("tokenizer-calibration-texts", lambda: tokenizer_texts.calibration_labelled(ctx))
     seen = set(texts)
-    return texts + [t for t, _ in derived if t not in seen]
-
-
-def search_strata(ctx: BuildContext, texts: list[str]) -> list[str]:
-    """Each search text's stratum, as the gate labels probe texts: the tokenizer-derived samples by kind
-    (``tok_random``, ...), every other text ``calibration``. The search judges each stratum as the gate does."""
-    from exporter.quality import tokenizer_texts
-
-    derived = dict(ctx.memo("tokenizer-calibration-texts", lambda: tokenizer_texts.calibration_labelled(ctx)))
-    calibration = set(ctx.usable_calibration_texts())
-    return ["calibration" if t in calibration else derived.get(t, "calibration") for t in texts]
+    extra = [(t, kind) for t, kind in derived if t not in seen]
+    return SearchTexts(texts + [t for t, _ in extra], ["calibration"] * len(texts) + [k for _, k in extra])
 
 
 def holdout_split(texts: list[str], fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -278,6 +279,7 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
     steps = [step([], model, scan=False, full=True)]
     n_screen = min(int(opts.screen_texts), len(ranking))
     result = SearchResult(candidates, {}, [], steps, steps[0]["counts"], None, 0.0, n_screen, split)
+    result.scan_order = all_cos
     if result.reached or not candidates:
         result.stopped_by = None if result.reached else "no candidates to keep in float"
         result.seconds, result.cost = elapsed(), _cost(scorer, result)
@@ -327,18 +329,17 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
 
 
 def narrow(
-    scorer: Scorer, opts: SearchOptions, result: SearchResult, names: list[str], model_for: Any
+    scorer: Scorer, opts: SearchOptions, result: SearchResult, model: Any, names: list[str], model_for: Any
 ) -> tuple[Any, list[str]]:
-    """After a search reached its goal with whole ops in float: try each of ``names`` (kept ops that have a
-    cheaper unit, in ranked order) in that unit, one more at a time, and keep the swap where the model still
-    counts by the same rule (held-out texts included). ``model_for(swapped)``: the kept set with ``swapped`` in
-    the cheaper unit. Each trial is a step of ``result`` (``narrowed``: the op tried); returns the final model
+    """After a search reached its goal with whole ops in float (``model``, what it returned): try each of
+    ``names`` (kept ops that have a cheaper unit, in ranked order) in that unit, one more at a time, and keep
+    the swap where the model still counts by the same rule (held-out texts included). ``model_for(swapped)``:
+    the kept set with ``swapped`` in the cheaper unit. Each trial is a step of ``result`` (``narrowed``: the op
+    tried), its scan ordered by the all-int8 model's cosines (``result.scan_order``); returns the final model
     and the ops swapped. At most ``len(names)`` models scored, a hopeless one settled by the scan."""
     start = time.perf_counter() - result.seconds
     ranking, held = holdout_split(scorer.texts, opts.holdout_fraction)
-    model = model_for([])
-    last_cos = np.full(len(scorer.texts), np.nan)
-    last_cos[ranking] = scorer.cosines(model, ranking)
+    last_cos = result.scan_order.copy()
     swapped: list[str] = []
     for name in names:
         trial = model_for([*swapped, name])

@@ -43,12 +43,12 @@ class Scorer:
     A backend subclass implements :meth:`encode`, embedding the texts ``idx`` through a candidate model
     the way it is served (rows in ``idx`` order)."""
 
-    def __init__(self, texts: list[str], reference: np.ndarray):
+    def __init__(self, texts: list[str], reference: np.ndarray, strata: list[str] | None = None):
         self.texts = texts
         self.reference = reference
-        # each text's stratum (fidelity_search.search_strata): metrics() then also reports the stratum with the
+        # each text's stratum (fidelity_search.search_texts): metrics() then also reports the stratum with the
         # lowest nn@10 (nn10_worst_stratum), which the search's rule holds to the gate; None: no strata
-        self.strata: list[str] | None = None
+        self.strata = strata
         self._rows: tuple[Any, bytes, np.ndarray] | None = None  # (model, subset key, its rows): the last one
         # what the search cost, in counts that do not depend on load (and the seconds, which do)
         self.cost = {"models_encoded": 0, "encode_calls": 0, "texts_encoded": 0, "encode_seconds": 0.0}

@@ -185,8 +185,11 @@ def test_narrow_keeps_a_cheaper_unit_only_where_the_model_still_counts_and_recor
     def model_for(swapped):
         return frozenset(f"{op}:split" if op in swapped else op for op in result.kept_float)
 
-    narrowed, swapped = fidelity_search.narrow(scorer, OPTS, result, ["a", "b"], model_for)
+    encoded = scorer.encoded
+    narrowed, swapped = fidelity_search.narrow(scorer, OPTS, result, model, ["a", "b"], model_for)
     assert swapped == ["a"] and narrowed == frozenset({"a:split", "b"})
+    # the search's model is not built nor encoded again: only the two trials are scored
+    assert scorer.encoded - encoded <= 2 * (len(RANKING) + len(HELD))
     trials = {s["narrowed"]: s for s in result.steps if "narrowed" in s}
     assert trials["a"]["counts"] and not trials["b"]["counts"]
     record = search_record.search_record(result, OPTS)
@@ -200,7 +203,7 @@ def test_the_scorer_reports_the_worst_strata_nn10_and_a_stratum_below_the_gate_d
 
     scorer = _Exact(lambda model, i: 0.9 + 0.09 * (i % 3 == 0))
     assert "nn10_worst_stratum" not in scorer.metrics(frozenset())
-    scorer.strata = ["tok_random" if i % 4 == 0 else "calibration" for i in range(N)]
+    scorer.strata = ["tok_random" if i % 4 == 0 else "calibration" for i in range(N)]  # as search_texts labels
     scored = scorer.metrics(frozenset())
     m = parity.compare(scorer.reference, scorer.encode_all(frozenset(), np.arange(N)), strata=scorer.strata)
     by_stratum = {name: round(s["neighbour_agreement_at_10"], 4) for name, s in m.strata.items()}

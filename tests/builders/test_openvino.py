@@ -315,7 +315,7 @@ def test_fidelity_int8_records_each_split_op_with_its_channels(built, tiny_model
     quantized = quantize_static(ctx, base, samples, opts.nncf)
     splits = outlier_split.plan(quantized, base, samples, residual_writers(base), 1.0, 2)
     hooks = _KeepOutOfInt8(quantized, base, splits)
-    texts = fidelity_search.search_texts(ctx)
+    texts = fidelity_search.search_texts(ctx).texts
     scorer = OvScorer(ctx, texts, fidelity_search.calibration_reference(ctx, texts))
     _, result = fidelity_search.search(hooks, scorer, search)
     whole, split = hooks.records(result)
