@@ -8,10 +8,10 @@ unit kept out is as small as measured to matter: a MatMul with outlier input cha
 float (:mod:`exporter.builders.outlier_split`), any other goes back to float whole (:func:`float_matmuls`).
 Both are graph surgery on the quantised model, so the search costs one calibration plus a few encodes of
 the calibration texts, not one NNCF run per step. The manifest records every op kept out of int8 with the
-measured reason (``ops_split`` with its channels, ``ops_in_float``). When the split unit cannot reach the
-goal, the search runs again with whole ops only (``split_search_fell_short`` records the first attempt; the
-second screens again only the ops whose unit changed), then narrows: each kept op with outlier channels
-tries the split unit, kept where the model still counts (``fidelity_search.narrow``).
+measured reason (``ops_split`` with its channels, ``ops_in_float``). The search ranks and keeps whole ops
+(the unit that also fixes an error in NNCF's activation range, which a split keeps), then narrows: each
+kept op with outlier channels tries the split unit, kept where the model still counts
+(``fidelity_search.narrow``).
 
 What it keeps and how fast it runs on real models: docs/benchmarks.md (from benchmarks/int8_search.py).
 """
@@ -350,16 +350,10 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
         kinds = weight_matmuls(model)
         names = [n for n, kind in kinds.items() if kind in opts.candidate_kinds]
         splits = outlier_split.plan(all_int8, model, samples, names, opts.outlier_ratio, opts.max_outlier_channels)
-        hooks = _KeepOutOfInt8(all_int8, model, splits, names)
+        hooks = _KeepOutOfInt8(all_int8, model, {}, names)
         quantized, result = fidelity_search.search(hooks, scorer, opts.search)
-        fell_short = None
-        if not result.reached and splits:  # the split keeps NNCF's activation range: where that range is the
-            # error, only whole ops in float help, as before the split existed; search again with that unit
-            fell_short = {"kept": list(result.kept_float), "stopped_by": result.stopped_by, **result.steps[-1]}
-            hooks = _KeepOutOfInt8(all_int8, model, {}, names)
-            quantized, result = fidelity_search.search(hooks, scorer, opts.search)
-            if result.reached:  # then each kept op with outlier channels tries the split unit, kept where it holds
-                quantized, hooks = _narrow_to_splits(hooks, scorer, result, quantized, splits, opts)
+        if result.reached and splits:  # each kept op with outlier channels tries the split unit, kept where it holds
+            quantized, hooks = _narrow_to_splits(hooks, scorer, result, quantized, splits, opts)
         ops_in_float, ops_split = hooks.records(result)
         for entry in ops_in_float + ops_split:
             entry["kind"] = kinds[entry["op"]]
@@ -370,8 +364,8 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "export_source": BASE_FILE,
             "precision": "int8",
             "method": "nncf.quantize (post-training static) once; then, in that model, the ranked fewest "
-            "weight MatMuls kept out of int8: their outlier input channels split out into float "
-            "where they have some, else the whole MatMul in float (fp32 weight, bias and activation)",
+            "weight MatMuls kept in float (fp32 weight, bias and activation); then each kept MatMul with "
+            "outlier input channels narrowed to those channels in float where the model still counts",
             **nncf_record(opts.nncf),
             "outlier_ratio": float(opts.outlier_ratio),
             "max_outlier_channels": int(opts.max_outlier_channels),
@@ -380,8 +374,6 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "ops_in_float": ops_in_float,
             "ops_split": ops_split,
             "search": search_record.search_record(result, opts.search),
-            "split_search_fell_short": fell_short,  # None: the search above used the split unit; else the
-            # whole-op search ran, then narrowed its ops to the split unit where the model still counted
             "calibration": {
                 **calibration_info(ctx, samples),
                 "search_texts": len(texts),

@@ -125,6 +125,9 @@ def test_best_on_the_embedded_default_recommends_a_passing_int8_with_its_float_o
     fidelity = built["openvino-qint8-fidelity"]
     ops = fidelity["build"]["ops_in_float"] + fidelity["build"]["ops_split"]  # whole ops / outlier channels
     assert ops and all("measured sensitivity" in o["why"] for o in ops)
+    tried = [s["narrowed"] for s in fidelity["build"]["search"]["steps"] if "narrowed" in s]
+    split = [o["op"] for o in fidelity["build"]["ops_split"]]
+    assert tried and set(split) <= set(tried)  # MiniLM's kept FFN ops have outlier channels: each tried split
     own_limit = fidelity["parity"]["threshold"]["cosine_min"]  # the int8 gate, not the recommended one's
     assert fidelity["build"]["search"]["heldout_result"]["cosine_min"] >= own_limit  # held-out calibration texts
 
