@@ -32,7 +32,8 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check exporter tests
 	$(VENV)/bin/mypy  # over exporter/, configured in pyproject.toml [tool.mypy]
 	$(VENV)/bin/actionlint .github/workflows/*.yml
-	$(VENV)/bin/python -m pytest -q
+	# one worker per core; a module's tests stay on one worker, so its shared export is built once
+	$(VENV)/bin/python -m pytest -q -n auto --dist loadscope
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check exporter tests

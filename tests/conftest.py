@@ -44,23 +44,40 @@ class DefaultExport:
     exporter_cache: Path
 
 
+def _shared_root(tmp_path_factory) -> Path:
+    """A folder every worker of this run sees: the run's base temp (under pytest-xdist, its workers' parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def default_best_export(tmp_path_factory) -> DefaultExport:
-    """The embedded default (all-MiniLM-L6-v2) exported with ``--variants best`` once per session (about
-    3 minutes on 2 cores): the tests of the real default read it, or export more variants into a copy."""
-    from exporter.source.default_model import DEFAULT_MODEL, seed_default
-    from tests.cli_runner import invoke
+    """The embedded default (all-MiniLM-L6-v2) exported with ``--variants best`` once per run (about
+    3 minutes on 2 cores), whichever worker asks first: the tests of the real default read it, or export more
+    variants into a copy. The others wait on its lock, then read what it printed."""
+    import json
 
-    home = tmp_path_factory.mktemp("hf-default")
+    from filelock import FileLock
+
+    from exporter.source.default_model import DEFAULT_MODEL, seed_default
+    from tests.cli_runner import Result, invoke
+
+    root = _shared_root(tmp_path_factory) / "default-best"
+    home, out, printed = root / "hf", root / "out" / "minilm", root / "result.json"
     env = {"HF_HOME": home, "HF_HUB_CACHE": home / "hub", "EXPORTER_CACHE_DIR": home / "exporter-cache"}
-    out = tmp_path_factory.mktemp("default") / "minilm"
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in env.items():
-            mp.setenv(name, str(value))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        seed_default(env["HF_HUB_CACHE"])
-        result = invoke("export", DEFAULT_MODEL, "--variants", "best", "--out", str(out), "--json")
-    return DefaultExport(out, result, env["HF_HUB_CACHE"], env["EXPORTER_CACHE_DIR"])
+    root.mkdir(exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        if not printed.exists():
+            with pytest.MonkeyPatch.context() as mp:
+                for name, value in env.items():
+                    mp.setenv(name, str(value))
+                mp.setenv("HF_HUB_OFFLINE", "1")
+                seed_default(env["HF_HUB_CACHE"])
+                result = invoke("export", DEFAULT_MODEL, "--variants", "best", "--out", str(out), "--json")
+            printed.write_text(json.dumps(vars(result)), encoding="utf-8")
+    return DefaultExport(
+        out, Result(**json.loads(printed.read_text(encoding="utf-8"))), home / "hub", home / "exporter-cache"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +97,28 @@ def tiny_model_copy(tiny_model_dir, tmp_path) -> Path:
     dest = tmp_path / "tiny-st"
     shutil.copytree(tiny_model_dir, dest)
     return dest
+
+
+# The modules that read the one real `--variants best` export: under pytest-xdist they run on one worker, in
+# turn, so no worker waits on another's build of it (the other worker runs everything else meanwhile).
+DEFAULT_BEST_MODULES = (
+    "tests/builders/test_onnx_variants.py",
+    "tests/quality/test_gate.py",
+    "tests/quality/test_best.py",
+)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadscope`` (a module's tests on one worker), with DEFAULT_BEST_MODULES as one scope."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduler(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "default-best" if module in DEFAULT_BEST_MODULES else super()._split_scope(nodeid)
+
+    return Scheduler(config, log) if config.getvalue("dist") == "loadscope" else None
 
 
 def pytest_configure(config):

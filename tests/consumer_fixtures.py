@@ -35,10 +35,14 @@ def node_modules() -> Path:
     """transformers.js installed from the npm registry into the repo's git-ignored cache (once)."""
     if shutil.which("npm") is None:
         pytest.fail("npm is missing: run .ci/install-system-deps (it installs Node and npm).")
-    if not (NODE_CACHE / "node_modules" / "@huggingface" / "transformers").is_dir():
-        cmd = consumers.install_transformers_js_hint(NODE_CACHE).split(" (")[0].split()
-        proc = subprocess.run([*cmd, "--no-audit", "--no-fund"], capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+    from filelock import FileLock
+
+    NODE_CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(NODE_CACHE) + ".lock"):  # one install when test workers (or checkouts) ask at once
+        if not (NODE_CACHE / "node_modules" / "@huggingface" / "transformers").is_dir():
+            cmd = consumers.install_transformers_js_hint(NODE_CACHE).split(" (")[0].split()
+            proc = subprocess.run([*cmd, "--no-audit", "--no-fund"], capture_output=True, text=True, timeout=900)
+            assert proc.returncode == 0, proc.stderr[-2000:]
     return NODE_CACHE
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -210,3 +211,16 @@ def test_tests_mirror_the_package():
         if path.parent != REPO / "tests" and path.parent.name not in packages | {"e2e"}
     ]
     assert not misplaced, f"test modules outside the package's mirror: {misplaced}"
+
+
+def test_every_reader_of_the_real_default_export_shares_its_worker():
+    """conftest.DEFAULT_BEST_MODULES names every test module that takes ``default_best_export``: under
+    pytest-xdist they share one worker, so none waits on the other worker's build of it."""
+    from tests.conftest import DEFAULT_BEST_MODULES
+
+    readers = {
+        str(path.relative_to(REPO))
+        for path in (REPO / "tests").rglob("test_*.py")
+        if re.search(r"^def test_\w+\([^)]*\bdefault_best_export\b", path.read_text(encoding="utf-8"), re.M)
+    }
+    assert readers == set(DEFAULT_BEST_MODULES)
