@@ -123,3 +123,5 @@ def pytest_xdist_make_scheduler(config, log):
 
 def pytest_configure(config):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: torch's OpenMP pool of one thread each
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
