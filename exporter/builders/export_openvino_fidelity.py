@@ -349,11 +349,13 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
         all_int8 = quantize_static(ctx, model, samples, opts.nncf)
         kinds = weight_matmuls(model)
         names = [n for n, kind in kinds.items() if kind in opts.candidate_kinds]
-        splits = outlier_split.plan(all_int8, model, samples, names, opts.outlier_ratio, opts.max_outlier_channels)
         hooks = _KeepOutOfInt8(all_int8, model, {}, names)
         quantized, result = fidelity_search.search(hooks, scorer, opts.search)
-        if result.reached and splits:  # each kept op with outlier channels tries the split unit, kept where it holds
-            quantized, hooks = _narrow_to_splits(hooks, scorer, result, quantized, splits, opts)
+        if result.reached:  # each kept op with outlier channels tries the split unit, kept where the model holds
+            kept = result.kept_float
+            splits = outlier_split.plan(all_int8, model, samples, kept, opts.outlier_ratio, opts.max_outlier_channels)
+            if splits:
+                quantized, hooks = _narrow_to_splits(hooks, scorer, result, quantized, splits, opts)
         ops_in_float, ops_split = hooks.records(result)
         for entry in ops_in_float + ops_split:
             entry["kind"] = kinds[entry["op"]]
