@@ -242,6 +242,8 @@ def main() -> None:
     parser.add_argument("--variants", default=None, help="variants to verify (default: each one's recommended)")
     args = parser.parse_args()
     if args.write:
+        if args.write.suffix != ".jsonl":  # verify reads a .txt probe file as one raw text per line: JSON and all
+            parser.error(f"--write {args.write}: the probe file is JSON lines with strata; name it *.jsonl")
         rows, sha = write(args.write)
         print(f"{len(rows)} texts, sha256 {sha}: {args.write}")
         return
