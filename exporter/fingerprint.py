@@ -12,7 +12,8 @@ spaces), and its digest is the sha256 of the parts. The parts (``PARTS``):
   batch invariance is measured at;
 - ``variant``: the variant's catalogue spec and typed build options, those of every variant it derives
   from, and the calibration set's sha256 when one of them calibrates;
-- ``judging``: the thresholds and consumers the variant's verdict is judged by.
+- ``judging``: the thresholds, the stratum rank bound (``judging.RANK_CONFIDENCE_Z``) and the consumers the
+  variant's verdict is judged by.
 
 Everything that reuses work derives its key from one fingerprint, so no two schemes can drift apart:
 
@@ -166,10 +167,12 @@ def variant_part(spec, calibration_sha256: str | None) -> dict:
 
 def for_variant(base: Fingerprint, spec, *, calibration_sha256: str | None, threshold, consumers) -> Fingerprint:
     """``base`` (an export's) plus the variant's spec and options and how its verdict is judged."""
+    from exporter.quality.judging import RANK_CONFIDENCE_Z
+
     judged = threshold.to_dict() if hasattr(threshold, "to_dict") else threshold
     return base.add(
         variant=variant_part(spec, calibration_sha256),
-        judging={"threshold": judged, "consumers": sorted(consumers or ())},
+        judging={"threshold": judged, "consumers": sorted(consumers or ()), "rank_confidence_z": RANK_CONFIDENCE_Z},
     )
 
 

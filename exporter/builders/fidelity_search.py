@@ -15,10 +15,11 @@ search and the manifest records are shared. The search never sees the probe set.
    ``margin' = max(margin, ranking − held-out)``: the gap measured on that model between the texts the
    search tuned on and texts it never saw. Texts nobody has seen may fall below the held-out ones by as much
    as those fell below the ranking ones, so the held-out texts must carry that gap above the gate. A model
-   that reaches the goal only on the ranking texts is rejected. Each stratum's nn@10 must clear the gate, as
-   the gate judges every probe stratum (:func:`search_texts`: the tokenizer-derived samples by kind, the
-   rest ``calibration``; a stratum with ``search_scorer.MIN_STRATUM_QUERIES`` texts or more; the margin is
-   the whole set's). All int8 first: if it counts, done.
+   that reaches the goal only on the ranking texts is rejected. Each stratum's nn@10 must clear the gate at
+   its lower confidence bound, as the gate judges every probe stratum (:func:`search_texts`: the
+   tokenizer-derived samples by kind, the rest ``calibration``; a stratum with
+   ``search_scorer.MIN_STRATUM_QUERIES`` texts or more; the margin is the whole set's). All int8 first: if it
+   counts, done.
 2. Rank once: for each candidate alone in float, the cut in mean ``1 - cosine`` over the ``screen_texts``
    ranking texts that are worst under all-int8 (what the minimum-cosine gate sees), and the rise of their
    minimum, through one model compiled once where the backend has ``screen_model`` (OpenVINO's switch

@@ -33,7 +33,8 @@ class Scored(TypedDict):
     cosine_mean: float | None  # None: a scan settled the step before every text was scored
     neighbour_agreement_at_10: float | None
     texts_scored: NotRequired[int]  # when a scan stopped early: how many texts it scored
-    # the stratum with the lowest nn@10 and its value, among those with MIN_STRATUM_QUERIES texts
+    # the stratum with the lowest nn@10 and its value at the gate's lower confidence bound
+    # (``exporter.quality.judging.rank_bound``), among those with MIN_STRATUM_QUERIES texts
     nn10_worst_stratum: NotRequired[dict[str, Any]]
 
 
@@ -139,7 +140,7 @@ class Scorer:
 
     def metrics(self, model: Any, idx: np.ndarray | None = None) -> Scored:
         """The gate's metrics on the texts ``idx`` (all calibration texts when None)."""
-        from exporter.quality import parity
+        from exporter.quality import judging, parity
 
         idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
         strata = None if self.strata is None else [self.strata[i] for i in idx]
@@ -150,10 +151,11 @@ class Scorer:
             "cosine_mean": round(m.cosine_mean, 6),
             "neighbour_agreement_at_10": None if nn is None else round(nn, 4),
         }
-        sized = {  # the gate judges nn@10 per stratum too
-            name: entry["neighbour_agreement_at_10"]
+        sized: dict[str, float] = {  # the gate judges nn@10 per stratum too, at its lower confidence bound
+            name: bound
             for name, entry in (m.strata or {}).items()
-            if entry["n"] >= MIN_STRATUM_QUERIES and entry.get("neighbour_agreement_at_10") is not None
+            if entry["n"] >= MIN_STRATUM_QUERIES
+            and (bound := judging.rank_bound(entry, "neighbour_agreement_at_10")) is not None
         }
         if sized:
             worst = min(sized, key=lambda name: sized[name])

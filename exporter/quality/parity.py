@@ -50,7 +50,9 @@ text in the probe set) and, for embedders and sparse encoders, ``cosine_min``, `
 ``score_max_abs_diff`` and ``score_spread_err_max`` (each pair's error over the whole set's reference spread).
 Rule for the rank metric: a text's neighbours are searched among the whole probe set (ten nearest neighbours
 inside a stratum of a dozen texts would measure nothing), and its agreement is attributed to its own stratum;
-the stratum's value is the mean over its texts. ``judge`` holds every stratum to the same thresholds.
+the stratum's value is the mean over its texts, recorded with its standard error over those texts
+(``neighbour_agreement_at_10_se``). ``judge`` holds every stratum to the same thresholds, a stratum's nn@10 by
+its lower confidence bound (``exporter.quality.judging``).
 """
 
 from __future__ import annotations
@@ -124,19 +126,19 @@ class ParityMetrics:
 def strata_summary(
     strata: list[str] | None,
     worst: tuple[str, np.ndarray, bool],
-    **per_row: tuple[np.ndarray, str | Callable[[np.ndarray], float]],
+    **per_row: tuple[np.ndarray, str | Callable[[np.ndarray], float | None]],
 ) -> dict[str, dict] | None:
     """Per stratum (in ``STRATA`` order, unknown labels last): ``n``, ``worst_text_index`` (the row where the
     ``worst`` metric, ``(name, values, higher_is_better)``, is worst) and each metric of ``per_row``
     (``name=(values per row, "min" | "max" | a function of the stratum's values)``, NaN rows left out; None
-    when a stratum has none). None when no strata were given."""
+    when a stratum has none, or the function returns None). None when no strata were given."""
     if strata is None:
         return None
     labels = np.asarray(strata, dtype=object)
     name, values, higher_is_better = worst
     if len(labels) != len(values):
         raise ValueError(f"{len(labels)} stratum labels for {len(values)} rows")
-    reduce: dict[str, Callable[[np.ndarray], float]] = {"min": np.min, "max": np.max}
+    reduce: dict[str, Callable[[np.ndarray], float | None]] = {"min": np.min, "max": np.max}
     order = list(STRATA)  # the table's order (a reranker's pairs meet the strata in list order)
     out: dict[str, dict] = {}
     for stratum in sorted(dict.fromkeys(strata), key=lambda s: order.index(s) if s in order else len(order)):
@@ -149,7 +151,8 @@ def strata_summary(
             v = vals[rows]
             v = v[~np.isnan(v)]
             fn = reduce[how] if isinstance(how, str) else how
-            entry[metric] = float(fn(v)) if len(v) else None
+            value = fn(v) if len(v) else None
+            entry[metric] = None if value is None else float(value)
         out[stratum] = entry
     return out
 
@@ -217,6 +220,7 @@ def compare(
     scale = pairs(ref_n[:, None])  # |r_i| |r_j|
     dot_err = _relative(np.abs(pairs(cand) - pairs(ref)), scale)
     skipped = {name: r.reason for name, r in (("neighbour_agreement_at_10", nn), ("spearman_pairwise", sp)) if r.reason}
+    per_text = nn.per_item if nn.per_item is not None else np.full(n, np.nan)  # agreeing neighbours per text
     return ParityMetrics(
         cosine_min=float(cos.min()),
         cosine_mean=float(cos.mean()),
@@ -236,10 +240,8 @@ def compare(
             ("cosine_min", cos, True),
             norm_rel_err_max=(norm_err, "max"),
             # hits over (queries x k), as the whole set's: exactly 0.95 when 95 of 100 neighbours agree
-            neighbour_agreement_at_10=(
-                nn.per_item if nn.per_item is not None else np.full(n, np.nan),
-                lambda hits: int(hits.sum()) / (len(hits) * min(k, n - 1)),
-            ),
+            neighbour_agreement_at_10=(per_text, lambda hits: int(hits.sum()) / (len(hits) * min(k, n - 1))),
+            neighbour_agreement_at_10_se=(per_text, lambda hits: rank.standard_error(hits / min(k, n - 1))),
         ),
     )
 

@@ -80,6 +80,14 @@ def text_sample(n: int, cap: int, seed: int = SEED) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
 
 
+def standard_error(values: np.ndarray) -> float | None:
+    """The standard error of ``values``' mean (sample standard deviation over the square root of their
+    count); None for fewer than two values."""
+    if len(values) < 2:
+        return None
+    return float(np.std(values, ddof=1) / math.sqrt(len(values)))
+
+
 def pair_values(mat: np.ndarray) -> np.ndarray:
     """``mat[i] . mat[j]`` for all pairs ``i < j`` of rows (row-major order)."""
     return (mat @ mat.T)[np.triu_indices(mat.shape[0], k=1)]

@@ -197,16 +197,18 @@ def test_narrow_keeps_a_cheaper_unit_only_where_the_model_still_counts_and_recor
 
 
 def test_the_scorer_reports_the_worst_strata_nn10_and_a_stratum_below_the_gate_does_not_count():
-    """With strata labelled, a model's record names the stratum with the lowest nn@10 (of those with enough
-    texts); the rule counts a model only when that stratum clears the gate, whatever the whole set gives."""
-    from exporter.quality import parity
+    """With strata labelled, a model's record names the stratum with the lowest nn@10 at the gate's lower
+    confidence bound (of those with enough texts); the rule counts a model only when that stratum clears the
+    gate, whatever the whole set gives."""
+    from exporter.quality import judging, parity
 
     scorer = _Exact(lambda model, i: 0.9 + 0.09 * (i % 3 == 0))
     assert "nn10_worst_stratum" not in scorer.metrics(frozenset())
     scorer.strata = ["tok_random" if i % 4 == 0 else "calibration" for i in range(N)]  # as search_texts labels
     scored = scorer.metrics(frozenset())
     m = parity.compare(scorer.reference, scorer.encode_all(frozenset(), np.arange(N)), strata=scorer.strata)
-    by_stratum = {name: round(s["neighbour_agreement_at_10"], 4) for name, s in m.strata.items()}
+    by_stratum = {name: round(judging.rank_bound(s, "neighbour_agreement_at_10"), 4) for name, s in m.strata.items()}
+    assert all(by_stratum[n] < s["neighbour_agreement_at_10"] for n, s in m.strata.items())  # uneven: a wide bound
     worst = scored["nn10_worst_stratum"]
     assert worst["value"] == min(by_stratum.values()) and by_stratum[worst["stratum"]] == worst["value"]
     good = {"cosine_min": 0.999, "cosine_mean": 0.9995, "neighbour_agreement_at_10": 0.99}

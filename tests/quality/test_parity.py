@@ -611,3 +611,33 @@ def test_a_stratum_too_small_for_its_rank_gate_is_left_to_the_whole_set():
     assert _stratum_failures({"long": {**entry, "n": 10}}, int8) == []
     assert len(_stratum_failures({"code": {**entry, "n": 40}}, int8)) == 1
     assert len(_stratum_failures({"long": {**entry, "n": 10, "cosine_min": 0.98}}, int8)) == 1
+
+
+def test_a_stratums_rank_metric_is_judged_at_its_lower_confidence_bound():
+    """A stratum whose texts agree at 0.96 on average, unevenly, has not shown it keeps 0.95 on texts like them:
+    mean - 1.645 standard errors is judged. Every text agreeing fully has no error and passes at its mean."""
+    from exporter.quality import parity_rank
+    from exporter.quality.judging import RANK_CONFIDENCE_Z, _stratum_failures, rank_bound
+
+    int8 = parity.DEFAULT_THRESHOLDS[PrecisionClass.INT8]
+    per_text = np.array([1.0] * 18 + [0.9] * 12)  # 30 texts: mean 0.96
+    se = parity_rank.standard_error(per_text)
+    assert se == pytest.approx(np.std(per_text, ddof=1) / np.sqrt(30))
+    assert parity_rank.standard_error(per_text[:1]) is None
+    entry = {"n": 30, "worst_text_index": 7, "neighbour_agreement_at_10": 0.96, "neighbour_agreement_at_10_se": se}
+    bound = rank_bound(entry, "neighbour_agreement_at_10")
+    assert bound == pytest.approx(0.96 - RANK_CONFIDENCE_Z * se) and bound < 0.95
+    [line] = _stratum_failures({"one_word": entry}, int8)
+    assert line.startswith("stratum one_word (30 texts): neighbour_agreement_at_10 0.96 (95% lower bound 0.94")
+    assert _stratum_failures({"one_word": {**entry, "neighbour_agreement_at_10_se": 0.0}}, int8) == []
+    assert _stratum_failures({"one_word": {k: v for k, v in entry.items() if not k.endswith("_se")}}, int8) == []
+
+
+def test_compare_records_each_stratums_rank_standard_error():
+    ref = _clustered(n=80)
+    cand = ref + 0.05 * np.random.default_rng(1).normal(size=ref.shape)
+    m = parity.compare(ref, cand, strata=["x", "y"] * 40)
+    assert all(e["neighbour_agreement_at_10_se"] > 0 for e in m.strata.values())
+    exact = parity.compare(ref, ref.copy(), strata=["x", "y"] * 40)
+    assert all(e["neighbour_agreement_at_10_se"] == 0.0 for e in exact.strata.values())
+    assert parity.judge(exact, parity.DEFAULT_THRESHOLDS[PrecisionClass.FP32]).passed
