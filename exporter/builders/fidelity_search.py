@@ -28,6 +28,9 @@ search and the manifest records are shared. The search never sees the probe set.
 3. Gallop, then bisect, over prefixes of the ranking: keep the top 1, 2, 4, ... candidates in float until a
    prefix counts (at most ``max_float_fraction`` of the candidates), then bisect between the last prefix that
    did not count and the first that did. ``O(log k)`` models scored for ``k`` kept, whatever the layer count.
+   When the top one does not count, the cap is tried next: if even the cap does not count the goal is out of
+   reach and the search ends there, after two models instead of ``log2(cap)`` (the gallop then resumes at 2;
+   a goal in reach costs that one model more).
    A model's ranking texts are scanned worst batch first (``Scorer.scan``) and scoring ends at the first
    batch holding a text clearly below the goal: such a model cannot count whatever the rest give.
 4. :func:`narrow` (a backend with a cheaper unit for some kept ops): try each in that unit, keeping the swap
@@ -303,11 +306,14 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
         return bool(tried[k]["counts"])
 
     lo, hi = 0, None
-    for k in prefix_sizes(cap):  # gallop: O(log k) models for k kept
+    sizes = prefix_sizes(cap)
+    for i, k in enumerate(sizes):  # gallop: O(log k) models for k kept
         if attempt(k):
             hi = k
             break
         lo = k
+        if i == 0 and not attempt(cap):  # the cap does not count either: out of reach, stop after two models
+            break
     if hi is None:
         result.kept_float = ranked[:cap]
         reason = f"max_float_fraction: {cap} of {len(candidates)} kept in float" if cap == max_float else None

@@ -129,6 +129,22 @@ def test_an_unreachable_goal_stops_by_count_and_records_the_held_out_side():
     assert record["heldout_result"]["cosine_min"] == pytest.approx(0.952) and record["margin"] is not None
 
 
+def test_a_goal_out_of_reach_is_known_after_the_top_candidate_and_the_cap():
+    """Eight candidates, a cap of four: after the top one fails the cap is tried next, and when it fails too the
+    search ends there (prefixes 1 and 4, not 1, 2, 4). A goal in reach at three costs the cap's model once and
+    is then galloped and bisected as before."""
+    ops = [f"op{i}" for i in range(8)]
+    out_of_reach = _Exact(lambda model, i: 0.95 + 0.001 * len(model))
+    _, result = fidelity_search.search(_Ops(ops), out_of_reach, OPTS)
+    assert not result.reached and result.stopped_by.startswith("max_float_fraction: 4 of 8")
+    assert [s["kept_float"] for s in result.steps] == [0, 1, 4] and len(result.kept_float) == 4
+
+    in_reach = _Exact(lambda model, i: 0.98 + 0.006 * len(model))  # counts from 3 ops in float (0.998)
+    _, result = fidelity_search.search(_Ops(ops), in_reach, OPTS)
+    assert result.reached and len(result.kept_float) == 3
+    assert [s["kept_float"] for s in result.steps] == [0, 1, 4, 2, 3]
+
+
 def test_tokenizer_derived_calibration_samples_share_no_text_with_the_tokenizer_probes(tiny_model_dir):
     """The search's samples come from the probes' generator with a seed of its own: the same texts each time,
     none of them a probe text."""
