@@ -288,11 +288,6 @@ class _KeepOutOfInt8:
         switch[self.candidates.index(name)] = 1.0
         return Switched(self._switched, switch)
 
-    def screen_key(self, name: str) -> tuple[int, str, str]:
-        """What the screening model with ``name`` switched on computes: the int8 model, the op and its unit
-        (outlier channels split out, or the whole op in float); equal keys give equal cosines."""
-        return id(self.quantized), name, "split" if name in self.splits else "whole"
-
     def keep_in_float(self, names: list[str]):
         self._switched = None  # the ranking is done: free the screening model
         key = tuple(names)

@@ -23,8 +23,7 @@ search and the manifest records are shared. The search never sees the probe set.
 2. Rank once: for each candidate alone in float, the cut in mean ``1 - cosine`` over the ``screen_texts``
    ranking texts that are worst under all-int8 (what the minimum-cosine gate sees), and the rise of their
    minimum, through one model compiled once where the backend has ``screen_model`` (OpenVINO's switch
-   model), else through ``keep_in_float([name])`` per candidate. A second search over the same all-int8
-   model screens again only the candidates whose unit changed (``screen_key``, ``Scorer.screen``).
+   model), else through ``keep_in_float([name])`` per candidate.
 3. Gallop, then bisect, over prefixes of the ranking: keep the top 1, 2, 4, ... candidates in float until a
    prefix counts (at most ``max_float_fraction`` of the candidates), then bisect between the last prefix that
    did not count and the first that did. ``O(log k)`` models scored for ``k`` kept, whatever the layer count.
@@ -204,12 +203,11 @@ def _rank(backend: SearchBackend, scorer: Scorer, worst: np.ndarray, all_cos: np
     stopped_by = None
     # a backend may screen all candidates through one model (no build and compile per candidate)
     one_alone = getattr(backend, "screen_model", None) or (lambda name: backend.keep_in_float([name]))
-    screen_key = getattr(backend, "screen_key", lambda name: None)  # the same key: the same model, screened once
     for i, name in enumerate(backend.candidates):
         if i >= max_screen:
             stopped_by = f"max_screen: {i} of {len(backend.candidates)} candidates screened"
             break
-        cos = scorer.screen(screen_key(name), lambda name=name: one_alone(name), worst)
+        cos = scorer.cosines(one_alone(name), worst)
         screened[name] = {
             "deficit_cut": round(base_deficit - float((1 - cos).mean()), 7),
             "min_gain": round(float(cos.min()) - base_min, 6),
@@ -276,7 +274,6 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
         return _step(scorer, opts, kept, model, (ranking, held), last_cos, elapsed, scan=scan, full=full)
 
     model = backend.quantize_all()
-    scorer.keep_rows_of(model)
     all_cos = np.full(len(scorer.texts), np.nan)
     all_cos[ranking] = scorer.cosines(model, ranking)
     last_cos = all_cos.copy()  # each ranking text's latest cosine: the scan's batch order, worst first

@@ -53,10 +53,7 @@ class Scorer:
         self._rows: tuple[Any, bytes, np.ndarray] | None = None  # (model, subset key, its rows): the last one
         # what the search cost, in counts that do not depend on load (and the seconds, which do)
         self.cost = {"models_encoded": 0, "encode_calls": 0, "texts_encoded": 0, "encode_seconds": 0.0}
-        self.cost |= {"screens_reused": 0, "encodes_reused": 0}
         self._last_model: Any = None
-        self._screens: dict[tuple[Any, bytes], np.ndarray] = {}  # screening cosines by the backend's screen key
-        self._base: tuple[Any, dict[bytes, np.ndarray]] | None = None  # the all-int8 model and its rows per subset
 
     def encode(self, model: Any, idx: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -78,33 +75,9 @@ class Scorer:
         and subset (a model is scored per text, then with the gate's metrics)."""
         idx = _all(len(self.texts)) if idx is None else np.asarray(idx)
         key = idx.tobytes()
-        if self._base is not None and self._base[0] is model:  # the base model's rows are kept per subset
-            if key in self._base[1]:
-                self.cost["encodes_reused"] += 1
-            else:
-                self._base[1][key] = self._encode(model, idx)
-            return self._base[1][key]
         if self._rows is None or self._rows[0] is not model or self._rows[1] != key:
             self._rows = (model, key, self._encode(model, idx))
         return self._rows[2]
-
-    def keep_rows_of(self, model: Any) -> None:
-        """Keep every subset's rows of ``model`` (the search's all-int8 model, scored again by a second search
-        over the same model) instead of only the last model's."""
-        if self._base is None or self._base[0] is not model:
-            self._base = (model, {})
-
-    def screen(self, key: Any, make_model: Any, idx: np.ndarray) -> np.ndarray:
-        """Cosines of the texts ``idx`` through the model ``make_model()`` builds; ``key`` (hashable, or None)
-        names that model, so a second search screening the same candidate in the same unit reuses them."""
-        memo = None if key is None else (key, np.asarray(idx).tobytes())
-        if memo is not None and memo in self._screens:
-            self.cost["screens_reused"] += 1
-            return self._screens[memo]
-        cos = self.cosines(make_model(), idx)
-        if memo is not None:
-            self._screens[memo] = cos
-        return cos
 
     def batches(self, idx: np.ndarray | None = None) -> list[np.ndarray]:
         """The batches ``encode(model, idx)`` forms: longest text first (a stable sort), ``BATCH`` texts

@@ -158,32 +158,13 @@ def test_tokenizer_derived_calibration_samples_share_no_text_with_the_tokenizer_
     assert not set(texts) & set(probes)
 
 
-class _Units(_Ops):
-    """Backend with a unit per op (``split`` for the ops in ``splits``, else whole) and a ``screen_key``, as the
-    OpenVINO backend: a second search over the same all-int8 model with other units screens only the ops whose
-    unit changed."""
-
-    def __init__(self, candidates, splits):
-        super().__init__(candidates)
-        self.splits = set(splits)
-
-    def screen_key(self, name):
-        return name, "split" if name in self.splits else "whole"
-
-
-def test_a_second_search_over_the_same_int8_model_screens_only_the_ops_whose_unit_changed():
-    def cosine(model, i):
-        return 0.98 + 0.015 * ("w" in model) + 0.001 * len(model)
-
-    scorer = _Exact(cosine)
-    _, first = fidelity_search.search(_Units(["w", "x", "y", "z"], splits={"w"}), scorer, OPTS)
-    encoded, base_rows = scorer.encoded, scorer.cost["encodes_reused"]
-    _, second = fidelity_search.search(_Units(["w", "x", "y", "z"], splits=set()), scorer, OPTS)
-    assert scorer.cost["screens_reused"] == 3  # x, y, z: the same unit, the same model
-    assert scorer.cost["encodes_reused"] > base_rows  # the all-int8 model's rows were not encoded again
-    n_screen = min(OPTS.screen_texts, len(RANKING))
-    assert scorer.encoded - encoded <= n_screen + sum(len(s) for s in (RANKING, HELD)) * len(second.steps)
-    assert second.screened == first.screened and second.kept_float == first.kept_float
+def test_an_all_int8_model_that_counts_encodes_each_text_once():
+    """The all-int8 model's ranking texts give both the scan order (cosines) and the gate's metrics: one
+    encode each, then the held-out texts once; nothing screened."""
+    scorer = _Exact(lambda model, i: 0.999)
+    _, result = fidelity_search.search(_Ops(["a", "b"]), scorer, OPTS)
+    assert result.reached and not result.screened and result.kept_float == []
+    assert scorer.encoded == len(RANKING) + len(HELD)
 
 
 def test_narrow_keeps_a_cheaper_unit_only_where_the_model_still_counts_and_records_each_trial():

@@ -206,7 +206,8 @@ def _fidelity_spec(**search):
 
 
 def test_fidelity_search_screens_every_candidate_and_keeps_the_worst_in_float(base_stage):
-    """An unreachable goal (cosine 1.001) makes the search screen all 12 MatMuls and run its greedy steps."""
+    """An unreachable goal (cosine 1.001) makes the search screen all 12 MatMuls, try the top one and then the
+    cap (3, a quarter), and stop there: out of reach after two models."""
     from exporter.builders.export_onnx_fidelity import build_fidelity
 
     spec = _fidelity_spec(
@@ -219,7 +220,7 @@ def test_fidelity_search_screens_every_candidate_and_keeps_the_worst_in_float(ba
     kept = [n["node"] for n in build["nodes_in_float"]]
     assert kept == ranked[:3]
     assert not search["reached"] and search["stopped_by"].startswith("max_float_fraction")
-    assert [s["kept_float"] for s in search["steps"]] == list(range(len(kept) + 1))
+    assert [s["kept_float"] for s in search["steps"]] == [0, 1, len(kept)]
     for side in ("ranking_result", "heldout_result"):  # the last model scored in full, on both sides of the split
         assert all(v is not None for v in search[side].values()), side
     assert (base_stage.stage_dir / spec.file_name).is_file()
@@ -303,7 +304,8 @@ def test_a_greedy_step_stops_at_the_first_batch_below_the_goal_and_otherwise_sco
 def test_fidelity_int8_keeps_099_on_the_embedded_default(default_best_export, tmp_path, capsys, monkeypatch):
     """On all-MiniLM-L6-v2 the searched dynamic int8 keeps >= 0.99 min cosine and nn@10 >= 0.95 over the whole
     built-in probe set. It is dynamic int8, so one text's vector moves with its batch mates: the batch-invariance
-    gate fails it (0.9948 against 0.999 on an AMD EPYC with AVX-512 VNNI), whatever the strata say. Built into
+    gate fails it (0.9948 against 0.999 on an AMD EPYC with AVX-512 VNNI), whatever the strata say; the search
+    reaches its goal or stops at its cap, never by anything else. Built into
     a copy of the session's ``--variants best`` export of the default (its ``onnx`` base and the reference
     outputs, cached under their key, are reused; the variant itself is built and gated here)."""
     import shutil
@@ -324,4 +326,5 @@ def test_fidelity_int8_keeps_099_on_the_embedded_default(default_best_export, tm
     assert parity["batch_cosine_min"] < parity["threshold"]["batch_cosine_min"] == 0.999
     assert parity["threshold"]["cosine_min"] == 0.99 and parity["cosine_min"] >= 0.99
     assert parity["neighbour_agreement_at_10"] >= 0.95
-    assert entry["build"]["search"]["reached"] is True
+    search = entry["build"]["search"]  # the goal holds each stratum's nn@10 at its lower bound: may be out of reach
+    assert search["reached"] or search["stopped_by"].startswith("max_float_fraction"), search["stopped_by"]
