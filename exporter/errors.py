@@ -52,7 +52,7 @@ class OutputError(UsageError):
 
 
 class FidelityError(ExporterError):
-    """One or more variants failed their fidelity thresholds."""
+    """One or more variants failed their gate."""
 
     exit_code = ExitCode.FIDELITY
 

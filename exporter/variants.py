@@ -1,6 +1,6 @@
 """The catalogue of variants the tool can build, as data.
 
-Each entry says which backend serves it, its precision class (which picks its default fidelity threshold), the files
+Each entry says which backend serves it, its precision class (which picks its default gate thresholds), the files
 it writes (sentence-transformers' own naming, so ``SentenceTransformer(path, backend=..., model_kwargs={"file_name":
 "..."})`` loads it), what it is derived from, the builder function that makes it, and the model kinds it applies to
 (``kinds``: embedders only unless an entry says otherwise; ``exporter.kinds`` refuses the rest). Importing this
@@ -37,7 +37,7 @@ class Backend(StrEnum):
 
 
 class Precision(StrEnum):
-    """Precision class: decides the default fidelity thresholds."""
+    """Precision class: decides the default gate thresholds."""
 
     FP32 = "fp32"
     FP16 = "fp16"

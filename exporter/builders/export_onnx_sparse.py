@@ -12,7 +12,7 @@ with, as ``sentence_transformers.sparse_encoder.modules.SpladePooling.forward`` 
 OpenSearch's models) and ``pool_over_tokens`` = max or sum over the sequence axis (``pooling_strategy``).
 Padding positions give 0 before the activation, as in ST. ST's ``chunk_size`` only bounds its memory
 use (the chunks are combined with the same max / sum), so the graph ignores it. ``log1p(x)`` is written
-``Log(1 + x)``: the same value in float32 except below ~1e-7, far under any fidelity threshold.
+``Log(1 + x)``: the same value in float32 except below ~1e-7, far under any gate threshold.
 
 The vectors are not pruned in the graph (pruning is lossy and irreversible); ``exporter.runtime`` prunes
 on request (``top_k`` as ST's ``max_active_dims``, ``threshold``).

@@ -33,7 +33,7 @@ CalibrationOpt = Annotated[Path | None, typer.Option(help="Calibration texts for
 ThresholdOpt = Annotated[
     list[str] | None,
     typer.Option(
-        help="Override a fidelity threshold: [CLASS_OR_VARIANT:]metric=value, e.g. int8:cosine_min=0.985. Repeatable."
+        help="Override a gate threshold: [CLASS_OR_VARIANT:]metric=value, e.g. int8:cosine_min=0.985. Repeatable."
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rebuild even if a complete artifact is already there.")]
@@ -116,7 +116,7 @@ def export(
     dry_run: DryRunOpt = False,
     consumers: ConsumersOpt = None,
 ) -> None:
-    """Resolve MODEL at a pinned commit, build variants, check parity against torch, write the manifest."""
+    """Resolve MODEL at a pinned commit, build variants, gate each against torch, write the manifest."""
     from exporter.cli.dry_run import handle_save_and_dry_run
     from exporter.cli.output import RichProgress, end_export, library_stdout_to_stderr
     from exporter.fleet.recipe import parse_prompt_flags

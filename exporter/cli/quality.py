@@ -40,7 +40,7 @@ def verify(
     artifact: ArtifactArg,
     variants: VariantsOpt = None,
     probe: Annotated[
-        Path | None, typer.Option(help="Probe texts (.txt / .jsonl) to re-run parity on (default: built-in set).")
+        Path | None, typer.Option(help="Probe texts (.txt / .jsonl) to re-run the gate on (default: built-in set).")
     ] = None,
     junit: Annotated[Path | None, typer.Option(help="Write JUnit XML here (one case per variant + integrity).")] = None,
     consumers: Annotated[
@@ -58,7 +58,7 @@ def verify(
     threshold: ThresholdOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-hash every file (exit 4 on a mismatch) and re-run each variant's parity against the pinned torch
+    """Re-hash every file (exit 4 on a mismatch) and re-run each variant's gate against the pinned torch
     reference in a fresh process, judged by the policy (the kind's defaults, changed only by --policy,
     --recipe, --threshold; never by the artifact): exit 3 if a variant, or with --consumers any consumer,
     misses it, or if the manifest records looser thresholds than it."""

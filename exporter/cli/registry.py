@@ -75,7 +75,7 @@ def package(
         typer.Option(help="Package file (.tar, or .tar.gz/.tgz); default <artifact>-<variant>.tar beside it."),
     ] = None,
     allow_failed: Annotated[
-        bool, typer.Option("--allow-failed", help="Package a variant whose parity check did not pass.")
+        bool, typer.Option("--allow-failed", help="Package a variant that failed its gate.")
     ] = False,
     layout: Annotated[
         str | None,
@@ -116,7 +116,7 @@ def publish(
     ] = None,
     allow_failed: Annotated[
         bool,
-        typer.Option("--allow-failed", help="Publish a variant whose parity failed (annotated as such)."),
+        typer.Option("--allow-failed", help="Publish a variant that failed its gate (annotated as such)."),
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Move a tag that points at other content.")] = False,
     insecure: Annotated[bool, typer.Option("--insecure", help=_INSECURE)] = False,
@@ -160,7 +160,7 @@ def publish(
         print_result_json(results)
         return
     for r in results:
-        note = " (parity failed: published with --allow-failed)" if r.allow_failed else ""
+        note = " (gate failed: published with --allow-failed)" if r.allow_failed else ""
         blobs = f", {r.uploaded} blobs uploaded" if r.status != "unchanged" else ""
         signed = f", signed by key {r.signed[:16]}" if r.signed else ""
         typer.echo(f"{r.status} {r.variant}: {r.reference}@{r.digest}{blobs}{signed}{note}")
@@ -204,9 +204,7 @@ def sign(
         str | None,
         typer.Option(help="Comma-separated variant ids, or 'all' (default: the recommended or only variant)."),
     ] = None,
-    allow_failed: Annotated[
-        bool, typer.Option("--allow-failed", help="Sign a variant whose parity check did not pass.")
-    ] = False,
+    allow_failed: Annotated[bool, typer.Option("--allow-failed", help="Sign a variant that failed its gate.")] = False,
     policy: GatePolicy = None,
     verified: Verified = None,
     as_json: JsonOpt = False,

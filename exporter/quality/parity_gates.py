@@ -36,7 +36,7 @@ class _Gates:
             check_threshold(name, value)
             if name not in names:
                 raise UsageError(
-                    f"fidelity threshold {name!r} does not apply to {self._kind()} models.",
+                    f"gate threshold {name!r} does not apply to {self._kind()} models.",
                     f"Use one of: {', '.join(names)}.",
                 )
         return replace(self, **kw)
@@ -300,9 +300,7 @@ def check_threshold(name: str, value: float | None) -> None:
     """UsageError unless ``name`` is a known metric (of any kind) and ``value`` is in its range (or None)."""
     if name not in ALL_METRIC_NAMES:
         retired = " (retired: see score_spread_err_max)" if name in RETIRED_METRICS else ""
-        raise UsageError(
-            f"unknown fidelity threshold {name!r}{retired}.", f"Use one of: {', '.join(ALL_METRIC_NAMES)}."
-        )
+        raise UsageError(f"unknown gate threshold {name!r}{retired}.", f"Use one of: {', '.join(ALL_METRIC_NAMES)}.")
     if value is None:
         if name in MANDATORY:
             raise UsageError(f"the {name} threshold cannot be switched off.", f"Give a number, e.g. {name}=0.99.")

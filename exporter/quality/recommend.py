@@ -1,4 +1,4 @@
-"""Pick the variant to serve: the fastest one on this CPU that passes every fidelity threshold.
+"""Pick the variant to serve: the fastest one on this CPU that passes every gate threshold.
 
 The rule (``RULE``, recorded in the manifest's ``recommended``): among variants whose status is
 ``passed`` (every threshold recorded in ``parity.threshold`` met: cosine_min and, where set,
@@ -12,7 +12,7 @@ from __future__ import annotations
 PREFERRED_BATCH = 32
 RULE = (
     "fastest at batch {batch} (median throughput ratio to torch, same bench run) among variants that pass "
-    "every fidelity threshold; ties: smaller on disk"
+    "every gate threshold; ties: smaller on disk"
 )
 
 
@@ -25,7 +25,7 @@ def rule_batch(manifest: dict) -> int | None:
 
 
 def eligible(variant: dict) -> bool:
-    """Passes every fidelity threshold recorded for it."""
+    """Passes every gate threshold recorded for it."""
     parity = variant.get("parity") or {}
     return variant["status"] == "passed" and bool(parity.get("passed")) and not parity.get("failures")
 
@@ -48,7 +48,7 @@ def recommend(manifest: dict) -> dict | None:
     entry = {"variant": None, "rule": RULE.format(batch=batch), "batch_size": batch, "throughput_ratio": None}
     if not passing:
         failed = sorted(v["id"] for v in benched if not eligible(v))
-        entry["reason"] = f"no benchmarked variant passes its fidelity thresholds (failed: {', '.join(failed)})"
+        entry["reason"] = f"no benchmarked variant passes its gate (failed: {', '.join(failed)})"
         return entry
     order = {v["id"]: i for i, v in enumerate(manifest["variants"])}
     best = min(passing, key=lambda v: (-v["bench"]["ratio_to_torch"][key], size_bytes(v), order[v["id"]]))

@@ -1,4 +1,4 @@
-"""Verify an artifact: its files match the manifest, and every variant still meets its fidelity thresholds.
+"""Verify an artifact: its files match the manifest, and every variant still passes its gate.
 
 Two checks, results as data (``VerifyReport``); ``raise_for`` turns them into the exit code:
 

@@ -197,7 +197,7 @@ def test_threshold_override():
 @pytest.mark.parametrize(
     "kw, fragment",
     [
-        ({"cosine_max": 0.9}, "unknown fidelity threshold 'cosine_max'"),
+        ({"cosine_max": 0.9}, "unknown gate threshold 'cosine_max'"),
         ({"cosine_min": 1.5}, "out of range"),
         ({"neighbour_agreement_at_10": -0.1}, "out of range"),
         ({"cosine_min": None}, "cannot be switched off"),
@@ -238,7 +238,7 @@ def test_parse_threshold_overrides():
         ("cosine_min=nan", "not finite"),
         ("cosine_min=2", "out of range"),
         ("cosine_min=off", "cannot be switched off"),
-        ("recall=0.9", "unknown fidelity threshold"),
+        ("recall=0.9", "unknown gate threshold"),
     ],
 )
 def test_parse_threshold_overrides_refuses(item, fragment):
@@ -274,7 +274,7 @@ def test_thresholds_for_applies_most_specific_override_last():
     [
         ({"int4": {"cosine_min": 0.9}}, "scope 'int4'"),
         ({"int8": {"cosine_min": 7}}, "out of range"),  # e.g. from a recipe file, not the parser
-        ({"*": {"cosin_min": 0.9}}, "unknown fidelity threshold"),
+        ({"*": {"cosin_min": 0.9}}, "unknown gate threshold"),
     ],
 )
 def test_thresholds_for_refuses(overrides, fragment):
