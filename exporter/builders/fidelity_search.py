@@ -24,6 +24,10 @@ search and the manifest records are shared. The search never sees the probe set.
    ranking texts that are worst under all-int8 (what the minimum-cosine gate sees), and the rise of their
    minimum, through one model compiled once where the backend has ``screen_model`` (OpenVINO's switch
    model), else through ``keep_in_float([name])`` per candidate.
+   Before the screen, every candidate is kept in float at once: no prefix of the ranking can do better, so
+   if that model does not count, the goal is out of reach within the candidates (``OUT_OF_REACH``) and the
+   search ends with it, one model scored instead of a screen of every candidate and a gallop. A goal in
+   reach costs that one model more.
 3. Gallop, then bisect, over prefixes of the ranking: keep the top 1, 2, 4, ... candidates in float until a
    prefix counts (at most ``max_float_fraction`` of the candidates), then bisect between the last prefix that
    did not count and the first that did. ``O(log k)`` models scored for ``k`` kept, whatever the layer count.
@@ -61,6 +65,7 @@ MARGIN_RULE = (
     "held-out texts must clear gate + max(floor, ranking - held-out) on the candidate (min cosine and nn@10): "
     "unseen texts may fall below the held-out ones by as much as those fell below the texts the search ranked on"
 )
+OUT_OF_REACH = "out of reach"  # stopped_by's prefix when every candidate in float does not count
 SPLIT_RULE = (
     "held-out: the ceil(fraction * n) texts with the lowest sha256 of their UTF-8 bytes (order-independent); "
     "never ranked on nor used for the early stops (NNCF's activation statistics, where a backend takes them, "
@@ -285,6 +290,15 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
         result.stopped_by = None if result.reached else "no candidates to keep in float"
         result.seconds, result.cost = elapsed(), _cost(scorer, result)
         return model, result
+    # every candidate in float: what no prefix of the ranking can beat. If even it does not count, the goal is
+    # out of reach within the candidates, and the search ends here, before the screen (one model, not N + 2)
+    every = step(list(candidates), backend.keep_in_float(list(candidates)), scan=False, full=True)
+    steps.append(every)
+    if not every["counts"]:
+        result.kept_float = list(candidates)
+        result.stopped_by = f"{OUT_OF_REACH}: all {len(candidates)} candidates kept in float do not count"
+        result.seconds, result.cost = elapsed(), _cost(scorer, result)
+        return backend.keep_in_float(result.kept_float), result
     worst = ranking[np.argsort(all_cos[ranking], kind="stable")[:n_screen]]
     result.screened, stopped_by = _rank(backend, scorer, worst, all_cos, int(opts.max_screen))
     ranked = list(result.screened)

@@ -11,9 +11,14 @@ from exporter.builders.options import SearchOptions
 
 
 def kept_records(result: SearchResult, key: str) -> list[dict[str, Any]]:
-    """What the search kept out of int8 and why, for the manifest: one entry per op (``{key: name, ...}``)."""
+    """What the search kept out of int8 and why, for the manifest: one entry per op (``{key: name, ...}``).
+    Ops kept unranked (the goal out of reach before the screen: every candidate in float) say so."""
     n = len(result.screened)
     ranks = {name: i for i, name in enumerate(result.screened)}
+    unranked = (
+        f"kept in float with every other candidate: the search's goal was out of reach even so "
+        f"({result.stopped_by}), so no ranking was measured"
+    )
     return [
         {
             key: name,
@@ -22,6 +27,8 @@ def kept_records(result: SearchResult, key: str) -> list[dict[str, Any]]:
             f"(min cosine +{result.screened[name]['min_gain']:.4f}); ranked {ranks[name] + 1} of {n}",
             **result.screened[name],
         }
+        if name in result.screened
+        else {key: name, "why": unranked}
         for name in result.kept_float
     ]
 
@@ -61,7 +68,8 @@ def search_record(result: SearchResult, opts: SearchOptions) -> dict[str, Any]:
         "screen_texts": result.screen_texts,
         "max_screen": int(opts.max_screen),
         "max_float_fraction": float(opts.max_float_fraction),
-        "order": "gallop over prefixes of the ranking (1, 2, 4, ...), then bisect",
+        "order": "every candidate in float first (out of reach: stop), then gallop over prefixes of the ranking "
+        "(1, the cap, 2, 4, ...), then bisect",
         "seconds": round(result.seconds, 1),
         "cost": result.cost,
         "reached": result.reached,

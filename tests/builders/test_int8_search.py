@@ -118,31 +118,36 @@ def test_the_margin_is_the_measured_gap_when_wider_than_the_floor_and_is_recorde
     assert result.reached and result.kept_float == ["a", "b"]
 
 
-def test_an_unreachable_goal_stops_by_count_and_records_the_held_out_side():
-    """Nothing lifts the texts: the gallop tries prefixes 1, 2 (the cap: half of 4 candidates) and stops by count;
-    the final model's held-out metrics are scored in full for the record."""
+def test_a_goal_out_of_reach_even_with_every_candidate_in_float_stops_before_the_screen():
+    """Nothing lifts the texts enough: with all four candidates in float the model still misses the goal, so no
+    prefix can reach it. The search ends on that model (scored in full, held-out side included, for the record)
+    without screening a candidate, and the record says why each op is in float."""
     scorer = _Exact(lambda model, i: 0.95 + 0.001 * len(model))
     _, result = fidelity_search.search(_Ops(["p", "q", "r", "s"]), scorer, OPTS)
-    assert not result.reached and result.stopped_by.startswith("max_float_fraction: 2 of 4")
-    assert [s["kept_float"] for s in result.steps] == [0, 1, 2]
+    assert not result.reached and result.stopped_by.startswith("out of reach: all 4 candidates")
+    assert [s["kept_float"] for s in result.steps] == [0, 4] and result.screened == {}
+    assert result.kept_float == ["p", "q", "r", "s"]
     record = search_record.search_record(result, OPTS)
-    assert record["heldout_result"]["cosine_min"] == pytest.approx(0.952) and record["margin"] is not None
+    assert record["heldout_result"]["cosine_min"] == pytest.approx(0.954) and record["margin"] is not None
+    kept = search_record.kept_records(result, "op")
+    assert [k["op"] for k in kept] == result.kept_float and all("out of reach" in k["why"] for k in kept)
 
 
-def test_a_goal_out_of_reach_is_known_after_the_top_candidate_and_the_cap():
-    """Eight candidates, a cap of four: after the top one fails the cap is tried next, and when it fails too the
-    search ends there (prefixes 1 and 4, not 1, 2, 4). A goal in reach at three costs the cap's model once and
-    is then galloped and bisected as before."""
+def test_a_goal_out_of_reach_within_the_cap_is_known_after_the_top_candidate_and_the_cap():
+    """Eight candidates, a cap of four. All eight in float count, so the screen runs; then after the top one
+    fails the cap is tried next, and when it fails too the search ends there (prefixes 1 and 4, not 1, 2, 4).
+    A goal in reach at three costs the cap's model once and is then galloped and bisected as before."""
     ops = [f"op{i}" for i in range(8)]
-    out_of_reach = _Exact(lambda model, i: 0.95 + 0.001 * len(model))
-    _, result = fidelity_search.search(_Ops(ops), out_of_reach, OPTS)
+    beyond_cap = _Exact(lambda model, i: 0.985 + 0.0015 * len(model))  # 4 in float: 0.991; 8: 0.997 (goal 0.993)
+    _, result = fidelity_search.search(_Ops(ops), beyond_cap, OPTS)
     assert not result.reached and result.stopped_by.startswith("max_float_fraction: 4 of 8")
-    assert [s["kept_float"] for s in result.steps] == [0, 1, 4] and len(result.kept_float) == 4
+    assert [s["kept_float"] for s in result.steps] == [0, 8, 1, 4] and len(result.kept_float) == 4
+    assert len(result.screened) == 8
 
-    in_reach = _Exact(lambda model, i: 0.98 + 0.006 * len(model))  # counts from 3 ops in float (0.998)
+    in_reach = _Exact(lambda model, i: min(0.9999, 0.98 + 0.006 * len(model)))  # counts from 3 in float (0.998)
     _, result = fidelity_search.search(_Ops(ops), in_reach, OPTS)
     assert result.reached and len(result.kept_float) == 3
-    assert [s["kept_float"] for s in result.steps] == [0, 1, 4, 2, 3]
+    assert [s["kept_float"] for s in result.steps] == [0, 8, 1, 4, 2, 3]
 
 
 def test_tokenizer_derived_calibration_samples_share_no_text_with_the_tokenizer_probes(tiny_model_dir):

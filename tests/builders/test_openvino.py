@@ -302,7 +302,8 @@ def _fidelity_build(built, tiny_model_dir, tmp_path, **search):
 
 def test_fidelity_int8_records_each_split_op_with_its_channels(built, tiny_model_dir, tmp_path):
     """Every candidate with a channel above a low outlier ratio is split, not floated, and the manifest's
-    records say which channels and why (the search hooks' records of an unreachable goal's search)."""
+    records say which channels and why (the search hooks' records of an unreachable goal's search: every
+    candidate kept, unranked)."""
     from exporter.builders import fidelity_search, outlier_split
     from exporter.builders.export_openvino_fidelity import OvScorer, _KeepOutOfInt8, residual_writers
     from exporter.builders.export_openvino_int8 import quantize_static
@@ -324,13 +325,15 @@ def test_fidelity_int8_records_each_split_op_with_its_channels(built, tiny_model
     for entry in split:
         assert 1 <= len(entry["channels"]) <= 2 and len(entry["channel_scores"]) == len(entry["channels"])
         assert all(score >= 1.0 for score in entry["channel_scores"]) and "outlier_ratio" in entry["channels_why"]
-        assert entry["why"].startswith("measured sensitivity")
+        assert entry["why"].startswith("kept in float with every other candidate") and "out of reach" in entry["why"]
+    assert result.stopped_by.startswith(fidelity_search.OUT_OF_REACH) and result.kept_float == hooks.candidates
 
 
 def test_an_unreachable_goal_keeps_whole_ops_up_to_the_cap_and_narrows_nothing(built, tiny_model_dir, tmp_path):
     """The build ranks whole ops (the unit that also fixes an error in NNCF's activation range); a goal out of
-    reach stops at the float cap and nothing is narrowed to the split unit: the manifest lists whole ops only
-    (narrowing a reached goal: test_int8_search, and the real default in test_best)."""
+    reach (here before the screen: every candidate in float does not count) narrows nothing to the split unit:
+    the manifest lists whole ops only (narrowing a reached goal: test_int8_search, and the real default in
+    test_best when it reaches its goal)."""
     ctx, spec = _fidelity_build(
         built, tiny_model_dir, tmp_path, target_cosine_min=1.0, margin=0.001, max_float_fraction=0.25, max_screen=3
     )
