@@ -258,6 +258,10 @@ def _step(scorer: Scorer, opts: SearchOptions, kept, model, split, last_cos, ela
     return {**head, "ranking": seen, "heldout": heldout, **verdict, "seconds": round(elapsed(), 1)}
 
 
+def _split_record(ranking: np.ndarray, held: np.ndarray, fraction: float) -> dict[str, Any]:
+    return {"fraction": float(fraction), "ranking_texts": len(ranking), "heldout_texts": len(held), "rule": SPLIT_RULE}
+
+
 def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple[Any, SearchResult]:
     """The model with the shortest prefix of the ranked candidates in float that counts (see the module doc)."""
     start = time.perf_counter()  # wall time is recorded, never a bound
@@ -267,12 +271,7 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
 
     candidates = list(backend.candidates)
     ranking, held = holdout_split(scorer.texts, opts.holdout_fraction)
-    split = {
-        "fraction": float(opts.holdout_fraction),
-        "ranking_texts": int(len(ranking)),
-        "heldout_texts": int(len(held)),
-        "rule": SPLIT_RULE,
-    }
+    split = _split_record(ranking, held, opts.holdout_fraction)
     max_float = max(1, int(len(candidates) * float(opts.max_float_fraction)))
 
     def step(kept: list[str], model, scan: bool = True, full: bool = False) -> dict[str, Any]:
@@ -286,27 +285,28 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
     n_screen = min(int(opts.screen_texts), len(ranking))
     result = SearchResult(candidates, {}, [], steps, steps[0]["counts"], None, 0.0, n_screen, split)
     result.scan_order = all_cos
+
+    def done(final_model) -> tuple[Any, SearchResult]:  # the search ends on ``final_model``: record its cost
+        result.seconds, result.cost = elapsed(), _cost(scorer, result)
+        return final_model, result
+
     if result.reached or not candidates:
         result.stopped_by = None if result.reached else "no candidates to keep in float"
-        result.seconds, result.cost = elapsed(), _cost(scorer, result)
-        return model, result
+        return done(model)
     # every candidate in float: what no prefix of the ranking can beat. If even it does not count, the goal is
     # out of reach within the candidates, and the search ends here, before the screen (one model, not N + 2)
-    every = step(list(candidates), backend.keep_in_float(list(candidates)), scan=False, full=True)
-    steps.append(every)
-    if not every["counts"]:
+    steps.append(step(list(candidates), backend.keep_in_float(list(candidates)), scan=False, full=True))
+    if not steps[-1]["counts"]:
         result.kept_float = list(candidates)
         result.stopped_by = f"{OUT_OF_REACH}: all {len(candidates)} candidates kept in float do not count"
-        result.seconds, result.cost = elapsed(), _cost(scorer, result)
-        return backend.keep_in_float(result.kept_float), result
+        return done(backend.keep_in_float(result.kept_float))
     worst = ranking[np.argsort(all_cos[ranking], kind="stable")[:n_screen]]
     result.screened, stopped_by = _rank(backend, scorer, worst, all_cos, int(opts.max_screen))
     ranked = list(result.screened)
     cap = min(max_float, len(ranked))
     if cap < 1:
         result.stopped_by = stopped_by or "ran out of candidates"
-        result.seconds, result.cost = elapsed(), _cost(scorer, result)
-        return model, result
+        return done(model)
 
     tried: dict[int, dict[str, Any]] = {0: steps[0]}
 
@@ -332,8 +332,7 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
         model = backend.keep_in_float(result.kept_float)
         if steps[-1].get("heldout") is None:  # the search ends on this model: its texts scored in full
             steps[-1] = tried[cap] = step(result.kept_float, model, scan=False, full=True)
-        result.seconds, result.cost = elapsed(), _cost(scorer, result)
-        return model, result
+        return done(model)
     while hi - lo > 1:  # bisect between the last prefix that did not count and the first that did
         mid = (lo + hi) // 2
         if attempt(mid):
@@ -342,8 +341,7 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
             lo = mid
     result.kept_float, result.reached = ranked[:hi], True
     model = backend.keep_in_float(result.kept_float)
-    result.seconds, result.cost = elapsed(), _cost(scorer, result)
-    return model, result
+    return done(model)
 
 
 def narrow(

@@ -36,8 +36,9 @@ EXERCISED_SHAPES = {"splade-mlmtransformer", "router", "sparse-static-embedding"
 
 TEXTS = ["hello world", "the quick brown fox jumps over the lazy dog", "", "what is the capital city? " * 20]
 SPLADE_VARIANTS = ("onnx", "onnx-o2", "onnx-quint8-avx2", "openvino")
-# OpenVINO on bf16-capable CPUs and int8: near-tied neighbours of a random tiny SPLADE model swap.
-SPLADE_THRESHOLDS = ("openvino:neighbour_agreement_at_10=0.95",)
+# OpenVINO on bf16-capable CPUs and int8: near-tied neighbours of a random tiny SPLADE model swap (int8: one_word
+# 0.963 over 30 texts, its lower confidence bound 0.942).
+SPLADE_THRESHOLDS = ("openvino:neighbour_agreement_at_10=0.95", "int8:neighbour_agreement_at_10=0.9")
 
 _RUNTIME_SCRIPT = """
 import json, sys
