@@ -293,13 +293,13 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
     if result.reached or not candidates:
         result.stopped_by = None if result.reached else "no candidates to keep in float"
         return done(model)
-    # every candidate in float: what no prefix of the ranking can beat. If even it does not count, the goal is
-    # out of reach within the candidates, and the search ends here, before the screen (one model, not N + 2)
-    steps.append(step(list(candidates), backend.keep_in_float(list(candidates)), scan=False, full=True))
+    # every candidate in float, which no prefix can beat (built once): if it does not count, end before the screen
+    every = backend.keep_in_float(list(candidates))
+    steps.append(step(list(candidates), every, scan=False, full=True))
     if not steps[-1]["counts"]:
         result.kept_float = list(candidates)
         result.stopped_by = f"{OUT_OF_REACH}: all {len(candidates)} candidates kept in float do not count"
-        return done(backend.keep_in_float(result.kept_float))
+        return done(every)
     worst = ranking[np.argsort(all_cos[ranking], kind="stable")[:n_screen]]
     result.screened, stopped_by = _rank(backend, scorer, worst, all_cos, int(opts.max_screen))
     ranked = list(result.screened)

@@ -102,7 +102,7 @@ def _stratum_failures(strata: dict[str, dict], thresholds) -> list[str]:
             if smallest is not None and entry["n"] < smallest:
                 continue
             judged = rank_bound(entry, name)
-            bad = not value <= limit if name in UPPER_BOUNDS else not judged >= limit  # NaN fails both
+            bad = not judged <= limit if name in UPPER_BOUNDS else not judged >= limit  # NaN fails both
             if bad:
                 side = "above" if name in UPPER_BOUNDS else "below"
                 shown = f"{value:.6g}" if judged == value else f"{value:.6g} (95% lower bound {judged:.6g})"
