@@ -51,8 +51,8 @@ def test_a_failed_gate_raises_unless_check_is_off(tiny_model_dir, tmp_path):
     hf.seed_tiny(tiny_model_dir)
     model = f"{hf.TINY_REPO}@{hf.TINY_SHA}"
     with pytest.raises(FidelityError):
-        exporter.export(model, out=tmp_path / "a", variants=["openvino-bf16"], thresholds={"fp16": {"cosine_min": 1.0}})
+        exporter.export(model, out=tmp_path / "a", variants=["openvino-fp16"], thresholds={"fp16": {"cosine_min": 1.0}})
     outcome = exporter.export(
-        model, out=tmp_path / "b", variants=["openvino-bf16"], thresholds={"fp16": {"cosine_min": 1.0}}, check=False
+        model, out=tmp_path / "b", variants=["openvino-fp16"], thresholds={"fp16": {"cosine_min": 1.0}}, check=False
     )
     assert outcome.manifest["variants"]
