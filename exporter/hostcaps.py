@@ -26,6 +26,9 @@ class CpuFlag(StrEnum):
     ASIMD = "asimd"  # ARM64 NEON
 
 
+# Units with int8 dot products (no 16-bit saturation): static int8 outruns fp32 on these, not on AVX2 alone.
+INT8_UNITS = (CpuFlag.AVX512_VNNI, CpuFlag.AVX_VNNI, CpuFlag.AMX_INT8)
+
 # Units that compute in bf16 natively: OpenVINO runs a bf16 precision hint on these, f32 elsewhere.
 BF16_UNITS = (CpuFlag.AVX512_BF16, CpuFlag.AMX_BF16)
 

@@ -25,7 +25,7 @@ from exporter.builders.options import (
     WeightCompressionOptions,
 )
 from exporter.errors import UsageError
-from exporter.hostcaps import BF16_UNITS, CpuFlag, Host, this_host
+from exporter.hostcaps import BF16_UNITS, INT8_UNITS, CpuFlag, Host, this_host
 from exporter.kinds import ALL_KINDS, TRANSFORMER_KINDS, ModelKind
 from exporter.manifest_types import LoadSpec
 
@@ -110,6 +110,8 @@ def _resolve(dotted: str):
     return getattr(import_module(module), func)
 
 
+_AVX512_NO_VNNI = BestIf(when=(CpuFlag.AVX512F,), unless=(CpuFlag.AVX512_VNNI,))
+_AVX2_ONLY = BestIf(when=(CpuFlag.AVX2,), unless=(CpuFlag.AVX512F, CpuFlag.AVX512_VNNI))
 CATALOGUE: tuple[VariantSpec, ...] = (
     VariantSpec(
         id="onnx",
@@ -169,32 +171,12 @@ CATALOGUE: tuple[VariantSpec, ...] = (
             best=best,
             requires=requires,
         )
-        # requires: ONNX Runtime picks its int8 kernel by the host, not the graph. Int8 weights with full-range
-        # u8 activations saturate in the 16-bit sums of x86 CPUs without VNNI (VPMADDUBSW): on an AVX2-only AMD
-        # EPYC the tiny reranker's scores kept spearman 0.90 under the AVX-512 presets (1.0 on AVX-512 VNNI, 0.998
-        # under the avx2 preset's reduced-range u8 weights). A preset is built and gated only where its kernels run.
+        # requires: ONNX Runtime picks its int8 kernel by the host; without VNNI s8 weights saturate (VPMADDUBSW), so
+        # a preset is built and gated only where its kernels run (why, measured: docs/benchmarks.md)
         for dtype, isa, label, best, requires in (
-            (
-                "qint8",
-                "avx512_vnni",
-                "x86 CPUs with AVX-512 VNNI",
-                BestIf(when=(CpuFlag.AVX512_VNNI,)),
-                (CpuFlag.AVX512_VNNI, CpuFlag.AVX_VNNI),
-            ),
-            (
-                "qint8",
-                "avx512",
-                "x86 CPUs with AVX-512 (no VNNI)",
-                BestIf(when=(CpuFlag.AVX512F,), unless=(CpuFlag.AVX512_VNNI,)),
-                (CpuFlag.AVX512F,),
-            ),
-            (
-                "quint8",
-                "avx2",
-                "x86 CPUs with AVX2 (u8 weights)",
-                BestIf(when=(CpuFlag.AVX2,), unless=(CpuFlag.AVX512F, CpuFlag.AVX512_VNNI)),
-                (),
-            ),
+            ("qint8", "avx512_vnni", "x86 CPUs with AVX-512 VNNI", BestIf((CpuFlag.AVX512_VNNI,)), INT8_UNITS),
+            ("qint8", "avx512", "x86 CPUs with AVX-512 (no VNNI)", _AVX512_NO_VNNI, (CpuFlag.AVX512F,)),
+            ("quint8", "avx2", "x86 CPUs with AVX2 (u8 weights)", _AVX2_ONLY, ()),
             ("qint8", "arm64", "ARM64 CPUs", BestIf(when=(CpuFlag.ASIMD,)), (CpuFlag.ASIMD,)),
         )
     ),
@@ -280,7 +262,9 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         model_kwargs=OV_F32,
         derives_from="openvino",
         options=NncfStaticOptions(),
-        best=BestIf(),  # the all-int8 speed the fidelity variant is measured against
+        # the all-int8 speed the fidelity variant is measured against; a candidate only where int8 units make it
+        # pay: on an AVX2-only AMD EPYC it ran at 0.98x torch against the fp32 IR's 1.31x (int8_search-212359Z)
+        best=BestIf(when=INT8_UNITS),
     ),
     VariantSpec(
         id="openvino-qint8-fidelity",
@@ -294,7 +278,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         model_kwargs=OV_F32,
         derives_from="openvino",
         options=OvFidelityOptions(),
-        best=BestIf(),
+        best=BestIf(when=INT8_UNITS),
     ),
     VariantSpec(
         id="openvino-qint8-fidelity-bf16",

@@ -1,7 +1,8 @@
 """``openvino-qint8-fidelity``: NNCF static int8 with the fewest weight MatMuls kept out of int8.
 
 One ``nncf.quantize`` of the fp32 IR (as ``openvino-qint8``), then ``exporter.builders.fidelity_search`` ranks the
-weight MatMuls of every kind (:func:`weight_matmuls`: query / key / value, attention output, FFN in and out;
+weight MatMuls of every kind (:func:`weight_matmuls`: query / key / value, attention output, FFN in and out) and
+the other int8 sites (:mod:`exporter.builders.ov_int8_sites`: attention scores, embedding tables;
 ``OvFidelityOptions.candidate_kinds``) once and keeps the fewest out of int8 that count on the calibration
 texts (held-out ones included, see fidelity_search). The
 unit kept out is as small as measured to matter: a MatMul with outlier input channels keeps only those in
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.builders import fidelity_search, kit, outlier_split, search_record, search_scorer
+from exporter.builders import fidelity_search, kit, outlier_split, ov_int8_sites, search_record, search_scorer
 from exporter.builders.context import BuildContext, BuildResult
 from exporter.builders.export_openvino import BASE_FILE, io_names, read_base
 from exporter.builders.export_openvino_int8 import calibration_info, calibration_samples, nncf_record, quantize_static
@@ -95,7 +96,8 @@ def _feeds_gelu(op) -> bool:
     return False
 
 
-MATMUL_KINDS = ("qkv", "attention_output", "ffn_in", "ffn_out")  # OvFidelityOptions.candidate_kinds
+MATMUL_KINDS = ("qkv", "attention_output", "ffn_in", "ffn_out")
+CANDIDATE_KINDS = MATMUL_KINDS + ov_int8_sites.SITE_KINDS  # what OvFidelityOptions.candidate_kinds may name
 
 
 def weight_matmuls(model) -> dict[str, str]:
@@ -244,7 +246,12 @@ def switch_model(quantized, base, names: list[str], splits: dict[str, dict]):
     switch = ops.parameter([len(names)], ov.Type.f32, name=SWITCH_INPUT)
     switch.output(0).get_tensor().set_names({SWITCH_INPUT})
     axis = ov.op.Constant(np.array(0, dtype=np.int64))
+    sites = ov_int8_sites.site_kinds(model)
     for i, name in enumerate(names):
+        s_i = ops.gather(switch, ov.op.Constant(np.array(i, dtype=np.int64)), axis)
+        if name in sites:  # an attention op's int8 inputs or an int8 table
+            ov_int8_sites.blend(by_name[name], base_ops, s_i)
+            continue
         mm = by_name[name]
         tail = outlier_split.bias_tail(mm)
         consumers = list(tail.get_target_inputs())
@@ -253,7 +260,6 @@ def switch_model(quantized, base, names: list[str], splits: dict[str, dict]):
             kept = outlier_split.split_output(site, splits[name]["channels"])
         else:
             kept = _float_output(mm, base_ops[name], base_ops, f"{name}/kept_float")
-        s_i = ops.gather(switch, ov.op.Constant(np.array(i, dtype=np.int64)), axis)
         blended = ops.add(tail, ops.multiply(s_i, ops.subtract(kept, tail))).output(0)
         for target in consumers:
             target.replace_source_output(blended)
@@ -295,8 +301,11 @@ class _KeepOutOfInt8:
             self.made.clear()
             split = {n: self.splits[n] for n in names if n in self.splits}
             model = outlier_split.split_matmuls(self.quantized, self.base, split) if split else self.quantized
-            whole = [n for n in names if n not in self.splits]
-            self.made[key] = float_matmuls(model, self.base, whole) if whole else model
+            sites = ov_int8_sites.site_kinds(self.quantized)
+            whole = [n for n in names if n not in self.splits and n not in sites]
+            model = float_matmuls(model, self.base, whole) if whole else model
+            in_sites = [n for n in names if n in sites]
+            self.made[key] = ov_int8_sites.keep_in_float(model, self.base, in_sites) if in_sites else model
         return self.made[key]
 
     def records(self, result: fidelity_search.SearchResult) -> tuple[list[dict], list[dict]]:
@@ -342,12 +351,12 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     with kit.backend_errors("OpenVINO fidelity int8"):
         scorer = OvScorer(ctx, texts, fidelity_search.calibration_reference(ctx, texts), strata)
         all_int8 = quantize_static(ctx, model, samples, opts.nncf)
-        kinds = weight_matmuls(model)
+        kinds = weight_matmuls(model) | ov_int8_sites.site_kinds(all_int8)
         names = [n for n, kind in kinds.items() if kind in opts.candidate_kinds]
         hooks = _KeepOutOfInt8(all_int8, model, {}, names)
         quantized, result = fidelity_search.search(hooks, scorer, opts.search)
         if result.reached:  # each kept op with outlier channels tries the split unit, kept where the model holds
-            kept = result.kept_float
+            kept = [n for n in result.kept_float if kinds[n] in MATMUL_KINDS]  # a split is a MatMul's unit
             splits = outlier_split.plan(all_int8, model, samples, kept, opts.outlier_ratio, opts.max_outlier_channels)
             if splits:
                 quantized, hooks = _narrow_to_splits(hooks, scorer, result, quantized, splits, opts)
@@ -361,7 +370,8 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "export_source": BASE_FILE,
             "precision": "int8",
             "method": "nncf.quantize (post-training static) once; then, in that model, the ranked fewest "
-            "weight MatMuls kept in float (fp32 weight, bias and activation); then each kept MatMul with "
+            "int8 sites kept in float (weight MatMuls: fp32 weight, bias and activation; attention scores: "
+            "their int8 query / key inputs bypassed; embedding tables: the fp32 table); then each kept MatMul with "
             "outlier input channels narrowed to those channels in float where the model still counts",
             **nncf_record(opts.nncf),
             "outlier_ratio": float(opts.outlier_ratio),

@@ -250,9 +250,11 @@ def test_outlier_split_computes_the_outlier_channels_exactly_and_the_rest_in_int
 
 def test_the_screening_model_computes_what_surgery_builds_for_each_switch(built, tiny_model_dir):
     """The one screening model (compiled once for the whole ranking): switch all 0 gives the int8 model, a
-    one-hot switch gives keep_in_float of that op, whether it is split into outlier channels or floated whole."""
+    one-hot switch gives keep_in_float of that op, whether it is split into outlier channels or floated whole, an
+    attention op's int8 inputs or an int8 embedding table."""
     import openvino as ov
 
+    from exporter.builders import ov_int8_sites
     from exporter.builders.export_openvino_fidelity import (
         OvScorer,
         Switched,
@@ -265,8 +267,11 @@ def test_the_screening_model_computes_what_surgery_builds_for_each_switch(built,
     core = ov.Core()
     base = core.read_model(stage / BASE_FILE)
     quantized = core.read_model(stage / SPECS["openvino-qint8"].file_name)
-    names = list(weight_matmuls(base))
+    sites = ov_int8_sites.site_kinds(quantized)
+    names = list(weight_matmuls(base)) + list(sites)
     whole_op, split_op = residual_writers(base)[0], residual_writers(base)[-1]
+    attention = next(n for n, kind in sites.items() if kind == "attention_scores")
+    table = next(n for n, kind in sites.items() if kind == "embeddings")
     splits = {split_op: {"channels": np.arange(0, 16, 2, dtype=np.int64)}}
     hooks = _KeepOutOfInt8(quantized, base, splits, names)
     ctx = BuildContext(source_dir=tiny_model_dir, stage_dir=stage)
@@ -275,14 +280,16 @@ def test_the_screening_model_computes_what_surgery_builds_for_each_switch(built,
     screened = hooks.screen_model(whole_op)
     off = scorer.encode(Switched(screened.model, np.zeros(len(names), dtype=np.float32)), np.arange(len(texts)))
     np.testing.assert_allclose(off, scorer.encode(quantized, np.arange(len(texts))), atol=2e-5)
-    for name in (whole_op, split_op):
+    for name in (whole_op, split_op, attention, table):
         alone = hooks.keep_in_float([name])
         assert alone is not quantized
         want = scorer.encode(alone, np.arange(len(texts)))
         got = scorer.encode(hooks.screen_model(name), np.arange(len(texts)))
         np.testing.assert_allclose(got, want, atol=2e-5)
-        # the switch moves the output by far more than it differs from the surgery model
-        assert np.abs(want - off).max() > 10 * np.abs(got - want).max(), name
+        # the switch moves the output by far more than it differs from the surgery model (the tiny model's
+        # attention scores barely feel int8: 2.5e-6, float rounding's size, so that one is only matched)
+        if name != attention:
+            assert np.abs(want - off).max() > 10 * np.abs(got - want).max(), name
 
 
 def _fidelity_build(built, tiny_model_dir, tmp_path, **search):
@@ -341,6 +348,33 @@ def test_an_unreachable_goal_keeps_whole_ops_up_to_the_cap_and_narrows_nothing(b
     assert build["outlier_ratio"] == 1.0 and build["max_outlier_channels"] == 2
     assert not build["search"]["reached"] and not any("narrowed" in s for s in build["search"]["steps"])
     assert build["ops_split"] == [] and [o["op"] for o in build["ops_in_float"]] == build["search"]["kept_float"] != []
+
+
+def test_site_kinds_named_in_the_options_are_searched_and_recorded(built, tiny_model_dir, tmp_path):
+    """A recipe may name the attention scores and embedding tables as candidates: the search ranks them beside
+    the weight MatMuls, and every kept one is recorded with its kind (a goal only every site in float reaches: the
+    fp32 IR's cosine, so the screen runs and the search keeps up to its cap)."""
+    from dataclasses import replace
+
+    from exporter.builders.export_openvino_fidelity import CANDIDATE_KINDS
+
+    ctx, spec = _fidelity_build(
+        built, tiny_model_dir, tmp_path, target_cosine_min=0.99999, margin=0.0, max_float_fraction=0.25
+    )
+    spec = replace(spec, options=replace(spec.options, candidate_kinds=CANDIDATE_KINDS, outlier_ratio=0.0))
+    build = spec.build_fn()(ctx, spec).build
+    assert build["candidates_by_kind"] == {
+        "qkv": 6,
+        "attention_output": 2,
+        "ffn_in": 2,
+        "ffn_out": 2,
+        "attention_scores": 2,
+        "embeddings": 3,  # word, position, token type
+    }
+    search = build["search"]
+    assert search["candidates"] == 17 and len(search["sensitivity"]) == 17  # every kind screened
+    kept = {o["op"]: o["kind"] for o in build["ops_in_float"]}
+    assert list(kept) == search["kept_float"] and set(kept.values()) <= set(CANDIDATE_KINDS)
 
 
 def test_weights_are_smaller_than_fp32(built):
@@ -442,12 +476,45 @@ def test_loading_an_ir_through_the_runner_prints_no_upstream_guess(built, caplog
     assert not [r for r in caplog.records if "Could not infer whether" in r.getMessage()]
 
 
+def test_every_int8_site_in_float_gives_the_fp32_ir(built):
+    """The candidates cover every place NNCF puts int8: with all of them in float the quantised model computes what
+    the fp32 IR computes; with only the weight MatMuls in float it does not (attention scores, embedding tables)."""
+    import openvino as ov
+
+    from exporter.builders import ov_int8_sites
+    from exporter.builders.export_openvino_fidelity import _KeepOutOfInt8, weight_matmuls
+
+    stage, _ = built
+    core = ov.Core()
+    base = core.read_model(stage / BASE_FILE)
+    quantized = core.read_model(stage / SPECS["openvino-qint8"].file_name)
+    sites = ov_int8_sites.site_kinds(quantized)
+    assert sorted(set(sites.values())) == sorted(ov_int8_sites.SITE_KINDS)
+    matmuls = list(weight_matmuls(base))
+    hooks = _KeepOutOfInt8(quantized, base, {}, matmuls + list(sites))
+    ids = np.array([[101, 7592, 2088, 2003, 1037, 3231, 102]], dtype=np.int64)
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+    def hidden(model) -> np.ndarray:
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return np.asarray(compiled({p.get_any_name(): feed[p.get_any_name()] for p in model.inputs})[0])
+
+    want = hidden(base)
+    np.testing.assert_allclose(hidden(hooks.keep_in_float(matmuls + list(sites))), want, atol=1e-5)
+    assert np.abs(hidden(hooks.keep_in_float(matmuls)) - want).max() > 1e-3
+
+
 def test_every_weight_matmul_kind_is_a_search_candidate(built):
     """Issue 24: the search looks at every MatMul kind, each named by its role in the layer; the residual writers
     are the attention and FFN outputs."""
     import openvino as ov
 
-    from exporter.builders.export_openvino_fidelity import MATMUL_KINDS, residual_writers, weight_matmuls
+    from exporter.builders.export_openvino_fidelity import (
+        CANDIDATE_KINDS,
+        MATMUL_KINDS,
+        residual_writers,
+        weight_matmuls,
+    )
 
     stage, results = built
     base = ov.Core().read_model(stage / BASE_FILE)
@@ -457,4 +524,4 @@ def test_every_weight_matmul_kind_is_a_search_candidate(built):
     assert {n for n, k in kinds.items() if k in ("attention_output", "ffn_out")} == set(residual_writers(base))
     build = results["openvino-qint8-fidelity"].build
     assert build["candidates_by_kind"] == counts and build["search"]["candidates"] == 12
-    assert all(o["kind"] in MATMUL_KINDS for o in build["ops_in_float"] + build["ops_split"])
+    assert all(o["kind"] in CANDIDATE_KINDS for o in build["ops_in_float"] + build["ops_split"])

@@ -9,7 +9,7 @@ import pytest
 
 from exporter import variants
 from exporter.errors import UsageError
-from exporter.hostcaps import CpuFlag, Host, parse_flags, this_host
+from exporter.hostcaps import INT8_UNITS, CpuFlag, Host, parse_flags, this_host
 from tests.cli_runner import run_cli
 
 HAS_BF16 = this_host().has_any((CpuFlag.AVX512_BF16, CpuFlag.AMX_BF16))
@@ -29,17 +29,22 @@ def test_parse_flags_keeps_the_known_flags_of_either_spelling():
     assert parse_flags("") == frozenset()
 
 
+STATIC_INT8 = {"openvino-qint8", "openvino-qint8-fidelity"}  # where int8 units make static int8 pay
 BEST_BY_HOST = [
     (
         Host.of("avx2", "avx512f", "avx512_vnni", "avx512_bf16"),
-        {"onnx-qint8-avx512-vnni", *BF16_VARIANTS},
+        {"onnx-qint8-avx512-vnni", *BF16_VARIANTS, *STATIC_INT8},
     ),
-    (Host.of("avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8"), {"onnx-qint8-avx512-vnni", *BF16_VARIANTS}),
+    (
+        Host.of("avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8"),
+        {"onnx-qint8-avx512-vnni", *BF16_VARIANTS, *STATIC_INT8},
+    ),
+    (Host.of("avx2", "avx_vnni"), {"onnx-quint8-avx2", *STATIC_INT8}),
     (Host.of("avx2", "avx512f"), {"onnx-qint8-avx512"}),
     (Host.of("avx2"), {"onnx-quint8-avx2"}),
     (Host.of("asimd", arch="aarch64"), {"onnx-qint8-arm64"}),
 ]
-ALWAYS_BEST = {"onnx", "openvino", "openvino-int8-weights", "openvino-qint8", "openvino-qint8-fidelity"}
+ALWAYS_BEST = {"onnx", "openvino", "openvino-int8-weights"}
 
 
 @pytest.mark.parametrize(("host", "specific"), BEST_BY_HOST, ids=lambda x: x.describe() if isinstance(x, Host) else "")
@@ -122,6 +127,9 @@ def test_best_on_the_embedded_default_recommends_a_passing_variant_and_explains_
     assert recommended["status"] == "passed" and recommended["parity"]["failures"] == []
     limit = recommended["parity"]["threshold"]["cosine_min"]
     assert all(st["cosine_min"] >= limit for st in recommended["parity"]["strata"].values())  # every stratum
+    if not this_host().has_any(INT8_UNITS):  # static int8 is no candidate where it cannot outrun fp32
+        assert not {"openvino-qint8", "openvino-qint8-fidelity"} & set(built)
+        return
     fidelity = built["openvino-qint8-fidelity"]
     ops = fidelity["build"]["ops_in_float"] + fidelity["build"]["ops_split"]  # whole ops / outlier channels
     search = fidelity["build"]["search"]
