@@ -171,8 +171,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
             best=best,
             requires=requires,
         )
-        # requires: ONNX Runtime picks its int8 kernel by the host; without VNNI s8 weights saturate (VPMADDUBSW), so
-        # a preset is built and gated only where its kernels run (why, measured: docs/benchmarks.md)
+        # requires: ORT's int8 kernel is the host's; without VNNI s8 weights saturate (measured: docs/benchmarks.md)
         for dtype, isa, label, best, requires in (
             ("qint8", "avx512_vnni", "x86 CPUs with AVX-512 VNNI", BestIf((CpuFlag.AVX512_VNNI,)), INT8_UNITS),
             ("qint8", "avx512", "x86 CPUs with AVX-512 (no VNNI)", _AVX512_NO_VNNI, (CpuFlag.AVX512F,)),
@@ -202,6 +201,7 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         builder="exporter.builders.export_onnx_fidelity:build_fidelity",
         derives_from="onnx",
         options=OnnxFidelityOptions(),
+        requires=INT8_UNITS,  # s8 weights, u8 activations: the avx512_vnni preset's kernels (AVX2 alone: 0.984)
     ),
     VariantSpec(
         id="openvino",
