@@ -169,8 +169,8 @@ class OvFidelityOptions(_Record):
     # which int8 sites the search may keep out of int8 (export_openvino_fidelity.CANDIDATE_KINDS): every weight
     # MatMul kind, so the search looks where a model's error really is (FFN-output outliers on MiniLM; elsewhere
     # on MPNet). The attention scores and embedding tables (exporter.builders.ov_int8_sites) may be named too;
-    # they make the goal reachable (every site in float is the fp32 IR) but on MiniLM the search then ranks 42-45
-    # candidates (175-190 s on 2 AVX2 cores) to stop at its cap anyway (benchmarks/results/int8_sites-*.txt)
+    # they make the goal reachable (every site in float is the fp32 IR), but on MiniLM the search then screened 45
+    # candidates (189 s of encoding on 2 AVX2 cores) to stop at its cap anyway (results/int8_search-*T212359Z)
     candidate_kinds: tuple[str, ...] = ("qkv", "attention_output", "ffn_in", "ffn_out")
 
 

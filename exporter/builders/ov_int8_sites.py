@@ -14,8 +14,9 @@ fp32 IR computes (1.0000000 on all-MiniLM-L6-v2). Judged as the search judges (i
 the lower bound; benchmarks/results/int8_sites-*.txt), every weight MatMul in float does not count on MiniLM
 (``tok_random`` 0.941); with the tables in float too it counts (0.967); with the attention scores instead of the
 tables it does not (0.949). A table in float costs no compute (a Gather reads fp32 rows instead of int8 rows
-and a scale), only file size. Both kinds are search candidates a recipe may name
-(``OvFidelityOptions.candidate_kinds``); the default searches the weight MatMuls only, see there for why.
+and a scale), only file size. Both kinds can be search candidates (``OvFidelityOptions.candidate_kinds``, a
+catalogue option that no CLI flag or recipe key sets yet); the default searches the weight MatMuls only, see
+there for why.
 
 Each site is named by its op's friendly name (the attention op, or the Gather), which the fp32 IR shares.
 """

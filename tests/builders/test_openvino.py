@@ -351,7 +351,7 @@ def test_an_unreachable_goal_keeps_whole_ops_up_to_the_cap_and_narrows_nothing(b
 
 
 def test_site_kinds_named_in_the_options_are_searched_and_recorded(built, tiny_model_dir, tmp_path):
-    """A recipe may name the attention scores and embedding tables as candidates: the search ranks them beside
+    """Options that name the attention scores and embedding tables as candidates: the search ranks them beside
     the weight MatMuls, and every kept one is recorded with its kind (a goal only every site in float reaches: the
     fp32 IR's cosine, so the screen runs and the search keeps up to its cap)."""
     from dataclasses import replace
