@@ -29,7 +29,8 @@ def test_parse_flags_keeps_the_known_flags_of_either_spelling():
     assert parse_flags("") == frozenset()
 
 
-STATIC_INT8 = {"openvino-qint8", "openvino-qint8-fidelity"}  # where int8 units make static int8 pay
+# where int8 dot-product units make OpenVINO's int8 pay (weight-only included)
+STATIC_INT8 = {"openvino-qint8", "openvino-qint8-fidelity", "openvino-int8-weights"}
 BEST_BY_HOST = [
     (
         Host.of("avx2", "avx512f", "avx512_vnni", "avx512_bf16"),
@@ -44,7 +45,7 @@ BEST_BY_HOST = [
     (Host.of("avx2"), {"onnx-quint8-avx2"}),
     (Host.of("asimd", arch="aarch64"), {"onnx-qint8-arm64"}),
 ]
-ALWAYS_BEST = {"onnx", "openvino", "openvino-int8-weights"}
+ALWAYS_BEST = {"onnx", "openvino"}
 
 
 @pytest.mark.parametrize(("host", "specific"), BEST_BY_HOST, ids=lambda x: x.describe() if isinstance(x, Host) else "")
@@ -127,8 +128,8 @@ def test_best_on_the_embedded_default_recommends_a_passing_variant_and_explains_
     assert recommended["status"] == "passed" and recommended["parity"]["failures"] == []
     limit = recommended["parity"]["threshold"]["cosine_min"]
     assert all(st["cosine_min"] >= limit for st in recommended["parity"]["strata"].values())  # every stratum
-    if not this_host().has_any(INT8_UNITS):  # static int8 is no candidate where it cannot outrun fp32
-        assert not {"openvino-qint8", "openvino-qint8-fidelity"} & set(built)
+    if not this_host().has_any(INT8_UNITS):  # OpenVINO's int8 is no candidate where it cannot outrun fp32
+        assert not {"openvino-qint8", "openvino-qint8-fidelity", "openvino-int8-weights"} & set(built)
         return
     fidelity = built["openvino-qint8-fidelity"]
     ops = fidelity["build"]["ops_in_float"] + fidelity["build"]["ops_split"]  # whole ops / outlier channels
