@@ -279,6 +279,7 @@ class _KeepOutOfInt8:
     def __init__(self, quantized, base, splits: dict[str, dict], candidates: list[str] | None = None):
         self.quantized, self.base, self.splits = quantized, base, splits
         self.candidates = residual_writers(base) if candidates is None else list(candidates)
+        self.sites = ov_int8_sites.site_kinds(quantized)  # the non-MatMul int8 sites: found once, not per model
         self.made: dict[tuple[str, ...], Any] = {}
         self._switched = None  # the screening model (switch_model), built on the first screen
 
@@ -301,10 +302,9 @@ class _KeepOutOfInt8:
             self.made.clear()
             split = {n: self.splits[n] for n in names if n in self.splits}
             model = outlier_split.split_matmuls(self.quantized, self.base, split) if split else self.quantized
-            sites = ov_int8_sites.site_kinds(self.quantized)
-            whole = [n for n in names if n not in self.splits and n not in sites]
+            whole = [n for n in names if n not in self.splits and n not in self.sites]
             model = float_matmuls(model, self.base, whole) if whole else model
-            in_sites = [n for n in names if n in sites]
+            in_sites = [n for n in names if n in self.sites]
             self.made[key] = ov_int8_sites.keep_in_float(model, self.base, in_sites) if in_sites else model
         return self.made[key]
 
