@@ -218,6 +218,7 @@ def float_matmuls(quantized, base, names: list[str]):
     return model
 
 
+FIXED_WHY = "OvFidelityOptions.float_sites: kept in float in every model the search scored, not a candidate"
 SWITCH_INPUT = "fidelity_search_switch"  # the screening model's extra input: one float per candidate
 
 
@@ -351,13 +352,16 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     with kit.backend_errors("OpenVINO fidelity int8"):
         scorer = OvScorer(ctx, texts, fidelity_search.calibration_reference(ctx, texts), strata)
         all_int8 = quantize_static(ctx, model, samples, opts.nncf)
-        kinds = weight_matmuls(model) | ov_int8_sites.site_kinds(all_int8)
+        sites = ov_int8_sites.site_kinds(all_int8)
+        fixed = [n for n, kind in sites.items() if kind in opts.float_sites]  # in float in every model scored
+        int8 = ov_int8_sites.keep_in_float(all_int8, model, fixed) if fixed else all_int8
+        kinds = weight_matmuls(model) | {n: k for n, k in sites.items() if n not in fixed}
         names = [n for n, kind in kinds.items() if kind in opts.candidate_kinds]
-        hooks = _KeepOutOfInt8(all_int8, model, {}, names)
+        hooks = _KeepOutOfInt8(int8, model, {}, names)
         quantized, result = fidelity_search.search(hooks, scorer, opts.search)
         if result.reached:  # each kept op with outlier channels tries the split unit, kept where the model holds
             kept = [n for n in result.kept_float if kinds[n] in MATMUL_KINDS]  # a split is a MatMul's unit
-            splits = outlier_split.plan(all_int8, model, samples, kept, opts.outlier_ratio, opts.max_outlier_channels)
+            splits = outlier_split.plan(int8, model, samples, kept, opts.outlier_ratio, opts.max_outlier_channels)
             if splits:
                 quantized, hooks = _narrow_to_splits(hooks, scorer, result, quantized, splits, opts)
         ops_in_float, ops_split = hooks.records(result)
@@ -378,6 +382,7 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "max_outlier_channels": int(opts.max_outlier_channels),
             "candidate_kinds": list(opts.candidate_kinds),
             "candidates_by_kind": {k: sum(1 for n in names if kinds[n] == k) for k in opts.candidate_kinds},
+            "sites_in_float": [{"op": n, "kind": sites[n], "why": FIXED_WHY} for n in fixed],
             "ops_in_float": ops_in_float,
             "ops_split": ops_split,
             "search": search_record.search_record(result, opts.search),

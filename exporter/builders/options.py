@@ -172,6 +172,14 @@ class OvFidelityOptions(_Record):
     # they make the goal reachable (every site in float is the fp32 IR), but on MiniLM the search then screened 45
     # candidates (189 s of encoding on 2 AVX2 cores) to stop at its cap anyway (results/int8_search-*T212359Z)
     candidate_kinds: tuple[str, ...] = ("qkv", "attention_output", "ffn_in", "ffn_out")
+    # int8 sites kept in float before the search, in every model it scores (ov_int8_sites.SITE_KINDS; then not
+    # candidates): a table in float costs no compute, only file size (+35 MB on all-MiniLM-L6-v2). None by default,
+    # measured on AVX-512 VNNI: with the tables in float the goal comes in reach on MiniLM (every weight MatMul
+    # and the tables in float count: tok_random 0.967, results/int8_sites-*T234511Z), but the search then
+    # screened 36 MatMuls (79 s of encoding) and stopped at its cap of 18 short of the goal, and that model failed
+    # the probe gate where the out-of-reach default passes; on all-mpnet-base-v2 the tables change nothing
+    # (tok_unknown 0.939 with or without them; the attention scores carry its error, results/int8_sites-*T235737Z)
+    float_sites: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -377,6 +377,28 @@ def test_site_kinds_named_in_the_options_are_searched_and_recorded(built, tiny_m
     assert list(kept) == search["kept_float"] and set(kept.values()) <= set(CANDIDATE_KINDS)
 
 
+def test_float_sites_are_kept_in_float_in_every_model_and_are_not_candidates(built, tiny_model_dir, tmp_path):
+    """``float_sites`` names site kinds kept in float before the search: the tables are no candidates, the manifest
+    lists them, and the saved IR reads fp32 tables (no int8 table left) while its MatMuls stay int8 as searched."""
+    from dataclasses import replace
+
+    import openvino as ov
+
+    from exporter.builders import ov_int8_sites
+
+    ctx, spec = _fidelity_build(built, tiny_model_dir, tmp_path, max_float_fraction=0.25)
+    spec = replace(spec, options=replace(spec.options, float_sites=("embeddings",)))
+    result = spec.build_fn()(ctx, spec)
+    build = result.build
+    assert [(o["kind"], o["why"].startswith("OvFidelityOptions.float_sites")) for o in build["sites_in_float"]] == [
+        ("embeddings", True)
+    ] * 3  # word, position, token type
+    assert "embeddings" not in build["candidates_by_kind"] and build["search"]["candidates"] == 12
+    saved = ov.Core().read_model(ctx.stage_dir / spec.file_name)
+    assert "embeddings" not in ov_int8_sites.site_kinds(saved).values()
+    assert "attention_scores" in ov_int8_sites.site_kinds(saved).values()  # what float_sites did not name stays
+
+
 def test_weights_are_smaller_than_fp32(built):
     stage, _ = built
     size = {i: (stage / s.file_name).with_suffix(".bin").stat().st_size for i, s in SPECS.items()}
