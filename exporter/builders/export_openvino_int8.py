@@ -27,6 +27,18 @@ from exporter.variants import VariantSpec
 # int8 weight-only: NNCF weight compression
 
 
+DYNAMIC_QUANTIZATION = "DYNAMIC_QUANTIZATION_GROUP_SIZE"
+
+
+def pin_runtime_options(model, options: dict[str, str]) -> None:
+    """Write compile options into the IR's ``rt_info["runtime_options"]``, which OpenVINO's CPU plugin reads at
+    compile time in every consumer (sentence-transformers, the runtime, OVMS, Triton); a consumer's explicit
+    config still wins. So a run-time default that differs between OpenVINO releases cannot change what is
+    served from what was gated."""
+    for key, value in options.items():
+        model.set_rt_info(value, ["runtime_options", key])
+
+
 def build_int8_weights(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
     """NNCF weight compression of the fp32 IR: int8 weights, per output channel, float activations."""
     opts = kit.options_of(spec, WeightCompressionOptions)
@@ -37,6 +49,8 @@ def build_int8_weights(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
 
         mode = nncf.CompressWeightsMode(opts.mode)
         compressed = nncf.compress_weights(model, mode=mode)
+        group = opts.dynamic_quantization_group_size
+        pin_runtime_options(compressed, {DYNAMIC_QUANTIZATION: str(group)})
         files = kit.save_ir(compressed, ctx.stage_dir, spec.file_name)
     return BuildResult(
         files=files,
@@ -47,7 +61,10 @@ def build_int8_weights(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
             "mode": mode.value,
             "per_channel": True,
             "group_size": None,
-            "activations": "float (fp32)",
+            "activations": "float (fp32): the run-time int8 activations off"
+            if group == 0
+            else f"int8 at run time, per token and group of {group} input channels",
+            "runtime_options": {DYNAMIC_QUANTIZATION: str(group)},
             "calibration": None,
             **io_names(compressed),
             "build_seconds": round(time.perf_counter() - start, 2),

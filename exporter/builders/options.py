@@ -101,6 +101,14 @@ class WeightCompressionOptions(_Record):
     """``exporter.builders.export_openvino_int8.build_int8_weights``: NNCF weight-only compression."""
 
     mode: str = "int8_asym"  # nncf.CompressWeightsMode value
+    # OpenVINO's CPU plugin quantises a weight-compressed MatMul's activations at run time, per token and group
+    # of this many input channels (DYNAMIC_QUANTIZATION_GROUP_SIZE; 32 by default in OpenVINO 2026.4; 0: off).
+    # Pinned in the IR (export_openvino_int8.pin_runtime_options), so every consumer runs what was gated whatever
+    # its OpenVINO's default. Off: measured on AVX-512 VNNI (results/ov_dynamic_quant-*T235945Z, *T001559Z), no
+    # group size reaches the int8 search's goal at a useful speed (MiniLM: off and 8 count at 0.34x all-int8, 16 /
+    # 32 / 64 do not, at 0.48 / 0.63 / 0.75x; all-mpnet-base-v2: none counts, 0.28-0.67x), and the default 32
+    # failed the probe gate on both models. So this is a size variant: int8 weights, float activations.
+    dynamic_quantization_group_size: int = 0
 
 
 @dataclass(frozen=True)

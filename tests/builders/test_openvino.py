@@ -399,6 +399,27 @@ def test_float_sites_are_kept_in_float_in_every_model_and_are_not_candidates(bui
     assert "attention_scores" in ov_int8_sites.site_kinds(saved).values()  # what float_sites did not name stays
 
 
+def test_weight_only_int8_pins_its_run_time_activations_in_the_ir(built):
+    """OpenVINO's CPU plugin quantises a weight-compressed MatMul's activations at run time by default (a group size
+    its release picks); the IR carries the group size the variant was gated with, so any consumer compiling it
+    without an explicit setting runs the same, and the manifest says what the activations are."""
+    import openvino as ov
+
+    from exporter.builders.export_openvino_int8 import DYNAMIC_QUANTIZATION
+
+    stage, results = built
+    spec = SPECS["openvino-int8-weights"]
+    group = spec.options.dynamic_quantization_group_size
+    core = ov.Core()
+    model = core.read_model(stage / spec.file_name)
+    assert model.get_rt_info(["runtime_options", DYNAMIC_QUANTIZATION]).astype(str) == str(group)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert int(compiled.get_property(DYNAMIC_QUANTIZATION)) == group
+    build = results["openvino-int8-weights"].build
+    assert build["runtime_options"] == {DYNAMIC_QUANTIZATION: str(group)}
+    assert build["activations"].startswith("float" if group == 0 else "int8 at run time")
+
+
 def test_weights_are_smaller_than_fp32(built):
     stage, _ = built
     size = {i: (stage / s.file_name).with_suffix(".bin").stat().st_size for i, s in SPECS.items()}

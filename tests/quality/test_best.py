@@ -29,8 +29,9 @@ def test_parse_flags_keeps_the_known_flags_of_either_spelling():
     assert parse_flags("") == frozenset()
 
 
-# where int8 dot-product units make OpenVINO's int8 pay (weight-only included)
-STATIC_INT8 = {"openvino-qint8", "openvino-qint8-fidelity", "openvino-int8-weights"}
+# where int8 dot-product units make OpenVINO's static int8 pay (weight-only int8, float activations, never: a size
+# variant)
+STATIC_INT8 = {"openvino-qint8", "openvino-qint8-fidelity"}
 BEST_BY_HOST = [
     (
         Host.of("avx2", "avx512f", "avx512_vnni", "avx512_bf16"),
@@ -129,7 +130,7 @@ def test_best_on_the_embedded_default_recommends_a_passing_variant_and_explains_
     limit = recommended["parity"]["threshold"]["cosine_min"]
     assert all(st["cosine_min"] >= limit for st in recommended["parity"]["strata"].values())  # every stratum
     if not this_host().has_any(INT8_UNITS):  # OpenVINO's int8 is no candidate where it cannot outrun fp32
-        assert not {"openvino-qint8", "openvino-qint8-fidelity", "openvino-int8-weights"} & set(built)
+        assert not {"openvino-qint8", "openvino-qint8-fidelity"} & set(built)
         return
     fidelity = built["openvino-qint8-fidelity"]
     ops = fidelity["build"]["ops_in_float"] + fidelity["build"]["ops_split"]  # whole ops / outlier channels
