@@ -57,6 +57,20 @@ def _search_lines(manifest: dict) -> list[str]:
     return lines
 
 
+def worst_stratum(parity: dict) -> str:
+    """The probe stratum where the variant came closest to failing: the lowest cosine_min, with its nn@10 and
+    that value's 95% lower bound (as the gate judges it, ``judging.rank_bound``)."""
+    from exporter.quality.judging import rank_bound
+
+    strata = parity.get("strata") or {}
+    if not strata:
+        return "-"
+    name, st = min(strata.items(), key=lambda kv: kv[1].get("cosine_min", 1.0))
+    nn, low = st.get("neighbour_agreement_at_10"), rank_bound(st, "neighbour_agreement_at_10")
+    bound = f", nn@10 {nn:.4f} (lower bound {low:.4f})" if nn is not None and low is not None else ""
+    return f"{name} cosine_min {st['cosine_min']:.6f}{bound}"
+
+
 def run_one(label: str, model: str, env: dict, out: Path) -> tuple[list[str], bool]:
     load_before = load_average()
     with stopwatch() as t:
@@ -86,6 +100,8 @@ def run_one(label: str, model: str, env: dict, out: Path) -> tuple[list[str], bo
         + [
             f"recommended: {rec}; min cosine on the built-in probes {cos}; ratio to all-int8 at 32: "
             + (f"{share:.2f}" if share else "-"),
+            f"  its worst probe stratum: {worst_stratum((rec_entry or {}).get('parity') or {})}; wall "
+            f"{t.seconds:.1f} s",
             f"{'MET   ' if ok_time else 'MISSED'} --variants best {t.seconds:.1f} s <= {TARGET_SECONDS[label]:.0f} s",
             f"N/A    recommended >= {INT8_SHARE:.2f}x all-int8 at batch 32: no all-int8 built (this CPU has no "
             "int8 dot-product units, where static int8 ran slower than fp32)"
