@@ -231,13 +231,15 @@ class Switched:
     switch: np.ndarray
 
 
-def switch_model(quantized, base, names: list[str], splits: dict[str, dict]):
+def switch_model(quantized, base, names: list[str], splits: dict[str, dict], sites: dict[str, str] | None = None):
     """One model in which every candidate can be kept out of int8 by an input, not by graph surgery: each
     candidate's output (after its bias Add) becomes ``int8 + s_i · (kept - int8)``, ``kept`` built beside it
     (the outlier split of :func:`outlier_split.split_output` where ``splits`` has the op, else the float op of
     :func:`_float_output`) and ``s_i`` element ``i`` of the input ``SWITCH_INPUT``. Compiled once, it screens
     every candidate alone (a one-hot switch) without a compile per candidate; with ``s_i`` in {0, 1} it
-    computes, up to float rounding, what ``keep_in_float`` builds (the search scores those models, not this)."""
+    computes, up to float rounding, what ``keep_in_float`` builds (the search scores those models, not this).
+    ``sites``: the quantised model's non-MatMul int8 sites (``ov_int8_sites.site_kinds``) when the caller has
+    them already; found here otherwise."""
     import openvino as ov
     from openvino import opset13 as ops
 
@@ -247,7 +249,7 @@ def switch_model(quantized, base, names: list[str], splits: dict[str, dict]):
     switch = ops.parameter([len(names)], ov.Type.f32, name=SWITCH_INPUT)
     switch.output(0).get_tensor().set_names({SWITCH_INPUT})
     axis = ov.op.Constant(np.array(0, dtype=np.int64))
-    sites = ov_int8_sites.site_kinds(model)
+    sites = ov_int8_sites.site_kinds(model) if sites is None else sites
     for i, name in enumerate(names):
         s_i = ops.gather(switch, ov.op.Constant(np.array(i, dtype=np.int64)), axis)
         if name in sites:  # an attention op's int8 inputs or an int8 table
@@ -291,7 +293,7 @@ class _KeepOutOfInt8:
         """The model with only ``name`` kept out of int8, for the ranking: the one screening model
         (:func:`switch_model`, compiled once for every candidate) with a one-hot switch."""
         if self._switched is None:
-            self._switched = switch_model(self.quantized, self.base, self.candidates, self.splits)
+            self._switched = switch_model(self.quantized, self.base, self.candidates, self.splits, self.sites)
         switch = np.zeros(len(self.candidates), dtype=np.float32)
         switch[self.candidates.index(name)] = 1.0
         return Switched(self._switched, switch)
