@@ -73,7 +73,7 @@ def _with_adjustments(records: list[FileRecord], changed: dict[str, str], src) -
 
 def kept_variants(
     out: Path,
-    source_entry: dict,
+    source_entry: Mapping[str, Any],
     asked: Mapping[str, Fingerprint],
     inputs_of: Callable[[str], Fingerprint | None],
     *,

@@ -199,7 +199,9 @@ class ExportPrints:
     calibration_sha256: str
 
     @classmethod
-    def of(cls, job, source_entry: dict, env: dict, *, batching: dict, calibration_sha256: str) -> ExportPrints:
+    def of(
+        cls, job, source_entry: Mapping[str, Any], env: dict, *, batching: dict, calibration_sha256: str
+    ) -> ExportPrints:
         """From ``pipeline``'s decided export (plan, kind, probe set, specs, thresholds)."""
         plan = job.plan
         base = export_inputs(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from exporter.errors import IntegrityError, UsageError
 from exporter.fsutil import find_links, sha256_file, write_json_atomic
-from exporter.manifest_types import Manifest, TextSetEntry, VariantEntry
+from exporter.manifest_types import Manifest, SourceEntry, TextSetEntry, VariantEntry
 from exporter.user_files import read_user_json
 
 if TYPE_CHECKING:
@@ -229,7 +229,7 @@ def textset_entry(ts) -> TextSetEntry:
 
 def build(
     *,
-    source: dict,
+    source: SourceEntry,
     model: dict,
     environment: dict,
     probe,

@@ -3,14 +3,16 @@ the file). TypedDicts, so a manifest stays the plain JSON object it is on disk (
 ``schema/manifest.schema.json`` and saved as is) while mypy checks every literal key the code looks up in them.
 
 tests/test_manifest_types.py holds each one to its object in the schema: the same keys, the same required ones,
-the same JSON types, so the schema and the code cannot drift. Sections still typed ``dict[str, Any]`` (source,
-model, environment, parity, bench, layout, recommended) are checked by the schema only. Imports nothing; no
+the same JSON types, so the schema and the code cannot drift. Sections still typed ``dict[str, Any]`` (model,
+environment, parity, bench, layout) are checked by the schema only. Imports nothing; no
 ``from __future__ import annotations`` either: Python 3.11 reads ``NotRequired`` from evaluated annotations only.
 """
 
 from typing import Any, Literal, NotRequired, TypedDict
 
 Status = Literal["passed", "failed", "error"]
+# exporter.kinds.ModelKind's values (tests/test_manifest_types.py holds the two equal)
+KindName = Literal["sentence-transformer", "cross-encoder", "sparse-encoder", "colbert", "bge-m3"]
 
 
 class AdjustedFrom(TypedDict):
@@ -57,6 +59,31 @@ class LoadSpec(TypedDict):
     truncate_dim: NotRequired[int]  # Matryoshka: the first N dimensions
 
 
+class SourceEntry(TypedDict):
+    """Where the model came from: the Hub repo at its 40-hex commit, or a local folder; every source file."""
+
+    repo: str | None
+    revision: str | None  # the pinned commit sha
+    requested_ref: NotRequired[str | None]  # a branch or tag the user gave (--allow-unpinned)
+    pinned: bool
+    local_path: NotRequired[str | None]
+    weights_format: NotRequired[str | None]
+    files: list[FileEntry]
+    kind: NotRequired[KindName]  # the model kind the files state (exporter.kinds)
+    skipped: NotRequired[list[str]]  # files the model does not load: not copied
+    trust_remote_code: NotRequired[bool]
+
+
+class Recommended(TypedDict):
+    """``--variants best``'s choice and the rule that chose it (exporter.quality.recommend)."""
+
+    variant: str | None
+    rule: str
+    batch_size: NotRequired[int | None]
+    throughput_ratio: NotRequired[float | None]
+    reason: NotRequired[str | None]
+
+
 class FingerprintEntry(TypedDict):
     digest: str  # sha256 of the parts (exporter.fingerprint)
     parts: dict[str, str]  # part name -> sha256 of that input
@@ -80,7 +107,7 @@ class Manifest(TypedDict):
     schema_version: Literal[1]
     tool_version: str
     created_at: str
-    source: dict[str, Any]
+    source: SourceEntry
     model: dict[str, Any]
     environment: dict[str, Any]
     probe: TextSetEntry
@@ -89,5 +116,5 @@ class Manifest(TypedDict):
     variants: list[VariantEntry]
     publishable: bool
     layout: NotRequired[dict[str, Any]]  # a serving layout's record (exporter package --layout)
-    recommended: NotRequired[dict[str, Any] | None]
+    recommended: NotRequired[Recommended | None]
     bench: NotRequired[dict[str, Any] | None]

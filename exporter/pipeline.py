@@ -23,7 +23,7 @@ from exporter.progress import NoProgress, Progress
 from exporter.staging import staged_dir
 
 if TYPE_CHECKING:
-    from exporter.manifest_types import Manifest, VariantEntry
+    from exporter.manifest_types import Manifest, SourceEntry, VariantEntry
     from exporter.quality.probes import TextSet
     from exporter.source.resolve import ResolvedSource
     from exporter.support import Match
@@ -179,7 +179,7 @@ def _export_into(job: _Export) -> ExportOutcome:
     from exporter.quality import recorded_reference
 
     env = environment()
-    source_entry = {**job.src.to_dict(), "trust_remote_code": job.plan.trust_remote_code}
+    source_entry: SourceEntry = {**job.src.to_dict(), "trust_remote_code": job.plan.trust_remote_code}
     prints = fingerprint.ExportPrints.of(
         job, source_entry, env, batching=_batching(), calibration_sha256=_calibration(job).sha256
     )
@@ -289,7 +289,7 @@ def _open_gate(job: _Export, ctx, reference_key: str):
 
 
 def _record(
-    job: _Export, stage: Path, entries: dict[str, VariantEntry], shared, source_entry: dict, env: dict, reference
+    job: _Export, stage: Path, entries: dict[str, VariantEntry], shared, source_entry: SourceEntry, env: dict, reference
 ) -> Manifest:
     """Write the manifest of what ``stage`` holds now (variants in catalogue order) and return it."""
     from exporter import kinds, variants

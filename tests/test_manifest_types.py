@@ -25,6 +25,8 @@ SECTIONS: dict[type, dict] = {
     mt.AdjustedFrom: DEFS["file"]["properties"]["adjusted_from"],
     mt.TextSetEntry: DEFS["textset"],
     mt.GeneratedProbes: DEFS["textset"]["properties"]["generated"],
+    mt.SourceEntry: SCHEMA["properties"]["source"],
+    mt.Recommended: SCHEMA["properties"]["recommended"]["oneOf"][1],
 }
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
 
@@ -137,3 +139,9 @@ def test_a_manifest_the_code_assembles_is_valid_and_typed_alike(tmp_path):
     mf.validate(manifest)
     assert manifest["variants"][0]["load"]["truncate_dim"] == 4
     assert set(manifest["probe"]) <= set(typing.get_type_hints(mt.TextSetEntry))
+
+
+def test_the_kind_names_are_the_model_kinds():
+    from exporter.kinds import ModelKind
+
+    assert set(typing.get_args(mt.KindName)) == {k.value for k in ModelKind}

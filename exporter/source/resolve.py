@@ -19,10 +19,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import cast
 
 from exporter import kinds
 from exporter.errors import IntegrityError, SourceError
 from exporter.fsutil import FileRecord, record_files
+from exporter.manifest_types import KindName, SourceEntry
 from exporter.source.hub import MODEL_FORMS, download, ref_to_commit, unpinned_error
 from exporter.source.hubcache import COMMIT_RE, hub_cache_dir, hub_offline
 from exporter.source.vetting import (
@@ -81,7 +83,7 @@ class ResolvedSource:
             return f"{self.repo_id}@{self.revision}"
         return str(self.local_path)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> SourceEntry:
         """The manifest's ``source`` object."""
         return {
             "repo": self.repo_id,
@@ -89,7 +91,7 @@ class ResolvedSource:
             "requested_ref": self.requested_ref,
             "pinned": self.pinned,
             "local_path": str(self.local_path) if self.local_path else None,
-            "kind": self.kind,
+            "kind": cast(KindName, self.kind),
             "weights_format": self.weights_format,
             "files": [r.to_dict() for r in self.files],
             "skipped": list(self.skipped),
