@@ -244,8 +244,8 @@ CATALOGUE: tuple[VariantSpec, ...] = (
         backend=Backend.OPENVINO,
         precision=Precision.INT8,
         file_name="openvino/openvino_model_int8_weights.xml",
-        summary="OpenVINO IR with NNCF int8 weights (weight-only, no calibration, float activations): ~4x smaller, "
-        "near-fp32 fidelity, fp32 speed.",
+        summary="OpenVINO IR with NNCF int8 weights (weight-only, no calibration, float activations): ~4x smaller "
+        "at fp32 speed; the weight rounding alone costs ~0.002 min cosine on all-MiniLM-L6-v2.",
         builder="exporter.builders.export_openvino_int8:build_int8_weights",
         model_kwargs=OV_F32,
         derives_from="openvino",
