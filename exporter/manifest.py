@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from exporter.errors import IntegrityError, UsageError
 from exporter.fsutil import find_links, sha256_file, write_json_atomic
-from exporter.manifest_types import Manifest, SourceEntry, TextSetEntry, VariantEntry
+from exporter.manifest_types import Manifest, ModelFacts, SourceEntry, TextSetEntry, VariantEntry
 from exporter.user_files import read_user_json
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ def textset_entry(ts) -> TextSetEntry:
 def build(
     *,
     source: SourceEntry,
-    model: dict,
+    model: ModelFacts,
     environment: dict,
     probe,
     calibration,

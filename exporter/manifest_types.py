@@ -3,8 +3,8 @@ the file). TypedDicts, so a manifest stays the plain JSON object it is on disk (
 ``schema/manifest.schema.json`` and saved as is) while mypy checks every literal key the code looks up in them.
 
 tests/test_manifest_types.py holds each one to its object in the schema: the same keys, the same required ones,
-the same JSON types, so the schema and the code cannot drift. Sections still typed ``dict[str, Any]`` (model,
-environment, parity, bench, layout) are checked by the schema only. Imports nothing; no
+the same JSON types, so the schema and the code cannot drift. Sections still typed ``dict[str, Any]``
+(environment, parity, bench, layout) are checked by the schema only. Imports nothing; no
 ``from __future__ import annotations`` either: Python 3.11 reads ``NotRequired`` from evaluated annotations only.
 """
 
@@ -84,6 +84,26 @@ class Recommended(TypedDict):
     reason: NotRequired[str | None]
 
 
+class ModelFacts(TypedDict):
+    """What the exported model is, read from the loaded reference (``exporter.kinds``: each kind's facts)."""
+
+    kind: KindName
+    embedding_dim: int | None
+    max_seq_length: int | None
+    pooling: str | None
+    normalize: bool
+    similarity: NotRequired[str | None]
+    num_labels: NotRequired[int]  # cross-encoders
+    activation_fn: NotRequired[str | None]  # cross-encoders: applied to the logits
+    vocab_size: NotRequired[int]  # sparse encoders: the vector width
+    max_active_dims: NotRequired[int | None]  # sparse encoders
+    colbert: NotRequired[dict[str, Any]]  # ColBERT (PyLate): prefixes, lengths, expansion, skiplist
+    bge_m3: NotRequired[dict[str, Any]]  # bge-m3: the three heads
+    prompts: NotRequired[dict[str, str] | None]
+    truncate_dim: NotRequired[int | None]  # Matryoshka
+    shape: NotRequired[dict[str, Any]]  # what the pre-flight read (exporter.support)
+
+
 class FingerprintEntry(TypedDict):
     digest: str  # sha256 of the parts (exporter.fingerprint)
     parts: dict[str, str]  # part name -> sha256 of that input
@@ -108,7 +128,7 @@ class Manifest(TypedDict):
     tool_version: str
     created_at: str
     source: SourceEntry
-    model: dict[str, Any]
+    model: ModelFacts
     environment: dict[str, Any]
     probe: TextSetEntry
     calibration: NotRequired[TextSetEntry | None]

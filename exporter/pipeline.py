@@ -15,7 +15,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from exporter.errors import ExporterError, ExportFailed, FidelityError, UsageError
 from exporter.fsutil import FileRecord, is_disk_full, record_files
@@ -23,7 +23,7 @@ from exporter.progress import NoProgress, Progress
 from exporter.staging import staged_dir
 
 if TYPE_CHECKING:
-    from exporter.manifest_types import Manifest, SourceEntry, VariantEntry
+    from exporter.manifest_types import Manifest, ModelFacts, SourceEntry, VariantEntry
     from exporter.quality.probes import TextSet
     from exporter.source.resolve import ResolvedSource
     from exporter.support import Match
@@ -301,7 +301,11 @@ def _record(
     calibration = job.calib_set or (probes.load_text_set(None, "calibration") if uses_calibration else None)
     manifest = mf.build(
         source=source_entry,
-        model={**kinds.get(job.kind).facts(reference), "prompts": job.plan.prompts, "shape": job.shape.to_dict()},
+        # a kind's facts: its keys of the section (the schema, which tests/test_manifest_types.py holds ModelFacts to)
+        model=cast(
+            "ModelFacts",
+            {**kinds.get(job.kind).facts(reference), "prompts": job.plan.prompts, "shape": job.shape.to_dict()},
+        ),
         environment=env,
         probe=job.probe_set,
         calibration=calibration,

@@ -26,6 +26,7 @@ SECTIONS: dict[type, dict] = {
     mt.TextSetEntry: DEFS["textset"],
     mt.GeneratedProbes: DEFS["textset"]["properties"]["generated"],
     mt.SourceEntry: SCHEMA["properties"]["source"],
+    mt.ModelFacts: SCHEMA["properties"]["model"],
     mt.Recommended: SCHEMA["properties"]["recommended"]["oneOf"][1],
 }
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
