@@ -11,6 +11,7 @@ on a shared machine, load inflates wall times, so a figure without it cannot be 
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import subprocess
@@ -96,3 +97,30 @@ def ov_throughput(models: dict, batches: list[dict], rounds: int) -> dict:
                 times[key].append(seconds)
     texts = sum(len(b["input_ids"]) for b in batches)
     return {key: texts / statistics.median(t) for key, t in times.items()}
+
+
+def artifact_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of a script that works on one artifact of a real model: ``ART``, ``--source SNAPSHOT``
+    (the model's snapshot folder, torch weights) and ``--hf-home DIR``; see :func:`offline_hub`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("artifact", type=Path)
+    parser.add_argument("--source", type=Path, required=True, help="the model's snapshot folder (torch weights)")
+    parser.add_argument("--hf-home", default=None)
+    return parser
+
+
+def offline_hub(args: argparse.Namespace) -> None:
+    """``HF_HOME`` from ``--hf-home`` when given, and the Hub offline unless the caller's environment says so."""
+    if args.hf_home:
+        os.environ["HF_HOME"] = args.hf_home
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def write_results(name: str, lines: list[str]) -> Path:
+    """``lines`` to ``benchmarks/results/<name>-<UTC time>.txt``; prints and returns the path."""
+    results = REPO_ROOT / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt"
+    out.write_text("\n".join(lines) + "\n")
+    print(f"written: {out}")
+    return out

@@ -14,23 +14,14 @@ whether it counts, the min cosine, nn@10 and the worst stratum at its lower boun
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
-from pathlib import Path
 
-from _common import REPO_ROOT, load_average, machine, stopwatch
+from _common import artifact_parser, load_average, machine, offline_hub, stopwatch, write_results
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("artifact", type=Path)
-    parser.add_argument("--source", type=Path, required=True, help="the model's snapshot folder (torch weights)")
-    parser.add_argument("--hf-home", default=None)
-    args = parser.parse_args()
-    if args.hf_home:
-        os.environ["HF_HOME"] = args.hf_home
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = artifact_parser(__doc__.splitlines()[0]).parse_args()
+    offline_hub(args)
     import openvino as ov
 
     from exporter.builders import fidelity_search, ov_int8_sites
@@ -87,9 +78,7 @@ def main() -> None:
         )
         print(row, flush=True)
         lines.append(row)
-    out = REPO_ROOT / "benchmarks" / "results" / f"int8_sites-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt"
-    out.write_text("\n".join(lines) + "\n")
-    print(f"written: {out}")
+    write_results("int8_sites", lines)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,10 @@ to all-int8. Written to ``benchmarks/results/ov_dynamic_quant-<UTC>.txt``.
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 from pathlib import Path
 
-from _common import REPO_ROOT, load_average, machine, ov_throughput, stopwatch
+from _common import artifact_parser, load_average, machine, offline_hub, ov_throughput, stopwatch, write_results
 from fidelity_units import batches
 
 GROUP_SIZES = (0, 8, 16, 32, 64)
@@ -46,15 +44,10 @@ def rows(art: Path) -> list[tuple[str, Path, dict]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("artifact", type=Path)
-    parser.add_argument("--source", type=Path, required=True, help="the model's snapshot folder (torch weights)")
-    parser.add_argument("--hf-home", default=None)
+    parser = artifact_parser(__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    if args.hf_home:
-        os.environ["HF_HOME"] = args.hf_home
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline_hub(args)
     import openvino as ov
 
     from exporter.builders import fidelity_search
@@ -108,10 +101,7 @@ def main() -> None:
         )
         print(lines[-1], flush=True)
     lines.append(f"timing took {t.seconds:.0f} s; load {load_average()}")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = REPO_ROOT / "benchmarks" / "results" / f"ov_dynamic_quant-{stamp}.txt"
-    out.write_text("\n".join(lines) + "\n")
-    print(f"written: {out}")
+    write_results("ov_dynamic_quant", lines)
 
 
 if __name__ == "__main__":

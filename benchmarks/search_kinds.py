@@ -12,15 +12,13 @@ model's ranking / held-out metrics and its cost in counts and seconds. Written t
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from _common import REPO_ROOT, load_average, machine, stopwatch
+from _common import artifact_parser, load_average, machine, offline_hub, stopwatch, write_results
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -28,16 +26,11 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("artifact", type=Path)
-    parser.add_argument("--source", type=Path, required=True, help="the model's snapshot folder (torch weights)")
+    parser = artifact_parser(__doc__.splitlines()[0])
     parser.add_argument("--kinds", type=_csv, required=True, help="candidate kinds, comma-separated")
     parser.add_argument("--float-sites", type=_csv, default=(), help="site kinds kept in float before the search")
-    parser.add_argument("--hf-home", default=None)
     args = parser.parse_args()
-    if args.hf_home:
-        os.environ["HF_HOME"] = args.hf_home
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline_hub(args)
     from exporter.builders.context import BuildContext
     from exporter.builders.export_openvino import BASE_FILE
     from exporter.quality.probes import builtin_calibration
@@ -77,10 +70,7 @@ def main() -> None:
         )
     lines += [f"  {k}" for k in kept]
     print("\n".join(lines[3:]), flush=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out = REPO_ROOT / "benchmarks" / "results" / f"search_kinds-{stamp}.txt"
-    out.write_text("\n".join(lines) + "\n")
-    print(f"written: {out}")
+    write_results("search_kinds", lines)
 
 
 if __name__ == "__main__":
