@@ -238,8 +238,7 @@ def switch_model(quantized, base, names: list[str], splits: dict[str, dict], sit
     :func:`_float_output`) and ``s_i`` element ``i`` of the input ``SWITCH_INPUT``. Compiled once, it screens
     every candidate alone (a one-hot switch) without a compile per candidate; with ``s_i`` in {0, 1} it
     computes, up to float rounding, what ``keep_in_float`` builds (the search scores those models, not this).
-    ``sites``: the quantised model's non-MatMul int8 sites (``ov_int8_sites.site_kinds``) when the caller has
-    them already; found here otherwise."""
+    ``sites``: the quantised model's ``ov_int8_sites.site_kinds`` when the caller has them; else found here."""
     import openvino as ov
     from openvino import opset13 as ops
 
@@ -279,10 +278,10 @@ class _KeepOutOfInt8:
     float; any other candidate is put back in float whole (:func:`float_matmuls`). One model alive at a
     time: bounded memory."""
 
-    def __init__(self, quantized, base, splits: dict[str, dict], candidates: list[str] | None = None):
+    def __init__(self, quantized, base, splits: dict[str, dict], candidates: list[str] | None = None, sites=None):
         self.quantized, self.base, self.splits = quantized, base, splits
         self.candidates = residual_writers(base) if candidates is None else list(candidates)
-        self.sites = ov_int8_sites.site_kinds(quantized)  # the non-MatMul int8 sites: found once, not per model
+        self.sites: dict[str, str] = ov_int8_sites.site_kinds(quantized) if sites is None else sites  # found once
         self.made: dict[tuple[str, ...], Any] = {}
         self._switched = None  # the screening model (switch_model), built on the first screen
 
@@ -333,10 +332,10 @@ def _narrow_to_splits(hooks: _KeepOutOfInt8, scorer, result, model, splits: dict
     """The whole-op search's ``model`` with each kept op that has outlier channels in the split unit where the
     model still counts (``fidelity_search.narrow``): fewer float FLOPs for the same goal. The final model and
     the hooks whose records (``ops_split`` / ``ops_in_float``) describe it."""
-    names = [n for n in result.kept_float if n in splits]
+    names, h = [n for n in result.kept_float if n in splits], hooks
 
-    def hooks_for(swapped: list[str]) -> _KeepOutOfInt8:
-        return _KeepOutOfInt8(hooks.quantized, hooks.base, {n: splits[n] for n in swapped}, hooks.candidates)
+    def hooks_for(swapped: list[str]) -> _KeepOutOfInt8:  # the int8 sites are the same: not walked again
+        return _KeepOutOfInt8(h.quantized, h.base, {n: splits[n] for n in swapped}, h.candidates, h.sites)
 
     model, swapped = fidelity_search.narrow(
         scorer, opts.search, result, model, names, lambda swapped: hooks_for(swapped).keep_in_float(result.kept_float)
@@ -357,9 +356,10 @@ def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
         sites = ov_int8_sites.site_kinds(all_int8)
         fixed = [n for n, kind in sites.items() if kind in opts.float_sites]  # in float in every model scored
         int8 = ov_int8_sites.keep_in_float(all_int8, model, fixed) if fixed else all_int8
-        kinds = weight_matmuls(model) | {n: k for n, k in sites.items() if n not in fixed}
+        int8_sites = {n: k for n, k in sites.items() if n not in fixed}  # site_kinds(int8): the fixed are float
+        kinds = weight_matmuls(model) | int8_sites
         names = [n for n, kind in kinds.items() if kind in opts.candidate_kinds]
-        hooks = _KeepOutOfInt8(int8, model, {}, names)
+        hooks = _KeepOutOfInt8(int8, model, {}, names, int8_sites)
         quantized, result = fidelity_search.search(hooks, scorer, opts.search)
         if result.reached:  # each kept op with outlier channels tries the split unit, kept where the model holds
             kept = [n for n in result.kept_float if kinds[n] in MATMUL_KINDS]  # a split is a MatMul's unit
