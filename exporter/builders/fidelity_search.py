@@ -26,8 +26,8 @@ search and the manifest records are shared. The search never sees the probe set.
    model), else through ``keep_in_float([name])`` per candidate.
    Before the screen, every candidate is kept in float at once: no prefix of the ranking can do better, so
    if that model does not count, the goal is out of reach within the candidates (``OUT_OF_REACH``) and the
-   search ends with it, one model scored instead of a screen of every candidate and a gallop. A goal in
-   reach costs that one model more.
+   search ends with it, one model scanned (step 3's scan: usually settled by its worst batch) instead of a
+   screen of every candidate and a gallop. A goal in reach costs that one model more.
 3. Gallop, then bisect, over prefixes of the ranking: keep the top 1, 2, 4, ... candidates in float until a
    prefix counts (at most ``max_float_fraction`` of the candidates), then bisect between the last prefix that
    did not count and the first that did. ``O(log k)`` models scored for ``k`` kept, whatever the layer count.
@@ -293,9 +293,10 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
     if result.reached or not candidates:
         result.stopped_by = None if result.reached else "no candidates to keep in float"
         return done(model)
-    # every candidate in float, which no prefix can beat (built once): if it does not count, end before the screen
+    # every candidate in float, which no prefix can beat (built once): if it does not count, end before the screen.
+    # Scanned like any step: out of reach is usually settled by the worst batch, not by encoding every text
     every = backend.keep_in_float(list(candidates))
-    steps.append(step(list(candidates), every, scan=False, full=True))
+    steps.append(step(list(candidates), every))
     if not steps[-1]["counts"]:
         result.kept_float = list(candidates)
         result.stopped_by = f"{OUT_OF_REACH}: all {len(candidates)} candidates kept in float do not count"
