@@ -44,6 +44,7 @@ def variants_table(manifest: dict) -> tuple[list[str], float | None, float | Non
             f"{'-' if r is None or not int8 else f'{r / int8:.2f}':>12}"
             f"{'-' if cos is None else f'{cos:.5f}':>12}  {v['status']}"
         )
+    lines += [f"  {vid}: not timed: {why}" for vid, why in (manifest["bench"].get("not_timed") or {}).items()]
     rec = manifest["recommended"].get("variant")
     return lines, (ratios.get(rec) if rec else None), int8
 

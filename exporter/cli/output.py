@@ -269,6 +269,8 @@ def print_bench(result, manifest: dict) -> None:
         typer.echo(row + f"{p50}{p95}  {where}")
     for vid, why in (cfg.get("not_applicable") or {}).items():
         typer.echo(f"{vid:<{width}}not applicable here, not timed: {why}")
+    for vid, why in (cfg.get("not_timed") or {}).items():
+        typer.echo(f"{vid:<{width}}passed, not timed: {why}")
     rec = manifest.get("recommended") or {}
     if rec.get("variant"):
         typer.echo(f"Recommended: {rec['variant']} ({rec['throughput_ratio']:.2f}x torch). Rule: {rec['rule']}.")
