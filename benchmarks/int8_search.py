@@ -57,15 +57,17 @@ def _search_lines(manifest: dict) -> list[str]:
     return lines
 
 
-def worst_stratum(parity: dict) -> str:
-    """The probe stratum where the variant came closest to failing: the lowest cosine_min, with its nn@10 and
-    that value's 95% lower bound (as the gate judges it, ``judging.rank_bound``)."""
+def worst_stratum(parity: dict, kind: str) -> str:
+    """The probe stratum where the variant came closest to failing (``verdicts.worst_stratum``: the lowest
+    cosine_min for an embedder), with its nn@10 and that value's 95% lower bound (as the gate judges it,
+    ``judging.rank_bound``)."""
     from exporter.quality.judging import rank_bound
+    from exporter.quality.verdicts import worst_stratum as worst
 
-    strata = parity.get("strata") or {}
-    if not strata:
+    picked = worst(parity, kind)
+    if picked is None:
         return "-"
-    name, st = min(strata.items(), key=lambda kv: kv[1].get("cosine_min", 1.0))
+    name, st = picked
     nn, low = st.get("neighbour_agreement_at_10"), rank_bound(st, "neighbour_agreement_at_10")
     bound = f", nn@10 {nn:.4f} (lower bound {low:.4f})" if nn is not None and low is not None else ""
     return f"{name} cosine_min {st['cosine_min']:.6f}{bound}"
@@ -90,7 +92,8 @@ def run_one(label: str, model: str, env: dict, out: Path) -> tuple[list[str], bo
     rec = manifest["recommended"].get("variant")
     rec_entry = next((v for v in manifest["variants"] if v["id"] == rec), None)
     share = rec_ratio / int8 if rec_ratio and int8 else None
-    cos = (rec_entry or {}).get("parity", {}).get("cosine_min")
+    parity = (rec_entry or {}).get("parity") or {}
+    cos = parity.get("cosine_min")
     ok_time = t.seconds <= TARGET_SECONDS[label]
     # no all-int8 in the run: static int8 is no best candidate on a CPU without int8 units (VariantSpec.best)
     ok_share = bool(share and share >= INT8_SHARE) or int8 is None
@@ -100,8 +103,7 @@ def run_one(label: str, model: str, env: dict, out: Path) -> tuple[list[str], bo
         + [
             f"recommended: {rec}; min cosine on the built-in probes {cos}; ratio to all-int8 at 32: "
             + (f"{share:.2f}" if share else "-"),
-            f"  its worst probe stratum: {worst_stratum((rec_entry or {}).get('parity') or {})}; wall "
-            f"{t.seconds:.1f} s",
+            f"  its worst probe stratum: {worst_stratum(parity, manifest['model']['kind'])}; wall {t.seconds:.1f} s",
             f"{'MET   ' if ok_time else 'MISSED'} --variants best {t.seconds:.1f} s <= {TARGET_SECONDS[label]:.0f} s",
             f"N/A    recommended >= {INT8_SHARE:.2f}x all-int8 at batch 32: no all-int8 built (this CPU has no "
             "int8 dot-product units, where static int8 ran slower than fp32)"

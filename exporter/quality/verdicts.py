@@ -26,18 +26,26 @@ class CaseResult:
         return self.status in (PASSED, SKIPPED)
 
 
-def summary(parity: dict, manifest: dict, probe: dict | None) -> str:
-    """One line per variant: the metrics the model's kind shows in verify (``KindSpec.verify``), and more."""
+def worst_stratum(parity: dict, kind: str) -> tuple[str, dict] | None:
+    """The probe stratum where a variant came closest to failing: the worst by the kind's first stratum metric
+    (the lowest, or the highest for an upper-bound metric), with its entry; None without strata."""
     from exporter import kinds
     from exporter.quality import parity_gates
 
+    if not parity.get("strata"):
+        return None
+    first = kinds.get(kind).strata[0]
+    pick = min if first.key not in parity_gates.UPPER_BOUNDS else max
+    return pick(parity["strata"].items(), key=lambda kv: kv[1].get(first.key) or 0.0)
+
+
+def summary(parity: dict, manifest: dict, probe: dict | None) -> str:
+    """One line per variant: the metrics the model's kind shows in verify (``KindSpec.verify``), and more."""
+    from exporter import kinds
+
     kspec = kinds.of_manifest(manifest)
     parts = [f"{m.label} {m.format(parity[m.key])}" for m in kspec.verify if parity.get(m.key) is not None]
-    if parity.get("strata"):  # the stratum where the kind's first stratum metric is worst
-        first = kspec.strata[0]
-        worst = (min if first.key not in parity_gates.UPPER_BOUNDS else max)(
-            parity["strata"].items(), key=lambda kv: kv[1].get(first.key) or 0.0
-        )
+    if worst := worst_stratum(parity, manifest["model"]["kind"]):
         parts.append(f"worst stratum {worst[0]} ({kspec.strata_label()} {kspec.stratum_cell(worst[1])})")
     runtime = (parity.get("serving_paths") or {}).get("runtime") or {}
     if runtime.get("cosine_min") is not None:
