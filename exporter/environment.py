@@ -8,6 +8,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from exporter.manifest_types import CpuInfo, Environment
+
 # Distribution names whose versions go into every manifest.
 TOOLCHAIN = (
     "torch",
@@ -56,7 +58,7 @@ def package_versions(names: tuple[str, ...] = TOOLCHAIN) -> dict[str, str | None
     return out
 
 
-def cpu_info() -> dict:
+def cpu_info() -> CpuInfo:
     model = platform.processor() or platform.machine()
     flags: set[str] = set()
     cpuinfo = Path("/proc/cpuinfo")
@@ -78,7 +80,7 @@ def cpu_info() -> dict:
     }
 
 
-def environment() -> dict:
+def environment() -> Environment:
     """Everything about this machine and toolchain that a manifest records."""
     return {
         "python": platform.python_version(),

@@ -115,7 +115,13 @@ class Fingerprint:
 
 
 def export_inputs(
-    *, source_files: list[dict], environment: dict, settings: dict, probe_sha256: str, batching: dict, host=None
+    *,
+    source_files: list[dict],
+    environment: Mapping[str, Any],
+    settings: dict,
+    probe_sha256: str,
+    batching: dict,
+    host=None,
 ) -> Fingerprint:
     """The parts every variant of one export shares (``REFERENCE_PARTS``); ``host``: this machine's
     ``hostcaps.Host`` unless given."""
@@ -200,7 +206,7 @@ class ExportPrints:
 
     @classmethod
     def of(
-        cls, job, source_entry: Mapping[str, Any], env: dict, *, batching: dict, calibration_sha256: str
+        cls, job, source_entry: Mapping[str, Any], env: Mapping[str, Any], *, batching: dict, calibration_sha256: str
     ) -> ExportPrints:
         """From ``pipeline``'s decided export (plan, kind, probe set, specs, thresholds)."""
         plan = job.plan

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from exporter.errors import IntegrityError, UsageError
 from exporter.fsutil import find_links, sha256_file, write_json_atomic
-from exporter.manifest_types import Manifest, ModelFacts, SourceEntry, TextSetEntry, VariantEntry
+from exporter.manifest_types import Environment, Manifest, ModelFacts, SourceEntry, TextSetEntry, VariantEntry
 from exporter.user_files import read_user_json
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ def build(
     *,
     source: SourceEntry,
     model: ModelFacts,
-    environment: dict,
+    environment: Environment,
     probe,
     calibration,
     shared: list,

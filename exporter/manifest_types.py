@@ -3,8 +3,8 @@ the file). TypedDicts, so a manifest stays the plain JSON object it is on disk (
 ``schema/manifest.schema.json`` and saved as is) while mypy checks every literal key the code looks up in them.
 
 tests/test_manifest_types.py holds each one to its object in the schema: the same keys, the same required ones,
-the same JSON types, so the schema and the code cannot drift. Sections still typed ``dict[str, Any]``
-(environment, parity, bench, layout) are checked by the schema only. Imports nothing; no
+the same JSON types, so the schema and the code cannot drift. A variant's ``parity`` stays ``dict[str, Any]``:
+its metrics depend on the model kind (``exporter.kinds``), and the schema checks them. Imports nothing; no
 ``from __future__ import annotations`` either: Python 3.11 reads ``NotRequired`` from evaluated annotations only.
 """
 
@@ -104,6 +104,79 @@ class ModelFacts(TypedDict):
     shape: NotRequired[dict[str, Any]]  # what the pre-flight read (exporter.support)
 
 
+class CpuInfo(TypedDict):
+    """The CPU a manifest's numbers came from (``exporter.environment.cpu_info``): model, flags that matter."""
+
+    model: str
+    arch: NotRequired[str]
+    logical_cores: NotRequired[int | None]
+    flags: list[str]  # the flags the catalogue and the runtimes care about (environment.RELEVANT_FLAGS)
+
+
+class Environment(TypedDict):
+    """The machine and toolchain of the export (``exporter.environment.environment``)."""
+
+    python: str
+    implementation: NotRequired[str]
+    platform: NotRequired[str]
+    packages: dict[str, str | None]  # distribution -> version (None: not installed)
+    cpu: CpuInfo
+
+
+class BenchMemory(TypedDict):
+    """MiB: the process's peak resident set before and after the bench, and with each runner loaded."""
+
+    peak_rss_mb: float
+    peak_rss_mb_before: NotRequired[float]
+    runners_resident: int
+    rss_mb_by_runner: NotRequired[dict[str, float | None]]
+
+
+class RunnerBench(TypedDict):
+    """One runner's timings in a bench run (``exporter.quality.bench.summarize``); keys are batch sizes."""
+
+    throughput: dict[str, float]  # median inputs/s
+    throughput_rounds: NotRequired[dict[str, list[float]]]
+    ratio_to_torch: dict[str, float]  # median of the per-round ratios to the torch reference
+    ratio_range: NotRequired[dict[str, list[float]]]  # [min, max] of those ratios
+    latency_ms: NotRequired[dict[str, float] | None]  # p50, p95 at batch 1, and n
+    runtime: NotRequired[dict[str, Any]]  # the provider / device and threads it ran with
+    rss_mb: NotRequired[float | None]
+
+
+class BenchRun(TypedDict):
+    """The last bench run (``exporter.quality.bench``): how it ran, the torch reference, the runners timed."""
+
+    created_at: NotRequired[str]
+    threads: int
+    batch_sizes: list[int]
+    rounds: NotRequired[int]
+    warmup: NotRequired[str]
+    texts: NotRequired[dict[str, Any]]  # the text set timed: name, sha256, n, source
+    kind: NotRequired[KindName]
+    unit: NotRequired[str]  # throughput is in these per second
+    n_inputs: NotRequired[int]
+    cpu: CpuInfo
+    loadavg_1min: NotRequired[dict[str, float]]  # before and after: other work on the machine
+    method: NotRequired[str]
+    not_applicable: NotRequired[dict[str, str]]  # variant id -> why this CPU cannot run it
+    not_timed: NotRequired[dict[str, str]]  # --variants best: a passed variant left out, and why
+    batching: NotRequired[str]
+    torch_idle_threads: NotRequired[str]
+    memory: NotRequired[BenchMemory]
+    reference: RunnerBench
+    variants: list[str]
+
+
+class Layout(TypedDict):
+    """A serving layout's record (``exporter package --layout``): what it came from and its consumers' rows."""
+
+    name: str
+    artifact_manifest_sha256: str
+    variant: str
+    gate: list[dict[str, Any]]
+
+
 class FingerprintEntry(TypedDict):
     digest: str  # sha256 of the parts (exporter.fingerprint)
     parts: dict[str, str]  # part name -> sha256 of that input
@@ -119,7 +192,7 @@ class VariantEntry(TypedDict):
     load: LoadSpec
     build: dict[str, Any]  # the builder's full configuration (BuildResult.build)
     parity: NotRequired[dict[str, Any] | None]  # the gate's record (exporter.quality.parity)
-    bench: NotRequired[dict[str, Any] | None]
+    bench: NotRequired[RunnerBench | None]
     fingerprint: NotRequired[FingerprintEntry]  # what a re-run and a fleet compare (exporter.fingerprint)
 
 
@@ -129,12 +202,12 @@ class Manifest(TypedDict):
     created_at: str
     source: SourceEntry
     model: ModelFacts
-    environment: dict[str, Any]
+    environment: Environment
     probe: TextSetEntry
     calibration: NotRequired[TextSetEntry | None]
     shared_files: list[FileEntry]
     variants: list[VariantEntry]
     publishable: bool
-    layout: NotRequired[dict[str, Any]]  # a serving layout's record (exporter package --layout)
+    layout: NotRequired[Layout]  # a serving layout's record (exporter package --layout)
     recommended: NotRequired[Recommended | None]
-    bench: NotRequired[dict[str, Any] | None]
+    bench: NotRequired[BenchRun | None]

@@ -23,7 +23,7 @@ from exporter.progress import NoProgress, Progress
 from exporter.staging import staged_dir
 
 if TYPE_CHECKING:
-    from exporter.manifest_types import Manifest, ModelFacts, SourceEntry, VariantEntry
+    from exporter.manifest_types import Environment, Manifest, ModelFacts, SourceEntry, VariantEntry
     from exporter.quality.probes import TextSet
     from exporter.source.resolve import ResolvedSource
     from exporter.support import Match
@@ -289,7 +289,13 @@ def _open_gate(job: _Export, ctx, reference_key: str):
 
 
 def _record(
-    job: _Export, stage: Path, entries: dict[str, VariantEntry], shared, source_entry: SourceEntry, env: dict, reference
+    job: _Export,
+    stage: Path,
+    entries: dict[str, VariantEntry],
+    shared,
+    source_entry: SourceEntry,
+    env: Environment,
+    reference,
 ) -> Manifest:
     """Write the manifest of what ``stage`` holds now (variants in catalogue order) and return it."""
     from exporter import kinds, variants

@@ -28,6 +28,12 @@ SECTIONS: dict[type, dict] = {
     mt.SourceEntry: SCHEMA["properties"]["source"],
     mt.ModelFacts: SCHEMA["properties"]["model"],
     mt.Recommended: SCHEMA["properties"]["recommended"]["oneOf"][1],
+    mt.Environment: SCHEMA["properties"]["environment"],
+    mt.CpuInfo: DEFS["cpu"],
+    mt.BenchRun: SCHEMA["properties"]["bench"]["oneOf"][1],
+    mt.BenchMemory: SCHEMA["properties"]["bench"]["oneOf"][1]["properties"]["memory"],
+    mt.RunnerBench: DEFS["bench"],
+    mt.Layout: SCHEMA["properties"]["layout"],
 }
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
 
