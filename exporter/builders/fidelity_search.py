@@ -252,7 +252,8 @@ def _step(scorer: Scorer, opts: SearchOptions, kept, model, split, last_cos, ela
     verdict = judge(seen, None, opts)
     heldout = None
     nn_ok = seen["neighbour_agreement_at_10"] is None or seen["neighbour_agreement_at_10"] >= opts.goal_nn10
-    if full or (seen["cosine_min"] >= opts.goal_cosine_min and nn_ok):
+    # held-out texts only for a model the ranking ones do not settle: a stratum below the gate settles it too
+    if full or (seen["cosine_min"] >= opts.goal_cosine_min and nn_ok and _strata_ok(seen, opts)):
         heldout = scorer.metrics(model, held)
         verdict = judge(seen, heldout, opts)
     return {**head, "ranking": seen, "heldout": heldout, **verdict, "seconds": round(elapsed(), 1)}

@@ -220,3 +220,24 @@ def test_the_scorer_reports_the_worst_strata_nn10_and_a_stratum_below_the_gate_d
     assert fidelity_search.judge(good, good, opts)["counts"]
     low = {**good, "nn10_worst_stratum": {"stratum": "tok_random", "value": 0.94}}
     assert not fidelity_search.judge(low, good, opts)["counts"] and not fidelity_search.judge(good, low, opts)["counts"]
+
+
+def test_a_ranking_stratum_below_the_gate_settles_a_model_without_its_held_out_texts():
+    """Every text clears the cosine goal and the ranking texts' nn@10 (0.9944) clears its goal of 0.99, but their
+    one stratum's nn@10 at its lower confidence bound (0.9881) does not: each model is settled on its ranking
+    texts. All-int8 is scored in full for the record; every other model is never encoded on its held-out texts,
+    whose verdict could not change."""
+    opts = SearchOptions(target_cosine_min=0.99, margin=0.003, target_nn10=0.99, nn10_margin=0.0, holdout_fraction=0.25)
+    scorer = _Exact(lambda model, i: 0.9999)
+    scorer.strata = ["calibration"] * N
+    _, result = fidelity_search.search(_Ops(["p", "q"]), scorer, opts)
+    assert result.stopped_by.startswith("out of reach: all 2 candidates")
+    first, every = result.steps
+    assert (
+        first["ranking"]["neighbour_agreement_at_10"]
+        >= opts.goal_nn10
+        > first["ranking"]["nn10_worst_stratum"]["value"]
+    )
+    assert first["heldout"] is not None
+    assert every["heldout"] is None and every["why"].startswith("ranking texts")
+    assert scorer.encoded == N + len(RANKING)  # all-int8 on every text, then the ranking texts once more
