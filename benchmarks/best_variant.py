@@ -3,7 +3,7 @@
 - ``exporter export --variants best`` wall time <= 120 s (and ``--variants all`` <= 180 s with ``--all``);
 - the recommended variant passes its gate at >= 95 % of the all-int8 variant's (openvino-qint8) throughput
   at batch 32, both measured in the same bench run (the one ``--variants best`` makes);
-- plain ``exporter export`` (onnx, with its parity check) takes no longer than ``optimum-cli export onnx``.
+- plain ``exporter export`` (onnx, with its gate) takes no longer than ``optimum-cli export onnx``.
 
     PYTHONPATH=. .venv/bin/python benchmarks/best_variant.py [--all]
 

@@ -8,7 +8,7 @@ Both sides start from the same local Hub snapshot of the embedded default (all-M
 - optimum-cli: one call per file that optimum-cli can make: ``export onnx`` (fp32), ``export onnx
   --optimize O1|O2|O3`` (each re-exports from torch), ``onnxruntime quantize --<isa> --per_channel``
   per ISA preset (from the fp32 export; ``--per_channel`` matches sentence-transformers' defaults),
-  ``export openvino`` fp32 / ``--weight-format fp16`` / ``--weight-format int8``. No parity checks
+  ``export openvino`` fp32 / ``--weight-format fp16`` / ``--weight-format int8``. No gate
   beyond optimum's own export validation. Variants optimum-cli cannot make are listed, not timed:
   static int8 calibrated on local texts (its ``--quant-mode`` needs a Hub dataset), the fidelity
   int8, optimum-quanto.
@@ -122,7 +122,7 @@ def main() -> None:
         print("  optimum-cli per call: " + ", ".join(f"{k} {v:.0f}s" for k, v in per_call.items()))
     a, b = statistics.median(ours), statistics.median(theirs)
     print(f"\nexporter export --variants all: {a:.0f}s (builds + parity-checks every variant, writes the manifest)")
-    print(f"optimum-cli, one call per variant: {b:.0f}s (no parity checks)   ratio exporter/optimum-cli {a / b:.2f}x")
+    print(f"optimum-cli, one call per variant: {b:.0f}s (no gate)   ratio exporter/optimum-cli {a / b:.2f}x")
     print(f"not made by optimum-cli (built by exporter only, inside its time): {', '.join(NOT_COVERED)}")
 
 

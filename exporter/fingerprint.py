@@ -21,7 +21,7 @@ Everything that reuses work derives its key from one fingerprint, so no two sche
   of the parts before ``variant`` (a reference does not depend on the variant);
 - what a builder computes once per export (``BuildContext.memo``) and the cached torch runs of the
   builders (``refcache.under_reference``) are ``derive``d from the reference key plus named facts;
-- two variants of one export with the same file bytes share a parity check when ``twin_key`` agrees;
+- two variants of one export with the same file bytes share one gate verdict when ``twin_key`` agrees;
 - a re-run keeps a variant when the digest its manifest entry records (``fingerprint``) is the one
   computed now, and ``exporter run`` skips a variant whose digest the target registry already holds
   (the ``dev.exporter.fingerprint`` annotation of the variant's default tag).
@@ -183,7 +183,7 @@ def for_variant(base: Fingerprint, spec, *, calibration_sha256: str | None, thre
 
 
 def twin_key(recorded: Mapping, variant: Mapping[str, Any]) -> str:
-    """Two variants of one export share one parity check when this agrees: the export's inputs and the
+    """Two variants of one export share one gate verdict when this agrees: the export's inputs and the
     variant's judging (from its ``fingerprint`` record), its file bytes, how it is loaded but for the file's
     name, and its precision (which picks its batching)."""
     parts = recorded["parts"]

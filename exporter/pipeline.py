@@ -379,7 +379,7 @@ def _build_and_check(spec, ctx, stage: Path, gate, progress, fingerprint) -> Var
             twin, parity = checked[key]
             entry["parity"] = same = {**copy.deepcopy(parity), "same_files_as": twin}
             entry["status"] = "passed" if same["passed"] else "failed"
-            progress.note(f"{spec.id}: the same files as {twin}, whose parity check applies unchanged")
+            progress.note(f"{spec.id}: the same files as {twin}, whose gate verdict applies unchanged")
             return entry
         model = load_variant(stage, entry, ctx.kind)  # as verify loads it, by the same function
         entry["parity"] = checked_parity = gate.check(stage, entry, model, progress)

@@ -193,7 +193,7 @@ class Gate:
         finally:
             if tape is not None:
                 tape.close()
-        with progress.step(f"Checking parity of {variant['id']}"):
+        with progress.step(f"Gating {variant['id']}"):
             run_one = lambda batch: kspec.outputs(model, batch, len(batch))  # noqa: E731 - one batch as given
             entry = self.judge(variant, out, run_one)
             entry = parity_run.check_serving_paths(

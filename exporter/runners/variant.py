@@ -13,7 +13,7 @@ file_name, model_kwargs, truncate_dim) and returns a model with the kind's ``enc
 ``CPUExecutionProvider`` with ``intra_op_num_threads`` (inter-op 1, idle threads not spinning, so one
 runner's spin-wait does not eat the next runner's time), OpenVINO on ``CPU`` with ``INFERENCE_NUM_THREADS``
 (one stream, latency hint; the variant's recorded ``ov_config`` on top), torch ``set_num_threads``.
-Without it, each library's defaults apply, as a user gets them (the export's parity check).
+Without it, each library's defaults apply, as a user gets them (the export's gate).
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def require_publishable(artifact: Path, manifest: dict, variant_id: str, *, allo
     passed = v["status"] == "passed" and bool((v.get("parity") or {}).get("passed"))
     if not passed and not allow_failed:
         raise FidelityError(
-            f"variant {variant_id!r} did not pass its parity check (status {v['status']}).",
+            f"variant {variant_id!r} did not pass its gate (status {v['status']}).",
             "Publish a passing variant, or pass --allow-failed to publish it marked as failed.",
         )
     return not passed
