@@ -41,7 +41,7 @@ def bf16_twins() -> dict[str, str]:
 def not_timed(manifest: dict) -> dict[str, str]:
     """Gate-passing candidates the bench leaves out, with why: those whose bf16 twin passed too. The twin is
     the same graph computed in bf16, which a host can build only with bf16 units, where it is the faster of the
-    two (1.7-2.1x the fp32 twin at batch 32 on both real models, AVX-512 BF16: results/int8_search-*), so
+    two (1.7-2.1x the fp32 twin at batch 32 on both real models, AVX-512 BF16: int8_search-20261208T003211Z), so
     the fp32 one cannot be the recommendation and timing it costs a bench pass per round for nothing."""
     passed = {v["id"] for v in manifest["variants"] if v["status"] == "passed"}
     return {

@@ -26,9 +26,10 @@ class CaseResult:
         return self.status in (PASSED, SKIPPED)
 
 
-def worst_stratum(parity: dict, kind: str) -> tuple[str, dict] | None:
+def worst_stratum(parity: dict, kind: str | None) -> tuple[str, dict] | None:
     """The probe stratum where a variant came closest to failing: the worst by the kind's first stratum metric
-    (the lowest, or the highest for an upper-bound metric), with its entry; None without strata."""
+    (the lowest, or the highest for an upper-bound metric), with its entry; None without strata. ``kind`` None:
+    an embedder, as ``kinds.get`` reads it."""
     from exporter import kinds
     from exporter.quality import parity_gates
 
@@ -45,7 +46,7 @@ def summary(parity: dict, manifest: dict, probe: dict | None) -> str:
 
     kspec = kinds.of_manifest(manifest)
     parts = [f"{m.label} {m.format(parity[m.key])}" for m in kspec.verify if parity.get(m.key) is not None]
-    if worst := worst_stratum(parity, manifest["model"]["kind"]):
+    if worst := worst_stratum(parity, kspec.kind):
         parts.append(f"worst stratum {worst[0]} ({kspec.strata_label()} {kspec.stratum_cell(worst[1])})")
     runtime = (parity.get("serving_paths") or {}).get("runtime") or {}
     if runtime.get("cosine_min") is not None:
