@@ -48,18 +48,13 @@ BATCHING = (
     "sorted by length: inputs ordered longest first (characters; a pair by both texts) before cutting "
     "batches, as servers batch, so a batch pads only to its own longest input"
 )
-# A timed pass shorter than this is repeated until the repeats add up to it, and its throughput is their median:
-# one encode of 128 texts by an int8 MiniLM takes ~0.2 s, where one hiccup of a shared 2-core machine or a
-# batch shape seen for the first time moves a single sample by a third
-MIN_TIMED_SECONDS = 1.0
 WARMUP = (
     "every load (each runner in each round): the first max(largest batch size, 8) inputs encoded once at each "
     "batch size, untimed, before timing"
 )
 METHOD = (
     "texts/s of SentenceTransformer.encode (pairs/s of CrossEncoder.predict, texts/s of SparseEncoder.encode) "
-    f"on the same inputs per batch size (a pass shorter than {MIN_TIMED_SECONDS:g} s repeated until its repeats "
-    "add up to that, its throughput their median), median of rounds; each round loads one runner at a time "
+    "on the same inputs per batch size, median of rounds; each round loads one runner at a time "
     "(order rotated per round), warms it up, times it and frees it; latency = per-call time of single-text encodes "
     "(p50/p95 over all rounds); ratio = median over rounds of variant/torch throughput in the same round."
 )
@@ -297,15 +292,9 @@ def _time_one(runner: Runner, texts: list[str], batch_size: int, latencies: list
             latencies.append(took)
             total += took
         return len(texts) / total
-    rates: list[float] = []
-    spent = 0.0
-    while not rates or spent < MIN_TIMED_SECONDS:  # a pass of a fast runner is repeated: see MIN_TIMED_SECONDS
-        start = time.perf_counter()
-        runner.encode(texts, batch_size)
-        took = time.perf_counter() - start
-        rates.append(len(texts) / took)
-        spent += took
-    return statistics.median(rates)
+    start = time.perf_counter()
+    runner.encode(texts, batch_size)
+    return len(texts) / (time.perf_counter() - start)
 
 
 def summarize(mine: Samples, ref: Samples) -> dict:

@@ -119,30 +119,6 @@ def test_record_states_batching_and_memory(benched):
     assert sort_by_length([("q", "long passage"), ("query", "p")]) == [("q", "long passage"), ("query", "p")]
 
 
-def test_a_short_timed_pass_is_repeated_and_its_median_taken(monkeypatch):
-    """A pass under MIN_TIMED_SECONDS is repeated until the repeats add up to it; the throughput is their median,
-    so the first pass's one-off cost (a batch shape seen for the first time) or one hiccup does not set it. A pass
-    that takes long enough runs once. A clock the fake runner advances: no sleeping, no timing asserted."""
-    from exporter.quality import bench
-
-    class Clock:
-        now = 0.0
-
-    class Runner:
-        def __init__(self, seconds):
-            self.seconds, self.calls = list(seconds), 0
-
-        def encode(self, texts, batch_size):
-            Clock.now += self.seconds[min(self.calls, len(self.seconds) - 1)]
-            self.calls += 1
-
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: Clock.now)
-    quick = Runner([0.5, 0.2, 0.2, 0.2])  # 12 texts: the first pass 2.5x slower, then 60 texts/s
-    assert bench._time_one(quick, ["t"] * 12, 4, []) == pytest.approx(12 / 0.2) and quick.calls == 4
-    slow = Runner([bench.MIN_TIMED_SECONDS * 2])
-    assert bench._time_one(slow, ["t"] * 12, 4, []) == pytest.approx(12 / slow.seconds[0]) and slow.calls == 1
-
-
 def test_recommend_skips_failed_variants():
     """The rule on hand-set figures: a faster variant that fails a threshold is never chosen."""
     from exporter.quality.recommend import recommend
