@@ -21,7 +21,7 @@ import os
 import statistics
 from pathlib import Path
 
-from _common import load_average, machine, write_results
+from _common import load_average, machine, stopwatch, write_results
 
 PAIR = ("openvino-bf16", "openvino-qint8")
 MIN_SECONDS = 1.0
@@ -30,16 +30,13 @@ MIN_SECONDS = 1.0
 def repeated(runner, texts: list[str], batch_size: int, latencies: list[float]) -> float:
     """The tried timing (batch sizes above 1): repeat the pass until its repeats add up to ``MIN_SECONDS``;
     texts/s is their median."""
-    import time
-
     rates: list[float] = []
     spent = 0.0
     while not rates or spent < MIN_SECONDS:
-        start = time.perf_counter()
-        runner.encode(texts, batch_size)
-        took = time.perf_counter() - start
-        rates.append(len(texts) / took)
-        spent += took
+        with stopwatch() as t:
+            runner.encode(texts, batch_size)
+        rates.append(len(texts) / t.seconds)
+        spent += t.seconds
     return statistics.median(rates)
 
 

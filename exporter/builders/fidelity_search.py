@@ -294,8 +294,7 @@ def search(backend: SearchBackend, scorer: Scorer, opts: SearchOptions) -> tuple
     if result.reached or not candidates:
         result.stopped_by = None if result.reached else "no candidates to keep in float"
         return done(model)
-    # every candidate in float, which no prefix can beat (built once): if it does not count, end before the screen.
-    # Scanned like any step: out of reach is usually settled by the worst batch, not by encoding every text
+    # every candidate in float, which no prefix can beat (built once; scanned as any step): out of reach ends here
     every = backend.keep_in_float(list(candidates))
     steps.append(step(list(candidates), every))
     if not steps[-1]["counts"]:
