@@ -167,6 +167,9 @@ def render_markdown(manifest: dict) -> str:
     rec = (manifest.get("recommended") or {}).get("variant")
     for v in manifest["variants"]:
         lines.append("| " + " | ".join(_row(v, sizes, rec, shown)) + " |")
+    untimed = {**(bench or {}).get("not_applicable", {}), **(bench or {}).get("not_timed", {})}
+    if untimed:  # a "-" in the speed columns says nothing; these say why
+        lines += [""] + [f"- `{vid}` not timed: {why}." for vid, why in untimed.items()]
     lines += ["", "## Recommendation", ""]
     recd = manifest.get("recommended")
     if not recd:

@@ -37,6 +37,19 @@ def test_report_written_after_bench(benched_artifact):
     mf.require_intact(benched_artifact, manifest)  # report files are not model files
 
 
+def test_a_variant_left_out_of_the_bench_says_why(benched_artifact):
+    """A variant the bench did not time shows "-" in the speed columns, and a line below the table says why
+    (``bench.not_timed`` from ``--variants best``, ``bench.not_applicable`` for one this CPU cannot run)."""
+    from exporter.quality.report import render_markdown
+
+    manifest = mf.load(benched_artifact)
+    manifest["bench"]["not_timed"] = {"onnx-o1": "its bf16 twin x passed the gate and is the faster of the two"}
+    text = render_markdown(manifest)
+    assert "- `onnx-o1` not timed: its bf16 twin x passed the gate and is the faster of the two." in text
+    manifest["bench"]["not_timed"] = {}
+    assert "not timed" not in render_markdown(manifest)
+
+
 def test_report_before_bench(artifact):  # noqa: F811
     from exporter.quality.report import write_report
 
