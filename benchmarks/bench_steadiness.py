@@ -17,11 +17,10 @@ across runs. The output names the CPU and is written to ``benchmarks/results/ben
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 from pathlib import Path
 
-from _common import load_average, machine, stopwatch, write_results
+from _common import load_average, machine, offline_hub, stopwatch, write_results
 
 PAIR = ("openvino-bf16", "openvino-qint8")
 MIN_SECONDS = 1.0
@@ -46,9 +45,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="bench runs per setting, alternated")
     parser.add_argument("--hf-home", default=None)
     args = parser.parse_args()
-    if args.hf_home:
-        os.environ["HF_HOME"] = args.hf_home
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline_hub(args)
     from exporter.quality import bench, best
 
     settings = {"one pass": bench._time_one, f"repeated to {MIN_SECONDS:g} s": repeated}

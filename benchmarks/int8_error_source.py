@@ -20,26 +20,18 @@ the worst text. Written to ``benchmarks/results/int8_error_source-<UTC>.txt``.
 
 from __future__ import annotations
 
-import argparse
-import os
 import re
 import time
-from pathlib import Path
 
 import numpy as np
-from _common import REPO_ROOT, load_average, machine, stopwatch
+from _common import artifact_parser, load_average, machine, offline_hub, stopwatch, write_results
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("artifact", type=Path)
-    parser.add_argument("--hf-home", default=None)
-    parser.add_argument("--source", type=Path, required=True, help="the model's snapshot folder (torch weights)")
+    parser = artifact_parser(__doc__.splitlines()[0])
     parser.add_argument("--max-texts", type=int, default=0, help="every k-th text, at most this many (0: all)")
     args = parser.parse_args()
-    if args.hf_home:
-        os.environ["HF_HOME"] = args.hf_home
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline_hub(args)
     import openvino as ov
 
     from exporter.builders import fidelity_search
@@ -106,10 +98,7 @@ def main() -> None:
             bypassed += 1
     qk.validate_nodes_and_infer_types()
     score(f"attention-score inputs (q, k) not int8 ({bypassed} FQ)", ov_model=qk)
-    results = REPO_ROOT / "benchmarks" / "results"
-    path = results / f"int8_error_source-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt"
-    path.write_text("\n".join(lines) + "\n")
-    print(f"written: {path}")
+    write_results("int8_error_source", lines)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import BIN, REPO_ROOT, load_average, machine, stopwatch
+from _common import BIN, load_average, machine, stopwatch, write_results
 from best_variant import variants_table
 
 from exporter.quality.best import ALL_INT8
@@ -158,11 +158,7 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    results = REPO_ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / f"int8_search-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt"
-    path.write_text("\n".join(out_lines) + "\n")
-    print(f"\nwritten: {path}")
+    write_results("int8_search", out_lines)
 
 
 if __name__ == "__main__":

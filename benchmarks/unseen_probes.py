@@ -37,7 +37,7 @@ import time
 import unicodedata
 from pathlib import Path
 
-from _common import BIN, REPO_ROOT, load_average, machine, stopwatch
+from _common import BIN, load_average, machine, stopwatch, write_results
 
 LOCALES = Path("/usr/share/i18n/locales")
 LICENSES = Path("/usr/share/common-licenses")
@@ -269,11 +269,7 @@ def main() -> None:
         print("\n".join(lines), flush=True)
         out += [""] + lines
     probe.unlink(missing_ok=True)
-    results = REPO_ROOT / "benchmarks" / "results"
-    results.mkdir(parents=True, exist_ok=True)
-    path = results / f"unseen_probes-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt"
-    path.write_text("\n".join(out) + "\n")
-    print(f"\nwritten: {path}")
+    write_results("unseen_probes", out)
 
 
 if __name__ == "__main__":
