@@ -288,6 +288,10 @@ class _KeepOutOfInt8:
     def quantize_all(self):
         return self.quantized
 
+    def with_splits(self, splits: dict[str, dict], names: list[str]) -> _KeepOutOfInt8:
+        """These hooks (candidates, int8 sites: not walked again) with ``names`` split by ``splits``."""
+        return _KeepOutOfInt8(self.quantized, self.base, {n: splits[n] for n in names}, self.candidates, self.sites)
+
     def screen_model(self, name: str) -> Switched:
         """The model with only ``name`` kept out of int8, for the ranking: the one screening model
         (:func:`switch_model`, compiled once for every candidate) with a one-hot switch."""
@@ -329,18 +333,14 @@ class _KeepOutOfInt8:
 
 
 def _narrow_to_splits(hooks: _KeepOutOfInt8, scorer, result, model, splits: dict, opts: OvFidelityOptions):
-    """The whole-op search's ``model`` with each kept op that has outlier channels in the split unit where the
-    model still counts (``fidelity_search.narrow``): fewer float FLOPs for the same goal. The final model and
-    the hooks whose records (``ops_split`` / ``ops_in_float``) describe it."""
-    names, h = [n for n in result.kept_float if n in splits], hooks
+    """Kept ops with outlier channels split where the model still counts (``fidelity_search.narrow``): model, hooks."""
 
-    def hooks_for(swapped: list[str]) -> _KeepOutOfInt8:  # the int8 sites are the same: not walked again
-        return _KeepOutOfInt8(h.quantized, h.base, {n: splits[n] for n in swapped}, h.candidates, h.sites)
+    def model_for(swapped: list[str]):
+        return hooks.with_splits(splits, swapped).keep_in_float(result.kept_float)
 
-    model, swapped = fidelity_search.narrow(
-        scorer, opts.search, result, model, names, lambda swapped: hooks_for(swapped).keep_in_float(result.kept_float)
-    )
-    return model, hooks_for(swapped)
+    names = [n for n in result.kept_float if n in splits]
+    model, swapped = fidelity_search.narrow(scorer, opts.search, result, model, names, model_for)
+    return model, hooks.with_splits(splits, swapped)
 
 
 def build_qint8_fidelity(ctx: BuildContext, spec: VariantSpec) -> BuildResult:
